@@ -1,0 +1,5 @@
+import sys
+
+from videoflix.cli import main
+
+sys.exit(main())

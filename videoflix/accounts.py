@@ -1,0 +1,289 @@
+"""Account flows: register, activate, log in, refresh, log out, reset a password.
+
+Plain async functions over the services; they raise the domain errors below,
+which the auth handlers map to HTTP answers.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from videoflix import passwords, throttle, tokens
+from videoflix.config import Config
+from videoflix.db import cursor
+from videoflix.services import Services
+from videoflix.tables import users
+
+log = logging.getLogger(__name__)
+
+# Pragmatic RFC 5321 shape check: one @, no spaces, a dotted domain. Total
+# length capped at 254 (RFC 5321 §4.5.3.1.3 path limit minus the brackets).
+EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+MAX_EMAIL_LENGTH = 254
+# Login throttling (CWE-307): failures per email and per client address.
+LOGIN_WINDOW_SECONDS = 15 * 60
+MAX_FAILURES_PER_EMAIL = 10
+MAX_FAILURES_PER_ADDRESS = 50
+REQUIRED = "This field is required."
+
+
+class FieldErrors(Exception):
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+class InvalidCredentials(Exception):
+    pass
+
+
+class InactiveAccount(Exception):
+    pass
+
+
+class Throttled(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
+class InvalidLink(Exception):
+    """An activation or reset link that is malformed, forged or expired."""
+
+
+class InvalidRefreshToken(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class IssuedTokens:
+    access: str
+    refresh: str
+    access_max_age: int
+    refresh_max_age: int
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def normalize_email(value: object) -> str | None:
+    """Lower-cased address, or None when it is not a plausible email."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip().lower()
+    if len(value) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.match(value):
+        return None
+    return value
+
+
+def _email_field(value: object) -> tuple[str | None, list[str]]:
+    if value is None or value == "":
+        return None, [REQUIRED]
+    email = normalize_email(value)
+    return email, ([] if email else ["Enter a valid email address."])
+
+
+def _new_password_errors(password: object, confirm: object, password_field: str,
+                         confirm_field: str) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    problems = passwords.password_problems(password)
+    if problems:
+        errors[password_field] = problems
+    if confirm is None or confirm == "":
+        errors[confirm_field] = [REQUIRED]
+    elif confirm != password:
+        errors[confirm_field] = ["Passwords do not match."]
+    return errors
+
+
+def _reset_state(user: dict) -> str:
+    # The password hash and version are in the state: the link dies once used.
+    return f"{user['id']}:{user['password_hash']}:{user['token_version']}"
+
+
+def _activation_state(user: dict) -> str:
+    return f"{user['id']}:{user['email']}"
+
+
+def issue_tokens(config: Config, user: dict) -> IssuedTokens:
+    access_ttl = config.access_token_minutes * 60
+    refresh_ttl = config.refresh_token_days * 24 * 3600
+    issued = now()
+    common = {"user_id": user["id"], "now": issued, "is_admin": user["is_admin"],
+              "token_version": user["token_version"]}
+    access, _ = tokens.make_session_token(config.secret_key, kind="access", ttl_seconds=access_ttl, **common)
+    refresh, _ = tokens.make_session_token(config.secret_key, kind="refresh", ttl_seconds=refresh_ttl, **common)
+    return IssuedTokens(access, refresh, access_ttl, refresh_ttl)
+
+
+async def register(config: Config, services: Services, body: dict) -> dict:
+    email, email_errors = _email_field(body.get("email"))
+    errors = _new_password_errors(body.get("password"), body.get("confirmed_password"),
+                                  "password", "confirmed_password")
+    if email_errors:
+        errors["email"] = email_errors
+    else:
+        async with cursor(services.pool) as cur:
+            if await users.get_user_by_email(cur, email) is not None:
+                errors["email"] = ["A user with this email already exists."]
+    if errors:
+        raise FieldErrors(errors)
+    hashed = await passwords.hash_password(services.executor, body["password"], config.bcrypt_rounds)
+    try:
+        async with cursor(services.pool) as cur:
+            user_id = await users.insert_user(cur, email, hashed)
+            user = await users.get_user(cur, user_id)
+    except users.EmailTaken:
+        raise FieldErrors({"email": ["A user with this email already exists."]}) from None
+    token = tokens.make_link_token(config.secret_key, "activate", _activation_state(user), now())
+    link = services.mailer.link("activate.html", tokens.encode_uid(user_id), token)
+    services.mailer.send("activation", email, {"link": link})
+    log.info("registered user %s", user_id)
+    return {"id": user_id, "email": email}
+
+
+async def _user_for_link(services: Services, uidb64: str) -> dict:
+    try:
+        user_id = tokens.decode_uid(uidb64)
+    except tokens.TokenError:
+        raise InvalidLink() from None
+    async with cursor(services.pool) as cur:
+        user = await users.get_user(cur, user_id)
+    if user is None:
+        raise InvalidLink()
+    return user
+
+
+async def activate(config: Config, services: Services, uidb64: str, token: str) -> bool:
+    """True when the account was activated now, False when it already was."""
+    user = await _user_for_link(services, uidb64)
+    try:
+        tokens.check_link_token(config.secret_key, "activate", _activation_state(user), token,
+                                now(), tokens.ACTIVATION_TTL_SECONDS)
+    except tokens.TokenError:
+        raise InvalidLink() from None
+    async with cursor(services.pool) as cur:
+        activated = await users.activate_user(cur, user["id"])
+    if activated:
+        log.info("activated user %s", user["id"])
+    return activated
+
+
+def _login_limits(email: str, address: str) -> tuple[throttle.Limit, throttle.Limit]:
+    return (
+        throttle.Limit(f"throttle:login:email:{email}", MAX_FAILURES_PER_EMAIL, LOGIN_WINDOW_SECONDS),
+        throttle.Limit(f"throttle:login:addr:{address}", MAX_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS),
+    )
+
+
+async def login(config: Config, services: Services, body: dict, address: str) -> tuple[dict, IssuedTokens]:
+    password = body.get("password")
+    email = normalize_email(body.get("email"))
+    if email is None or not isinstance(password, str) or not password:
+        email_errors = _email_field(body.get("email"))[1]
+        errors = {"email": email_errors} if email_errors else {}
+        if not isinstance(password, str) or not password:
+            errors["password"] = [REQUIRED]
+        raise FieldErrors(errors)
+    limits = list(_login_limits(email, address))
+    wait = await throttle.retry_after(services.redis, limits)
+    if wait is not None:
+        raise Throttled(wait)
+    async with cursor(services.pool) as cur:
+        user = await users.get_user_by_email(cur, email)
+    # Unknown emails still pay for one bcrypt check: same timing class (CWE-208).
+    hashed = user["password_hash"] if user else services.dummy_password_hash
+    if not await passwords.check_password(services.executor, password, hashed) or user is None:
+        await throttle.record_failure(services.redis, limits)
+        raise InvalidCredentials()
+    if not user["is_active"]:
+        raise InactiveAccount()
+    await throttle.clear(services.redis, limits[0])
+    async with cursor(services.pool) as cur:
+        await users.record_login(cur, user["id"])
+    return user, issue_tokens(config, user)
+
+
+def _denylist_key(jti: str) -> str:
+    return f"denylist:jti:{jti}"
+
+
+async def _read_refresh(config: Config, services: Services, token: str) -> tokens.SessionClaims:
+    try:
+        return tokens.read_session_token(config.secret_key, token, kind="refresh", now=now())
+    except tokens.TokenError:
+        raise InvalidRefreshToken() from None
+
+
+async def _deny(services: Services, claims: tokens.SessionClaims) -> bool:
+    """Put the token's jti on the denylist until it expires; False if it already was."""
+    return bool(await services.redis.set(_denylist_key(claims.jti), 1, nx=True, exat=claims.expires_at))
+
+
+async def refresh(config: Config, services: Services, token: str) -> IssuedTokens:
+    """Rotate: the presented refresh token is spent, a new pair is issued."""
+    claims = await _read_refresh(config, services, token)
+    async with cursor(services.pool) as cur:
+        user = await users.get_user(cur, claims.user_id)
+    if user is None or not user["is_active"] or user["token_version"] != claims.token_version:
+        raise InvalidRefreshToken()
+    # SET NX makes spending atomic: of two concurrent refreshes only one wins.
+    if not await _deny(services, claims):
+        log.warning("reuse of a spent refresh token for user %s", claims.user_id)
+        raise InvalidRefreshToken()
+    return issue_tokens(config, user)
+
+
+async def logout(config: Config, services: Services, token: str) -> None:
+    claims = await _read_refresh(config, services, token)
+    if not await _deny(services, claims):
+        raise InvalidRefreshToken()
+
+
+async def request_password_reset(config: Config, services: Services, body: dict) -> None:
+    email, email_errors = _email_field(body.get("email"))
+    if email_errors:
+        raise FieldErrors({"email": email_errors})
+    async with cursor(services.pool) as cur:
+        user = await users.get_user_by_email(cur, email)
+    if user is None:
+        log.info("password reset asked for an unknown address")
+        return
+    token = tokens.make_link_token(config.secret_key, "reset", _reset_state(user), now())
+    link = services.mailer.link("confirm_password.html", tokens.encode_uid(user["id"]), token)
+    services.mailer.send("password_reset", email, {"link": link})
+
+
+async def confirm_password_reset(config: Config, services: Services, uidb64: str, token: str,
+                                 body: dict) -> None:
+    user = await _user_for_link(services, uidb64)
+    try:
+        tokens.check_link_token(config.secret_key, "reset", _reset_state(user), token,
+                                now(), tokens.RESET_TTL_SECONDS)
+    except tokens.TokenError:
+        raise InvalidLink() from None
+    new_password = body.get("new_password")
+    errors = _new_password_errors(new_password, body.get("confirm_password"),
+                                  "new_password", "confirm_password")
+    if errors:
+        raise FieldErrors(errors)
+    hashed = await passwords.hash_password(services.executor, new_password, config.bcrypt_rounds)
+    async with cursor(services.pool) as cur:
+        if not await users.replace_password(cur, user["id"], user["password_hash"], hashed):
+            raise InvalidLink()  # the same link was used concurrently
+    log.info("password reset for user %s", user["id"])
+
+
+async def ensure_admin(config: Config, services: Services, email: str, password: str) -> int:
+    address = normalize_email(email)
+    if address is None:
+        raise FieldErrors({"email": ["Enter a valid email address."]})
+    problems = passwords.password_problems(password)
+    if problems:
+        raise FieldErrors({"password": problems})
+    hashed = await passwords.hash_password(services.executor, password, config.bcrypt_rounds)
+    async with cursor(services.pool) as cur:
+        return await users.set_admin_password(cur, address, hashed)

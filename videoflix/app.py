@@ -1,0 +1,68 @@
+"""make_app(config, services) -> Application: routes, settings, access checks."""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import tornado.httpserver
+import tornado.web
+
+from videoflix.config import Config
+from videoflix.handlers import auth, health
+from videoflix.handlers.base import NotFoundHandler, check_access_marks
+from videoflix.log import log_request
+from videoflix.migrate import apply_migrations
+from videoflix.services import Services, create_services
+
+log = logging.getLogger(__name__)
+
+ROUTE_MODULES = (auth, health)
+
+
+def collect_routes() -> list:
+    routes = []
+    for module in ROUTE_MODULES:
+        routes.extend(module.ROUTES)
+    return routes
+
+
+def make_app(config: Config, services: Services) -> tornado.web.Application:
+    routes = collect_routes()
+    missing = [name for route in routes for name in check_access_marks(route[1])]
+    if missing:
+        raise RuntimeError(f"handler methods without @public/@authenticated/@admin: {', '.join(missing)}")
+    return tornado.web.Application(
+        routes,
+        config=config,
+        services=services,
+        default_handler_class=NotFoundHandler,
+        log_function=log_request,
+        # Tornado's own XSRF scheme is off: the API uses SameSite=Lax cookies
+        # and JSON bodies (API.md's csrftoken cookie is for the frontend).
+        xsrf_cookies=False,
+        compress_response=False,
+    )
+
+
+# JSON requests are small; the upload handler raises its own limit.
+MAX_JSON_BODY_BYTES = 1024 * 1024
+
+
+async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
+    """Start-up and shutdown order for one server process; returns once `stop` is set."""
+    services = await create_services(config)
+    try:
+        await apply_migrations(services.pool)
+        app = make_app(config, services)
+        server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_JSON_BODY_BYTES,
+                                               idle_connection_timeout=120)
+        server.listen(config.port, config.host)
+        log.info("serving on http://%s:%s (public URL %s)", config.host, config.port, config.public_url)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("shutting down")
+        server.stop()
+        await asyncio.wait_for(server.close_all_connections(), timeout=10)
+    finally:
+        await services.close()

@@ -1,0 +1,182 @@
+"""Command line: videoflix serve | worker | dev | migrate | createadmin EMAIL."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import fcntl
+import getpass
+import logging
+import os
+import secrets
+import signal
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+import dotenv
+
+from videoflix import accounts, passwords
+from videoflix.app import serve
+from videoflix.config import Config, ConfigError
+from videoflix.db import cursor
+from videoflix.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
+from videoflix.log import setup_logging
+from videoflix.migrate import apply_migrations
+from videoflix.services import create_services
+from videoflix.tables import users
+
+log = logging.getLogger(__name__)
+
+
+class CommandError(Exception):
+    """A one-line problem to print before exiting with status 1."""
+
+
+def _require(config: Config, *names: str) -> None:
+    missing = [name for name in names if not getattr(config, name)]
+    if missing:
+        env = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL", "secret_key": "SECRET_KEY"}
+        raise CommandError(f"{env[missing[0]]}: required (or run `videoflix dev` for embedded servers)")
+
+
+def _run_until_signalled(coro_factory) -> None:
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await coro_factory(stop)
+
+    asyncio.run(main())
+
+
+def cmd_serve(config: Config) -> None:
+    _require(config, "database_url", "redis_url", "secret_key")
+    _run_until_signalled(lambda stop: serve(config, stop))
+
+
+def cmd_migrate(config: Config) -> None:
+    _require(config, "database_url", "redis_url")
+
+    async def main() -> None:
+        services = await create_services(config)
+        try:
+            applied = await apply_migrations(services.pool)
+            log.info("%d migration(s) applied", len(applied))
+        finally:
+            await services.close()
+
+    asyncio.run(main())
+
+
+async def _ensure_admin(config: Config, email: str, password: str) -> None:
+    services = await create_services(config)
+    try:
+        await apply_migrations(services.pool)
+        async with cursor(services.pool) as cur:
+            existing = await users.get_user_by_email(cur, accounts.normalize_email(email) or "")
+        if (existing and existing["is_admin"] and existing["is_active"]
+                and await passwords.check_password(services.executor, password, existing["password_hash"])):
+            return
+        user_id = await accounts.ensure_admin(config, services, email, password)
+        log.info("admin account %s (id %s) ready", email, user_id)
+    except accounts.FieldErrors as exc:
+        raise CommandError(f"admin account: {exc.errors}") from None
+    finally:
+        await services.close()
+
+
+def cmd_createadmin(config: Config, email: str) -> None:
+    _require(config, "database_url", "redis_url")
+    password = config.admin_password or getpass.getpass(f"Password for {email}: ")
+    asyncio.run(_ensure_admin(config, email, password))
+
+
+def _read_or_create(path: Path, make) -> tuple[str, bool]:
+    if path.exists():
+        return path.read_text().strip(), False
+    value = make()
+    path.write_text(value + "\n")
+    path.chmod(0o600)
+    return value, True
+
+
+def _lock_var_dir(var: Path, stack: ExitStack) -> None:
+    lock_path = var / "dev.lock"
+    handle = stack.enter_context(open(lock_path, "a+"))
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        raise CommandError(f"videoflix dev is already running on {var} (pid {pid}); stop it first") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+
+
+def cmd_dev(config: Config) -> None:
+    var = Path(config.var_dir).resolve()
+    var.mkdir(parents=True, exist_ok=True)
+    with ExitStack() as stack:
+        _lock_var_dir(var, stack)
+        changes: dict[str, str] = {}
+        if not config.secret_key:
+            changes["secret_key"], _ = _read_or_create(var / "secret-key", lambda: secrets.token_urlsafe(48))
+        try:
+            if not config.database_url:
+                postgres = EmbeddedPostgres(var / "postgres", free_port())
+                stack.callback(postgres.stop)
+                changes["database_url"] = postgres.start()
+            if not config.redis_url:
+                redis_server = EmbeddedRedis(var / "redis", free_port())
+                stack.callback(redis_server.stop)
+                changes["redis_url"] = redis_server.start()
+        except EmbeddedError as exc:
+            raise CommandError(str(exc)) from None
+        config = dataclasses.replace(config, **changes)
+        password = config.admin_password
+        if not password:
+            password, created = _read_or_create(var / "admin-password", lambda: secrets.token_urlsafe(12))
+            if created:
+                sys.stderr.write(f"\nAdmin account: {config.admin_email}\nPassword (shown once, kept in "
+                                 f"{var / 'admin-password'}): {password}\n\n")
+        asyncio.run(_ensure_admin(config, config.admin_email, password))
+        _run_until_signalled(lambda stop: serve(config, stop))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videoflix", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="serve with DATABASE_URL and REDIS_URL")
+    sub.add_parser("dev", help="embedded PostgreSQL and Redis under ./var, then serve")
+    sub.add_parser("migrate", help="apply pending SQL migrations")
+    create = sub.add_parser("createadmin", help="create or update an admin account")
+    create.add_argument("email")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    dotenv.load_dotenv(Path.cwd() / ".env")
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        sys.stderr.write(f"videoflix: {exc}\n")
+        return 2
+    setup_logging(config.log_level)
+    try:
+        if args.command == "serve":
+            cmd_serve(config)
+        elif args.command == "dev":
+            cmd_dev(config)
+        elif args.command == "migrate":
+            cmd_migrate(config)
+        elif args.command == "createadmin":
+            cmd_createadmin(config, args.email)
+    except CommandError as exc:
+        sys.stderr.write(f"videoflix: {exc}\n")
+        return 1
+    return 0

@@ -1,0 +1,158 @@
+"""Configuration: one frozen dataclass, read once from the environment.
+
+`Config.from_env()` is the only place in the code base that reads `os.environ`.
+A bad value raises `ConfigError` whose message names the variable; the CLI
+prints that one line and exits.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+from urllib.parse import urlsplit
+
+
+class ConfigError(Exception):
+    """A configuration value is missing or malformed; the message names it."""
+
+
+def _parse_bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected true/false")
+
+
+def _parse_int(value: str) -> int:
+    return int(value.strip())
+
+
+def _parse_positive_int(value: str) -> int:
+    number = int(value.strip())
+    if number <= 0:
+        raise ValueError("must be > 0")
+    return number
+
+
+def _parse_port(value: str) -> int:
+    number = int(value.strip())
+    if not 0 <= number <= 65535:
+        raise ValueError("must be 0-65535")
+    return number
+
+
+def _parse_url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an absolute http(s) URL")
+    return value
+
+
+def _parse_origins(value: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+
+
+def _parse_str(value: str) -> str:
+    return value
+
+
+# (field name, environment variable, parser, meaning) — also the README's table.
+ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
+    ("database_url", "DATABASE_URL", _parse_str, "PostgreSQL DSN; unset with `videoflix dev` = embedded cluster in ./var/postgres"),
+    ("redis_url", "REDIS_URL", _parse_str, "Redis URL; unset with `videoflix dev` = embedded redis-server in ./var/redis"),
+    ("secret_key", "SECRET_KEY", _parse_str, "HMAC key for JWTs and email/stream tokens; dev generates one into ./var/secret-key"),
+    ("host", "VIDEOFLIX_HOST", _parse_str, "address to listen on"),
+    ("port", "VIDEOFLIX_PORT", _parse_port, "port to listen on"),
+    ("public_url", "VIDEOFLIX_PUBLIC_URL", _parse_url, "public base URL of this server (absolute URLs in JSON and emails)"),
+    ("frontend_url", "FRONTEND_URL", _parse_url, "base of the links in emails; default: the public URL (built-in pages)"),
+    ("cors_origins", "VIDEOFLIX_CORS_ORIGINS", _parse_origins, "comma-separated origins allowed to call the API with credentials"),
+    ("cookie_secure", "VIDEOFLIX_COOKIE_SECURE", _parse_bool, "mark auth cookies Secure (turn on behind HTTPS)"),
+    ("access_token_minutes", "VIDEOFLIX_ACCESS_TOKEN_MINUTES", _parse_positive_int, "access JWT lifetime"),
+    ("refresh_token_days", "VIDEOFLIX_REFRESH_TOKEN_DAYS", _parse_positive_int, "refresh JWT lifetime"),
+    ("bcrypt_rounds", "VIDEOFLIX_BCRYPT_ROUNDS", _parse_positive_int, "bcrypt cost factor"),
+    ("var_dir", "VIDEOFLIX_VAR_DIR", _parse_str, "state directory (embedded servers, outbox, secret key)"),
+    ("media_dir", "VIDEOFLIX_MEDIA_DIR", _parse_str, "uploaded sources and HLS renditions; default <var>/media"),
+    ("smtp_host", "SMTP_HOST", _parse_str, "SMTP server; unset = write each email to <var>/outbox/*.eml"),
+    ("smtp_port", "SMTP_PORT", _parse_port, "SMTP port"),
+    ("smtp_user", "SMTP_USER", _parse_str, "SMTP login (optional)"),
+    ("smtp_password", "SMTP_PASSWORD", _parse_str, "SMTP password (optional)"),
+    ("smtp_starttls", "SMTP_STARTTLS", _parse_bool, "use STARTTLS"),
+    ("default_from_email", "DEFAULT_FROM_EMAIL", _parse_str, "From: address of outgoing mail"),
+    ("admin_email", "VIDEOFLIX_ADMIN_EMAIL", _parse_str, "admin account ensured by `videoflix dev`"),
+    ("admin_password", "VIDEOFLIX_ADMIN_PASSWORD", _parse_str, "its password; unset = generated once into <var>/admin-password"),
+    ("max_upload_bytes", "MAX_UPLOAD_BYTES", _parse_positive_int, "largest accepted upload (413 above)"),
+    ("allow_public_user_uploads", "ALLOW_PUBLIC_USER_UPLOADS", _parse_bool, "let non-admin users publish to everyone"),
+    ("transcode_workers", "TRANSCODE_WORKERS", _parse_positive_int, "ffmpeg jobs run at once (process pool size)"),
+    ("transcode_stall_seconds", "TRANSCODE_STALL_SECONDS", _parse_positive_int, "kill ffmpeg after this long without progress"),
+    ("x264_preset", "VIDEOFLIX_X264_PRESET", _parse_str, "libx264 preset"),
+    ("stream_token_ttl", "STREAM_TOKEN_TTL", _parse_positive_int, "lifetime (s) of signed playback URLs"),
+    ("log_level", "VIDEOFLIX_LOG_LEVEL", _parse_str, "logging level"),
+)
+
+
+def _default_var_dir() -> str:
+    return str(Path.cwd() / "var")
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str = ""
+    redis_url: str = ""
+    secret_key: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8000
+    public_url: str = ""
+    frontend_url: str = ""
+    cors_origins: tuple[str, ...] = ("http://127.0.0.1:5500", "http://localhost:5500")
+    cookie_secure: bool = False
+    access_token_minutes: int = 30
+    refresh_token_days: int = 7
+    bcrypt_rounds: int = 12
+    var_dir: str = field(default_factory=_default_var_dir)
+    media_dir: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    default_from_email: str = "Videoflix <noreply@videoflix.local>"
+    admin_email: str = "admin@videoflix.local"
+    admin_password: str = ""
+    max_upload_bytes: int = 20 * 1024**3
+    allow_public_user_uploads: bool = False
+    transcode_workers: int = 1
+    transcode_stall_seconds: int = 60
+    x264_preset: str = "veryfast"
+    stream_token_ttl: int = 6 * 3600
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        # Derived defaults: computed once so every reader sees the same value.
+        if not self.public_url:
+            object.__setattr__(self, "public_url", f"http://{self.host}:{self.port}")
+        if not self.frontend_url:
+            object.__setattr__(self, "frontend_url", self.public_url)
+        if not self.media_dir:
+            object.__setattr__(self, "media_dir", str(Path(self.var_dir) / "media"))
+
+    @property
+    def outbox_dir(self) -> str:
+        return str(Path(self.var_dir) / "outbox")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+        environ = os.environ if environ is None else environ
+        values: dict[str, object] = {}
+        for name, var, parse, _meaning in ENV_VARS:
+            raw = environ.get(var)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{var}: invalid value {raw!r} ({exc})") from None
+        return cls(**values)  # type: ignore[arg-type]

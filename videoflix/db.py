@@ -1,0 +1,35 @@
+"""aiopg pool and the two context managers every query goes through.
+
+aiopg connections are in autocommit mode: a single statement commits by itself,
+and multi-statement writes must go through `transaction()`, which issues an
+explicit BEGIN/COMMIT (ROLLBACK on any exception) on one connection.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import AsyncIterator
+
+import aiopg
+import psycopg2.extras
+
+
+async def create_pool(dsn: str, minsize: int = 1, maxsize: int = 10) -> aiopg.Pool:
+    # timeout bounds how long a query may wait for a connection or a result.
+    return await aiopg.create_pool(dsn, minsize=minsize, maxsize=maxsize, timeout=30)
+
+
+@contextlib.asynccontextmanager
+async def cursor(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
+    """A dict-row cursor on a pooled connection (autocommit)."""
+    async with pool.acquire() as conn:
+        async with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            yield cur
+
+
+@contextlib.asynccontextmanager
+async def transaction(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
+    """A dict-row cursor inside BEGIN ... COMMIT; rolls back on any exception."""
+    async with pool.acquire() as conn:
+        async with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            async with cur.begin():
+                yield cur

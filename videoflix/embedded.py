@@ -1,0 +1,278 @@
+"""Private PostgreSQL and Redis servers run as child processes.
+
+Used by `videoflix dev` (under ./var) and by the test suite (under a temporary
+directory). PostgreSQL refuses to run as root, so when we are root its
+programs run as an unprivileged account (`postgres` when the Debian package
+created it, else `nobody`) that owns the data directory.
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import logging
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg2
+
+log = logging.getLogger(__name__)
+
+# How long a freshly started server gets to accept connections.
+START_TIMEOUT_SECONDS = 60
+# How long a server gets to shut down cleanly before it is killed.
+STOP_TIMEOUT_SECONDS = 30
+DATABASE_NAME = "videoflix"
+DATABASE_USER = "videoflix"
+
+
+class EmbeddedError(RuntimeError):
+    """An embedded server could not be set up or started."""
+
+
+def find_postgres_bindir() -> Path:
+    """Directory holding initdb and postgres (Debian keeps them off PATH)."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for directory in candidates:
+        if Path(directory, "initdb").exists():
+            return Path(directory)
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(os.path.realpath(initdb)).parent
+    raise EmbeddedError("PostgreSQL server binaries not found: install the 'postgresql' package")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent(sig: int):
+    """preexec_fn: have the kernel send `sig` to the child when we die (even by SIGKILL)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
+    except (OSError, AttributeError):
+        return None  # not Linux: the child simply outlives a killed parent
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
+    return preexec
+
+
+def _unprivileged_account() -> pwd.struct_passwd | None:
+    """The account to run PostgreSQL as, or None when we are not root."""
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise EmbeddedError("running as root and no unprivileged account (postgres/nobody) exists")
+
+
+def _make_traversable(path: Path, account: pwd.struct_passwd) -> None:
+    """Let `account` reach `path`: add o+x to ancestors that lack it."""
+    for parent in reversed(path.resolve().parents):
+        st = parent.stat()
+        if st.st_uid == account.pw_uid or st.st_mode & stat.S_IXOTH:
+            continue
+        log.warning("granting others search (o+x) on %s so %s can reach %s", parent, account.pw_name, path)
+        os.chmod(parent, st.st_mode | stat.S_IXOTH)
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen, what: str, log_path: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+            raise EmbeddedError(f"{what} exited with code {proc.returncode}:\n{tail}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise EmbeddedError(f"{what} did not accept connections on port {port} within {START_TIMEOUT_SECONDS}s")
+
+
+def _stop_process(proc: subprocess.Popen | None, sig: int) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port` only."""
+
+    data_dir: Path
+    port: int
+    # Tests trade durability for speed; dev keeps PostgreSQL's defaults.
+    durable: bool = True
+    proc: subprocess.Popen | None = field(default=None, init=False)
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir.parent / (self.data_dir.name + "-password")
+
+    @property
+    def dsn(self) -> str:
+        password = quote(self.password_file.read_text().strip(), safe="")
+        return f"postgresql://{DATABASE_USER}:{password}@127.0.0.1:{self.port}/{DATABASE_NAME}"
+
+    def _run_kwargs(self) -> dict:
+        account = _unprivileged_account()
+        if account is None:
+            return {}
+        return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
+
+    def _initdb(self, bindir: Path) -> None:
+        account = _unprivileged_account()
+        self.data_dir.mkdir(parents=True, mode=0o700)
+        if not self.password_file.exists():
+            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+            self.password_file.chmod(0o600)
+        pwfile = self.data_dir.parent / f".{self.data_dir.name}-initdb-pwfile"
+        pwfile.write_text(self.password_file.read_text())
+        if account is not None:
+            _make_traversable(self.data_dir, account)
+            os.chown(self.data_dir, account.pw_uid, account.pw_gid)
+            os.chown(pwfile, account.pw_uid, account.pw_gid)
+        result = subprocess.run(
+            [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", DATABASE_USER,
+             "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"],
+            capture_output=True, text=True, **self._run_kwargs(),
+        )
+        pwfile.unlink()
+        if result.returncode != 0:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise EmbeddedError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
+
+    def start(self) -> str:
+        bindir = find_postgres_bindir()
+        if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb(bindir)
+        account = _unprivileged_account()
+        if account is not None:
+            _make_traversable(self.data_dir, account)
+        args = [str(bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
+                "-c", "max_connections=200"]
+        if not self.durable:
+            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        log_path = self.data_dir.parent / (self.data_dir.name + ".log")
+        with open(log_path, "ab") as log_file:
+            if account is not None:
+                os.chown(log_path, account.pw_uid, account.pw_gid)
+            self.proc = subprocess.Popen(
+                args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                # SIGINT = fast shutdown, should we die without stopping it.
+                start_new_session=True, preexec_fn=_die_with_parent(signal.SIGINT), **self._run_kwargs(),
+            )
+        _wait_for_port(self.port, self.proc, "postgres", log_path)
+        self._create_database()
+        log.info("embedded PostgreSQL on 127.0.0.1:%s (%s)", self.port, self.data_dir)
+        return self.dsn
+
+    def _create_database(self) -> None:
+        admin_dsn = self.dsn.rsplit("/", 1)[0] + "/postgres"
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while True:
+            try:
+                conn = psycopg2.connect(admin_dsn, connect_timeout=5)
+                break
+            except psycopg2.OperationalError:
+                # The port opens a moment before the server accepts logins.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE_NAME,))
+                if cur.fetchone() is None:
+                    cur.execute(f"CREATE DATABASE {DATABASE_NAME}")
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        # SIGINT is PostgreSQL's "fast shutdown": roll back sessions, checkpoint, exit.
+        _stop_process(self.proc, signal.SIGINT)
+        self.proc = None
+
+
+@dataclass
+class EmbeddedRedis:
+    """A redis-server in `data_dir` on 127.0.0.1:`port`, password protected."""
+
+    data_dir: Path
+    port: int
+    appendonly: bool = True
+    proc: subprocess.Popen | None = field(default=None, init=False)
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / "password"
+
+    @property
+    def url(self) -> str:
+        password = quote(self.password_file.read_text().strip(), safe="")
+        return f"redis://:{password}@127.0.0.1:{self.port}/0"
+
+    def start(self) -> str:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise EmbeddedError("redis-server not found: install the 'redis-server' package")
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.password_file.exists():
+            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
+            self.password_file.chmod(0o600)
+        config = "\n".join([
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            f"dir {self.data_dir}",
+            f"appendonly {'yes' if self.appendonly else 'no'}",
+            "appendfsync everysec",
+            'save ""',
+            "daemonize no",
+            f"requirepass {self.password_file.read_text().strip()}",
+            "",
+        ])
+        config_path = self.data_dir / "redis.conf"
+        config_path.write_text(config)
+        config_path.chmod(0o600)
+        log_path = self.data_dir / "redis.log"
+        with open(log_path, "ab") as log_file:
+            self.proc = subprocess.Popen(
+                [server, str(config_path)], stdout=log_file, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL, start_new_session=True,
+                preexec_fn=_die_with_parent(signal.SIGTERM),
+            )
+        _wait_for_port(self.port, self.proc, "redis-server", log_path)
+        log.info("embedded Redis on 127.0.0.1:%s (%s)", self.port, self.data_dir)
+        return self.url
+
+    def stop(self) -> None:
+        # SIGTERM: redis-server flushes the append-only file and exits.
+        _stop_process(self.proc, signal.SIGTERM)
+        self.proc = None

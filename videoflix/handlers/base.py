@@ -1,0 +1,197 @@
+"""BaseHandler, APIError, access decorators, JSON errors and CORS for every route."""
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import logging
+import time
+from typing import Any, Callable
+
+import tornado.web
+
+from videoflix import tokens
+from videoflix.config import Config
+from videoflix.services import Services
+
+log = logging.getLogger(__name__)
+
+HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete")
+CORS_ALLOW_HEADERS = "content-type, x-csrftoken, authorization, range"
+CORS_ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+CORS_EXPOSE_HEADERS = "Content-Range, Content-Length, Accept-Ranges, Retry-After"
+# Browsers may cache a preflight answer this long (seconds).
+CORS_MAX_AGE = "600"
+NOT_AUTHENTICATED = "Authentication credentials were not provided."
+INVALID_TOKEN = "Invalid or expired token."
+STATUS_DETAILS = {
+    400: "Bad request.",
+    401: NOT_AUTHENTICATED,
+    403: "You do not have permission to perform this action.",
+    404: "Not found.",
+    405: "Method not allowed.",
+    411: "Length required.",
+    413: "Request body too large.",
+    416: "Requested range not satisfiable.",
+    429: "Too many requests.",
+    503: "Service unavailable.",
+}
+
+
+class APIError(Exception):
+    """Answer with `status` and `{"detail": detail}` (or a field-error body)."""
+
+    def __init__(self, status: int, detail: str | None = None, *, body: dict | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(status, detail)
+        self.status = status
+        self.body = body if body is not None else {"detail": detail or STATUS_DETAILS.get(status, "Error.")}
+        self.headers = headers or {}
+
+
+def _mark(access: str) -> Callable:
+    def decorator(method: Callable) -> Callable:
+        if access == "public":
+            method.access = access  # type: ignore[attr-defined]
+            return method
+
+        @functools.wraps(method)
+        async def wrapper(self: "BaseHandler", *args: Any, **kwargs: Any) -> Any:
+            self.require_user(admin=access == "admin")
+            result = method(self, *args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+        wrapper.access = access  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator
+
+
+public = _mark("public")
+authenticated = _mark("authenticated")
+admin = _mark("admin")
+
+
+def check_access_marks(handler_class: type) -> list[str]:
+    """Names of HTTP methods the class defines without @public/@authenticated/@admin."""
+    missing = []
+    for name in HTTP_METHODS:
+        method = getattr(handler_class, name, None)
+        default = getattr(tornado.web.RequestHandler, name, None)
+        if method is None or method is default:
+            continue
+        if getattr(method, "access", None) is None:
+            missing.append(f"{handler_class.__name__}.{name}")
+    return missing
+
+
+class CorsMixin:
+    """CORS for API.md's conventions; mixed into JSON and file handlers alike."""
+
+    def set_cors_headers(self: Any) -> None:
+        origin = self.request.headers.get("Origin")
+        self.add_header("Vary", "Origin")
+        if origin and origin.rstrip("/") in self.settings["config"].cors_origins:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Allow-Credentials", "true")
+            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+
+    @public
+    def options(self: Any, *args: Any, **kwargs: Any) -> None:
+        # Preflight: answered without authentication (API.md conventions).
+        self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+        self.set_header("Access-Control-Allow-Methods", CORS_ALLOW_METHODS)
+        self.set_header("Access-Control-Max-Age", CORS_MAX_AGE)
+        self.set_status(204)
+        self.finish()
+
+
+class AuthMixin:
+    """Who is calling: the access JWT from the cookie or an Authorization header."""
+
+    _auth_problem: str | None = None
+
+    def get_current_user(self: Any) -> tokens.SessionClaims | None:
+        header = self.request.headers.get("Authorization", "")
+        if header:
+            scheme, _, token = header.partition(" ")
+            token = token.strip() if scheme.lower() == "bearer" else ""
+        else:
+            token = self.get_cookie("access_token", "")
+        if not token:
+            self._auth_problem = NOT_AUTHENTICATED
+            return None
+        try:
+            return tokens.read_session_token(self.settings["config"].secret_key, token,
+                                             kind="access", now=int(time.time()))
+        except tokens.TokenError:
+            self._auth_problem = INVALID_TOKEN
+            return None
+
+    def require_user(self: Any, admin: bool = False) -> tokens.SessionClaims:
+        user = self.current_user
+        if user is None:
+            raise APIError(401, self._auth_problem or NOT_AUTHENTICATED)
+        if admin and not user.is_admin:
+            raise APIError(403)
+        return user
+
+
+class BaseHandler(CorsMixin, AuthMixin, tornado.web.RequestHandler):
+    """JSON API handler: typed services, JSON bodies in and out, JSON errors."""
+
+    @property
+    def config(self) -> Config:
+        return self.settings["config"]
+
+    @property
+    def services(self) -> Services:
+        return self.settings["services"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_cors_headers()
+
+    def json_body(self) -> dict:
+        try:
+            body = json.loads(self.request.body or b"")
+        except (ValueError, UnicodeDecodeError):
+            raise APIError(400, "Invalid JSON body.") from None
+        if not isinstance(body, dict):
+            raise APIError(400, "Invalid JSON body.")
+        return body
+
+    def write_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+
+    def _handle_request_exception(self, e: BaseException) -> None:
+        if isinstance(e, APIError):
+            if self._finished:
+                return
+            self.clear()
+            for name, value in e.headers.items():
+                self.set_header(name, value)
+            self.write_json(e.body, e.status)
+            return
+        super()._handle_request_exception(e)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # Anything that is not an APIError: a tornado HTTPError or a crash.
+        detail = STATUS_DETAILS.get(status_code, "Internal server error.")
+        if status_code >= 500 and status_code != 503:
+            detail = "Internal server error."
+        self.finish(json.dumps({"detail": detail}))
+
+
+class NotFoundHandler(BaseHandler):
+    """Default handler: every unknown path gets a JSON 404."""
+
+    def prepare(self) -> None:
+        if self.request.method == "OPTIONS":
+            return
+        raise APIError(404)
+

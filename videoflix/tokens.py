@@ -1,0 +1,129 @@
+"""Tokens: JWTs for sessions, HMAC tokens for email links and playback URLs.
+
+Pure functions: every one takes the secret and the current time explicitly.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+import jwt
+
+ALGORITHM = "HS256"
+ACTIVATION_TTL_SECONDS = 3 * 24 * 3600
+RESET_TTL_SECONDS = 24 * 3600
+
+
+class TokenError(Exception):
+    """A token is malformed, forged, expired or of the wrong kind."""
+
+
+@dataclass(frozen=True)
+class SessionClaims:
+    user_id: int
+    kind: str  # "access" | "refresh"
+    jti: str
+    expires_at: int
+    is_admin: bool
+    token_version: int
+
+
+def encode_uid(user_id: int) -> str:
+    """Unpadded base64url of the decimal id: 1 -> 'MQ' (API.md §1)."""
+    return base64.urlsafe_b64encode(str(user_id).encode()).decode().rstrip("=")
+
+
+def decode_uid(uidb64: str) -> int:
+    """Inverse of encode_uid; TokenError for anything that is not a positive id."""
+    if not uidb64 or len(uidb64) > 32:
+        raise TokenError("bad uid")
+    try:
+        raw = base64.urlsafe_b64decode(uidb64 + "=" * (-len(uidb64) % 4)).decode("ascii")
+    except (ValueError, UnicodeDecodeError):
+        raise TokenError("bad uid") from None
+    if not raw.isdigit() or raw.startswith("0") or len(raw) > 18:
+        raise TokenError("bad uid")
+    return int(raw)
+
+
+def make_session_token(
+    secret: str, *, user_id: int, kind: str, now: int, ttl_seconds: int,
+    is_admin: bool, token_version: int,
+) -> tuple[str, SessionClaims]:
+    claims = SessionClaims(
+        user_id=user_id, kind=kind, jti=secrets.token_urlsafe(16),
+        expires_at=now + ttl_seconds, is_admin=is_admin, token_version=token_version,
+    )
+    payload = {
+        "sub": str(user_id), "typ": kind, "jti": claims.jti, "iat": now,
+        "exp": claims.expires_at, "adm": is_admin, "ver": token_version,
+    }
+    return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
+
+
+def read_session_token(secret: str, token: str, *, kind: str, now: int) -> SessionClaims:
+    try:
+        payload = jwt.decode(
+            token, secret, algorithms=[ALGORITHM],
+            options={"require": ["sub", "typ", "jti", "exp", "ver"], "verify_exp": False},
+        )
+    except jwt.PyJWTError:
+        raise TokenError("invalid token") from None
+    if payload.get("typ") != kind:
+        raise TokenError("wrong token type")
+    try:
+        expires_at = int(payload["exp"])
+        user_id = int(payload["sub"])
+        version = int(payload["ver"])
+    except (TypeError, ValueError):
+        raise TokenError("invalid claims") from None
+    if expires_at <= now:
+        raise TokenError("expired")
+    return SessionClaims(
+        user_id=user_id, kind=kind, jti=str(payload["jti"]), expires_at=expires_at,
+        is_admin=bool(payload.get("adm")), token_version=version,
+    )
+
+
+def _b36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, rem = divmod(number, 36)
+        out = digits[rem] + out
+        if number == 0:
+            return out
+
+
+def _mac(secret: str, purpose: str, message: str) -> str:
+    key = hashlib.sha256(f"videoflix:{purpose}:{secret}".encode()).digest()
+    digest = hmac.new(key, message.encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def make_link_token(secret: str, purpose: str, state: str, now: int) -> str:
+    """A URL-safe `<ts36>-<mac>` token bound to `purpose` and the user's `state`.
+
+    `state` should change when the token must die: for a password reset it
+    includes the password hash, so the link stops working once it is used.
+    """
+    stamp = _b36(now)
+    return f"{stamp}-{_mac(secret, purpose, f'{stamp}:{state}')}"
+
+
+def check_link_token(secret: str, purpose: str, state: str, token: str, now: int, ttl_seconds: int) -> None:
+    stamp, _, mac = token.partition("-")
+    if not stamp or not mac or len(token) > 80:
+        raise TokenError("malformed")
+    try:
+        issued = int(stamp, 36)
+    except ValueError:
+        raise TokenError("malformed") from None
+    expected = _mac(secret, purpose, f"{stamp}:{state}")
+    if not hmac.compare_digest(expected, mac):
+        raise TokenError("bad signature")
+    if not 0 <= now - issued <= ttl_seconds:
+        raise TokenError("expired")

@@ -1,0 +1,247 @@
+"""ffprobe: run it (IO at the edge) and turn its JSON into a `Probe` (pure).
+
+`parse_probe` is pure and is what the tests exercise with the facts quoted in
+shared/media/README.md; `probe_file` (asyncio, for the loop) and `probe_file_sync`
+(for the transcode child process) only run ffprobe and hand its JSON over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+import subprocess
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+# Reading headers takes well under a second; a minute means a stuck read (a FIFO, a
+# hung network mount) and the file is treated as unreadable.
+PROBE_TIMEOUT_SECONDS = 60.0
+
+# Only plain files may be opened, also by demuxers that follow references (an uploaded
+# .m3u8 or ffconcat list must not make ffprobe fetch URLs: CWE-918, server-side request
+# forgery).
+PROTOCOL_WHITELIST = "file"
+
+# Beyond this, a frame rate is a time-base artefact, not a rate (the VFR phone clip has
+# r_frame_rate 90000/1).
+MAX_PLAUSIBLE_FPS = 1000.0
+
+
+class ProbeError(Exception):
+    """The file cannot be used as a video; str(error) is a message fit for the user."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What the transcoder needs to know about a source file.
+
+    `width` x `height` is the DISPLAYED size: a rotation of 90 or 270 degrees swaps the
+    coded dimensions, and a non-square sample aspect ratio stretches the width.
+    `rotation` is counter-clockwise degrees in 0..359 (display-matrix convention;
+    a legacy `rotate` tag of 90, meaning clockwise, becomes 270).
+    `fps` is the average frame rate (sane for variable frame rate sources);
+    `nominal_fps` is r_frame_rate when it is a plausible rate, else None.
+    """
+
+    width: int
+    height: int
+    duration: float
+    fps: float
+    has_audio: bool
+    video_codec: str
+    rotation: int = 0
+    nominal_fps: float | None = None
+    video_stream_index: int = 0
+    audio_stream_index: int | None = None
+    audio_codec: str | None = None
+    audio_channels: int | None = None
+    video_profile: str | None = None
+    video_level: int | None = None
+    format_name: str = ""
+
+
+def _rate(value: Any) -> float | None:
+    """'30000/1001' -> 29.97; None for '0/0', 'N/A', garbage or implausible rates."""
+    if not isinstance(value, str):
+        return None
+    try:
+        rate = Fraction(value)
+    except (ValueError, ZeroDivisionError):
+        return None
+    if rate <= 0 or rate > MAX_PLAUSIBLE_FPS:
+        return None
+    return float(rate)
+
+
+def _float(value: Any) -> float | None:
+    try:
+        result = float(value)
+    except (TypeError, ValueError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _rotation(stream: dict[str, Any]) -> int:
+    """Counter-clockwise rotation in 0..359, rounded to a quarter turn."""
+    degrees: float | None = None
+    for side_data in stream.get("side_data_list") or []:
+        if isinstance(side_data, dict) and "rotation" in side_data:
+            degrees = _float(side_data["rotation"])
+            break
+    if degrees is None:
+        tags = stream.get("tags") or {}
+        tag = _float(tags.get("rotate")) if isinstance(tags, dict) else None
+        # The legacy tag counts clockwise, the display matrix counter-clockwise.
+        degrees = -tag if tag is not None else 0.0
+    return int(round(degrees / 90.0)) * 90 % 360
+
+
+def _is_attached_picture(stream: dict[str, Any]) -> bool:
+    disposition = stream.get("disposition") or {}
+    if not isinstance(disposition, dict):
+        return False
+    return bool(disposition.get("attached_pic") or disposition.get("timed_thumbnails"))
+
+
+def _displayed_size(stream: dict[str, Any], rotation: int) -> tuple[int, int]:
+    width, height = _int(stream.get("width")), _int(stream.get("height"))
+    if not width or not height or width <= 0 or height <= 0:
+        raise ProbeError("The video stream has no picture size.")
+    sar = stream.get("sample_aspect_ratio")
+    if isinstance(sar, str) and ":" in sar:
+        num, _, den = sar.partition(":")
+        sar_num, sar_den = _int(num), _int(den)
+        # 0:1 means unknown; ffmpeg treats it as square pixels as well.
+        if sar_num and sar_den and sar_num > 0 and sar_den > 0 and sar_num != sar_den:
+            width = max(1, round(width * sar_num / sar_den))
+    if rotation in (90, 270):
+        width, height = height, width
+    return width, height
+
+
+def parse_probe(data: dict[str, Any]) -> Probe:
+    """Turn ffprobe's `-show_format -show_streams` JSON into a Probe; raise ProbeError."""
+    if not isinstance(data, dict):
+        raise ProbeError("Unreadable media file.")
+    streams = data.get("streams")
+    fmt = data.get("format")
+    if not isinstance(streams, list) or not isinstance(fmt, dict):
+        raise ProbeError("Unreadable media file.")
+    streams = [s for s in streams if isinstance(s, dict)]
+
+    videos = [
+        s for s in streams if s.get("codec_type") == "video" and not _is_attached_picture(s)
+    ]
+    if not videos:
+        raise ProbeError("No video stream found.")
+    # Prefer the stream the container marks as default, as players do.
+    video = next((s for s in videos if (s.get("disposition") or {}).get("default")), videos[0])
+    audios = [s for s in streams if s.get("codec_type") == "audio"]
+    audio = next((s for s in audios if (s.get("disposition") or {}).get("default")), None)
+    if audio is None and audios:
+        audio = audios[0]
+
+    duration = _float(fmt.get("duration"))
+    if duration is None:
+        duration = _float(video.get("duration"))
+    if duration is None:
+        raise ProbeError("Could not determine the duration.")
+    if duration <= 0:
+        raise ProbeError("Zero duration.")
+
+    avg = _rate(video.get("avg_frame_rate"))
+    nominal = _rate(video.get("r_frame_rate"))
+    fps = avg if avg is not None else nominal
+    if fps is None:
+        raise ProbeError("Could not determine the frame rate.")
+
+    rotation = _rotation(video)
+    width, height = _displayed_size(video, rotation)
+    level = _int(video.get("level"))
+    return Probe(
+        width=width,
+        height=height,
+        duration=duration,
+        fps=fps,
+        has_audio=audio is not None,
+        video_codec=str(video.get("codec_name") or "unknown"),
+        rotation=rotation,
+        nominal_fps=nominal,
+        video_stream_index=_int(video.get("index")) or 0,
+        audio_stream_index=_int(audio.get("index")) if audio is not None else None,
+        audio_codec=str(audio.get("codec_name")) if audio is not None else None,
+        audio_channels=_int(audio.get("channels")) if audio is not None else None,
+        video_profile=video.get("profile") if isinstance(video.get("profile"), str) else None,
+        video_level=level if level is not None and level > 0 else None,  # VP8 reports -99
+        format_name=str(fmt.get("format_name") or ""),
+    )
+
+
+def probe_command(path: str | os.PathLike[str]) -> list[str]:
+    """The ffprobe argv for `path` (a local file, never a URL: see PROTOCOL_WHITELIST)."""
+    return [
+        "ffprobe", "-v", "error",
+        "-protocol_whitelist", PROTOCOL_WHITELIST,
+        "-print_format", "json", "-show_format", "-show_streams",
+        # "file:" keeps a name such as "http:x" or "-y" from being read as a URL or option.
+        "file:" + os.fspath(path),
+    ]
+
+
+def _parse_output(path: str | os.PathLike[str], returncode: int, stdout: bytes, stderr: bytes) -> Probe:
+    if returncode != 0:
+        log.info("ffprobe failed on %s (exit %s): %s", path, returncode,
+                 stderr.decode("utf-8", "replace").strip()[-500:])
+        raise ProbeError("Unreadable media file.")
+    try:
+        data = json.loads(stdout)
+    except ValueError:
+        raise ProbeError("Unreadable media file.") from None
+    return parse_probe(data)
+
+
+async def probe_file(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT_SECONDS) -> Probe:
+    """Probe without blocking the loop; ffprobe is killed when it exceeds `timeout`."""
+    proc = await asyncio.create_subprocess_exec(
+        *probe_command(path),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        log.warning("ffprobe timed out after %s s on %s", timeout, path)
+        raise ProbeError("Timed out reading the media file.") from None
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: never leave it running
+            proc.kill()
+            await proc.wait()
+    returncode = await proc.wait()
+    return _parse_output(path, returncode, stdout, stderr)
+
+
+def probe_file_sync(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT_SECONDS) -> Probe:
+    """Blocking probe for the transcode child process (never call it on the loop)."""
+    try:
+        done = subprocess.run(
+            probe_command(path), stdin=subprocess.DEVNULL, capture_output=True,
+            timeout=timeout, check=False,
+        )
+    except subprocess.TimeoutExpired:  # run() has already killed ffprobe
+        log.warning("ffprobe timed out after %s s on %s", timeout, path)
+        raise ProbeError("Timed out reading the media file.") from None
+    return _parse_output(path, done.returncode, done.stdout, done.stderr)
