@@ -1,0 +1,47 @@
+# Two commands do everything on a fresh Debian/Ubuntu machine:
+#   make run    install what is missing, then serve on 127.0.0.1:8000 (embedded PostgreSQL + Redis in ./var)
+#   make test   the same set-up, then the whole test suite
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+# Debian packages the server and its tests need (binaries checked first).
+APT_PACKAGES := ffmpeg redis-server postgresql
+
+.PHONY: run test setup system-deps bench clean
+
+run: setup
+	$(VENV)/bin/videoflix dev
+
+test: setup
+	$(VENV)/bin/python -m pytest
+
+setup: system-deps $(STAMP)
+
+system-deps:
+	@missing=""; \
+	command -v ffmpeg >/dev/null 2>&1 && command -v ffprobe >/dev/null 2>&1 || missing="$$missing ffmpeg"; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then sudo=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
+	else echo "Please install these packages first (as root):$$missing"; exit 1; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "No apt-get here: please install$$missing with your package manager"; exit 1; fi; \
+	echo "Installing:$$missing"; \
+	$$sudo apt-get update -qq && \
+	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $@
+
+bench: setup
+	$(VENV)/bin/python bench/transcode.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
