@@ -1,0 +1,91 @@
+"""Every SQL statement touching the videos table. Functions take the cursor first."""
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = ("id, owner_id, title, description, category, visibility, status, error, source_name,"
+           " source_size, duration, width, height, fps, has_audio, resolutions, attempts,"
+           " created_at, updated_at, ready_at")
+STATUSES = ("uploading", "queued", "processing", "ready", "failed")
+VISIBILITIES = ("public", "private")
+
+
+async def insert_video(cur: Any, *, owner_id: int, title: str, description: str, category: str,
+                       visibility: str, status: str = "queued", source_name: str = "",
+                       source_size: int = 0, duration: float | None = None, width: int | None = None,
+                       height: int | None = None) -> int:
+    await cur.execute(
+        "INSERT INTO videos (owner_id, title, description, category, visibility, status,"
+        " source_name, source_size, duration, width, height)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+        (owner_id, title, description, category, visibility, status, source_name, source_size,
+         duration, width, height),
+    )
+    return (await cur.fetchone())["id"]
+
+
+async def get_video(cur: Any, video_id: int) -> dict | None:
+    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE id = %s", (video_id,))
+    return await cur.fetchone()
+
+
+async def list_ready_videos(cur: Any, viewer_id: int | None, include_all: bool = False) -> list[dict]:
+    """Ready videos `viewer_id` may watch (public + own; everything for admins), newest first."""
+    if include_all:
+        await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE status = 'ready'"
+                          " ORDER BY created_at DESC, id DESC")
+    else:
+        await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE status = 'ready'"
+                          " AND (visibility = 'public' OR owner_id = %s)"
+                          " ORDER BY created_at DESC, id DESC", (viewer_id,))
+    return await cur.fetchall()
+
+
+async def mark_processing(cur: Any, video_id: int) -> dict | None:
+    """queued/processing -> processing, counting the attempt; None if the row is gone or settled."""
+    await cur.execute(
+        "UPDATE videos SET status = 'processing', attempts = attempts + 1, error = NULL, updated_at = now()"
+        f" WHERE id = %s AND status IN ('queued', 'processing') RETURNING {COLUMNS}",
+        (video_id,),
+    )
+    return await cur.fetchone()
+
+
+async def mark_ready(cur: Any, video_id: int, *, duration: float, width: int, height: int, fps: float,
+                     has_audio: bool, resolutions: list[str]) -> bool:
+    await cur.execute(
+        "UPDATE videos SET status = 'ready', error = NULL, duration = %s, width = %s, height = %s,"
+        " fps = %s, has_audio = %s, resolutions = %s, updated_at = now(), ready_at = now()"
+        " WHERE id = %s AND status = 'processing' RETURNING id",
+        (duration, width, height, fps, has_audio, resolutions, video_id),
+    )
+    return await cur.fetchone() is not None
+
+
+async def mark_failed(cur: Any, video_id: int, error: str) -> bool:
+    await cur.execute(
+        "UPDATE videos SET status = 'failed', error = %s, updated_at = now()"
+        " WHERE id = %s AND status IN ('queued', 'processing') RETURNING id",
+        (error, video_id),
+    )
+    return await cur.fetchone() is not None
+
+
+async def mark_queued(cur: Any, video_id: int) -> bool:
+    """Back to queued for a re-run (retranscode); not while a job holds it."""
+    await cur.execute(
+        "UPDATE videos SET status = 'queued', error = NULL, attempts = 0, updated_at = now()"
+        " WHERE id = %s AND status IN ('ready', 'failed') RETURNING id",
+        (video_id,),
+    )
+    return await cur.fetchone() is not None
+
+
+async def unfinished_video_ids(cur: Any) -> list[int]:
+    await cur.execute("SELECT id FROM videos WHERE status IN ('queued', 'processing') ORDER BY id")
+    return [row["id"] for row in await cur.fetchall()]
+
+
+async def delete_video(cur: Any, video_id: int) -> bool:
+    await cur.execute("DELETE FROM videos WHERE id = %s RETURNING id", (video_id,))
+    return await cur.fetchone() is not None
