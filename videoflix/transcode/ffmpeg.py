@@ -1,0 +1,485 @@
+"""One ffmpeg process per job: decode once, encode the whole ladder, write HLS.
+
+`build_command` and `build_poster_command` are pure. `transcode` is the child-process
+entry point (module-level, picklable arguments): it probes, runs ffmpeg at a lower CPU
+priority under a watchdog (`run_ffmpeg`), makes the poster and thumbnail, measures the
+segments and writes the master playlist. It never writes outside `out_dir`.
+
+Sharing one audio encode across renditions: ffmpeg 5.1's HLS muxer rejects the same
+audio stream in two `-var_stream_map` variants ("Same elementary stream found more than
+once in two different variant definitions"), which would force one AAC encode per
+rendition. Instead the encoded streams go to the `tee` muxer, whose slaves are plain HLS
+muxers, one per rendition, each `select`ing its video stream plus the one audio stream.
+Every `<res>/index.m3u8` therefore plays standalone with sound (clients pick a
+resolution blindly, API.md section 3) while AAC is encoded once.
+
+Output layout inside out_dir:
+    master.m3u8               ours (playlist.master_playlist), relative URIs
+    <res>/index.m3u8          VOD media playlist, bare segment names
+    <res>/seg_00000.ts ...    MPEG-TS, each starting with an IDR frame
+    poster.jpg                long side <= 1280
+    thumbnail.jpg             long side <= 480
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import shutil
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import IO
+
+from videoflix.transcode.ladder import Rendition, pick_renditions
+from videoflix.transcode.playlist import (
+    MASTER_PLAYLIST_NAME,
+    MEDIA_PLAYLIST_NAME,
+    PlaylistError,
+    Variant,
+    codecs_attribute,
+    master_playlist,
+    measure_rendition,
+)
+from videoflix.transcode.probe import (
+    PROTOCOL_WHITELIST,
+    Probe,
+    ProbeError,
+    probe_file_sync,
+)
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[float], None]
+
+# The HTTP layer serves only names matching seg_\d{5}\.ts; 5 digits of 4 s segments
+# cover 111 hours.
+SEGMENT_PATTERN = "seg_%05d.ts"
+POSTER_NAME = "poster.jpg"
+THUMBNAIL_NAME = "thumbnail.jpg"
+# Long-side limits: the poster fills a 720p player, the thumbnail a catalog tile.
+POSTER_MAX_SIDE = 1280
+THUMBNAIL_MAX_SIDE = 480
+# Where the representative frame is searched: a third of the way in skips black fade-ins
+# and title cards; the `thumbnail` filter then picks the frame nearest the average
+# histogram among the next few seconds.
+POSTER_POSITION = 1 / 3
+POSTER_WINDOW_SECONDS = 3.0
+# The thumbnail filter buffers every candidate frame (at poster size, ~1.4 MB each).
+POSTER_MAX_CANDIDATES = 50
+POSTER_MIN_CANDIDATES = 2  # the filter's own minimum
+
+# A run may never be shorter than this, however short the video: ffmpeg start-up, probing
+# and encoder lookahead take seconds on a loaded host.
+MIN_TIME_LIMIT_SECONDS = 120.0
+# Output that ends this much before the source did means ffmpeg hit a truncated or
+# corrupt file (it exits 0 after decode errors at EOF): max(1 s, 2% of the duration).
+TRUNCATION_MIN_SECONDS = 1.0
+TRUNCATION_FRACTION = 0.02
+# How often the watchdog wakes when ffmpeg is silent.
+WATCHDOG_POLL_SECONDS = 0.25
+# Lines of ffmpeg's stderr kept for the error message of a failed run.
+STDERR_TAIL_LINES = 8
+# ffmpeg's share of the progress bar; posters, measuring and the master take the rest.
+FFMPEG_PROGRESS_SHARE = 98.0
+
+# Encoding constants that are not knobs: HLS clients decode H.264 High 8-bit 4:2:0 and
+# AAC-LC stereo everywhere (Apple's HLS authoring spec).
+VIDEO_PROFILE = "high"
+PIXEL_FORMAT = "yuv420p"
+AUDIO_PROFILE = "aac_low"
+AUDIO_CHANNELS = 2  # -ac 2 downmixes 5.1 with the standard matrix
+AUDIO_SAMPLE_RATE = 48000
+
+
+class TranscodeError(Exception):
+    """The job failed; str(error) is the reason recorded on the video."""
+
+
+@dataclass(frozen=True)
+class TranscodeSettings:
+    preset: str = "veryfast"  # PeerTube's and Jellyfin's default (DESIGN.md)
+    crf: int = 21
+    segment_seconds: int = 4
+    gop_seconds: int = 2
+    audio_kbps: int = 128
+    stall_seconds: float = 60.0
+    time_limit_factor: float = 10.0  # limit = max(MIN_TIME_LIMIT_SECONDS, factor * duration)
+    nice: int = 10
+
+    def __post_init__(self) -> None:
+        if self.gop_seconds <= 0 or self.segment_seconds % self.gop_seconds:
+            # Segments can only be cut at keyframes: they must fall on GOP boundaries.
+            raise ValueError("segment_seconds must be a multiple of gop_seconds")
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    duration: float  # seconds, of the source
+    width: int  # of the highest rendition
+    height: int
+    fps: float  # constant output frame rate
+    resolutions: list[str]  # highest first
+    has_audio: bool
+
+
+def time_limit_seconds(duration: float, settings: TranscodeSettings) -> float:
+    return max(MIN_TIME_LIMIT_SECONDS, settings.time_limit_factor * duration)
+
+
+def _path_arg(path: str | os.PathLike[str]) -> str:
+    """A path ffmpeg cannot mistake for an option."""
+    text = os.fspath(path)
+    return text if os.path.isabs(text) or not text.startswith("-") else os.path.join(".", text)
+
+
+def _input_arg(path: str | os.PathLike[str]) -> str:
+    # "file:" keeps names such as "http:x" from being opened as URLs.
+    return "file:" + os.fspath(path)
+
+
+def _tee_quote(value: str) -> str:
+    """Quote for ffmpeg's av_get_token: '...' with embedded quotes as '\\''."""
+    return "'" + value.replace("'", "'\\''") + "'"
+
+
+def _fps_arg(fps: float) -> str:
+    rate = Fraction(fps).limit_denominator(1001)
+    return str(rate.numerator) if rate.denominator == 1 else "%d/%d" % (rate.numerator, rate.denominator)
+
+
+def _gop_frames(fps: float, settings: TranscodeSettings) -> int:
+    return max(1, round(fps * settings.gop_seconds))
+
+
+def _hls_slave(
+    out_dir: str | os.PathLike[str], rendition: Rendition, video_index: int,
+    audio_index: int | None, settings: TranscodeSettings,
+) -> str:
+    """One tee slave: an HLS muxer for one rendition (its video + the shared audio)."""
+    directory = os.path.join(_path_arg(out_dir), rendition.name)
+    select = str(video_index) if audio_index is None else "%d,%d" % (video_index, audio_index)
+    options = [
+        ("f", "hls"),
+        ("select", select),  # tee output stream indexes
+        ("hls_time", str(settings.segment_seconds)),
+        ("hls_playlist_type", "vod"),
+        ("hls_segment_type", "mpegts"),
+        ("hls_flags", "independent_segments"),
+        ("hls_segment_filename", os.path.join(directory, SEGMENT_PATTERN)),
+    ]
+    spec = "[%s]%s" % (
+        ":".join("%s=%s" % (key, _tee_quote(value)) for key, value in options),
+        os.path.join(directory, MEDIA_PLAYLIST_NAME),
+    )
+    # Two unescaping levels: the tee splits slaves with av_get_token, then each option
+    # value goes through av_get_token again.
+    return _tee_quote(spec)
+
+
+def build_command(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    probe: Probe,
+    renditions: Sequence[Rendition],
+    settings: TranscodeSettings,
+) -> list[str]:
+    """The one-decode ffmpeg argv for the whole ladder (pure).
+
+    The source is decoded once; `fps` makes the rate constant, `split` fans the frames
+    out to one `scale` per rendition, each feeding its own libx264 encoder. Keyframes
+    are forced every gop_seconds of output time in every encoder, so GOPs (closed, IDR)
+    and therefore segment boundaries are identical across renditions. Autorotation
+    stays on, so rotated phone video comes out upright at its displayed size.
+    """
+    if not renditions:
+        raise ValueError("no renditions")
+    if "%" in os.fspath(out_dir):
+        # The hls muxer expands %d anywhere in the segment path and has no escape for %.
+        raise ValueError("out_dir must not contain '%'")
+    fps_values = {r.fps for r in renditions}
+    if len(fps_values) != 1:
+        raise ValueError("renditions must share one frame rate to share keyframes")
+    fps = fps_values.pop()
+    count = len(renditions)
+    split_labels = "".join("[s%d]" % i for i in range(count))
+    chains = ["[0:%d]fps=%s,split=%d%s" % (probe.video_stream_index, _fps_arg(fps), count, split_labels)]
+    for i, r in enumerate(renditions):
+        chains.append(
+            "[s%d]scale=%d:%d,setsar=1,format=%s[v%d]" % (i, r.width, r.height, PIXEL_FORMAT, i)
+        )
+    gop = _gop_frames(fps, settings)
+    command = [
+        "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
+        "-nostats", "-progress", "pipe:1",
+        "-protocol_whitelist", PROTOCOL_WHITELIST,
+        "-i", _input_arg(source),
+        "-filter_complex", ";".join(chains),
+    ]
+    for i in range(count):
+        command += ["-map", "[v%d]" % i]
+    audio_index = None
+    if probe.has_audio and probe.audio_stream_index is not None:
+        audio_index = count  # tee output stream index: after the videos
+        command += ["-map", "0:%d" % probe.audio_stream_index]
+    command += [
+        "-map_metadata", "-1", "-map_chapters", "-1",  # no GPS tags or titles leak out
+        "-c:v", "libx264", "-preset", settings.preset, "-crf", str(settings.crf),
+        "-profile:v", VIDEO_PROFILE,
+        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+        "-flags:v", "+cgop", "-forced-idr", "1",
+        "-force_key_frames:v", "expr:gte(t,n_forced*%d)" % settings.gop_seconds,
+    ]
+    for i, r in enumerate(renditions):
+        command += ["-maxrate:v:%d" % i, "%dk" % r.max_kbps, "-bufsize:v:%d" % i, "%dk" % r.bufsize_kbps]
+    if audio_index is not None:
+        command += [
+            "-c:a", "aac", "-profile:a", AUDIO_PROFILE, "-b:a", "%dk" % settings.audio_kbps,
+            "-ac", str(AUDIO_CHANNELS), "-ar", str(AUDIO_SAMPLE_RATE),
+        ]
+    slaves = [_hls_slave(out_dir, r, i, audio_index, settings) for i, r in enumerate(renditions)]
+    command += ["-f", "tee", "|".join(slaves)]
+    return command
+
+
+def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """Even size with the long side at most max_side, never upscaled."""
+    scale = min(1.0, max_side / max(width, height))
+    return max(2, int(width * scale) // 2 * 2), max(2, int(height * scale) // 2 * 2)
+
+
+def build_poster_command(
+    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
+    start_seconds: float | None = None,
+) -> list[str]:
+    """ffmpeg argv writing poster.jpg and thumbnail.jpg from one representative frame."""
+    if start_seconds is None:
+        start_seconds = probe.duration * POSTER_POSITION
+    candidates = min(POSTER_MAX_CANDIDATES,
+                     max(POSTER_MIN_CANDIDATES, round(probe.fps * POSTER_WINDOW_SECONDS)))
+    poster_w, poster_h = _fit(probe.width, probe.height, POSTER_MAX_SIDE)
+    thumb_w, thumb_h = _fit(probe.width, probe.height, THUMBNAIL_MAX_SIDE)
+    graph = (
+        "[0:%d]scale=%d:%d,setsar=1,thumbnail=n=%d,split=2[poster][t];[t]scale=%d:%d[thumb]"
+        % (probe.video_stream_index, poster_w, poster_h, candidates, thumb_w, thumb_h)
+    )
+    directory = _path_arg(out_dir)
+    return [
+        "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
+        "-protocol_whitelist", PROTOCOL_WHITELIST,
+        "-ss", "%.3f" % start_seconds, "-i", _input_arg(source),
+        "-filter_complex", graph,
+        "-map", "[poster]", "-frames:v", "1", "-q:v", "2", "-update", "1",
+        os.path.join(directory, POSTER_NAME),
+        "-map", "[thumb]", "-frames:v", "1", "-q:v", "3", "-update", "1",
+        os.path.join(directory, THUMBNAIL_NAME),
+    ]
+
+
+def parse_progress(lines: Sequence[str]) -> float | None:
+    """Latest out_time in seconds from `-progress` key=value lines (pure)."""
+    latest: float | None = None
+    for line in lines:
+        key, _, value = line.strip().partition("=")
+        if key == "out_time_us":
+            try:
+                latest = int(value) / 1_000_000
+            except ValueError:
+                continue  # "N/A" before the first packet
+    return latest
+
+
+def _drain(stream: IO[bytes], tail: deque[str]) -> None:
+    for raw in iter(stream.readline, b""):
+        line = raw.decode("utf-8", "replace").rstrip()
+        if line:
+            tail.append(line)
+
+
+def _spawn(command: Sequence[str], nice: int) -> subprocess.Popen[bytes]:
+    argv = list(command)
+    nice_binary = shutil.which("nice") if nice else None
+    if nice_binary:
+        # nice(1) execs ffmpeg, so every thread ffmpeg starts inherits the priority.
+        argv = [nice_binary, "-n", str(nice), *argv]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    if nice and not nice_binary:
+        os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+    return proc
+
+
+def run_ffmpeg(
+    command: Sequence[str],
+    *,
+    duration: float,
+    stall_seconds: float,
+    time_limit: float,
+    nice: int = 0,
+    on_progress: ProgressCallback | None = None,
+) -> float:
+    """Run ffmpeg (with `-progress pipe:1`) under a watchdog; return the final out_time.
+
+    ffmpeg is killed, and TranscodeError raised, when its out_time does not advance for
+    `stall_seconds` (a hung read, a wedged filter) or the run exceeds `time_limit`.
+    `on_progress` receives a percentage 0-100 of `duration`.
+    """
+    proc = _spawn(command, nice)
+    assert proc.stdout is not None and proc.stderr is not None
+    tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+    drain = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
+    drain.start()
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    started = last_advance = time.monotonic()
+    out_time = 0.0
+    pending = b""
+    try:
+        while True:
+            now = time.monotonic()
+            if now - started > time_limit:
+                raise TranscodeError("ffmpeg exceeded the time limit of %g s." % time_limit)
+            if now - last_advance > stall_seconds:
+                raise TranscodeError("ffmpeg stalled: no progress for %g s." % stall_seconds)
+            if not selector.select(WATCHDOG_POLL_SECONDS):
+                continue
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break  # ffmpeg closed stdout: it is exiting
+            pending += chunk
+            *complete, partial = pending.split(b"\n")
+            pending = partial
+            latest = parse_progress([line.decode("ascii", "replace") for line in complete])
+            if latest is not None and latest > out_time:
+                out_time = latest
+                last_advance = now
+                if on_progress is not None and duration > 0:
+                    on_progress(min(100.0, 100.0 * out_time / duration))
+        remaining = max(1.0, time_limit - (time.monotonic() - started))
+        try:
+            returncode = proc.wait(timeout=remaining)
+        except subprocess.TimeoutExpired:
+            raise TranscodeError("ffmpeg exceeded the time limit of %g s." % time_limit) from None
+    finally:
+        selector.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        drain.join(timeout=5)
+        proc.stdout.close()
+        proc.stderr.close()
+    if returncode != 0:
+        detail = " | ".join(tail) or "no error output"
+        raise TranscodeError("ffmpeg failed (exit %d): %s" % (returncode, detail))
+    return out_time
+
+
+def _run_quiet(command: Sequence[str], timeout: float, nice: int) -> None:
+    """A short ffmpeg run (posters) under a plain timeout."""
+    run_ffmpeg(command, duration=0.0, stall_seconds=timeout, time_limit=timeout, nice=nice)
+
+
+def make_posters(
+    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
+    settings: TranscodeSettings,
+) -> None:
+    timeout = min(settings.stall_seconds, MIN_TIME_LIMIT_SECONDS)
+    poster = Path(out_dir) / POSTER_NAME
+    _run_quiet(build_poster_command(source, out_dir, probe), timeout, settings.nice)
+    if not poster.exists():
+        # A third of the way in lies past the last video frame (a long audio tail):
+        # fall back to the start.
+        log.info("no frame a third into %s; poster from the start", source)
+        _run_quiet(build_poster_command(source, out_dir, probe, start_seconds=0.0),
+                   timeout, settings.nice)
+    if not poster.exists() or not (Path(out_dir) / THUMBNAIL_NAME).exists():
+        raise TranscodeError("Could not extract a poster frame.")
+
+
+def _variant(out_dir: Path, rendition: Rendition, has_audio: bool) -> Variant:
+    directory = out_dir / rendition.name
+    stats = measure_rendition(directory)
+    # CODECS must describe the real stream: the level is the one x264 chose.
+    first_segment = directory / (SEGMENT_PATTERN % 0)
+    segment = probe_file_sync(first_segment)
+    return Variant(
+        name=rendition.name,
+        width=segment.width,
+        height=segment.height,
+        fps=rendition.fps,
+        codecs=codecs_attribute(segment.video_profile, segment.video_level, has_audio),
+        peak_bps=stats.peak_bps,
+        average_bps=stats.average_bps,
+    )
+
+
+def check_complete(produced: float, duration: float) -> None:
+    """Raise when the output ends well before the source's duration (pure)."""
+    missing = duration - produced
+    if missing > max(TRUNCATION_MIN_SECONDS, TRUNCATION_FRACTION * duration):
+        raise TranscodeError(
+            "The video stops at %.1f s of %.1f s: the file is truncated or corrupt."
+            % (produced, duration)
+        )
+
+
+def transcode(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    settings: TranscodeSettings = TranscodeSettings(),
+    on_progress: ProgressCallback | None = None,
+) -> TranscodeResult:
+    """Transcode `source` into the HLS ladder in `out_dir` (run in a child process)."""
+    out = Path(out_dir)
+    try:
+        probe = probe_file_sync(source)
+    except ProbeError as error:
+        raise TranscodeError(str(error)) from error
+    renditions = pick_renditions(probe)
+    log.info(
+        "transcoding %s: %dx%d %.3f fps %.1f s audio=%s -> %s",
+        source, probe.width, probe.height, probe.fps, probe.duration, probe.has_audio,
+        ", ".join("%s %dx%d@%.3f" % (r.name, r.width, r.height, r.fps) for r in renditions),
+    )
+    for rendition in renditions:
+        (out / rendition.name).mkdir(parents=True, exist_ok=True)
+
+    def ffmpeg_progress(percent: float) -> None:
+        if on_progress is not None:
+            on_progress(percent * FFMPEG_PROGRESS_SHARE / 100.0)
+
+    started = time.monotonic()
+    produced = run_ffmpeg(
+        build_command(source, out, probe, renditions, settings),
+        duration=probe.duration,
+        stall_seconds=settings.stall_seconds,
+        time_limit=time_limit_seconds(probe.duration, settings),
+        nice=settings.nice,
+        on_progress=ffmpeg_progress,
+    )
+    check_complete(produced, probe.duration)
+    log.info("encoded %s in %.1f s (%.1f s of video)", source, time.monotonic() - started, produced)
+
+    make_posters(source, out, probe, settings)
+    try:
+        variants = [_variant(out, r, probe.has_audio) for r in renditions]
+    except (PlaylistError, ProbeError) as error:
+        raise TranscodeError("Unusable output: %s" % error) from error
+    (out / MASTER_PLAYLIST_NAME).write_text(master_playlist(variants), encoding="utf-8")
+    if on_progress is not None:
+        on_progress(100.0)
+    top = renditions[0]
+    return TranscodeResult(
+        duration=probe.duration,
+        width=top.width,
+        height=top.height,
+        fps=top.fps,
+        resolutions=[r.name for r in renditions],
+        has_audio=probe.has_audio,
+    )
