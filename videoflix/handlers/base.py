@@ -139,7 +139,40 @@ class AuthMixin:
         return user
 
 
-class BaseHandler(CorsMixin, AuthMixin, tornado.web.RequestHandler):
+class JSONErrorsMixin:
+    """JSON bodies out and JSON errors (API.md conventions) for any RequestHandler,
+    BaseHandler and the HLS file handlers (a StaticFileHandler subclass) alike."""
+
+    def write_json(self: Any, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        # Also set by BaseHandler.set_default_headers; file handlers default to other types.
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
+
+    def _handle_request_exception(self: Any, e: BaseException) -> None:
+        if isinstance(e, APIError):
+            if self._finished:
+                return
+            if not self._headers_written:
+                self.clear()
+                self.set_header("Cache-Control", "no-store")  # errors are never cached
+                for name, value in e.headers.items():
+                    self.set_header(name, value)
+                self.write_json(e.body, e.status)
+                return
+        super()._handle_request_exception(e)  # type: ignore[misc]
+
+    def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
+        # Anything that is not an APIError: a tornado HTTPError or a crash.
+        detail = STATUS_DETAILS.get(status_code, "Internal server error.")
+        if status_code >= 500 and status_code != 503:
+            detail = "Internal server error."
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.set_header("Cache-Control", "no-store")
+        self.finish(json.dumps({"detail": detail}))
+
+
+class BaseHandler(JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.RequestHandler):
     """JSON API handler: typed services, JSON bodies in and out, JSON errors."""
 
     @property
@@ -163,28 +196,6 @@ class BaseHandler(CorsMixin, AuthMixin, tornado.web.RequestHandler):
         if not isinstance(body, dict):
             raise APIError(400, "Invalid JSON body.")
         return body
-
-    def write_json(self, data: Any, status: int = 200) -> None:
-        self.set_status(status)
-        self.finish(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
-
-    def _handle_request_exception(self, e: BaseException) -> None:
-        if isinstance(e, APIError):
-            if self._finished:
-                return
-            self.clear()
-            for name, value in e.headers.items():
-                self.set_header(name, value)
-            self.write_json(e.body, e.status)
-            return
-        super()._handle_request_exception(e)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        # Anything that is not an APIError: a tornado HTTPError or a crash.
-        detail = STATUS_DETAILS.get(status_code, "Internal server error.")
-        if status_code >= 500 and status_code != 503:
-            detail = "Internal server error."
-        self.finish(json.dumps({"detail": detail}))
 
 
 class NotFoundHandler(BaseHandler):
