@@ -127,3 +127,48 @@ def check_link_token(secret: str, purpose: str, state: str, token: str, now: int
         raise TokenError("bad signature")
     if not 0 <= now - issued <= ttl_seconds:
         raise TokenError("expired")
+
+
+# --- signed playback URLs (API.md §4: GET /api/video/<id>/stream/) -----------
+
+# Bounds the work done on a token before the MAC check rejects it.
+STREAM_TOKEN_MAX_LENGTH = 128
+_STREAM_FIELD_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
+
+
+@dataclass(frozen=True)
+class StreamClaims:
+    user_id: int
+    token_version: int
+    expires_at: int
+
+
+def make_stream_token(secret: str, *, video_id: int, user_id: int, token_version: int, now: int,
+                      ttl_seconds: int) -> tuple[str, int]:
+    """A URL-safe `<user36>.<version36>.<expiry36>.<mac>` token for one video and one user.
+
+    The MAC binds the video id (not written in the token: the URL carries it), the
+    user, the user's `token_version` (a password change kills the token) and the
+    expiry. Returns (token, expires_at).
+    """
+    expires_at = now + ttl_seconds
+    fields = f"{_b36(user_id)}.{_b36(token_version)}.{_b36(expires_at)}"
+    return f"{fields}.{_mac(secret, 'stream', f'{int(video_id)}:{fields}')}", expires_at
+
+
+def read_stream_token(secret: str, token: str, *, video_id: int, now: int) -> StreamClaims:
+    """The claims of a stream token for `video_id`; TokenError when malformed, forged,
+    meant for another video, or expired. The caller still checks token_version."""
+    # isascii: hmac.compare_digest refuses non-ASCII str.
+    if not token or len(token) > STREAM_TOKEN_MAX_LENGTH or not token.isascii():
+        raise TokenError("malformed")
+    parts = token.split(".")
+    if len(parts) != 4 or not all(p and len(p) <= 13 and set(p) <= _STREAM_FIELD_CHARS for p in parts[:3]):
+        raise TokenError("malformed")
+    fields, mac = ".".join(parts[:3]), parts[3]
+    if not hmac.compare_digest(_mac(secret, "stream", f"{int(video_id)}:{fields}"), mac):
+        raise TokenError("bad signature")
+    user_id, version, expires_at = (int(p, 36) for p in parts[:3])
+    if expires_at <= now:
+        raise TokenError("expired")
+    return StreamClaims(user_id=user_id, token_version=version, expires_at=expires_at)
