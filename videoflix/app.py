@@ -8,7 +8,7 @@ import tornado.httpserver
 import tornado.web
 
 from videoflix.config import Config
-from videoflix.handlers import auth, health
+from videoflix.handlers import auth, health, hls
 from videoflix.handlers.base import NotFoundHandler, check_access_marks
 from videoflix.log import log_request
 from videoflix.migrate import apply_migrations
@@ -16,7 +16,7 @@ from videoflix.services import Services, create_services
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = (auth, health)
+ROUTE_MODULES = (auth, health, hls)
 
 
 def collect_routes() -> list:

@@ -5,7 +5,7 @@ import asyncio
 import concurrent.futures
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import aiopg
 import redis.asyncio
@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 # bcrypt, file work and SMTP are short blocking calls; a few threads keep a
 # burst of logins from queueing behind each other without starving the loop.
 THREAD_WORKERS = 4
+# Reads of HLS segments and playlists (handlers/hls.py) get threads of their own,
+# so a burst of bcrypt logins on `executor` never queues a segment read behind it.
+FILE_THREAD_WORKERS = 4
 
 
 @dataclass
@@ -30,6 +33,12 @@ class Services:
     # A real bcrypt hash (same cost) checked for unknown emails, so a login for
     # an unknown address takes as long as one with a wrong password (CWE-208).
     dummy_password_hash: str
+    file_executor: concurrent.futures.ThreadPoolExecutor = field(
+        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
+            FILE_THREAD_WORKERS, thread_name_prefix="videoflix-files"))
+    # Ready video rows by id for HLS requests (videoflix/playback.py); call
+    # playback.forget_video(services, video_id) when a row changes or goes.
+    video_cache: dict = field(default_factory=dict)
 
     async def close(self) -> None:
         await self.mailer.drain()
@@ -37,6 +46,7 @@ class Services:
         await self.pool.wait_closed()
         await self.redis.aclose()
         self.executor.shutdown(wait=True)
+        self.file_executor.shutdown(wait=True)
 
 
 async def create_services(config: Config) -> Services:

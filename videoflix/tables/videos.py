@@ -89,3 +89,27 @@ async def unfinished_video_ids(cur: Any) -> list[int]:
 async def delete_video(cur: Any, video_id: int) -> bool:
     await cur.execute("DELETE FROM videos WHERE id = %s RETURNING id", (video_id,))
     return await cur.fetchone() is not None
+
+
+# --- HLS delivery (handlers/hls.py via playback.py) ---------------------------
+# Only what the watch rule and the rendition choice need: one primary-key lookup
+# per uncached request.
+PLAYBACK_COLUMNS = "id, owner_id, visibility, status, resolutions"
+
+
+async def get_playback_video(cur: Any, video_id: int) -> dict | None:
+    await cur.execute(f"SELECT {PLAYBACK_COLUMNS} FROM videos WHERE id = %s", (video_id,))
+    return await cur.fetchone()
+
+
+async def get_stream_playback(cur: Any, video_id: int, viewer_id: int) -> dict | None:
+    """The playback columns plus the viewer's token_version, is_admin and is_active
+    (a signed stream URL checks both rows), in one query; None if either is missing."""
+    await cur.execute(
+        "SELECT v.id, v.owner_id, v.visibility, v.status, v.resolutions,"
+        " u.token_version AS viewer_token_version, u.is_admin AS viewer_is_admin,"
+        " u.is_active AS viewer_is_active"
+        " FROM videos v JOIN users u ON u.id = %s WHERE v.id = %s",
+        (viewer_id, video_id),
+    )
+    return await cur.fetchone()

@@ -1,0 +1,384 @@
+"""HLS delivery, API.md §3 and §4: playlists, segments, signed stream URLs, images.
+
+The file handlers are `tornado.web.StaticFileHandler`s. Reused from it: `set_headers`
+(Accept-Ranges, ETag, Last-Modified, Content-Type, caching hooks) and
+`should_return_304` (If-None-Match first, else If-Modified-Since: RFC 7232 §6).
+Ours, and why:
+- `get`: access is decided (asynchronously, one small query at most) before any file
+  is opened, and the file is read in `services.file_executor`, in FILE_CHUNK_BYTES
+  chunks with one read ahead, never whole and never on the loop (the parent reads
+  synchronously on the loop). Range rules are the parent's (RFC 7233): one range ->
+  206 + Content-Range, unsatisfiable -> 416 `bytes */size`, the full range -> 200,
+  a malformed Range (or several ranges) is ignored; plus If-Range (§3.2).
+- `compute_etag`: size + mtime + inode from the one fstat, not the parent's SHA-512
+  of the whole file computed on the loop and cached forever.
+- Playlists are gzipped when the client accepts it (they are small and compress
+  ~5x). A gzipped answer ignores Range (RFC 7233 §3.1 lets a server ignore it) and
+  says `Accept-Ranges: none`; players never range-request playlists, and ranges of
+  the identity bytes are still served to clients that do not ask for gzip.
+- Errors are JSON (JSONErrorsMixin) and are 404, never 403: a caller cannot tell a
+  private video from a missing one, or a refused path from an absent file.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import email.utils
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import tornado.iostream
+import tornado.web
+
+from videoflix import media, playback
+from videoflix.config import Config
+from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
+                                     JSONErrorsMixin, authenticated, public)
+from videoflix.services import Services
+
+log = logging.getLogger(__name__)
+
+# Big enough that a 1 MB segment costs a couple of thread hops, small enough that
+# many concurrent downloads hold little memory (two chunks each at most).
+FILE_CHUNK_BYTES = 512 * 1024
+# Segments never change once ready, and only this caller may keep them. Caveat: a
+# re-transcode (POST .../retranscode/) writes the same names again, and a browser
+# that cached the old seg_00003.ts keeps it; the playlists (max-age 5) are fresh,
+# so this only matters if the new ladder cuts segments at other times.
+SEGMENT_CACHE_CONTROL = "private, max-age=31536000, immutable"
+# Playlists: `private` (access-controlled, no shared cache may keep them) and a few
+# seconds, so a re-transcode or a deletion shows soon; after that the browser
+# revalidates with If-None-Match and gets a bodiless 304.
+PLAYLIST_CACHE_CONTROL = "private, max-age=5"
+# Thumbnails and posters are public (catalog <img> tags) and change only when a
+# video is re-transcoded; a week, then an If-None-Match revalidation.
+IMAGE_CACHE_CONTROL = "public, max-age=604800"
+PLAYLIST_TYPE = "application/vnd.apple.mpegurl"  # RFC 8216 §4
+SEGMENT_TYPE = "video/MP2T"  # RFC 8216 §3.2 / RFC 3555
+IMAGE_TYPE = "image/jpeg"
+PLAYLIST_KINDS = ("master", "playlist")
+
+# RFC 7233 §2.1: one byte-range-spec; several ranges are ignored (§3.1 allows it;
+# players only ever ask for one). Units are case-insensitive (RFC 9110 §14.1).
+_BYTE_RANGE_RE = re.compile(r"bytes[ \t]*=[ \t]*([0-9]{0,19})[ \t]*-[ \t]*([0-9]{0,19})[ \t]*",
+                            re.ASCII | re.IGNORECASE)
+_IMAGE_NAME_RE = re.compile(r"([1-9][0-9]{0,17})\.jpg")
+
+
+class RangeNotSatisfiable(Exception):
+    """No byte of the requested range exists: 416 (RFC 7233 §4.4)."""
+
+
+def parse_byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """(start, end) with `end` exclusive for a Range header on `size` bytes.
+
+    None means "ignore the header and send everything" (malformed, another unit,
+    several ranges, last < first: RFC 7233 §2.1, §3.1). RangeNotSatisfiable when
+    the first byte is past the end or the suffix is empty (§2.1, §4.4). A last
+    byte past the end is clipped (§2.1).
+    """
+    match = _BYTE_RANGE_RE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # suffix-byte-range-spec: the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable()
+        return max(0, size - suffix), size
+    start = int(first)
+    if last and int(last) < start:
+        return None
+    if start >= size:
+        raise RangeNotSatisfiable()
+    return start, size if not last else min(int(last) + 1, size)
+
+
+def range_is_current(if_range: str | None, etag: str | None, modified: datetime.datetime) -> bool:
+    """RFC 7233 §3.2 If-Range: honour Range only while the validator still matches
+    (a strong ETag comparison, or exactly the Last-Modified date)."""
+    if if_range is None:
+        return True
+    value = if_range.strip()
+    if value.startswith('"') or value.startswith("W/"):
+        return etag is not None and value == etag  # weak tags never match (§3.2)
+    try:
+        date = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return False
+    if date.tzinfo is None:
+        date = date.replace(tzinfo=datetime.timezone.utc)
+    return date == modified
+
+
+class MediaFileHandler(JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.StaticFileHandler):
+    """One file under media/<id>/, found by a subclass; see the module docstring.
+
+    Route kwargs: `kind` is master | playlist | segment | thumbnail | poster.
+    """
+
+    kind: str
+    file: playback.OpenFile | None = None
+    use_gzip = False
+
+    def initialize(self, kind: str) -> None:  # type: ignore[override]
+        super().initialize(path=self.settings["config"].media_dir)
+        self.kind = kind
+
+    @property
+    def config(self) -> Config:
+        return self.settings["config"]
+
+    @property
+    def services(self) -> Services:
+        return self.settings["services"]
+
+    def set_default_headers(self) -> None:
+        self.set_cors_headers()
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        # Invalid UTF-8 in a path part is one more unknown name (404), not a 400.
+        return value.decode("utf-8", errors="replace")
+
+    # --- StaticFileHandler hooks --------------------------------------------------
+
+    def compute_etag(self) -> str | None:
+        if self.file is None:
+            return None
+        info = self.file.stat
+        variant = "-gz" if self.use_gzip else ""
+        return f'"{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}{variant}"'
+
+    def get_content_size(self) -> int:
+        assert self.file is not None
+        return self.file.stat.st_size
+
+    def get_modified_time(self) -> datetime.datetime | None:
+        assert self.file is not None
+        # Whole seconds, as the parent does: Last-Modified has no finer resolution.
+        return datetime.datetime.fromtimestamp(int(self.file.stat.st_mtime), datetime.timezone.utc)
+
+    def get_content_type(self) -> str:
+        if self.kind in PLAYLIST_KINDS:
+            return PLAYLIST_TYPE
+        return SEGMENT_TYPE if self.kind == "segment" else IMAGE_TYPE
+
+    def get_cache_time(self, path: str, modified: datetime.datetime | None, mime_type: str) -> int:
+        return 0  # Cache-Control is set whole in set_extra_headers
+
+    def set_extra_headers(self, path: str) -> None:
+        if self.kind in PLAYLIST_KINDS:
+            self.set_header("Cache-Control", PLAYLIST_CACHE_CONTROL)
+            # The body depends on Accept-Encoding whether or not this one is gzipped.
+            self.add_header("Vary", "Accept-Encoding")
+        elif self.kind == "segment":
+            self.set_header("Cache-Control", SEGMENT_CACHE_CONTROL)
+        else:
+            self.set_header("Cache-Control", IMAGE_CACHE_CONTROL)
+
+    # --- serving ------------------------------------------------------------------
+
+    async def serve_file(self, video_id: int, path: Path, include_body: bool) -> None:
+        """Open `path` (which must stay inside media/<id>/) and answer with it."""
+        try:
+            await self._serve(media.video_dir(self.config.media_dir, video_id), path, include_body)
+        finally:
+            if self.file is not None:
+                playback.close_file(self.file)
+                self.file = None
+
+    async def _serve(self, root: Path, path: Path, include_body: bool) -> None:
+        loop = asyncio.get_running_loop()
+        executor = self.services.file_executor
+        self.file = await loop.run_in_executor(executor, playback.open_inside, root, path)
+        if self.file is None:
+            raise APIError(404)
+        self.path = path.name
+        self.absolute_path = self.file.path
+        self.modified = self.get_modified_time()
+        size = self.get_content_size()
+        self.use_gzip = (self.kind in PLAYLIST_KINDS and size <= playback.MAX_GZIP_BYTES
+                         and playback.accepts_gzip(self.request.headers.get("Accept-Encoding", "")))
+        self.set_headers()
+        if self.should_return_304():
+            self.set_status(304)
+            return
+        if self.use_gzip:
+            body = await loop.run_in_executor(executor, playback.read_gzipped, self.file.fd, size)
+            self.set_header("Content-Encoding", "gzip")
+            self.set_header("Accept-Ranges", "none")
+            self.set_header("Content-Length", len(body))
+            if include_body:
+                self.write(body)
+            return
+        start, end = self._requested_range(size)
+        self.set_header("Content-Length", end - start)
+        if include_body and end > start:
+            await self._stream(start, end)
+
+    def _requested_range(self, size: int) -> tuple[int, int]:
+        header = self.request.headers.get("Range")
+        if not header or not range_is_current(self.request.headers.get("If-Range"),
+                                              self.compute_etag(), self.modified):
+            return 0, size
+        try:
+            byte_range = parse_byte_range(header, size)
+        except RangeNotSatisfiable:
+            raise APIError(416, headers={"Content-Range": f"bytes */{size}"}) from None
+        if byte_range is None or byte_range == (0, size):
+            return 0, size  # a full range is a plain 200 (Chrome refuses a 206 for bytes=0-)
+        start, end = byte_range
+        self.set_status(206)
+        self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        return start, end
+
+    async def _stream(self, start: int, end: int) -> None:
+        """Write bytes [start, end) of the open file, reading the next chunk in a
+        thread while the previous one is sent; stops quietly if the client leaves."""
+        assert self.file is not None
+        loop = asyncio.get_running_loop()
+        executor = self.services.file_executor
+        fd = self.file.fd
+
+        def read(offset: int) -> asyncio.Future:
+            return loop.run_in_executor(executor, playback.read_chunk, fd, offset,
+                                        min(FILE_CHUNK_BYTES, end - offset))
+
+        offset = start
+        pending: asyncio.Future | None = read(offset)
+        try:
+            while pending is not None:
+                chunk = await pending
+                pending = None
+                if not chunk:
+                    raise OSError(f"{self.file.path} shrank while being sent")
+                offset += len(chunk)
+                if offset < end:
+                    pending = read(offset)
+                self.write(chunk)
+                await self.flush()
+        except tornado.iostream.StreamClosedError:
+            return
+        finally:
+            # The thread may still be reading this fd: let it finish before the
+            # caller closes it (a closed fd number can be reused at once).
+            if pending is not None:
+                with contextlib.suppress(Exception):
+                    await pending
+
+    def target(self, args: tuple[str, ...]) -> playback.HLSTarget:
+        try:
+            return playback.parse_hls_target(self.kind, args)
+        except playback.NotFound:
+            raise APIError(404) from None
+
+    def file_path(self, video: dict, target: playback.HLSTarget) -> Path:
+        try:
+            return playback.hls_file_path(self.config.media_dir, video, target)
+        except playback.NotFound:
+            raise APIError(404) from None
+
+
+class VideoFileHandler(MediaFileHandler):
+    """/api/video/<id>/... with the access cookie or `Authorization: Bearer`."""
+
+    @authenticated
+    async def get(self, *args: str, include_body: bool = True) -> None:  # type: ignore[override]
+        target = self.target(args)  # before any DB or disk access
+        try:
+            video = await playback.watchable_video(self.services, target.video_id, self.current_user)
+        except playback.NotFound:
+            raise APIError(404) from None
+        await self.serve_file(target.video_id, self.file_path(video, target), include_body)
+
+    @authenticated
+    async def head(self, *args: str) -> None:  # type: ignore[override]
+        await self.get(*args, include_body=False)
+
+
+class StreamFileHandler(MediaFileHandler):
+    """/api/stream/<token>/<id>/...: the same files for cookie-less players.
+
+    @public because the signed token in the path is the credential, checked here.
+    A bad, expired or revoked token is 401 "Invalid or expired token." like an
+    expired access JWT (API.md §1): the client knows to ask /stream/ for a new URL,
+    while 404 keeps meaning the video itself is gone or not watchable.
+    """
+
+    @public
+    async def get(self, token: str, *args: str, include_body: bool = True) -> None:  # type: ignore[override]
+        target = self.target(args)
+        try:
+            video = await playback.streamable_video(self.config, self.services, token,
+                                                    target.video_id, int(time.time()))
+        except playback.InvalidStreamToken:
+            raise APIError(401, INVALID_TOKEN) from None
+        except playback.NotFound:
+            raise APIError(404) from None
+        await self.serve_file(target.video_id, self.file_path(video, target), include_body)
+
+    @public
+    async def head(self, token: str, *args: str) -> None:  # type: ignore[override]
+        await self.get(token, *args, include_body=False)
+
+
+class MediaImageHandler(MediaFileHandler):
+    """/media/thumbnail/<id>.jpg and /media/poster/<id>.jpg: public, no database.
+
+    They exist only once a transcode has put them in place and go with the video.
+    """
+
+    @public
+    async def get(self, name: str, include_body: bool = True) -> None:  # type: ignore[override]
+        match = _IMAGE_NAME_RE.fullmatch(name)
+        if match is None:
+            raise APIError(404)
+        video_id = int(match.group(1))
+        file_name = playback.THUMBNAIL_NAME if self.kind == "thumbnail" else playback.POSTER_NAME
+        await self.serve_file(video_id, media.video_dir(self.config.media_dir, video_id) / file_name,
+                              include_body)
+
+    @public
+    async def head(self, name: str) -> None:  # type: ignore[override]
+        await self.get(name, include_body=False)
+
+
+class VideoStreamURLHandler(BaseHandler):
+    """GET /api/video/<id>/stream/ -> a signed playback URL (API.md §4)."""
+
+    @authenticated
+    async def get(self, raw_id: str) -> None:
+        video_id = playback.parse_video_id(raw_id)
+        if video_id is None:
+            raise APIError(404)
+        try:
+            issued = await playback.issue_stream_url(self.config, self.services, video_id,
+                                                     self.current_user, int(time.time()))
+        except playback.NotFound:
+            raise APIError(404) from None
+        except playback.InvalidStreamToken:
+            raise APIError(401, INVALID_TOKEN) from None
+        self.write_json({"url": issued.url, "expires_at": issued.expires_at})
+
+
+# Path parts are matched loosely and validated in the handlers (JSON 404s, and the
+# same checks whatever the router lets through); Tornado percent-decodes each part
+# after matching, so %2F never splits a part and is refused by the name rules.
+PART = r"([^/]+)"
+ROUTES: list[Any] = [
+    (rf"/api/video/{PART}/stream/", VideoStreamURLHandler),
+    (rf"/api/video/{PART}/master\.m3u8", VideoFileHandler, {"kind": "master"}),
+    (rf"/api/video/{PART}/{PART}/index\.m3u8", VideoFileHandler, {"kind": "playlist"}),
+    (rf"/api/video/{PART}/{PART}/{PART}/?", VideoFileHandler, {"kind": "segment"}),
+    (rf"/api/stream/{PART}/{PART}/master\.m3u8", StreamFileHandler, {"kind": "master"}),
+    (rf"/api/stream/{PART}/{PART}/{PART}/index\.m3u8", StreamFileHandler, {"kind": "playlist"}),
+    (rf"/api/stream/{PART}/{PART}/{PART}/{PART}/?", StreamFileHandler, {"kind": "segment"}),
+    (rf"/media/thumbnail/{PART}", MediaImageHandler, {"kind": "thumbnail"}),
+    (rf"/media/poster/{PART}", MediaImageHandler, {"kind": "poster"}),
+]
