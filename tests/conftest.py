@@ -56,7 +56,13 @@ def database_url(state_dir):
             pool.close()
             await pool.wait_closed()
 
-    asyncio.run(migrate())
+    # A private loop: asyncio.run() would reset the thread's current loop,
+    # and pytest-tornado's IOLoop (made current already) would be orphaned.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(migrate())
+    finally:
+        loop.close()
     yield dsn
     server.stop()
 
@@ -262,3 +268,65 @@ def make_admin(services, config):
         await login(browser, email_address)
         return user_id
     return make
+
+
+def multipart(fields: dict[str, str], filename: str | None, content: bytes | None) -> tuple[bytes, str]:
+    """A multipart/form-data body (RFC 7578) and its Content-Type."""
+    import secrets
+
+    boundary = "----videoflix" + secrets.token_hex(8)
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+                     + value.encode() + b"\r\n")
+    if filename is not None:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                      f"Content-Type: application/octet-stream\r\n\r\n".encode() + (content or b"") + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+async def upload(client: Client, source: Path | bytes, filename: str = "clip.mp4", **fields: str) -> Response:
+    content = source.read_bytes() if isinstance(source, Path) else source
+    fields = {"title": "A clip", "description": "Something to watch", "category": "Drama", **fields}
+    body, content_type = multipart(fields, filename, content)
+    return await client.fetch("POST", "/api/video/", raw_body=body, headers={"Content-Type": content_type})
+
+
+async def wait_for_status(client: Client, video_id: int, wanted: str, timeout: float = 180) -> dict:
+    """Poll the detail endpoint until the video reaches `wanted` (or a final state)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        response = await client.get(f"/api/video/{video_id}/")
+        assert response.status == 200, response.body
+        detail = response.json()
+        if detail["status"] == wanted:
+            return detail
+        assert detail["status"] not in ({"ready", "failed"} - {wanted}), detail
+        assert loop.time() < deadline, f"video {video_id} still {detail['status']} after {timeout}s"
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def small_clip(state_dir) -> Path:
+    """A real 6 s 640x360 H.264/AAC file made by ffmpeg: transcodes in about a second."""
+    import subprocess
+
+    path = state_dir / "small.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "6",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac",
+                    "-shortest", str(path)], check=True)
+    return path
+
+
+@pytest.fixture
+def runner(io_loop, config, services):
+    """The real transcode consumer on the test's loop (process pool included)."""
+    from videoflix.transcode.runner import TranscodeRunner
+
+    consumer = TranscodeRunner(config, services, consumer="test-runner")
+    io_loop.run_sync(consumer.start)
+    yield consumer
+    io_loop.run_sync(consumer.stop)

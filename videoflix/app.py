@@ -8,15 +8,16 @@ import tornado.httpserver
 import tornado.web
 
 from videoflix.config import Config
-from videoflix.handlers import auth, health, hls
+from videoflix.handlers import auth, health, hls, videos
 from videoflix.handlers.base import NotFoundHandler, check_access_marks
 from videoflix.log import log_request
 from videoflix.migrate import apply_migrations
 from videoflix.services import Services, create_services
+from videoflix.transcode.runner import TranscodeRunner
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = (auth, health, hls)
+ROUTE_MODULES = (auth, health, videos, hls)
 
 
 def collect_routes() -> list:
@@ -48,11 +49,24 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
 MAX_JSON_BODY_BYTES = 1024 * 1024
 
 
-async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None = None) -> None:
-    """Start-up and shutdown order for one server process; returns once `stop` is set."""
+async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None = None,
+                with_http: bool = True) -> None:
+    """Start-up and shutdown order for one process; returns once `stop` is set.
+
+    Services, migrations, the transcode consumer, then HTTP; shutdown in reverse.
+    `with_http=False` is `videoflix worker`: the consumer alone.
+    """
     services = await create_services(config)
+    runner = None
     try:
         await apply_migrations(services.pool)
+        runner = TranscodeRunner(config, services)
+        await runner.start()
+        if not with_http:
+            if ready is not None:
+                ready.set()
+            await stop.wait()
+            return
         app = make_app(config, services)
         server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_JSON_BODY_BYTES,
                                                idle_connection_timeout=120)
@@ -65,4 +79,6 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         server.stop()
         await asyncio.wait_for(server.close_all_connections(), timeout=10)
     finally:
+        if runner is not None:
+            await runner.stop()
         await services.close()

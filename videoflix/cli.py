@@ -56,6 +56,11 @@ def cmd_serve(config: Config) -> None:
     _run_until_signalled(lambda stop: serve(config, stop))
 
 
+def cmd_worker(config: Config) -> None:
+    _require(config, "database_url", "redis_url", "secret_key")
+    _run_until_signalled(lambda stop: serve(config, stop, with_http=False))
+
+
 def cmd_migrate(config: Config) -> None:
     _require(config, "database_url", "redis_url")
 
@@ -151,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videoflix", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="serve with DATABASE_URL and REDIS_URL")
+    sub.add_parser("worker", help="run the transcode consumer only (more hosts, shared media dir)")
     sub.add_parser("dev", help="embedded PostgreSQL and Redis under ./var, then serve")
     sub.add_parser("migrate", help="apply pending SQL migrations")
     create = sub.add_parser("createadmin", help="create or update an admin account")
@@ -170,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "serve":
             cmd_serve(config)
+        elif args.command == "worker":
+            cmd_worker(config)
         elif args.command == "dev":
             cmd_dev(config)
         elif args.command == "migrate":

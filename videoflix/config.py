@@ -88,6 +88,7 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("allow_public_user_uploads", "ALLOW_PUBLIC_USER_UPLOADS", _parse_bool, "let non-admin users publish to everyone"),
     ("transcode_workers", "TRANSCODE_WORKERS", _parse_positive_int, "ffmpeg jobs run at once (process pool size)"),
     ("transcode_stall_seconds", "TRANSCODE_STALL_SECONDS", _parse_positive_int, "kill ffmpeg after this long without progress"),
+    ("transcode_lease_seconds", "TRANSCODE_LEASE_SECONDS", _parse_positive_int, "a job not renewed this long (its worker died) is reclaimed"),
     ("x264_preset", "VIDEOFLIX_X264_PRESET", _parse_str, "libx264 preset"),
     ("stream_token_ttl", "STREAM_TOKEN_TTL", _parse_positive_int, "lifetime (s) of signed playback URLs"),
     ("log_level", "VIDEOFLIX_LOG_LEVEL", _parse_str, "logging level"),
@@ -126,6 +127,7 @@ class Config:
     allow_public_user_uploads: bool = False
     transcode_workers: int = 1
     transcode_stall_seconds: int = 60
+    transcode_lease_seconds: int = 60
     x264_preset: str = "veryfast"
     stream_token_ttl: int = 6 * 3600
     log_level: str = "INFO"

@@ -7,7 +7,6 @@ created it, else `nobody`) that owns the data directory.
 """
 from __future__ import annotations
 
-import ctypes
 import glob
 import logging
 import os
@@ -24,6 +23,8 @@ from pathlib import Path
 from urllib.parse import quote
 
 import psycopg2
+
+from videoflix.proc import die_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -59,19 +60,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _die_with_parent(sig: int):
-    """preexec_fn: have the kernel send `sig` to the child when we die (even by SIGKILL)."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before the fork
-    except (OSError, AttributeError):
-        return None  # not Linux: the child simply outlives a killed parent
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(sig), 0, 0, 0)
-    return preexec
 
 
 def _unprivileged_account() -> pwd.struct_passwd | None:
@@ -187,7 +175,7 @@ class EmbeddedPostgres:
             self.proc = subprocess.Popen(
                 args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 # SIGINT = fast shutdown, should we die without stopping it.
-                start_new_session=True, preexec_fn=_die_with_parent(signal.SIGINT), **self._run_kwargs(),
+                start_new_session=True, preexec_fn=die_with_parent(signal.SIGINT), **self._run_kwargs(),
             )
         _wait_for_port(self.port, self.proc, "postgres", log_path)
         self._create_database()
@@ -266,7 +254,7 @@ class EmbeddedRedis:
             self.proc = subprocess.Popen(
                 [server, str(config_path)], stdout=log_file, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True,
-                preexec_fn=_die_with_parent(signal.SIGTERM),
+                preexec_fn=die_with_parent(signal.SIGTERM),
             )
         _wait_for_port(self.port, self.proc, "redis-server", log_path)
         log.info("embedded Redis on 127.0.0.1:%s (%s)", self.port, self.data_dir)

@@ -29,15 +29,22 @@ async def get_video(cur: Any, video_id: int) -> dict | None:
     return await cur.fetchone()
 
 
-async def list_ready_videos(cur: Any, viewer_id: int | None, include_all: bool = False) -> list[dict]:
-    """Ready videos `viewer_id` may watch (public + own; everything for admins), newest first."""
-    if include_all:
-        await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE status = 'ready'"
-                          " ORDER BY created_at DESC, id DESC")
-    else:
-        await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE status = 'ready'"
-                          " AND (visibility = 'public' OR owner_id = %s)"
-                          " ORDER BY created_at DESC, id DESC", (viewer_id,))
+async def list_ready_all(cur: Any) -> list[dict]:
+    """Every ready video (what admins see), newest first."""
+    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE status = 'ready'"
+                      " ORDER BY created_at DESC, id DESC")
+    return await cur.fetchall()
+
+
+async def list_ready_public(cur: Any) -> list[dict]:
+    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE status = 'ready' AND visibility = 'public'"
+                      " ORDER BY created_at DESC, id DESC")
+    return await cur.fetchall()
+
+
+async def list_ready_private_of(cur: Any, owner_id: int) -> list[dict]:
+    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE status = 'ready' AND visibility = 'private'"
+                      " AND owner_id = %s ORDER BY created_at DESC, id DESC", (owner_id,))
     return await cur.fetchall()
 
 

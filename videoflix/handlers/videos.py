@@ -1,0 +1,151 @@
+"""Catalog, detail, upload, delete, re-run (API.md §2 and §4)."""
+from __future__ import annotations
+
+import logging
+
+import tornado.web
+
+from videoflix import catalog
+from videoflix.handlers.base import APIError, BaseHandler, admin, authenticated
+from videoflix.transcode.probe import ProbeError, probe_file
+from videoflix.uploads import UploadError, UploadReceiver
+
+log = logging.getLogger(__name__)
+
+# Room for the multipart framing and text fields around a file of the maximum size.
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
+
+
+def upload_fields(fields: dict[str, str], is_admin: bool, allow_public: bool) -> tuple[dict[str, str], str]:
+    """Validated title/description/category and the visibility to store."""
+    clean = {name: fields.get(name, "").strip() for name in ("title", "description", "category")}
+    errors: dict[str, list[str]] = {}
+    if not clean["title"]:
+        errors["title"] = ["This field is required."]
+    for name, limit in (("title", 200), ("description", 5000), ("category", 100)):
+        if len(clean[name]) > limit:
+            errors[name] = [f"Ensure this field has no more than {limit} characters."]
+    requested = fields.get("visibility", "").strip().lower()
+    if requested and requested not in ("public", "private"):
+        errors["visibility"] = ['Must be "public" or "private".']
+    elif requested == "public" and not (is_admin or allow_public):
+        errors["visibility"] = ["Only admins can publish videos to everyone on this server."]
+    if errors:
+        raise APIError(400, body=errors)
+    visibility = requested or ("public" if is_admin else "private")
+    return clean, visibility
+
+
+@tornado.web.stream_request_body
+class VideoListHandler(BaseHandler):
+    receiver: UploadReceiver | None = None
+
+    async def prepare(self) -> None:
+        if self.request.method != "POST":
+            return
+        # Authenticate before a single body byte is accepted.
+        self.require_user()
+        limit = self.config.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+        length = self.request.headers.get("Content-Length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")
+        self.request.connection.set_max_body_size(limit)
+        try:
+            self.receiver = UploadReceiver(self.request.headers, self.config.media_dir, self.services.executor)
+        except UploadError as exc:
+            raise APIError(400, str(exc)) from None
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self.receiver is None or self._finished:
+            return
+        try:
+            if self.receiver.received_bytes + len(chunk) > self.config.max_upload_bytes + MULTIPART_OVERHEAD_BYTES:
+                raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")
+            await self.receiver.feed(chunk)
+        except (APIError, UploadError) as exc:
+            self.receiver.discard()
+            self._handle_request_exception(exc if isinstance(exc, APIError) else APIError(400, str(exc)))
+
+    def on_connection_close(self) -> None:
+        # A client that goes away mid-upload leaves no file behind (and no row:
+        # rows are created only once the body is complete).
+        if self.receiver is not None and self.request.method == "POST":
+            self.receiver.discard()
+        super().on_connection_close()
+
+    @authenticated
+    async def get(self) -> None:
+        user = self.current_user
+        items = await catalog.list_catalog(self.config, self.services, user.user_id, user.is_admin)
+        self.write_json(items)
+
+    @authenticated
+    async def post(self) -> None:
+        receiver = self.receiver
+        user = self.current_user
+        try:
+            if not receiver.file.received or not receiver.file._finished or receiver.file.size == 0:
+                raise APIError(400, body={"file": ["No file was submitted."]})
+            fields, visibility = upload_fields(receiver.fields(), user.is_admin,
+                                               self.config.allow_public_user_uploads)
+            try:
+                probe = await probe_file(receiver.temp_path)
+            except ProbeError as exc:
+                raise APIError(400, str(exc)) from None
+            if self.request.connection.stream is None or self.request.connection.stream.closed():
+                raise APIError(400, "Client went away.")
+            video = await catalog.create_video(
+                self.config, self.services, owner_id=user.user_id, fields=fields, visibility=visibility,
+                source_name=receiver.filename, source_size=receiver.file.size, probe=probe,
+                temp_path=receiver.temp_path,
+            )
+        except UploadError as exc:
+            receiver.discard()
+            raise APIError(400, str(exc)) from None
+        except BaseException:
+            receiver.discard()
+            raise
+        self.write_json(catalog.detail_item(self.config, video, None), 201)
+
+
+class VideoDetailHandler(BaseHandler):
+    @authenticated
+    async def get(self, video_id: str) -> None:
+        user = self.current_user
+        try:
+            video = await catalog.get_visible_video(self.services, int(video_id), user.user_id, user.is_admin)
+        except catalog.VideoNotFound:
+            raise APIError(404) from None
+        progress = await catalog.get_progress(self.services, video["id"])
+        self.write_json(catalog.detail_item(self.config, video, progress))
+
+    @authenticated
+    async def delete(self, video_id: str) -> None:
+        user = self.current_user
+        try:
+            await catalog.delete_video(self.config, self.services, int(video_id), user.user_id, user.is_admin)
+        except catalog.VideoNotFound:
+            raise APIError(404) from None
+        self.set_status(204)
+        self.finish()
+
+
+class VideoRetranscodeHandler(BaseHandler):
+    @admin
+    async def post(self, video_id: str) -> None:
+        try:
+            video = await catalog.retranscode(self.config, self.services, int(video_id))
+        except catalog.VideoNotFound:
+            raise APIError(404) from None
+        except catalog.VideoBusy:
+            raise APIError(409, "The video is already queued or processing.") from None
+        self.write_json(catalog.detail_item(self.config, video, None), 202)
+
+
+# Ids are validated by the route: anything but 1-18 digits never reaches a handler (404).
+VIDEO_ID = r"([1-9][0-9]{0,17})"
+ROUTES = [
+    (r"/api/video/", VideoListHandler),
+    (rf"/api/video/{VIDEO_ID}/", VideoDetailHandler),
+    (rf"/api/video/{VIDEO_ID}/retranscode/", VideoRetranscodeHandler),
+]
