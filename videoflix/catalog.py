@@ -18,7 +18,7 @@ import shutil
 from datetime import datetime, timezone
 from typing import Any
 
-from videoflix import media
+from videoflix import media, playback
 from videoflix.config import Config
 from videoflix.db import cursor
 from videoflix.services import Services
@@ -116,8 +116,10 @@ async def list_catalog(config: Config, services: Services, user_id: int, is_admi
     return [{k: v for k, v in item.items() if k != "_sort"} for item in merged]
 
 
-async def invalidate_catalog(services: Services, owner_id: int) -> None:
-    """Call after any change to a video of `owner_id` (state, visibility, deletion)."""
+async def video_changed(services: Services, video_id: int, owner_id: int) -> None:
+    """Call after any change to a video (state, visibility, renditions, deletion):
+    drops its cached catalog scopes and its cached playback row."""
+    playback.forget_video(services, video_id)
     async with services.redis.pipeline(transaction=False) as pipe:
         for scope in ("all", "public", f"own:{owner_id}"):
             pipe.incr(f"catalog:version:{scope}")
@@ -194,7 +196,7 @@ async def delete_video(config: Config, services: Services, video_id: int, user_i
     await queue.remove_video(services.redis, video_id)
     await asyncio.get_running_loop().run_in_executor(services.executor, _remove_files,
                                                      config.media_dir, video_id)
-    await invalidate_catalog(services, video["owner_id"])
+    await video_changed(services, video_id, video["owner_id"])
     log.info("video %s deleted by user %s", video_id, user_id)
 
 
@@ -209,6 +211,6 @@ async def retranscode(config: Config, services: Services, video_id: int) -> dict
         queued = await videos.get_video(cur, video_id)
     await services.redis.delete(PROGRESS_KEY.format(video_id), CANCEL_KEY.format(video_id))
     await queue.enqueue(services.redis, video_id)
-    await invalidate_catalog(services, video["owner_id"])
+    await video_changed(services, video_id, video["owner_id"])
     log.info("video %s queued again", video_id)
     return queued

@@ -207,7 +207,7 @@ class TranscodeRunner:
             video = await videos.get_video(cur, job.video_id)
             await videos.mark_failed(cur, job.video_id, reason)
         if video is not None:
-            await catalog.invalidate_catalog(self.services, video["owner_id"])
+            await catalog.video_changed(self.services, job.video_id, video["owner_id"])
         self._notify(job.video_id, "failed")
 
     async def _handle_failure(self, job: queue.Job, pool: concurrent.futures.Executor,
@@ -279,6 +279,6 @@ class TranscodeRunner:
             return
         await queue.ack(redis_client, job)
         await redis_client.delete(catalog.PROGRESS_KEY.format(video_id))
-        await catalog.invalidate_catalog(self.services, row["owner_id"])
+        await catalog.video_changed(self.services, video_id, row["owner_id"])
         log.info("video %s job %s: ready (%s)", video_id, job.entry_id, ", ".join(result["resolutions"]))
         self._notify(video_id, "ready")
