@@ -22,9 +22,11 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import select
 import shutil
 import signal
 import socket
+import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -32,7 +34,7 @@ from pathlib import Path
 
 import redis
 
-from videoflix import catalog, media, proc
+from videoflix import catalog, media
 from videoflix.config import Config
 from videoflix.db import cursor
 from videoflix.services import Services
@@ -65,12 +67,28 @@ class ChildJob:
     settings: TranscodeSettings
 
 
-def _child_init() -> None:
-    # A pool worker dies with its parent (the forkserver, which exits with the
-    # server), and its ffmpeg dies with it: no orphan encodes after a crash.
-    preexec = proc.die_with_parent(signal.SIGKILL)
-    if preexec is not None:
-        preexec()
+def _exit_with_server(server_pid: int) -> None:
+    """Thread body in a pool worker: SIGKILL ourselves once the server is gone.
+
+    The forkserver outlives a killed server while any worker holds its "alive"
+    pipe, so the worker watches the server itself; its ffmpeg (spawned with a
+    parent-death signal) goes with it: no orphan encode after a crash.
+    """
+    try:
+        pidfd = os.pidfd_open(server_pid)
+        select.select([pidfd], [], [])  # readable once the process has exited
+    except OSError:
+        while True:
+            time.sleep(1)
+            try:
+                os.kill(server_pid, 0)
+            except ProcessLookupError:
+                break
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _child_init(server_pid: int) -> None:
+    threading.Thread(target=_exit_with_server, args=(server_pid,), name="server-watch", daemon=True).start()
 
 
 def run_child_job(job: ChildJob) -> dict:
@@ -121,6 +139,7 @@ def make_process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
     # forkserver: forking a process that runs threads (executor, redis) is unsafe.
     return concurrent.futures.ProcessPoolExecutor(
         max_workers=workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_child_init,
+        initargs=(os.getpid(),),
     )
 
 
