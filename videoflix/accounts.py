@@ -138,14 +138,21 @@ async def register(config: Config, services: Services, body: dict) -> dict:
             user = await users.get_user(cur, user_id)
     except users.EmailTaken:
         raise FieldErrors({"email": ["A user with this email already exists."]}) from None
-    token = tokens.make_link_token(config.secret_key, "activate", _activation_state(user), now())
-    link = services.mailer.link("activate.html", tokens.encode_uid(user_id), token)
+    link = make_link(config, services, "activate", "activate.html", user)
     services.mailer.send("activation", email, {"link": link})
     log.info("registered user %s", user_id)
     return {"id": user_id, "email": email}
 
 
-async def _user_for_link(services: Services, uidb64: str) -> dict:
+# purpose -> (the user state a link is bound to, its lifetime)
+LINKS = {
+    "activate": (_activation_state, tokens.ACTIVATION_TTL_SECONDS),
+    "reset": (_reset_state, tokens.RESET_TTL_SECONDS),
+}
+
+
+async def _user_for_link(config: Config, services: Services, purpose: str, uidb64: str, token: str) -> dict:
+    """The user an emailed link names, if its token is genuine and fresh; else InvalidLink."""
     try:
         user_id = tokens.decode_uid(uidb64)
     except tokens.TokenError:
@@ -154,17 +161,23 @@ async def _user_for_link(services: Services, uidb64: str) -> dict:
         user = await users.get_user(cur, user_id)
     if user is None:
         raise InvalidLink()
+    state, ttl = LINKS[purpose]
+    try:
+        tokens.check_link_token(config.secret_key, purpose, state(user), token, now(), ttl)
+    except tokens.TokenError:
+        raise InvalidLink() from None
     return user
+
+
+def make_link(config: Config, services: Services, purpose: str, page: str, user: dict) -> str:
+    state, _ = LINKS[purpose]
+    token = tokens.make_link_token(config.secret_key, purpose, state(user), now())
+    return services.mailer.link(page, tokens.encode_uid(user["id"]), token)
 
 
 async def activate(config: Config, services: Services, uidb64: str, token: str) -> bool:
     """True when the account was activated now, False when it already was."""
-    user = await _user_for_link(services, uidb64)
-    try:
-        tokens.check_link_token(config.secret_key, "activate", _activation_state(user), token,
-                                now(), tokens.ACTIVATION_TTL_SECONDS)
-    except tokens.TokenError:
-        raise InvalidLink() from None
+    user = await _user_for_link(config, services, "activate", uidb64, token)
     async with cursor(services.pool) as cur:
         activated = await users.activate_user(cur, user["id"])
     if activated:
@@ -252,19 +265,13 @@ async def request_password_reset(config: Config, services: Services, body: dict)
     if user is None:
         log.info("password reset asked for an unknown address")
         return
-    token = tokens.make_link_token(config.secret_key, "reset", _reset_state(user), now())
-    link = services.mailer.link("confirm_password.html", tokens.encode_uid(user["id"]), token)
+    link = make_link(config, services, "reset", "confirm_password.html", user)
     services.mailer.send("password_reset", email, {"link": link})
 
 
 async def confirm_password_reset(config: Config, services: Services, uidb64: str, token: str,
                                  body: dict) -> None:
-    user = await _user_for_link(services, uidb64)
-    try:
-        tokens.check_link_token(config.secret_key, "reset", _reset_state(user), token,
-                                now(), tokens.RESET_TTL_SECONDS)
-    except tokens.TokenError:
-        raise InvalidLink() from None
+    user = await _user_for_link(config, services, "reset", uidb64, token)
     new_password = body.get("new_password")
     errors = _new_password_errors(new_password, body.get("confirm_password"),
                                   "new_password", "confirm_password")
