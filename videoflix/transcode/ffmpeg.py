@@ -27,6 +27,7 @@ import logging
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -37,6 +38,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import IO
 
+from videoflix.proc import die_with_parent
 from videoflix.transcode.ladder import Rendition, pick_renditions
 from videoflix.transcode.playlist import (
     MASTER_PLAYLIST_NAME,
@@ -308,8 +310,10 @@ def _spawn(command: Sequence[str], nice: int) -> subprocess.Popen[bytes]:
     if nice_binary:
         # nice(1) execs ffmpeg, so every thread ffmpeg starts inherits the priority.
         argv = [nice_binary, "-n", str(nice), *argv]
+    # ffmpeg dies with the pool worker that runs it (even by SIGKILL): a killed
+    # worker or a crashed server leaves no orphan encode behind.
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, preexec_fn=die_with_parent(signal.SIGKILL))
     if nice and not nice_binary:
         os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
     return proc
