@@ -450,6 +450,29 @@ async def test_unauthenticated_hls_requests_get_401_json(client, owner, make_vid
 
 
 @pytest.mark.gen_test
+async def test_expired_or_forged_access_jwt_is_401_even_after_it_worked(client, owner, make_video, config,
+                                                                      new_client):
+    """Verified JWTs are cached by the file handlers; expiry is still checked each time."""
+    user = await owner()
+    video_id = await make_video(user["id"])
+    path = f"/api/video/{video_id}/720p/{SEGMENT}"
+    now = int(time.time())
+    short, _ = tokens.make_session_token(config.secret_key, user_id=user["id"], kind="access", now=now - 60,
+                                         ttl_seconds=62, is_admin=False, token_version=0)
+    assert (await get(new_client(), path, headers={"Authorization": f"Bearer {short}"})).code == 200
+    expired, _ = tokens.make_session_token(config.secret_key, user_id=user["id"], kind="access",
+                                           now=now - 3600, ttl_seconds=60, is_admin=False, token_version=0)
+    forged, _ = tokens.make_session_token("another-secret-that-is-long-enough-for-hs256", user_id=user["id"],
+                                          kind="access", now=now, ttl_seconds=60, is_admin=True, token_version=0)
+    refresh, _ = tokens.make_session_token(config.secret_key, user_id=user["id"], kind="refresh", now=now,
+                                           ttl_seconds=60, is_admin=False, token_version=0)
+    for token in (expired, forged, refresh):
+        response = await get(new_client(), path, headers={"Authorization": f"Bearer {token}"})
+        assert response.code == 401
+        assert json.loads(response.body) == {"detail": "Invalid or expired token."}
+
+
+@pytest.mark.gen_test
 async def test_bearer_token_works_without_cookies(client, owner, make_video, config, new_client):
     user = await owner()
     video_id = await make_video(user["id"], visibility="private")
@@ -598,6 +621,29 @@ async def test_traversal_and_odd_names_are_404_json_and_touch_nothing_outside(
                  "/media/thumbnail/1.jpg%00",
                  f"/api/stream/x/{video_id}/720p/..%2F..%2Fetc%2Fpasswd"):
         assert_json_404(await get(client, path))
+
+
+@pytest.mark.gen_test
+async def test_no_symlink_below_the_video_directory_is_followed(client, owner, make_video, config, services):
+    """Stricter than "resolves inside": every component below media/<id>/ is opened
+    with O_NOFOLLOW, so even a link to a sibling file is refused; the video
+    directory itself may be a link (media on another disk)."""
+    user = await owner()
+    video_id = await make_video(user["id"], resolutions=("720p", "480p"))
+    directory = media.video_dir(config.media_dir, video_id)
+    (directory / "720p" / "seg_00090.ts").symlink_to(directory / "720p" / SEGMENT)
+    (directory / "1080p").symlink_to(directory / "720p", target_is_directory=True)
+    async with cursor(services.pool) as cur:
+        await cur.execute("UPDATE videos SET resolutions = %s WHERE id = %s",
+                          (["1080p", "720p", "480p"], video_id))
+    assert_json_404(await get(client, f"/api/video/{video_id}/720p/seg_00090.ts"))
+    assert_json_404(await get(client, f"/api/video/{video_id}/1080p/{SEGMENT}"))
+    assert_json_404(await get(client, f"/api/video/{video_id}/1080p/index.m3u8"))
+    moved = directory.with_name(f"{video_id}-elsewhere")
+    directory.rename(moved)
+    directory.symlink_to(moved, target_is_directory=True)
+    response = await get(client, f"/api/video/{video_id}/720p/{SEGMENT}")
+    assert response.code == 200 and response.body == (moved / "720p" / SEGMENT).read_bytes()
 
 
 @pytest.mark.gen_test

@@ -1,7 +1,7 @@
 """Who may play which HLS file: names, the watch rule, stream URLs, and the file IO.
 
 Used by handlers/hls.py. Pure parts: `parse_video_id`, `is_segment_name`,
-`media_path`, `accepts_gzip`. Loop-side parts look rows up (`watchable_video`,
+`parse_hls_target`, `hls_file_parts`, `accepts_gzip`. Loop-side parts look rows up (`watchable_video`,
 `streamable_video`, `issue_stream_url`). The blocking parts (`open_inside`,
 `read_chunk`, `read_gzipped`) run in `services.file_executor`.
 
@@ -17,6 +17,7 @@ stops them on the next request.
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import logging
 import os
@@ -98,16 +99,16 @@ def parse_hls_target(kind: str, args: tuple[str, ...]) -> HLSTarget:
     return HLSTarget(video_id=video_id, resolution=resolution, name=name)
 
 
-def hls_file_path(media_dir: str, video: dict, target: HLSTarget) -> Path:
-    """media/<id>/master.m3u8 or media/<id>/<res>/<name>; a rendition above the
-    highest produced is served from the highest (API.md §3, media.serve_resolution)."""
-    directory = media.video_dir(media_dir, video["id"])
+def hls_file_parts(video: dict, target: HLSTarget) -> tuple[str, ...]:
+    """The file below media/<id>/: (master.m3u8,) or (<res>, <name>); a rendition
+    above the highest produced is served from the highest (API.md §3,
+    media.serve_resolution)."""
     if target.resolution is None:
-        return directory / target.name
+        return (target.name,)
     served = media.serve_resolution(target.resolution, list(video["resolutions"] or []))
     if served is None:
         raise NotFound()
-    return directory / served / target.name
+    return served, target.name
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -222,37 +223,51 @@ async def issue_stream_url(config: Config, services: Services, video_id: int,
 @dataclass(frozen=True)
 class OpenFile:
     fd: int
-    path: str  # the resolved path
+    path: str  # for messages: root/parts
     stat: os.stat_result
+    first: bytes = b""  # the first bytes, when asked for (saves a thread hop)
 
 
-# O_NOFOLLOW: the resolved path's last component must not have become a symlink
-# since it was checked; O_NONBLOCK: opening a FIFO planted in the directory
-# returns at once (and fstat then rejects it) instead of hanging a thread.
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+# Below the video's directory every component is opened relative to its parent
+# with O_NOFOLLOW: no symlink is followed there at all, wherever it points, so a
+# planted link (to /etc/passwd, to another video) fails with ELOOP, and nothing
+# can change between a check and the open (CWE-22, CWE-59, CWE-367). O_NONBLOCK:
+# opening a FIFO planted there returns at once (fstat then rejects it) instead of
+# hanging a thread.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
-def open_inside(root: Path, path: Path) -> OpenFile | None:
-    """Open `path` for reading if, with every symlink resolved, it is a regular file
-    inside `root` (itself resolved); None otherwise (CWE-22, CWE-59)."""
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(path)
-    if not real.startswith(real_root + os.sep):
-        log.warning("refused a path that resolves outside its video directory: %s", path)
-        return None
+def open_inside(root: Path, parts: tuple[str, ...], prefetch: int = 0) -> OpenFile | None:
+    """Open root/parts[0]/.../parts[-1] for reading if it is a regular file reached
+    without following any symlink below `root` (`root` itself, media/<id>, may be
+    one: it is the video's real directory wherever it lives); None otherwise.
+    `parts` are validated single names (no "/", no ".."). Reads up to `prefetch`
+    bytes from the start too."""
     try:
-        fd = os.open(real, _OPEN_FLAGS)
+        dir_fd = os.open(root, _DIR_FLAGS)
     except OSError:
         return None
+    fd = -1
     try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = next_fd
+        fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
         info = os.fstat(fd)
-    except OSError:
-        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileNotFoundError(parts[-1])
+        first = os.pread(fd, min(prefetch, info.st_size), 0) if prefetch else b""
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            log.warning("refused a symlink below %s: %s", root, "/".join(parts))
+        if fd >= 0:
+            os.close(fd)
         return None
-    if not stat.S_ISREG(info.st_mode):
-        os.close(fd)
-        return None
-    return OpenFile(fd=fd, path=real, stat=info)
+    finally:
+        os.close(dir_fd)
+    return OpenFile(fd=fd, path=os.path.join(root, *parts), stat=info, first=first)
 
 
 def close_file(opened: OpenFile) -> None:

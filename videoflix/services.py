@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import secrets
+import threading
 from dataclasses import dataclass, field
 
 import aiopg
@@ -19,6 +21,12 @@ log = logging.getLogger(__name__)
 # bcrypt, file work and SMTP are short blocking calls; a few threads keep a
 # burst of logins from queueing behind each other without starving the loop.
 THREAD_WORKERS = 4
+# bcrypt is CPU-bound by design (cost 12: a quarter second or more per check), so
+# those threads run at a lower CPU priority (nice is per thread on Linux): a burst
+# of logins then slows the logins, not the loop serving segments (bench/serve.py
+# measures the segment GET p99 during 20 concurrent logins). 10 is also ffmpeg's
+# nice (TranscodeSettings.nice): logins and transcodes share what the loop leaves.
+THREAD_NICE = 10
 # Reads of HLS segments and playlists (handlers/hls.py) get threads of their own,
 # so a burst of bcrypt logins on `executor` never queues a segment read behind it.
 FILE_THREAD_WORKERS = 4
@@ -49,8 +57,17 @@ class Services:
         self.file_executor.shutdown(wait=True)
 
 
+def _lower_thread_priority() -> None:
+    """Executor initializer: this thread only, THREAD_NICE steps nicer."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), THREAD_NICE)
+    except (AttributeError, OSError) as exc:  # not Linux, or not allowed: normal priority
+        log.debug("could not lower the priority of %s: %s", threading.current_thread().name, exc)
+
+
 async def create_services(config: Config) -> Services:
-    executor = concurrent.futures.ThreadPoolExecutor(THREAD_WORKERS, thread_name_prefix="videoflix-io")
+    executor = concurrent.futures.ThreadPoolExecutor(THREAD_WORKERS, thread_name_prefix="videoflix-io",
+                                                     initializer=_lower_thread_priority)
     pool = await db.create_pool(config.database_url)
     client = redis.asyncio.Redis.from_url(config.redis_url, decode_responses=True,
                                           socket_connect_timeout=5, health_check_interval=30)

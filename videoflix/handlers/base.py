@@ -124,11 +124,14 @@ class AuthMixin:
             self._auth_problem = NOT_AUTHENTICATED
             return None
         try:
-            return tokens.read_session_token(self.settings["config"].secret_key, token,
-                                             kind="access", now=int(time.time()))
+            return self.read_access_token(token, int(time.time()))
         except tokens.TokenError:
             self._auth_problem = INVALID_TOKEN
             return None
+
+    def read_access_token(self: Any, token: str, now: int) -> tokens.SessionClaims:
+        """The claims of a valid access JWT, else TokenError (a hook: hls.py caches it)."""
+        return tokens.read_session_token(self.settings["config"].secret_key, token, kind="access", now=now)
 
     def require_user(self: Any, admin: bool = False) -> tokens.SessionClaims:
         user = self.current_user
