@@ -52,13 +52,16 @@ def tee_slaves(command: list[str]) -> list[str]:
     return command[-1].split("|")
 
 
-def test_command_decodes_the_source_once_and_splits_into_every_rendition():
+def test_command_decodes_the_source_once_and_cascades_down_the_ladder():
     command = command_for(PARK)
     assert command.count("-i") == 1
     graph = command[command.index("-filter_complex") + 1]
-    assert graph.startswith("[0:0]fps=30,split=3[s0][s1][s2];")
-    assert "scale=1920:1080" in graph and "scale=1280:720" in graph and "scale=854:480" in graph
-    assert graph.count("format=yuv420p") == 3
+    assert graph == (
+        "[0:0]fps=30[c0];"
+        "[c0]scale=1920:1080,setsar=1,format=yuv420p,split=2[v0][c1];"
+        "[c1]scale=1280:720,setsar=1,format=yuv420p,split=2[v1][c2];"
+        "[c2]scale=854:480,setsar=1,format=yuv420p[v2]"
+    )  # each rung scaled once, from the one above it
     assert command[:command.index("-i")].count("-progress") == 1
     assert "-nostats" in command
 
@@ -90,7 +93,7 @@ def test_command_forces_identical_closed_gops_in_every_encoder():
     assert command[command.index("-sc_threshold") + 1] == "0"
     assert command[command.index("-flags:v") + 1] == "+cgop"
     assert command[command.index("-forced-idr") + 1] == "1"
-    assert "fps=30000/1001,split=3" in command[command.index("-filter_complex") + 1]
+    assert command[command.index("-filter_complex") + 1].startswith("[0:0]fps=30000/1001[c0];")
 
 
 def test_command_caps_every_rendition_with_crf_and_vbv():

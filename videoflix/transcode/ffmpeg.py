@@ -151,7 +151,7 @@ def _tee_quote(value: str) -> str:
     return "'" + value.replace("'", "'\\''") + "'"
 
 
-def _fps_arg(fps: float) -> str:
+def fps_arg(fps: float) -> str:
     rate = Fraction(fps).limit_denominator(1001)
     return str(rate.numerator) if rate.denominator == 1 else "%d/%d" % (rate.numerator, rate.denominator)
 
@@ -194,8 +194,10 @@ def build_command(
 ) -> list[str]:
     """The one-decode ffmpeg argv for the whole ladder (pure).
 
-    The source is decoded once; `fps` makes the rate constant, `split` fans the frames
-    out to one `scale` per rendition, each feeding its own libx264 encoder. Keyframes
+    The source is decoded once; `fps` makes the rate constant, then the frames cascade
+    down the ladder: each rendition is scaled (and converted to 8-bit 4:2:0) once, and
+    `split` hands it both to its own libx264 encoder and to the next, smaller `scale`,
+    which is cheaper than scaling every rung from the full-size source. Keyframes
     are forced every gop_seconds of output time in every encoder, so GOPs (closed, IDR)
     and therefore segment boundaries are identical across renditions. Autorotation
     stays on, so rotated phone video comes out upright at its displayed size.
@@ -210,12 +212,11 @@ def build_command(
         raise ValueError("renditions must share one frame rate to share keyframes")
     fps = fps_values.pop()
     count = len(renditions)
-    split_labels = "".join("[s%d]" % i for i in range(count))
-    chains = ["[0:%d]fps=%s,split=%d%s" % (probe.video_stream_index, _fps_arg(fps), count, split_labels)]
+    chains = ["[0:%d]fps=%s[c0]" % (probe.video_stream_index, fps_arg(fps))]
     for i, r in enumerate(renditions):
-        chains.append(
-            "[s%d]scale=%d:%d,setsar=1,format=%s[v%d]" % (i, r.width, r.height, PIXEL_FORMAT, i)
-        )
+        scaled = "[c%d]scale=%d:%d,setsar=1,format=%s" % (i, r.width, r.height, PIXEL_FORMAT)
+        last = i == count - 1
+        chains.append(scaled + ("[v%d]" % i if last else ",split=2[v%d][c%d]" % (i, i + 1)))
     gop = _gop_frames(fps, settings)
     command = [
         "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
