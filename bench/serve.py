@@ -1,0 +1,517 @@
+"""Benchmark: HLS segment delivery, ours against nginx, and GET latency during logins.
+
+    python bench/serve.py [--seconds 6] [--rounds 3] [--connections 50] [--nginx-workers 1]
+                          [--profile DIR [--py-spy PATH]]
+
+One run, everything on 127.0.0.1 and bounded in time (about 2.5 minutes):
+1. Embedded PostgreSQL and Redis (videoflix.embedded, as tests/conftest.py does),
+   one active user (real bcrypt cost 12) and one ready video whose 720p rendition
+   is ten ~1 MB MPEG-TS segments made by ffmpeg (CBR 4 Mb/s, 2 s each).
+2. Our server in a child process (create_services + make_app + HTTPServer, as
+   app.serve does, without the transcode consumer), logging at WARNING, and nginx
+   (Debian's) in a child process with its own temporary configuration, `sendfile on`,
+   access log off, serving the same files from the media directory.
+3. wrk (2 threads, --connections clients, --seconds per run, after a short warm-up):
+   authenticated GETs of the ten segments in turn (access_token cookie) and ranged
+   GETs (`Range: bytes=262144-524287`, 256 KiB from the middle) against both, in
+   --rounds rounds that alternate ours and nginx; requests/s, MB/s, CPU of each
+   server, our/nginx ratio per round and its median.
+4. p99 latency of a segment GET from 4 paced clients (each waits 20 ms between
+   requests: a few players, not a saturation test), idle and then while bursts of
+   20 concurrent logins (POST /api/login/, bcrypt cost 12) run back to back, in
+   --rounds rounds; the median of the per-round ratios.
+Targets: ours >= 35% of nginx's throughput on 1 MB segments; p99 during the login
+burst within 3x of idle p99. The exit status is 0 when both are met.
+
+Our server is one process with one event loop (plus its file-reading threads), so
+nginx runs with one worker by default (--nginx-workers 1): one process against one.
+`--nginx-workers auto` gives it every core. wrk, both servers, PostgreSQL and Redis
+share the machine's CPUs, and so does anything else running there: the rounds and
+medians are there because single runs swing by +-20% on a busy machine.
+
+--profile DIR samples our server with py-spy (non-blocking, 250 Hz, every thread)
+during the first full-GET run and the first login-burst run, and prints where the
+samples fall (self, then inclusive). Profiled runs are a little slower.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from videoflix.config import Config  # noqa: E402
+
+SEGMENTS = 10
+SEGMENT_SECONDS = 2
+# 4 Mb/s constant bit rate x 2 s = ~1 MB per segment, the size the target names.
+VIDEO_BITRATE = "4000k"
+PASSWORD = "bench-password-9"
+EMAIL = "bench@example.com"
+BCRYPT_ROUNDS = 12  # production cost: the burst must cost what real logins cost
+LOGIN_BURST = 20
+RANGE = "bytes=262144-524287"
+PROBE_CLIENTS = 4
+PROBE_PAUSE_MS = 20
+WARMUP_SECONDS = 2
+TARGET_RATIO = 0.35
+TARGET_P99_FACTOR = 3.0
+START_TIMEOUT_SECONDS = 30
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port} within {START_TIMEOUT_SECONDS}s")
+
+
+# --- the server child ---------------------------------------------------------------
+
+async def run_server() -> None:
+    """Child process: our server as app.serve runs it, minus the transcode consumer."""
+    import tornado.httpserver
+
+    from videoflix.app import MAX_JSON_BODY_BYTES, make_app
+    from videoflix.log import setup_logging
+    from videoflix.services import create_services
+
+    config = Config.from_env()
+    setup_logging(config.log_level)
+    services = await create_services(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    server = tornado.httpserver.HTTPServer(make_app(config, services), max_body_size=MAX_JSON_BODY_BYTES,
+                                           idle_connection_timeout=120)
+    server.listen(config.port, config.host)
+    try:
+        await stop.wait()
+    finally:
+        server.stop()
+        await asyncio.wait_for(server.close_all_connections(), timeout=10)
+        await services.close()
+
+
+# --- setup ------------------------------------------------------------------------------
+
+def make_segments(out: Path) -> list[Path]:
+    out.mkdir(parents=True)
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
+         "-f", "lavfi", "-t", str(SEGMENTS * SEGMENT_SECONDS), "-i", "testsrc2=size=1280x720:rate=25",
+         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", VIDEO_BITRATE, "-minrate", VIDEO_BITRATE,
+         "-maxrate", VIDEO_BITRATE, "-bufsize", VIDEO_BITRATE, "-x264-params", "nal-hrd=cbr",
+         "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-an",
+         "-f", "hls", "-hls_time", str(SEGMENT_SECONDS), "-hls_playlist_type", "vod",
+         "-hls_segment_filename", "seg_%05d.ts", "index.m3u8"],
+        cwd=out, check=True, capture_output=True, timeout=300)
+    return sorted(out.glob("seg_*.ts"))
+
+
+async def seed(config: Config) -> int:
+    """Migrations, one active user, one ready public video; returns the video id."""
+    from videoflix import passwords
+    from videoflix.db import create_pool, cursor
+    from videoflix.migrate import apply_migrations
+    from videoflix.tables import users, videos
+
+    pool = await create_pool(config.database_url)
+    try:
+        await apply_migrations(pool)
+        import concurrent.futures
+        with concurrent.futures.ThreadPoolExecutor(1) as executor:
+            hashed = await passwords.hash_password(executor, PASSWORD, BCRYPT_ROUNDS)
+        async with cursor(pool) as cur:
+            user_id = await users.insert_user(cur, EMAIL, hashed, is_active=True)
+            video_id = await videos.insert_video(cur, owner_id=user_id, title="bench", description="",
+                                                 category="Bench", visibility="public", status="queued")
+            await videos.mark_processing(cur, video_id)
+            await videos.mark_ready(cur, video_id, duration=float(SEGMENTS * SEGMENT_SECONDS), width=1280,
+                                    height=720, fps=25.0, has_audio=False, resolutions=["720p"])
+        return video_id
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+def login(port: int) -> str:
+    """The access_token cookie of a real login."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/login/", method="POST",
+        data=json.dumps({"email": EMAIL, "password": PASSWORD}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        for header in response.headers.get_all("Set-Cookie"):
+            match = re.match(r"access_token=([^;]+)", header)
+            if match:
+                return match.group(1)
+    raise SystemExit("login set no access_token cookie")
+
+
+NGINX_CONF = """\
+worker_processes {workers};
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    types {{ video/MP2T ts; application/vnd.apple.mpegurl m3u8; }}
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+    }}
+}}
+"""
+
+
+def start_nginx(prefix: Path, root: Path, port: int, workers: str) -> subprocess.Popen:
+    prefix.mkdir()
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(workers=workers, prefix=prefix, port=port, root=root))
+    process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wait_for_port(port, process, "nginx")
+    return process
+
+
+# --- measuring ------------------------------------------------------------------------------
+
+WRK_SCRIPT = """\
+local paths = {{{paths}}}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i % #paths) + 1])
+end
+{delay}
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %d %d %d %d %d %d\\n", summary.requests, summary.duration,
+    summary.bytes, e.connect + e.read + e.write + e.timeout, e.status,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+@dataclass
+class Profile:
+    """py-spy sampling of the server during the measured runs (--profile DIR)."""
+    tool: str
+    directory: Path
+
+    def output(self, label: str) -> Path:
+        return self.directory / f"{label}.txt"
+
+    def summary(self, label: str, top: int = 25) -> str:
+        """Self and inclusive share of samples per function, from py-spy's raw
+        (collapsed) stacks: `frame;frame;... count` per line."""
+        own: dict[str, int] = {}
+        inclusive: dict[str, int] = {}
+        total = 0
+        for line in self.output(label).read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            samples = int(count)
+            frames = [f.split(" (")[0] + " " + f.rsplit("/", 1)[-1].rstrip(")")
+                      for f in stack.split(";")[1:]]  # [0] is the thread
+            total += samples
+            if frames:
+                own[frames[-1]] = own.get(frames[-1], 0) + samples
+            for frame in set(frames):
+                inclusive[frame] = inclusive.get(frame, 0) + samples
+        lines = [f"  profile {label}: {total} samples; self time, then inclusive"]
+        for name, samples in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"    {100 * samples / total:5.1f}%  {name}")
+        lines.append("    ---")
+        for name, samples in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+            lines.append(f"    {100 * samples / total:5.1f}%  {name}")
+        return "\n".join(lines)
+
+
+@dataclass
+class Result:
+    requests: int
+    seconds: float
+    bytes: int
+    errors: int
+    bad_status: int
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu_percent: float | None = None  # of one core: user + system
+    sys_percent: float | None = None
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def mbps(self) -> float:
+        return self.bytes / self.seconds / 1e6
+
+
+def cpu_times(pids: list[int]) -> tuple[float, float]:
+    """(user, system) CPU seconds of processes (all their threads), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    user = system = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        user += int(fields[11]) / tick
+        system += int(fields[12]) / tick
+    return user, system
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+async def wrk(work: Path, port: int, paths: list[str], *, seconds: float, connections: int,
+              threads: int = 2, headers: dict[str, str] | None = None, pause_ms: int = 0,
+              pids: list[int] | None = None, profile: "Profile | None" = None, label: str = "") -> Result:
+    script = work / f"wrk-{port}-{connections}-{pause_ms}.lua"
+    script.write_text(WRK_SCRIPT.format(
+        paths=", ".join(json.dumps(p) for p in paths),
+        delay=f"delay = function() return {pause_ms} end" if pause_ms else ""))
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{round(seconds)}s", "--timeout", "10s",
+               "-s", str(script)]
+    for name, value in (headers or {}).items():
+        command += ["-H", f"{name}: {value}"]
+    command.append(f"http://127.0.0.1:{port}{paths[0]}")
+    cpu_before = cpu_times(pids) if pids else (0.0, 0.0)
+    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    profiler = None
+    if pids and profile is not None:
+        profiler = await asyncio.create_subprocess_exec(
+            profile.tool, "record", "--pid", str(pids[0]), "--duration", str(max(1, round(seconds) - 1)),
+            "--rate", "250", "--threads", "--nonblocking", "--format", "raw", "--output", str(profile.output(label)),
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+    out, err = await asyncio.wait_for(process.communicate(), seconds + 30)
+    if profiler is not None:
+        await asyncio.wait_for(profiler.wait(), 30)
+    match = re.search(rb"RESULT (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+)", out)
+    if process.returncode != 0 or match is None:
+        raise SystemExit(f"wrk failed: {out.decode()} {err.decode()}")
+    requests, micros, size, errors, bad, p50, p99, worst = (int(x) for x in match.groups())
+    result = Result(requests, micros / 1e6, size, errors, bad, p50 / 1e3, p99 / 1e3, worst / 1e3)
+    if pids:
+        user, system = cpu_times(pids)
+        result.cpu_percent = 100 * (user + system - sum(cpu_before)) / result.seconds
+        result.sys_percent = 100 * (system - cpu_before[1]) / result.seconds
+    return result
+
+
+async def login_bursts(port: int, stop: asyncio.Event) -> tuple[int, float]:
+    """Bursts of LOGIN_BURST concurrent real logins, back to back, until `stop`."""
+    import tornado.httpclient
+
+    client = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=LOGIN_BURST)
+    body = json.dumps({"email": EMAIL, "password": PASSWORD})
+    done, bursts, started = 0, 0, time.monotonic()
+    try:
+        while not stop.is_set():
+            responses = await asyncio.gather(*(
+                client.fetch(f"http://127.0.0.1:{port}/api/login/", method="POST", body=body,
+                             headers={"Content-Type": "application/json"}, request_timeout=60,
+                             raise_error=False) for _ in range(LOGIN_BURST)))
+            assert all(r.code == 200 for r in responses), [r.code for r in responses]
+            done += len(responses)
+            bursts += 1
+    finally:
+        client.close()
+    elapsed = time.monotonic() - started
+    return done, elapsed / max(bursts, 1)
+
+
+def row(name: str, result: Result) -> str:
+    cpu = f"{result.cpu_percent:4.0f}% (sys {result.sys_percent:.0f}%)"
+    return (f"  {name:<26} {result.rps:9.1f} req/s {result.mbps:9.1f} MB/s   p50 {result.p50_ms:7.2f} ms"
+            f"   p99 {result.p99_ms:7.2f} ms   errors {result.errors + result.bad_status}   cpu {cpu}")
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+async def measure(args: argparse.Namespace, work: Path, ours: int, nginx: int, server_pid: int,
+                  nginx_pids: list[int], video_id: int, cookie: str) -> bool:
+    names = [f"720p/seg_{n:05d}.ts" for n in range(SEGMENTS)]
+    our_paths = [f"/api/video/{video_id}/{name}" for name in names]
+    nginx_paths = [f"/{video_id}/{name}" for name in names]
+    auth = {"Cookie": f"access_token={cookie}"}
+    ranged = {**auth, "Range": RANGE}
+    n, seconds = args.connections, args.seconds
+    profile = Profile(args.py_spy, args.profile) if args.profile else None
+    ok = True
+
+    # Rounds alternate ours and nginx so that load from elsewhere on the machine
+    # hits both alike; the verdicts use the median of the per-round ratios.
+    print(f"\n{SEGMENTS} segments of ~1 MB; wrk 2 threads, {n} connections, {seconds:g} s per run,"
+          f" {args.rounds} rounds alternating ours and nginx ({args.nginx_workers} worker(s))")
+    for port, paths in ((ours, our_paths), (nginx, nginx_paths)):
+        await wrk(work, port, paths, seconds=WARMUP_SECONDS, connections=n, headers=auth)
+    full_ratios, part_ratios = [], []
+    for round_no in range(1, args.rounds + 1):
+        full_ours = await wrk(work, ours, our_paths, seconds=seconds, connections=n, headers=auth,
+                              pids=[server_pid], profile=profile if round_no == 1 else None, label="full")
+        full_nginx = await wrk(work, nginx, nginx_paths, seconds=seconds, connections=n, headers=auth,
+                               pids=nginx_pids)
+        part_ours = await wrk(work, ours, our_paths, seconds=seconds, connections=n, headers=ranged,
+                              pids=[server_pid])
+        part_nginx = await wrk(work, nginx, nginx_paths, seconds=seconds, connections=n, headers=ranged,
+                               pids=nginx_pids)
+        print(f" round {round_no}")
+        print(row("ours   full GET", full_ours))
+        print(row("nginx  full GET", full_nginx))
+        print(row("ours   ranged GET (256K)", part_ours))
+        print(row("nginx  ranged GET (256K)", part_nginx))
+        full_ratios.append(full_ours.mbps / full_nginx.mbps)
+        part_ratios.append(part_ours.rps / part_nginx.rps)
+        print(f"  ours/nginx: full GET {full_ratios[-1]:.0%} of MB/s, ranged GET {part_ratios[-1]:.0%} of req/s")
+        for result in (full_ours, full_nginx, part_ours, part_nginx):
+            ok &= result.errors == 0 and result.bad_status == 0
+    full_ratio = median(full_ratios)
+    print(f" median ours/nginx: full GET {full_ratio:.0%} of MB/s, ranged GET {median(part_ratios):.0%} of req/s"
+          f"  (target >= {TARGET_RATIO:.0%} on 1 MB segments: {'met' if full_ratio >= TARGET_RATIO else 'MISSED'})")
+    ok &= full_ratio >= TARGET_RATIO
+
+    print(f"\nSegment GET latency, {PROBE_CLIENTS} clients pausing {PROBE_PAUSE_MS} ms between GETs,"
+          f" {seconds:g} s per run, {args.rounds} rounds of idle then during {LOGIN_BURST}-login bursts")
+    factors = []
+    for round_no in range(1, args.rounds + 1):
+        idle = await wrk(work, ours, our_paths, seconds=seconds, connections=PROBE_CLIENTS, threads=1,
+                         headers=auth, pause_ms=PROBE_PAUSE_MS, pids=[server_pid])
+        stop = asyncio.Event()
+        bursts = asyncio.create_task(login_bursts(ours, stop))
+        await asyncio.sleep(0.5)  # the first burst is under way before the probe starts
+        busy = await wrk(work, ours, our_paths, seconds=seconds, connections=PROBE_CLIENTS, threads=1,
+                         headers=auth, pause_ms=PROBE_PAUSE_MS, pids=[server_pid],
+                         profile=profile if round_no == 1 else None, label="burst")
+        stop.set()
+        logins, per_burst = await bursts
+        factors.append(busy.p99_ms / idle.p99_ms)
+        print(f" round {round_no}")
+        print(row("idle", idle))
+        print(row(f"during login bursts", busy))
+        print(f"  {logins} logins, {per_burst:.2f} s per burst of {LOGIN_BURST}; p99 {factors[-1]:.2f}x idle")
+        ok &= idle.errors + idle.bad_status + busy.errors + busy.bad_status == 0
+    factor = median(factors)
+    print(f" median p99 during bursts / idle p99: {factor:.2f}x"
+          f"  (target <= {TARGET_P99_FACTOR:g}x: {'met' if factor <= TARGET_P99_FACTOR else 'MISSED'})")
+    ok &= factor <= TARGET_P99_FACTOR
+    if profile is not None:
+        print()
+        print(profile.summary("full"))
+        print(profile.summary("burst"))
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--nginx-workers", default="1")
+    parser.add_argument("--profile", type=Path, help="sample the server with py-spy into this directory")
+    parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="the py-spy binary")
+    parser.add_argument("--server", action="store_true", help=argparse.SUPPRESS)  # the child
+    args = parser.parse_args()
+    if args.server:
+        asyncio.run(run_server())
+        return 0
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+    for tool in ("wrk", "nginx", "ffmpeg"):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            raise SystemExit(f"{tool} not found (apt-get install -y {tool})")
+
+    from videoflix.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    state = Path(tempfile.mkdtemp(prefix="videoflix-bench-"))
+    state.chmod(0o755)  # PostgreSQL (as root: another user) and nginx workers read below it
+    children: list[subprocess.Popen] = []
+    postgres = redis = None
+    try:
+        postgres = EmbeddedPostgres(state / "postgres", free_port(), durable=False)
+        dsn = postgres.start()
+        redis = EmbeddedRedis(state / "redis", free_port(), appendonly=False)
+        redis.start()
+        our_port, nginx_port = free_port(), free_port()
+        config = Config(database_url=dsn, redis_url=redis.url, secret_key="bench-" + "k" * 40,
+                        port=our_port, bcrypt_rounds=BCRYPT_ROUNDS, var_dir=str(state / "var"),
+                        media_dir=str(state / "media"), log_level="WARNING")
+        video_id = asyncio.run(seed(config))
+        segments = make_segments(Path(config.media_dir) / str(video_id) / "720p")
+        sizes = [p.stat().st_size for p in segments]
+        print(f"segments: {len(sizes)}, {min(sizes) / 1e6:.2f}-{max(sizes) / 1e6:.2f} MB")
+
+        env = {**os.environ, "DATABASE_URL": dsn, "REDIS_URL": redis.url, "SECRET_KEY": config.secret_key,
+               "VIDEOFLIX_HOST": "127.0.0.1", "VIDEOFLIX_PORT": str(our_port),
+               "VIDEOFLIX_VAR_DIR": config.var_dir, "VIDEOFLIX_MEDIA_DIR": config.media_dir,
+               "VIDEOFLIX_BCRYPT_ROUNDS": str(BCRYPT_ROUNDS), "VIDEOFLIX_LOG_LEVEL": "WARNING"}
+        server = subprocess.Popen([sys.executable, __file__, "--server"], env=env)
+        children.append(server)
+        wait_for_port(our_port, server, "videoflix")
+        nginx = start_nginx(state / "nginx", Path(config.media_dir), nginx_port, args.nginx_workers)
+        children.append(nginx)
+        cookie = login(our_port)
+        print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+              f" on {os.cpu_count()} CPUs (wrk, nginx and our server share them)")
+        ok = asyncio.run(measure(args, state, our_port, nginx_port, server.pid,
+                                 [nginx.pid, *child_pids(nginx.pid)], video_id, cookie))
+        print("\nall targets met" if ok else "\nsome target missed (see above)")
+        return 0 if ok else 1
+    finally:
+        for child in reversed(children):
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
