@@ -1,9 +1,9 @@
 """Who may play which HLS file: names, the watch rule, stream URLs, and the file IO.
 
 Used by handlers/hls.py. Pure parts: `parse_video_id`, `is_segment_name`,
-`parse_hls_target`, `hls_file_parts`, `accepts_gzip`. Loop-side parts look rows up (`watchable_video`,
-`streamable_video`, `issue_stream_url`). The blocking parts (`open_inside`,
-`read_chunk`, `read_gzipped`) run in `services.file_executor`.
+`parse_hls_target`, `hls_file_parts`, `accepts_gzip`. Loop-side parts look rows
+up (`watchable_video`, `streamable_video`, `issue_stream_url`). The blocking parts
+(`open_inside`, `read_chunk`, `read_gzipped`) run in `services.file_executor`.
 
 Video row cache: an HLS session fetches a segment every few seconds, so ready rows
 are kept in-process (`services.video_cache`) for VIDEO_CACHE_SECONDS. Code that
