@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
@@ -143,7 +144,6 @@ async def seed(config: Config) -> int:
     pool = await create_pool(config.database_url)
     try:
         await apply_migrations(pool)
-        import concurrent.futures
         with concurrent.futures.ThreadPoolExecutor(1) as executor:
             hashed = await passwords.hash_password(executor, PASSWORD, BCRYPT_ROUNDS)
         async with cursor(pool) as cur:
@@ -429,7 +429,7 @@ async def measure(args: argparse.Namespace, work: Path, ours: int, nginx: int, s
         factors.append(busy.p99_ms / idle.p99_ms)
         print(f" round {round_no}")
         print(row("idle", idle))
-        print(row(f"during login bursts", busy))
+        print(row("during login bursts", busy))
         print(f"  {logins} logins, {per_burst:.2f} s per burst of {LOGIN_BURST}; p99 {factors[-1]:.2f}x idle")
         ok &= idle.errors + idle.bad_status + busy.errors + busy.bad_status == 0
     factor = median(factors)
