@@ -152,6 +152,9 @@ async def create_video(config: Config, services: Services, *, owner_id: int, fie
             source_name=source_name, source_size=source_size, duration=probe.duration,
             width=probe.width, height=probe.height,
         )
+        # Read before enqueueing: the answer says "queued" even if a consumer
+        # picks the job up at once.
+        video = await videos.get_video(cur, video_id)
     loop = asyncio.get_running_loop()
     target = media.source_path(config.media_dir, video_id)
     try:
@@ -163,8 +166,7 @@ async def create_video(config: Config, services: Services, *, owner_id: int, fie
         await loop.run_in_executor(services.executor, _remove_files, config.media_dir, video_id)
         raise
     log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, source_size)
-    async with cursor(services.pool) as cur:
-        return await videos.get_video(cur, video_id)
+    return video
 
 
 def _move_into_place(temp_path: Any, target: Any) -> None:
