@@ -175,16 +175,20 @@ class JSONErrorsMixin:
         self.finish(json.dumps({"detail": detail}))
 
 
-class BaseHandler(JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.RequestHandler):
-    """JSON API handler: typed services, JSON bodies in and out, JSON errors."""
+class ServicesMixin:
+    """Typed access to what make_app put into Application.settings."""
 
     @property
-    def config(self) -> Config:
+    def config(self: Any) -> Config:
         return self.settings["config"]
 
     @property
-    def services(self) -> Services:
+    def services(self: Any) -> Services:
         return self.settings["services"]
+
+
+class BaseHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.RequestHandler):
+    """JSON API handler: typed services, JSON bodies in and out, JSON errors."""
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")

@@ -41,10 +41,8 @@ import tornado.iostream
 import tornado.web
 
 from videoflix import media, playback, tokens
-from videoflix.config import Config
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
-                                     JSONErrorsMixin, authenticated, public)
-from videoflix.services import Services
+                                     JSONErrorsMixin, ServicesMixin, authenticated, public)
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +137,7 @@ def range_is_current(if_range: str | None, etag: str | None, modified: datetime.
     return date == modified
 
 
-class MediaFileHandler(JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.StaticFileHandler):
+class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.StaticFileHandler):
     """One file under media/<id>/, found by a subclass; see the module docstring.
 
     Route kwargs: `kind` is master | playlist | segment | thumbnail | poster.
@@ -153,14 +151,6 @@ class MediaFileHandler(JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.Static
     def initialize(self, kind: str) -> None:  # type: ignore[override]
         super().initialize(path=self.settings["config"].media_dir)
         self.kind = kind
-
-    @property
-    def config(self) -> Config:
-        return self.settings["config"]
-
-    @property
-    def services(self) -> Services:
-        return self.settings["services"]
 
     def set_default_headers(self) -> None:
         self.set_cors_headers()
