@@ -1,0 +1,128 @@
+"""Benchmark: the one-decode ladder (build_command) against one ffmpeg run per rendition.
+
+    python bench/transcode.py [source]
+
+Without a source, the 5.8 s park clip from shared/media is looped to about 58 s
+(`-stream_loop 9 -c copy`) in a temporary directory. Both methods encode the same ladder
+with the same encoder settings (x264 preset, CRF, caps, GOP, AAC) into HLS; the "seed
+method" runs ffmpeg once per rendition, one after another, each decoding the source and
+encoding its own audio, as the original Videoflix did. Wall time and CPU time (user +
+system of the waited-for ffmpeg children, from getrusage) are printed for each.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from videoflix.transcode.ffmpeg import (  # noqa: E402
+    AUDIO_CHANNELS, AUDIO_PROFILE, AUDIO_SAMPLE_RATE, PIXEL_FORMAT, SEGMENT_PATTERN,
+    VIDEO_PROFILE, TranscodeSettings, build_command, fps_arg,
+)
+from videoflix.transcode.ladder import Rendition, pick_renditions  # noqa: E402
+from videoflix.transcode.probe import Probe, probe_file_sync  # noqa: E402
+
+MEDIA_DIR = Path(os.environ.get(
+    "VIDEOFLIX_TEST_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
+DEFAULT_CLIP = "park_1080p_h264_aac_5s.mp4"
+LOOPS = 9  # 10 plays of 5.8 s: about a minute, long enough for steady-state encoding
+# The targets this benchmark checks (DESIGN.md, "One decode, the whole ladder").
+TARGET_SPEEDUP = 1.25
+TARGET_CPU_SAVED = 0.15
+
+
+def seed_commands(
+    source: Path, out_dir: Path, probe: Probe, renditions: Sequence[Rendition],
+    settings: TranscodeSettings,
+) -> list[list[str]]:
+    """One standalone ffmpeg run per rendition, same encoder settings as build_command."""
+    commands = []
+    for r in renditions:
+        gop = max(1, round(r.fps * settings.gop_seconds))
+        command = [
+            "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
+            "-i", "file:" + str(source),
+            "-map", "0:%d" % probe.video_stream_index,
+            "-vf", "fps=%s,scale=%d:%d,setsar=1,format=%s" % (fps_arg(r.fps), r.width, r.height, PIXEL_FORMAT),
+            "-map_metadata", "-1", "-map_chapters", "-1",
+            "-c:v", "libx264", "-preset", settings.preset, "-crf", str(settings.crf),
+            "-profile:v", VIDEO_PROFILE, "-maxrate", "%dk" % r.max_kbps, "-bufsize", "%dk" % r.bufsize_kbps,
+            "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
+            "-flags:v", "+cgop", "-forced-idr", "1",
+            "-force_key_frames:v", "expr:gte(t,n_forced*%d)" % settings.gop_seconds,
+        ]
+        if probe.audio_stream_index is not None:
+            command += [
+                "-map", "0:%d" % probe.audio_stream_index,
+                "-c:a", "aac", "-profile:a", AUDIO_PROFILE, "-b:a", "%dk" % settings.audio_kbps,
+                "-ac", str(AUDIO_CHANNELS), "-ar", str(AUDIO_SAMPLE_RATE),
+            ]
+        directory = out_dir / r.name
+        command += [
+            "-f", "hls", "-hls_time", str(settings.segment_seconds), "-hls_playlist_type", "vod",
+            "-hls_segment_filename", str(directory / SEGMENT_PATTERN), str(directory / "index.m3u8"),
+        ]
+        commands.append(command)
+    return commands
+
+
+def timed(commands: Sequence[Sequence[str]]) -> tuple[float, float]:
+    """Run the commands one after another; (wall seconds, CPU seconds of the children)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    for command in commands:
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
+
+
+def main(argv: list[str]) -> int:
+    settings = TranscodeSettings()
+    with tempfile.TemporaryDirectory(prefix="videoflix-bench-") as scratch:
+        work = Path(scratch)
+        if len(argv) > 1:
+            source = Path(argv[1]).resolve()
+        else:
+            source = work / "park_58s.mp4"
+            subprocess.run(
+                ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-stream_loop", str(LOOPS),
+                 "-i", str(MEDIA_DIR / DEFAULT_CLIP), "-c", "copy", str(source)],
+                check=True,
+            )
+        probe = probe_file_sync(source)
+        renditions = pick_renditions(probe)
+        print("source: %s (%dx%d, %.1f s, %.3f fps, audio=%s)" % (
+            source.name, probe.width, probe.height, probe.duration, probe.fps, probe.has_audio))
+        print("ladder: %s; preset %s, crf %d, %d nproc" % (
+            ", ".join("%s %dx%d" % (r.name, r.width, r.height) for r in renditions),
+            settings.preset, settings.crf, os.cpu_count() or 0))
+
+        seed_dir, one_dir = work / "seed", work / "one"
+        for directory in (seed_dir, one_dir):
+            for r in renditions:
+                (directory / r.name).mkdir(parents=True)
+
+        seed_wall, seed_cpu = timed(seed_commands(source, seed_dir, probe, renditions, settings))
+        print("seed method (%d runs): wall %6.1f s  cpu %6.1f s" % (len(renditions), seed_wall, seed_cpu))
+        one_wall, one_cpu = timed([build_command(source, one_dir, probe, renditions, settings)])
+        print("one decode  (1 run):  wall %6.1f s  cpu %6.1f s" % (one_wall, one_cpu))
+
+        speedup = seed_wall / one_wall
+        saved = 1 - one_cpu / seed_cpu
+        print("wall speed-up %.2fx (target >= %.2fx), CPU saved %.1f%% (target >= %.0f%%)" % (
+            speedup, TARGET_SPEEDUP, 100 * saved, 100 * TARGET_CPU_SAVED))
+        return 0 if speedup >= TARGET_SPEEDUP and saved >= TARGET_CPU_SAVED else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
