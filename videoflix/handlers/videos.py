@@ -1,6 +1,7 @@
 """Catalog, detail, upload, delete, re-run (API.md §2 and §4)."""
 from __future__ import annotations
 
+import errno
 import logging
 
 import tornado.web
@@ -65,6 +66,13 @@ class VideoListHandler(BaseHandler):
         except (APIError, UploadError) as exc:
             self.receiver.discard()
             self._handle_request_exception(exc if isinstance(exc, APIError) else APIError(400, str(exc)))
+        except OSError as exc:
+            # Disk full or unwritable media dir: a JSON answer, not a dropped connection.
+            log.error("upload to %s failed: %s", self.receiver.temp_path, exc)
+            self.receiver.discard()
+            status = 507 if exc.errno == errno.ENOSPC else 500
+            self._handle_request_exception(APIError(status, "Not enough storage to receive the upload."
+                                                    if status == 507 else "Internal server error."))
 
     def on_connection_close(self) -> None:
         # A client that goes away mid-upload leaves no file behind (and no row:
