@@ -190,9 +190,7 @@ class Client:
                                     allow_nonstandard_methods=True)
         response = Response(raw)
         for name, morsel in response.cookies().items():
-            if morsel.value == "" or morsel["expires"] and "1970" in morsel["expires"]:
-                self.cookies.pop(name, None)
-            elif morsel["max-age"] == "0":
+            if morsel.value == "" or morsel["max-age"] == "0":  # a deleted cookie
                 self.cookies.pop(name, None)
             else:
                 self.cookies[name] = morsel.value

@@ -9,7 +9,7 @@ import tornado.web
 from videoflix import catalog
 from videoflix.handlers.base import APIError, BaseHandler, admin, authenticated
 from videoflix.transcode.probe import ProbeError, probe_file
-from videoflix.uploads import UploadError, UploadReceiver
+from videoflix.uploads import FIELD_LIMITS, UploadError, UploadReceiver
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,8 @@ def upload_fields(fields: dict[str, str], is_admin: bool, allow_public: bool) ->
     errors: dict[str, list[str]] = {}
     if not clean["title"]:
         errors["title"] = ["This field is required."]
-    for name, limit in (("title", 200), ("description", 5000), ("category", 100)):
+    for name in ("title", "description", "category"):
+        limit = FIELD_LIMITS[name]
         if len(clean[name]) > limit:
             errors[name] = [f"Ensure this field has no more than {limit} characters."]
     requested = fields.get("visibility", "").strip().lower()

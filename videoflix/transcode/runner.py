@@ -156,7 +156,9 @@ class TranscodeRunner:
         self.pool = make_process_pool(config.transcode_workers)
         self._tasks: list[asyncio.Task] = []
         self._stopping = False
-        self.on_job_done: list = []  # callbacks(video_id, status) for observers (tests, metrics)
+        # Called as callback(video_id, outcome) when a job ends: "ready", "failed",
+        # "cancelled" (video deleted mid-job) or "discarded" (row gone at the end).
+        self.on_job_done: list = []
 
     async def start(self) -> None:
         await queue.ensure_group(self.services.redis)
@@ -235,6 +237,7 @@ class TranscodeRunner:
         if isinstance(exc, JobCancelled):
             log.info("video %s job %s: cancelled (video deleted)", video_id, job.entry_id)
             await queue.ack(self.services.redis, job)
+            self._notify(video_id, "cancelled")
         elif isinstance(exc, TranscodeError):
             log.warning("video %s job %s: failed: %s", video_id, job.entry_id, exc)
             await self._fail(job, str(exc))
@@ -295,6 +298,7 @@ class TranscodeRunner:
             if still_there is None:
                 await loop.run_in_executor(executor, shutil.rmtree, target, True)
             await queue.ack(redis_client, job)
+            self._notify(video_id, "discarded")
             return
         await queue.ack(redis_client, job)
         await redis_client.delete(catalog.PROGRESS_KEY.format(video_id))
