@@ -100,7 +100,7 @@ def test_cover_art_alone_is_not_a_video_stream():
             {"index": 1, "codec_type": "video", "codec_name": "mjpeg", "width": 600, "height": 600,
              "r_frame_rate": "90000/1", "avg_frame_rate": "0/0", "disposition": {"attached_pic": 1}},
         ],
-        "format": {"format_name": "mp3", "duration": "181.0"},
+        "format": {"format_name": "mov,mp4,m4a,3gp,3g2,mj2", "duration": "181.0"},  # an .m4a with cover art
     }
     with pytest.raises(ProbeError, match="^No video stream found.$"):
         parse_probe(data)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -50,9 +51,9 @@ from videoflix.transcode.playlist import (
     measure_rendition,
 )
 from videoflix.transcode.probe import (
-    PROTOCOL_WHITELIST,
     Probe,
     ProbeError,
+    input_options,
     probe_file_sync,
 )
 
@@ -102,6 +103,23 @@ AUDIO_SAMPLE_RATE = 48000
 
 class TranscodeError(Exception):
     """The job failed; str(error) is the reason recorded on the video."""
+
+
+# An absolute path (optionally behind ffmpeg's "file:" prefix) in a message.
+_PATH_IN_TEXT = re.compile(r"(?<![\w.:/])(?:file:)?/[^\s'\"|,;:]*")
+
+
+def public_reason(message: str) -> str:
+    """`message` without server paths, fit for the video's `error` (CWE-209).
+
+    ffmpeg and the OS name the files they fail on; each absolute path is replaced by
+    its last component, so "file:/srv/media/.work/7-1/720p/index.m3u8: No space"
+    becomes "index.m3u8: No space".
+    """
+    def last_part(match: re.Match[str]) -> str:
+        name = match.group(0).rstrip("/").rsplit("/", 1)[-1]
+        return name or "<path>"
+    return _PATH_IN_TEXT.sub(last_part, message)
 
 
 @dataclass(frozen=True)
@@ -221,7 +239,7 @@ def build_command(
     command = [
         "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
         "-nostats", "-progress", "pipe:1",
-        "-protocol_whitelist", PROTOCOL_WHITELIST,
+        *input_options(probe.demuxer),
         "-i", _input_arg(source),
         "-filter_complex", ";".join(chains),
     ]
@@ -275,7 +293,7 @@ def build_poster_command(
     directory = _path_arg(out_dir)
     return [
         "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
-        "-protocol_whitelist", PROTOCOL_WHITELIST,
+        *input_options(probe.demuxer),
         "-ss", "%.3f" % start_seconds, "-i", _input_arg(source),
         "-filter_complex", graph,
         "-map", "[poster]", "-frames:v", "1", "-q:v", "2", "-update", "1",
@@ -412,7 +430,7 @@ def _variant(out_dir: Path, rendition: Rendition, has_audio: bool) -> Variant:
     stats = measure_rendition(directory)
     # CODECS must describe the real stream: the level is the one x264 chose.
     first_segment = directory / (SEGMENT_PATTERN % 0)
-    segment = probe_file_sync(first_segment)
+    segment = probe_file_sync(first_segment, demuxer="mpegts")
     return Variant(
         name=rendition.name,
         width=segment.width,
@@ -441,7 +459,17 @@ def transcode(
     on_progress: ProgressCallback | None = None,
 ) -> TranscodeResult:
     """Transcode `source` into the HLS ladder in `out_dir` (run in a child process)."""
-    out = Path(out_dir)
+    try:
+        return _transcode(source, Path(out_dir), settings, on_progress)
+    except TranscodeError as error:
+        raise TranscodeError(public_reason(str(error))) from error
+
+
+def _transcode(
+    source: str | os.PathLike[str], out: Path, settings: TranscodeSettings,
+    on_progress: ProgressCallback | None,
+) -> TranscodeResult:
+    # The allow-listed probe decides the demuxer; every ffmpeg run below forces it.
     try:
         probe = probe_file_sync(source)
     except ProbeError as error:

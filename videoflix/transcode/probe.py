@@ -28,6 +28,41 @@ PROBE_TIMEOUT_SECONDS = 60.0
 # forgery).
 PROTOCOL_WHITELIST = "file"
 
+# Demuxers allowed to read user data: containers that carry their media inside
+# themselves. ffmpeg auto-detects hundreds of input formats, and several of them open
+# other files or URLs named *inside* the upload, which would let an uploader turn any
+# file the service can read (another user's private source, /etc/...) into "their" video
+# (CWE-73, CWE-918). Left out on purpose:
+#   hls, dash, smoothstreaming   playlists/manifests naming segment files or URLs
+#   concat                       ffconcat lists naming arbitrary files
+#   image2                       image sequences: a pattern expanded over the disk
+#   *_pipe, gif, apng, webp ...  single images (a still is not a video; issue 11's corpus)
+#   mxf, gxf                     OP-Atom/external-essence references to sibling files
+#   tty, bin, ansi, xbin, idf    any text file "plays" as rendered text
+#   h264, hevc, mpegvideo, m4v,  raw elementary streams: no container timing, durations
+#   mjpeg, rawvideo, ...         guessed from the file size
+#   sdp, rtp, rtsp, srtp,        network sessions described by the file
+#   ffmetadata, subtitles, data  not video
+# The mov demuxer can follow external data references ("dref" atoms) only with
+# enable_drefs=1; it stays at its default, 0, and we pass it explicitly (see
+# input_options). Keys are the demuxers' first names; values say what they cover.
+ALLOWED_DEMUXERS = {
+    "mov": "MP4, MOV, M4V, 3GP (ISO base media)",
+    "matroska": "Matroska and WebM",
+    "avi": "AVI",
+    "mpegts": "MPEG transport stream (TS, M2TS)",
+    "mpeg": "MPEG program stream (MPG, VOB)",
+    "flv": "Flash video",
+    "ogg": "Ogg (Theora, VP8)",
+    "asf": "ASF (WMV)",
+}
+# For -format_whitelist: the demuxers that may be opened, and nothing they nest.
+FORMAT_WHITELIST = ",".join(ALLOWED_DEMUXERS)
+UNSUPPORTED_FORMAT_MESSAGE = (
+    "Unsupported file format: upload a video file (MP4, MOV, MKV, WebM, AVI, MPEG-TS, "
+    "MPEG-PS, FLV, Ogg or WMV)."
+)
+
 # Beyond this, a frame rate is a time-base artefact, not a rate (the VFR phone clip has
 # r_frame_rate 90000/1).
 MAX_PLAUSIBLE_FPS = 1000.0
@@ -64,6 +99,41 @@ class Probe:
     video_profile: str | None = None
     video_level: int | None = None
     format_name: str = ""
+
+    @property
+    def demuxer(self) -> str:
+        """The demuxer ffprobe chose ("mov" for "mov,mp4,m4a,3gp,3g2,mj2")."""
+        return demuxer_name(self.format_name)
+
+
+def demuxer_name(format_name: str) -> str:
+    return format_name.split(",", 1)[0].strip()
+
+
+def check_allowed_format(format_name: str) -> str:
+    """The demuxer to pin for `format_name`, or ProbeError when it is not allow-listed."""
+    demuxer = demuxer_name(format_name)
+    if demuxer not in ALLOWED_DEMUXERS:
+        raise ProbeError(UNSUPPORTED_FORMAT_MESSAGE)
+    return demuxer
+
+
+def input_options(demuxer: str | None) -> list[str]:
+    """ffprobe/ffmpeg input options that confine a demuxer to the file itself.
+
+    Without `demuxer` the format is detected but must be allow-listed
+    (-format_whitelist); with it, that demuxer is forced (-f), so a file that probed
+    as one format can never be opened as another. Only the `file` protocol may be used.
+    """
+    options = ["-protocol_whitelist", PROTOCOL_WHITELIST]
+    if demuxer is None:
+        return options + ["-format_whitelist", FORMAT_WHITELIST]
+    if demuxer not in ALLOWED_DEMUXERS:
+        raise ProbeError(UNSUPPORTED_FORMAT_MESSAGE)
+    options += ["-format_whitelist", demuxer, "-f", demuxer]
+    if demuxer == "mov":
+        options += ["-enable_drefs", "0"]  # never open files named by dref atoms
+    return options
 
 
 def _rate(value: Any) -> float | None:
@@ -140,6 +210,7 @@ def parse_probe(data: dict[str, Any]) -> Probe:
     fmt = data.get("format")
     if not isinstance(streams, list) or not isinstance(fmt, dict):
         raise ProbeError("Unreadable media file.")
+    check_allowed_format(str(fmt.get("format_name") or ""))
     streams = [s for s in streams if isinstance(s, dict)]
 
     videos = [
@@ -190,11 +261,11 @@ def parse_probe(data: dict[str, Any]) -> Probe:
     )
 
 
-def probe_command(path: str | os.PathLike[str]) -> list[str]:
-    """The ffprobe argv for `path` (a local file, never a URL: see PROTOCOL_WHITELIST)."""
+def probe_command(path: str | os.PathLike[str], demuxer: str | None = None) -> list[str]:
+    """The ffprobe argv for `path` (a local file, never a URL: see input_options)."""
     return [
         "ffprobe", "-v", "error",
-        "-protocol_whitelist", PROTOCOL_WHITELIST,
+        *input_options(demuxer),
         "-print_format", "json", "-show_format", "-show_streams",
         # "file:" keeps a name such as "http:x" or "-y" from being read as a URL or option.
         "file:" + os.fspath(path),
@@ -203,8 +274,10 @@ def probe_command(path: str | os.PathLike[str]) -> list[str]:
 
 def _parse_output(path: str | os.PathLike[str], returncode: int, stdout: bytes, stderr: bytes) -> Probe:
     if returncode != 0:
-        log.info("ffprobe failed on %s (exit %s): %s", path, returncode,
-                 stderr.decode("utf-8", "replace").strip()[-500:])
+        text = stderr.decode("utf-8", "replace").strip()
+        log.info("ffprobe failed on %s (exit %s): %s", path, returncode, text[-500:])
+        if "not on whitelist" in text:
+            raise ProbeError(UNSUPPORTED_FORMAT_MESSAGE)
         raise ProbeError("Unreadable media file.")
     try:
         data = json.loads(stdout)
@@ -213,10 +286,11 @@ def _parse_output(path: str | os.PathLike[str], returncode: int, stdout: bytes, 
     return parse_probe(data)
 
 
-async def probe_file(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT_SECONDS) -> Probe:
+async def probe_file(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT_SECONDS,
+                     demuxer: str | None = None) -> Probe:
     """Probe without blocking the loop; ffprobe is killed when it exceeds `timeout`."""
     proc = await asyncio.create_subprocess_exec(
-        *probe_command(path),
+        *probe_command(path, demuxer),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -234,11 +308,12 @@ async def probe_file(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOU
     return _parse_output(path, returncode, stdout, stderr)
 
 
-def probe_file_sync(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT_SECONDS) -> Probe:
+def probe_file_sync(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT_SECONDS,
+                    demuxer: str | None = None) -> Probe:
     """Blocking probe for the transcode child process (never call it on the loop)."""
     try:
         done = subprocess.run(
-            probe_command(path), stdin=subprocess.DEVNULL, capture_output=True,
+            probe_command(path, demuxer), stdin=subprocess.DEVNULL, capture_output=True,
             timeout=timeout, check=False,
         )
     except subprocess.TimeoutExpired:  # run() has already killed ffprobe

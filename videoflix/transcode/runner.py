@@ -40,7 +40,7 @@ from videoflix.db import cursor
 from videoflix.services import Services
 from videoflix.tables import videos
 from videoflix.transcode import queue
-from videoflix.transcode.ffmpeg import TranscodeError, TranscodeSettings, transcode
+from videoflix.transcode.ffmpeg import TranscodeError, TranscodeSettings, public_reason, transcode
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ class TranscodeRunner:
             self._notify(video_id, "cancelled")
         elif isinstance(exc, TranscodeError):
             log.warning("video %s job %s: failed: %s", video_id, job.entry_id, exc)
-            await self._fail(job, str(exc))
+            await self._fail(job, public_reason(str(exc)))
             await queue.ack(self.services.redis, job)
         elif isinstance(exc, BrokenProcessPool):
             log.error("video %s job %s: worker process died; the job will be reclaimed after its lease",
