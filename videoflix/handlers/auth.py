@@ -10,6 +10,11 @@ INVALID_REFRESH = "Invalid refresh token."
 REFRESH_MISSING = "Refresh token missing."
 INVALID_LINK = "Invalid or expired activation link."
 INVALID_RESET_LINK = "Invalid or expired token."
+# The JSON keys each endpoint reads (API.md §1); any other key is ignored.
+REGISTER_FIELDS = ("email", "password", "confirmed_password")
+LOGIN_FIELDS = ("email", "password")
+RESET_FIELDS = ("email",)
+CONFIRM_FIELDS = ("new_password", "confirm_password")
 
 
 class AuthHandler(BaseHandler):
@@ -32,7 +37,7 @@ class RegisterHandler(AuthHandler):
     @public
     async def post(self) -> None:
         try:
-            user = await accounts.register(self.config, self.services, self.json_body())
+            user = await accounts.register(self.config, self.services, self.json_body(REGISTER_FIELDS))
         except accounts.FieldErrors as exc:
             raise APIError(400, body=exc.errors) from None
         self.write_json({"user": user}, 201)
@@ -53,7 +58,7 @@ class LoginHandler(AuthHandler):
     @public
     async def post(self) -> None:
         try:
-            user, issued = await accounts.login(self.config, self.services, self.json_body(),
+            user, issued = await accounts.login(self.config, self.services, self.json_body(LOGIN_FIELDS),
                                                 self.request.remote_ip or "")
         except accounts.FieldErrors as exc:
             raise APIError(400, body=exc.errors) from None
@@ -97,7 +102,7 @@ class PasswordResetHandler(AuthHandler):
     @public
     async def post(self) -> None:
         try:
-            await accounts.request_password_reset(self.config, self.services, self.json_body())
+            await accounts.request_password_reset(self.config, self.services, self.json_body(RESET_FIELDS))
         except accounts.FieldErrors as exc:
             raise APIError(400, body=exc.errors) from None
         self.write_json({"detail": "An email has been sent to reset your password."})
@@ -106,7 +111,7 @@ class PasswordResetHandler(AuthHandler):
 class PasswordConfirmHandler(AuthHandler):
     @public
     async def post(self, uidb64: str, token: str) -> None:
-        body = self.json_body()
+        body = self.json_body(CONFIRM_FIELDS)
         try:
             await accounts.confirm_password_reset(self.config, self.services, uidb64, token, body)
         except accounts.InvalidLink:

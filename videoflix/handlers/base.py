@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import tornado.web
 
-from videoflix import tokens
+from videoflix import requestrules, tokens
 from videoflix.config import Config
 from videoflix.services import Services
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete")
 CORS_ALLOW_HEADERS = "content-type, x-csrftoken, authorization, range"
-CORS_ALLOW_METHODS = "GET, POST, PUT, DELETE, OPTIONS"
+CORS_ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 CORS_EXPOSE_HEADERS = "Content-Range, Content-Length, Accept-Ranges, Retry-After"
 # Browsers may cache a preflight answer this long (seconds).
 CORS_MAX_AGE = "600"
@@ -32,6 +32,7 @@ STATUS_DETAILS = {
     405: "Method not allowed.",
     411: "Length required.",
     413: "Request body too large.",
+    415: requestrules.EXPECTED_JSON,
     416: "Requested range not satisfiable.",
     429: "Too many requests.",
     503: "Service unavailable.",
@@ -187,22 +188,72 @@ class ServicesMixin:
         return self.settings["services"]
 
 
+# A JSON body (64 KiB at most) arrives in well under this; a client that stalls
+# mid-body is cut off instead of holding a connection (CWE-400, slow POST).
+JSON_BODY_TIMEOUT_SECONDS = 10.0
+
+
+@functools.lru_cache(maxsize=8)
+def _trusted_origins(public_url: str, cors_origins: tuple[str, ...]) -> frozenset[str]:
+    return requestrules.trusted_origins(public_url, cors_origins)
+
+
+@tornado.web.stream_request_body
 class BaseHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.RequestHandler):
-    """JSON API handler: typed services, JSON bodies in and out, JSON errors."""
+    """JSON API handler: typed services, JSON bodies in and out, JSON errors, and the
+    request rules of API.md §5 for every unsafe method.
+
+    The body is streamed in (and capped) here rather than by Tornado, so the rules
+    answer in JSON before a byte of it is read: the origin (403), the content type
+    (415) and a declared size over the limit (413). Handlers whose body is not JSON
+    (the multipart upload) set `takes_json = False` and stream it themselves.
+    """
+
+    takes_json = True
+    _body: bytearray | None = None
+    _body_too_large = False
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         self.set_cors_headers()
 
-    def json_body(self) -> dict:
+    def prepare(self) -> None:
+        if self.request.method not in requestrules.UNSAFE_METHODS:
+            return
+        config = self.config
         try:
-            body = json.loads(self.request.body or b"")
-        except (ValueError, UnicodeDecodeError):
-            raise APIError(400, "Invalid JSON body.") from None
-        if not isinstance(body, dict):
-            raise APIError(400, "Invalid JSON body.")
-        return body
+            requestrules.check_origin(self.request.headers,
+                                      _trusted_origins(config.public_url, tuple(config.cors_origins)))
+            if self.takes_json:
+                requestrules.check_json_request(self.request.headers)
+        except requestrules.RuleViolation as exc:
+            raise APIError(exc.status, body=exc.body) from None
+        if self.takes_json:
+            self.request.connection.set_body_timeout(JSON_BODY_TIMEOUT_SECONDS)
+
+    def data_received(self, chunk: bytes) -> None:
+        # A chunked body has no declared length: count what arrives.
+        if self._body_too_large:
+            return
+        if self._body is None:
+            self._body = bytearray()
+        if len(self._body) + len(chunk) > requestrules.MAX_JSON_BODY_BYTES:
+            self._body_too_large = True
+            self._body = None
+            return
+        self._body += chunk
+
+    def json_body(self, fields: tuple[str, ...] | None = None) -> dict:
+        """The JSON object sent, limited to `fields` when given (unknown keys are
+        ignored), each checked for NULs, lone surrogates and nesting (API.md §5)."""
+        try:
+            if self._body_too_large:
+                raise requestrules.RuleViolation(413, requestrules.TOO_LARGE)
+            body = requestrules.parse_json_object(bytes(self._body or b""))
+            return requestrules.clean_fields(body, fields)
+        except requestrules.RuleViolation as exc:
+            raise APIError(exc.status, body=exc.body) from None
 
 
 class NotFoundHandler(BaseHandler):

@@ -41,8 +41,10 @@ def upload_fields(fields: dict[str, str], is_admin: bool, allow_public: bool) ->
 @tornado.web.stream_request_body
 class VideoListHandler(BaseHandler):
     receiver: UploadReceiver | None = None
+    takes_json = False  # multipart, streamed to disk below
 
     async def prepare(self) -> None:
+        super().prepare()
         if self.request.method != "POST":
             return
         # Authenticate before a single body byte is accepted.
