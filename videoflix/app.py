@@ -8,7 +8,7 @@ import tornado.httpserver
 import tornado.web
 
 from videoflix.config import Config
-from videoflix.handlers import auth, health, hls, videos
+from videoflix.handlers import auth, docs, health, hls, videos
 from videoflix.handlers.base import NotFoundHandler, check_access_marks
 from videoflix.log import log_request
 from videoflix.migrate import apply_migrations
@@ -17,7 +17,7 @@ from videoflix.transcode.runner import TranscodeRunner
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = (auth, health, videos, hls)
+ROUTE_MODULES = (auth, health, docs, videos, hls)
 
 
 def collect_routes() -> list:
