@@ -22,6 +22,7 @@ SAMPLES = {"id": "7", "uidb64": "MQ", "token": "tok3n", "resolution": "720p",
            "segment": "seg_00001.ts", "name": "7.jpg", "version": "v1", "language": "en"}
 # Fuzzing budget inside `make test`; bench/fuzz.py runs the long one.
 FUZZ_MAX_EXAMPLES = int(os.environ.get("VIDEOFLIX_FUZZ_EXAMPLES", "12"))
+FUZZ_SEED = os.environ.get("VIDEOFLIX_FUZZ_SEED", "20261128")
 FUZZ_CHECKS = ("not_a_server_error,status_code_conformance,content_type_conformance,"
                "response_schema_conformance")
 
@@ -79,7 +80,7 @@ async def test_openapi_json_is_served_with_the_public_url(client, config):
     assert "/api/login/" in document["paths"]
 
 
-@pytest.mark.gen_test(timeout=600)
+@pytest.mark.gen_test(timeout=int(os.environ.get("VIDEOFLIX_FUZZ_TIMEOUT", "600")))
 async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(client, make_user, config, tmp_path):
     """A bounded fuzz of every operation, authenticated as a user (Bearer)."""
     await make_user()
@@ -91,7 +92,7 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(client,
     st = Path(sys.executable).with_name("st")
     proc = await asyncio.create_subprocess_exec(
         str(st), "run", str(schema), "--url", config.public_url,
-        "--checks", FUZZ_CHECKS, "--max-examples", str(FUZZ_MAX_EXAMPLES), "--seed", "20261128",
+        "--checks", FUZZ_CHECKS, "--max-examples", str(FUZZ_MAX_EXAMPLES), "--seed", FUZZ_SEED,
         "--phases", "examples,coverage,fuzzing", "--workers", "1", "--no-color",
         "--generation-database", "none", "--request-timeout", "20",
         "--suppress-health-check", "all",
@@ -100,4 +101,6 @@ async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(client,
     )
     output, _ = await proc.communicate()
     text = output.decode("utf-8", "replace")
+    summary = re.search(r"Test cases:\s*\n\s*(.+)", text)
+    print("schemathesis:", summary.group(1) if summary else "no summary", "seed", FUZZ_SEED)
     assert proc.returncode == 0, text[-6000:]
