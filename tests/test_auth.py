@@ -11,7 +11,7 @@ from pathlib import Path
 import jwt
 import pytest
 
-from conftest import PASSWORD, link_from_mail, login, register_user
+from helpers import PASSWORD, link_from_mail, login, register_user
 from videoflix import passwords, tokens
 from videoflix.db import cursor
 from videoflix.tables import users

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import login
+from helpers import login
 from media import PARK, clip
 from videoflix import media, playback, tokens
 from videoflix.db import cursor

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import upload
+from helpers import upload
 from media import PARK, clip, probe_facts
 from videoflix import media
 from videoflix.db import cursor

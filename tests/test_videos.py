@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import login, multipart, upload, wait_for_status
+from helpers import login, multipart, upload, wait_for_status
 from media import BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, clip
 from videoflix import media
 from videoflix.db import cursor

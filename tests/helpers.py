@@ -1,0 +1,167 @@
+"""Plain helpers the tests share: a browser-like client, sign-up and log-in through
+the real endpoints, multipart uploads, polling for a video's state.
+
+Fixtures stay in conftest.py; anything a test module imports comes from here
+(pytest discourages importing from conftest, which it loads under its own rules).
+"""
+from __future__ import annotations
+
+import asyncio
+import email
+import email.message
+import email.policy
+import json
+import re
+import secrets
+import threading
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+import tornado.httpclient
+
+# Kept low so the suite is fast; one test raises it to measure real bcrypt cost.
+TEST_BCRYPT_ROUNDS = 4
+PASSWORD = "correct-horse-9"
+
+
+class MailSink:
+    """aiosmtpd handler keeping every received message."""
+
+    def __init__(self) -> None:
+        self.messages: list[email.message.EmailMessage] = []
+        self.lock = threading.Lock()
+        self.refuse = 0  # answer this many deliveries with a temporary failure
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        with self.lock:
+            if self.refuse > 0:
+                self.refuse -= 1
+                return "451 Try again later"
+            self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+        return "250 OK"
+
+    def clear(self) -> None:
+        with self.lock:
+            self.messages.clear()
+            self.refuse = 0
+
+
+
+class Response:
+    def __init__(self, raw: tornado.httpclient.HTTPResponse) -> None:
+        self.raw = raw
+        self.status = raw.code
+        self.headers = raw.headers
+        self.body = raw.body or b""
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def cookies(self) -> dict[str, Any]:
+        jar = SimpleCookie()
+        for header in self.headers.get_list("Set-Cookie"):
+            jar.load(header)
+        return dict(jar)
+
+
+class Client:
+    """A browser-like client: keeps cookies, sends JSON with Content-Type."""
+
+    def __init__(self, http_client, base_url: str) -> None:
+        self.http = http_client
+        self.base_url = base_url
+        self.cookies: dict[str, str] = {}
+
+    async def fetch(self, method: str, path: str, body: Any = None, *, raw_body: bytes | None = None,
+                    headers: dict[str, str] | None = None, cookies: bool = True) -> Response:
+        all_headers = {"Content-Type": "application/json"}
+        if cookies and self.cookies:
+            all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        all_headers.update(headers or {})
+        data = raw_body if raw_body is not None else (json.dumps(body).encode() if body is not None else None)
+        if data is None and method in ("POST", "PUT", "PATCH"):
+            data = b""
+        raw = await self.http.fetch(self.base_url + path, method=method, body=data, headers=all_headers,
+                                    raise_error=False, follow_redirects=False, request_timeout=60,
+                                    allow_nonstandard_methods=True)
+        response = Response(raw)
+        for name, morsel in response.cookies().items():
+            if morsel.value == "" or morsel["max-age"] == "0":  # a deleted cookie
+                self.cookies.pop(name, None)
+            else:
+                self.cookies[name] = morsel.value
+        return response
+
+    def get(self, path: str, **kwargs: Any):
+        return self.fetch("GET", path, **kwargs)
+
+    def post(self, path: str, body: Any = None, **kwargs: Any):
+        return self.fetch("POST", path, body, **kwargs)
+
+
+
+def link_from_mail(message: email.message.EmailMessage) -> tuple[str, str]:
+    """(uidb64, token) from the link in a message's plain-text part."""
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    match = re.search(r"\?uid=([A-Za-z0-9_-]+)&token=([A-Za-z0-9_-]+)", text)
+    assert match, text
+    return match.group(1), match.group(2)
+
+
+async def register_user(client: Client, services, mailbox: MailSink, email_address: str,
+                        password: str = PASSWORD, activate: bool = True) -> dict:
+    """Register through the real endpoint; activate through the emailed link."""
+    response = await client.post("/api/register/", {"email": email_address, "password": password,
+                                                     "confirmed_password": password})
+    assert response.status == 201, response.body
+    user = response.json()["user"]
+    await services.mailer.drain()
+    if activate:
+        uid, token = link_from_mail(mailbox.messages[-1])
+        activation = await client.get(f"/api/activate/{uid}/{token}/")
+        assert activation.status == 200, activation.body
+    return user
+
+
+async def login(client: Client, email_address: str, password: str = PASSWORD) -> Response:
+    response = await client.post("/api/login/", {"email": email_address, "password": password})
+    assert response.status == 200, response.body
+    return response
+
+
+def multipart(fields: dict[str, str], filename: str | None, content: bytes | None) -> tuple[bytes, str]:
+    """A multipart/form-data body (RFC 7578) and its Content-Type."""
+    boundary = "----videoflix" + secrets.token_hex(8)
+    parts = []
+    for name, value in fields.items():
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+                     + value.encode() + b"\r\n")
+    if filename is not None:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+                      f"Content-Type: application/octet-stream\r\n\r\n".encode() + (content or b"") + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+async def upload(client: Client, source: Path | bytes, filename: str = "clip.mp4", **fields: str) -> Response:
+    content = source.read_bytes() if isinstance(source, Path) else source
+    fields = {"title": "A clip", "description": "Something to watch", "category": "Drama", **fields}
+    body, content_type = multipart(fields, filename, content)
+    return await client.fetch("POST", "/api/video/", raw_body=body, headers={"Content-Type": content_type})
+
+
+async def wait_for_status(client: Client, video_id: int, wanted: str, timeout: float = 180) -> dict:
+    """Poll the detail endpoint until the video reaches `wanted` (or a final state)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        response = await client.get(f"/api/video/{video_id}/")
+        assert response.status == 200, response.body
+        detail = response.json()
+        if detail["status"] == wanted:
+            return detail
+        assert detail["status"] not in ({"ready", "failed"} - {wanted}), detail
+        assert loop.time() < deadline, f"video {video_id} still {detail['status']} after {timeout}s"
+        await asyncio.sleep(0.2)
+
