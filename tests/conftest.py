@@ -172,9 +172,9 @@ def small_clip(state_dir) -> Path:
 @pytest.fixture
 def runner(io_loop, config, services):
     """The real transcode consumer on the test's loop (process pool included)."""
-    from videoflix.transcode.runner import TranscodeRunner
+    from videoflix.app import make_runner
 
-    consumer = TranscodeRunner(config, services, consumer="test-runner")
+    consumer = make_runner(config, services, consumer="test-runner")
     io_loop.run_sync(consumer.start)
     yield consumer
     io_loop.run_sync(consumer.stop)

@@ -15,7 +15,7 @@ from videoflix import media
 from videoflix.db import cursor
 from videoflix.tables import videos
 from videoflix.transcode import queue
-from videoflix.transcode.runner import TranscodeRunner
+from videoflix.app import make_runner
 
 CATALOG_KEYS = ["id", "created_at", "title", "description", "thumbnail_url", "category"]
 
@@ -312,7 +312,7 @@ async def test_unreadable_source_fails_cleanly_with_reason(admin_client, service
     await runner.stop()  # hold the queue while we damage the source
     video_id = (await upload(admin_client, small_clip)).json()["id"]
     media.source_path(config.media_dir, video_id).write_bytes(b"\x00garbage" * 1000)
-    fresh = TranscodeRunner(config, services, consumer="fresh")
+    fresh = make_runner(config, services, consumer="fresh")
     await fresh.start()
     try:
         detail = await wait_for_status(admin_client, video_id, "failed")
@@ -351,7 +351,7 @@ async def test_server_restart_mid_job_loses_nothing(admin_client, runner, servic
     await runner.stop()
     async with cursor(services.pool) as cur:
         assert (await videos.get_video(cur, video_id))["status"] == "processing"
-    restarted = TranscodeRunner(config, services, consumer="after-restart")
+    restarted = make_runner(config, services, consumer="after-restart")
     await restarted.start()
     try:
         await wait_for_status(admin_client, video_id, "ready", timeout=170)
@@ -365,7 +365,7 @@ async def test_startup_re_enqueues_rows_without_stream_entry(admin_client, servi
     video_id = (await upload(admin_client, small_clip)).json()["id"]
     await services.redis.delete(queue.STREAM)  # the entry is lost (e.g. Redis restored from an old file)
     await queue.ensure_group(services.redis)
-    restarted = TranscodeRunner(config, services, consumer="recovering")
+    restarted = make_runner(config, services, consumer="recovering")
     assert await restarted.recover() == [video_id]
     await restarted.start()
     try:
@@ -380,7 +380,7 @@ async def test_job_delivered_too_often_goes_to_dead_letter_and_fails(admin_clien
     await runner.stop()
     video_id = (await upload(admin_client, small_clip)).json()["id"]
     job = await queue.claim(services.redis, "doomed", 100, lease_seconds=60)
-    doomed = TranscodeRunner(config, services, consumer="doomed")
+    doomed = make_runner(config, services, consumer="doomed")
     try:
         await doomed.run_job(dataclasses.replace(job, deliveries=queue.MAX_DELIVERIES + 1))
     finally:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import tornado.httpserver
 import tornado.web
 
+from videoflix import videos as video_lifecycle
 from videoflix.config import Config
 from videoflix.handlers import auth, docs, health, hls, videos
 from videoflix.handlers.base import NotFoundHandler, check_access_marks
@@ -25,6 +27,13 @@ def collect_routes() -> list:
     for module in ROUTE_MODULES:
         routes.extend(module.ROUTES)
     return routes
+
+
+def make_runner(config: Config, services: Services, consumer: str | None = None) -> TranscodeRunner:
+    """The transcode consumer, its "job changed a video" connected to the lifecycle."""
+    runner = TranscodeRunner(config, services, consumer=consumer)
+    runner.on_video_changed.append(functools.partial(video_lifecycle.video_changed, services))
+    return runner
 
 
 def make_app(config: Config, services: Services) -> tornado.web.Application:
@@ -60,7 +69,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
     runner = None
     try:
         await apply_migrations(services.pool)
-        runner = TranscodeRunner(config, services)
+        runner = make_runner(config, services)
         await runner.start()
         if not with_http:
             if ready is not None:

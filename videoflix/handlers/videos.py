@@ -6,7 +6,7 @@ import logging
 
 import tornado.web
 
-from videoflix import catalog
+from videoflix import catalog, videos
 from videoflix.handlers.base import APIError, BaseHandler, admin, authenticated
 from videoflix.transcode.probe import ProbeError, probe_file
 from videoflix.uploads import FIELD_LIMITS, UploadError, UploadReceiver
@@ -105,7 +105,7 @@ class VideoListHandler(BaseHandler):
                 raise APIError(400, str(exc)) from None
             if self.request.connection.stream is None or self.request.connection.stream.closed():
                 raise APIError(400, "Client went away.")
-            video = await catalog.create_video(
+            video = await videos.create_video(
                 self.config, self.services, owner_id=user.user_id, fields=fields, visibility=visibility,
                 source_name=receiver.filename, source_size=receiver.file.size, probe=probe,
                 temp_path=receiver.temp_path,
@@ -134,7 +134,7 @@ class VideoDetailHandler(BaseHandler):
     async def delete(self, video_id: str) -> None:
         user = self.current_user
         try:
-            await catalog.delete_video(self.config, self.services, int(video_id), user.user_id, user.is_admin)
+            await videos.delete_video(self.config, self.services, int(video_id), user.user_id, user.is_admin)
         except catalog.VideoNotFound:
             raise APIError(404) from None
         self.set_status(204)
@@ -145,10 +145,10 @@ class VideoRetranscodeHandler(BaseHandler):
     @admin
     async def post(self, video_id: str) -> None:
         try:
-            video = await catalog.retranscode(self.config, self.services, int(video_id))
+            video = await videos.retranscode(self.config, self.services, int(video_id))
         except catalog.VideoNotFound:
             raise APIError(404) from None
-        except catalog.VideoBusy:
+        except videos.VideoBusy:
             raise APIError(409, "The video is already queued or processing.") from None
         self.write_json(catalog.detail_item(self.config, video, None), 202)
 

@@ -38,17 +38,18 @@ from typing import Any
 import redis.asyncio
 from redis.exceptions import ResponseError
 
+from videoflix import rediskeys
+
 log = logging.getLogger(__name__)
 
-# One stream for every pending transcode; the name is namespaced like the
-# other Videoflix keys so a shared Redis stays readable.
-STREAM = "videoflix:transcode"
+# One stream for every pending transcode (names: videoflix/rediskeys.py).
+STREAM = rediskeys.TRANSCODE_STREAM
 # One group shared by every `serve` and `worker` process: each entry goes to
 # exactly one of them, and the group's PEL is what makes leases possible.
 GROUP = "transcoders"
 # Jobs that failed MAX_DELIVERIES times (or could not be read) end up here with
 # the reason, for an operator to look at; nothing reads it automatically.
-DEAD_LETTER = "videoflix:transcode:dead"
+DEAD_LETTER = rediskeys.TRANSCODE_DEAD_LETTER
 # Dead letters are kept for inspection, not forever: the oldest are trimmed
 # (approximately, which is O(1)) beyond this many. STREAM itself is never
 # trimmed: that would drop jobs not yet done.

@@ -28,18 +28,19 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 
-from videoflix import catalog, media
+from videoflix import media
 from videoflix.config import Config
 from videoflix.db import cursor
 from videoflix.services import Services
 from videoflix.tables import videos
-from videoflix.transcode import queue
+from videoflix.transcode import progress, queue
 from videoflix.transcode.ffmpeg import TranscodeError, TranscodeSettings, public_reason, transcode
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,6 @@ log = logging.getLogger(__name__)
 CLAIM_BLOCK_MS = 2000
 # Progress is written to Redis at most this often per job.
 PROGRESS_INTERVAL_SECONDS = 0.5
-# Progress and cancel keys outlive any plausible job, then vanish.
-PROGRESS_TTL_SECONDS = 24 * 3600
 
 
 class JobCancelled(Exception):
@@ -94,8 +93,6 @@ def _child_init(server_pid: int) -> None:
 def run_child_job(job: ChildJob) -> dict:
     """Runs in a pool process: the whole transcode, progress into Redis."""
     client = redis.Redis.from_url(job.redis_url, socket_timeout=10)
-    progress_key = catalog.PROGRESS_KEY.format(job.video_id)
-    cancel_key = catalog.CANCEL_KEY.format(job.video_id)
     last = [0.0]
 
     def on_progress(percent: float) -> None:
@@ -104,8 +101,8 @@ def run_child_job(job: ChildJob) -> dict:
             return
         last[0] = now
         try:
-            client.set(progress_key, f"{percent:.1f}", ex=PROGRESS_TTL_SECONDS)
-            cancelled = client.exists(cancel_key)
+            progress.record(client, job.video_id, percent)
+            cancelled = progress.cancel_requested(client, job.video_id)
         except redis.RedisError as exc:
             logging.getLogger(__name__).warning("video %s: progress not recorded: %s", job.video_id, exc)
             return
@@ -159,6 +156,9 @@ class TranscodeRunner:
         # Called as callback(video_id, outcome) when a job ends: "ready", "failed",
         # "cancelled" (video deleted mid-job) or "discarded" (row gone at the end).
         self.on_job_done: list = []
+        # Awaited as hook(video_id, owner_id) after a job changed a video's row
+        # (ready or failed); app.py connects it to videos.video_changed.
+        self.on_video_changed: list[Callable[[int, int], Awaitable[None]]] = []
 
     async def start(self) -> None:
         await queue.ensure_group(self.services.redis)
@@ -219,6 +219,10 @@ class TranscodeRunner:
                 log.info("video %s job %s: lease lost (entry removed)", job.video_id, job.entry_id)
                 return
 
+    async def _changed(self, video_id: int, owner_id: int) -> None:
+        for hook in self.on_video_changed:
+            await hook(video_id, owner_id)
+
     def _notify(self, video_id: int, status: str) -> None:
         for callback in self.on_job_done:
             callback(video_id, status)
@@ -228,7 +232,7 @@ class TranscodeRunner:
             video = await videos.get_video(cur, job.video_id)
             await videos.mark_failed(cur, job.video_id, reason)
         if video is not None:
-            await catalog.video_changed(self.services, job.video_id, video["owner_id"])
+            await self._changed(job.video_id, video["owner_id"])
         self._notify(job.video_id, "failed")
 
     async def _handle_failure(self, job: queue.Job, pool: concurrent.futures.Executor,
@@ -301,7 +305,7 @@ class TranscodeRunner:
             self._notify(video_id, "discarded")
             return
         await queue.ack(redis_client, job)
-        await redis_client.delete(catalog.PROGRESS_KEY.format(video_id))
-        await catalog.video_changed(self.services, video_id, row["owner_id"])
+        await progress.clear_progress(redis_client, video_id)
+        await self._changed(video_id, row["owner_id"])
         log.info("video %s job %s: ready (%s)", video_id, job.entry_id, ", ".join(result["resolutions"]))
         self._notify(video_id, "ready")

@@ -1,0 +1,49 @@
+"""A job's progress and its cancel flag in Redis.
+
+The transcode child writes the progress and polls the cancel flag with a plain
+(blocking) client; the API side reads the progress and raises the flag with the
+asyncio client. Key names come from videoflix/rediskeys.py.
+"""
+from __future__ import annotations
+
+import redis
+import redis.asyncio
+
+from videoflix import rediskeys
+
+# Progress and cancel keys outlive any plausible job, then vanish.
+PROGRESS_TTL_SECONDS = 24 * 3600
+# A deleted video's job sees the flag at its next progress report (every
+# PROGRESS_INTERVAL_SECONDS in the runner); an hour covers a job still queued.
+CANCEL_TTL_SECONDS = 3600
+
+
+# --- child side (blocking client) ----------------------------------------------
+
+def record(client: redis.Redis, video_id: int, percent: float) -> None:
+    client.set(rediskeys.progress(video_id), f"{percent:.1f}", ex=PROGRESS_TTL_SECONDS)
+
+
+def cancel_requested(client: redis.Redis, video_id: int) -> bool:
+    return bool(client.exists(rediskeys.cancel(video_id)))
+
+
+# --- loop side (asyncio client) ------------------------------------------------
+
+async def read(r: redis.asyncio.Redis, video_id: int) -> float | None:
+    value = await r.get(rediskeys.progress(video_id))
+    return float(value) if value is not None else None
+
+
+async def request_cancel(r: redis.asyncio.Redis, video_id: int) -> None:
+    """Tell a running job of this video to stop (the video was deleted)."""
+    await r.set(rediskeys.cancel(video_id), 1, ex=CANCEL_TTL_SECONDS)
+
+
+async def clear_progress(r: redis.asyncio.Redis, video_id: int) -> None:
+    await r.delete(rediskeys.progress(video_id))
+
+
+async def reset(r: redis.asyncio.Redis, video_id: int) -> None:
+    """No progress and no cancel flag: before a video is queued again."""
+    await r.delete(rediskeys.progress(video_id), rediskeys.cancel(video_id))

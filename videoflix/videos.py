@@ -1,0 +1,109 @@
+"""A video's lifecycle: create it from an upload, delete it, run it again, and
+"a video changed" (which drops what is cached about it).
+
+Handlers call these; app.py connects the transcode runner's "job done" to
+`video_changed`. Listing and the JSON shape are catalog.py's.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from typing import Any
+
+from videoflix import catalog, media, playback
+from videoflix.config import Config
+from videoflix.db import cursor
+from videoflix.services import Services
+from videoflix.tables import videos as video_rows
+from videoflix.transcode import progress, queue
+
+log = logging.getLogger(__name__)
+
+
+class VideoBusy(Exception):
+    """The video is queued or processing: it cannot be re-run now."""
+
+
+async def video_changed(services: Services, video_id: int, owner_id: int) -> None:
+    """Call after any change to a video (state, visibility, renditions, deletion):
+    drops its cached catalog scopes and its cached playback row."""
+    playback.forget_video(services, video_id)
+    await catalog.forget_scopes(services, owner_id)
+
+
+async def create_video(config: Config, services: Services, *, owner_id: int, fields: dict[str, str],
+                       visibility: str, source_name: str, source_size: int, probe: Any,
+                       temp_path: Any) -> dict:
+    """Row + source file + queue entry, all in place before this returns (the job is durable)."""
+    async with cursor(services.pool) as cur:
+        video_id = await video_rows.insert_video(
+            cur, owner_id=owner_id, title=fields["title"], description=fields["description"],
+            category=fields["category"], visibility=visibility, status="queued",
+            source_name=source_name, source_size=source_size, duration=probe.duration,
+            width=probe.width, height=probe.height,
+        )
+        # Read before enqueueing: the answer says "queued" even if a consumer
+        # picks the job up at once.
+        video = await video_rows.get_video(cur, video_id)
+    loop = asyncio.get_running_loop()
+    target = media.source_path(config.media_dir, video_id)
+    try:
+        await loop.run_in_executor(services.executor, _move_into_place, temp_path, target)
+        await queue.enqueue(services.redis, video_id)
+    except BaseException:
+        async with cursor(services.pool) as cur:
+            await video_rows.delete_video(cur, video_id)
+        await loop.run_in_executor(services.executor, _remove_files, config.media_dir, video_id)
+        raise
+    log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, source_size)
+    return video
+
+
+def _move_into_place(temp_path: Any, target: Any) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp_path.rename(target)
+
+
+def _remove_files(media_dir: str, video_id: int) -> None:
+    shutil.rmtree(media.video_dir(media_dir, video_id), ignore_errors=True)
+    media.source_path(media_dir, video_id).unlink(missing_ok=True)
+    work = media.work_dir(media_dir)
+    if work.is_dir():
+        for leftover in work.glob(f"{int(video_id)}-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+async def delete_video(config: Config, services: Services, video_id: int, user_id: int,
+                       is_admin: bool) -> None:
+    """Row, queue entries, source, renditions and pictures; a running job is told to stop."""
+    async with cursor(services.pool) as cur:
+        video = await video_rows.get_video(cur, video_id)
+        if video is None or not media.can_manage(video, user_id, is_admin):
+            raise catalog.VideoNotFound()
+        if not await video_rows.delete_video(cur, video_id):
+            raise catalog.VideoNotFound()
+    # The running child polls this flag and kills ffmpeg; the runner also
+    # discards any output whose row is gone.
+    await progress.request_cancel(services.redis, video_id)
+    await queue.remove_video(services.redis, video_id)
+    await asyncio.get_running_loop().run_in_executor(services.executor, _remove_files,
+                                                     config.media_dir, video_id)
+    await video_changed(services, video_id, video["owner_id"])
+    log.info("video %s deleted by user %s", video_id, user_id)
+
+
+async def retranscode(config: Config, services: Services, video_id: int) -> dict:
+    """Queue a ready or failed video again; returns the row as queued."""
+    async with cursor(services.pool) as cur:
+        video = await video_rows.get_video(cur, video_id)
+        if video is None:
+            raise catalog.VideoNotFound()
+        if not await video_rows.mark_queued(cur, video_id):
+            raise VideoBusy()
+        queued = await video_rows.get_video(cur, video_id)
+    await progress.reset(services.redis, video_id)
+    await queue.enqueue(services.redis, video_id)
+    await video_changed(services, video_id, video["owner_id"])
+    log.info("video %s queued again", video_id)
+    return queued
