@@ -39,7 +39,8 @@ class DiskFileTarget(BaseTarget):
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._handle = None
-        self.received = False
+        self.received = False  # the part has started
+        self.complete = False  # ... and ended, its bytes written and the file closed
 
     async def on_start_async(self) -> None:
         self.received = True
@@ -65,6 +66,7 @@ class DiskFileTarget(BaseTarget):
         await self._flush()
         handle, self._handle = self._handle, None
         await asyncio.get_running_loop().run_in_executor(self._executor, handle.close)
+        self.complete = True
 
     def close_quietly(self) -> None:
         if self._handle is not None:
@@ -109,6 +111,15 @@ class UploadReceiver:
             except UnicodeDecodeError:
                 raise UploadError(f"The field '{name}' is not valid UTF-8.") from None
         return values
+
+    @property
+    def has_file(self) -> bool:
+        """A non-empty file part arrived whole."""
+        return self.file.received and self.file.complete and self.file.size > 0
+
+    @property
+    def size(self) -> int:
+        return self.file.size
 
     @property
     def filename(self) -> str:

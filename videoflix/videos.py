@@ -1,6 +1,9 @@
 """A video's lifecycle: create it from an upload, delete it, run it again, and
 "a video changed" (which drops what is cached about it).
 
+`create_from_upload` is the one upload use case: validate -> probe -> move ->
+enqueue, raising InvalidUpload / UploadRejected for the handler to map.
+
 Handlers call these; app.py connects the transcode runner's "job done" to
 `video_changed`. Listing and the JSON shape are catalog.py's.
 """
@@ -9,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
 
 from videoflix import catalog, media, playback
 from videoflix.config import Config
@@ -17,12 +21,26 @@ from videoflix.db import cursor
 from videoflix.services import Services
 from videoflix.tables import videos as video_rows
 from videoflix.transcode import progress, queue
+from videoflix.transcode.probe import Probe, ProbeError, probe_file
+from videoflix.uploads import FIELD_LIMITS, UploadError, UploadReceiver
 
 log = logging.getLogger(__name__)
 
 
 class VideoBusy(Exception):
     """The video is queued or processing: it cannot be re-run now."""
+
+
+class InvalidUpload(Exception):
+    """Field errors of an upload: {field: [message, ...]}."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+class UploadRejected(Exception):
+    """The upload cannot become a video; str() says why."""
 
 
 async def video_changed(services: Services, video_id: int, owner_id: int) -> None:
@@ -32,15 +50,63 @@ async def video_changed(services: Services, video_id: int, owner_id: int) -> Non
     await catalog.forget_scopes(services, owner_id)
 
 
-async def create_video(config: Config, services: Services, *, owner_id: int, fields: dict[str, str],
-                       visibility: str, source_name: str, source_size: int, probe: Any,
-                       temp_path: Any) -> dict:
+def check_upload_fields(fields: dict[str, str], is_admin: bool,
+                        allow_public: bool) -> tuple[dict[str, str], str]:
+    """Validated title/description/category and the visibility to store (the
+    publish rule: only admins publish to everyone, unless the server allows it)."""
+    clean = {name: fields.get(name, "").strip() for name in ("title", "description", "category")}
+    errors: dict[str, list[str]] = {}
+    if not clean["title"]:
+        errors["title"] = ["This field is required."]
+    for name in ("title", "description", "category"):
+        limit = FIELD_LIMITS[name]
+        if len(clean[name]) > limit:
+            errors[name] = [f"Ensure this field has no more than {limit} characters."]
+    requested = fields.get("visibility", "").strip().lower()
+    if requested and requested not in ("public", "private"):
+        errors["visibility"] = ['Must be "public" or "private".']
+    elif requested == "public" and not (is_admin or allow_public):
+        errors["visibility"] = ["Only admins can publish videos to everyone on this server."]
+    if errors:
+        raise InvalidUpload(errors)
+    visibility = requested or ("public" if is_admin else "private")
+    return clean, visibility
+
+
+async def create_from_upload(config: Config, services: Services, upload: UploadReceiver, owner_id: int,
+                             is_admin: bool, client_gone: Callable[[], bool]) -> dict:
+    """A received upload becomes a queued video: validate -> probe -> move -> enqueue.
+
+    Returns the row as queued. InvalidUpload / UploadRejected when it cannot be;
+    on any failure the received file is removed.
+    """
+    try:
+        if not upload.has_file:
+            raise InvalidUpload({"file": ["No file was submitted."]})
+        fields, visibility = check_upload_fields(upload.fields(), is_admin, config.allow_public_user_uploads)
+        try:
+            probe = await probe_file(upload.temp_path)
+        except ProbeError as exc:
+            raise UploadRejected(str(exc)) from None
+        if client_gone():
+            raise UploadRejected("Client went away.")
+        return await _store(config, services, upload, owner_id, fields, visibility, probe)
+    except UploadError as exc:
+        upload.discard()
+        raise UploadRejected(str(exc)) from None
+    except BaseException:
+        upload.discard()
+        raise
+
+
+async def _store(config: Config, services: Services, upload: UploadReceiver, owner_id: int,
+                 fields: dict[str, str], visibility: str, probe: Probe) -> dict:
     """Row + source file + queue entry, all in place before this returns (the job is durable)."""
     async with cursor(services.pool) as cur:
         video_id = await video_rows.insert_video(
             cur, owner_id=owner_id, title=fields["title"], description=fields["description"],
             category=fields["category"], visibility=visibility, status="queued",
-            source_name=source_name, source_size=source_size, duration=probe.duration,
+            source_name=upload.filename, source_size=upload.size, duration=probe.duration,
             width=probe.width, height=probe.height,
         )
         # Read before enqueueing: the answer says "queued" even if a consumer
@@ -49,18 +115,18 @@ async def create_video(config: Config, services: Services, *, owner_id: int, fie
     loop = asyncio.get_running_loop()
     target = media.source_path(config.media_dir, video_id)
     try:
-        await loop.run_in_executor(services.executor, _move_into_place, temp_path, target)
+        await loop.run_in_executor(services.executor, _move_into_place, upload.temp_path, target)
         await queue.enqueue(services.redis, video_id)
     except BaseException:
         async with cursor(services.pool) as cur:
             await video_rows.delete_video(cur, video_id)
         await loop.run_in_executor(services.executor, _remove_files, config.media_dir, video_id)
         raise
-    log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, source_size)
+    log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, upload.size)
     return video
 
 
-def _move_into_place(temp_path: Any, target: Any) -> None:
+def _move_into_place(temp_path: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     temp_path.rename(target)
 

@@ -8,34 +8,12 @@ import tornado.web
 
 from videoflix import catalog, videos
 from videoflix.handlers.base import APIError, BaseHandler, admin, authenticated
-from videoflix.transcode.probe import ProbeError, probe_file
-from videoflix.uploads import FIELD_LIMITS, UploadError, UploadReceiver
+from videoflix.uploads import UploadError, UploadReceiver
 
 log = logging.getLogger(__name__)
 
 # Room for the multipart framing and text fields around a file of the maximum size.
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
-
-
-def upload_fields(fields: dict[str, str], is_admin: bool, allow_public: bool) -> tuple[dict[str, str], str]:
-    """Validated title/description/category and the visibility to store."""
-    clean = {name: fields.get(name, "").strip() for name in ("title", "description", "category")}
-    errors: dict[str, list[str]] = {}
-    if not clean["title"]:
-        errors["title"] = ["This field is required."]
-    for name in ("title", "description", "category"):
-        limit = FIELD_LIMITS[name]
-        if len(clean[name]) > limit:
-            errors[name] = [f"Ensure this field has no more than {limit} characters."]
-    requested = fields.get("visibility", "").strip().lower()
-    if requested and requested not in ("public", "private"):
-        errors["visibility"] = ['Must be "public" or "private".']
-    elif requested == "public" and not (is_admin or allow_public):
-        errors["visibility"] = ["Only admins can publish videos to everyone on this server."]
-    if errors:
-        raise APIError(400, body=errors)
-    visibility = requested or ("public" if is_admin else "private")
-    return clean, visibility
 
 
 @tornado.web.stream_request_body
@@ -92,31 +70,19 @@ class VideoListHandler(BaseHandler):
 
     @authenticated
     async def post(self) -> None:
-        receiver = self.receiver
         user = self.current_user
         try:
-            if not receiver.file.received or not receiver.file._finished or receiver.file.size == 0:
-                raise APIError(400, body={"file": ["No file was submitted."]})
-            fields, visibility = upload_fields(receiver.fields(), user.is_admin,
-                                               self.config.allow_public_user_uploads)
-            try:
-                probe = await probe_file(receiver.temp_path)
-            except ProbeError as exc:
-                raise APIError(400, str(exc)) from None
-            if self.request.connection.stream is None or self.request.connection.stream.closed():
-                raise APIError(400, "Client went away.")
-            video = await videos.create_video(
-                self.config, self.services, owner_id=user.user_id, fields=fields, visibility=visibility,
-                source_name=receiver.filename, source_size=receiver.file.size, probe=probe,
-                temp_path=receiver.temp_path,
-            )
-        except UploadError as exc:
-            receiver.discard()
+            video = await videos.create_from_upload(self.config, self.services, self.receiver, user.user_id,
+                                                    user.is_admin, self.client_gone)
+        except videos.InvalidUpload as exc:
+            raise APIError(400, body=exc.errors) from None
+        except videos.UploadRejected as exc:
             raise APIError(400, str(exc)) from None
-        except BaseException:
-            receiver.discard()
-            raise
         self.write_json(catalog.detail_item(self.config, video, None), 201)
+
+    def client_gone(self) -> bool:
+        stream = self.request.connection.stream
+        return stream is None or stream.closed()
 
 
 class VideoDetailHandler(BaseHandler):
