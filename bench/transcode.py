@@ -23,8 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from videoflix.media import MEDIA_PLAYLIST_NAME, SEGMENT_PATTERN  # noqa: E402
 from videoflix.transcode.ffmpeg import (  # noqa: E402
-    AUDIO_CHANNELS, AUDIO_PROFILE, AUDIO_SAMPLE_RATE, PIXEL_FORMAT, SEGMENT_PATTERN,
+    AUDIO_CHANNELS, AUDIO_PROFILE, AUDIO_SAMPLE_RATE, PIXEL_FORMAT,
     VIDEO_PROFILE, TranscodeSettings, build_command, fps_arg,
 )
 from videoflix.transcode.ladder import Rendition, pick_renditions  # noqa: E402
@@ -68,7 +69,7 @@ def seed_commands(
         directory = out_dir / r.name
         command += [
             "-f", "hls", "-hls_time", str(settings.segment_seconds), "-hls_playlist_type", "vod",
-            "-hls_segment_filename", str(directory / SEGMENT_PATTERN), str(directory / "index.m3u8"),
+            "-hls_segment_filename", str(directory / SEGMENT_PATTERN), str(directory / MEDIA_PLAYLIST_NAME),
         ]
         commands.append(command)
     return commands

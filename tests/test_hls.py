@@ -189,7 +189,7 @@ def test_stream_token_round_trip_and_refusals():
     ("seg_000000.ts", False), ("../seg_00000.ts", False),
 ])
 def test_segment_names_are_strict(name, ok):
-    assert playback.is_segment_name(name) is ok
+    assert media.is_segment_name(name) is ok
 
 
 # --- playlists -----------------------------------------------------------------------
@@ -208,7 +208,7 @@ async def test_media_playlist_is_served_with_hls_type_and_short_private_cache(cl
     assert body.startswith("#EXTM3U")
     assert "#EXT-X-ENDLIST" in body
     uris = [line for line in body.splitlines() if line and not line.startswith("#")]
-    assert uris and all(playback.is_segment_name(uri) for uri in uris)  # bare names (API.md §3)
+    assert uris and all(media.is_segment_name(uri) for uri in uris)  # bare names (API.md §3)
     assert response.body == (media.video_dir(config.media_dir, video_id) / "720p" / "index.m3u8").read_bytes()
 
 

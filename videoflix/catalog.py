@@ -69,7 +69,7 @@ def detail_item(config: Config, video: dict, progress: float | None) -> dict[str
         "height": video["height"],
         "resolutions": list(video["resolutions"] or []),
         "visibility": video["visibility"],
-        "master_url": f"{config.public_url}/api/video/{video['id']}/master.m3u8" if ready else None,
+        "master_url": f"{config.public_url}/api/video/{video['id']}/{media.MASTER_PLAYLIST_NAME}" if ready else None,
     }
 
 

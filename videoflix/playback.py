@@ -1,6 +1,6 @@
 """Who may play which HLS file: names, the watch rule, stream URLs, and the file IO.
 
-Used by handlers/hls.py. Pure parts: `parse_video_id`, `is_segment_name`,
+Used by handlers/hls.py. Pure parts:
 `parse_hls_target`, `hls_file_parts`, `accepts_gzip`. Loop-side parts look rows
 up (`watchable_video`, `streamable_video`, `issue_stream_url`). The blocking parts
 (`open_inside`, `read_chunk`, `read_gzipped`) run in `services.file_executor`.
@@ -21,7 +21,6 @@ import errno
 import gzip
 import logging
 import os
-import re
 import stat
 import time
 from dataclasses import dataclass
@@ -35,16 +34,6 @@ from videoflix.tables import videos
 
 log = logging.getLogger(__name__)
 
-# Decimal, no sign, no leading zero (one id has exactly one URL), fits a bigint.
-VIDEO_ID_RE = re.compile(r"[1-9][0-9]{0,17}")
-# Exactly what the transcoder writes (`-hls_segment_filename seg_%05d.ts`); used
-# with fullmatch and ASCII digits only, so `\d`'s Unicode digits and `$`'s
-# trailing newline cannot sneak through (CWE-22).
-SEGMENT_NAME_RE = re.compile(r"seg_[0-9]{5}\.ts")
-MEDIA_PLAYLIST_NAME = "index.m3u8"
-MASTER_PLAYLIST_NAME = "master.m3u8"
-THUMBNAIL_NAME = "thumbnail.jpg"
-POSTER_NAME = "poster.jpg"
 
 # Long enough that a playing session (a request every ~2 s per rendition) almost
 # never queries PostgreSQL; short enough that a change made outside this process
@@ -66,14 +55,6 @@ class InvalidStreamToken(Exception):
     """A stream token that is malformed, forged, expired or revoked: 401."""
 
 
-def parse_video_id(raw: str) -> int | None:
-    return int(raw) if VIDEO_ID_RE.fullmatch(raw) else None
-
-
-def is_segment_name(name: str) -> bool:
-    return SEGMENT_NAME_RE.fullmatch(name) is not None
-
-
 @dataclass(frozen=True)
 class HLSTarget:
     video_id: int
@@ -86,14 +67,14 @@ def parse_hls_target(kind: str, args: tuple[str, ...]) -> HLSTarget:
     runs before any database or disk access. `kind` is master | playlist | segment;
     `args` the path parts after any stream token."""
     if kind == "master":
-        (raw_id,), resolution, name = args, None, MASTER_PLAYLIST_NAME
+        (raw_id,), resolution, name = args, None, media.MASTER_PLAYLIST_NAME
     elif kind == "playlist":
-        (raw_id, resolution), name = args, MEDIA_PLAYLIST_NAME
+        (raw_id, resolution), name = args, media.MEDIA_PLAYLIST_NAME
     else:
         raw_id, resolution, name = args
-        if not is_segment_name(name):
+        if not media.is_segment_name(name):
             raise NotFound()
-    video_id = parse_video_id(raw_id)
+    video_id = media.parse_video_id(raw_id)
     if video_id is None or (resolution is not None and resolution not in media.RESOLUTIONS):
         raise NotFound()
     return HLSTarget(video_id=video_id, resolution=resolution, name=name)
@@ -213,7 +194,7 @@ async def issue_stream_url(config: Config, services: Services, video_id: int,
     token, expires_at = tokens.make_stream_token(
         config.secret_key, video_id=video_id, user_id=claims.user_id,
         token_version=row["viewer_token_version"], now=now, ttl_seconds=config.stream_token_ttl)
-    url = f"{config.public_url}/api/stream/{token}/{video_id}/{MASTER_PLAYLIST_NAME}"
+    url = f"{config.public_url}/api/stream/{token}/{video_id}/{media.MASTER_PLAYLIST_NAME}"
     stamp = datetime.fromtimestamp(expires_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return StreamURL(url=url, expires_at=stamp)
 

@@ -71,7 +71,7 @@ PLAYLIST_KINDS = ("master", "playlist")
 # players only ever ask for one). Units are case-insensitive (RFC 9110 §14.1).
 _BYTE_RANGE_RE = re.compile(r"bytes[ \t]*=[ \t]*([0-9]{0,19})[ \t]*-[ \t]*([0-9]{0,19})[ \t]*",
                             re.ASCII | re.IGNORECASE)
-_IMAGE_NAME_RE = re.compile(r"([1-9][0-9]{0,17})\.jpg")
+_IMAGE_NAME_RE = re.compile(rf"({media.VIDEO_ID_PATTERN})\.jpg")
 # A player sends the same access JWT with every segment, and verifying it (base64,
 # JSON, HMAC) was ~10% of a segment GET's time on the loop: the claims of recently
 # verified tokens are kept. Keyed by (secret, token): the same bytes always verify
@@ -376,7 +376,7 @@ class MediaImageHandler(MediaFileHandler):
         if match is None:
             raise APIError(404)
         video_id = int(match.group(1))
-        file_name = playback.THUMBNAIL_NAME if self.kind == "thumbnail" else playback.POSTER_NAME
+        file_name = media.THUMBNAIL_NAME if self.kind == "thumbnail" else media.POSTER_NAME
         await self.serve_file(video_id, (file_name,), include_body)
 
     @public
@@ -389,7 +389,7 @@ class VideoStreamURLHandler(BaseHandler):
 
     @authenticated
     async def get(self, raw_id: str) -> None:
-        video_id = playback.parse_video_id(raw_id)
+        video_id = media.parse_video_id(raw_id)
         if video_id is None:
             raise APIError(404)
         try:

@@ -6,7 +6,7 @@ import logging
 
 import tornado.web
 
-from videoflix import catalog, videos
+from videoflix import catalog, media, videos
 from videoflix.handlers.base import APIError, BaseHandler, admin, authenticated
 from videoflix.uploads import UploadError, UploadReceiver
 
@@ -119,8 +119,8 @@ class VideoRetranscodeHandler(BaseHandler):
         self.write_json(catalog.detail_item(self.config, video, None), 202)
 
 
-# Ids are validated by the route: anything but 1-18 digits never reaches a handler (404).
-VIDEO_ID = r"([1-9][0-9]{0,17})"
+# Ids are validated by the route: anything but a media.VIDEO_ID_PATTERN never reaches a handler (404).
+VIDEO_ID = rf"({media.VIDEO_ID_PATTERN})"
 ROUTES = [
     (r"/api/video/", VideoListHandler),
     (rf"/api/video/{VIDEO_ID}/", VideoDetailHandler),

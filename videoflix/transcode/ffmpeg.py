@@ -39,11 +39,16 @@ from fractions import Fraction
 from pathlib import Path
 from typing import IO
 
+from videoflix.media import (
+    MASTER_PLAYLIST_NAME,
+    MEDIA_PLAYLIST_NAME,
+    POSTER_NAME,
+    SEGMENT_PATTERN,
+    THUMBNAIL_NAME,
+)
 from videoflix.proc import die_with_parent
 from videoflix.transcode.ladder import Rendition, pick_renditions
 from videoflix.transcode.playlist import (
-    MASTER_PLAYLIST_NAME,
-    MEDIA_PLAYLIST_NAME,
     PlaylistError,
     Variant,
     codecs_attribute,
@@ -61,11 +66,6 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float], None]
 
-# The HTTP layer serves only names matching seg_\d{5}\.ts; 5 digits of 4 s segments
-# cover 111 hours.
-SEGMENT_PATTERN = "seg_%05d.ts"
-POSTER_NAME = "poster.jpg"
-THUMBNAIL_NAME = "thumbnail.jpg"
 # Long-side limits: the poster fills a 720p player, the thumbnail a catalog tile.
 POSTER_MAX_SIDE = 1280
 THUMBNAIL_MAX_SIDE = 480

@@ -5,26 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from videoflix.media import RUNGS
 from videoflix.transcode.probe import Probe
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Rung:
-    name: str
-    short_side: int  # rungs are named by the shorter side, so portrait video ranks the same
-    max_kbps: int
-
-
-# Highest first. 6000 and 3000 kb/s are the 1080p and 720p rows of Apple's HLS authoring
-# spec ladder; 1400 sits between its 432p and 540p rows. The cap keeps BANDWIDTH
-# meaningful under CRF.
-RUNGS: tuple[Rung, ...] = (
-    Rung("1080p", 1080, 6000),
-    Rung("720p", 720, 3000),
-    Rung("480p", 480, 1400),
-)
 
 # VBV buffer = 2x the cap: lets a scene change borrow bits without breaking the cap over
 # a couple of seconds, which is what a player's bandwidth estimate averages over anyway.
@@ -52,7 +36,7 @@ COMMON_FPS_TOLERANCE = 0.003
 
 @dataclass(frozen=True)
 class Rendition:
-    name: str  # "1080p" | "720p" | "480p": the directory and the URL segment
+    name: str  # a rung's name (media.RUNGS): the directory and the URL segment
     width: int
     height: int
     fps: float  # constant output rate

@@ -14,10 +14,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from videoflix.media import MEDIA_PLAYLIST_NAME
 
-MEDIA_PLAYLIST_NAME = "index.m3u8"
-MASTER_PLAYLIST_NAME = "master.m3u8"
+log = logging.getLogger(__name__)
 
 # Version 3: floating-point EXTINF durations (RFC 8216 section 7). Nothing in the master
 # needs more.
