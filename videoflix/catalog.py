@@ -29,10 +29,6 @@ log = logging.getLogger(__name__)
 CATALOG_TTL_SECONDS = 300
 
 
-class VideoNotFound(Exception):
-    pass
-
-
 def iso_utc(moment: datetime) -> str:
     """2026-01-06T10:15:30.123456Z (API.md §2)."""
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -121,10 +117,10 @@ async def get_progress(services: Services, video_id: int) -> float | None:
 
 
 async def get_visible_video(services: Services, video_id: int, user_id: int, is_admin: bool) -> dict:
-    """The row if the caller may see its detail (watchers, owner, admin); else VideoNotFound."""
+    """The row if the caller may see its detail (watchers, owner, admin); else media.VideoNotFound."""
     async with cursor(services.pool) as cur:
         video = await videos.get_video(cur, video_id)
     if video is None or not (media.can_watch(video, user_id, is_admin)
                              or media.can_manage(video, user_id, is_admin)):
-        raise VideoNotFound()
+        raise media.VideoNotFound()
     return video

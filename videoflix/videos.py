@@ -146,9 +146,9 @@ async def delete_video(config: Config, services: Services, video_id: int, user_i
     async with cursor(services.pool) as cur:
         video = await video_rows.get_video(cur, video_id)
         if video is None or not media.can_manage(video, user_id, is_admin):
-            raise catalog.VideoNotFound()
+            raise media.VideoNotFound()
         if not await video_rows.delete_video(cur, video_id):
-            raise catalog.VideoNotFound()
+            raise media.VideoNotFound()
     # The running child polls this flag and kills ffmpeg; the runner also
     # discards any output whose row is gone.
     await progress.request_cancel(services.redis, video_id)
@@ -164,7 +164,7 @@ async def retranscode(config: Config, services: Services, video_id: int) -> dict
     async with cursor(services.pool) as cur:
         video = await video_rows.get_video(cur, video_id)
         if video is None:
-            raise catalog.VideoNotFound()
+            raise media.VideoNotFound()
         if not await video_rows.mark_queued(cur, video_id):
             raise VideoBusy()
         queued = await video_rows.get_video(cur, video_id)

@@ -13,7 +13,7 @@ Ours, and why:
   one range -> 206 + Content-Range, unsatisfiable -> 416 `bytes */size`, the full
   range -> 200, a malformed Range (or several ranges) is ignored; plus If-Range (§3.2).
 - Files are opened component by component with O_NOFOLLOW below media/<id>/
-  (playback.open_inside): no symlink there is followed, no path is resolved and
+  (mediafiles.open_inside): no symlink there is followed, no path is resolved and
   then reopened.
 - `compute_etag`: size + mtime + inode from the one fstat, not the parent's SHA-512
   of the whole file computed on the loop and cached forever.
@@ -29,8 +29,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
-import email.utils
-import functools
 import logging
 import re
 import time
@@ -40,7 +38,7 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
-from videoflix import media, playback, tokens
+from videoflix import httpranges, media, mediafiles, playback, tokens
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
                                      JSONErrorsMixin, ServicesMixin, authenticated, public)
 
@@ -67,76 +65,7 @@ SEGMENT_TYPE = "video/MP2T"  # RFC 8216 §3.2 / RFC 3555
 IMAGE_TYPE = "image/jpeg"
 PLAYLIST_KINDS = ("master", "playlist")
 
-# RFC 7233 §2.1: one byte-range-spec; several ranges are ignored (§3.1 allows it;
-# players only ever ask for one). Units are case-insensitive (RFC 9110 §14.1).
-_BYTE_RANGE_RE = re.compile(r"bytes[ \t]*=[ \t]*([0-9]{0,19})[ \t]*-[ \t]*([0-9]{0,19})[ \t]*",
-                            re.ASCII | re.IGNORECASE)
 _IMAGE_NAME_RE = re.compile(rf"({media.VIDEO_ID_PATTERN})\.jpg")
-# A player sends the same access JWT with every segment, and verifying it (base64,
-# JSON, HMAC) was ~10% of a segment GET's time on the loop: the claims of recently
-# verified tokens are kept. Keyed by (secret, token): the same bytes always verify
-# the same way; expiry is still checked on every request. Only tokens that verified
-# are kept (a failure raises, and lru_cache keeps no exceptions), so the cache holds
-# tokens we signed: ~300 bytes each, 4096 of them ~1-2 MB.
-ACCESS_CLAIMS_CACHE_SIZE = 4096
-# Ours are ~250 characters; anything much longer is verified but never kept.
-MAX_CACHED_TOKEN_CHARS = 1024
-
-
-@functools.lru_cache(maxsize=ACCESS_CLAIMS_CACHE_SIZE)
-def _verified_access_claims(secret: str, token: str) -> tokens.SessionClaims:
-    # now=0: expiry is the caller's check, so the cached claims stay true.
-    return tokens.read_session_token(secret, token, kind="access", now=0)
-
-
-class RangeNotSatisfiable(Exception):
-    """No byte of the requested range exists: 416 (RFC 7233 §4.4)."""
-
-
-def parse_byte_range(header: str, size: int) -> tuple[int, int] | None:
-    """(start, end) with `end` exclusive for a Range header on `size` bytes.
-
-    None means "ignore the header and send everything" (malformed, another unit,
-    several ranges, last < first: RFC 7233 §2.1, §3.1). RangeNotSatisfiable when
-    the first byte is past the end or the suffix is empty (§2.1, §4.4). A last
-    byte past the end is clipped (§2.1).
-    """
-    match = _BYTE_RANGE_RE.fullmatch(header.strip())
-    if match is None:
-        return None
-    first, last = match.groups()
-    if not first and not last:
-        return None
-    if not first:  # suffix-byte-range-spec: the last N bytes
-        suffix = int(last)
-        if suffix == 0 or size == 0:
-            raise RangeNotSatisfiable()
-        return max(0, size - suffix), size
-    start = int(first)
-    if last and int(last) < start:
-        return None
-    if start >= size:
-        raise RangeNotSatisfiable()
-    return start, size if not last else min(int(last) + 1, size)
-
-
-def range_is_current(if_range: str | None, etag: str | None, modified: datetime.datetime) -> bool:
-    """RFC 7233 §3.2 If-Range: honour Range only while the validator still matches
-    (a strong ETag comparison, or exactly the Last-Modified date)."""
-    if if_range is None:
-        return True
-    value = if_range.strip()
-    if value.startswith('"') or value.startswith("W/"):
-        return etag is not None and value == etag  # weak tags never match (§3.2)
-    try:
-        date = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return False
-    if date.tzinfo is None:
-        date = date.replace(tzinfo=datetime.timezone.utc)
-    return date == modified
-
-
 class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.StaticFileHandler):
     """One file under media/<id>/, found by a subclass; see the module docstring.
 
@@ -144,7 +73,7 @@ class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tor
     """
 
     kind: str
-    file: playback.OpenFile | None = None
+    file: mediafiles.OpenFile | None = None
     reading: concurrent.futures.Future | None = None  # the read in flight on `file`
     use_gzip = False
 
@@ -156,12 +85,7 @@ class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tor
         self.set_cors_headers()
 
     def read_access_token(self, token: str, now: int) -> tokens.SessionClaims:
-        if len(token) > MAX_CACHED_TOKEN_CHARS:
-            return super().read_access_token(token, now)
-        claims = _verified_access_claims(self.config.secret_key, token)
-        if claims.expires_at <= now:
-            raise tokens.TokenError("expired")
-        return claims
+        return tokens.read_access_token_cached(self.config.secret_key, token, now)
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         # Invalid UTF-8 in a path part is one more unknown name (404), not a 400.
@@ -216,9 +140,9 @@ class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tor
                 if reading is not None and not reading.done():
                     # Cancelled (server shutdown) while a thread reads this fd: close
                     # it when the read ends (a closed fd number is reused at once).
-                    reading.add_done_callback(lambda _: playback.close_file(opened))
+                    reading.add_done_callback(lambda _: mediafiles.close_file(opened))
                 else:
-                    playback.close_file(opened)
+                    mediafiles.close_file(opened)
 
     def _prefetch_bytes(self, include_body: bool) -> int:
         """How much to read in the same thread hop as the open: the first chunk of
@@ -232,7 +156,7 @@ class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tor
     async def _serve(self, root: Path, parts: tuple[str, ...], include_body: bool) -> None:
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
-        self.file = await loop.run_in_executor(executor, playback.open_inside, root, parts,
+        self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts,
                                                self._prefetch_bytes(include_body))
         if self.file is None:
             raise APIError(404)
@@ -240,14 +164,14 @@ class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tor
         self.absolute_path = self.file.path
         self.modified = self.get_modified_time()
         size = self.get_content_size()
-        self.use_gzip = (self.kind in PLAYLIST_KINDS and size <= playback.MAX_GZIP_BYTES
-                         and playback.accepts_gzip(self.request.headers.get("Accept-Encoding", "")))
+        self.use_gzip = (self.kind in PLAYLIST_KINDS and size <= mediafiles.MAX_GZIP_BYTES
+                         and httpranges.accepts_gzip(self.request.headers.get("Accept-Encoding", "")))
         self.set_headers()
         if self.should_return_304():
             self.set_status(304)
             return
         if self.use_gzip:
-            body = await loop.run_in_executor(executor, playback.read_gzipped, self.file.fd, size)
+            body = await loop.run_in_executor(executor, mediafiles.read_gzipped, self.file.fd, size)
             self.set_header("Content-Encoding", "gzip")
             self.set_header("Accept-Ranges", "none")
             self.set_header("Content-Length", len(body))
@@ -261,12 +185,12 @@ class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tor
 
     def _requested_range(self, size: int) -> tuple[int, int]:
         header = self.request.headers.get("Range")
-        if not header or not range_is_current(self.request.headers.get("If-Range"),
+        if not header or not httpranges.range_is_current(self.request.headers.get("If-Range"),
                                               self.compute_etag(), self.modified):
             return 0, size
         try:
-            byte_range = parse_byte_range(header, size)
-        except RangeNotSatisfiable:
+            byte_range = httpranges.parse_byte_range(header, size)
+        except httpranges.RangeNotSatisfiable:
             raise APIError(416, headers={"Content-Range": f"bytes */{size}"}) from None
         if byte_range is None or byte_range == (0, size):
             return 0, size  # a full range is a plain 200 (Chrome refuses a 206 for bytes=0-)
@@ -283,7 +207,7 @@ class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tor
         fd = self.file.fd
 
         def read(offset: int) -> asyncio.Future:
-            self.reading = executor.submit(playback.read_chunk, fd, offset, min(FILE_CHUNK_BYTES, end - offset))
+            self.reading = executor.submit(mediafiles.read_chunk, fd, offset, min(FILE_CHUNK_BYTES, end - offset))
             return asyncio.wrap_future(self.reading)
 
         offset = start
@@ -311,13 +235,13 @@ class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tor
     def target(self, args: tuple[str, ...]) -> playback.HLSTarget:
         try:
             return playback.parse_hls_target(self.kind, args)
-        except playback.NotFound:
+        except media.VideoNotFound:
             raise APIError(404) from None
 
     def file_parts(self, video: dict, target: playback.HLSTarget) -> tuple[str, ...]:
         try:
             return playback.hls_file_parts(video, target)
-        except playback.NotFound:
+        except media.VideoNotFound:
             raise APIError(404) from None
 
 
@@ -329,7 +253,7 @@ class VideoFileHandler(MediaFileHandler):
         target = self.target(args)  # before any DB or disk access
         try:
             video = await playback.watchable_video(self.services, target.video_id, self.current_user)
-        except playback.NotFound:
+        except media.VideoNotFound:
             raise APIError(404) from None
         await self.serve_file(target.video_id, self.file_parts(video, target), include_body)
 
@@ -355,7 +279,7 @@ class StreamFileHandler(MediaFileHandler):
                                                     target.video_id, int(time.time()))
         except playback.InvalidStreamToken:
             raise APIError(401, INVALID_TOKEN) from None
-        except playback.NotFound:
+        except media.VideoNotFound:
             raise APIError(404) from None
         await self.serve_file(target.video_id, self.file_parts(video, target), include_body)
 
@@ -395,7 +319,7 @@ class VideoStreamURLHandler(BaseHandler):
         try:
             issued = await playback.issue_stream_url(self.config, self.services, video_id,
                                                      self.current_user, int(time.time()))
-        except playback.NotFound:
+        except media.VideoNotFound:
             raise APIError(404) from None
         except playback.InvalidStreamToken:
             raise APIError(401, INVALID_TOKEN) from None

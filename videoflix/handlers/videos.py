@@ -91,7 +91,7 @@ class VideoDetailHandler(BaseHandler):
         user = self.current_user
         try:
             video = await catalog.get_visible_video(self.services, int(video_id), user.user_id, user.is_admin)
-        except catalog.VideoNotFound:
+        except media.VideoNotFound:
             raise APIError(404) from None
         progress = await catalog.get_progress(self.services, video["id"])
         self.write_json(catalog.detail_item(self.config, video, progress))
@@ -101,7 +101,7 @@ class VideoDetailHandler(BaseHandler):
         user = self.current_user
         try:
             await videos.delete_video(self.config, self.services, int(video_id), user.user_id, user.is_admin)
-        except catalog.VideoNotFound:
+        except media.VideoNotFound:
             raise APIError(404) from None
         self.set_status(204)
         self.finish()
@@ -112,7 +112,7 @@ class VideoRetranscodeHandler(BaseHandler):
     async def post(self, video_id: str) -> None:
         try:
             video = await videos.retranscode(self.config, self.services, int(video_id))
-        except catalog.VideoNotFound:
+        except media.VideoNotFound:
             raise APIError(404) from None
         except videos.VideoBusy:
             raise APIError(409, "The video is already queued or processing.") from None

@@ -1,0 +1,93 @@
+"""Opening and reading files inside a video's folder (blocking: executor only).
+
+Every function here blocks on the disk; handlers/hls.py calls them through
+`services.file_executor`, never on the loop. Names come validated from
+playback.py / media.py; this module decides nothing about access.
+"""
+from __future__ import annotations
+
+import errno
+import gzip
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Playlists are gzipped in memory; a larger file (a 10-hour video at 2 s segments
+# is ~1 MB) is sent as is rather than held whole.
+MAX_GZIP_BYTES = 4 * 1024 * 1024
+GZIP_LEVEL = 6  # zlib's default: playlists are small, level 9 gains ~1% for 2x CPU
+
+
+@dataclass(frozen=True)
+class OpenFile:
+    fd: int
+    path: str  # for messages: root/parts
+    stat: os.stat_result
+    first: bytes = b""  # the first bytes, when asked for (saves a thread hop)
+
+
+# Below the video's directory every component is opened relative to its parent
+# with O_NOFOLLOW: no symlink is followed there at all, wherever it points, so a
+# planted link (to /etc/passwd, to another video) fails with ELOOP, and nothing
+# can change between a check and the open (CWE-22, CWE-59, CWE-367). O_NONBLOCK:
+# opening a FIFO planted there returns at once (fstat then rejects it) instead of
+# hanging a thread.
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_inside(root: Path, parts: tuple[str, ...], prefetch: int = 0) -> OpenFile | None:
+    """Open root/parts[0]/.../parts[-1] for reading if it is a regular file reached
+    without following any symlink below `root` (`root` itself, media/<id>, may be
+    one: it is the video's real directory wherever it lives); None otherwise.
+    `parts` are validated single names (no "/", no ".."). Reads up to `prefetch`
+    bytes from the start too."""
+    try:
+        dir_fd = os.open(root, _DIR_FLAGS)
+    except OSError:
+        return None
+    fd = -1
+    try:
+        for part in parts[:-1]:
+            next_fd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = next_fd
+        fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileNotFoundError(parts[-1])
+        first = os.pread(fd, min(prefetch, info.st_size), 0) if prefetch else b""
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            log.warning("refused a symlink below %s: %s", root, "/".join(parts))
+        if fd >= 0:
+            os.close(fd)
+        return None
+    finally:
+        os.close(dir_fd)
+    return OpenFile(fd=fd, path=os.path.join(root, *parts), stat=info, first=first)
+
+
+def close_file(opened: OpenFile) -> None:
+    os.close(opened.fd)
+
+
+def read_chunk(fd: int, offset: int, size: int) -> bytes:
+    """Up to `size` bytes at `offset` (pread: no shared file position)."""
+    return os.pread(fd, size, offset)
+
+
+def read_gzipped(fd: int, size: int) -> bytes:
+    """The whole (small) file, gzip-compressed; mtime=0 so the same file always
+    gives the same bytes (stable Content-Length for HEAD and GET)."""
+    data = bytearray()
+    while len(data) < size:
+        chunk = os.pread(fd, size - len(data), len(data))
+        if not chunk:
+            break
+        data += chunk
+    return gzip.compress(bytes(data), compresslevel=GZIP_LEVEL, mtime=0)
