@@ -13,6 +13,7 @@ import email.policy
 import json
 import re
 import secrets
+import sys
 import threading
 from http.cookies import SimpleCookie
 from pathlib import Path
@@ -165,3 +166,34 @@ async def wait_for_status(client: Client, video_id: int, wanted: str, timeout: f
         assert loop.time() < deadline, f"video {video_id} still {detail['status']} after {timeout}s"
         await asyncio.sleep(0.2)
 
+
+
+async def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
+    """Poll `condition()` (sync or async) until it is true; fail after `timeout` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        result = condition()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def threads_inside(name_prefix: str, source_file: str) -> int:
+    """How many live threads named `name_prefix`* are running code of `source_file`
+    right now (anywhere in their stack): e.g. bcrypt threads inside passwords.py."""
+    frames = sys._current_frames()
+    count = 0
+    for thread in threading.enumerate():
+        if not thread.name.startswith(name_prefix):
+            continue
+        frame = frames.get(thread.ident)
+        while frame is not None:
+            if frame.f_code.co_filename.endswith(source_file):
+                count += 1
+                break
+            frame = frame.f_back
+    return count

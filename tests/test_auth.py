@@ -11,9 +11,10 @@ from pathlib import Path
 import jwt
 import pytest
 
-from helpers import PASSWORD, link_from_mail, login, register_user
+from helpers import PASSWORD, link_from_mail, login, register_user, threads_inside, wait_until
 from videoflix import passwords, tokens
 from videoflix.db import cursor
+from videoflix.services import CPU_THREAD_WORKERS
 from videoflix.tables import users
 
 REGISTER = "/api/register/"
@@ -268,7 +269,7 @@ async def test_login_throttled_after_fifty_failures_from_one_address(client, ser
 @pytest.mark.gen_test(timeout=60)
 async def test_burst_of_slow_logins_does_not_stall_a_cheap_request(client, new_client, services):
     # Real bcrypt cost: each check takes a noticeable time on the executor.
-    hashed = await passwords.hash_password(services.executor, PASSWORD, 12)
+    hashed = await passwords.hash_password(services.cpu_executor, PASSWORD, 12)
     async with cursor(services.pool) as cur:
         await users.insert_user(cur, EMAIL, hashed, is_active=True)
     finished: list[str] = []
@@ -279,7 +280,9 @@ async def test_burst_of_slow_logins_does_not_stall_a_cheap_request(client, new_c
         finished.append(f"login{i}")
 
     async def cheap() -> None:
-        await asyncio.sleep(0)  # issued after every login has been sent
+        # Issued once every bcrypt thread is busy checking a login's password.
+        await wait_until(lambda: threads_inside("videoflix-cpu", "videoflix/passwords.py") == CPU_THREAD_WORKERS,
+                         "every bcrypt thread busy")
         response = await new_client().get("/api/health/")
         assert response.status == 200
         finished.append("health")

@@ -131,7 +131,7 @@ async def register(config: Config, services: Services, body: dict) -> dict:
                 errors["email"] = ["A user with this email already exists."]
     if errors:
         raise FieldErrors(errors)
-    hashed = await passwords.hash_password(services.executor, body["password"], config.bcrypt_rounds)
+    hashed = await passwords.hash_password(services.cpu_executor, body["password"], config.bcrypt_rounds)
     try:
         async with cursor(services.pool) as cur:
             user_id = await users.insert_user(cur, email, hashed)
@@ -208,8 +208,9 @@ async def login(config: Config, services: Services, body: dict, address: str) ->
     async with cursor(services.pool) as cur:
         user = await users.get_user_by_email(cur, email)
     # Unknown emails still pay for one bcrypt check: same timing class (CWE-208).
-    hashed = user["password_hash"] if user else services.dummy_password_hash
-    if not await passwords.check_password(services.executor, password, hashed) or user is None:
+    hashed = user["password_hash"] if user else await passwords.dummy_hash(services.cpu_executor,
+                                                                             config.bcrypt_rounds)
+    if not await passwords.check_password(services.cpu_executor, password, hashed) or user is None:
         await throttle.record_failure(services.redis, limits)
         raise InvalidCredentials()
     if not user["is_active"]:
@@ -277,7 +278,7 @@ async def confirm_password_reset(config: Config, services: Services, uidb64: str
                                   "new_password", "confirm_password")
     if errors:
         raise FieldErrors(errors)
-    hashed = await passwords.hash_password(services.executor, new_password, config.bcrypt_rounds)
+    hashed = await passwords.hash_password(services.cpu_executor, new_password, config.bcrypt_rounds)
     async with cursor(services.pool) as cur:
         if not await users.replace_password(cur, user["id"], user["password_hash"], hashed):
             raise InvalidLink()  # the same link was used concurrently
@@ -291,6 +292,6 @@ async def ensure_admin(config: Config, services: Services, email: str, password:
     problems = passwords.password_problems(password)
     if problems:
         raise FieldErrors({"password": problems})
-    hashed = await passwords.hash_password(services.executor, password, config.bcrypt_rounds)
+    hashed = await passwords.hash_password(services.cpu_executor, password, config.bcrypt_rounds)
     async with cursor(services.pool) as cur:
         return await users.set_admin_password(cur, address, hashed)

@@ -82,7 +82,7 @@ async def _ensure_admin(config: Config, email: str, password: str) -> None:
         async with cursor(services.pool) as cur:
             existing = await users.get_user_by_email(cur, accounts.normalize_email(email) or "")
         if (existing and existing["is_admin"] and existing["is_active"]
-                and await passwords.check_password(services.executor, password, existing["password_hash"])):
+                and await passwords.check_password(services.cpu_executor, password, existing["password_hash"])):
             return
         user_id = await accounts.ensure_admin(config, services, email, password)
         log.info("admin account %s (id %s) ready", email, user_id)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import secrets
 
 import bcrypt
 
@@ -46,3 +47,15 @@ async def hash_password(executor: concurrent.futures.Executor, password: str, ro
 
 async def check_password(executor: concurrent.futures.Executor, password: str, hashed: str) -> bool:
     return await asyncio.get_running_loop().run_in_executor(executor, _check, password, hashed)
+
+
+# A real bcrypt hash per cost, checked for unknown emails so a login for an
+# unknown address takes as long as one with a wrong password (CWE-208). Random
+# and never stored: the same for every server sharing this process.
+_DUMMY_HASHES: dict[int, str] = {}
+
+
+async def dummy_hash(executor: concurrent.futures.Executor, rounds: int) -> str:
+    if rounds not in _DUMMY_HASHES:
+        _DUMMY_HASHES[rounds] = await hash_password(executor, secrets.token_urlsafe(16), rounds)
+    return _DUMMY_HASHES[rounds]

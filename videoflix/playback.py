@@ -6,7 +6,7 @@ Loop-side parts look rows up (`watchable_video`, `streamable_video`,
 themselves are opened and read by mediafiles.py (in the file executor).
 
 Video row cache: an HLS session fetches a segment every few seconds, so ready rows
-are kept in-process (`services.video_cache`) for VIDEO_CACHE_SECONDS. Code that
+are kept in-process (a dict per Services, here) for VIDEO_CACHE_SECONDS. Code that
 changes a video's status, visibility or renditions, or deletes it, calls
 `forget_video(services, video_id)` so the next HLS request reads the row again.
 Only ready rows are cached, so a video turning ready is seen at once; a change made
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -81,14 +82,23 @@ def hls_file_parts(video: dict, target: HLSTarget) -> tuple[str, ...]:
 
 # --- rows ----------------------------------------------------------------------
 
+# The row cache of each Services (one per server process; the tests make one per
+# test): {video_id: (expires_at, row)}. Kept here, by the module that fills it.
+_ROW_CACHES: weakref.WeakKeyDictionary[Services, dict[int, tuple[float, dict]]] = weakref.WeakKeyDictionary()
+
+
+def _row_cache(services: Services) -> dict[int, tuple[float, dict]]:
+    return _ROW_CACHES.setdefault(services, {})
+
+
 def forget_video(services: Services, video_id: int) -> None:
     """Drop a cached video row: call after any change to a video's status,
     visibility or renditions, and after deleting it."""
-    services.video_cache.pop(int(video_id), None)
+    _row_cache(services).pop(int(video_id), None)
 
 
 async def _cached_video(services: Services, video_id: int) -> dict | None:
-    cache = services.video_cache
+    cache = _row_cache(services)
     hit = cache.get(video_id)
     now = time.monotonic()
     if hit is not None and hit[0] > now:

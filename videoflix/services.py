@@ -5,9 +5,9 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-import secrets
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import aiopg
 import redis.asyncio
@@ -18,62 +18,66 @@ from videoflix.mail import Mailer
 
 log = logging.getLogger(__name__)
 
-# bcrypt, file work and SMTP are short blocking calls; a few threads keep a
-# burst of logins from queueing behind each other without starving the loop.
-THREAD_WORKERS = 4
-# bcrypt is CPU-bound by design (cost 12: a quarter second or more per check), so
-# those threads run at a lower CPU priority (nice is per thread on Linux): a burst
+# Three thread executors, one per purpose, so one kind of work never waits
+# behind another: a mail server that accepts and never answers holds mail threads
+# for SMTP_TIMEOUT_SECONDS, not the threads logins need.
+# bcrypt (passwords.py): CPU-bound by design (cost 12: a quarter second or more per
+# check); a few threads keep a burst of logins from queueing behind each other.
+CPU_THREAD_WORKERS = 4
+# Those threads run at a lower CPU priority (nice is per thread on Linux): a burst
 # of logins then slows the logins, not the loop serving segments (bench/serve.py
 # measures the segment GET p99 during 20 concurrent logins). 10 is also ffmpeg's
 # nice (TranscodeSettings.nice): logins and transcodes share what the loop leaves.
-THREAD_NICE = 10
-# Reads of HLS segments and playlists (handlers/hls.py) get threads of their own,
-# so a burst of bcrypt logins on `executor` never queues a segment read behind it.
+CPU_THREAD_NICE = 10
+# Files: HLS reads (mediafiles.py), upload writes, moves and removals.
 FILE_THREAD_WORKERS = 4
+# SMTP deliveries and outbox writes (mail.py); mail is sent in the background, so
+# two threads suffice and a hanging server can hold no more than two.
+MAIL_THREAD_WORKERS = 2
 
 
-@dataclass
+def _executor(workers: int, name: str, initializer: Callable[[], None] | None = None
+              ) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=f"videoflix-{name}",
+                                                 initializer=initializer)
+
+
+@dataclass(eq=False)  # compared by identity: modules key their own state by it
 class Services:
     pool: aiopg.Pool
     redis: redis.asyncio.Redis
-    executor: concurrent.futures.ThreadPoolExecutor
     mailer: Mailer
-    # A real bcrypt hash (same cost) checked for unknown emails, so a login for
-    # an unknown address takes as long as one with a wrong password (CWE-208).
-    dummy_password_hash: str
-    file_executor: concurrent.futures.ThreadPoolExecutor = field(
-        default_factory=lambda: concurrent.futures.ThreadPoolExecutor(
-            FILE_THREAD_WORKERS, thread_name_prefix="videoflix-files"))
-    # Ready video rows by id for HLS requests (videoflix/playback.py); call
-    # playback.forget_video(services, video_id) when a row changes or goes.
-    video_cache: dict = field(default_factory=dict)
+    cpu_executor: concurrent.futures.ThreadPoolExecutor
+    file_executor: concurrent.futures.ThreadPoolExecutor
+    mail_executor: concurrent.futures.ThreadPoolExecutor
 
     async def close(self) -> None:
         await self.mailer.drain()
         self.pool.close()
         await self.pool.wait_closed()
         await self.redis.aclose()
-        self.executor.shutdown(wait=True)
-        self.file_executor.shutdown(wait=True)
+        for executor in (self.cpu_executor, self.file_executor, self.mail_executor):
+            executor.shutdown(wait=True)
 
 
 def _lower_thread_priority() -> None:
-    """Executor initializer: this thread only, THREAD_NICE steps nicer."""
+    """Executor initializer: this thread only, CPU_THREAD_NICE steps nicer."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), THREAD_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), CPU_THREAD_NICE)
     except (AttributeError, OSError) as exc:  # not Linux, or not allowed: normal priority
         log.debug("could not lower the priority of %s: %s", threading.current_thread().name, exc)
 
 
 async def create_services(config: Config) -> Services:
-    executor = concurrent.futures.ThreadPoolExecutor(THREAD_WORKERS, thread_name_prefix="videoflix-io",
-                                                     initializer=_lower_thread_priority)
+    cpu = _executor(CPU_THREAD_WORKERS, "cpu", _lower_thread_priority)
+    mail = _executor(MAIL_THREAD_WORKERS, "mail")
     pool = await db.create_pool(config.database_url)
     client = redis.asyncio.Redis.from_url(config.redis_url, decode_responses=True,
                                           socket_connect_timeout=5, health_check_interval=30)
-    dummy = await passwords.hash_password(executor, secrets.token_urlsafe(16), config.bcrypt_rounds)
-    return Services(pool=pool, redis=client, executor=executor, mailer=Mailer(config, executor),
-                    dummy_password_hash=dummy)
+    # Made now, so the first login for an unknown address is not the slow one.
+    await passwords.dummy_hash(cpu, config.bcrypt_rounds)
+    return Services(pool=pool, redis=client, mailer=Mailer(config, mail), cpu_executor=cpu,
+                    file_executor=_executor(FILE_THREAD_WORKERS, "files"), mail_executor=mail)
 
 
 # A health probe must answer quickly even when a dependency hangs.

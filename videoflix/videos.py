@@ -115,12 +115,12 @@ async def _store(config: Config, services: Services, upload: UploadReceiver, own
     loop = asyncio.get_running_loop()
     target = media.source_path(config.media_dir, video_id)
     try:
-        await loop.run_in_executor(services.executor, _move_into_place, upload.temp_path, target)
+        await loop.run_in_executor(services.file_executor, _move_into_place, upload.temp_path, target)
         await queue.enqueue(services.redis, video_id)
     except BaseException:
         async with cursor(services.pool) as cur:
             await video_rows.delete_video(cur, video_id)
-        await loop.run_in_executor(services.executor, _remove_files, config.media_dir, video_id)
+        await loop.run_in_executor(services.file_executor, _remove_files, config.media_dir, video_id)
         raise
     log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, upload.size)
     return video
@@ -153,7 +153,7 @@ async def delete_video(config: Config, services: Services, video_id: int, user_i
     # discards any output whose row is gone.
     await progress.request_cancel(services.redis, video_id)
     await queue.remove_video(services.redis, video_id)
-    await asyncio.get_running_loop().run_in_executor(services.executor, _remove_files,
+    await asyncio.get_running_loop().run_in_executor(services.file_executor, _remove_files,
                                                      config.media_dir, video_id)
     await video_changed(services, video_id, video["owner_id"])
     log.info("video %s deleted by user %s", video_id, user_id)

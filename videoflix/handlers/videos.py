@@ -33,7 +33,7 @@ class VideoListHandler(BaseHandler):
             raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")
         self.request.connection.set_max_body_size(limit)
         try:
-            self.receiver = UploadReceiver(self.request.headers, self.config.media_dir, self.services.executor)
+            self.receiver = UploadReceiver(self.request.headers, self.config.media_dir, self.services.file_executor)
         except UploadError as exc:
             raise APIError(400, str(exc)) from None
 

@@ -272,7 +272,7 @@ class TranscodeRunner:
             await queue.ack(redis_client, job)
             return
         loop = asyncio.get_running_loop()
-        executor = self.services.executor
+        executor = self.services.file_executor
         work = media.work_dir(self.config.media_dir) / f"{video_id}-{job.entry_id}-{job.deliveries}"
         await loop.run_in_executor(executor, _prepare_work_dir, work)
         child_job = ChildJob(video_id, str(media.source_path(self.config.media_dir, video_id)), str(work),
