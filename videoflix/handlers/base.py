@@ -39,12 +39,15 @@ STATUS_DETAILS = {
 }
 
 
-class APIError(Exception):
-    """Answer with `status` and `{"detail": detail}` (or a field-error body)."""
+class APIError(tornado.web.HTTPError):
+    """Answer with `status` and `{"detail": detail}` (or a field-error body).
+
+    An HTTPError, so Tornado's public error path (send_error -> write_error)
+    answers it, logging nothing: these are expected answers, not faults."""
 
     def __init__(self, status: int, detail: str | None = None, *, body: dict | None = None,
                  headers: dict[str, str] | None = None) -> None:
-        super().__init__(status, detail)
+        super().__init__(status)
         self.status = status
         self.body = body if body is not None else {"detail": detail or STATUS_DETAILS.get(status, "Error.")}
         self.headers = headers or {}
@@ -153,26 +156,20 @@ class JSONErrorsMixin:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
 
-    def _handle_request_exception(self: Any, e: BaseException) -> None:
-        if isinstance(e, APIError):
-            if self._finished:
-                return
-            if not self._headers_written:
-                self.clear()
-                self.set_header("Cache-Control", "no-store")  # errors are never cached
-                for name, value in e.headers.items():
-                    self.set_header(name, value)
-                self.write_json(e.body, e.status)
-                return
-        super()._handle_request_exception(e)  # type: ignore[misc]
-
     def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
-        # Anything that is not an APIError: a tornado HTTPError or a crash.
+        # Called by Tornado's send_error, with the headers already cleared.
+        self.set_header("Cache-Control", "no-store")  # errors are never cached
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, APIError):
+            for name, value in error.headers.items():
+                self.set_header(name, value)
+            self.write_json(error.body, error.status)
+            return
+        # Anything else: a tornado HTTPError or a crash (its traceback is in the log).
         detail = STATUS_DETAILS.get(status_code, "Internal server error.")
         if status_code >= 500 and status_code != 503:
             detail = "Internal server error."
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.set_header("Cache-Control", "no-store")
         self.finish(json.dumps({"detail": detail}))
 
 

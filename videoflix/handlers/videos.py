@@ -38,22 +38,28 @@ class VideoListHandler(BaseHandler):
             raise APIError(400, str(exc)) from None
 
     async def data_received(self, chunk: bytes) -> None:
-        if self.receiver is None or self._finished:
+        receiver = self.receiver
+        if receiver is None:
             return
         try:
-            if self.receiver.received_bytes + len(chunk) > self.config.max_upload_bytes + MULTIPART_OVERHEAD_BYTES:
+            if receiver.received_bytes + len(chunk) > self.config.max_upload_bytes + MULTIPART_OVERHEAD_BYTES:
                 raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")
-            await self.receiver.feed(chunk)
+            await receiver.feed(chunk)
         except (APIError, UploadError) as exc:
-            self.receiver.discard()
-            self._handle_request_exception(exc if isinstance(exc, APIError) else APIError(400, str(exc)))
+            self.refuse_upload(exc if isinstance(exc, APIError) else APIError(400, str(exc)))
         except OSError as exc:
             # Disk full or unwritable media dir: a JSON answer, not a dropped connection.
-            log.error("upload to %s failed: %s", self.receiver.temp_path, exc)
-            self.receiver.discard()
+            log.error("upload to %s failed: %s", receiver.temp_path, exc)
             status = 507 if exc.errno == errno.ENOSPC else 500
-            self._handle_request_exception(APIError(status, "Not enough storage to receive the upload."
-                                                    if status == 507 else "Internal server error."))
+            self.refuse_upload(APIError(status, "Not enough storage to receive the upload."
+                                        if status == 507 else "Internal server error."))
+
+    def refuse_upload(self, error: APIError) -> None:
+        """Answer now, mid-body; the rest of the body is ignored."""
+        assert self.receiver is not None
+        self.receiver.discard()
+        self.receiver = None
+        self.send_error(error.status, exc_info=(type(error), error, None))
 
     def on_connection_close(self) -> None:
         # A client that goes away mid-upload leaves no file behind (and no row:
