@@ -12,7 +12,7 @@ import jwt
 import pytest
 
 from helpers import PASSWORD, link_from_mail, login, register_user, threads_inside, wait_until
-from videoflix import passwords, tokens
+from videoflix import passwords, rediskeys, tokens
 from videoflix.db import cursor
 from videoflix.services import CPU_THREAD_WORKERS
 from videoflix.tables import users
@@ -260,7 +260,7 @@ async def test_login_throttled_after_ten_failures_for_one_email(client, make_use
 
 @pytest.mark.gen_test
 async def test_login_throttled_after_fifty_failures_from_one_address(client, services):
-    await services.redis.set("throttle:login:addr:127.0.0.1", 50, ex=900)
+    await services.redis.set(rediskeys.login_failures_by_address("127.0.0.1"), 50, ex=900)
     response = await client.post("/api/login/", {"email": "any@example.com", "password": "whatever-1"})
     assert response.status == 429
     assert int(response.headers["Retry-After"]) > 0
@@ -378,7 +378,7 @@ async def test_denylist_entry_expires_with_the_token(client, make_user, services
     refresh = client.cookies["refresh_token"]
     await client.post("/api/logout/")
     jti = jwt.decode(refresh, options={"verify_signature": False})["jti"]
-    ttl = await services.redis.ttl(f"denylist:jti:{jti}")
+    ttl = await services.redis.ttl(rediskeys.denied_jti(jti))
     assert 7 * 24 * 3600 - 60 < ttl <= 7 * 24 * 3600
 
 

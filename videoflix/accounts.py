@@ -10,9 +10,9 @@ import re
 import time
 from dataclasses import dataclass
 
-from videoflix import passwords, throttle, tokens
+from videoflix import passwords, rediskeys, throttle, tokens
 from videoflix.config import Config
-from videoflix.db import cursor
+from videoflix.db import cursor, transaction
 from videoflix.services import Services
 from videoflix.tables import users
 
@@ -133,7 +133,7 @@ async def register(config: Config, services: Services, body: dict) -> dict:
         raise FieldErrors(errors)
     hashed = await passwords.hash_password(services.cpu_executor, body["password"], config.bcrypt_rounds)
     try:
-        async with cursor(services.pool) as cur:
+        async with transaction(services.pool) as cur:
             user_id = await users.insert_user(cur, email, hashed)
             user = await users.get_user(cur, user_id)
     except users.EmailTaken:
@@ -187,8 +187,9 @@ async def activate(config: Config, services: Services, uidb64: str, token: str) 
 
 def _login_limits(email: str, address: str) -> tuple[throttle.Limit, throttle.Limit]:
     return (
-        throttle.Limit(f"throttle:login:email:{email}", MAX_FAILURES_PER_EMAIL, LOGIN_WINDOW_SECONDS),
-        throttle.Limit(f"throttle:login:addr:{address}", MAX_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS),
+        throttle.Limit(rediskeys.login_failures_by_email(email), MAX_FAILURES_PER_EMAIL, LOGIN_WINDOW_SECONDS),
+        throttle.Limit(rediskeys.login_failures_by_address(address), MAX_FAILURES_PER_ADDRESS,
+                       LOGIN_WINDOW_SECONDS),
     )
 
 
@@ -221,10 +222,6 @@ async def login(config: Config, services: Services, body: dict, address: str) ->
     return user, issue_tokens(config, user)
 
 
-def _denylist_key(jti: str) -> str:
-    return f"denylist:jti:{jti}"
-
-
 async def _read_refresh(config: Config, services: Services, token: str) -> tokens.SessionClaims:
     try:
         return tokens.read_session_token(config.secret_key, token, kind="refresh", now=now())
@@ -234,7 +231,7 @@ async def _read_refresh(config: Config, services: Services, token: str) -> token
 
 async def _deny(services: Services, claims: tokens.SessionClaims) -> bool:
     """Put the token's jti on the denylist until it expires; False if it already was."""
-    return bool(await services.redis.set(_denylist_key(claims.jti), 1, nx=True, exat=claims.expires_at))
+    return bool(await services.redis.set(rediskeys.denied_jti(claims.jti), 1, nx=True, exat=claims.expires_at))
 
 
 async def refresh(config: Config, services: Services, token: str) -> IssuedTokens:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from videoflix import catalog, media, playback
 from videoflix.config import Config
-from videoflix.db import cursor
+from videoflix.db import cursor, transaction
 from videoflix.services import Services
 from videoflix.tables import videos as video_rows
 from videoflix.transcode import progress, queue
@@ -102,7 +102,7 @@ async def create_from_upload(config: Config, services: Services, upload: UploadR
 async def _store(config: Config, services: Services, upload: UploadReceiver, owner_id: int,
                  fields: dict[str, str], visibility: str, probe: Probe) -> dict:
     """Row + source file + queue entry, all in place before this returns (the job is durable)."""
-    async with cursor(services.pool) as cur:
+    async with transaction(services.pool) as cur:
         video_id = await video_rows.insert_video(
             cur, owner_id=owner_id, title=fields["title"], description=fields["description"],
             category=fields["category"], visibility=visibility, status="queued",
@@ -143,7 +143,7 @@ def _remove_files(media_dir: str, video_id: int) -> None:
 async def delete_video(config: Config, services: Services, video_id: int, user_id: int,
                        is_admin: bool) -> None:
     """Row, queue entries, source, renditions and pictures; a running job is told to stop."""
-    async with cursor(services.pool) as cur:
+    async with transaction(services.pool) as cur:
         video = await video_rows.get_video(cur, video_id)
         if video is None or not media.can_manage(video, user_id, is_admin):
             raise media.VideoNotFound()
@@ -161,7 +161,7 @@ async def delete_video(config: Config, services: Services, video_id: int, user_i
 
 async def retranscode(config: Config, services: Services, video_id: int) -> dict:
     """Queue a ready or failed video again; returns the row as queued."""
-    async with cursor(services.pool) as cur:
+    async with transaction(services.pool) as cur:
         video = await video_rows.get_video(cur, video_id)
         if video is None:
             raise media.VideoNotFound()

@@ -37,7 +37,7 @@ import redis
 
 from videoflix import media
 from videoflix.config import Config
-from videoflix.db import cursor
+from videoflix.db import cursor, transaction
 from videoflix.services import Services
 from videoflix.tables import videos
 from videoflix.transcode import progress, queue
@@ -228,7 +228,7 @@ class TranscodeRunner:
             callback(video_id, status)
 
     async def _fail(self, job: queue.Job, reason: str) -> None:
-        async with cursor(self.services.pool) as cur:
+        async with transaction(self.services.pool) as cur:
             video = await videos.get_video(cur, job.video_id)
             await videos.mark_failed(cur, job.video_id, reason)
         if video is not None:
