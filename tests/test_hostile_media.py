@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import multipart, upload
+from helpers import multipart, upload
 from videoflix.db import cursor
 
 pytestmark = pytest.mark.slow

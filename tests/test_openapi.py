@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from conftest import login
+from helpers import login
 from videoflix.app import collect_routes
 from videoflix.handlers.base import HTTP_METHODS
 from videoflix.openapi import openapi_document

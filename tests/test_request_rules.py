@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from conftest import PASSWORD, login, upload
+from helpers import PASSWORD, login, upload
 from videoflix import requestrules
 from videoflix.db import cursor
 from videoflix.handlers import base
@@ -104,7 +104,7 @@ async def test_cross_site_upload_and_delete_are_refused(client, make_user, make_
                                                        services, config, small_clip):
     await make_user()
     body_origin = {"Origin": "http://evil.example"}
-    from conftest import multipart
+    from helpers import multipart
     body, content_type = multipart({"title": "t"}, "clip.mp4", small_clip.read_bytes())
     response = await client.fetch("POST", "/api/video/", raw_body=body,
                                   headers={"Content-Type": content_type, **body_origin})
