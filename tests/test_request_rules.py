@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -303,3 +305,108 @@ async def test_nul_in_password_at_login_is_a_field_error_not_a_bcrypt_crash(clie
                                   raw_body=b'{"email": "user@example.com", "password": "correct\\u0000horse"}')
     assert (response.status, response.json()) == (400, {"password": ["Null characters are not allowed."]})
     assert (await login(client, "user@example.com")).status == 200
+
+
+# --- Uploads: parts, duplicates, concurrency, stalls (item 7) ---------------------------
+
+def multipart_parts(parts: list[tuple[str, str | None, bytes]]) -> tuple[bytes, str]:
+    boundary = "----vf" + "0123456789abcdef"
+    body = b""
+    for name, filename, content in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+        body += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + content + b"\r\n"
+    return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+async def upload_files(config) -> list[str]:
+    root = Path(config.media_dir)
+    return sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.exists() else []
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("parts, message", [
+    ([("title", None, b"a"), ("title", None, b"b")], "The field 'title' was sent more than once."),
+    ([("visibility", None, b"private"), ("visibility", None, b"public")], "was sent more than once"),
+    ([(f"extra{i}", None, b"x") for i in range(20)], "Too many parts"),
+])
+async def test_duplicate_fields_and_too_many_parts_are_refused(client, make_user, config, small_clip,
+                                                               parts, message):
+    await make_user()
+    body, content_type = multipart_parts([*parts, ("file", "a.mp4", small_clip.read_bytes())])
+    response = await client.fetch("POST", "/api/video/", raw_body=body, headers={"Content-Type": content_type})
+    assert response.status == 400, response.body
+    assert message in response.json()["detail"]
+    assert await upload_files(config) == []
+
+
+@pytest.mark.gen_test
+async def test_a_second_file_part_is_refused_while_streaming(client, make_user, config, small_clip):
+    await make_user()
+    data = small_clip.read_bytes()
+    body, content_type = multipart_parts([("title", None, b"t"), ("file", "a.mp4", data), ("file", "b.mp4", data)])
+    response = await client.fetch("POST", "/api/video/", raw_body=body, headers={"Content-Type": content_type})
+    assert (response.status, response.json()) == (400, {"detail": "Only one file per upload."})
+    assert await upload_files(config) == []
+
+
+@pytest.mark.gen_test
+async def test_a_few_unknown_form_fields_are_ignored(client, make_user, small_clip):
+    await make_user()
+    body, content_type = multipart_parts([("title", None, b"t"), ("csrfmiddlewaretoken", None, b"x"),
+                                          ("submit", None, b"Upload"), ("file", "a.mp4", small_clip.read_bytes())])
+    response = await client.fetch("POST", "/api/video/", raw_body=body, headers={"Content-Type": content_type})
+    assert response.status == 201, response.body
+
+
+async def open_upload(base_url: str, cookie: str, declared: int, first: bytes):
+    """An upload whose body stops after `first` (a stalled or slow client)."""
+    parts = urlsplit(base_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write((f"POST /api/video/ HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n"
+                  f"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: {declared}\r\n\r\n").encode()
+                 + first)
+    await writer.drain()
+    return reader, writer
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_concurrent_uploads_per_user_are_bounded_and_slots_come_back(client, make_user, config,
+                                                                          base_url, small_clip):
+    await make_user()
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    first = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n' + b"x" * 1000
+    held = [await open_upload(base_url, cookie, 10_000_000, first) for _ in range(config.max_concurrent_uploads)]
+    # The held uploads have reached the handler (their .part files exist) ...
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while len([f for f in await upload_files(config) if f.endswith(".part")]) < len(held):
+        assert loop.time() < deadline
+        await asyncio.sleep(0.05)
+    # ... so one more is refused at once, before its body is read.
+    body, content_type = multipart_parts([("title", None, b"t"), ("file", "a.mp4", small_clip.read_bytes())])
+    refused = await client.fetch("POST", "/api/video/", raw_body=body, headers={"Content-Type": content_type})
+    assert refused.status == 429, refused.body
+    assert "at most 2 in progress" in refused.json()["detail"]
+    for reader, writer in held:  # clients that give up free their slots and files
+        writer.close()
+    deadline = loop.time() + 10
+    while await upload_files(config):
+        assert loop.time() < deadline
+        await asyncio.sleep(0.05)
+    accepted = await client.fetch("POST", "/api/video/", raw_body=body, headers={"Content-Type": content_type})
+    assert accepted.status == 201, accepted.body
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_stalled_upload_is_cut_off_and_leaves_nothing(app, client, make_user, base_url, config,
+                                                               monkeypatch):
+    monkeypatch.setitem(app.settings, "config", dataclasses.replace(config, upload_idle_seconds=1))
+    await make_user()
+    cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    first = b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.mp4"\r\n\r\n' + b"x" * 1000
+    reader, writer = await open_upload(base_url, cookie, 10_000_000, first)
+    # Cut off by the server: EOF well before the test's own guard, and nothing kept.
+    assert await asyncio.wait_for(reader.read(), 20) == b""
+    writer.close()
+    assert await upload_files(config) == []
+    assert (await client.get("/api/health/")).status == 200

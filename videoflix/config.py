@@ -86,6 +86,8 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("admin_password", "VIDEOFLIX_ADMIN_PASSWORD", _parse_str, "its password; unset = generated once into <var>/admin-password"),
     ("max_upload_bytes", "MAX_UPLOAD_BYTES", _parse_positive_int, "largest accepted upload (413 above)"),
     ("allow_public_user_uploads", "ALLOW_PUBLIC_USER_UPLOADS", _parse_bool, "let non-admin users publish to everyone"),
+    ("max_concurrent_uploads", "VIDEOFLIX_MAX_CONCURRENT_UPLOADS", _parse_positive_int, "uploads one user may have in flight at once (429 above)"),
+    ("upload_idle_seconds", "VIDEOFLIX_UPLOAD_IDLE_SECONDS", _parse_positive_int, "an upload that sends nothing this long is cut off"),
     ("transcode_workers", "TRANSCODE_WORKERS", _parse_positive_int, "ffmpeg jobs run at once (process pool size)"),
     ("transcode_stall_seconds", "TRANSCODE_STALL_SECONDS", _parse_positive_int, "kill ffmpeg after this long without progress"),
     ("transcode_lease_seconds", "TRANSCODE_LEASE_SECONDS", _parse_positive_int, "a job not renewed this long (its worker died) is reclaimed"),
@@ -125,6 +127,8 @@ class Config:
     admin_password: str = ""
     max_upload_bytes: int = 20 * 1024**3
     allow_public_user_uploads: bool = False
+    max_concurrent_uploads: int = 2
+    upload_idle_seconds: int = 60
     transcode_workers: int = 1
     transcode_stall_seconds: int = 60
     transcode_lease_seconds: int = 60

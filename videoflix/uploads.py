@@ -1,38 +1,109 @@
 """Receiving a multipart upload as it streams in: the file goes to disk in
 executor-sized batches (never whole in memory, never a blocking write on the
-loop); the small text fields are capped."""
+loop); the small text fields are capped, every field comes at most once, and the
+number of parts is bounded (CWE-400, CWE-770)."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import os
 import secrets
+import weakref
 from pathlib import Path
 from typing import Mapping
 
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.parser import ParseFailedException
-from streaming_form_data.targets import BaseTarget, ValueTarget
+from streaming_form_data.targets import BaseTarget, NullTarget, ValueTarget
 from streaming_form_data.validators import MaxSizeValidator, ValidationError
 
 from videoflix import media
+from videoflix.services import Services
 
 # Bytes gathered before one write to disk on the executor: large enough that
 # thread hand-offs are rare, small enough to bound memory per upload.
 WRITE_BATCH_BYTES = 1024 * 1024
 # Limits of the text fields (characters after decoding; bytes while parsing).
 FIELD_LIMITS = {"title": 200, "description": 5000, "category": 100, "visibility": 16}
+# Parts of any name in one body: the known fields, the file, and a few a form may add
+# (a CSRF token, a submit button). Unknown parts are read and dropped, never stored.
+MAX_PARTS = 12
+
+
+# Uploads in flight per user, per process (one server process holds every upload
+# it receives). Keyed by Services, like playback's row cache: one per application.
+_IN_FLIGHT: weakref.WeakKeyDictionary[Services, collections.Counter[int]] = weakref.WeakKeyDictionary()
+
+
+def take_upload_slot(services: Services, user_id: int, limit: int) -> bool:
+    """Count one more upload of `user_id`, unless `limit` are already in flight."""
+    counts = _IN_FLIGHT.setdefault(services, collections.Counter())
+    if counts[user_id] >= limit:
+        return False
+    counts[user_id] += 1
+    return True
+
+
+def release_upload_slot(services: Services, user_id: int) -> None:
+    counts = _IN_FLIGHT.get(services)
+    if counts is not None and counts[user_id] > 0:
+        counts[user_id] -= 1
+        if not counts[user_id]:
+            del counts[user_id]
 
 
 class UploadError(Exception):
     """The multipart body is malformed or a field is over its limit."""
 
 
+class PartCounter:
+    """Counts the parts of one body as they start; refuses the one too many."""
+
+    def __init__(self) -> None:
+        self.parts = 0
+
+    def start(self) -> None:
+        self.parts += 1
+        if self.parts > MAX_PARTS:
+            raise UploadError(f"Too many parts: at most {MAX_PARTS} in one upload.")
+
+
+class FieldTarget(ValueTarget):
+    """A text field: capped, and refused when it comes twice."""
+
+    def __init__(self, name: str, limit: int, counter: PartCounter) -> None:
+        # Bytes while parsing: up to 4 per character of UTF-8.
+        super().__init__(validator=MaxSizeValidator(limit * 4))
+        self.name = name
+        self._counter = counter
+
+    async def astart(self) -> None:
+        self._counter.start()
+        if self._started:
+            raise UploadError(f"The field '{self.name}' was sent more than once.")
+        await super().astart()
+
+
+class OtherPartTarget(NullTarget):
+    """Any part of another name: counted, its bytes dropped."""
+
+    def __init__(self, counter: PartCounter) -> None:
+        super().__init__()
+        self._counter = counter
+
+    async def astart(self) -> None:
+        self._counter.start()
+        await super().astart()
+
+
 class DiskFileTarget(BaseTarget):
     """streaming-form-data target that appends to a file through the executor."""
 
-    def __init__(self, path: Path, executor: concurrent.futures.Executor) -> None:
+    def __init__(self, path: Path, executor: concurrent.futures.Executor,
+                 counter: PartCounter | None = None) -> None:
         super().__init__()
+        self._counter = counter or PartCounter()
         self.path = path
         self.size = 0
         self._executor = executor
@@ -41,6 +112,12 @@ class DiskFileTarget(BaseTarget):
         self._handle = None
         self.received = False  # the part has started
         self.complete = False  # ... and ended, its bytes written and the file closed
+
+    async def astart(self) -> None:
+        self._counter.start()
+        if self.received:
+            raise UploadError("Only one file per upload.")
+        await super().astart()
 
     async def on_start_async(self) -> None:
         self.received = True
@@ -86,12 +163,14 @@ class UploadReceiver:
         incoming = media.incoming_dir(media_dir)
         incoming.mkdir(parents=True, exist_ok=True)
         self.temp_path = incoming / f"{secrets.token_hex(16)}.part"
-        self.file = DiskFileTarget(self.temp_path, executor)
+        counter = PartCounter()
+        self.file = DiskFileTarget(self.temp_path, executor, counter)
         self._parser.register("file", self.file)
-        self._fields = {name: ValueTarget(validator=MaxSizeValidator(limit * 4))
-                        for name, limit in FIELD_LIMITS.items()}
+        self._fields = {name: FieldTarget(name, limit, counter) for name, limit in FIELD_LIMITS.items()}
         for name, target in self._fields.items():
             self._parser.register(name, target)
+        # Registered last: known names match exactly first.
+        self._parser.register("*", OtherPartTarget(counter), matches=lambda *names: True)
         self.received_bytes = 0
 
     async def feed(self, chunk: bytes) -> None:

@@ -1,12 +1,13 @@
 """Catalog, detail, upload, delete, re-run (API.md §2 and §4)."""
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 
 import tornado.web
 
-from videoflix import catalog, media, videos
+from videoflix import catalog, media, uploads, videos
 from videoflix.handlers.base import APIError, BaseHandler, admin, authenticated
 from videoflix.uploads import UploadError, UploadReceiver
 
@@ -20,6 +21,9 @@ MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 class VideoListHandler(BaseHandler):
     receiver: UploadReceiver | None = None
     takes_json = False  # multipart, streamed to disk below
+    slot_user: int | None = None  # holds an upload slot of this user
+    idle_timer: asyncio.TimerHandle | None = None
+    last_data = 0.0
 
     async def prepare(self) -> None:
         super().prepare()
@@ -32,15 +36,51 @@ class VideoListHandler(BaseHandler):
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")
         self.request.connection.set_max_body_size(limit)
+        user = self.current_user
+        if not uploads.take_upload_slot(self.services, user.user_id, self.config.max_concurrent_uploads):
+            raise APIError(429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} "
+                                "in progress per user.")
+        self.slot_user = user.user_id
         try:
             self.receiver = UploadReceiver(self.request.headers, self.config.media_dir, self.services.file_executor)
         except UploadError as exc:
             raise APIError(400, str(exc)) from None
+        self.last_data = asyncio.get_running_loop().time()
+        self.watch_idle()
+
+    def watch_idle(self) -> None:
+        """Cut off an upload that sends nothing for upload_idle_seconds (a stalled or
+        slow-loris body holds a connection, a slot and a .part file; CWE-400)."""
+        loop = asyncio.get_running_loop()
+        deadline = self.last_data + self.config.upload_idle_seconds
+        if loop.time() < deadline:
+            self.idle_timer = loop.call_at(deadline, self.watch_idle)
+            return
+        self.idle_timer = None
+        log.info("upload from %s idle for %ss: connection closed", self.request.remote_ip,
+                 self.config.upload_idle_seconds)
+        if self.receiver is not None:
+            self.receiver.discard()
+            self.receiver = None
+        self.release_upload()
+        self.request.connection.close()
+
+    def release_upload(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        if self.slot_user is not None:
+            uploads.release_upload_slot(self.services, self.slot_user)
+            self.slot_user = None
+
+    def on_finish(self) -> None:
+        self.release_upload()
 
     async def data_received(self, chunk: bytes) -> None:
         receiver = self.receiver
         if receiver is None:
             return
+        self.last_data = asyncio.get_running_loop().time()
         try:
             if receiver.received_bytes + len(chunk) > self.config.max_upload_bytes + MULTIPART_OVERHEAD_BYTES:
                 raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")
@@ -66,6 +106,7 @@ class VideoListHandler(BaseHandler):
         # rows are created only once the body is complete).
         if self.receiver is not None and self.request.method == "POST":
             self.receiver.discard()
+        self.release_upload()
         super().on_connection_close()
 
     @authenticated
@@ -76,6 +117,9 @@ class VideoListHandler(BaseHandler):
 
     @authenticated
     async def post(self) -> None:
+        if self.idle_timer is not None:  # the body is complete
+            self.idle_timer.cancel()
+            self.idle_timer = None
         user = self.current_user
         try:
             video = await videos.create_from_upload(self.config, self.services, self.receiver, user.user_id,
