@@ -37,6 +37,20 @@ def _parse_positive_int(value: str) -> int:
     return number
 
 
+def _parse_positive_float(value: str) -> float:
+    number = float(value.strip())
+    if not number > 0 or number == float("inf"):
+        raise ValueError("must be a number > 0")
+    return number
+
+
+def _parse_non_negative_int(value: str) -> int:
+    number = int(value.strip())
+    if number < 0:
+        raise ValueError("must be >= 0")
+    return number
+
+
 def _parse_port(value: str) -> int:
     number = int(value.strip())
     if not 0 <= number <= 65535:
@@ -92,6 +106,14 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("transcode_stall_seconds", "TRANSCODE_STALL_SECONDS", _parse_positive_int, "kill ffmpeg after this long without progress"),
     ("transcode_lease_seconds", "TRANSCODE_LEASE_SECONDS", _parse_positive_int, "a job not renewed this long (its worker died) is reclaimed"),
     ("x264_preset", "VIDEOFLIX_X264_PRESET", _parse_str, "libx264 preset"),
+    ("max_video_width", "MAX_VIDEO_WIDTH", _parse_positive_int, "widest accepted picture (pixels, as displayed; 400 above)"),
+    ("max_video_height", "MAX_VIDEO_HEIGHT", _parse_positive_int, "tallest accepted picture (pixels, as displayed; 400 above)"),
+    ("max_video_pixels", "MAX_VIDEO_PIXELS", _parse_positive_int, "most pixels per frame (width x height; 400 above)"),
+    ("max_video_fps", "MAX_VIDEO_FPS", _parse_positive_float, "highest accepted average frame rate (400 above)"),
+    ("max_video_seconds", "MAX_VIDEO_SECONDS", _parse_positive_int, "longest accepted duration in seconds (400 above)"),
+    ("max_video_streams", "MAX_VIDEO_STREAMS", _parse_positive_int, "most streams (video, audio, subtitles, data) in one file (400 above)"),
+    ("transcode_memory_mb", "TRANSCODE_MEMORY_MB", _parse_non_negative_int, "address-space limit (MiB) of each ffmpeg run; 0 = sized from the CPU count and frame size"),
+    ("transcode_cpu_factor", "TRANSCODE_CPU_FACTOR", _parse_positive_float, "CPU-time limit of each ffmpeg run, in CPU-seconds per second of 1080p video (at least 300 s)"),
     ("stream_token_ttl", "STREAM_TOKEN_TTL", _parse_positive_int, "lifetime (s) of signed playback URLs"),
     ("log_level", "VIDEOFLIX_LOG_LEVEL", _parse_str, "logging level"),
 )
@@ -133,6 +155,15 @@ class Config:
     transcode_stall_seconds: int = 60
     transcode_lease_seconds: int = 60
     x264_preset: str = "veryfast"
+    # Media caps and resource limits (videoflix/transcode/limits.py explains the defaults).
+    max_video_width: int = 7680
+    max_video_height: int = 7680
+    max_video_pixels: int = 7680 * 4320
+    max_video_fps: float = 120.0
+    max_video_seconds: int = 12 * 3600
+    max_video_streams: int = 16
+    transcode_memory_mb: int = 0
+    transcode_cpu_factor: float = 30.0
     stream_token_ttl: int = 6 * 3600
     log_level: str = "INFO"
 

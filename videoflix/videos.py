@@ -21,6 +21,7 @@ from videoflix.db import cursor, transaction
 from videoflix.services import Services
 from videoflix.tables import videos as video_rows
 from videoflix.transcode import progress, queue
+from videoflix.transcode.limits import caps_from_config
 from videoflix.transcode.probe import Probe, ProbeError, probe_file
 from videoflix.uploads import FIELD_LIMITS, UploadError, UploadReceiver
 
@@ -85,7 +86,7 @@ async def create_from_upload(config: Config, services: Services, upload: UploadR
             raise InvalidUpload({"file": ["No file was submitted."]})
         fields, visibility = check_upload_fields(upload.fields(), is_admin, config.allow_public_user_uploads)
         try:
-            probe = await probe_file(upload.temp_path)
+            probe = await probe_file(upload.temp_path, caps=caps_from_config(config))
         except ProbeError as exc:
             raise UploadRejected(str(exc)) from None
         if client_gone():

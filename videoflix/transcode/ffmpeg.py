@@ -1,9 +1,10 @@
 """One ffmpeg process per job: decode once, encode the whole ladder, write HLS.
 
 `build_command` and `build_poster_command` are pure. `transcode` is the child-process
-entry point (module-level, picklable arguments): it probes, runs ffmpeg at a lower CPU
-priority under a watchdog (`run_ffmpeg`), makes the poster and thumbnail, measures the
-segments and writes the master playlist. It never writes outside `out_dir`.
+entry point (module-level, picklable arguments): it probes (refusing what exceeds the
+media caps), runs ffmpeg at a lower CPU priority under a watchdog (`run_ffmpeg`) and
+memory/CPU-time limits sized from the job (limits.py), makes the poster and thumbnail,
+measures the segments and writes the master playlist. It never writes outside `out_dir`.
 
 Sharing one audio encode across renditions: ffmpeg 5.1's HLS muxer rejects the same
 audio stream in two `-var_stream_map` variants ("Same elementary stream found more than
@@ -48,6 +49,7 @@ from videoflix.media import (
 )
 from videoflix.proc import die_with_parent
 from videoflix.transcode.ladder import Rendition, pick_renditions
+from videoflix.transcode.limits import MediaCaps, ResourceLimits, ffmpeg_limits
 from videoflix.transcode.playlist import (
     PlaylistError,
     Variant,
@@ -87,6 +89,8 @@ TRUNCATION_MIN_SECONDS = 1.0
 TRUNCATION_FRACTION = 0.02
 # How often the watchdog wakes when ffmpeg is silent.
 WATCHDOG_POLL_SECONDS = 0.25
+# How often an exiting ffmpeg is polled for its exit status and CPU time.
+REAP_POLL_SECONDS = 0.02
 # Lines of ffmpeg's stderr kept for the error message of a failed run.
 STDERR_TAIL_LINES = 8
 # ffmpeg's share of the progress bar; posters, measuring and the master take the rest.
@@ -132,6 +136,9 @@ class TranscodeSettings:
     stall_seconds: float = 60.0
     time_limit_factor: float = 10.0  # limit = max(MIN_TIME_LIMIT_SECONDS, factor * duration)
     nice: int = 10
+    caps: MediaCaps = MediaCaps()  # checked again here: the upload's check may be older
+    memory_mb: int = 0  # address-space limit of each ffmpeg run; 0 = sized from the job
+    cpu_factor: float = 30.0  # CPU-seconds per second of 1080p video (limits.ffmpeg_limits)
 
     def __post_init__(self) -> None:
         if self.gop_seconds <= 0 or self.segment_seconds % self.gop_seconds:
@@ -151,6 +158,13 @@ class TranscodeResult:
 
 def time_limit_seconds(duration: float, settings: TranscodeSettings) -> float:
     return max(MIN_TIME_LIMIT_SECONDS, settings.time_limit_factor * duration)
+
+
+def job_limits(probe: Probe, settings: TranscodeSettings) -> ResourceLimits:
+    """Memory and CPU-time limits of each ffmpeg run on this source."""
+    pixels = max(w * h for w, h in [(probe.width, probe.height), *probe.video_sizes])
+    return ffmpeg_limits(pixels, probe.duration, memory_mb=settings.memory_mb,
+                         cpu_factor=settings.cpu_factor)
 
 
 def _path_arg(path: str | os.PathLike[str]) -> str:
@@ -323,19 +337,36 @@ def _drain(stream: IO[bytes], tail: deque[str]) -> None:
             tail.append(line)
 
 
-def _spawn(command: Sequence[str], nice: int) -> subprocess.Popen[bytes]:
+def _spawn(command: Sequence[str], nice: int, limits: ResourceLimits | None = None) -> subprocess.Popen[bytes]:
     argv = list(command)
     nice_binary = shutil.which("nice") if nice else None
     if nice_binary:
         # nice(1) execs ffmpeg, so every thread ffmpeg starts inherits the priority.
         argv = [nice_binary, "-n", str(nice), *argv]
     # ffmpeg dies with the pool worker that runs it (even by SIGKILL): a killed
-    # worker or a crashed server leaves no orphan encode behind.
+    # worker or a crashed server leaves no orphan encode behind. `limits` caps its
+    # memory and CPU time (nice(1) execs ffmpeg, which keeps them).
+    preexec = die_with_parent(signal.SIGKILL)
+    if limits is not None:
+        preexec = limits.preexec(then=preexec)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=die_with_parent(signal.SIGKILL))
+                            stderr=subprocess.PIPE, preexec_fn=preexec)
     if nice and not nice_binary:
         os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
     return proc
+
+
+def _reap(proc: subprocess.Popen[bytes], timeout: float) -> tuple[int, float]:
+    """Wait for `proc` to exit; its return code and the CPU time it used (wait4)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_utime + usage.ru_stime
+        if time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(REAP_POLL_SECONDS)
 
 
 def run_ffmpeg(
@@ -346,14 +377,16 @@ def run_ffmpeg(
     time_limit: float,
     nice: int = 0,
     on_progress: ProgressCallback | None = None,
+    limits: ResourceLimits | None = None,
 ) -> float:
     """Run ffmpeg (with `-progress pipe:1`) under a watchdog; return the final out_time.
 
     ffmpeg is killed, and TranscodeError raised, when its out_time does not advance for
     `stall_seconds` (a hung read, a wedged filter) or the run exceeds `time_limit`.
-    `on_progress` receives a percentage 0-100 of `duration`.
+    It runs under `limits` (address space, CPU time); hitting one is a TranscodeError
+    that says which. `on_progress` receives a percentage 0-100 of `duration`.
     """
-    proc = _spawn(command, nice)
+    proc = _spawn(command, nice, limits)
     assert proc.stdout is not None and proc.stderr is not None
     tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
     drain = threading.Thread(target=_drain, args=(proc.stderr, tail), daemon=True)
@@ -386,7 +419,7 @@ def run_ffmpeg(
                     on_progress(min(100.0, 100.0 * out_time / duration))
         remaining = max(1.0, time_limit - (time.monotonic() - started))
         try:
-            returncode = proc.wait(timeout=remaining)
+            returncode, cpu_used = _reap(proc, remaining)
         except subprocess.TimeoutExpired:
             raise TranscodeError("ffmpeg exceeded the time limit of %g s." % time_limit) from None
     finally:
@@ -399,28 +432,31 @@ def run_ffmpeg(
         proc.stderr.close()
     if returncode != 0:
         detail = " | ".join(tail) or "no error output"
+        hit = limits.failure(returncode, cpu_used, detail) if limits is not None else None
+        if hit is not None:
+            raise TranscodeError("ffmpeg %s." % hit)
         raise TranscodeError("ffmpeg failed (exit %d): %s" % (returncode, detail))
     return out_time
 
 
-def _run_quiet(command: Sequence[str], timeout: float, nice: int) -> None:
+def _run_quiet(command: Sequence[str], timeout: float, nice: int, limits: ResourceLimits | None) -> None:
     """A short ffmpeg run (posters) under a plain timeout."""
-    run_ffmpeg(command, duration=0.0, stall_seconds=timeout, time_limit=timeout, nice=nice)
+    run_ffmpeg(command, duration=0.0, stall_seconds=timeout, time_limit=timeout, nice=nice, limits=limits)
 
 
 def make_posters(
     source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
-    settings: TranscodeSettings,
+    settings: TranscodeSettings, limits: ResourceLimits | None = None,
 ) -> None:
     timeout = min(settings.stall_seconds, MIN_TIME_LIMIT_SECONDS)
     poster = Path(out_dir) / POSTER_NAME
-    _run_quiet(build_poster_command(source, out_dir, probe), timeout, settings.nice)
+    _run_quiet(build_poster_command(source, out_dir, probe), timeout, settings.nice, limits)
     if not poster.exists():
         # A third of the way in lies past the last video frame (a long audio tail):
         # fall back to the start.
         log.info("no frame a third into %s; poster from the start", source)
         _run_quiet(build_poster_command(source, out_dir, probe, start_seconds=0.0),
-                   timeout, settings.nice)
+                   timeout, settings.nice, limits)
     if not poster.exists() or not (Path(out_dir) / THUMBNAIL_NAME).exists():
         raise TranscodeError("Could not extract a poster frame.")
 
@@ -469,11 +505,14 @@ def _transcode(
     source: str | os.PathLike[str], out: Path, settings: TranscodeSettings,
     on_progress: ProgressCallback | None,
 ) -> TranscodeResult:
-    # The allow-listed probe decides the demuxer; every ffmpeg run below forces it.
+    # The allow-listed probe decides the demuxer; every ffmpeg run below forces it. The
+    # caps are checked again: the job may be older than the configured caps, or the
+    # source replaced behind the upload's back.
     try:
-        probe = probe_file_sync(source)
+        probe = probe_file_sync(source, caps=settings.caps)
     except ProbeError as error:
         raise TranscodeError(str(error)) from error
+    limits = job_limits(probe, settings)
     renditions = pick_renditions(probe)
     log.info(
         "transcoding %s: %dx%d %.3f fps %.1f s audio=%s -> %s",
@@ -495,11 +534,12 @@ def _transcode(
         time_limit=time_limit_seconds(probe.duration, settings),
         nice=settings.nice,
         on_progress=ffmpeg_progress,
+        limits=limits,
     )
     check_complete(produced, probe.duration)
     log.info("encoded %s in %.1f s (%.1f s of video)", source, time.monotonic() - started, produced)
 
-    make_posters(source, out, probe, settings)
+    make_posters(source, out, probe, settings, limits)
     try:
         variants = [_variant(out, r, probe.has_audio) for r in renditions]
     except (PlaylistError, ProbeError) as error:

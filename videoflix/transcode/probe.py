@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from videoflix.transcode.limits import PROBE_LIMITS, MediaCaps, ResourceLimits
+
 log = logging.getLogger(__name__)
 
 # Reading headers takes well under a second; a minute means a stuck read (a FIFO, a
@@ -68,6 +70,10 @@ UNSUPPORTED_FORMAT_MESSAGE = (
 MAX_PLAUSIBLE_FPS = 1000.0
 
 
+# A probe that hit its memory or CPU-time limit (see limits.PROBE_LIMITS).
+TOO_DEMANDING_MESSAGE = "The file needs more memory or CPU time to read than this server allows."
+
+
 class ProbeError(Exception):
     """The file cannot be used as a video; str(error) is a message fit for the user."""
 
@@ -82,6 +88,9 @@ class Probe:
     a legacy `rotate` tag of 90, meaning clockwise, becomes 270).
     `fps` is the average frame rate (sane for variable frame rate sources);
     `nominal_fps` is r_frame_rate when it is a plausible rate, else None.
+    `stream_count`, `video_sizes` (coded size of every video stream), `claimed_fps` (the
+    chosen stream's average rate, however implausible) and `claimed_duration` (the
+    longest of the container's and every stream's) are what the media caps look at.
     """
 
     width: int
@@ -99,6 +108,10 @@ class Probe:
     video_profile: str | None = None
     video_level: int | None = None
     format_name: str = ""
+    stream_count: int = 1
+    video_sizes: tuple[tuple[int, int], ...] = ()
+    claimed_fps: float = 0.0
+    claimed_duration: float = 0.0
 
     @property
     def demuxer(self) -> str:
@@ -242,6 +255,9 @@ def parse_probe(data: dict[str, Any]) -> Probe:
     rotation = _rotation(video)
     width, height = _displayed_size(video, rotation)
     level = _int(video.get("level"))
+    durations = [_float(fmt.get("duration"))] + [_float(s.get("duration")) for s in streams]
+    video_sizes = tuple((_int(s.get("width")) or 0, _int(s.get("height")) or 0)
+                        for s in streams if s.get("codec_type") == "video")
     return Probe(
         width=width,
         height=height,
@@ -258,7 +274,28 @@ def parse_probe(data: dict[str, Any]) -> Probe:
         video_profile=video.get("profile") if isinstance(video.get("profile"), str) else None,
         video_level=level if level is not None and level > 0 else None,  # VP8 reports -99
         format_name=str(fmt.get("format_name") or ""),
+        stream_count=len(streams),
+        video_sizes=video_sizes,
+        claimed_fps=_claimed_rate(video.get("avg_frame_rate")),
+        claimed_duration=max([d for d in durations if d is not None] or [duration]),
     )
+
+
+def _claimed_rate(value: Any) -> float:
+    """A rate as the file states it, without the plausibility bound of _rate (0.0 if none)."""
+    try:
+        rate = Fraction(value) if isinstance(value, str) else Fraction(0)
+    except (ValueError, ZeroDivisionError):
+        return 0.0
+    return float(rate) if rate > 0 else 0.0
+
+
+def check_caps(probe: Probe, caps: MediaCaps | None) -> Probe:
+    """`probe` when it is within `caps` (None: no caps), else ProbeError saying which."""
+    problem = caps.violation(probe) if caps is not None else None
+    if problem is not None:
+        raise ProbeError(problem)
+    return probe
 
 
 def probe_command(path: str | os.PathLike[str], demuxer: str | None = None) -> list[str]:
@@ -272,10 +309,14 @@ def probe_command(path: str | os.PathLike[str], demuxer: str | None = None) -> l
     ]
 
 
-def _parse_output(path: str | os.PathLike[str], returncode: int, stdout: bytes, stderr: bytes) -> Probe:
+def _parse_output(path: str | os.PathLike[str], returncode: int, stdout: bytes, stderr: bytes,
+                  limits: ResourceLimits) -> Probe:
     if returncode != 0:
         text = stderr.decode("utf-8", "replace").strip()
         log.info("ffprobe failed on %s (exit %s): %s", path, returncode, text[-500:])
+        # Reading headers never comes near the limits: a file that does is a bomb.
+        if limits.failure(returncode, None, text) is not None:
+            raise ProbeError(TOO_DEMANDING_MESSAGE)
         if "not on whitelist" in text:
             raise ProbeError(UNSUPPORTED_FORMAT_MESSAGE)
         raise ProbeError("Unreadable media file.")
@@ -287,13 +328,18 @@ def _parse_output(path: str | os.PathLike[str], returncode: int, stdout: bytes, 
 
 
 async def probe_file(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT_SECONDS,
-                     demuxer: str | None = None) -> Probe:
-    """Probe without blocking the loop; ffprobe is killed when it exceeds `timeout`."""
+                     demuxer: str | None = None, caps: MediaCaps | None = None,
+                     limits: ResourceLimits = PROBE_LIMITS) -> Probe:
+    """Probe without blocking the loop; ffprobe is killed when it exceeds `timeout`.
+
+    ffprobe runs under `limits` (memory, CPU time); the result must be within `caps`.
+    """
     proc = await asyncio.create_subprocess_exec(
         *probe_command(path, demuxer),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        preexec_fn=limits.preexec(),
     )
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
@@ -305,18 +351,19 @@ async def probe_file(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOU
             proc.kill()
             await proc.wait()
     returncode = await proc.wait()
-    return _parse_output(path, returncode, stdout, stderr)
+    return check_caps(_parse_output(path, returncode, stdout, stderr, limits), caps)
 
 
 def probe_file_sync(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT_SECONDS,
-                    demuxer: str | None = None) -> Probe:
+                    demuxer: str | None = None, caps: MediaCaps | None = None,
+                    limits: ResourceLimits = PROBE_LIMITS) -> Probe:
     """Blocking probe for the transcode child process (never call it on the loop)."""
     try:
         done = subprocess.run(
             probe_command(path, demuxer), stdin=subprocess.DEVNULL, capture_output=True,
-            timeout=timeout, check=False,
+            timeout=timeout, check=False, preexec_fn=limits.preexec(),
         )
     except subprocess.TimeoutExpired:  # run() has already killed ffprobe
         log.warning("ffprobe timed out after %s s on %s", timeout, path)
         raise ProbeError("Timed out reading the media file.") from None
-    return _parse_output(path, done.returncode, done.stdout, done.stderr)
+    return check_caps(_parse_output(path, done.returncode, done.stdout, done.stderr, limits), caps)

@@ -42,6 +42,7 @@ from videoflix.services import Services
 from videoflix.tables import videos
 from videoflix.transcode import progress, queue
 from videoflix.transcode.ffmpeg import TranscodeError, TranscodeSettings, public_reason, transcode
+from videoflix.transcode.limits import caps_from_config
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,9 @@ def make_process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
 
 
 def settings_from_config(config: Config) -> TranscodeSettings:
-    return TranscodeSettings(preset=config.x264_preset, stall_seconds=float(config.transcode_stall_seconds))
+    return TranscodeSettings(preset=config.x264_preset, stall_seconds=float(config.transcode_stall_seconds),
+                             caps=caps_from_config(config), memory_mb=config.transcode_memory_mb,
+                             cpu_factor=config.transcode_cpu_factor)
 
 
 class TranscodeRunner:
