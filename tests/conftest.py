@@ -26,10 +26,9 @@ from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, Client, MailSink, login, regis
 
 @pytest.fixture(scope="session")
 def state_dir():
-    # Not pytest's tmp_path: its root is mode 0700, and PostgreSQL runs as
-    # another user when the suite runs as root.
+    # Mode 0700 (mkdtemp's): PostgreSQL, run as another account when the suite runs
+    # as root, needs no search permission above its data directory (embedded.py).
     path = Path(tempfile.mkdtemp(prefix="videoflix-test-"))
-    path.chmod(0o755)
     yield path
     shutil.rmtree(path, ignore_errors=True)
 

@@ -23,6 +23,7 @@ from videoflix.db import cursor
 from videoflix.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
 from videoflix.log import setup_logging
 from videoflix.migrate import apply_migrations
+from videoflix.secretfile import read_or_create_secret
 from videoflix.services import create_services
 from videoflix.tables import users
 
@@ -98,15 +99,6 @@ def cmd_createadmin(config: Config, email: str) -> None:
     asyncio.run(_ensure_admin(config, email, password))
 
 
-def _read_or_create(path: Path, make) -> tuple[str, bool]:
-    if path.exists():
-        return path.read_text().strip(), False
-    value = make()
-    path.write_text(value + "\n")
-    path.chmod(0o600)
-    return value, True
-
-
 def _lock_var_dir(var: Path, stack: ExitStack) -> None:
     lock_path = var / "dev.lock"
     handle = stack.enter_context(open(lock_path, "a+"))
@@ -129,7 +121,7 @@ def cmd_dev(config: Config) -> None:
         _lock_var_dir(var, stack)
         changes: dict[str, str] = {}
         if not config.secret_key:
-            changes["secret_key"], _ = _read_or_create(var / "secret-key", lambda: secrets.token_urlsafe(48))
+            changes["secret_key"], _ = read_or_create_secret(var / "secret-key", lambda: secrets.token_urlsafe(48))
         try:
             if not config.database_url:
                 postgres = EmbeddedPostgres(var / "postgres", free_port())
@@ -144,7 +136,7 @@ def cmd_dev(config: Config) -> None:
         config = dataclasses.replace(config, **changes)
         password = config.admin_password
         if not password:
-            password, created = _read_or_create(var / "admin-password", lambda: secrets.token_urlsafe(12))
+            password, created = read_or_create_secret(var / "admin-password", lambda: secrets.token_urlsafe(12))
             if created:
                 sys.stderr.write(f"\nAdmin account: {config.admin_email}\nPassword (shown once, kept in "
                                  f"{var / 'admin-password'}): {password}\n\n")

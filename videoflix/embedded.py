@@ -4,6 +4,14 @@ Used by `videoflix dev` (under ./var) and by the test suite (under a temporary
 directory). PostgreSQL refuses to run as root, so when we are root its
 programs run as an unprivileged account (`postgres` when the Debian package
 created it, else `nobody`) that owns the data directory.
+
+That account may not be able to search the directories above ./var (a home
+directory of mode 0700, a mkdtemp directory): no mode outside ./var is ever
+changed. Root opens the data directory and the server programs inherit the
+descriptor; they reach the directory as /proc/self/fd/N, which needs no search
+permission on its ancestors. Secret files (passwords, redis.conf) are 0600
+from their first byte (videoflix.secretfile); initdb reads its password from
+a pipe, never from a file.
 """
 from __future__ import annotations
 
@@ -15,9 +23,10 @@ import secrets
 import shutil
 import signal
 import socket
-import stat
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -25,6 +34,7 @@ from urllib.parse import quote
 import psycopg2
 
 from videoflix.proc import die_with_parent
+from videoflix.secretfile import read_or_create_secret, write_secret
 
 log = logging.getLogger(__name__)
 
@@ -74,14 +84,24 @@ def _unprivileged_account() -> pwd.struct_passwd | None:
     raise EmbeddedError("running as root and no unprivileged account (postgres/nobody) exists")
 
 
-def _make_traversable(path: Path, account: pwd.struct_passwd) -> None:
-    """Let `account` reach `path`: add o+x to ancestors that lack it."""
-    for parent in reversed(path.resolve().parents):
-        st = parent.stat()
-        if st.st_uid == account.pw_uid or st.st_mode & stat.S_IXOTH:
-            continue
-        log.warning("granting others search (o+x) on %s so %s can reach %s", parent, account.pw_name, path)
-        os.chmod(parent, st.st_mode | stat.S_IXOTH)
+@contextmanager
+def _reachable(directory: Path, account: pwd.struct_passwd | None) -> Iterator[tuple[str, dict]]:
+    """The path under which a child run as `account` finds `directory`, and Popen kwargs.
+
+    For ourselves, the directory's own path. For another account, /proc/self/fd/N of a
+    descriptor root opened and the child inherits (pass_fds): opening it walks no
+    ancestor, so their modes stay as they are. The child starts in "/", because
+    PostgreSQL 15 changes back to its starting directory by path (find_my_exec).
+    Valid while the context is open; a started server keeps its own copy.
+    """
+    if account is None:
+        yield str(directory), {}
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield f"/proc/self/fd/{fd}", {"pass_fds": (fd,), "cwd": "/"}
+    finally:
+        os.close(fd)
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, what: str, log_path: Path) -> None:
@@ -137,21 +157,29 @@ class EmbeddedPostgres:
     def _initdb(self, bindir: Path) -> None:
         account = _unprivileged_account()
         self.data_dir.mkdir(parents=True, mode=0o700)
-        if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            self.password_file.chmod(0o600)
-        pwfile = self.data_dir.parent / f".{self.data_dir.name}-initdb-pwfile"
-        pwfile.write_text(self.password_file.read_text())
+        password, _ = read_or_create_secret(self.password_file, lambda: secrets.token_urlsafe(24))
         if account is not None:
-            _make_traversable(self.data_dir, account)
             os.chown(self.data_dir, account.pw_uid, account.pw_gid)
-            os.chown(pwfile, account.pw_uid, account.pw_gid)
-        result = subprocess.run(
-            [str(bindir / "initdb"), "-D", str(self.data_dir), "-U", DATABASE_USER,
-             "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C.UTF-8"],
-            capture_output=True, text=True, **self._run_kwargs(),
-        )
-        pwfile.unlink()
+        # initdb reads the password from a pipe (as /proc/self/fd/N): no file holds it.
+        read_end, write_end = os.pipe()
+        try:
+            if account is not None:
+                os.fchown(read_end, account.pw_uid, account.pw_gid)  # so it may reopen it
+            os.write(write_end, (password + "\n").encode())
+            os.close(write_end)
+            write_end = -1
+            with _reachable(self.data_dir, account) as (data_path, reach):
+                reach = {**reach, "pass_fds": (*reach.get("pass_fds", ()), read_end)}
+                result = subprocess.run(
+                    [str(bindir / "initdb"), "-D", data_path, "-U", DATABASE_USER,
+                     "--auth=scram-sha-256", f"--pwfile=/proc/self/fd/{read_end}", "-E", "UTF8",
+                     "--locale=C.UTF-8"],
+                    capture_output=True, text=True, **reach, **self._run_kwargs(),
+                )
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
         if result.returncode != 0:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             raise EmbeddedError(f"initdb failed:\n{result.stdout}\n{result.stderr}")
@@ -161,21 +189,20 @@ class EmbeddedPostgres:
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb(bindir)
         account = _unprivileged_account()
-        if account is not None:
-            _make_traversable(self.data_dir, account)
-        args = [str(bindir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-                "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.data_dir}",
-                "-c", "max_connections=200"]
-        if not self.durable:
-            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         log_path = self.data_dir.parent / (self.data_dir.name + ".log")
-        with open(log_path, "ab") as log_file:
+        with open(log_path, "ab") as log_file, _reachable(self.data_dir, account) as (data_path, reach):
+            args = [str(bindir / "postgres"), "-D", data_path, "-p", str(self.port),
+                    "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_path}",
+                    "-c", "max_connections=200"]
+            if not self.durable:
+                args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
             if account is not None:
                 os.chown(log_path, account.pw_uid, account.pw_gid)
             self.proc = subprocess.Popen(
                 args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 # SIGINT = fast shutdown, should we die without stopping it.
-                start_new_session=True, preexec_fn=die_with_parent(signal.SIGINT), **self._run_kwargs(),
+                start_new_session=True, preexec_fn=die_with_parent(signal.SIGINT), **reach,
+                **self._run_kwargs(),
             )
         _wait_for_port(self.port, self.proc, "postgres", log_path)
         self._create_database()
@@ -232,9 +259,7 @@ class EmbeddedRedis:
         if server is None:
             raise EmbeddedError("redis-server not found: install the 'redis-server' package")
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not self.password_file.exists():
-            self.password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            self.password_file.chmod(0o600)
+        password, _ = read_or_create_secret(self.password_file, lambda: secrets.token_urlsafe(24))
         config = "\n".join([
             f"port {self.port}",
             "bind 127.0.0.1",
@@ -243,12 +268,11 @@ class EmbeddedRedis:
             "appendfsync everysec",
             'save ""',
             "daemonize no",
-            f"requirepass {self.password_file.read_text().strip()}",
+            f"requirepass {password}",
             "",
         ])
         config_path = self.data_dir / "redis.conf"
-        config_path.write_text(config)
-        config_path.chmod(0o600)
+        write_secret(config_path, config)
         log_path = self.data_dir / "redis.log"
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
