@@ -748,9 +748,11 @@ async def test_stream_url_for_unknown_or_unwatchable_video_is_404(client, owner,
 # --- images ------------------------------------------------------------------------------
 
 @pytest.mark.gen_test
-async def test_thumbnail_and_poster_are_public_with_long_cache(client, owner, make_video, config, new_client):
+async def test_public_videos_thumbnail_and_poster_are_public_with_long_cache(client, owner, make_video, config,
+                                                                            new_client):
+    # A private video's images: tests/test_private_images.py.
     user = await owner()
-    video_id = await make_video(user["id"], visibility="private")
+    video_id = await make_video(user["id"], visibility="public")
     anonymous = new_client()
     for kind, name in (("thumbnail", "thumbnail.jpg"), ("poster", "poster.jpg")):
         response = await get(anonymous, f"/media/{kind}/{video_id}.jpg", headers={"Origin": ORIGIN})

@@ -16,7 +16,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any
 
-from videoflix import media, rediskeys
+from videoflix import images, media, rediskeys
 from videoflix.config import Config
 from videoflix.db import cursor
 from videoflix.services import Services
@@ -42,7 +42,8 @@ def catalog_item(config: Config, video: dict) -> dict[str, Any]:
         "created_at": iso_utc(video["created_at"]),
         "title": video["title"],
         "description": video["description"],
-        "thumbnail_url": f"{config.public_url}/media/thumbnail/{video['id']}.jpg" if ready else None,
+        # Private videos' images live under an unguessable URL (images.py).
+        "thumbnail_url": images.image_url(config, video) if ready else None,
         "category": video["category"] or "",
     }
 

@@ -114,6 +114,11 @@ async def _cached_video(services: Services, video_id: int) -> dict | None:
     return row
 
 
+async def ready_video(services: Services, video_id: int) -> dict | None:
+    """The video's (cached) playback row if it is ready, else None: images.py decides."""
+    return await _cached_video(services, video_id)
+
+
 async def watchable_video(services: Services, video_id: int, claims: tokens.SessionClaims) -> dict:
     """The video's playback row if this session may watch it (media.can_watch), else NotFound."""
     video = await _cached_video(services, video_id)

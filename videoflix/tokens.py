@@ -203,3 +203,19 @@ def read_access_token_cached(secret: str, token: str, now: int) -> SessionClaims
     if claims.expires_at <= now:
         raise TokenError("expired")
     return claims
+
+
+# --- unguessable image URLs (thumbnails and posters of private videos) --------
+
+# 22 base64url characters: 132 bits of the MAC.
+IMAGE_KEY_CHARS = 22
+
+
+def image_key(secret: str, video_id: int) -> str:
+    """The key in a private video's image URLs: stable (the URL stays cacheable) and
+    unguessable without SECRET_KEY; rotating the secret changes every key."""
+    return _mac(secret, "image", str(int(video_id)))[:IMAGE_KEY_CHARS]
+
+
+def check_image_key(secret: str, video_id: int, key: str) -> bool:
+    return key.isascii() and hmac.compare_digest(image_key(secret, video_id), key)

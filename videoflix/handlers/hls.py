@@ -30,7 +30,6 @@ import asyncio
 import concurrent.futures
 import datetime
 import logging
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
-from videoflix import httpranges, media, mediafiles, playback, tokens
+from videoflix import httpranges, images, media, mediafiles, playback, tokens
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
                                      JSONErrorsMixin, ServicesMixin, authenticated, public)
 
@@ -57,15 +56,13 @@ SEGMENT_CACHE_CONTROL = "private, max-age=31536000, immutable"
 # seconds, so a re-transcode or a deletion shows soon; after that the browser
 # revalidates with If-None-Match and gets a bodiless 304.
 PLAYLIST_CACHE_CONTROL = "private, max-age=5"
-# Thumbnails and posters are public (catalog <img> tags) and change only when a
-# video is re-transcoded; a week, then an If-None-Match revalidation.
-IMAGE_CACHE_CONTROL = "public, max-age=604800"
+# Thumbnails and posters: images.py sets Cache-Control by who may fetch them.
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"  # RFC 8216 §4
 SEGMENT_TYPE = "video/MP2T"  # RFC 8216 §3.2 / RFC 3555
 IMAGE_TYPE = "image/jpeg"
 PLAYLIST_KINDS = ("master", "playlist")
 
-_IMAGE_NAME_RE = re.compile(rf"({media.VIDEO_ID_PATTERN})\.jpg")
+
 class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.StaticFileHandler):
     """One file under media/<id>/, found by a subclass; see the module docstring.
 
@@ -122,10 +119,8 @@ class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tor
             self.set_header("Cache-Control", PLAYLIST_CACHE_CONTROL)
             # The body depends on Accept-Encoding whether or not this one is gzipped.
             self.add_header("Vary", "Accept-Encoding")
-        elif self.kind == "segment":
-            self.set_header("Cache-Control", SEGMENT_CACHE_CONTROL)
         else:
-            self.set_header("Cache-Control", IMAGE_CACHE_CONTROL)
+            self.set_header("Cache-Control", SEGMENT_CACHE_CONTROL)
 
     # --- serving ------------------------------------------------------------------
 
@@ -289,19 +284,35 @@ class StreamFileHandler(MediaFileHandler):
 
 
 class MediaImageHandler(MediaFileHandler):
-    """/media/thumbnail/<id>.jpg and /media/poster/<id>.jpg: public, no database.
+    """/media/{thumbnail,poster}/<id>.jpg and <id>-<key>.jpg: who may fetch them and
+    how they are cached is images.py's rule (public videos: anyone; private: owner
+    and admins, or the unguessable keyed URL).
 
     They exist only once a transcode has put them in place and go with the video.
     """
 
+    access: images.ImageAccess | None = None
+
     @public
     async def get(self, name: str, include_body: bool = True) -> None:  # type: ignore[override]
-        match = _IMAGE_NAME_RE.fullmatch(name)
-        if match is None:
+        request = images.parse_image_name(name)
+        if request is None:
             raise APIError(404)
-        video_id = int(match.group(1))
-        file_name = media.THUMBNAIL_NAME if self.kind == "thumbnail" else media.POSTER_NAME
-        await self.serve_file(video_id, (file_name,), include_body)
+        try:
+            self.access = await images.image_access(self.config, self.services, request, self.current_user)
+        except media.VideoNotFound:
+            if self._auth_problem == INVALID_TOKEN:
+                # A stale or forged token says so, as for the HLS files; a private video
+                # and a missing one still get the same answer.
+                raise APIError(401, INVALID_TOKEN) from None
+            raise APIError(404) from None
+        await self.serve_file(request.video_id, (images.file_name(self.kind),), include_body)
+
+    def set_extra_headers(self, path: str) -> None:
+        assert self.access is not None
+        self.set_header("Cache-Control", self.access.cache_control)
+        if self.access.vary:
+            self.add_header("Vary", self.access.vary)
 
     @public
     async def head(self, name: str) -> None:  # type: ignore[override]
