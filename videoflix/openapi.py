@@ -53,6 +53,8 @@ def _strings(*names: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
 # Unsafe methods are answered 403 cross-site, 413 oversize, 415 non-JSON (API.md §5).
 _RULES = (403, 413, 415)
 _AUTHENTICATED = [{"cookieAuth": []}, {"bearerAuth": []}]
+# Anonymous, or either credential (images: a private video's need its owner's).
+_OPTIONAL_AUTH = [{}, *_AUTHENTICATED]
 _VIDEO_ID = {"name": "id", "in": "path", "required": True,
              "schema": {"type": "integer", "minimum": 1, "maximum": 999999999999999999}}
 _LINK = [{"name": "uidb64", "in": "path", "required": True, "schema": {"type": "string"}},
@@ -251,11 +253,13 @@ def openapi_document(public_url: str) -> dict[str, Any]:
             "Segment under a signed URL", {"description": "Segment bytes", "content": {"video/MP2T": {}}},
             [token, video, resolution, segment], ranged=True, security=[]),
         "/media/thumbnail/{name}": _file_get(
-            "Catalog thumbnail (JPEG)", {"description": "JPEG", "content": {"image/jpeg": {}}},
-            [_path_param("name", "<id>.jpg")], security=[]),
+            "Catalog thumbnail (JPEG). <id>.jpg: a public video's for anyone, a private video's "
+            "for its owner and admins; <id>-<key>.jpg (the thumbnail_url of a private video): "
+            "for whoever holds the key", {"description": "JPEG", "content": {"image/jpeg": {}}},
+            [_path_param("name", "<id>.jpg or <id>-<key>.jpg")], security=_OPTIONAL_AUTH),
         "/media/poster/{name}": _file_get(
-            "Poster (JPEG)", {"description": "JPEG", "content": {"image/jpeg": {}}},
-            [_path_param("name", "<id>.jpg")], security=[]),
+            "Poster (JPEG); access as for the thumbnail", {"description": "JPEG", "content": {"image/jpeg": {}}},
+            [_path_param("name", "<id>.jpg or <id>-<key>.jpg")], security=_OPTIONAL_AUTH),
     }
     return {
         "openapi": "3.1.0",
