@@ -243,3 +243,24 @@ def wait_until_healthy(proc: subprocess.Popen, port: int) -> None:
             pass
         time.sleep(0.2)
     raise AssertionError("videoflix dev did not become healthy within 120 s")
+
+
+# --- the outbox: activation and reset links are credentials ------------------------------
+
+@pytest.mark.gen_test
+async def test_outbox_mail_holding_a_reset_link_is_0600_under_umask_000(tmp_path, umask_000, chmods):
+    import concurrent.futures
+
+    from videoflix.config import Config
+    from videoflix.mail import Mailer
+
+    config = Config(var_dir=str(tmp_path / "var"))  # no SMTP_HOST: mail goes to the outbox
+    with concurrent.futures.ThreadPoolExecutor(1) as executor:
+        mailer = Mailer(config, executor)
+        link = mailer.link("confirm_password.html", "MQ", "reset-token-123")
+        mailer.send("password_reset", "victim@example.com", {"link": link})
+        await mailer.drain()
+    [eml] = list(Path(config.outbox_dir).glob("*.eml"))
+    assert "reset-token-123" in eml.read_text()
+    assert mode(eml) == 0o600 and chmods == []
+    assert [p.name for p in Path(config.outbox_dir).iterdir()] == [eml.name]  # no temp left

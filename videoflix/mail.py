@@ -22,6 +22,7 @@ from pathlib import Path
 import jinja2
 
 from videoflix.config import Config
+from videoflix.secretfile import write_secret
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +63,9 @@ def _write_eml(directory: str, message: email.message.EmailMessage) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.eml"
     target = path / name
-    temporary = path / f".{name}.tmp"
-    temporary.write_bytes(bytes(message))
-    temporary.rename(target)  # readers never see a half-written file
+    # Activation and reset links are credentials: 0600 from the first byte, and
+    # written under a temporary name, so readers never see a half-written file.
+    write_secret(target, bytes(message))
     return target
 
 

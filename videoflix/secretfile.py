@@ -1,4 +1,4 @@
-"""Secret files (keys, passwords, configs holding them): mode 0600 from the first byte.
+"""Secret files (keys, passwords, configs and mails holding them): mode 0600 from the first byte.
 
 Writing a file and restricting it afterwards leaves a window in which any local user
 can open it (and keep the descriptor); under a permissive umask the window is wide
@@ -22,14 +22,15 @@ SECRET_MODE = 0o600
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def write_secret(path: Path, text: str, owner: tuple[int, int] | None = None) -> None:
+def write_secret(path: Path, text: str | bytes, owner: tuple[int, int] | None = None) -> None:
     """Replace `path` with `text`; the file is 0600 (and `owner`'s) before it holds a byte."""
     temp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(temp, _CREATE_FLAGS, SECRET_MODE)
     try:
         if owner is not None:
             os.fchown(fd, *owner)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        binary = isinstance(text, bytes)
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as handle:
             fd = -1  # the file object owns it now
             handle.write(text)
             handle.flush()
