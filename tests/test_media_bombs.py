@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import upload, wait_for_status
+from helpers import upload, wait_for_status
 from media import BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, clip, ffmpeg, probe_facts
 from videoflix import media
 from videoflix.db import cursor

@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+from helpers import login
 from videoflix import media, tokens
 from videoflix.db import cursor
 from videoflix.tables import videos
@@ -81,7 +82,6 @@ def people(client, new_client, make_user, make_admin, io_loop):
 
 async def _register(browser, make_user):
     # make_user logs in on the shared `client`; log the other user in on its own browser.
-    from conftest import login
     await make_user("other@example.com", log_in=False)
     await login(browser, "other@example.com")
 
