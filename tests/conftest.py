@@ -126,8 +126,8 @@ def client(http_client, base_url):
 
 @pytest.fixture
 def new_client(http_client, base_url):
-    """Factory for more independent browsers."""
-    return lambda: Client(http_client, base_url.replace("localhost", "127.0.0.1"))
+    """Factory for more independent browsers, optionally from another source address."""
+    return lambda source_ip=None: Client(http_client, base_url.replace("localhost", "127.0.0.1"), source_ip)
 
 
 

@@ -69,10 +69,12 @@ class Response:
 class Client:
     """A browser-like client: keeps cookies, sends JSON with Content-Type."""
 
-    def __init__(self, http_client, base_url: str) -> None:
+    def __init__(self, http_client, base_url: str, source_ip: str | None = None) -> None:
         self.http = http_client
         self.base_url = base_url
         self.cookies: dict[str, str] = {}
+        # Another loopback address (127.0.0.2, ...): a client on another host.
+        self.source_ip = source_ip
 
     async def fetch(self, method: str, path: str, body: Any = None, *, raw_body: bytes | None = None,
                     headers: dict[str, str] | None = None, cookies: bool = True) -> Response:
@@ -85,7 +87,7 @@ class Client:
             data = b""
         raw = await self.http.fetch(self.base_url + path, method=method, body=data, headers=all_headers,
                                     raise_error=False, follow_redirects=False, request_timeout=60,
-                                    allow_nonstandard_methods=True)
+                                    allow_nonstandard_methods=True, network_interface=self.source_ip)
         response = Response(raw)
         for name, morsel in response.cookies().items():
             if morsel.value == "" or morsel["max-age"] == "0":  # a deleted cookie

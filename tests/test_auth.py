@@ -245,7 +245,7 @@ async def test_login_missing_fields_returns_400(client):
 
 
 @pytest.mark.gen_test
-async def test_login_throttled_after_ten_failures_for_one_email(client, make_user):
+async def test_login_throttled_after_ten_failures_for_one_email_from_one_address(client, make_user):
     await make_user(EMAIL, log_in=False)
     for _ in range(10):
         response = await client.post("/api/login/", {"email": EMAIL, "password": "wrong-password-1"})
@@ -260,7 +260,7 @@ async def test_login_throttled_after_ten_failures_for_one_email(client, make_use
 
 @pytest.mark.gen_test
 async def test_login_throttled_after_fifty_failures_from_one_address(client, services):
-    await services.redis.set(rediskeys.login_failures_by_address("127.0.0.1"), 50, ex=900)
+    await services.redis.set(rediskeys.login_attempts_by_address("127.0.0.1"), 50, ex=900)
     response = await client.post("/api/login/", {"email": "any@example.com", "password": "whatever-1"})
     assert response.status == 429
     assert int(response.headers["Retry-After"]) > 0
@@ -293,8 +293,16 @@ async def test_burst_of_slow_logins_does_not_stall_a_cheap_request(client, new_c
 
 # --- refresh and logout -------------------------------------------------------
 
+async def _age_spent_mark(services, refresh_token: str, seconds: int) -> None:
+    """Make a spent refresh token look spent `seconds` ago (its mark holds the time)."""
+    jti = jwt.decode(refresh_token, options={"verify_signature": False})["jti"]
+    key = rediskeys.denied_jti(jti)
+    spent = int(await services.redis.get(key))
+    await services.redis.set(key, spent - seconds, keepttl=True)
+
+
 @pytest.mark.gen_test
-async def test_refresh_rotates_tokens_and_rejects_the_old_refresh_token(client, make_user):
+async def test_refresh_rotates_tokens_and_rejects_the_old_refresh_token(client, make_user, services):
     await make_user(EMAIL)
     old_refresh = client.cookies["refresh_token"]
     response = await client.post("/api/token/refresh/")
@@ -303,18 +311,72 @@ async def test_refresh_rotates_tokens_and_rejects_the_old_refresh_token(client, 
     assert body["detail"] == "Token refreshed"
     assert body["access"] == client.cookies["access_token"]
     assert client.cookies["refresh_token"] != old_refresh
-    reuse = await client.post("/api/token/refresh/", headers={"Cookie": f"refresh_token={old_refresh}"})
-    assert (reuse.status, reuse.json()) == (401, {"detail": "Invalid refresh token."})
     again = await client.post("/api/token/refresh/")
     assert again.status == 200
+    await _age_spent_mark(services, old_refresh, 60)
+    reuse = await client.post("/api/token/refresh/", headers={"Cookie": f"refresh_token={old_refresh}"},
+                              cookies=False)
+    assert (reuse.status, reuse.json()) == (401, {"detail": "Invalid refresh token."})
 
 
 @pytest.mark.gen_test
-async def test_concurrent_refreshes_with_one_token_succeed_once(client, make_user):
+async def test_concurrent_refreshes_with_one_token_all_stay_in_one_session(client, make_user):
+    """Two tabs (here five) refreshing at once all stay logged in, in the same session."""
     await make_user(EMAIL)
     cookie = {"Cookie": f"refresh_token={client.cookies['refresh_token']}"}
-    responses = await asyncio.gather(*[client.post("/api/token/refresh/", headers=cookie) for _ in range(5)])
-    assert sorted(r.status for r in responses) == [200, 401, 401, 401, 401]
+    responses = await asyncio.gather(*[client.post("/api/token/refresh/", headers=cookie, cookies=False)
+                                       for _ in range(5)])
+    assert [r.status for r in responses] == [200] * 5
+    sids = {jwt.decode(r.json()["access"], options={"verify_signature": False})["sid"] for r in responses}
+    assert len(sids) == 1
+    for r in responses:
+        assert (await client.get("/api/video/", headers={"Authorization": f"Bearer {r.json()['access']}"},
+                                 cookies=False)).status == 200
+
+
+@pytest.mark.gen_test
+async def test_reuse_of_a_rotated_refresh_token_after_the_grace_window_ends_the_whole_session(
+        client, new_client, make_user, services):
+    """RFC 6819 §5.2.2.3: the thief's (or the victim's) late reuse revokes the family."""
+    await make_user(EMAIL)
+    stolen = client.cookies["refresh_token"]
+    assert (await client.post("/api/token/refresh/")).status == 200  # the victim rotates
+    victim_refresh, victim_access = client.cookies["refresh_token"], client.cookies["access_token"]
+    assert (await client.get("/api/video/")).status == 200
+    await _age_spent_mark(services, stolen, 30)
+    thief = new_client()
+    reuse = await thief.post("/api/token/refresh/", headers={"Cookie": f"refresh_token={stolen}"}, cookies=False)
+    assert (reuse.status, reuse.json()) == (401, {"detail": "Invalid refresh token."})
+    # Every token of that session is dead now: the victim's newer refresh and access tokens.
+    later = await client.post("/api/token/refresh/", headers={"Cookie": f"refresh_token={victim_refresh}"},
+                              cookies=False)
+    assert (later.status, later.json()) == (401, {"detail": "Invalid refresh token."})
+    listing = await client.get("/api/video/", headers={"Authorization": f"Bearer {victim_access}"}, cookies=False)
+    assert (listing.status, listing.json()) == (401, {"detail": "Invalid or expired token."})
+    # Other sessions of the same user are not affected.
+    other = new_client()
+    await login(other, EMAIL)
+    assert (await other.get("/api/video/")).status == 200
+    assert (await other.post("/api/token/refresh/")).status == 200
+
+
+@pytest.mark.gen_test
+async def test_refresh_token_reused_by_a_thief_within_the_grace_window_keeps_the_family_bounded(
+        client, new_client, make_user, services):
+    """Within the grace window a reuse is honoured, in the same session: a later
+    logout by the victim still ends what the reuse obtained."""
+    await make_user(EMAIL)
+    stolen = client.cookies["refresh_token"]
+    assert (await client.post("/api/token/refresh/")).status == 200
+    thief = new_client()
+    grabbed = await thief.post("/api/token/refresh/", headers={"Cookie": f"refresh_token={stolen}"},
+                               cookies=False)
+    assert grabbed.status == 200
+    thief_access = grabbed.json()["access"]
+    assert (await client.post("/api/logout/")).status == 200
+    listing = await thief.get("/api/video/", headers={"Authorization": f"Bearer {thief_access}"}, cookies=False)
+    assert listing.status == 401
+    assert (await thief.post("/api/token/refresh/")).status == 401
 
 
 @pytest.mark.gen_test
@@ -330,11 +392,13 @@ async def test_refresh_invalid_token_returns_401(client, make_user, config, toke
     if token_kind == "forged":
         token, _ = tokens.make_session_token("another-secret-key-for-forgery-tests", user_id=user["id"],
                                              kind="refresh", now=int(time.time()), ttl_seconds=600,
-                                             is_admin=False, token_version=0)
+                                             is_admin=False, token_version=0,
+                                             session_id=tokens.new_session_id())
     elif token_kind == "expired":
         token, _ = tokens.make_session_token(config.secret_key, user_id=user["id"], kind="refresh",
                                              now=int(time.time()) - 700, ttl_seconds=600,
-                                             is_admin=False, token_version=0)
+                                             is_admin=False, token_version=0,
+                                             session_id=tokens.new_session_id())
     else:
         token = client.cookies["access_token"]
     response = await client.post("/api/token/refresh/", headers={"Cookie": f"refresh_token={token}"})

@@ -107,17 +107,20 @@ def assert_json_404(response) -> None:
 # --- pure parts ----------------------------------------------------------------------
 
 def test_stream_token_round_trip_and_refusals():
+    sid = tokens.new_session_id()
     token, expires_at = tokens.make_stream_token("secret", video_id=7, user_id=42, token_version=3,
-                                                 now=1000, ttl_seconds=60)
+                                                 now=1000, ttl_seconds=60, session_id=sid)
     assert expires_at == 1060
     assert set(token) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
     claims = tokens.read_stream_token("secret", token, video_id=7, now=1059)
-    assert claims == tokens.StreamClaims(user_id=42, token_version=3, expires_at=1060)
+    assert claims == tokens.StreamClaims(user_id=42, token_version=3, expires_at=1060, session_id=sid)
     refused = [
         ("secret", token, 8, 1000),  # another video
         ("other", token, 7, 1000),  # another key
         ("secret", token, 7, 1060),  # expired
         ("secret", token.replace(".", ".0", 1), 7, 1000),  # same number, other text
+        ("secret", token.replace(sid, tokens.new_session_id()), 7, 1000),  # another session
+        ("secret", token.replace(f".{sid}", ""), 7, 1000),  # no session
         ("secret", token[:-1], 7, 1000),
         ("secret", token + "é", 7, 1000),
         ("secret", "", 7, 1000),
@@ -404,14 +407,18 @@ async def test_expired_or_forged_access_jwt_is_401_even_after_it_worked(client, 
     path = f"/api/video/{video_id}/720p/{SEGMENT}"
     now = int(time.time())
     short, _ = tokens.make_session_token(config.secret_key, user_id=user["id"], kind="access", now=now - 60,
-                                         ttl_seconds=62, is_admin=False, token_version=0)
+                                         ttl_seconds=62, is_admin=False, token_version=0,
+                                         session_id=tokens.new_session_id())
     assert (await get(new_client(), path, headers={"Authorization": f"Bearer {short}"})).code == 200
     expired, _ = tokens.make_session_token(config.secret_key, user_id=user["id"], kind="access",
-                                           now=now - 3600, ttl_seconds=60, is_admin=False, token_version=0)
+                                           now=now - 3600, ttl_seconds=60, is_admin=False, token_version=0,
+                                         session_id=tokens.new_session_id())
     forged, _ = tokens.make_session_token("another-secret-that-is-long-enough-for-hs256", user_id=user["id"],
-                                          kind="access", now=now, ttl_seconds=60, is_admin=True, token_version=0)
+                                          kind="access", now=now, ttl_seconds=60, is_admin=True, token_version=0,
+                                         session_id=tokens.new_session_id())
     refresh, _ = tokens.make_session_token(config.secret_key, user_id=user["id"], kind="refresh", now=now,
-                                           ttl_seconds=60, is_admin=False, token_version=0)
+                                           ttl_seconds=60, is_admin=False, token_version=0,
+                                         session_id=tokens.new_session_id())
     for token in (expired, forged, refresh):
         response = await get(new_client(), path, headers={"Authorization": f"Bearer {token}"})
         assert response.code == 401
@@ -693,7 +700,7 @@ async def test_expired_stream_token_is_401(client, owner, make_video, config, ne
     video_id = await make_video(user["id"])
     old, _ = tokens.make_stream_token(config.secret_key, video_id=video_id, user_id=user["id"],
                                       token_version=0, now=int(time.time()) - config.stream_token_ttl - 1,
-                                      ttl_seconds=config.stream_token_ttl)
+                                      ttl_seconds=config.stream_token_ttl, session_id=tokens.new_session_id())
     for path in (f"/api/stream/{old}/{video_id}/master.m3u8",
                  f"/api/stream/{old}/{video_id}/720p/index.m3u8",
                  f"/api/stream/{old}/{video_id}/720p/{SEGMENT}"):
@@ -701,7 +708,8 @@ async def test_expired_stream_token_is_401(client, owner, make_video, config, ne
         assert response.code == 401, path
         assert json.loads(response.body) == {"detail": "Invalid or expired token."}
     fresh, _ = tokens.make_stream_token(config.secret_key, video_id=video_id, user_id=user["id"],
-                                        token_version=0, now=int(time.time()), ttl_seconds=60)
+                                        token_version=0, now=int(time.time()), ttl_seconds=60,
+                                        session_id=tokens.new_session_id())
     assert (await get(new_client(), f"/api/stream/{fresh}/{video_id}/master.m3u8")).code == 200
     # A token for one video opens no other.
     other_id = await make_video(user["id"])

@@ -122,7 +122,8 @@ async def test_private_image_with_a_forged_or_expired_token_is_401(people, make_
     forged = people["owner"].cookies["access_token"][:-4] + "AAAA"
     # The owner's own token, but expired (signed with the server's key).
     expired, _ = tokens.make_session_token(config.secret_key, user_id=people["owner_id"], kind="access",
-                                           now=1_000_000, ttl_seconds=60, is_admin=False, token_version=0)
+                                           now=1_000_000, ttl_seconds=60, is_admin=False, token_version=0,
+                                           session_id=tokens.new_session_id())
     for token in (forged, expired, "not-a-jwt"):
         response = await get(people["anonymous"], f"/media/thumbnail/{video_id}.jpg",
                              headers={"Authorization": f"Bearer {token}"}, cookies=False)

@@ -10,7 +10,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from videoflix import passwords, rediskeys, throttle, tokens
+from videoflix import clientaddr, passwords, rediskeys, sessions, throttle, tokens
 from videoflix.config import Config
 from videoflix.db import cursor, transaction
 from videoflix.services import Services
@@ -22,10 +22,29 @@ log = logging.getLogger(__name__)
 # length capped at 254 (RFC 5321 §4.5.3.1.3 path limit minus the brackets).
 EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
 MAX_EMAIL_LENGTH = 254
-# Login throttling (CWE-307): failures per email and per client address.
+# Login throttling (CWE-307; the policy is in the README). Every attempt is
+# reserved before its password check and stays counted when the password is
+# wrong; a right password hands its reservation back. Per 15-minute window:
+# - per (email, client address): the budget one guesser has against one account;
+#   the owner elsewhere is not affected, and their success here clears it;
+# - per client address, across all emails: one address spraying many accounts;
+# - per email, across all addresses: the ceiling a distributed guesser reaches.
+#   Larger, so an attacker needs many addresses before the owner is locked out.
 LOGIN_WINDOW_SECONDS = 15 * 60
-MAX_FAILURES_PER_EMAIL = 10
-MAX_FAILURES_PER_ADDRESS = 50
+MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS = 10
+MAX_LOGIN_FAILURES_PER_ADDRESS = 50
+MAX_LOGIN_FAILURES_PER_EMAIL = 100
+# Mail flooding: emails (activation and reset together) per recipient and per
+# client address. Over either, the request is answered as usual and no mail goes
+# out, so the answer says nothing about the account.
+MAIL_WINDOW_SECONDS = 3600
+MAX_MAILS_PER_RECIPIENT = 3
+MAX_MAILS_PER_ADDRESS = 10
+# Two tabs refreshing at once present the same refresh token: within this many
+# seconds of its first use it is honoured again (same session). Later, its reuse
+# means it was stolen (or the thief refreshed first): the whole session ends
+# (RFC 6819 §5.2.2.3).
+REFRESH_REUSE_GRACE_SECONDS = 10
 REQUIRED = "This field is required."
 
 
@@ -108,18 +127,42 @@ def _activation_state(user: dict) -> str:
     return f"{user['id']}:{user['email']}"
 
 
-def issue_tokens(config: Config, user: dict) -> IssuedTokens:
+def session_lifetime(config: Config) -> int:
+    """Seconds that cover every token a session may still hold (refresh, access,
+    stream): how long its revocation mark must last."""
+    return max(config.refresh_token_days * 24 * 3600, config.access_token_minutes * 60,
+               config.stream_token_ttl) + 60
+
+
+def issue_tokens(config: Config, user: dict, session_id: str) -> IssuedTokens:
     access_ttl = config.access_token_minutes * 60
     refresh_ttl = config.refresh_token_days * 24 * 3600
     issued = now()
     common = {"user_id": user["id"], "now": issued, "is_admin": user["is_admin"],
-              "token_version": user["token_version"]}
+              "token_version": user["token_version"], "session_id": session_id}
     access, _ = tokens.make_session_token(config.secret_key, kind="access", ttl_seconds=access_ttl, **common)
     refresh, _ = tokens.make_session_token(config.secret_key, kind="refresh", ttl_seconds=refresh_ttl, **common)
     return IssuedTokens(access, refresh, access_ttl, refresh_ttl)
 
 
-async def register(config: Config, services: Services, body: dict) -> dict:
+def _mail_limits(recipient: str, address: str) -> list[throttle.Limit]:
+    return [
+        throttle.Limit(rediskeys.mails_to(recipient), MAX_MAILS_PER_RECIPIENT, MAIL_WINDOW_SECONDS),
+        throttle.Limit(rediskeys.mails_from(clientaddr.limit_key(address)), MAX_MAILS_PER_ADDRESS,
+                       MAIL_WINDOW_SECONDS),
+    ]
+
+
+async def _may_mail(services: Services, recipient: str, address: str) -> bool:
+    """Count one mail to `recipient` asked for by `address`; False when over a limit."""
+    wait = await throttle.reserve(services.redis, _mail_limits(recipient, address))
+    if wait is not None:
+        log.warning("mail limit reached (recipient or client %s): no mail sent", address)
+        return False
+    return True
+
+
+async def register(config: Config, services: Services, body: dict, address: str) -> dict:
     email, email_errors = _email_field(body.get("email"))
     errors = _new_password_errors(body.get("password"), body.get("confirmed_password"),
                                   "password", "confirmed_password")
@@ -138,8 +181,9 @@ async def register(config: Config, services: Services, body: dict) -> dict:
             user = await users.get_user(cur, user_id)
     except users.EmailTaken:
         raise FieldErrors({"email": ["A user with this email already exists."]}) from None
-    link = make_link(config, services, "activate", "activate.html", user)
-    services.mailer.send("activation", email, {"link": link})
+    if await _may_mail(services, email, address):
+        link = make_link(config, services, "activate", "activate.html", user)
+        services.mailer.send("activation", email, {"link": link})
     log.info("registered user %s", user_id)
     return {"id": user_id, "email": email}
 
@@ -185,10 +229,15 @@ async def activate(config: Config, services: Services, uidb64: str, token: str) 
     return activated
 
 
-def _login_limits(email: str, address: str) -> tuple[throttle.Limit, throttle.Limit]:
+def _login_limits(email: str, address: str) -> tuple[throttle.Limit, throttle.Limit, throttle.Limit]:
+    """(per email and address, per address, per email)."""
+    unit = clientaddr.limit_key(address)
     return (
-        throttle.Limit(rediskeys.login_failures_by_email(email), MAX_FAILURES_PER_EMAIL, LOGIN_WINDOW_SECONDS),
-        throttle.Limit(rediskeys.login_failures_by_address(address), MAX_FAILURES_PER_ADDRESS,
+        throttle.Limit(rediskeys.login_attempts_by_pair(unit, email), MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS,
+                       LOGIN_WINDOW_SECONDS),
+        throttle.Limit(rediskeys.login_attempts_by_address(unit), MAX_LOGIN_FAILURES_PER_ADDRESS,
+                       LOGIN_WINDOW_SECONDS),
+        throttle.Limit(rediskeys.login_attempts_by_email(email), MAX_LOGIN_FAILURES_PER_EMAIL,
                        LOGIN_WINDOW_SECONDS),
     )
 
@@ -202,24 +251,33 @@ async def login(config: Config, services: Services, body: dict, address: str) ->
         if not isinstance(password, str) or not password:
             errors["password"] = [REQUIRED]
         raise FieldErrors(errors)
-    limits = list(_login_limits(email, address))
-    wait = await throttle.retry_after(services.redis, limits)
+    pair, per_address, per_email = limits = _login_limits(email, address)
+    # Reserved before the password check, atomically: a burst cannot outrun the count.
+    wait = await throttle.reserve(services.redis, list(limits))
     if wait is not None:
         raise Throttled(wait)
-    async with cursor(services.pool) as cur:
-        user = await users.get_user_by_email(cur, email)
-    # Unknown emails still pay for one bcrypt check: same timing class (CWE-208).
-    hashed = user["password_hash"] if user else await passwords.dummy_hash(services.cpu_executor,
-                                                                             config.bcrypt_rounds)
-    if not await passwords.check_password(services.cpu_executor, password, hashed) or user is None:
-        await throttle.record_failure(services.redis, limits)
+    wrong = True
+    try:
+        async with cursor(services.pool) as cur:
+            user = await users.get_user_by_email(cur, email)
+        # Unknown emails still pay for one bcrypt check: same timing class (CWE-208).
+        hashed = user["password_hash"] if user else await passwords.dummy_hash(services.cpu_executor,
+                                                                                 config.bcrypt_rounds)
+        wrong = not await passwords.check_password(services.cpu_executor, password, hashed) or user is None
+    finally:
+        if not wrong:
+            # The owner: this was no failure. The pair's count is theirs to clear;
+            # the shared counts only get this attempt back.
+            await throttle.release(services.redis, [per_address, per_email])
+            await throttle.clear(services.redis, [pair])
+    if wrong:
         raise InvalidCredentials()
+    assert user is not None
     if not user["is_active"]:
         raise InactiveAccount()
-    await throttle.clear(services.redis, limits[0])
     async with cursor(services.pool) as cur:
         await users.record_login(cur, user["id"])
-    return user, issue_tokens(config, user)
+    return user, issue_tokens(config, user, tokens.new_session_id())
 
 
 async def _read_refresh(config: Config, services: Services, token: str) -> tokens.SessionClaims:
@@ -229,35 +287,56 @@ async def _read_refresh(config: Config, services: Services, token: str) -> token
         raise InvalidRefreshToken() from None
 
 
-async def _deny(services: Services, claims: tokens.SessionClaims) -> bool:
-    """Put the token's jti on the denylist until it expires; False if it already was."""
-    return bool(await services.redis.set(rediskeys.denied_jti(claims.jti), 1, nx=True, exat=claims.expires_at))
+async def _spend(services: Services, claims: tokens.SessionClaims) -> int | None:
+    """Mark the refresh token spent (until it expires anyway). None when this call
+    spent it; else the time it was first spent."""
+    stamp = now()
+    key = rediskeys.denied_jti(claims.jti)
+    if await services.redis.set(key, stamp, nx=True, exat=claims.expires_at):
+        return None
+    spent = await services.redis.get(key)
+    try:
+        return int(spent)
+    except (TypeError, ValueError):
+        return 0  # an old-style mark, or gone in between: long spent
 
 
 async def refresh(config: Config, services: Services, token: str) -> IssuedTokens:
-    """Rotate: the presented refresh token is spent, a new pair is issued."""
+    """Rotate: the presented refresh token is spent, a new pair of the same session
+    is issued. A spent token presented again within REFRESH_REUSE_GRACE_SECONDS
+    (two tabs) gets a pair too; later, the whole session is revoked."""
     claims = await _read_refresh(config, services, token)
     async with cursor(services.pool) as cur:
         user = await users.get_user(cur, claims.user_id)
     if user is None or not user["is_active"] or user["token_version"] != claims.token_version:
         raise InvalidRefreshToken()
-    # SET NX makes spending atomic: of two concurrent refreshes only one wins.
-    if not await _deny(services, claims):
-        log.warning("reuse of a spent refresh token for user %s", claims.user_id)
+    if await sessions.is_revoked(services, claims.session_id):
         raise InvalidRefreshToken()
-    return issue_tokens(config, user)
+    # SET NX makes spending atomic: of concurrent refreshes exactly one spends it.
+    spent_at = await _spend(services, claims)
+    if spent_at is not None and not 0 <= now() - spent_at <= REFRESH_REUSE_GRACE_SECONDS:
+        log.warning("reuse of a spent refresh token for user %s: session revoked", claims.user_id)
+        await sessions.revoke(services, claims.session_id, session_lifetime(config))
+        raise InvalidRefreshToken()
+    return issue_tokens(config, user, claims.session_id)
 
 
 async def logout(config: Config, services: Services, token: str) -> None:
+    """End the token's session: its access, refresh and stream tokens stop working
+    now. InvalidRefreshToken (after ending it all the same) when the token was spent."""
     claims = await _read_refresh(config, services, token)
-    if not await _deny(services, claims):
+    await sessions.revoke(services, claims.session_id, session_lifetime(config))
+    if await _spend(services, claims) is not None:
         raise InvalidRefreshToken()
 
 
-async def request_password_reset(config: Config, services: Services, body: dict) -> None:
+async def request_password_reset(config: Config, services: Services, body: dict, address: str) -> None:
     email, email_errors = _email_field(body.get("email"))
     if email_errors:
         raise FieldErrors({"email": email_errors})
+    # Counted before the account is looked up: known and unknown addresses alike.
+    if not await _may_mail(services, email, address):
+        return
     async with cursor(services.pool) as cur:
         user = await users.get_user_by_email(cur, email)
     if user is None:
@@ -277,8 +356,11 @@ async def confirm_password_reset(config: Config, services: Services, uidb64: str
         raise FieldErrors(errors)
     hashed = await passwords.hash_password(services.cpu_executor, new_password, config.bcrypt_rounds)
     async with cursor(services.pool) as cur:
-        if not await users.replace_password(cur, user["id"], user["password_hash"], hashed):
-            raise InvalidLink()  # the same link was used concurrently
+        version = await users.replace_password(cur, user["id"], user["password_hash"], hashed)
+    if version is None:
+        raise InvalidLink()  # the same link was used concurrently
+    # Every session of the user ends: at once here, within sessions.CHECK_SECONDS elsewhere.
+    sessions.version_changed(services, user["id"], version)
     log.info("password reset for user %s", user["id"])
 
 

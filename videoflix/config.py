@@ -6,6 +6,7 @@ prints that one line and exits.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,16 @@ def _parse_origins(value: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
 
 
+def _parse_networks(value: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated IP addresses or CIDR blocks ("10.0.0.0/8, ::1")."""
+    networks = []
+    for item in value.split(","):
+        item = item.strip()
+        if item:
+            networks.append(ipaddress.ip_network(item, strict=False))
+    return tuple(networks)
+
+
 def _parse_str(value: str) -> str:
     return value
 
@@ -84,6 +95,7 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("public_url", "VIDEOFLIX_PUBLIC_URL", _parse_url, "public base URL of this server (absolute URLs in JSON and emails)"),
     ("frontend_url", "FRONTEND_URL", _parse_url, "base of the links in emails; default: the public URL (built-in pages)"),
     ("cors_origins", "VIDEOFLIX_CORS_ORIGINS", _parse_origins, "comma-separated origins allowed to call the API with credentials"),
+    ("trusted_proxies", "VIDEOFLIX_TRUSTED_PROXIES", _parse_networks, "comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP are believed; default none"),
     ("cookie_secure", "VIDEOFLIX_COOKIE_SECURE", _parse_bool, "mark auth cookies Secure (turn on behind HTTPS)"),
     ("access_token_minutes", "VIDEOFLIX_ACCESS_TOKEN_MINUTES", _parse_positive_int, "access JWT lifetime"),
     ("refresh_token_days", "VIDEOFLIX_REFRESH_TOKEN_DAYS", _parse_positive_int, "refresh JWT lifetime"),
@@ -133,6 +145,8 @@ class Config:
     public_url: str = ""
     frontend_url: str = ""
     cors_origins: tuple[str, ...] = ("http://127.0.0.1:5500", "http://localhost:5500")
+    # Only a peer in these networks may name the client (clientaddr.py).
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     cookie_secure: bool = False
     access_token_minutes: int = 30
     refresh_token_days: int = 7

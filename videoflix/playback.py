@@ -13,7 +13,8 @@ Only ready rows are cached, so a video turning ready is seen at once; a change m
 by another process is seen within VIDEO_CACHE_SECONDS (and a deleted video's files
 are gone at once anyway). Signed stream URLs always read the row (and the user's
 token_version) from PostgreSQL: one query, so a deletion or a password change
-stops them on the next request.
+stops them on the next request; the logout of the session that asked for the URL
+stops it too (sessions.is_live).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import weakref
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from videoflix import db, media, tokens
+from videoflix import db, media, sessions, tokens
 from videoflix.config import Config
 from videoflix.services import Services
 from videoflix.tables import videos
@@ -152,6 +153,9 @@ async def streamable_video(config: Config, services: Services, token: str, video
         claims = tokens.read_stream_token(config.secret_key, token, video_id=video_id, now=now)
     except tokens.TokenError:
         raise InvalidStreamToken() from None
+    # The session that asked for the URL: its logout ends the URL too (sessions.py).
+    if not await sessions.is_live(services, claims.user_id, claims.token_version, claims.session_id):
+        raise InvalidStreamToken()
     async with db.cursor(services.pool) as cur:
         row = await videos.get_stream_playback(cur, video_id, claims.user_id)
     return _check_viewer(row, claims.user_id, claims.token_version)
@@ -175,7 +179,8 @@ async def issue_stream_url(config: Config, services: Services, video_id: int,
     row = _check_viewer(row, claims.user_id, claims.token_version)
     token, expires_at = tokens.make_stream_token(
         config.secret_key, video_id=video_id, user_id=claims.user_id,
-        token_version=row["viewer_token_version"], now=now, ttl_seconds=config.stream_token_ttl)
+        token_version=row["viewer_token_version"], now=now, ttl_seconds=config.stream_token_ttl,
+        session_id=claims.session_id)
     url = f"{config.public_url}/api/stream/{token}/{video_id}/{media.MASTER_PLAYLIST_NAME}"
     stamp = datetime.fromtimestamp(expires_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return StreamURL(url=url, expires_at=stamp)

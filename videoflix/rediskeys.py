@@ -38,16 +38,38 @@ def catalog_items(scope: str, version: object) -> str:
     return key("catalog", scope, version)
 
 
-def login_failures_by_email(email: str) -> str:
-    """accounts.py: failed logins for one address (throttle.py counts)."""
+def login_attempts_by_pair(unit: str, email: str) -> str:
+    """accounts.py: login attempts for one email from one client unit
+    (clientaddr.limit_key; throttle.py counts)."""
+    return key("throttle", "login", "pair", unit, email)
+
+
+def login_attempts_by_address(unit: str) -> str:
+    """accounts.py: login attempts from one client unit, across all emails."""
+    return key("throttle", "login", "addr", unit)
+
+
+def login_attempts_by_email(email: str) -> str:
+    """accounts.py: login attempts for one email, from anywhere."""
     return key("throttle", "login", "email", email)
 
 
-def login_failures_by_address(address: str) -> str:
-    """accounts.py: failed logins from one client address."""
-    return key("throttle", "login", "addr", address)
+def mails_to(recipient: str) -> str:
+    """accounts.py: activation and reset mails to one recipient."""
+    return key("throttle", "mail", "to", recipient)
+
+
+def mails_from(unit: str) -> str:
+    """accounts.py: activation and reset mails asked for by one client unit."""
+    return key("throttle", "mail", "from", unit)
 
 
 def denied_jti(jti: str) -> str:
-    """accounts.py: a spent or logged-out refresh token, until it expires."""
+    """accounts.py: a spent or logged-out refresh token (value: when it was first
+    spent), until it expires."""
     return key("denylist", "jti", jti)
+
+
+def revoked_session(session_id: str) -> str:
+    """sessions.py: a logged-out (or stolen-token) session, until its last token expires."""
+    return key("session", "revoked", session_id)

@@ -30,6 +30,19 @@ class SessionClaims:
     expires_at: int
     is_admin: bool
     token_version: int
+    session_id: str  # the login (refresh-token family) this token belongs to
+
+
+def new_session_id() -> str:
+    """A fresh session id: 32 hex digits (also a field of stream tokens)."""
+    return secrets.token_hex(16)
+
+
+_SESSION_ID_CHARS = frozenset("0123456789abcdef")
+
+
+def is_session_id(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 32 and set(value) <= _SESSION_ID_CHARS
 
 
 def encode_uid(user_id: int) -> str:
@@ -52,15 +65,16 @@ def decode_uid(uidb64: str) -> int:
 
 def make_session_token(
     secret: str, *, user_id: int, kind: str, now: int, ttl_seconds: int,
-    is_admin: bool, token_version: int,
+    is_admin: bool, token_version: int, session_id: str,
 ) -> tuple[str, SessionClaims]:
     claims = SessionClaims(
         user_id=user_id, kind=kind, jti=secrets.token_urlsafe(16),
         expires_at=now + ttl_seconds, is_admin=is_admin, token_version=token_version,
+        session_id=session_id,
     )
     payload = {
         "sub": str(user_id), "typ": kind, "jti": claims.jti, "iat": now,
-        "exp": claims.expires_at, "adm": is_admin, "ver": token_version,
+        "exp": claims.expires_at, "adm": is_admin, "ver": token_version, "sid": session_id,
     }
     return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
 
@@ -69,7 +83,7 @@ def read_session_token(secret: str, token: str, *, kind: str, now: int) -> Sessi
     try:
         payload = jwt.decode(
             token, secret, algorithms=[ALGORITHM],
-            options={"require": ["sub", "typ", "jti", "exp", "ver"], "verify_exp": False},
+            options={"require": ["sub", "typ", "jti", "exp", "ver", "sid"], "verify_exp": False},
         )
     except jwt.PyJWTError:
         raise TokenError("invalid token") from None
@@ -81,11 +95,13 @@ def read_session_token(secret: str, token: str, *, kind: str, now: int) -> Sessi
         version = int(payload["ver"])
     except (TypeError, ValueError):
         raise TokenError("invalid claims") from None
+    if not is_session_id(payload["sid"]):
+        raise TokenError("invalid claims")
     if expires_at <= now:
         raise TokenError("expired")
     return SessionClaims(
         user_id=user_id, kind=kind, jti=str(payload["jti"]), expires_at=expires_at,
-        is_admin=bool(payload.get("adm")), token_version=version,
+        is_admin=bool(payload.get("adm")), token_version=version, session_id=payload["sid"],
     )
 
 
@@ -133,7 +149,7 @@ def check_link_token(secret: str, purpose: str, state: str, token: str, now: int
 # --- signed playback URLs (API.md §4: GET /api/video/<id>/stream/) -----------
 
 # Bounds the work done on a token before the MAC check rejects it.
-STREAM_TOKEN_MAX_LENGTH = 128
+STREAM_TOKEN_MAX_LENGTH = 160
 _STREAM_FIELD_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz")
 
 
@@ -142,18 +158,23 @@ class StreamClaims:
     user_id: int
     token_version: int
     expires_at: int
+    session_id: str
 
 
 def make_stream_token(secret: str, *, video_id: int, user_id: int, token_version: int, now: int,
-                      ttl_seconds: int) -> tuple[str, int]:
-    """A URL-safe `<user36>.<version36>.<expiry36>.<mac>` token for one video and one user.
+                      ttl_seconds: int, session_id: str) -> tuple[str, int]:
+    """A URL-safe `<user36>.<version36>.<expiry36>.<session>.<mac>` token for one
+    video and one user.
 
     The MAC binds the video id (not written in the token: the URL carries it), the
-    user, the user's `token_version` (a password change kills the token) and the
-    expiry. Returns (token, expires_at).
+    user, the user's `token_version` (a password change kills the token), the
+    session that asked for it (its logout kills the token) and the expiry.
+    Returns (token, expires_at).
     """
+    if not is_session_id(session_id):
+        raise ValueError("not a session id")
     expires_at = now + ttl_seconds
-    fields = f"{_b36(user_id)}.{_b36(token_version)}.{_b36(expires_at)}"
+    fields = f"{_b36(user_id)}.{_b36(token_version)}.{_b36(expires_at)}.{session_id}"
     return f"{fields}.{_mac(secret, 'stream', f'{int(video_id)}:{fields}')}", expires_at
 
 
@@ -164,15 +185,16 @@ def read_stream_token(secret: str, token: str, *, video_id: int, now: int) -> St
     if not token or len(token) > STREAM_TOKEN_MAX_LENGTH or not token.isascii():
         raise TokenError("malformed")
     parts = token.split(".")
-    if len(parts) != 4 or not all(p and len(p) <= 13 and set(p) <= _STREAM_FIELD_CHARS for p in parts[:3]):
+    if (len(parts) != 5 or not all(p and len(p) <= 13 and set(p) <= _STREAM_FIELD_CHARS for p in parts[:3])
+            or not is_session_id(parts[3])):
         raise TokenError("malformed")
-    fields, mac = ".".join(parts[:3]), parts[3]
+    fields, mac = ".".join(parts[:4]), parts[4]
     if not hmac.compare_digest(_mac(secret, "stream", f"{int(video_id)}:{fields}"), mac):
         raise TokenError("bad signature")
     user_id, version, expires_at = (int(p, 36) for p in parts[:3])
     if expires_at <= now:
         raise TokenError("expired")
-    return StreamClaims(user_id=user_id, token_version=version, expires_at=expires_at)
+    return StreamClaims(user_id=user_id, token_version=version, expires_at=expires_at, session_id=parts[3])
 
 
 # --- verified access tokens, cached (handlers/hls.py) ---------------------------

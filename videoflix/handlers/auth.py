@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import secrets
 
-from videoflix import accounts
+from videoflix import accounts, clientaddr
 from videoflix.handlers.base import APIError, BaseHandler, public
 
 INVALID_REFRESH = "Invalid refresh token."
@@ -26,6 +26,11 @@ class AuthHandler(BaseHandler):
         self.set_auth_cookie("access_token", issued.access, issued.access_max_age)
         self.set_auth_cookie("refresh_token", issued.refresh, issued.refresh_max_age)
 
+    def client_address(self) -> str:
+        """The caller's address for the login and mail limits (clientaddr.py)."""
+        return clientaddr.client_address(self.request.remote_ip or "", self.request.headers,
+                                         self.config.trusted_proxies)
+
     def refresh_cookie(self) -> str:
         token = self.get_cookie("refresh_token", "")
         if not token:
@@ -37,7 +42,8 @@ class RegisterHandler(AuthHandler):
     @public
     async def post(self) -> None:
         try:
-            user = await accounts.register(self.config, self.services, self.json_body(REGISTER_FIELDS))
+            user = await accounts.register(self.config, self.services, self.json_body(REGISTER_FIELDS),
+                                           self.client_address())
         except accounts.FieldErrors as exc:
             raise APIError(400, body=exc.errors) from None
         self.write_json({"user": user}, 201)
@@ -59,7 +65,7 @@ class LoginHandler(AuthHandler):
     async def post(self) -> None:
         try:
             user, issued = await accounts.login(self.config, self.services, self.json_body(LOGIN_FIELDS),
-                                                self.request.remote_ip or "")
+                                                self.client_address())
         except accounts.FieldErrors as exc:
             raise APIError(400, body=exc.errors) from None
         except accounts.InvalidCredentials:
@@ -102,7 +108,8 @@ class PasswordResetHandler(AuthHandler):
     @public
     async def post(self) -> None:
         try:
-            await accounts.request_password_reset(self.config, self.services, self.json_body(RESET_FIELDS))
+            await accounts.request_password_reset(self.config, self.services, self.json_body(RESET_FIELDS),
+                                                  self.client_address())
         except accounts.FieldErrors as exc:
             raise APIError(400, body=exc.errors) from None
         self.write_json({"detail": "An email has been sent to reset your password."})

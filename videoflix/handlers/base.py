@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import tornado.web
 
-from videoflix import requestrules, tokens
+from videoflix import requestrules, sessions, tokens
 from videoflix.config import Config
 from videoflix.services import Services
 
@@ -61,7 +61,7 @@ def _mark(access: str) -> Callable:
 
         @functools.wraps(method)
         async def wrapper(self: "BaseHandler", *args: Any, **kwargs: Any) -> Any:
-            self.require_user(admin=access == "admin")
+            await self.authenticate(admin=access == "admin")
             result = method(self, *args, **kwargs)
             if inspect.isawaitable(result):
                 result = await result
@@ -136,6 +136,21 @@ class AuthMixin:
     def read_access_token(self: Any, token: str, now: int) -> tokens.SessionClaims:
         """The claims of a valid access JWT, else TokenError (a hook: hls.py caches it)."""
         return tokens.read_session_token(self.settings["config"].secret_key, token, kind="access", now=now)
+
+    async def authenticate(self: Any, admin: bool = False) -> tokens.SessionClaims:
+        """require_user, and the session is still live: not logged out, no password
+        change since (sessions.py; cached, so cheap on every HLS segment)."""
+        user = self.require_user()
+        try:
+            live = await sessions.is_live(self.settings["services"], user.user_id, user.token_version,
+                                          user.session_id)
+        except sessions.Unavailable:
+            raise APIError(503) from None
+        if not live:
+            raise APIError(401, INVALID_TOKEN)
+        if admin and not user.is_admin:
+            raise APIError(403)
+        return user
 
     def require_user(self: Any, admin: bool = False) -> tokens.SessionClaims:
         user = self.current_user

@@ -37,7 +37,7 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
-from videoflix import httpranges, images, media, mediafiles, playback, tokens
+from videoflix import httpranges, images, media, mediafiles, playback, sessions, tokens
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
                                      JSONErrorsMixin, ServicesMixin, authenticated, public)
 
@@ -276,6 +276,8 @@ class StreamFileHandler(MediaFileHandler):
             raise APIError(401, INVALID_TOKEN) from None
         except media.VideoNotFound:
             raise APIError(404) from None
+        except sessions.Unavailable:
+            raise APIError(503) from None
         await self.serve_file(target.video_id, self.file_parts(video, target), include_body)
 
     @public

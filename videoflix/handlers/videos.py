@@ -30,7 +30,7 @@ class VideoListHandler(BaseHandler):
         if self.request.method != "POST":
             return
         # Authenticate before a single body byte is accepted.
-        self.require_user()
+        await self.authenticate()
         limit = self.config.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
         length = self.request.headers.get("Content-Length")
         if length is not None and (not length.isdigit() or int(length) > limit):

@@ -48,14 +48,22 @@ async def activate_user(cur: Any, user_id: int) -> bool:
     return await cur.fetchone() is not None
 
 
-async def replace_password(cur: Any, user_id: int, old_hash: str, new_hash: str) -> bool:
-    """Compare-and-set the password; bumps token_version. False if it changed meanwhile."""
+async def replace_password(cur: Any, user_id: int, old_hash: str, new_hash: str) -> int | None:
+    """Compare-and-set the password; bumps token_version and returns the new one.
+    None if the password changed meanwhile."""
     await cur.execute(
         "UPDATE users SET password_hash = %s, token_version = token_version + 1"
-        " WHERE id = %s AND password_hash = %s RETURNING id",
+        " WHERE id = %s AND password_hash = %s RETURNING token_version",
         (new_hash, user_id, old_hash),
     )
-    return await cur.fetchone() is not None
+    row = await cur.fetchone()
+    return None if row is None else row["token_version"]
+
+
+async def get_session_state(cur: Any, user_id: int) -> dict | None:
+    """What decides whether the user's tokens are live (videoflix/sessions.py)."""
+    await cur.execute("SELECT token_version, is_active FROM users WHERE id = %s", (user_id,))
+    return await cur.fetchone()
 
 
 async def set_admin_password(cur: Any, email: str, password_hash: str) -> int:

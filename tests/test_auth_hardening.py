@@ -1,0 +1,375 @@
+"""Issue 8, items 3, 4 and 6: login throttling under concurrency, sessions that
+end at once, and no mail flooding. Real server, PostgreSQL, Redis and SMTP."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+
+import pytest
+
+from helpers import PASSWORD, link_from_mail, login
+from videoflix import accounts, clientaddr, passwords, rediskeys
+from videoflix.config import Config, ConfigError
+
+EMAIL = "owner@example.com"
+WRONG = "wrong-password-1"
+LOGIN = "/api/login/"
+RESET = "/api/password_reset/"
+RESET_ANSWER = {"detail": "An email has been sent to reset your password."}
+
+
+def trust(app, config, *networks: str) -> None:
+    app.settings["config"] = dataclasses.replace(
+        config, trusted_proxies=tuple(ipaddress.ip_network(n) for n in networks))
+
+
+# --- client address ------------------------------------------------------------------
+
+TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1"))
+
+
+@pytest.mark.parametrize("peer, headers, expected", [
+    # No trusted peer: the headers are the client's own words and are ignored.
+    ("203.0.113.9", {"X-Forwarded-For": "198.51.100.1"}, "203.0.113.9"),
+    ("203.0.113.9", {"X-Real-IP": "198.51.100.1"}, "203.0.113.9"),
+    # A trusted proxy: the right-most address that is not one of ours.
+    ("10.0.0.2", {"X-Forwarded-For": "198.51.100.1"}, "198.51.100.1"),
+    ("10.0.0.2", {"X-Forwarded-For": "6.6.6.6, 198.51.100.1, 10.0.0.7"}, "198.51.100.1"),
+    ("10.0.0.2", {"X-Forwarded-For": "10.1.1.1, 10.0.0.7"}, "10.1.1.1"),  # every hop ours
+    ("10.0.0.2", {"X-Forwarded-For": "198.51.100.1:4711"}, "198.51.100.1"),
+    ("10.0.0.2", {"X-Forwarded-For": "[2001:db8::5]:443"}, "2001:db8::5"),
+    ("10.0.0.2", {"X-Forwarded-For": "6.6.6.6, garbage, 10.0.0.7"}, "10.0.0.7"),  # no guessing
+    ("10.0.0.2", {"X-Real-IP": "198.51.100.1"}, "198.51.100.1"),
+    ("10.0.0.2", {"X-Real-IP": "not-an-address"}, "10.0.0.2"),
+    ("10.0.0.2", {}, "10.0.0.2"),
+    ("::ffff:10.0.0.2", {"X-Forwarded-For": "198.51.100.1"}, "198.51.100.1"),
+    ("::1", {"X-Forwarded-For": "2001:db8::1"}, "2001:db8::1"),
+])
+def test_client_address_believes_forwarding_headers_only_from_trusted_proxies(peer, headers, expected):
+    assert clientaddr.client_address(peer, headers, TRUSTED) == expected
+
+
+def test_client_address_without_trusted_proxies_is_the_peer():
+    assert clientaddr.client_address("10.0.0.2", {"X-Forwarded-For": "198.51.100.1"}, ()) == "10.0.0.2"
+
+
+def test_ipv6_clients_are_limited_per_64_block():
+    assert clientaddr.limit_key("2001:db8:1:2:aaaa::1") == clientaddr.limit_key("2001:db8:1:2:bbbb::9")
+    assert clientaddr.limit_key("2001:db8:1:2::1") != clientaddr.limit_key("2001:db8:1:3::1")
+    assert clientaddr.limit_key("198.51.100.7") == "198.51.100.7"
+
+
+def test_trusted_proxies_are_read_from_the_environment():
+    config = Config.from_env({"VIDEOFLIX_TRUSTED_PROXIES": "10.0.0.0/8, 192.168.1.5,::1"})
+    assert [str(n) for n in config.trusted_proxies] == ["10.0.0.0/8", "192.168.1.5/32", "::1/128"]
+    assert Config.from_env({}).trusted_proxies == ()
+    with pytest.raises(ConfigError, match="VIDEOFLIX_TRUSTED_PROXIES"):
+        Config.from_env({"VIDEOFLIX_TRUSTED_PROXIES": "10.0.0.0/33"})
+
+
+# --- login throttling ---------------------------------------------------------------
+
+@pytest.mark.gen_test(timeout=120)
+async def test_concurrent_wrong_guesses_are_evaluated_at_most_the_budget(client, new_client, make_user):
+    await make_user(EMAIL, log_in=False)
+    budget = accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
+    responses = await asyncio.gather(*[new_client().post(LOGIN, {"email": EMAIL, "password": WRONG})
+                                       for _ in range(30)])
+    statuses = sorted(r.status for r in responses)
+    # A 400 is an evaluated password; a 429 was refused before any check.
+    assert statuses == [400] * budget + [429] * (30 - budget), statuses
+    for response in responses:
+        if response.status == 429:
+            assert 0 < int(response.headers["Retry-After"]) <= accounts.LOGIN_WINDOW_SECONDS
+            assert response.json() == {"detail": "Too many failed login attempts. Try again later."}
+    # Even the right password is not checked from this address now.
+    assert (await client.post(LOGIN, {"email": EMAIL, "password": PASSWORD})).status == 429
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_concurrent_guesses_for_an_unknown_email_are_bounded_too(new_client):
+    responses = await asyncio.gather(*[new_client().post(LOGIN, {"email": "ghost@example.com", "password": WRONG})
+                                       for _ in range(20)])
+    statuses = sorted(r.status for r in responses)
+    budget = accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
+    assert statuses == [400] * budget + [429] * (20 - budget), statuses
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_owner_from_another_address_logs_in_after_an_attacker_spent_his_budget(client, new_client,
+                                                                                    make_user):
+    await make_user(EMAIL, log_in=False)
+    attacker = new_client("127.0.0.2")
+    for _ in range(accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS):
+        assert (await attacker.post(LOGIN, {"email": EMAIL, "password": WRONG})).status == 400
+    assert (await attacker.post(LOGIN, {"email": EMAIL, "password": WRONG})).status == 429
+    assert (await attacker.post(LOGIN, {"email": EMAIL, "password": PASSWORD})).status == 429
+    owner = new_client("127.0.0.3")
+    response = await owner.post(LOGIN, {"email": EMAIL, "password": PASSWORD})
+    assert response.status == 200, response.body
+    assert (await owner.get("/api/video/")).status == 200
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_owner_success_clears_own_failures_but_not_the_shared_counts(client, make_user, services):
+    await make_user(EMAIL, log_in=False)
+    for _ in range(accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS - 1):
+        assert (await client.post(LOGIN, {"email": EMAIL, "password": WRONG})).status == 400
+    await login(client, EMAIL)
+    # The owner's own typos are forgiven here...
+    for _ in range(accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS):
+        assert (await client.post(LOGIN, {"email": EMAIL, "password": WRONG})).status == 400
+    # ...but the per-email and per-address counts keep every failure.
+    assert int(await services.redis.get(rediskeys.login_attempts_by_email(EMAIL))) == 19
+    assert int(await services.redis.get(rediskeys.login_attempts_by_address("127.0.0.1"))) == 19
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_one_address_spraying_many_emails_is_throttled(new_client, services):
+    sprayer = new_client("127.0.0.4")
+    budget = accounts.MAX_LOGIN_FAILURES_PER_ADDRESS
+    statuses = []
+    for start in range(0, budget + 5, 11):  # bursts of 11, each over the per-pair budget's reach
+        batch = await asyncio.gather(*[sprayer.post(LOGIN, {"email": f"user{i}@example.com", "password": WRONG})
+                                       for i in range(start, min(start + 11, budget + 5))])
+        statuses += [r.status for r in batch]
+    assert statuses.count(400) == budget and statuses.count(429) == 5, statuses
+    # Another address is not affected, nor is any account's owner elsewhere.
+    other = await new_client("127.0.0.5").post(LOGIN, {"email": "user1@example.com", "password": WRONG})
+    assert other.status == 400
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_per_email_ceiling_holds_against_many_addresses(new_client, make_user, services):
+    await make_user(EMAIL, log_in=False)
+    ceiling = accounts.MAX_LOGIN_FAILURES_PER_EMAIL
+    # Most of the ceiling spent from elsewhere (recorded as the limiter counts it).
+    await services.redis.set(rediskeys.login_attempts_by_email(EMAIL), ceiling - 2, ex=600)
+    fresh = [new_client(f"127.0.1.{i}") for i in range(1, 5)]
+    statuses = [(await c.post(LOGIN, {"email": EMAIL, "password": WRONG})).status for c in fresh]
+    assert statuses == [400, 400, 429, 429]
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_forged_forwarded_for_from_an_untrusted_peer_is_ignored(client, new_client, make_user, app, config):
+    await make_user(EMAIL, log_in=False)
+    attacker = new_client("127.0.0.2")
+    budget = accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
+    # A fresh X-Forwarded-For per guess would be a fresh budget if it were believed.
+    statuses = []
+    for i in range(budget + 3):
+        for header in ("X-Forwarded-For", "X-Real-IP"):
+            response = await attacker.post(LOGIN, {"email": EMAIL, "password": WRONG},
+                                           headers={header: f"198.51.100.{i}"})
+            statuses.append(response.status)
+    assert statuses.count(400) == budget, statuses
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_forwarded_for_from_a_trusted_proxy_names_the_client(client, new_client, make_user, app, config):
+    await make_user(EMAIL, log_in=False)
+    trust(app, config, "127.0.0.1/32")  # the tests' proxy is the loopback peer
+    budget = accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
+    for _ in range(budget):
+        response = await client.post(LOGIN, {"email": EMAIL, "password": WRONG},
+                                     headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.7"})
+        assert response.status == 400
+    # That client is throttled, whatever it writes left of what our proxy appended...
+    spoofed = await client.post(LOGIN, {"email": EMAIL, "password": PASSWORD},
+                                headers={"X-Forwarded-For": "203.0.113.50, 198.51.100.7"})
+    assert spoofed.status == 429
+    # ...the proxy's other clients are not, by X-Forwarded-For or X-Real-IP.
+    owner = await client.post(LOGIN, {"email": EMAIL, "password": PASSWORD},
+                              headers={"X-Forwarded-For": "203.0.113.50"})
+    assert owner.status == 200
+    owner_again = await client.post(LOGIN, {"email": EMAIL, "password": PASSWORD},
+                                    headers={"X-Real-IP": "203.0.113.51"})
+    assert owner_again.status == 200
+    # A peer that is not the configured proxy still cannot name the client.
+    other = new_client("127.0.0.2")
+    ignored = await other.post(LOGIN, {"email": EMAIL, "password": PASSWORD},
+                               headers={"X-Forwarded-For": "198.51.100.7"})
+    assert ignored.status == 200
+
+
+# --- sessions -------------------------------------------------------------------------
+
+async def _ready_video(services, user_id: int, media_dir: str) -> str:
+    """A ready private video with one segment on disk; returns the segment's path."""
+    from pathlib import Path
+
+    from videoflix.db import cursor
+    from videoflix.tables import videos
+
+    async with cursor(services.pool) as cur:
+        video_id = await videos.insert_video(cur, owner_id=user_id, title="t", description="", category="c",
+                                             visibility="private", status="queued")
+        await videos.mark_processing(cur, video_id)
+        await videos.mark_ready(cur, video_id, duration=2.0, width=1280, height=720, fps=25.0,
+                                has_audio=False, resolutions=["720p"])
+    folder = Path(media_dir) / str(video_id) / "720p"
+    folder.mkdir(parents=True)
+    (folder / "seg_00000.ts").write_bytes(b"\x47" * 188 * 10)
+    (folder / "index.m3u8").write_text("#EXTM3U\n#EXTINF:2.0,\nseg_00000.ts\n#EXT-X-ENDLIST\n")
+    return f"/api/video/{video_id}/720p/seg_00000.ts"
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_logout_ends_the_access_token_at_once_api_and_hls(client, new_client, make_user, services, config):
+    user = await make_user(EMAIL)
+    segment = await _ready_video(services, user["id"], config.media_dir)
+    access = client.cookies["access_token"]
+    bearer = {"Authorization": f"Bearer {access}"}
+    cookie = {"Cookie": f"access_token={access}"}
+    stream = (await client.get(f"/api/video/{segment.split('/')[3]}/stream/")).json()["url"]
+    stream_path = stream.split(str(config.port), 1)[1].replace("master.m3u8", "720p/seg_00000.ts")
+    player = new_client()
+    for headers in (bearer, cookie):  # warm every cache the hot path has
+        assert (await player.get("/api/video/", headers=headers, cookies=False)).status == 200
+        assert (await player.get(segment, headers=headers, cookies=False)).status == 200
+    assert (await player.get(stream_path, cookies=False)).status == 200
+    assert (await client.post("/api/logout/")).status == 200
+    for headers in (bearer, cookie):
+        listing = await player.get("/api/video/", headers=headers, cookies=False)
+        assert (listing.status, listing.json()) == (401, {"detail": "Invalid or expired token."})
+        assert (await player.get(segment, headers=headers, cookies=False)).status == 401
+        assert (await player.get(segment.replace("seg_00000.ts", "index.m3u8"), headers=headers,
+                                 cookies=False)).status == 401
+    assert (await player.get(stream_path, cookies=False)).status == 401
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_logout_ends_only_its_own_session(client, new_client, make_user):
+    await make_user(EMAIL)
+    laptop = new_client()
+    await login(laptop, EMAIL)
+    assert (await client.post("/api/logout/")).status == 200
+    assert (await laptop.get("/api/video/")).status == 200
+    assert (await laptop.post("/api/token/refresh/")).status == 200
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_password_reset_ends_every_session_at_once(client, new_client, make_user, services, mailbox,
+                                                         config):
+    user = await make_user(EMAIL)
+    segment = await _ready_video(services, user["id"], config.media_dir)
+    phone = new_client("127.0.0.2")
+    await login(phone, EMAIL)
+    for browser in (client, phone):
+        assert (await browser.get("/api/video/")).status == 200
+        assert (await browser.get(segment)).status == 200
+    mailbox.clear()
+    assert (await new_client().post(RESET, {"email": EMAIL})).status == 200
+    await services.mailer.drain()
+    uid, token = link_from_mail(mailbox.messages[-1])
+    body = {"new_password": "brand-new-pass-7", "confirm_password": "brand-new-pass-7"}
+    assert (await new_client().post(f"/api/password_confirm/{uid}/{token}/", body)).status == 200
+    for browser in (client, phone):
+        assert (await browser.get("/api/video/")).status == 401
+        assert (await browser.get(segment)).status == 401
+        assert (await browser.post("/api/token/refresh/")).status == 401
+    fresh = new_client()
+    await login(fresh, EMAIL, "brand-new-pass-7")
+    assert (await fresh.get(segment)).status == 200
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_token_version_changed_elsewhere_is_seen_within_the_staleness_bound(client, make_user, services):
+    """A change another process makes (here: SQL) reaches this process's cache within
+    sessions.CHECK_SECONDS; waited for by polling, not by sleeping a fixed time."""
+    from videoflix import sessions
+    from videoflix.db import cursor
+
+    user = await make_user(EMAIL)
+    assert (await client.get("/api/video/")).status == 200
+    async with cursor(services.pool) as cur:
+        await cur.execute("UPDATE users SET token_version = token_version + 1 WHERE id = %s", (user["id"],))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + sessions.CHECK_SECONDS + 2
+    while (await client.get("/api/video/")).status == 200:
+        assert loop.time() < deadline, "still accepted after the staleness bound"
+        await asyncio.sleep(0.2)
+
+
+# --- mail flooding ----------------------------------------------------------------------
+
+@pytest.mark.gen_test(timeout=120)
+async def test_password_reset_mails_are_limited_per_recipient_with_the_same_answer(new_client, make_user,
+                                                                                  services, mailbox):
+    await make_user(EMAIL, log_in=False)  # the activation mail counts too
+    mailbox.clear()
+    answers = []
+    for i in range(accounts.MAX_MAILS_PER_RECIPIENT + 3):
+        # From different clients: the per-recipient limit holds whoever asks.
+        response = await new_client(f"127.0.2.{i + 1}").post(RESET, {"email": EMAIL})
+        answers.append((response.status, response.json()))
+    assert answers == [(200, RESET_ANSWER)] * len(answers)
+    await services.mailer.drain()
+    assert [m["To"] for m in mailbox.messages] == [EMAIL] * (accounts.MAX_MAILS_PER_RECIPIENT - 1)
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_password_reset_answers_alike_for_known_and_unknown_addresses_once_limited(client, make_user,
+                                                                                        services, mailbox):
+    await make_user(EMAIL, log_in=False)
+    for _ in range(accounts.MAX_MAILS_PER_RECIPIENT):
+        await client.post(RESET, {"email": EMAIL})
+        await client.post(RESET, {"email": "ghost@example.com"})
+    known = await client.post(RESET, {"email": EMAIL})
+    unknown = await client.post(RESET, {"email": "ghost@example.com"})
+    assert (known.status, known.body, dict(known.headers.get_all()).keys()) == \
+        (unknown.status, unknown.body, dict(unknown.headers.get_all()).keys())
+    assert known.json() == RESET_ANSWER
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_one_client_cannot_mail_many_recipients(new_client, make_user, services, mailbox, config):
+    from videoflix.db import cursor
+    from videoflix.tables import users
+
+    hashed = await passwords.hash_password(services.cpu_executor, PASSWORD, config.bcrypt_rounds)
+    async with cursor(services.pool) as cur:
+        for i in range(accounts.MAX_MAILS_PER_ADDRESS + 2):
+            await users.insert_user(cur, f"victim{i}@example.com", hashed, is_active=True)
+    mailbox.clear()
+    flooder = new_client("127.0.0.6")
+    for i in range(accounts.MAX_MAILS_PER_ADDRESS + 2):
+        response = await flooder.post(RESET, {"email": f"victim{i}@example.com"})
+        assert (response.status, response.json()) == (200, RESET_ANSWER)
+    await services.mailer.drain()
+    assert len(mailbox.messages) == accounts.MAX_MAILS_PER_ADDRESS
+    # Another client still gets its mail through.
+    assert (await new_client("127.0.0.7").post(RESET, {"email": "victim0@example.com"})).status == 200
+    await services.mailer.drain()
+    assert len(mailbox.messages) == accounts.MAX_MAILS_PER_ADDRESS + 1
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_register_mails_count_against_the_client_and_answer_201_as_usual(new_client, services, mailbox):
+    flooder = new_client("127.0.0.8")
+    limit = accounts.MAX_MAILS_PER_ADDRESS
+    for i in range(limit + 2):
+        email = f"someone{i}@example.com"
+        response = await flooder.post("/api/register/", {"email": email, "password": PASSWORD,
+                                                         "confirmed_password": PASSWORD})
+        assert response.status == 201
+        assert response.json() == {"user": {"id": response.json()["user"]["id"], "email": email}}
+    await services.mailer.drain()
+    assert len(mailbox.messages) == limit
+    # A reset request from the same client is over the same budget.
+    assert (await flooder.post(RESET, {"email": "someone0@example.com"})).json() == RESET_ANSWER
+    await services.mailer.drain()
+    assert len(mailbox.messages) == limit
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_register_and_reset_share_the_recipient_budget(client, new_client, services, mailbox):
+    email = "shared@example.com"
+    response = await new_client("127.0.3.1").post("/api/register/", {"email": email, "password": PASSWORD,
+                                                                      "confirmed_password": PASSWORD})
+    assert response.status == 201
+    for i in range(accounts.MAX_MAILS_PER_RECIPIENT + 1):
+        assert (await new_client(f"127.0.3.{i + 2}").post(RESET, {"email": email})).status == 200
+    await services.mailer.drain()
+    assert len(mailbox.messages) == accounts.MAX_MAILS_PER_RECIPIENT
