@@ -148,6 +148,10 @@ async def seed(config: Config) -> int:
             hashed = await passwords.hash_password(executor, PASSWORD, BCRYPT_ROUNDS)
         async with cursor(pool) as cur:
             user_id = await users.insert_user(cur, EMAIL, hashed, is_active=True)
+            # The burst logs in LOGIN_BURST different users: concurrent attempts for
+            # one account from one address are capped by the login throttle.
+            for n in range(LOGIN_BURST):
+                await users.insert_user(cur, burst_email(n), hashed, is_active=True)
             video_id = await videos.insert_video(cur, owner_id=user_id, title="bench", description="",
                                                  category="Bench", visibility="public", status="queued")
             await videos.mark_processing(cur, video_id)
@@ -157,6 +161,10 @@ async def seed(config: Config) -> int:
     finally:
         pool.close()
         await pool.wait_closed()
+
+
+def burst_email(n: int) -> str:
+    return f"bench-burst-{n}@example.com"
 
 
 def login(port: int) -> str:
@@ -341,14 +349,14 @@ async def login_bursts(port: int, stop: asyncio.Event) -> tuple[int, float]:
     import tornado.httpclient
 
     client = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=LOGIN_BURST)
-    body = json.dumps({"email": EMAIL, "password": PASSWORD})
+    bodies = [json.dumps({"email": burst_email(n), "password": PASSWORD}) for n in range(LOGIN_BURST)]
     done, bursts, started = 0, 0, time.monotonic()
     try:
         while not stop.is_set():
             responses = await asyncio.gather(*(
                 client.fetch(f"http://127.0.0.1:{port}/api/login/", method="POST", body=body,
                              headers={"Content-Type": "application/json"}, request_timeout=60,
-                             raise_error=False) for _ in range(LOGIN_BURST)))
+                             raise_error=False) for body in bodies))
             assert all(r.code == 200 for r in responses), [r.code for r in responses]
             done += len(responses)
             bursts += 1
