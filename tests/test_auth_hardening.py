@@ -345,22 +345,117 @@ async def test_one_client_cannot_mail_many_recipients(new_client, make_user, ser
     assert len(mailbox.messages) == accounts.MAX_MAILS_PER_ADDRESS + 1
 
 
+REGISTER = "/api/register/"
+MAIL_LIMITED = {"detail": "Too many emails asked for from your address. Try again later."}
+
+
+def _sign_up(email: str) -> dict:
+    return {"email": email, "password": PASSWORD, "confirmed_password": PASSWORD}
+
+
+async def _user_count(services, email_like: str) -> int:
+    from videoflix.db import cursor
+
+    async with cursor(services.pool) as cur:
+        await cur.execute("SELECT count(*) AS n FROM users WHERE email LIKE %s", (email_like,))
+        return (await cur.fetchone())["n"]
+
+
 @pytest.mark.gen_test(timeout=120)
-async def test_register_mails_count_against_the_client_and_answer_201_as_usual(new_client, services, mailbox):
+async def test_register_over_the_client_mail_budget_is_429_and_creates_no_account(new_client, services,
+                                                                                  mailbox):
     flooder = new_client("127.0.0.8")
     limit = accounts.MAX_MAILS_PER_ADDRESS
-    for i in range(limit + 2):
+    for i in range(limit):
         email = f"someone{i}@example.com"
-        response = await flooder.post("/api/register/", {"email": email, "password": PASSWORD,
-                                                         "confirmed_password": PASSWORD})
+        response = await flooder.post(REGISTER, _sign_up(email))
         assert response.status == 201
         assert response.json() == {"user": {"id": response.json()["user"]["id"], "email": email}}
+    refused = [await flooder.post(REGISTER, _sign_up(f"late{i}@example.com")) for i in range(2)]
+    for response in refused:
+        assert (response.status, response.json()) == (429, MAIL_LIMITED)
+        assert 0 < int(response.headers["Retry-After"]) <= accounts.MAIL_WINDOW_SECONDS
+    assert await _user_count(services, "late%") == 0
     await services.mailer.drain()
-    assert len(mailbox.messages) == limit
-    # A reset request from the same client is over the same budget.
+    assert len(mailbox.messages) == limit  # one activation mail per account, none for the refused
+    # A reset request from the same client is over the same budget: the usual 200, no mail.
     assert (await flooder.post(RESET, {"email": "someone0@example.com"})).json() == RESET_ANSWER
     await services.mailer.drain()
     assert len(mailbox.messages) == limit
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_owner_refused_by_a_spent_client_budget_registers_later_from_elsewhere(client, new_client,
+                                                                                    services, mailbox):
+    """The address is not trapped: nothing was created, so its owner signs up,
+    activates and logs in from another client."""
+    flooder = new_client("127.0.0.9")
+    for i in range(accounts.MAX_MAILS_PER_ADDRESS):
+        assert (await flooder.post(REGISTER, _sign_up(f"filler{i}@example.com"))).status == 201
+    assert (await flooder.post(REGISTER, _sign_up(EMAIL))).status == 429
+    await services.mailer.drain()  # the fillers' mails are out before the box is emptied
+    mailbox.clear()
+    response = await client.post(REGISTER, _sign_up(EMAIL))
+    assert response.status == 201, response.body
+    await services.mailer.drain()
+    assert [m["To"] for m in mailbox.messages] == [EMAIL]
+    uid, token = link_from_mail(mailbox.messages[-1])
+    assert (await client.get(f"/api/activate/{uid}/{token}/")).status == 200
+    await login(client, EMAIL)
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_concurrent_registrations_from_one_client_get_exactly_the_budget(new_client, services, mailbox):
+    flooder = new_client("127.0.0.10")
+    limit = accounts.MAX_MAILS_PER_ADDRESS
+    responses = await asyncio.gather(*[flooder.post(REGISTER, _sign_up(f"burst{i}@example.com"))
+                                       for i in range(limit + 6)])
+    statuses = [r.status for r in responses]
+    assert statuses.count(201) == limit and statuses.count(429) == 6, statuses
+    assert await _user_count(services, "burst%") == limit
+    await services.mailer.drain()
+    assert len(mailbox.messages) == limit
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_refused_registrations_do_not_spend_the_client_mail_budget(new_client, services):
+    """Field errors and a taken address create nothing and send nothing: they
+    leave the client's budget as it was."""
+    browser = new_client("127.0.0.11")
+    assert (await browser.post(REGISTER, _sign_up(EMAIL))).status == 201
+    refused = [
+        _sign_up(EMAIL),  # taken
+        _sign_up(EMAIL.upper()),  # taken, in other letters
+        {"email": "new@example.com", "password": PASSWORD, "confirmed_password": PASSWORD + "x"},
+        {"email": "new@example.com", "password": "12345678", "confirmed_password": "12345678"},
+        {"email": "not-an-address", "password": PASSWORD, "confirmed_password": PASSWORD},
+        {"email": "new@example.com"},
+    ] * 3
+    for body in refused:
+        assert (await browser.post(REGISTER, body)).status == 400
+    # One address signed up five times at once: all pass the first check, one is
+    # created, the others lose at the insert and hand their reservation back.
+    raced = await asyncio.gather(*[browser.post(REGISTER, _sign_up("race@example.com")) for _ in range(5)])
+    assert sorted(r.status for r in raced) == [201, 400, 400, 400, 400]
+    assert int(await services.redis.get(rediskeys.mails_from("127.0.0.11"))) == 2
+    for i in range(accounts.MAX_MAILS_PER_ADDRESS - 2):
+        assert (await browser.post(REGISTER, _sign_up(f"later{i}@example.com"))).status == 201
+    assert (await browser.post(REGISTER, _sign_up("one-too-many@example.com"))).status == 429
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_register_still_mails_when_resets_spent_the_recipient_budget(client, new_client, services, mailbox):
+    """Reset requests for an address nobody registered yet (anyone can send them)
+    must not leave its owner with an account and no activation link."""
+    for i in range(accounts.MAX_MAILS_PER_RECIPIENT + 1):
+        assert (await new_client(f"127.0.4.{i + 1}").post(RESET, {"email": EMAIL})).json() == RESET_ANSWER
+    mailbox.clear()
+    assert (await client.post(REGISTER, _sign_up(EMAIL))).status == 201
+    await services.mailer.drain()
+    assert [m["To"] for m in mailbox.messages] == [EMAIL]
+    uid, token = link_from_mail(mailbox.messages[-1])
+    assert (await client.get(f"/api/activate/{uid}/{token}/")).status == 200
+    await login(client, EMAIL)
 
 
 @pytest.mark.gen_test(timeout=120)

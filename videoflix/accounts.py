@@ -35,8 +35,11 @@ MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS = 10
 MAX_LOGIN_FAILURES_PER_ADDRESS = 50
 MAX_LOGIN_FAILURES_PER_EMAIL = 100
 # Mail flooding: emails (activation and reset together) per recipient and per
-# client address. Over either, the request is answered as usual and no mail goes
-# out, so the answer says nothing about the account.
+# client address. A reset over either is answered as usual and no mail goes out,
+# so the answer says nothing about the account. A registration needs its
+# activation mail (without it the address is trapped: taken, and never
+# activated), so it is refused (429) before anything is created when the
+# client's budget is spent, and it always mails once created (see register).
 MAIL_WINDOW_SECONDS = 3600
 MAX_MAILS_PER_RECIPIENT = 3
 MAX_MAILS_PER_ADDRESS = 10
@@ -145,17 +148,19 @@ def issue_tokens(config: Config, user: dict, session_id: str) -> IssuedTokens:
     return IssuedTokens(access, refresh, access_ttl, refresh_ttl)
 
 
-def _mail_limits(recipient: str, address: str) -> list[throttle.Limit]:
-    return [
-        throttle.Limit(rediskeys.mails_to(recipient), MAX_MAILS_PER_RECIPIENT, MAIL_WINDOW_SECONDS),
-        throttle.Limit(rediskeys.mails_from(clientaddr.limit_key(address)), MAX_MAILS_PER_ADDRESS,
-                       MAIL_WINDOW_SECONDS),
-    ]
+def _recipient_mail_limit(recipient: str) -> throttle.Limit:
+    return throttle.Limit(rediskeys.mails_to(recipient), MAX_MAILS_PER_RECIPIENT, MAIL_WINDOW_SECONDS)
+
+
+def _client_mail_limit(address: str) -> throttle.Limit:
+    return throttle.Limit(rediskeys.mails_from(clientaddr.limit_key(address)), MAX_MAILS_PER_ADDRESS,
+                          MAIL_WINDOW_SECONDS)
 
 
 async def _may_mail(services: Services, recipient: str, address: str) -> bool:
     """Count one mail to `recipient` asked for by `address`; False when over a limit."""
-    wait = await throttle.reserve(services.redis, _mail_limits(recipient, address))
+    limits = [_recipient_mail_limit(recipient), _client_mail_limit(address)]
+    wait = await throttle.reserve(services.redis, limits)
     if wait is not None:
         log.warning("mail limit reached (recipient or client %s): no mail sent", address)
         return False
@@ -163,6 +168,8 @@ async def _may_mail(services: Services, recipient: str, address: str) -> bool:
 
 
 async def register(config: Config, services: Services, body: dict, address: str) -> dict:
+    """Create an inactive account and mail its activation link. Throttled (nothing
+    created) when the client `address` has spent its mail budget."""
     email, email_errors = _email_field(body.get("email"))
     errors = _new_password_errors(body.get("password"), body.get("confirmed_password"),
                                   "password", "confirmed_password")
@@ -174,17 +181,33 @@ async def register(config: Config, services: Services, body: dict, address: str)
                 errors["email"] = ["A user with this email already exists."]
     if errors:
         raise FieldErrors(errors)
-    hashed = await passwords.hash_password(services.cpu_executor, body["password"], config.bcrypt_rounds)
+    # The client's mail is reserved before the account exists: when its budget is
+    # spent, nothing is created (a per-client answer: it says nothing about accounts).
+    client_budget = _client_mail_limit(address)
+    wait = await throttle.reserve(services.redis, [client_budget])
+    if wait is not None:
+        log.warning("mail limit reached (client %s): registration refused", address)
+        raise Throttled(wait)
+    created = False
     try:
-        async with transaction(services.pool) as cur:
-            user_id = await users.insert_user(cur, email, hashed)
-            user = await users.get_user(cur, user_id)
-    except users.EmailTaken:
-        raise FieldErrors({"email": ["A user with this email already exists."]}) from None
-    if await _may_mail(services, email, address):
-        link = make_link(config, services, "activate", "activate.html", user)
-        services.mailer.send("activation", email, {"link": link})
+        hashed = await passwords.hash_password(services.cpu_executor, body["password"], config.bcrypt_rounds)
+        try:
+            async with transaction(services.pool) as cur:
+                user_id = await users.insert_user(cur, email, hashed)
+                user = await users.get_user(cur, user_id)
+        except users.EmailTaken:
+            raise FieldErrors({"email": ["A user with this email already exists."]}) from None
+        created = True
+    finally:
+        if not created:
+            await throttle.release(services.redis, [client_budget])  # no account, no mail
+    link = make_link(config, services, "activate", "activate.html", user)
+    services.mailer.send("activation", email, {"link": link})
     log.info("registered user %s", user_id)
+    # Counted against the recipient for later resets, but never refused by it: an
+    # address takes one registration, so this is its only activation mail, and
+    # refusing it would let three reset requests by anyone trap the address.
+    await throttle.reserve(services.redis, [_recipient_mail_limit(email)])
     return {"id": user_id, "email": email}
 
 

@@ -46,6 +46,9 @@ class RegisterHandler(AuthHandler):
                                            self.client_address())
         except accounts.FieldErrors as exc:
             raise APIError(400, body=exc.errors) from None
+        except accounts.Throttled as exc:
+            raise APIError(429, "Too many emails asked for from your address. Try again later.",
+                           headers={"Retry-After": str(exc.retry_after)}) from None
         self.write_json({"user": user}, 201)
 
 
