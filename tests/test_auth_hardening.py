@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
+import logging
 
 import pytest
 
@@ -191,6 +192,28 @@ async def test_forwarded_for_from_a_trusted_proxy_names_the_client(client, new_c
     ignored = await other.post(LOGIN, {"email": EMAIL, "password": PASSWORD},
                                headers={"X-Forwarded-For": "198.51.100.7"})
     assert ignored.status == 200
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_access_log_names_the_forwarded_client_only_behind_a_trusted_proxy(client, new_client, app,
+                                                                                 config, caplog):
+    caplog.set_level(logging.INFO, logger="videoflix.access")
+    forwarded = {"X-Forwarded-For": "6.6.6.6, 198.51.100.7"}
+
+    async def logged_client(browser, headers) -> list[str]:
+        caplog.clear()
+        assert (await browser.get("/api/health/", headers=headers)).status == 200
+        [line] = [r.getMessage() for r in caplog.records if r.name == "videoflix.access"]
+        return line.split()[3:-1]  # after "200 GET /api/health/", before the duration
+
+    # No trusted proxy: the peer, whatever the headers say.
+    assert await logged_client(client, forwarded) == ["127.0.0.1"]
+    trust(app, config, "127.0.0.1/32")
+    assert await logged_client(client, forwarded) == ["198.51.100.7", "via", "127.0.0.1"]
+    assert await logged_client(client, {"X-Real-IP": "203.0.113.51"}) == ["203.0.113.51", "via", "127.0.0.1"]
+    assert await logged_client(client, {}) == ["127.0.0.1"]
+    # A peer that is not the proxy cannot name anyone in the log either.
+    assert await logged_client(new_client("127.0.0.2"), forwarded) == ["127.0.0.2"]
 
 
 # --- sessions -------------------------------------------------------------------------
