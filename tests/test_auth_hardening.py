@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -260,6 +261,34 @@ async def test_logout_ends_the_access_token_at_once_api_and_hls(client, new_clie
         assert (await player.get(segment.replace("seg_00000.ts", "index.m3u8"), headers=headers,
                                  cookies=False)).status == 401
     assert (await player.get(stream_path, cookies=False)).status == 401
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_logout_ends_the_owner_access_to_private_images_at_once(client, new_client, make_user, services,
+                                                                      config):
+    """The plain /media/<kind>/<id>.jpg of a private video takes the owner's access
+    token: a logged-out one is anyone's, a 404 like a missing video."""
+    user = await make_user(EMAIL)
+    video_id = (await _ready_video(services, user["id"], config.media_dir)).split("/")[3]
+    for name in ("thumbnail.jpg", "poster.jpg"):
+        (Path(config.media_dir) / video_id / name).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    access = client.cookies["access_token"]
+    paths = [f"/media/thumbnail/{video_id}.jpg", f"/media/poster/{video_id}.jpg"]
+    credentials = ({"Authorization": f"Bearer {access}"}, {"Cookie": f"access_token={access}"})
+    viewer = new_client()
+    for headers in credentials:
+        for path in paths:
+            assert (await viewer.get(path, headers=headers, cookies=False)).status == 200
+    assert (await client.post("/api/logout/")).status == 200
+    for headers in credentials:
+        for path in paths:
+            response = await viewer.get(path, headers=headers, cookies=False)
+            assert response.status == 404, path
+            assert response.json() == {"detail": "Not found."}
+    # The keyed URL the catalog hands out is a capability of its own and still works.
+    await login(client, EMAIL)
+    keyed = (await client.get(f"/api/video/{video_id}/")).json()["thumbnail_url"]
+    assert (await new_client().get(keyed.split(str(config.port), 1)[1], cookies=False)).status == 200
 
 
 @pytest.mark.gen_test(timeout=120)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from videoflix import media, playback, tokens
+from videoflix import media, playback, sessions, tokens
 from videoflix.config import Config
 from videoflix.services import Services
 
@@ -74,7 +74,10 @@ class ImageAccess:
 
 async def image_access(config: Config, services: Services, request: ImageRequest,
                        claims: tokens.SessionClaims | None) -> ImageAccess:
-    """How the image may be served to this caller; media.VideoNotFound when it may not."""
+    """How the image may be served to this caller; media.VideoNotFound when it may not.
+    A private video's owner or admin must hold a live session (sessions.is_live:
+    not logged out, no password change since); sessions.Unavailable when that
+    cannot be told."""
     if request.key is not None:
         if not tokens.check_image_key(config.secret_key, request.video_id, request.key):
             raise media.VideoNotFound(request.video_id)
@@ -84,6 +87,7 @@ async def image_access(config: Config, services: Services, request: ImageRequest
         raise media.VideoNotFound(request.video_id)
     if video["visibility"] == "public":
         return ImageAccess(PUBLIC_CACHE_CONTROL)
-    if claims is not None and media.can_watch(video, claims.user_id, claims.is_admin):
+    if (claims is not None and media.can_watch(video, claims.user_id, claims.is_admin)
+            and await sessions.is_live(services, claims.user_id, claims.token_version, claims.session_id)):
         return ImageAccess(OWNER_CACHE_CONTROL, OWNER_VARY)
     raise media.VideoNotFound(request.video_id)

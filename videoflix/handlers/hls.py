@@ -308,6 +308,8 @@ class MediaImageHandler(MediaFileHandler):
                 # and a missing one still get the same answer.
                 raise APIError(401, INVALID_TOKEN) from None
             raise APIError(404) from None
+        except sessions.Unavailable:
+            raise APIError(503) from None
         await self.serve_file(request.video_id, (images.file_name(self.kind),), include_body)
 
     def set_extra_headers(self, path: str) -> None:
