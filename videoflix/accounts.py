@@ -202,7 +202,7 @@ async def register(config: Config, services: Services, body: dict, address: str)
         if not created:
             await throttle.release(services.redis, [client_budget])  # no account, no mail
     link = make_link(config, services, "activate", "activate.html", user)
-    services.mailer.send("activation", email, {"link": link})
+    await services.mailer.send("activation", email, {"link": link})
     log.info("registered user %s", user_id)
     # Counted against the recipient for later resets, but never refused by it: an
     # address takes one registration, so this is its only activation mail, and
@@ -366,7 +366,7 @@ async def request_password_reset(config: Config, services: Services, body: dict,
         log.info("password reset asked for an unknown address")
         return
     link = make_link(config, services, "reset", "confirm_password.html", user)
-    services.mailer.send("password_reset", email, {"link": link})
+    await services.mailer.send("password_reset", email, {"link": link})
 
 
 async def confirm_password_reset(config: Config, services: Services, uidb64: str, token: str,

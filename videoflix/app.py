@@ -10,11 +10,13 @@ import tornado.web
 
 from videoflix import videos as video_lifecycle
 from videoflix.config import Config
+from videoflix.draining import Draining
 from videoflix.handlers import auth, docs, health, hls, videos
 from videoflix.handlers.base import NotFoundHandler, check_access_marks
 from videoflix.log import log_request
 from videoflix.migrate import apply_migrations
 from videoflix.services import Services, create_services
+from videoflix.sweeper import Sweeper
 from videoflix.transcode.runner import TranscodeRunner
 
 log = logging.getLogger(__name__)
@@ -62,32 +64,51 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
                 with_http: bool = True) -> None:
     """Start-up and shutdown order for one process; returns once `stop` is set.
 
-    Services, migrations, the transcode consumer, then HTTP; shutdown in reverse.
+    Services, migrations, undelivered mail, the sweep of crashed runs' files, the
+    transcode consumer, then HTTP. On `stop` (SIGTERM): no new connections, running
+    jobs handed back to the queue at once, requests in flight get
+    shutdown_grace_seconds to finish, then connections, consumer and pools close.
     `with_http=False` is `videoflix worker`: the consumer alone.
     """
     services = await create_services(config)
     runner = None
+    cleaner = None
     try:
         await apply_migrations(services.pool)
+        await services.mailer.resume()
         runner = make_runner(config, services)
+        cleaner = Sweeper(config, services, runner.active_work)
+        await cleaner.start()
         await runner.start()
         if not with_http:
             if ready is not None:
                 ready.set()
             await stop.wait()
+            log.info("shutting down: handing running jobs back")
             return
         app = make_app(config, services)
-        server = tornado.httpserver.HTTPServer(app, max_body_size=MAX_JSON_BODY_BYTES,
+        requests = Draining(app)
+        server = tornado.httpserver.HTTPServer(requests, max_body_size=MAX_JSON_BODY_BYTES,
                                                idle_connection_timeout=120)
         server.listen(config.port, config.host)
         log.info("serving on http://%s:%s (public URL %s)", config.host, config.port, config.public_url)
         if ready is not None:
             ready.set()
         await stop.wait()
-        log.info("shutting down")
         server.stop()
+        log.info("shutting down: no new connections; %d request(s) in flight get up to %ss",
+                 requests.in_flight, config.shutdown_grace_seconds)
+        handing_back = asyncio.create_task(runner.stop())
+        if not await requests.wait_idle(config.shutdown_grace_seconds):
+            log.warning("shutting down: %d request(s) still in flight after %ss; closing them",
+                        requests.in_flight, config.shutdown_grace_seconds)
         await asyncio.wait_for(server.close_all_connections(), timeout=10)
+        await handing_back
+        runner = None
     finally:
+        if cleaner is not None:
+            await cleaner.stop()
         if runner is not None:
             await runner.stop()
         await services.close()
+        log.info("stopped")

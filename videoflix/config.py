@@ -117,6 +117,8 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("transcode_workers", "TRANSCODE_WORKERS", _parse_positive_int, "ffmpeg jobs run at once (process pool size)"),
     ("transcode_stall_seconds", "TRANSCODE_STALL_SECONDS", _parse_positive_int, "kill ffmpeg after this long without progress"),
     ("transcode_lease_seconds", "TRANSCODE_LEASE_SECONDS", _parse_positive_int, "a job not renewed this long (its worker died) is reclaimed"),
+    ("transcode_max_file_bytes", "TRANSCODE_MAX_FILE_BYTES", _parse_positive_int, "largest file one ffmpeg run may write (RLIMIT_FSIZE): a runaway job fails instead of filling the disk"),
+    ("shutdown_grace_seconds", "VIDEOFLIX_SHUTDOWN_GRACE_SECONDS", _parse_positive_int, "on SIGTERM, how long requests in flight get to finish"),
     ("x264_preset", "VIDEOFLIX_X264_PRESET", _parse_str, "libx264 preset"),
     ("max_video_width", "MAX_VIDEO_WIDTH", _parse_positive_int, "widest accepted picture (pixels, as displayed; 400 above)"),
     ("max_video_height", "MAX_VIDEO_HEIGHT", _parse_positive_int, "tallest accepted picture (pixels, as displayed; 400 above)"),
@@ -168,6 +170,8 @@ class Config:
     transcode_workers: int = 1
     transcode_stall_seconds: int = 60
     transcode_lease_seconds: int = 60
+    transcode_max_file_bytes: int = 4 * 1024**3
+    shutdown_grace_seconds: int = 10
     x264_preset: str = "veryfast"
     # Media caps and resource limits (videoflix/transcode/limits.py explains the defaults).
     max_video_width: int = 7680

@@ -22,9 +22,21 @@ async def create_pool(dsn: str, minsize: int = 1, maxsize: int = 10) -> aiopg.Po
 
 
 @contextlib.asynccontextmanager
+async def _discard_dead_connections(pool: aiopg.Pool) -> AsyncIterator[None]:
+    """After PostgreSQL restarted, every idle pooled connection is dead: once one
+    fails, drop the idle ones too, so the pool recovers with the next request
+    instead of failing once per stale connection."""
+    try:
+        yield
+    except (psycopg2.OperationalError, psycopg2.InterfaceError):
+        await pool.clear()
+        raise
+
+
+@contextlib.asynccontextmanager
 async def cursor(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
     """A dict-row cursor on a pooled connection (autocommit)."""
-    async with pool.acquire() as conn:
+    async with _discard_dead_connections(pool), pool.acquire() as conn:
         async with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             yield cur
 
@@ -32,7 +44,7 @@ async def cursor(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
 @contextlib.asynccontextmanager
 async def transaction(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
     """A dict-row cursor inside BEGIN ... COMMIT; rolls back on any exception."""
-    async with pool.acquire() as conn:
+    async with _discard_dead_connections(pool), pool.acquire() as conn:
         async with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
             async with cur.begin():
                 yield cur

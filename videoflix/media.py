@@ -3,6 +3,7 @@
     media/.incoming/<random>.part   an upload being received
     media/sources/<id>              the uploaded original
     media/.work/<id>-<job>/         a transcode in progress (renamed into place on success)
+    media/.work/<id>-<job>.lease    its lease fence: the monotonic time its ffmpeg must stop by
     media/<id>/master.m3u8          our master playlist
     media/<id>/<res>/index.m3u8     one media playlist per rendition (RUNGS: 1080p, 720p, 480p)
     media/<id>/<res>/seg_NNNNN.ts   its MPEG-TS segments
@@ -87,6 +88,14 @@ def incoming_dir(media_dir: str) -> Path:
 
 def work_dir(media_dir: str) -> Path:
     return Path(media_dir) / ".work"
+
+
+def lease_fence(work: Path) -> Path:
+    """The fence file beside a work folder (transcode/runner.py writes and reads it)."""
+    return work.with_name(work.name + LEASE_FENCE_SUFFIX)
+
+
+LEASE_FENCE_SUFFIX = ".lease"
 
 
 def can_watch(video: dict, user_id: int | None, is_admin: bool) -> bool:

@@ -16,6 +16,8 @@ def key(*parts: object) -> str:
 # transcode/queue.py: the job stream and its dead letters.
 TRANSCODE_STREAM = key("transcode")
 TRANSCODE_DEAD_LETTER = key("transcode", "dead")
+# transcode/runner.py: held by the one process reconciling rows and stream right now.
+TRANSCODE_RECONCILE_LOCK = key("transcode", "reconcile")
 
 
 def progress(video_id: int) -> str:

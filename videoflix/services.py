@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import aiopg
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from videoflix import db, passwords
 from videoflix.config import Config
@@ -34,6 +36,14 @@ FILE_THREAD_WORKERS = 4
 # SMTP deliveries and outbox writes (mail.py); mail is sent in the background, so
 # two threads suffice and a hanging server can hold no more than two.
 MAIL_THREAD_WORKERS = 2
+# The request path's Redis client fails fast when Redis is down (a JSON 503 within
+# a second, handlers/base.py), instead of redis-py's default 10 retries with
+# backoff and 5 s timeouts: one immediate retry replaces a connection Redis
+# closed (a restart), a refused connection fails in milliseconds. Blocking
+# readers need longer: the transcode consumer has its own client (runner.py), and
+# pub/sub reads are not bound by socket_timeout.
+REDIS_TIMEOUT_SECONDS = 0.5
+REDIS_RETRIES = 1
 
 
 def _executor(workers: int, name: str, initializer: Callable[[], None] | None = None
@@ -72,12 +82,15 @@ async def create_services(config: Config) -> Services:
     cpu = _executor(CPU_THREAD_WORKERS, "cpu", _lower_thread_priority)
     mail = _executor(MAIL_THREAD_WORKERS, "mail")
     pool = await db.create_pool(config.database_url)
-    client = redis.asyncio.Redis.from_url(config.redis_url, decode_responses=True,
-                                          socket_connect_timeout=5, health_check_interval=30)
+    client = redis.asyncio.Redis.from_url(
+        config.redis_url, decode_responses=True, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), REDIS_RETRIES),
+        health_check_interval=30)
     # Made now, so the first login for an unknown address is not the slow one.
     await passwords.dummy_hash(cpu, config.bcrypt_rounds)
-    return Services(pool=pool, redis=client, mailer=Mailer(config, mail), cpu_executor=cpu,
-                    file_executor=_executor(FILE_THREAD_WORKERS, "files"), mail_executor=mail)
+    files = _executor(FILE_THREAD_WORKERS, "files")
+    return Services(pool=pool, redis=client, mailer=Mailer(config, mail, store_executor=files),
+                    cpu_executor=cpu, file_executor=files, mail_executor=mail)
 
 
 # A health probe must answer quickly even when a dependency hangs.

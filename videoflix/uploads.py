@@ -53,6 +53,19 @@ def release_upload_slot(services: Services, user_id: int) -> None:
             del counts[user_id]
 
 
+# Names of the .part files this process is receiving right now (sweeper.py keeps them).
+_LIVE_PARTS: set[str] = set()
+
+
+def live_uploads() -> set[str]:
+    return set(_LIVE_PARTS)
+
+
+def forget_upload(temp_path: Path) -> None:
+    """The .part file became a source (moved away) or was removed."""
+    _LIVE_PARTS.discard(temp_path.name)
+
+
 class UploadError(Exception):
     """The multipart body is malformed or a field is over its limit."""
 
@@ -163,6 +176,7 @@ class UploadReceiver:
         incoming = media.incoming_dir(media_dir)
         incoming.mkdir(parents=True, exist_ok=True)
         self.temp_path = incoming / f"{secrets.token_hex(16)}.part"
+        _LIVE_PARTS.add(self.temp_path.name)
         counter = PartCounter()
         self.file = DiskFileTarget(self.temp_path, executor, counter)
         self._parser.register("file", self.file)
@@ -208,3 +222,4 @@ class UploadReceiver:
         """Remove the temporary file (called on any failure or disconnect)."""
         self.file.close_quietly()
         self.temp_path.unlink(missing_ok=True)
+        _LIVE_PARTS.discard(self.temp_path.name)

@@ -15,7 +15,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from videoflix import catalog, media, playback
+from videoflix import catalog, media, playback, uploads
 from videoflix.config import Config
 from videoflix.db import cursor, transaction
 from videoflix.services import Services
@@ -130,6 +130,7 @@ async def _store(config: Config, services: Services, upload: UploadReceiver, own
 def _move_into_place(temp_path: Path, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     temp_path.rename(target)
+    uploads.forget_upload(temp_path)
 
 
 def _remove_files(media_dir: str, video_id: int) -> None:

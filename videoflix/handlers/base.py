@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import tornado.web
 
-from videoflix import requestrules, sessions, tokens
+from videoflix import outage, requestrules, sessions, tokens
 from videoflix.config import Config
 from videoflix.services import Services
 
@@ -171,6 +171,13 @@ class JSONErrorsMixin:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
 
+    def log_exception(self: Any, typ: Any, value: Any, tb: Any) -> None:
+        if outage.is_outage(value):  # expected during an outage: one line, no traceback
+            log.warning("%s %s answered 503: %s", self.request.method, self.request.path,
+                        outage.describe(value))
+            return
+        super().log_exception(typ, value, tb)
+
     def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
         # Called by Tornado's send_error, with the headers already cleared.
         self.set_header("Cache-Control", "no-store")  # errors are never cached
@@ -179,6 +186,12 @@ class JSONErrorsMixin:
             for name, value in error.headers.items():
                 self.set_header(name, value)
             self.write_json(error.body, error.status)
+            return
+        if outage.is_outage(error):
+            # PostgreSQL or Redis is down: a retryable 503, never a 500.
+            self.set_status(503)
+            self.set_header("Retry-After", str(outage.RETRY_AFTER_SECONDS))
+            self.write_json({"detail": outage.DETAIL}, 503)
             return
         # Anything else: a tornado HTTPError or a crash (its traceback is in the log).
         detail = STATUS_DETAILS.get(status_code, "Internal server error.")

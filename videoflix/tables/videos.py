@@ -88,8 +88,12 @@ async def mark_queued(cur: Any, video_id: int) -> bool:
     return await cur.fetchone() is not None
 
 
-async def unfinished_video_ids(cur: Any) -> list[int]:
-    await cur.execute("SELECT id FROM videos WHERE status IN ('queued', 'processing') ORDER BY id")
+async def unfinished_video_ids(cur: Any, unchanged_for_seconds: float = 0.0) -> list[int]:
+    """Queued or processing rows, optionally only those unchanged for a while (a
+    row just inserted may not have its queue entry yet)."""
+    await cur.execute("SELECT id FROM videos WHERE status IN ('queued', 'processing')"
+                      " AND updated_at <= now() - make_interval(secs => %s) ORDER BY id",
+                      (float(unchanged_for_seconds),))
     return [row["id"] for row in await cur.fetchall()]
 
 

@@ -430,6 +430,10 @@ def run_ffmpeg(
         drain.join(timeout=5)
         proc.stdout.close()
         proc.stderr.close()
+    if returncode == -signal.SIGXFSZ:
+        # RLIMIT_FSIZE (runner.py): the stand-in for a full media disk.
+        raise TranscodeError("Not enough space for the renditions: an output file reached the "
+                             "file-size limit.")
     if returncode != 0:
         detail = " | ".join(tail) or "no error output"
         hit = limits.failure(returncode, cpu_used, detail) if limits is not None else None

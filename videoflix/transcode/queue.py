@@ -81,6 +81,22 @@ end
 return #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 """
 
+# Hand a job back (graceful shutdown): if this consumer still holds it, make its
+# lease look long expired, so the next `claim` by anyone takes it over at once,
+# and set its delivery count back by one (that takeover counts it again: a job
+# handed back does not use up a delivery).
+_RELEASE_SCRIPT = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[2] then
+  return 0
+end
+return #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4],
+                   'RETRYCOUNT', ARGV[5], 'JUSTID')
+"""
+# The idle time a released job gets: far beyond any lease, well below "now"
+# (Redis ignores an IDLE that would date the delivery before the epoch).
+_RELEASED_IDLE_MS = 365 * 24 * 3600 * 1000
+
 
 @dataclass(frozen=True)
 class Job:
@@ -266,6 +282,36 @@ async def renew(r: redis.asyncio.Redis, consumer: str, job: Job) -> bool:
         return False
     log.debug("transcode: video %s job %s lease renewed by %s", job.video_id, job.entry_id, consumer)
     return True
+
+
+async def release(r: redis.asyncio.Redis, consumer: str, job: Job) -> bool:
+    """Give `job` back to the queue now, for any consumer to claim at once; False
+    if `consumer` no longer held it. Its delivery count is not used up by this."""
+    script = r.register_script(_RELEASE_SCRIPT)
+    try:
+        released = await script(keys=[STREAM], args=[GROUP, consumer, job.entry_id, _RELEASED_IDLE_MS,
+                                                      max(job.deliveries - 1, 0)])
+    except ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        released = 0
+    if released:
+        log.info("transcode: video %s job %s handed back by %s", job.video_id, job.entry_id, consumer)
+    return bool(released)
+
+
+async def lease_holders(r: redis.asyncio.Redis) -> dict[str, tuple[str, int, int]]:
+    """Every delivered, unacknowledged job: entry id -> (consumer, idle ms, deliveries)."""
+    holders: dict[str, tuple[str, int, int]] = {}
+    start = "-"
+    while True:
+        rows = await r.xpending_range(STREAM, GROUP, min=start, max="+", count=SCAN_PAGE)
+        for row in rows:
+            holders[row["message_id"]] = (row["consumer"], int(row["time_since_delivered"]),
+                                          int(row["times_delivered"]))
+        if len(rows) < SCAN_PAGE:
+            return holders
+        start = "(" + rows[-1]["message_id"]
 
 
 async def ack(r: redis.asyncio.Redis, job: Job) -> bool:

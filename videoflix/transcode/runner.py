@@ -13,6 +13,19 @@ Failures:
   acknowledged and the lease stops being renewed, so the entry is reclaimed
   after the lease and run again from scratch; past MAX_DELIVERIES it goes to
   the dead-letter stream and the video to `failed`.
+
+The lease is fenced: after each renewal the keeper writes into the job's fence
+file (media.lease_fence) the monotonic time by which the run must stop unless
+renewed again, FENCE_FRACTION of the lease after the renewal was sent, so
+before any other consumer can take the job over. The child checks it at every
+progress report and kills its ffmpeg once it has passed (also when this loop is
+frozen or Redis is unreachable); the keeper retries Redis errors with backoff
+until then, and writes 0 at once when the lease is lost. A run publishes only
+after a last renewal proved the job still ours.
+
+`stop` hands running jobs back (queue.release): the next claim anywhere takes
+them over at once. A periodic reconciliation re-enqueues unfinished rows whose
+stream entry is gone (e.g. lost with Redis's last second before a crash).
 """
 from __future__ import annotations
 
@@ -22,6 +35,7 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import resource
 import select
 import shutil
 import signal
@@ -34,8 +48,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from videoflix import media
+from videoflix import media, rediskeys
 from videoflix.config import Config
 from videoflix.db import cursor, transaction
 from videoflix.services import Services
@@ -50,10 +68,26 @@ log = logging.getLogger(__name__)
 CLAIM_BLOCK_MS = 2000
 # Progress is written to Redis at most this often per job.
 PROGRESS_INTERVAL_SECONDS = 0.5
+# Renewals come every RENEW_FRACTION of the lease; a run must stop by
+# FENCE_FRACTION of the lease after the last renewal was sent (takeover is
+# possible only after the whole lease).
+RENEW_FRACTION = 1 / 3
+FENCE_FRACTION = 0.75
+# A failed renewal is retried after this long, doubling up to a sixth of the lease.
+RENEW_RETRY_FIRST_SECONDS = 0.1
+# Rows queued/processing with no stream entry are looked for this often (at least),
+# and only once unchanged this long (an upload's row exists a moment before its entry).
+RECONCILE_MIN_SECONDS = 1.0
+RECONCILE_ROW_AGE_SECONDS = 5.0
 
 
 class JobCancelled(Exception):
     """The video was deleted while its job ran."""
+
+
+class LeaseLost(Exception):
+    """The job's lease ended (taken over, or not renewable in time): the run stopped
+    its ffmpeg, or finished but may not publish."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +99,8 @@ class ChildJob:
     work_dir: str
     redis_url: str
     settings: TranscodeSettings
+    fence: str = ""  # media.lease_fence(work_dir)
+    max_file_bytes: int = 0  # RLIMIT_FSIZE of the run's ffmpeg (0: unchanged)
 
 
 def _exit_with_server(server_pid: int) -> None:
@@ -91,12 +127,38 @@ def _child_init(server_pid: int) -> None:
     threading.Thread(target=_exit_with_server, args=(server_pid,), name="server-watch", daemon=True).start()
 
 
+def _fence_passed(fence: str) -> bool:
+    """True once the keeper's deadline in `fence` is past (or the file is gone)."""
+    try:
+        with open(fence, encoding="ascii") as handle:
+            deadline = float(handle.read() or 0)
+    except (OSError, ValueError):
+        return True
+    return time.monotonic() > deadline
+
+
+def _limit_file_size(max_bytes: int) -> None:
+    """RLIMIT_FSIZE for this worker and so for the ffmpeg it starts (limits are
+    inherited across fork and exec): a write past it kills ffmpeg (SIGXFSZ), so a
+    full disk or a runaway output fails the job instead of the server."""
+    if max_bytes <= 0:
+        return
+    _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limit = max_bytes if hard == resource.RLIM_INFINITY else min(max_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+
+
 def run_child_job(job: ChildJob) -> dict:
     """Runs in a pool process: the whole transcode, progress into Redis."""
-    client = redis.Redis.from_url(job.redis_url, socket_timeout=10)
+    _limit_file_size(job.max_file_bytes)
+    # Fail fast: a progress report must never hold up the watchdog loop.
+    client = redis.Redis.from_url(job.redis_url, socket_connect_timeout=1, socket_timeout=2,
+                                  retry=Retry(NoBackoff(), 0))
     last = [0.0]
 
     def on_progress(percent: float) -> None:
+        if job.fence and _fence_passed(job.fence):
+            raise LeaseLost(f"video {job.video_id}: the lease ended; ffmpeg stopped")
         now = time.monotonic()
         if now - last[0] < PROGRESS_INTERVAL_SECONDS and percent < 100.0:
             return
@@ -117,9 +179,30 @@ def run_child_job(job: ChildJob) -> dict:
     return dataclasses.asdict(result)
 
 
-def _prepare_work_dir(path: Path) -> None:
+def _write_fence(fence: Path, deadline: float) -> None:
+    temporary = fence.with_name(fence.name + ".tmp")
+    temporary.write_text(repr(deadline), encoding="ascii")
+    temporary.replace(fence)  # the child never reads a half-written deadline
+
+
+def _prepare_work_dir(path: Path, deadline: float) -> None:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
+    _write_fence(media.lease_fence(path), deadline)
+
+
+def _remove_work(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    media.lease_fence(path).unlink(missing_ok=True)
+
+
+@dataclass
+class _Running:
+    """A job this process runs right now, as its keeper sees it."""
+
+    job: queue.Job
+    work: Path
+    lost: bool = False
 
 
 def _publish(work: Path, target: Path) -> None:
@@ -147,53 +230,92 @@ def settings_from_config(config: Config) -> TranscodeSettings:
                              cpu_factor=config.transcode_cpu_factor)
 
 
+def redis_client(url: str) -> redis.asyncio.Redis:
+    """The consumer's own client: its reads block for CLAIM_BLOCK_MS, so its socket
+    timeout is longer than the request path's; one quick retry, no long backoff."""
+    return redis.asyncio.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1,
+                                        socket_timeout=CLAIM_BLOCK_MS / 1000 + 3,
+                                        retry=AsyncRetry(NoBackoff(), 1), health_check_interval=30)
+
+
 class TranscodeRunner:
     def __init__(self, config: Config, services: Services, consumer: str | None = None) -> None:
         self.config = config
         self.services = services
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.lease_seconds = config.transcode_lease_seconds
+        self.reconcile_seconds = max(RECONCILE_MIN_SECONDS, float(self.lease_seconds))
+        self.redis = redis_client(config.redis_url)
         self.pool = make_process_pool(config.transcode_workers)
         self._tasks: list[asyncio.Task] = []
+        self._running: dict[str, _Running] = {}
         self._stopping = False
         # Called as callback(video_id, outcome) when a job ends: "ready", "failed",
-        # "cancelled" (video deleted mid-job) or "discarded" (row gone at the end).
+        # "cancelled" (video deleted mid-job), "discarded" (row gone at the end) or
+        # "abandoned" (lease lost: another consumer has or will have the job).
         self.on_job_done: list = []
         # Awaited as hook(video_id, owner_id) after a job changed a video's row
         # (ready or failed); app.py connects it to videos.video_changed.
         self.on_video_changed: list[Callable[[int, int], Awaitable[None]]] = []
 
+    def active_work(self) -> set[str]:
+        """Names of the work folders of the jobs this process runs now (the sweeper keeps them)."""
+        return {running.work.name for running in self._running.values()}
+
     async def start(self) -> None:
-        await queue.ensure_group(self.services.redis)
+        await queue.ensure_group(self.redis)
         await self.recover()
         for index in range(self.config.transcode_workers):
             self._tasks.append(asyncio.create_task(self._consume(), name=f"transcode-consumer-{index}"))
+        self._tasks.append(asyncio.create_task(self._reconcile_periodically(), name="transcode-reconcile"))
         log.info("transcode consumer %s started (%d worker(s), lease %ss)",
                  self.consumer, self.config.transcode_workers, self.lease_seconds)
 
-    async def recover(self) -> list[int]:
+    async def recover(self, unchanged_for_seconds: float = 0.0) -> list[int]:
         """Re-enqueue rows stuck in queued/processing that have no stream entry."""
         async with cursor(self.services.pool) as cur:
-            unfinished = await videos.unfinished_video_ids(cur)
+            unfinished = await videos.unfinished_video_ids(cur, unchanged_for_seconds)
         if not unfinished:
             return []
-        in_stream = await queue.pending_video_ids(self.services.redis)
+        in_stream = await queue.pending_video_ids(self.redis)
         lost = [video_id for video_id in unfinished if video_id not in in_stream]
         for video_id in lost:
-            await queue.enqueue(self.services.redis, video_id)
+            await queue.enqueue(self.redis, video_id)
             log.warning("video %s: no queue entry for an unfinished row; enqueued again", video_id)
         return lost
 
+    async def _reconcile_periodically(self) -> None:
+        """`recover` every reconcile_seconds, by one process at a time (a Redis lock),
+        for rows unchanged a while; survives Redis and PostgreSQL outages."""
+        while not self._stopping:
+            await asyncio.sleep(self.reconcile_seconds)
+            try:
+                if await self.redis.set(rediskeys.TRANSCODE_RECONCILE_LOCK, self.consumer, nx=True,
+                                        px=max(int(self.reconcile_seconds * 900), 100)):
+                    await self.recover(RECONCILE_ROW_AGE_SECONDS)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # an outage: the next round tries again
+                log.warning("transcode: reconciliation skipped: %s", exc)
+
     async def stop(self) -> None:
+        """Stop consuming; running jobs are stopped and handed back to the queue at once."""
         self._stopping = True
+        running = list(self._running.values())
         for task in self._tasks:
             task.cancel()
+        self._kill_pool()  # each worker's ffmpeg dies with it (PR_SET_PDEATHSIG)
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
-        self._kill_pool()
+        for item in running:
+            try:
+                await queue.release(self.redis, self.consumer, item.job)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("video %s job %s: not handed back (%s); it is reclaimed after its lease",
+                            item.job.video_id, item.job.entry_id, exc)
+        await self.redis.aclose()
 
     def _kill_pool(self) -> None:
-        # Running jobs stay unacknowledged and are reclaimed after their lease.
         processes = list((getattr(self.pool, "_processes", None) or {}).values())
         self.pool.shutdown(wait=False, cancel_futures=True)
         for process in processes:
@@ -203,24 +325,73 @@ class TranscodeRunner:
     async def _consume(self) -> None:
         while not self._stopping:
             try:
-                job = await queue.claim(self.services.redis, self.consumer, CLAIM_BLOCK_MS,
+                job = await queue.claim(self.redis, self.consumer, CLAIM_BLOCK_MS,
                                         lease_seconds=self.lease_seconds)
                 if job is not None:
                     await self.run_job(job)
             except asyncio.CancelledError:
                 raise
+            except (redis.RedisError, OSError) as exc:
+                # Redis is down or restarting: the job, if any, stays pending and
+                # will be reclaimed; try again shortly, without a traceback per second.
+                log.warning("transcode consumer %s: Redis unavailable (%s); retrying", self.consumer, exc)
+                await asyncio.sleep(1)
             except Exception:
-                # Redis or PostgreSQL hiccup: log, breathe, go on (the job, if
-                # any, stays pending and will be reclaimed).
+                # PostgreSQL hiccup or a bug: log, breathe, go on.
                 log.exception("transcode consumer %s: unexpected error", self.consumer)
                 await asyncio.sleep(1)
 
-    async def _keep_lease(self, job: queue.Job) -> None:
+    async def _renew(self, job: queue.Job) -> bool:
+        """One renewal, bounded in time; raises on Redis errors (and timeouts)."""
+        return await asyncio.wait_for(queue.renew(self.redis, self.consumer, job),
+                                      self.lease_seconds * RENEW_FRACTION)
+
+    async def _set_fence(self, running: _Running, deadline: float) -> None:
+        await asyncio.get_running_loop().run_in_executor(
+            self.services.file_executor, _write_fence, media.lease_fence(running.work), deadline)
+
+    async def _keep_lease(self, running: _Running, deadline: float) -> None:
+        """Renew every RENEW_FRACTION of the lease, moving the fence on; retry Redis
+        errors with backoff while the fence allows; on loss, fence at 0 and return."""
+        loop = asyncio.get_running_loop()
+        job = running.job
         while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            if not await queue.renew(self.services.redis, self.consumer, job):
-                log.info("video %s job %s: lease lost (entry removed)", job.video_id, job.entry_id)
+            await asyncio.sleep(self.lease_seconds * RENEW_FRACTION)
+            backoff = RENEW_RETRY_FIRST_SECONDS
+            while True:
+                sent = loop.time()
+                try:
+                    held = await self._renew(job)
+                except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+                    if loop.time() + backoff < deadline:
+                        log.warning("video %s job %s: lease not renewed (%s); retrying in %.1f s",
+                                    job.video_id, job.entry_id, exc or type(exc).__name__, backoff)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, self.lease_seconds / 6)
+                        continue
+                    log.error("video %s job %s: lease not renewable before its fence (%s)",
+                              job.video_id, job.entry_id, exc or type(exc).__name__)
+                    held = False
+                if held:
+                    deadline = sent + self.lease_seconds * FENCE_FRACTION
+                    await self._set_fence(running, deadline)
+                    break
+                running.lost = True
+                await self._set_fence(running, 0.0)
+                log.warning("video %s job %s: lease lost; the run stops its ffmpeg and publishes nothing",
+                            job.video_id, job.entry_id)
                 return
+
+    async def _still_ours(self, running: _Running) -> bool:
+        """A last renewal before publishing: proof the job is still this consumer's."""
+        if running.lost:
+            return False
+        try:
+            return await self._renew(running.job)
+        except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+            log.warning("video %s job %s: lease not confirmed (%s)", running.job.video_id,
+                        running.job.entry_id, exc or type(exc).__name__)
+            return False
 
     async def _changed(self, video_id: int, owner_id: int) -> None:
         for hook in self.on_video_changed:
@@ -243,12 +414,19 @@ class TranscodeRunner:
         video_id = job.video_id
         if isinstance(exc, JobCancelled):
             log.info("video %s job %s: cancelled (video deleted)", video_id, job.entry_id)
-            await queue.ack(self.services.redis, job)
+            await queue.ack(self.redis, job)
             self._notify(video_id, "cancelled")
+        elif isinstance(exc, LeaseLost):
+            log.warning("video %s job %s: abandoned, nothing published (%s)", video_id, job.entry_id, exc)
+            try:  # if nobody took it over yet (this loop stalled), it can run again at once
+                await queue.release(self.redis, self.consumer, job)
+            except (redis.RedisError, OSError) as error:
+                log.warning("video %s job %s: not handed back (%s)", video_id, job.entry_id, error)
+            self._notify(video_id, "abandoned")
         elif isinstance(exc, TranscodeError):
             log.warning("video %s job %s: failed: %s", video_id, job.entry_id, exc)
             await self._fail(job, public_reason(str(exc)))
-            await queue.ack(self.services.redis, job)
+            await queue.ack(self.redis, job)
         elif isinstance(exc, BrokenProcessPool):
             log.error("video %s job %s: worker process died; the job will be reclaimed after its lease",
                       video_id, job.entry_id)
@@ -260,7 +438,7 @@ class TranscodeRunner:
 
     async def run_job(self, job: queue.Job) -> None:
         video_id = job.video_id
-        redis_client = self.services.redis
+        redis_client = self.redis
         if job.deliveries > queue.MAX_DELIVERIES:
             reason = (f"Transcoding was interrupted {job.deliveries - 1} times "
                       "(worker process died or the server stopped); giving up.")
@@ -277,22 +455,39 @@ class TranscodeRunner:
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
         work = media.work_dir(self.config.media_dir) / f"{video_id}-{job.entry_id}-{job.deliveries}"
-        await loop.run_in_executor(executor, _prepare_work_dir, work)
+        # The lease clock starts at a known moment: a renewal sent now.
+        sent = loop.time()
+        if not await self._renew(job):
+            log.info("video %s job %s: no longer ours before it started", video_id, job.entry_id)
+            return
+        deadline = sent + self.lease_seconds * FENCE_FRACTION
+        await loop.run_in_executor(executor, _prepare_work_dir, work, deadline)
         child_job = ChildJob(video_id, str(media.source_path(self.config.media_dir, video_id)), str(work),
-                             self.config.redis_url, settings_from_config(self.config))
+                             self.config.redis_url, settings_from_config(self.config),
+                             fence=str(media.lease_fence(work)),
+                             max_file_bytes=self.config.transcode_max_file_bytes)
         log.info("video %s job %s: transcoding (delivery %d)", video_id, job.entry_id, job.deliveries)
-        lease = asyncio.create_task(self._keep_lease(job))
+        running = _Running(job, work)
+        self._running[job.entry_id] = running
+        lease = asyncio.create_task(self._keep_lease(running, deadline))
         pool = self.pool
         try:
             result = await loop.run_in_executor(pool, run_child_job, child_job)
+            lease.cancel()
+            if not await self._still_ours(running):
+                raise LeaseLost("the lease ended while the job ran")
         except BaseException as exc:
-            await loop.run_in_executor(executor, shutil.rmtree, work, True)
+            lease.cancel()
+            await loop.run_in_executor(executor, _remove_work, work)
             await self._handle_failure(job, pool, exc)
             return
         finally:
             lease.cancel()
+            self._running.pop(job.entry_id, None)
+        # Just renewed: the job is ours for a whole lease, far longer than this takes.
         target = media.video_dir(self.config.media_dir, video_id)
         await loop.run_in_executor(executor, _publish, work, target)
+        await loop.run_in_executor(executor, _remove_work, work)  # the fence beside it
         async with cursor(self.services.pool) as cur:
             ready = await videos.mark_ready(cur, video_id, duration=result["duration"], width=result["width"],
                                             height=result["height"], fps=result["fps"],
