@@ -1,0 +1,127 @@
+"""Fixtures of the fault tests: their own PostgreSQL, Redis and SMTP sink (the tests
+stop and restart them), a clean state per test, and a factory of server processes."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from faultkit import Database, Server, make_clip
+from helpers import MailSink
+from videoflix.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
+SECRET = "fault-test-secret-key-that-is-long-enough-for-hs256"
+
+
+@pytest.fixture(scope="session")
+def fault_dir():
+    path = Path(tempfile.mkdtemp(prefix="videoflix-faults-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def fault_postgres(fault_dir):
+    server = EmbeddedPostgres(fault_dir / "postgres", free_port(), durable=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fault_redis(fault_dir):
+    server = EmbeddedRedis(fault_dir / "redis", free_port(), appendonly=True)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def fault_smtp():
+    controller = Controller(MailSink(), hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller
+    controller.stop()
+
+
+@pytest.fixture
+def db(fault_postgres, fault_redis):
+    if fault_postgres.proc is None:  # a test stopped it and failed before restarting it
+        fault_postgres.start()
+    if fault_redis.proc is None:
+        fault_redis.start()
+    database = Database(fault_postgres.dsn)
+    database.reset()
+    client = fault_redis.url
+    import redis
+    with redis.Redis.from_url(client) as r:
+        r.flushdb()
+    return database
+
+
+@pytest.fixture
+def mails(fault_smtp) -> MailSink:
+    sink: MailSink = fault_smtp.handler
+    sink.clear()
+    return sink
+
+
+@pytest.fixture
+def var_dir(tmp_path) -> Path:
+    path = tmp_path / "var"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def servers(db, fault_postgres, fault_redis, fault_smtp, var_dir, tmp_path):
+    """make(command="serve", **env) -> a started Server; all are killed at the end."""
+    started: list[Server] = []
+
+    def make(command: str = "serve", start: bool = True, **overrides: str) -> Server:
+        env = {
+            "PATH": __import__("os").environ["PATH"],
+            "HOME": str(tmp_path),
+            "DATABASE_URL": fault_postgres.dsn,
+            "REDIS_URL": fault_redis.url,
+            "SECRET_KEY": SECRET,
+            "VIDEOFLIX_PORT": str(free_port()),
+            "VIDEOFLIX_VAR_DIR": str(var_dir),
+            "VIDEOFLIX_BCRYPT_ROUNDS": "4",
+            "SMTP_HOST": "127.0.0.1",
+            "SMTP_PORT": str(fault_smtp.port),
+            "TRANSCODE_LEASE_SECONDS": "4",
+            "VIDEOFLIX_UPLOAD_IDLE_SECONDS": "2",
+            "TRANSCODE_STALL_SECONDS": "30",
+            "VIDEOFLIX_SHUTDOWN_GRACE_SECONDS": "20",
+            "VIDEOFLIX_LOG_LEVEL": "INFO",
+        }
+        env.update({key: str(value) for key, value in overrides.items()})
+        server = Server(env, tmp_path / f"server-{len(started)}-{command}.log", command)
+        started.append(server)
+        return server.start() if start else server
+
+    yield make
+    for server in started:
+        server.kill()
+
+
+@pytest.fixture(scope="session")
+def short_clip(fault_dir) -> Path:
+    """6 s, 640x360, H.264/AAC: transcodes in a second or two."""
+    return make_clip(fault_dir / "short.mp4", 6)
+
+
+@pytest.fixture(scope="session")
+def long_clip(fault_dir) -> Path:
+    """60 s, 854x480 with noise: a transcode that lasts several seconds (mid-run faults)."""
+    return make_clip(fault_dir / "long.mp4", 60, size="854x480", noise=True)
+
+
+@pytest.fixture
+def media_dir(var_dir) -> Path:
+    return var_dir / "media"
