@@ -45,7 +45,7 @@ def test_redis_outage_answers_503_within_a_second_and_everything_recovers_withou
     # re-enqueued by the periodic reconciliation, not only at start-up.
     db.query("UPDATE videos SET status = 'queued', updated_at = now() - interval '1 minute' WHERE id = %s",
              (video_id,))
-    wait_for(lambda: db.video(video_id)["status"] == "ready" and db.video(video_id)["attempts"] == 1,
+    wait_for(lambda: db.video(video_id)["status"] == "ready" and db.video(video_id)["attempts"] == 2,
              "the reconciled row to be transcoded again", timeout=120, interval=0.3)
     assert f"video {video_id}: no queue entry for an unfinished row; enqueued again" in server.log()
     assert server.proc.poll() is None
@@ -60,10 +60,9 @@ def test_postgres_restart_answers_503_during_the_outage_and_the_pool_recovers_by
 
     fault_postgres.stop()
     try:
-        for path in ("/api/health/", "/api/video/"):
-            response, took = timed(lambda: api.call("GET", path, timeout=10))
-            assert response.status_code == 503 and took <= 2.0, (path, response.status_code, took)
-            assert as_json(response)["detail"] if path != "/api/health/" else True
+        health, took = timed(lambda: api.call("GET", "/api/health/", timeout=10))
+        assert health.status_code == 503 and took <= 2.0, (health.status_code, took)
+        assert as_json(health)["database"] == "error"
         login, took = timed(lambda: api.login("owner@example.com"))
         assert login.status_code == 503 and took <= 2.0, (login.status_code, took)
         assert as_json(login)["detail"]
