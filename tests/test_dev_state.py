@@ -258,7 +258,7 @@ async def test_outbox_mail_holding_a_reset_link_is_0600_under_umask_000(tmp_path
     with concurrent.futures.ThreadPoolExecutor(1) as executor:
         mailer = Mailer(config, executor)
         link = mailer.link("confirm_password.html", "MQ", "reset-token-123")
-        mailer.send("password_reset", "victim@example.com", {"link": link})
+        await mailer.send("password_reset", "victim@example.com", {"link": link})
         await mailer.drain()
     [eml] = list(Path(config.outbox_dir).glob("*.eml"))
     assert "reset-token-123" in eml.read_text()
