@@ -92,7 +92,9 @@ def test_sigkill_during_a_registration_burst_loses_no_account_and_no_activation_
         if response.status_code == 201:
             with lock:
                 created.append(email)
-                if len(created) >= 12:
+                # 6: below the per-client mail budget (accounts.MAX_MAILS_PER_ADDRESS, 10 an
+                # hour), beyond which registrations are answered 429 and promise nothing.
+                if len(created) >= 6:
                     enough.set()
 
     with ThreadPoolExecutor(8) as pool:
@@ -101,7 +103,7 @@ def test_sigkill_during_a_registration_burst_loses_no_account_and_no_activation_
         server.kill()
         for future in futures:
             future.result()
-    assert len(created) >= 12
+    assert len(created) >= 6
     mails.refuse = 0
 
     servers()
