@@ -1,4 +1,4 @@
-"""Command line: videoflix serve | worker | dev | migrate | createadmin EMAIL."""
+"""Command line: videoflix serve | worker | dev | check | migrate | createadmin EMAIL."""
 from __future__ import annotations
 
 import argparse
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import dotenv
 
-from videoflix import accounts, passwords
+from videoflix import accounts, passwords, preflight
 from videoflix.app import serve
 from videoflix.config import Config, ConfigError
 from videoflix.db import cursor
@@ -52,14 +52,28 @@ def _run_until_signalled(coro_factory) -> None:
     asyncio.run(main())
 
 
+def _require_safe(config: Config) -> None:
+    """serve and worker: refuse a missing or short SECRET_KEY, https without Secure cookies."""
+    reason = preflight.unsafe_reason(config)
+    if reason:
+        raise CommandError(reason)
+    _require(config, "database_url", "redis_url")
+
+
 def cmd_serve(config: Config) -> None:
-    _require(config, "database_url", "redis_url", "secret_key")
+    _require_safe(config)
     _run_until_signalled(lambda stop: serve(config, stop))
 
 
 def cmd_worker(config: Config) -> None:
-    _require(config, "database_url", "redis_url", "secret_key")
+    _require_safe(config)
     _run_until_signalled(lambda stop: serve(config, stop, with_http=False))
+
+
+def cmd_check(config: Config) -> None:
+    failures = asyncio.run(preflight.run_check(config, sys.stdout))
+    if failures:
+        raise CommandError(f"check: {failures} problem(s) found (see FAIL above)")
 
 
 def cmd_migrate(config: Config) -> None:
@@ -150,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help="serve with DATABASE_URL and REDIS_URL")
     sub.add_parser("worker", help="run the transcode consumer only (more hosts, shared media dir)")
     sub.add_parser("dev", help="embedded PostgreSQL and Redis under ./var, then serve")
+    sub.add_parser("check", help="print the effective configuration and verify PostgreSQL, Redis, "
+                                 "ffmpeg and the media directory")
     sub.add_parser("migrate", help="apply pending SQL migrations")
     create = sub.add_parser("createadmin", help="create or update an admin account")
     create.add_argument("email")
@@ -172,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_worker(config)
         elif args.command == "dev":
             cmd_dev(config)
+        elif args.command == "check":
+            cmd_check(config)
         elif args.command == "migrate":
             cmd_migrate(config)
         elif args.command == "createadmin":
