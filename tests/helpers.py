@@ -11,10 +11,16 @@ import email
 import email.message
 import email.policy
 import json
+import os
 import re
 import secrets
+import signal
+import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
@@ -199,3 +205,37 @@ def threads_inside(name_prefix: str, source_file: str) -> int:
                 break
             frame = frame.f_back
     return count
+
+
+# --- the real CLI in a subprocess ------------------------------------------------------
+
+def cli_env(**settings: str) -> dict[str, str]:
+    """A clean environment for `python -m videoflix`: nothing from the developer's
+    shell leaks in (run it in a directory without a .env)."""
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
+    env.update(settings)
+    return env
+
+
+def wait_for_health(port: int, proc: subprocess.Popen, deadline_seconds: float = 60.0) -> None:
+    deadline = time.monotonic() + deadline_seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become healthy")
+
+
+def stop_process(proc: subprocess.Popen) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()

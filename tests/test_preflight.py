@@ -7,29 +7,18 @@ real PostgreSQL, Redis, ffmpeg and media directory.
 """
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
+from helpers import cli_env, stop_process, wait_for_health
 from videoflix.embedded import free_port
 
 GOOD_KEY = "k" * 32
 CLI_TIMEOUT = 60
-
-
-def cli_env(**settings: str) -> dict[str, str]:
-    """A clean environment: nothing from the developer's shell or a .env leaks in."""
-    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "LANG": "C.UTF-8"}
-    env.update(settings)
-    return env
 
 
 def run_cli(tmp_path: Path, *args: str, **settings: str) -> subprocess.CompletedProcess:
@@ -92,30 +81,6 @@ def test_https_with_secure_cookies_passes_the_settings_check(tmp_path):
     assert_refused(done, "DATABASE_URL")
 
 
-def _wait_for_health(port: int, proc: subprocess.Popen, deadline_seconds: float = 60.0) -> None:
-    deadline = time.monotonic() + deadline_seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health/", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server did not become healthy")
-
-
-def _stop(proc: subprocess.Popen) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
-
-
 def test_dev_without_secret_key_generates_one_and_serves(served, tmp_path):
     del served["SECRET_KEY"]
     served["VIDEOFLIX_BCRYPT_ROUNDS"] = "4"
@@ -123,9 +88,9 @@ def test_dev_without_secret_key_generates_one_and_serves(served, tmp_path):
             [sys.executable, "-m", "videoflix", "dev"], cwd=tmp_path, env=cli_env(**served),
             stdout=log, stderr=subprocess.STDOUT) as proc:
         try:
-            _wait_for_health(int(served["VIDEOFLIX_PORT"]), proc)
+            wait_for_health(int(served["VIDEOFLIX_PORT"]), proc)
         finally:
-            assert _stop(proc) == 0, (tmp_path / "dev.log").read_text()
+            assert stop_process(proc) == 0, (tmp_path / "dev.log").read_text()
     key = (tmp_path / "var" / "secret-key").read_text().strip()
     assert len(key.encode()) >= 32
 

@@ -8,12 +8,14 @@ import logging
 import tornado.httpserver
 import tornado.web
 
+from videoflix import metrics
 from videoflix import videos as video_lifecycle
 from videoflix.config import Config
 from videoflix.draining import Draining
 from videoflix.handlers import auth, docs, health, hls, videos
+from videoflix.handlers import metrics as metrics_handlers
 from videoflix.handlers.base import NotFoundHandler, check_access_marks
-from videoflix.log import log_request
+from videoflix.handlers.observe import labelled_routes, request_finished
 from videoflix.migrate import apply_migrations
 from videoflix.services import Services, create_services
 from videoflix.sweeper import Sweeper
@@ -21,7 +23,7 @@ from videoflix.transcode.runner import TranscodeRunner
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = (auth, health, docs, videos, hls)
+ROUTE_MODULES = (auth, health, docs, videos, hls, metrics_handlers)
 
 
 def collect_routes() -> list:
@@ -35,6 +37,7 @@ def make_runner(config: Config, services: Services, consumer: str | None = None)
     """The transcode consumer, its "job changed a video" connected to the lifecycle."""
     runner = TranscodeRunner(config, services, consumer=consumer)
     runner.on_video_changed.append(functools.partial(video_lifecycle.video_changed, services))
+    metrics.of(services).watch_runner(runner)
     return runner
 
 
@@ -44,11 +47,11 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
     if missing:
         raise RuntimeError(f"handler methods without @public/@authenticated/@admin: {', '.join(missing)}")
     return tornado.web.Application(
-        routes,
+        labelled_routes(routes),  # request.route_label: metrics by route pattern
         config=config,
         services=services,
         default_handler_class=NotFoundHandler,
-        log_function=log_request,
+        log_function=request_finished,  # access log and metrics
         # Tornado's own XSRF scheme is off: the API uses SameSite=Lax cookies
         # and JSON bodies (API.md's csrftoken cookie is for the frontend).
         xsrf_cookies=False,

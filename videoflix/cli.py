@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"videoflix: {exc}\n")
         return 2
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     try:
         if args.command == "serve":
             cmd_serve(config)

@@ -85,6 +85,13 @@ def _parse_str(value: str) -> str:
     return value
 
 
+def _parse_log_format(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ("text", "json"):
+        raise ValueError("expected text or json")
+    return value
+
+
 # (field name, environment variable, parser, meaning) — also the README's table.
 ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("database_url", "DATABASE_URL", _parse_str, "PostgreSQL DSN; unset with `videoflix dev` = embedded cluster in ./var/postgres"),
@@ -130,6 +137,8 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("transcode_cpu_factor", "TRANSCODE_CPU_FACTOR", _parse_positive_float, "CPU-time limit of each ffmpeg run, in CPU-seconds per second of 1080p video (at least 300 s)"),
     ("stream_token_ttl", "STREAM_TOKEN_TTL", _parse_positive_int, "lifetime (s) of signed playback URLs"),
     ("log_level", "VIDEOFLIX_LOG_LEVEL", _parse_str, "logging level"),
+    ("log_format", "VIDEOFLIX_LOG_FORMAT", _parse_log_format, "`text`, or `json` for one JSON object per line"),
+    ("metrics_token", "VIDEOFLIX_METRICS_TOKEN", _parse_str, "bearer token for GET /metrics (Prometheus); unset = /metrics answers 404"),
 )
 
 
@@ -184,6 +193,8 @@ class Config:
     transcode_cpu_factor: float = 30.0
     stream_token_ttl: int = 6 * 3600
     log_level: str = "INFO"
+    log_format: str = "text"
+    metrics_token: str = ""
 
     def __post_init__(self) -> None:
         # Derived defaults: computed once so every reader sees the same value.

@@ -1,12 +1,21 @@
-"""Logging set-up and an access log that never records secrets."""
+"""Logging set-up and an access log that never records secrets.
+
+VIDEOFLIX_LOG_FORMAT=json writes one JSON object per line (python-json-logger):
+time, level, logger, message, the request id of the request (or transcode job)
+being served, and for access lines status, method, path, route, client,
+duration_ms and bytes. Segment GETs are logged at DEBUG, other answers at INFO
+(WARNING for 4xx, ERROR for 5xx).
+"""
 from __future__ import annotations
 
 import logging
 import re
+import sys
 
 import tornado.web
+from pythonjsonlogger.json import JsonFormatter
 
-from videoflix import clientaddr
+from videoflix import clientaddr, requestid
 
 access_log = logging.getLogger("videoflix.access")
 
@@ -41,11 +50,43 @@ def client_of(handler: tornado.web.RequestHandler) -> str:
 def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    if level == logging.INFO and getattr(handler, "kind", None) == "segment":
+        level = logging.DEBUG  # the bulk of all requests: only when asked for
+    if not access_log.isEnabledFor(level):
+        return
     request = handler.request
-    access_log.log(level, "%d %s %s %s %.1fms", status, request.method, scrub_uri(request.uri or ""),
-                   client_of(handler), 1000.0 * request.request_time())
+    uri = scrub_uri(request.uri or "")
+    client = client_of(handler)
+    milliseconds = 1000.0 * request.request_time()
+    access_log.log(level, "%d %s %s %s %.1fms", status, request.method, uri, client, milliseconds,
+                   extra={"request_id": getattr(handler, "request_id", None), "status": status,
+                          "method": request.method, "path": uri, "route": getattr(request, "route_label", None),
+                          "client": client, "duration_ms": round(milliseconds, 2),
+                          "bytes": getattr(handler, "body_bytes", 0)})
 
 
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+class RequestIdFilter(logging.Filter):
+    """Gives each record the request id of the request or job it was logged under."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            request_id = requestid.current.get()
+            if request_id is not None:
+                record.request_id = request_id
+        return True
+
+
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMATS = ("text", "json")
+
+
+def json_formatter() -> logging.Formatter:
+    return JsonFormatter("{levelname}{name}{message}", style="{", timestamp="time",
+                         rename_fields={"levelname": "level", "name": "logger"})
+
+
+def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(json_formatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(RequestIdFilter())
+    logging.basicConfig(level=level.upper(), handlers=[handler])

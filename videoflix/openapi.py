@@ -204,6 +204,13 @@ def openapi_document(public_url: str) -> dict[str, Any]:
             "responses": {"200": _json(_strings("status", "database", "redis"), "All up"),
                           "503": _json(_strings("status", "database", "redis"), "A dependency is down")},
         }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text format): 404 unless VIDEOFLIX_METRICS_TOKEN is set, then "
+                       "`Authorization: Bearer <that token>`", "security": [],
+            "responses": {"200": {"description": "Prometheus text exposition format",
+                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
+                          **_errors(401, 404)},
+        }},
         "/api/openapi.json": {"get": {
             "summary": "This document", "security": [],
             "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},

@@ -12,6 +12,7 @@ import tornado.web
 
 from videoflix import outage, requestrules, sessions, tokens
 from videoflix.config import Config
+from videoflix.handlers.observe import ObservedMixin
 from videoflix.services import Services
 
 log = logging.getLogger(__name__)
@@ -224,7 +225,7 @@ def _trusted_origins(public_url: str, cors_origins: tuple[str, ...]) -> frozense
 
 
 @tornado.web.stream_request_body
-class BaseHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.RequestHandler):
+class BaseHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.RequestHandler):
     """JSON API handler: typed services, JSON bodies in and out, JSON errors, and the
     request rules of API.md §5 for every unsafe method.
 
@@ -242,6 +243,7 @@ class BaseHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
         self.set_cors_headers()
+        self.set_request_id_header()
 
     def prepare(self) -> None:
         if self.request.method not in requestrules.UNSAFE_METHODS:

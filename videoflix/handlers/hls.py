@@ -40,6 +40,7 @@ import tornado.web
 from videoflix import httpranges, images, media, mediafiles, playback, sessions, tokens
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
                                      JSONErrorsMixin, ServicesMixin, authenticated, public)
+from videoflix.handlers.observe import ObservedMixin
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,8 @@ IMAGE_TYPE = "image/jpeg"
 PLAYLIST_KINDS = ("master", "playlist")
 
 
-class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.StaticFileHandler):
+class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
+                       tornado.web.StaticFileHandler):
     """One file under media/<id>/, found by a subclass; see the module docstring.
 
     Route kwargs: `kind` is master | playlist | segment | thumbnail | poster.
@@ -80,6 +82,7 @@ class MediaFileHandler(ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tor
 
     def set_default_headers(self) -> None:
         self.set_cors_headers()
+        self.set_request_id_header()
 
     def read_access_token(self, token: str, now: int) -> tokens.SessionClaims:
         return tokens.read_access_token_cached(self.config.secret_key, token, now)

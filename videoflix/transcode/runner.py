@@ -53,7 +53,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from videoflix import media, rediskeys
+from videoflix import media, rediskeys, requestid
 from videoflix.config import Config
 from videoflix.db import cursor, transaction
 from videoflix.services import Services
@@ -257,6 +257,10 @@ class TranscodeRunner:
         # Awaited as hook(video_id, owner_id) after a job changed a video's row
         # (ready or failed); app.py connects it to videos.video_changed.
         self.on_video_changed: list[Callable[[int, int], Awaitable[None]]] = []
+        # Called as callback(wall_seconds, media_seconds) after a successful transcode (metrics).
+        self.on_transcoded: list[Callable[[float, float], None]] = []
+        # Jobs running in the process pool right now.
+        self.busy = 0
 
     def active_work(self) -> set[str]:
         """Names of the work folders of the jobs this process runs now (the sweeper keeps them)."""
@@ -328,7 +332,8 @@ class TranscodeRunner:
                 job = await queue.claim(self.redis, self.consumer, CLAIM_BLOCK_MS,
                                         lease_seconds=self.lease_seconds)
                 if job is not None:
-                    await self.run_job(job)
+                    with requestid.bound(job.request_id):  # its logs carry the uploader's request id
+                        await self.run_job(job)
             except asyncio.CancelledError:
                 raise
             except (redis.RedisError, OSError) as exc:
@@ -471,6 +476,8 @@ class TranscodeRunner:
         self._running[job.entry_id] = running
         lease = asyncio.create_task(self._keep_lease(running, deadline))
         pool = self.pool
+        started = time.monotonic()
+        self.busy += 1
         try:
             result = await loop.run_in_executor(pool, run_child_job, child_job)
             lease.cancel()
@@ -482,8 +489,11 @@ class TranscodeRunner:
             await self._handle_failure(job, pool, exc)
             return
         finally:
+            self.busy -= 1
             lease.cancel()
             self._running.pop(job.entry_id, None)
+        for callback in self.on_transcoded:
+            callback(time.monotonic() - started, float(result["duration"] or 0.0))
         # Just renewed: the job is ours for a whole lease, far longer than this takes.
         target = media.video_dir(self.config.media_dir, video_id)
         await loop.run_in_executor(executor, _publish, work, target)
