@@ -12,6 +12,8 @@ import math
 import re
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -20,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import cli_env, multipart, stop_process, wait_for_health, wait_for_status, wait_until
 from videoflix import metrics
+from videoflix.config import Config, ConfigError
 from videoflix.embedded import free_port
 from videoflix.log import RequestIdFilter
 from videoflix.transcode import queue
@@ -277,3 +280,45 @@ def test_serve_with_json_log_format_writes_one_json_object_per_line(database_url
     assert access["level"] == "INFO" and access["status"] == 200 and access["method"] == "GET"
     assert access["path"] == "/api/health/" and access["route"] == "/api/health/"
     assert access["bytes"] > 0 and access["duration_ms"] >= 0
+
+
+# --- the separate metrics listener -------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["9100", "host:", "host:port", "127.0.0.1:70000", "127.0.0.1:0", ":-1"])
+def test_metrics_listen_must_be_host_and_port(value):
+    with pytest.raises(ConfigError, match="VIDEOFLIX_METRICS_LISTEN"):
+        Config.from_env({"VIDEOFLIX_METRICS_LISTEN": value})
+
+
+def test_worker_serves_metrics_without_token_on_the_separate_listen_address(database_url, redis_server, tmp_path):
+    admin_port = free_port()
+    env = cli_env(DATABASE_URL=database_url, REDIS_URL=redis_server.url, SECRET_KEY="k" * 32,
+                  VIDEOFLIX_VAR_DIR=str(tmp_path / "var"), VIDEOFLIX_METRICS_LISTEN=f"127.0.0.1:{admin_port}",
+                  TRANSCODE_WORKERS="2")
+    with open(tmp_path / "worker.log", "wb") as log_file, subprocess.Popen(
+            [sys.executable, "-m", "videoflix", "worker"], cwd=tmp_path, env=env,
+            stdout=log_file, stderr=subprocess.STDOUT) as proc:
+        try:
+            text = _get_when_up(f"http://127.0.0.1:{admin_port}/metrics", proc)
+            samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples}
+            assert samples["videoflix_transcode_pool_workers"] == 2
+            assert samples["videoflix_transcode_busy_workers"] == 0
+            # Only /metrics lives there: not the API.
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/api/health/", timeout=5)
+            refused.value.close()
+            assert refused.value.code == 404
+        finally:
+            assert stop_process(proc) == 0, (tmp_path / "worker.log").read_text()
+
+
+def _get_when_up(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, f"exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return answer.read().decode()
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, f"{url} did not answer"
+            time.sleep(0.1)

@@ -76,6 +76,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
     services = await create_services(config)
     runner = None
     cleaner = None
+    admin = None
     try:
         await apply_migrations(services.pool)
         await services.mailer.resume()
@@ -83,6 +84,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         cleaner = Sweeper(config, services, runner.active_work)
         await cleaner.start()
         await runner.start()
+        admin = metrics_handlers.listen_admin(config, services)  # VIDEOFLIX_METRICS_LISTEN
         if not with_http:
             if ready is not None:
                 ready.set()
@@ -109,6 +111,8 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         await handing_back
         runner = None
     finally:
+        if admin is not None:
+            admin.stop()
         if cleaner is not None:
             await cleaner.stop()
         if runner is not None:

@@ -85,6 +85,13 @@ def _parse_str(value: str) -> str:
     return value
 
 
+def _parse_listen(value: str) -> str:
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError("expected HOST:PORT, e.g. 127.0.0.1:9100")
+    return f"{host.strip('[]') or '0.0.0.0'}:{int(port)}"
+
+
 def _parse_log_format(value: str) -> str:
     value = value.strip().lower()
     if value not in ("text", "json"):
@@ -139,6 +146,7 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("log_level", "VIDEOFLIX_LOG_LEVEL", _parse_str, "logging level"),
     ("log_format", "VIDEOFLIX_LOG_FORMAT", _parse_log_format, "`text`, or `json` for one JSON object per line"),
     ("metrics_token", "VIDEOFLIX_METRICS_TOKEN", _parse_str, "bearer token for GET /metrics (Prometheus); unset = /metrics answers 404"),
+    ("metrics_listen", "VIDEOFLIX_METRICS_LISTEN", _parse_listen, "HOST:PORT of a separate, token-free /metrics listener (also for `videoflix worker`); unset = none"),
 )
 
 
@@ -195,6 +203,7 @@ class Config:
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_token: str = ""
+    metrics_listen: str = ""
 
     def __post_init__(self) -> None:
         # Derived defaults: computed once so every reader sees the same value.
