@@ -322,3 +322,14 @@ def _get_when_up(url: str, proc: subprocess.Popen, timeout: float = 60.0) -> str
         except (urllib.error.URLError, ConnectionError):
             assert time.monotonic() < deadline, f"{url} did not answer"
             time.sleep(0.1)
+
+
+@pytest.mark.gen_test
+async def test_cross_origin_frontend_may_send_and_read_the_request_id(client):
+    origin = {"Origin": "http://127.0.0.1:5500"}
+    preflight = await client.fetch("OPTIONS", "/api/video/", headers={**origin,
+                                   "Access-Control-Request-Headers": "x-request-id"})
+    assert "x-request-id" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    response = await client.get("/api/health/", headers={**origin, "X-Request-ID": "from-the-spa"})
+    assert "x-request-id" in response.headers["Access-Control-Expose-Headers"].lower()
+    assert response.headers["X-Request-ID"] == "from-the-spa"

@@ -18,9 +18,9 @@ from videoflix.services import Services
 log = logging.getLogger(__name__)
 
 HTTP_METHODS = ("get", "head", "post", "put", "patch", "delete")
-CORS_ALLOW_HEADERS = "content-type, x-csrftoken, authorization, range"
+CORS_ALLOW_HEADERS = "content-type, x-csrftoken, authorization, range, x-request-id"
 CORS_ALLOW_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
-CORS_EXPOSE_HEADERS = "Content-Range, Content-Length, Accept-Ranges, Retry-After"
+CORS_EXPOSE_HEADERS = "Content-Range, Content-Length, Accept-Ranges, Retry-After, X-Request-ID"
 # Browsers may cache a preflight answer this long (seconds).
 CORS_MAX_AGE = "600"
 NOT_AUTHENTICATED = "Authentication credentials were not provided."
