@@ -77,7 +77,6 @@ class RequestIdFilter(logging.Filter):
 
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-LOG_FORMATS = ("text", "json")
 
 
 def json_formatter() -> logging.Formatter:
