@@ -58,8 +58,8 @@ def test_transient_redis_errors_do_not_end_the_lease_keeper(servers, db, fault_r
     # Redis refuses commands for a moment (a blip shorter than the fence): the keeper retries.
     client = redis_client(fault_redis.url)
     client.client_pause(1200, all=True)
-    wait_for(lambda: "lease not renewed" in server.log() or db.video(video_id)["status"] == "ready",
-             "a renewal to meet the paused Redis", timeout=30, interval=0.2)
+    # Whether a renewal meets the pause depends on its phase; what must hold either way:
+    # the job finishes in its first attempt and no lease is lost.
     wait_for(lambda: db.video(video_id)["status"] == "ready", "the job to finish", timeout=240, interval=0.5)
     assert db.video(video_id)["attempts"] == 1
     assert "lease lost" not in server.log()
