@@ -334,8 +334,10 @@ async def test_job_whose_worker_is_killed_mid_encode_is_rerun_to_ready(admin_cli
             break
         assert loop.time() < deadline, detail
         await asyncio.sleep(0.1)
-    for process in list(runner.pool._processes.values()):
-        os.kill(process.pid, signal.SIGKILL)
+    pids = runner.pool.worker_pids()
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
     detail = await wait_for_status(admin_client, video_id, "ready", timeout=170)
     async with cursor(services.pool) as cur:
         row = await videos.get_video(cur, video_id)

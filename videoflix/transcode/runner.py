@@ -34,6 +34,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import multiprocessing
+import multiprocessing.queues
 import os
 import resource
 import select
@@ -123,8 +124,37 @@ def _exit_with_server(server_pid: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _child_init(server_pid: int) -> None:
+def _child_init(server_pid: int, reports: multiprocessing.queues.SimpleQueue) -> None:
+    reports.put((os.getpid(), os.getppid()))  # so the runner can kill us (TranscodePool.worker_pids)
     threading.Thread(target=_exit_with_server, args=(server_pid,), name="server-watch", daemon=True).start()
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class TranscodePool(concurrent.futures.ProcessPoolExecutor):
+    """The forkserver process pool, plus the pids of its workers as each worker's
+    initializer reports them: stop() kills running encodes through them, with no
+    private attribute of ProcessPoolExecutor."""
+
+    def __init__(self, workers: int) -> None:
+        # forkserver: forking a process that runs threads (executor, redis) is unsafe.
+        context = multiprocessing.get_context("forkserver")
+        self.worker_reports = context.SimpleQueue()
+        self.known_workers: dict[int, int] = {}  # pid -> the forkserver's pid
+        super().__init__(max_workers=workers, mp_context=context, initializer=_child_init,
+                         initargs=(os.getpid(), self.worker_reports))
+
+    def worker_pids(self) -> list[int]:
+        """Pids of the workers still alive (a pid whose parent changed was reused)."""
+        while not self.worker_reports.empty():
+            pid, parent = self.worker_reports.get()
+            self.known_workers[pid] = parent
+        return [pid for pid, parent in self.known_workers.items() if _parent_of(pid) == parent]
 
 
 def _fence_passed(fence: str) -> bool:
@@ -216,12 +246,8 @@ def _publish(work: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def make_process_pool(workers: int) -> concurrent.futures.ProcessPoolExecutor:
-    # forkserver: forking a process that runs threads (executor, redis) is unsafe.
-    return concurrent.futures.ProcessPoolExecutor(
-        max_workers=workers, mp_context=multiprocessing.get_context("forkserver"), initializer=_child_init,
-        initargs=(os.getpid(),),
-    )
+def make_process_pool(workers: int) -> TranscodePool:
+    return TranscodePool(workers)
 
 
 def settings_from_config(config: Config) -> TranscodeSettings:
@@ -320,11 +346,13 @@ class TranscodeRunner:
         await self.redis.aclose()
 
     def _kill_pool(self) -> None:
-        processes = list((getattr(self.pool, "_processes", None) or {}).values())
+        pids = self.pool.worker_pids()
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for process in processes:
-            if process.is_alive():
-                process.kill()
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
 
     async def _consume(self) -> None:
         while not self._stopping:
