@@ -5,17 +5,21 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 # Debian packages the server and its tests need (binaries checked first).
-APT_PACKAGES := ffmpeg redis-server postgresql
+APT_PACKAGES := ffmpeg redis-server postgresql nodejs npm
+# The browser tests drive the distribution's Chromium (never a downloaded build).
+CHROMIUM := /usr/bin/chromium
+# npm ci writes this file last: newer than the lock file means node_modules/ matches it.
+NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: run test setup system-deps bench clean
+.PHONY: run test setup system-deps browser apt-install bench clean
 
 run: setup
 	$(VENV)/bin/videoflix dev
 
-test: setup
+test: setup browser
 	$(VENV)/bin/python -m pytest
 
-setup: system-deps $(STAMP)
+setup: system-deps $(STAMP) $(NODE_STAMP)
 
 system-deps:
 	@missing=""; \
@@ -23,25 +27,40 @@ system-deps:
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	$(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	command -v node >/dev/null 2>&1 || missing="$$missing nodejs"; \
+	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
+	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
+
+# Only for `make test`: `make run` needs no browser.
+browser:
+	@[ -x $(CHROMIUM) ] || $(MAKE) --no-print-directory apt-install PACKAGES=chromium
+
+# apt-get install $(PACKAGES) (nothing when empty), as root or through password-less sudo.
+apt-install:
+	@missing="$(strip $(PACKAGES))"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then sudo=""; \
 	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo="sudo"; \
-	else echo "Please install these packages first (as root):$$missing"; exit 1; fi; \
-	if ! command -v apt-get >/dev/null 2>&1; then echo "No apt-get here: please install$$missing with your package manager"; exit 1; fi; \
-	echo "Installing:$$missing"; \
+	else echo "Please install these packages first (as root): $$missing"; exit 1; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then echo "No apt-get here: please install $$missing with your package manager"; exit 1; fi; \
+	echo "Installing: $$missing"; \
 	$$sudo apt-get update -qq && \
 	$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): setup.cfg pyproject.toml | $(VENV)/bin/python
+$(STAMP): setup.cfg pyproject.toml | system-deps $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install -q --upgrade pip
 	$(VENV)/bin/python -m pip install -q -e '.[test]'
 	touch $@
+
+# hls.js and any other browser library: exactly the versions in package-lock.json.
+$(NODE_STAMP): package.json package-lock.json | system-deps
+	npm ci --no-audit --no-fund --loglevel=error
 
 bench: setup
 	$(VENV)/bin/python bench/transcode.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info node_modules
