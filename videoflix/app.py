@@ -10,9 +10,11 @@ import tornado.web
 
 from videoflix import metrics
 from videoflix import videos as video_lifecycle
+from videoflix.assets import scan_assets
 from videoflix.config import Config
 from videoflix.draining import Draining
-from videoflix.handlers import auth, docs, health, hls, videos
+from videoflix.events import EventHub
+from videoflix.handlers import auth, docs, events, health, hls, pages, videos, watching
 from videoflix.handlers import metrics as metrics_handlers
 from videoflix.handlers.base import NotFoundHandler, check_access_marks
 from videoflix.handlers.observe import labelled_routes, request_finished
@@ -23,7 +25,7 @@ from videoflix.transcode.runner import TranscodeRunner
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = (auth, health, docs, videos, hls, metrics_handlers)
+ROUTE_MODULES = (auth, health, docs, watching, events, videos, hls, pages, metrics_handlers)
 
 
 def collect_routes() -> list:
@@ -50,6 +52,10 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
         labelled_routes(routes),  # request.route_label: metrics by route pattern
         config=config,
         services=services,
+        # The studio's live events (one Redis subscription per process) and the
+        # web app's files (scanned once: the allow-list and the asset version).
+        events=EventHub(config, services),
+        assets=scan_assets(),
         default_handler_class=NotFoundHandler,
         log_function=request_finished,  # access log and metrics
         # Tornado's own XSRF scheme is off: the API uses SameSite=Lax cookies
@@ -104,6 +110,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         log.info("shutting down: no new connections; %d request(s) in flight get up to %ss",
                  requests.in_flight, config.shutdown_grace_seconds)
         handing_back = asyncio.create_task(runner.stop())
+        await app.settings["events"].close()  # event streams never end by themselves: end them now
         if not await requests.wait_idle(config.shutdown_grace_seconds):
             log.warning("shutting down: %d request(s) still in flight after %ss; closing them",
                         requests.in_flight, config.shutdown_grace_seconds)

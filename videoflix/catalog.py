@@ -48,7 +48,9 @@ def catalog_item(config: Config, video: dict) -> dict[str, Any]:
     }
 
 
-def detail_item(config: Config, video: dict, progress: float | None) -> dict[str, Any]:
+def detail_item(config: Config, video: dict, progress: float | None,
+                position: float | None = None) -> dict[str, Any]:
+    """API.md §4's detail, plus §6's `position` (the caller's, or None) and `playable`."""
     ready = video["status"] == "ready"
     if ready:
         percent = 100
@@ -67,6 +69,9 @@ def detail_item(config: Config, video: dict, progress: float | None) -> dict[str
         "resolutions": list(video["resolutions"] or []),
         "visibility": video["visibility"],
         "master_url": f"{config.public_url}/api/video/{video['id']}/{media.MASTER_PLAYLIST_NAME}" if ready else None,
+        "position": position,
+        # Only ready videos are served today; watch-while-transcoding widens this.
+        "playable": ready,
     }
 
 

@@ -30,6 +30,10 @@ def cancel(video_id: int) -> str:
     return key("cancel", int(video_id))
 
 
+# transcode/notify.py: the pub/sub channel of video changes (events.py listens).
+VIDEO_EVENTS_CHANNEL = key("events", "video")
+
+
 def catalog_version(scope: str) -> str:
     """catalog.py: the version counter of one visibility scope."""
     return key("catalog", "version", scope)

@@ -20,7 +20,7 @@ from videoflix.config import Config
 from videoflix.db import cursor, transaction
 from videoflix.services import Services
 from videoflix.tables import videos as video_rows
-from videoflix.transcode import progress, queue
+from videoflix.transcode import notify, progress, queue
 from videoflix.transcode.limits import caps_from_config
 from videoflix.transcode.probe import Probe, ProbeError, probe_file
 from videoflix.uploads import FIELD_LIMITS, UploadError, UploadReceiver
@@ -49,6 +49,7 @@ async def video_changed(services: Services, video_id: int, owner_id: int) -> Non
     drops its cached catalog scopes and its cached playback row."""
     playback.forget_video(services, video_id)
     await catalog.forget_scopes(services, owner_id)
+    await services.redis.publish(notify.CHANNEL, notify.changed_message(video_id, owner_id))
 
 
 def check_upload_fields(fields: dict[str, str], is_admin: bool,
@@ -72,6 +73,45 @@ def check_upload_fields(fields: dict[str, str], is_admin: bool,
         raise InvalidUpload(errors)
     visibility = requested or ("public" if is_admin else "private")
     return clean, visibility
+
+
+# What PATCH /api/video/<id>/ may change (API.md §6).
+EDITABLE_FIELDS = ("title", "description", "category", "visibility")
+
+
+def check_changes(body: dict, is_admin: bool, allow_public: bool) -> dict[str, str]:
+    """The changes of a PATCH, checked by the upload's own rules (check_upload_fields):
+    only the fields sent, each a string; InvalidUpload otherwise."""
+    given = {name: body[name] for name in EDITABLE_FIELDS if name in body}
+    errors = {name: ["Not a valid string."] for name, value in given.items() if not isinstance(value, str)}
+    if "visibility" in given and not errors.get("visibility") and not given["visibility"].strip():
+        errors["visibility"] = ['Must be "public" or "private".']
+    if errors:
+        raise InvalidUpload(errors)
+    if not given:
+        raise InvalidUpload({"detail": "Nothing to change: send title, description, category or visibility."})
+    # Fields not sent are stood in for by valid values, so only the sent ones can fail.
+    clean, visibility = check_upload_fields({"title": "-", **given}, is_admin, allow_public)
+    changes = {name: clean[name] for name in ("title", "description", "category") if name in given}
+    if "visibility" in given:
+        changes["visibility"] = visibility
+    return changes
+
+
+async def update_video(services: Services, video_id: int, user_id: int, is_admin: bool,
+                       changes: dict[str, str]) -> dict:
+    """Apply checked changes (check_changes) for the owner or an admin; returns the
+    updated row; media.VideoNotFound otherwise."""
+    async with transaction(services.pool) as cur:
+        video = await video_rows.get_video(cur, video_id)
+        if video is None or not media.can_manage(video, user_id, is_admin):
+            raise media.VideoNotFound()
+        updated = await video_rows.update_fields(cur, video_id, changes)
+    if updated is None:
+        raise media.VideoNotFound()
+    await video_changed(services, video_id, updated["owner_id"])
+    log.info("video %s edited by user %s (%s)", video_id, user_id, ", ".join(sorted(changes)))
+    return updated
 
 
 async def create_from_upload(config: Config, services: Services, upload: UploadReceiver, owner_id: int,

@@ -7,7 +7,7 @@ import logging
 
 import tornado.web
 
-from videoflix import catalog, media, uploads, videos
+from videoflix import catalog, media, uploads, videos, watching
 from videoflix.handlers.base import APIError, BaseHandler, admin, authenticated
 from videoflix.uploads import UploadError, UploadReceiver
 
@@ -144,7 +144,23 @@ class VideoDetailHandler(BaseHandler):
         except media.VideoNotFound:
             raise APIError(404) from None
         progress = await catalog.get_progress(self.services, video["id"])
-        self.write_json(catalog.detail_item(self.config, video, progress))
+        position = await watching.get_position(self.services, video["id"], user.user_id)
+        self.write_json(catalog.detail_item(self.config, video, progress, position))
+
+    @authenticated
+    async def patch(self, video_id: str) -> None:
+        user = self.current_user
+        try:
+            changes = videos.check_changes(self.json_body(videos.EDITABLE_FIELDS), user.is_admin,
+                                           self.config.allow_public_user_uploads)
+            video = await videos.update_video(self.services, int(video_id), user.user_id, user.is_admin, changes)
+        except videos.InvalidUpload as exc:
+            raise APIError(400, body=exc.errors) from None
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        progress = await catalog.get_progress(self.services, video["id"])
+        position = await watching.get_position(self.services, video["id"], user.user_id)
+        self.write_json(catalog.detail_item(self.config, video, progress, position))
 
     @authenticated
     async def delete(self, video_id: str) -> None:

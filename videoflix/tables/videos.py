@@ -48,6 +48,31 @@ async def list_ready_private_of(cur: Any, owner_id: int) -> list[dict]:
     return await cur.fetchall()
 
 
+# Columns a PATCH may change (API.md §6); the only names update_fields interpolates.
+EDITABLE_COLUMNS = ("title", "description", "category", "visibility")
+
+
+async def update_fields(cur: Any, video_id: int, changes: dict[str, str]) -> dict | None:
+    """Set the given editable columns; the updated row, or None if it is gone."""
+    names = [name for name in EDITABLE_COLUMNS if name in changes]
+    if not names:
+        return await get_video(cur, video_id)
+    assignments = ", ".join(f"{name} = %s" for name in names)
+    await cur.execute(f"UPDATE videos SET {assignments}, updated_at = now() WHERE id = %s RETURNING {COLUMNS}",
+                      (*[changes[name] for name in names], video_id))
+    return await cur.fetchone()
+
+
+async def list_managed(cur: Any, owner_id: int | None, limit: int) -> list[dict]:
+    """Videos in every state, newest first: one owner's, or everyone's (owner_id None)."""
+    if owner_id is None:
+        await cur.execute(f"SELECT {COLUMNS} FROM videos ORDER BY created_at DESC, id DESC LIMIT %s", (limit,))
+    else:
+        await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE owner_id = %s"
+                          " ORDER BY created_at DESC, id DESC LIMIT %s", (owner_id, limit))
+    return await cur.fetchall()
+
+
 async def mark_processing(cur: Any, video_id: int) -> dict | None:
     """queued/processing -> processing, counting the attempt; None if the row is gone or settled."""
     await cur.execute(

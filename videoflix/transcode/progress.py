@@ -10,6 +10,7 @@ import redis
 import redis.asyncio
 
 from videoflix import rediskeys
+from videoflix.transcode import notify
 
 # Progress and cancel keys outlive any plausible job, then vanish.
 PROGRESS_TTL_SECONDS = 24 * 3600
@@ -21,7 +22,9 @@ CANCEL_TTL_SECONDS = 3600
 # --- child side (blocking client) ----------------------------------------------
 
 def record(client: redis.Redis, video_id: int, percent: float) -> None:
+    """Store the percentage and tell the event streams (transcode/notify.py)."""
     client.set(rediskeys.progress(video_id), f"{percent:.1f}", ex=PROGRESS_TTL_SECONDS)
+    client.publish(notify.CHANNEL, notify.progress_message(video_id, percent))
 
 
 def cancel_requested(client: redis.Redis, video_id: int) -> bool:
