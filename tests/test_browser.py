@@ -2,7 +2,7 @@
 `videoflix serve` (its own process) on the suite's PostgreSQL, Redis and SMTP servers.
 
 Every step leaves a screenshot in test-artifacts/browser/<test>/; a test that passes
-removes its folder, a failing one keeps it. VIDEOFLIX_SCREENSHOTS=<dir> also writes
+removes its folder (unless VIDEOFLIX_KEEP_SCREENSHOTS is set), a failing one keeps it. VIDEOFLIX_SCREENSHOTS=<dir> also writes
 the README's screenshots there (scripts/screenshots.sh).
 """
 from __future__ import annotations
@@ -146,7 +146,7 @@ def steps(request):
     failed_before = request.session.testsfailed
     recorder = Steps(folder)
     yield recorder
-    if request.session.testsfailed == failed_before:
+    if request.session.testsfailed == failed_before and not os.environ.get("VIDEOFLIX_KEEP_SCREENSHOTS"):
         shutil.rmtree(folder, ignore_errors=True)  # passed: nothing to look at
     else:
         print(f"\nscreenshots of the failed test: {folder}")
@@ -198,10 +198,11 @@ def log_out(page) -> None:
 
 
 def readme_screenshot(page, name: str) -> None:
+    """With VIDEOFLIX_SCREENSHOTS=<dir> (scripts/screenshots.sh): the README's pictures."""
     target = os.environ.get("VIDEOFLIX_SCREENSHOTS")
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(target) / name))
+        page.screenshot(path=str(Path(target) / name), type="jpeg", quality=80)
 
 
 def current_time(page) -> float:
@@ -280,7 +281,7 @@ def test_full_flow_sign_up_upload_watch_resume(page, steps, mailbox, live_server
     page.wait_for_url(f"{live_server}/watch/{video_id}")
     page.wait_for_function("() => document.getElementById('video').currentTime > 3", timeout=60_000)
     steps.shot(page, "playing")
-    readme_screenshot(page, "player.png")
+    readme_screenshot(page, "player.jpg")
     qualities = page.eval_on_selector_all("#quality option", "options => options.map(o => o.textContent)")
     assert qualities[0].startswith("Auto (") and qualities[1:] == ["1080p", "720p", "480p"], qualities
     for name in ("1080p", "720p", "480p"):
@@ -310,7 +311,7 @@ def test_full_flow_sign_up_upload_watch_resume(page, steps, mailbox, live_server
     row = page.get_by_role("region", name="Continue watching")
     expect(row.locator(f'a[href="/watch/{video_id}"]')).to_be_visible()
     steps.shot(page, "continue-watching")
-    readme_screenshot(page, "catalog.png")
+    readme_screenshot(page, "catalog.jpg")
 
     # Logout: / is the login page again.
     log_out(page)
@@ -407,10 +408,9 @@ def test_catalog_at_360_px(browser, live_server, steps):
             page.goto(url)
             steps.shot(page, url.strip("/").replace("/", "-") + "-360", full_page=True)
             assert page.evaluate("() => document.scrollingElement.scrollWidth - innerWidth") <= 0, url
-        keep = os.environ.get("VIDEOFLIX_SCREENSHOTS")
-        if keep:
-            page.goto("/")
-            page.screenshot(path=str(Path(keep) / "catalog-360.png"))
+        page.goto("/")
+        playwright_api.expect(page.locator("#catalog")).not_to_have_attribute("aria-busy", "true")
+        readme_screenshot(page, "catalog-360.jpg")
     finally:
         context.close()
     assert steps.unexpected_errors == [], steps.errors
