@@ -2,6 +2,12 @@
 # Stages: build (a virtualenv with the dependencies) -> runtime (python slim + the
 # distribution's ffmpeg + that virtualenv; no compilers, no pip cache, non-root).
 
+# Browser libraries for the built-in pages (hls.js), exactly as package-lock.json pins them.
+FROM node:20-bookworm-slim AS web
+WORKDIR /web
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+
 FROM python:3.11-slim-bookworm AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/venv
@@ -24,6 +30,7 @@ WORKDIR /app
 COPY --from=build /app ./
 COPY sql ./sql
 COPY static ./static
+COPY --from=web /web/node_modules ./node_modules
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
