@@ -129,6 +129,20 @@ def _schemas() -> dict[str, Any]:
         "Message": _strings("detail", "message"),
         "CatalogItem": catalog_item,
         "VideoDetail": detail,
+        "ContinueItem": {"allOf": [_ref("CatalogItem"), {
+            "type": "object", "required": ["position", "duration"],
+            "properties": {"position": {"type": "number"}, "duration": {"type": ["number", "null"]}},
+        }]},
+        "VideoChanges": {
+            "type": "object",
+            "description": "Any of the upload's text fields, validated by the same rules",
+            "properties": {
+                "title": {"type": "string", "maxLength": 200},
+                "description": {"type": "string", "maxLength": 5000},
+                "category": {"type": "string", "maxLength": 100},
+                "visibility": {"enum": ["public", "private"]},
+            },
+        },
         "Upload": {
             "type": "object",
             "required": ["title", "file"],
@@ -231,7 +245,34 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                     "responses": {"200": _json(_ref("VideoDetail"), "Detail"), **_errors(401, 404)}},
             "delete": {"summary": "Delete a video (owner or admin): row, source, renditions, images",
                        "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)}},
+            "patch": {"summary": "Edit title, description, category or visibility (owner or admin)",
+                      "requestBody": _body(_ref("VideoChanges")),
+                      "responses": {"200": _json(_ref("VideoDetail"), "Changed"),
+                                    **_errors(400, 401, 404, *_RULES)}},
         },
+        "/api/video/{id}/progress/": {
+            "parameters": video_id,
+            "put": {"summary": "Store the caller's position in the video (seconds)",
+                    "requestBody": _body({"type": "object", "required": ["position"],
+                                          "properties": {"position": {"type": "number", "minimum": 0}}}),
+                    "responses": {"204": {"description": "Stored"}, **_errors(400, 401, 404, *_RULES)}},
+            "post": {"summary": "The same as PUT, for navigator.sendBeacon (which can only POST)",
+                     "requestBody": _body({"type": "object", "required": ["position"],
+                                           "properties": {"position": {"type": "number", "minimum": 0}}}),
+                     "responses": {"204": {"description": "Stored"}, **_errors(400, 401, 404, *_RULES)}},
+        },
+        "/api/video/continue/": {"get": {
+            "summary": "Started and unfinished (< 95 %) videos, most recently watched first",
+            "responses": {"200": _json({"type": "array", "items": _ref("ContinueItem")}, "Continue watching"),
+                          **_errors(401)},
+        }},
+        "/api/video/events/": {"get": {
+            "summary": "Server-Sent Events: a snapshot of the caller's videos (admins: all), then "
+                       "`video` (the detail) on every change and progress step, `video-deleted`",
+            "responses": {"200": {"description": "An endless event stream",
+                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                          **_errors(401, 503)},
+        }},
         "/api/video/{id}/retranscode/": {
             "parameters": video_id,
             "post": {"summary": "Transcode again (admin)",

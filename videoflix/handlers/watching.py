@@ -11,7 +11,7 @@ class VideoProgressHandler(BaseHandler):
     async def put(self, video_id: str) -> None:
         user = self.current_user
         try:
-            position = watching.parse_position(self.json_body())
+            position = watching.parse_position(self.json_body(("position",)))
             await watching.save_position(self.services, int(video_id), user.user_id, user.is_admin, position)
         except watching.InvalidPosition as exc:
             raise APIError(400, body={"position": [str(exc)]}) from None
