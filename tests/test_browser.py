@@ -284,15 +284,31 @@ def test_full_flow_sign_up_upload_watch_resume(page, steps, mailbox, live_server
     readme_screenshot(page, "player.jpg")
     qualities = page.eval_on_selector_all("#quality option", "options => options.map(o => o.textContent)")
     assert qualities[0].startswith("Auto (") and qualities[1:] == ["1080p", "720p", "480p"], qualities
+    # The clip is 5.8 s: loop it so the switches never run into its end, and count
+    # the seconds played at each level (currentTime wraps around at the loop).
+    page.evaluate("""() => {
+        const v = document.getElementById('video');
+        v.loop = true;
+        window.played = {};
+        let last = v.currentTime;
+        v.addEventListener('timeupdate', () => {
+            const delta = v.currentTime - last;
+            last = v.currentTime;
+            if (delta > 0 && delta < 1 && v.dataset.level) {
+                window.played[v.dataset.level] = (window.played[v.dataset.level] || 0) + delta;
+            }
+        });
+    }""")
     for name in ("1080p", "720p", "480p"):
-        page.evaluate("() => { const v = document.getElementById('video'); v.currentTime = 0.2; v.play(); }")
+        page.evaluate("() => { window.played = {}; }")  # only what plays after the switch counts
         page.get_by_label("Quality").select_option(label=name)
         page.wait_for_function(
             "name => { const v = document.getElementById('video');"
-            " return v.dataset.level === name && v.currentTime > 1.5 && !v.paused; }",
-            arg=name, timeout=60_000)
+            " return v.dataset.level === name && (window.played[name] || 0) > 1.5 && !v.paused; }",
+            arg=name, timeout=90_000)
         steps.shot(page, f"quality-{name}")
     page.get_by_label("Quality").select_option(value="-1")  # back to Auto
+    page.evaluate("() => { document.getElementById('video').loop = false; }")
 
     # The position is saved on pause, and a reload resumes there.
     page.evaluate("() => { const v = document.getElementById('video'); v.currentTime = 4; }")
