@@ -309,6 +309,12 @@ def test_full_flow_sign_up_upload_watch_resume(page, steps, mailbox, live_server
         steps.shot(page, f"quality-{name}")
     page.get_by_label("Quality").select_option(value="-1")  # back to Auto
     page.evaluate("() => { document.getElementById('video').loop = false; }")
+    # Keys: m mutes; the signed stream link for other players.
+    page.locator("body").press("m")
+    assert page.eval_on_selector("#video", "v => v.muted") is True
+    page.locator("body").press("m")
+    page.get_by_role("button", name="Copy stream link").click()
+    expect(page.locator("#stream-link")).to_contain_text(f"{live_server}/api/stream/")
 
     # The position is saved on pause, and a reload resumes there.
     page.evaluate("() => { const v = document.getElementById('video'); v.currentTime = 4; }")
@@ -328,6 +334,18 @@ def test_full_flow_sign_up_upload_watch_resume(page, steps, mailbox, live_server
     expect(row.locator(f'a[href="/watch/{video_id}"]')).to_be_visible()
     steps.shot(page, "continue-watching")
     readme_screenshot(page, "catalog.jpg")
+
+    # The studio edits (PATCH) and deletes after a confirmation.
+    page.get_by_role("link", name="Studio", exact=True).click()
+    item = page.locator(f"#video-{video_id}")
+    item.get_by_role("button", name="Edit").click()
+    item.get_by_label("Title").fill("Park in the afternoon")
+    item.get_by_role("button", name="Save").click()
+    expect(item.get_by_role("link", name="Park in the afternoon")).to_be_visible()
+    page.once("dialog", lambda dialog: dialog.accept())
+    item.get_by_role("button", name="Delete").click()
+    expect(page.locator(f"#video-{video_id}")).to_have_count(0)
+    steps.shot(page, "deleted")
 
     # Logout: / is the login page again.
     log_out(page)
