@@ -27,6 +27,9 @@ from typing import Any
 
 import tornado.httpclient
 
+from videoflix.db import cursor
+from videoflix.tables import videos as video_rows
+
 # Kept low so the suite is fast; one test raises it to measure real bcrypt cost.
 TEST_BCRYPT_ROUNDS = 4
 PASSWORD = "correct-horse-9"
@@ -239,3 +242,24 @@ def stop_process(proc: subprocess.Popen) -> int:
     except subprocess.TimeoutExpired:
         proc.kill()
         return proc.wait()
+
+
+# --- rows for tests that need no real transcode (watching, events) ------------
+
+async def make_ready_video(services, owner_id: int, *, title: str = "A film", visibility: str = "public",
+                           duration: float = 100.0, category: str = "Drama") -> int:
+    """A row as the runner leaves it after a successful transcode (no files: not needed here)."""
+    async with cursor(services.pool) as cur:
+        video_id = await video_rows.insert_video(cur, owner_id=owner_id, title=title, description="About it",
+                                                 category=category, visibility=visibility, status="queued")
+        await video_rows.mark_processing(cur, video_id)
+        assert await video_rows.mark_ready(cur, video_id, duration=duration, width=1280, height=720,
+                                           fps=25.0, has_audio=True, resolutions=["720p", "480p"])
+    return video_id
+
+
+async def admin_id(services) -> int:
+    """The id of the (one) admin account."""
+    async with cursor(services.pool) as cur:
+        await cur.execute("SELECT id FROM users WHERE is_admin")
+        return (await cur.fetchone())["id"]

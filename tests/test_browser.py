@@ -21,7 +21,7 @@ import psycopg2
 import pytest
 import redis
 
-from conftest import PASSWORD
+from helpers import PASSWORD
 from media import PARK, clip
 from videoflix.embedded import free_port
 

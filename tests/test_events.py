@@ -8,8 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from helpers import login, register_user, upload
-from test_watching import admin_id, make_ready_video
+from helpers import admin_id, login, make_ready_video, register_user, upload
 from videoflix.transcode import notify
 
 # Generous: a real transcode of the small clip on a busy 2-core machine.

@@ -3,21 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import PASSWORD, login, register_user
+from helpers import PASSWORD, admin_id, login, make_ready_video, register_user
 from videoflix.db import cursor
-from videoflix.tables import videos
-
-
-async def make_ready_video(services, owner_id: int, *, title: str = "A film", visibility: str = "public",
-                           duration: float = 100.0, category: str = "Drama") -> int:
-    """A row as the runner leaves it after a successful transcode (no files: not needed here)."""
-    async with cursor(services.pool) as cur:
-        video_id = await videos.insert_video(cur, owner_id=owner_id, title=title, description="About it",
-                                             category=category, visibility=visibility, status="queued")
-        await videos.mark_processing(cur, video_id)
-        assert await videos.mark_ready(cur, video_id, duration=duration, width=1280, height=720, fps=25.0,
-                                       has_audio=True, resolutions=["720p", "480p"])
-    return video_id
 
 
 @pytest.fixture
@@ -25,12 +12,6 @@ def admin_client(new_client, make_admin, io_loop):
     browser = new_client()
     io_loop.run_sync(lambda: make_admin(browser))
     return browser
-
-
-async def admin_id(services) -> int:
-    async with cursor(services.pool) as cur:
-        await cur.execute("SELECT id FROM users WHERE is_admin")
-        return (await cur.fetchone())["id"]
 
 
 # --- PUT /api/video/<id>/progress/ -------------------------------------------
