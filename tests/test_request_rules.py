@@ -93,6 +93,21 @@ async def test_allowed_origins_referers_and_no_header_log_in(client, make_user, 
 
 
 @pytest.mark.gen_test
+async def test_a_page_served_under_another_host_name_posts_back_same_origin(client, make_user, base_url):
+    # `make run` serves http://127.0.0.1:8000, but a user may open http://localhost:8000:
+    # the pages' own requests then carry Origin and Host of localhost (same origin).
+    await active_user(client, make_user)
+    port = urlsplit(base_url).port
+    response = await client.post("/api/login/", {"email": "user@example.com", "password": PASSWORD},
+                                 headers={"Origin": f"http://localhost:{port}", "Host": f"localhost:{port}"})
+    assert response.status == 200, response.body
+    # ... while the same Origin sent to the server under its other name is cross-site.
+    response = await client.post("/api/login/", {"email": "user@example.com", "password": PASSWORD},
+                                 headers={"Origin": f"http://localhost:{port + 1}"})
+    assert (response.status, response.json()) == (403, CROSS_SITE)
+
+
+@pytest.mark.gen_test
 async def test_cross_site_logout_does_not_end_the_session(client, make_user):
     await make_user()
     response = await client.post("/api/logout/", headers={"Origin": "http://evil.example"})

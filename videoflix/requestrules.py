@@ -72,9 +72,14 @@ def trusted_origins(public_url: str, cors_origins: Iterable[str]) -> frozenset[s
     return frozenset(origin for origin in origins if origin and origin != "null")
 
 
-def check_origin(headers: Mapping[str, str], trusted: frozenset[str]) -> None:
+def check_origin(headers: Mapping[str, str], trusted: frozenset[str], own_origin: str | None = None) -> None:
     """Refuse a request whose Origin (or Referer's origin) is not trusted.
 
+    `own_origin` is the origin the request was addressed to (scheme and Host): a page
+    that we served at http://localhost:8000 posting back to it is same-origin even when
+    the configured public URL says 127.0.0.1. A browser never lets a page set Host, and
+    cookies are bound to the host, so this admits no cross-site request with a
+    victim's credentials.
     Requests with neither header (curl, players, server to server) pass: they are
     judged by their credentials alone (API.md §5).
     """
@@ -84,7 +89,8 @@ def check_origin(headers: Mapping[str, str], trusted: frozenset[str]) -> None:
         if referer is None:
             return
         origin = referer
-    if origin_of(origin) not in trusted:
+    normalised = origin_of(origin)
+    if normalised not in trusted and (normalised is None or normalised != own_origin):
         raise RuleViolation(403, CROSS_SITE)
 
 

@@ -251,7 +251,8 @@ class BaseHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, Auth
         config = self.config
         try:
             requestrules.check_origin(self.request.headers,
-                                      _trusted_origins(config.public_url, tuple(config.cors_origins)))
+                                      _trusted_origins(config.public_url, tuple(config.cors_origins)),
+                                      requestrules.origin_of(f"{self.request.protocol}://{self.request.host}"))
             if self.takes_json:
                 requestrules.check_json_request(self.request.headers)
         except requestrules.RuleViolation as exc:
