@@ -136,6 +136,12 @@ class VideoListHandler(BaseHandler):
 
 
 class VideoDetailHandler(BaseHandler):
+    async def write_detail(self, video: dict, user_id: int) -> None:
+        """The detail object (API.md §4, §6) with the caller's progress and position."""
+        progress = await catalog.get_progress(self.services, video["id"])
+        position = await watching.get_position(self.services, video["id"], user_id)
+        self.write_json(catalog.detail_item(self.config, video, progress, position))
+
     @authenticated
     async def get(self, video_id: str) -> None:
         user = self.current_user
@@ -143,9 +149,7 @@ class VideoDetailHandler(BaseHandler):
             video = await catalog.get_visible_video(self.services, int(video_id), user.user_id, user.is_admin)
         except media.VideoNotFound:
             raise APIError(404) from None
-        progress = await catalog.get_progress(self.services, video["id"])
-        position = await watching.get_position(self.services, video["id"], user.user_id)
-        self.write_json(catalog.detail_item(self.config, video, progress, position))
+        await self.write_detail(video, user.user_id)
 
     @authenticated
     async def patch(self, video_id: str) -> None:
@@ -158,9 +162,7 @@ class VideoDetailHandler(BaseHandler):
             raise APIError(400, body=exc.errors) from None
         except media.VideoNotFound:
             raise APIError(404) from None
-        progress = await catalog.get_progress(self.services, video["id"])
-        position = await watching.get_position(self.services, video["id"], user.user_id)
-        self.write_json(catalog.detail_item(self.config, video, progress, position))
+        await self.write_detail(video, user.user_id)
 
     @authenticated
     async def delete(self, video_id: str) -> None:
