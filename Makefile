@@ -11,12 +11,12 @@ CHROMIUM := /usr/bin/chromium
 # npm ci writes this file last: newer than the lock file means node_modules/ matches it.
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: run test setup system-deps browser apt-install bench clean
+.PHONY: run test setup system-deps test-deps apt-install bench clean
 
 run: setup
 	$(VENV)/bin/videoflix dev
 
-test: setup browser
+test: setup test-deps
 	$(VENV)/bin/python -m pytest
 
 setup: system-deps $(STAMP) $(NODE_STAMP)
@@ -31,9 +31,13 @@ system-deps:
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
 
-# Only for `make test`: `make run` needs no browser.
-browser:
-	@[ -x $(CHROMIUM) ] || $(MAKE) --no-print-directory apt-install PACKAGES=chromium
+# Only for `make test` (`make run` needs neither): the distribution's Chromium for the
+# browser tests, and nginx, which tests/test_deploy.py runs in front of the app.
+test-deps:
+	@missing=""; \
+	[ -x $(CHROMIUM) ] || missing="chromium"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
 
 # apt-get install $(PACKAGES) (nothing when empty), as root or through password-less sudo.
 apt-install:
