@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import playwright.sync_api as playwright_api
 import psycopg2
 import pytest
 import redis
@@ -24,8 +25,6 @@ import redis
 from helpers import PASSWORD
 from media import PARK, clip
 from videoflix.embedded import free_port
-
-playwright_api = pytest.importorskip("playwright.sync_api")
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -38,9 +37,6 @@ ADMIN_EMAIL = "admin@example.com"
 MAIL_TIMEOUT = 30
 TRANSCODE_TIMEOUT_MS = 240_000
 STEP_TIMEOUT_MS = 30_000
-
-pytestmark = pytest.mark.skipif(not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} missing (make test installs it)")
-
 
 def _reset_database(dsn: str, redis_url: str) -> None:
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
@@ -106,6 +102,8 @@ def live_server(database_url, redis_server, smtp_server, state_dir):
 
 @pytest.fixture(scope="module")
 def browser():
+    # The distribution's Chromium, never a downloaded build: `make test` installs it.
+    assert os.access(CHROMIUM, os.X_OK), f"{CHROMIUM} missing: run `make test`, which installs it"
     with playwright_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         yield chromium

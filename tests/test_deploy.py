@@ -155,8 +155,7 @@ NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").e
 @pytest.fixture
 def nginx_front(http_port, tmp_path):
     """The shipped deploy/nginx.conf, pointed at this test's server instead of `web`."""
-    if NGINX is None:
-        pytest.skip("nginx is not installed")
+    assert NGINX is not None, "nginx missing: run `make test`, which installs it"
     from videoflix.embedded import free_port
 
     port = free_port()
