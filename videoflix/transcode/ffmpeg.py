@@ -48,6 +48,7 @@ from videoflix.media import (
     THUMBNAIL_NAME,
 )
 from videoflix.proc import die_with_parent
+from videoflix.transcode import colour
 from videoflix.transcode.ladder import Rendition, pick_renditions
 from videoflix.transcode.limits import MediaCaps, ResourceLimits, ffmpeg_limits
 from videoflix.transcode.playlist import (
@@ -188,6 +189,11 @@ def fps_arg(fps: float) -> str:
     return str(rate.numerator) if rate.denominator == 1 else "%d/%d" % (rate.numerator, rate.denominator)
 
 
+def tone_map_filters(probe: Probe, size: tuple[int, int]) -> list[str]:
+    """The HDR-to-SDR filters for this source at `size` ([] for SDR: colour.py)."""
+    return colour.tone_map_filters(probe.color_transfer, probe.color_primaries, probe.color_space, size)
+
+
 def _gop_frames(fps: float, settings: TranscodeSettings) -> int:
     return max(1, round(fps * settings.gop_seconds))
 
@@ -232,7 +238,9 @@ def build_command(
     which is cheaper than scaling every rung from the full-size source. Keyframes
     are forced every gop_seconds of output time in every encoder, so GOPs (closed, IDR)
     and therefore segment boundaries are identical across renditions. Autorotation
-    stays on, so rotated phone video comes out upright at its displayed size.
+    stays on, so rotated phone video comes out upright at its displayed size. An HDR
+    source is tone mapped to BT.709 SDR once, right after `fps`, at the top
+    rendition's size (colour.py), and the output is tagged BT.709.
     """
     if not renditions:
         raise ValueError("no renditions")
@@ -244,7 +252,9 @@ def build_command(
         raise ValueError("renditions must share one frame rate to share keyframes")
     fps = fps_values.pop()
     count = len(renditions)
-    chains = ["[0:%d]fps=%s[c0]" % (probe.video_stream_index, fps_arg(fps))]
+    # HDR sources are tone mapped once, at the top rendition's size, before the cascade.
+    tone_map = tone_map_filters(probe, (renditions[0].width, renditions[0].height))
+    chains = ["[0:%d]%s[c0]" % (probe.video_stream_index, ",".join(["fps=%s" % fps_arg(fps), *tone_map]))]
     for i, r in enumerate(renditions):
         scaled = "[c%d]scale=%d:%d,setsar=1,format=%s" % (i, r.width, r.height, PIXEL_FORMAT)
         last = i == count - 1
@@ -270,6 +280,7 @@ def build_command(
         "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
         "-flags:v", "+cgop", "-forced-idr", "1",
         "-force_key_frames:v", "expr:gte(t,n_forced*%d)" % settings.gop_seconds,
+        *colour.output_args(tone_map),
     ]
     for i, r in enumerate(renditions):
         command += ["-maxrate:v:%d" % i, "%dk" % r.max_kbps, "-bufsize:v:%d" % i, "%dk" % r.bufsize_kbps]
@@ -300,9 +311,11 @@ def build_poster_command(
                      max(POSTER_MIN_CANDIDATES, round(probe.fps * POSTER_WINDOW_SECONDS)))
     poster_w, poster_h = _fit(probe.width, probe.height, POSTER_MAX_SIDE)
     thumb_w, thumb_h = _fit(probe.width, probe.height, THUMBNAIL_MAX_SIDE)
+    tone_map = tone_map_filters(probe, (poster_w, poster_h))
     graph = (
-        "[0:%d]scale=%d:%d,setsar=1,thumbnail=n=%d,split=2[poster][t];[t]scale=%d:%d[thumb]"
-        % (probe.video_stream_index, poster_w, poster_h, candidates, thumb_w, thumb_h)
+        "[0:%d]%sscale=%d:%d,setsar=1,thumbnail=n=%d,split=2[poster][t];[t]scale=%d:%d[thumb]"
+        % (probe.video_stream_index, "".join(f + "," for f in tone_map), poster_w, poster_h,
+           candidates, thumb_w, thumb_h)
     )
     directory = _path_arg(out_dir)
     return [

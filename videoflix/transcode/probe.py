@@ -112,6 +112,11 @@ class Probe:
     video_sizes: tuple[tuple[int, int], ...] = ()
     claimed_fps: float = 0.0
     claimed_duration: float = 0.0
+    # The video stream's colour description as ffprobe names it (None when unstated):
+    # colour.py decides from these whether the source is HDR.
+    color_transfer: str | None = None
+    color_primaries: str | None = None
+    color_space: str | None = None
 
     @property
     def demuxer(self) -> str:
@@ -278,7 +283,17 @@ def parse_probe(data: dict[str, Any]) -> Probe:
         video_sizes=video_sizes,
         claimed_fps=_claimed_rate(video.get("avg_frame_rate")),
         claimed_duration=max([d for d in durations if d is not None] or [duration]),
+        color_transfer=_text(video.get("color_transfer")),
+        color_primaries=_text(video.get("color_primaries")),
+        color_space=_text(video.get("color_space")),
     )
+
+
+def _text(value: Any) -> str | None:
+    """A short ffprobe string field, or None ("unknown", missing, or not a string)."""
+    if not isinstance(value, str) or not value or value == "unknown" or len(value) > 32:
+        return None
+    return value
 
 
 def _claimed_rate(value: Any) -> float:
