@@ -155,7 +155,7 @@ async def seed(config: Config) -> int:
             video_id = await videos.insert_video(cur, owner_id=user_id, title="bench", description="",
                                                  category="Bench", visibility="public", status="queued")
             await videos.mark_processing(cur, video_id)
-            await videos.mark_ready(cur, video_id, duration=float(SEGMENTS * SEGMENT_SECONDS), width=1280,
+            await videos.mark_ready(cur, video_id, version=0, duration=float(SEGMENTS * SEGMENT_SECONDS), width=1280,
                                     height=720, fps=25.0, has_audio=False, resolutions=["720p"])
         return video_id
     finally:

@@ -168,6 +168,14 @@ def small_clip(state_dir) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def park_17s(state_dir) -> Path:
+    """The 1080p park clip (with sound) three times in a row: 17 s, 3 renditions, 5 segments."""
+    from media import PARK, looped
+
+    return looped(PARK, 3, state_dir / "park_17s.mp4")
+
+
 @pytest.fixture
 def runner(io_loop, config, services):
     """The real transcode consumer on the test's loop (process pool included)."""

@@ -253,7 +253,7 @@ async def make_ready_video(services, owner_id: int, *, title: str = "A film", vi
         video_id = await video_rows.insert_video(cur, owner_id=owner_id, title=title, description="About it",
                                                  category=category, visibility=visibility, status="queued")
         await video_rows.mark_processing(cur, video_id)
-        assert await video_rows.mark_ready(cur, video_id, duration=duration, width=1280, height=720,
+        assert await video_rows.mark_ready(cur, video_id, version=0, duration=duration, width=1280, height=720,
                                            fps=25.0, has_audio=True, resolutions=["720p", "480p"])
     return video_id
 

@@ -118,3 +118,14 @@ def ffmpeg(*args: str) -> None:
         ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", *args],
         check=True, capture_output=True,
     )
+
+
+def looped(name: str, times: int, target: Path) -> Path:
+    """`name` played `times` times in a row (stream copy, no re-encode) at `target`:
+    a longer real source for tests that must still be transcoding a while."""
+    if not target.exists():
+        temporary = target.with_name(target.name + ".part.mp4")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(times - 1), "-i", str(clip(name)),
+                        "-c", "copy", str(temporary)], check=True)
+        temporary.replace(target)
+    return target

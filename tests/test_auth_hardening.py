@@ -230,7 +230,7 @@ async def _ready_video(services, user_id: int, media_dir: str) -> str:
         video_id = await videos.insert_video(cur, owner_id=user_id, title="t", description="", category="c",
                                              visibility="private", status="queued")
         await videos.mark_processing(cur, video_id)
-        await videos.mark_ready(cur, video_id, duration=2.0, width=1280, height=720, fps=25.0,
+        await videos.mark_ready(cur, video_id, version=0, duration=2.0, width=1280, height=720, fps=25.0,
                                 has_audio=False, resolutions=["720p"])
     folder = Path(media_dir) / str(video_id) / "720p"
     folder.mkdir(parents=True)

@@ -32,10 +32,11 @@ from videoflix.transcode.ffmpeg import (
     transcode,
 )
 from videoflix.transcode.ladder import pick_renditions
+from videoflix.transcode.ladderfile import provisional_variants, read_ladder
 from videoflix.transcode.playlist import (
-    avc1_codec, measure_rendition, parse_media_playlist,
+    avc1_codec, measure_rendition, parse_media_playlist, render_master,
 )
-from videoflix.transcode.probe import parse_probe
+from videoflix.transcode.probe import parse_probe, probe_file_sync
 
 SETTINGS = TranscodeSettings()
 
@@ -108,9 +109,10 @@ def test_command_caps_every_rendition_with_crf_and_vbv():
     ]
 
 
-def test_command_writes_vod_hls_with_bare_five_digit_segment_names():
+def test_command_writes_growing_event_hls_with_whole_segments_and_bare_five_digit_names():
     slave = tee_slaves(command_for(PARK))[0]
-    assert "hls_playlist_type='\\''vod'\\''" in slave
+    assert "hls_playlist_type='\\''event'\\''" in slave
+    assert "hls_flags='\\''independent_segments+temp_file'\\''" in slave
     assert "hls_time='\\''4'\\''" in slave
     assert "/out/1080p/seg_%05d.ts" in slave
 
@@ -214,8 +216,13 @@ def video_packets(segment: Path) -> list[dict]:
     return data["packets"]
 
 
+def master_text(out: Path) -> str:
+    """The master playlist served for this output (rendered from its ladder.json)."""
+    return render_master(read_ladder(out / "ladder.json"))
+
+
 def master_variants(out: Path) -> list[tuple[dict[str, str], str]]:
-    lines = (out / "master.m3u8").read_text().splitlines()
+    lines = master_text(out).splitlines()
     variants = []
     for i, line in enumerate(lines):
         if line.startswith("#EXT-X-STREAM-INF:"):
@@ -233,7 +240,7 @@ def test_ladder_on_disk_matches_the_source(job, name):
     assert (done.result.width, done.result.height) == expected[0][1:]
     assert done.result.has_audio is HAS_AUDIO[name]
     assert sorted(p.name for p in done.out.iterdir()) == sorted(
-        ["master.m3u8", "poster.jpg", "thumbnail.jpg", *done.result.resolutions])
+        ["ladder.json", "poster.jpg", "thumbnail.jpg", *done.result.resolutions])
     for rung, width, height in expected:
         names = sorted(p.name for p in (done.out / rung).iterdir())
         assert names[-1] == "seg_%05d.ts" % (len(names) - 2)  # index.m3u8 + seg_00000..
@@ -287,6 +294,37 @@ def test_keyframe_times_are_identical_across_renditions(job, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SOURCES)
+def test_finished_run_leaves_vod_playlists_and_a_complete_ladder(job, name):
+    done = job(name)
+    ladder = read_ladder(done.out / "ladder.json")
+    assert ladder["complete"] is True and ladder["iframes"] == [] and ladder["thumbnails_vtt"] is None
+    assert ladder["segment_seconds"] == SETTINGS.segment_seconds
+    assert [v["name"] for v in ladder["variants"]] == done.result.resolutions
+    lowest = done.out / done.result.resolutions[-1]
+    first = ffprobe_json(lowest / "seg_00000.ts", "-select_streams", "v:0", "-read_intervals", "%+#1",
+                         "-show_entries", "packet=pts")["packets"][0]
+    assert ladder["start_pts"] == int(first["pts"])
+    for rung in done.result.resolutions:
+        text = (done.out / rung / "index.m3u8").read_text()
+        assert "#EXT-X-PLAYLIST-TYPE:VOD\n" in text and text.endswith("#EXT-X-ENDLIST\n")
+        assert "EVENT" not in text and text.count("#EXT-X-ENDLIST") == 1
+        assert not [p.name for p in (done.out / rung).iterdir() if p.name.endswith((".tmp", ".vod"))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SOURCES)
+def test_provisional_codecs_name_the_level_x264_chose(job, name):
+    """The master rendered while a run goes (from the caps) announces the codec the
+    segments then have: a player that set up its decoder from it need not reset."""
+    done = job(name)
+    probe = probe_file_sync(prepare_source(name, done.out.parent))
+    provisional = provisional_variants(pick_renditions(probe), probe.has_audio, SETTINGS.audio_kbps)
+    measured = read_ladder(done.out / "ladder.json")["variants"]
+    assert [v.codecs for v in provisional] == [v["codecs"] for v in measured]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SOURCES)
 def test_peak_bitrate_is_at_most_twice_the_average(job, name):
     for attributes, _ in master_variants(job(name).out):
         assert int(attributes["BANDWIDTH"]) <= 2 * int(attributes["AVERAGE-BANDWIDTH"])
@@ -297,7 +335,7 @@ def test_peak_bitrate_is_at_most_twice_the_average(job, name):
 def test_master_playlist_attributes_match_the_files(job, name):
     done = job(name)
     variants = master_variants(done.out)
-    assert (done.out / "master.m3u8").read_text().startswith(
+    assert master_text(done.out).startswith(
         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n")
     uris = [uri for _, uri in variants]
     expected_order = sorted(done.result.resolutions, key=lambda rung: rung != "720p")
@@ -373,7 +411,7 @@ def test_high_frame_rate_source_is_halved_to_60(tmp_path):
     assert (result.fps, result.resolutions, result.has_audio) == (60.0, ["480p"], False)
     stream = ffprobe_json(tmp_path / "out" / "480p" / "seg_00000.ts", "-show_streams")["streams"][0]
     assert stream["avg_frame_rate"] == "60/1"
-    assert "FRAME-RATE=60.000" in (tmp_path / "out" / "master.m3u8").read_text()
+    assert "FRAME-RATE=60.000" in master_text(tmp_path / "out")
 
 
 @pytest.mark.slow
@@ -386,7 +424,7 @@ def test_out_dir_with_quotes_colons_pipes_and_brackets_works(tmp_path):
     result = transcode(source, out, SETTINGS)
     assert result.resolutions == ["480p"]
     assert (out / "480p" / "seg_00000.ts").is_file()
-    assert (out / "master.m3u8").is_file() and (out / "poster.jpg").is_file()
+    assert (out / "ladder.json").is_file() and (out / "poster.jpg").is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["it's a:b|c [x]", "tiny.mp4"]
 
 

@@ -26,6 +26,8 @@ from videoflix import media, playback, tokens
 from videoflix.db import cursor
 from videoflix.tables import videos
 from videoflix.transcode.ffmpeg import TranscodeSettings, transcode
+from videoflix.transcode.ladderfile import read_ladder
+from videoflix.transcode.playlist import render_master
 
 ORIGIN = "http://127.0.0.1:5500"
 LADDER = ("1080p", "720p", "480p")
@@ -60,12 +62,14 @@ def make_video(services, config, hls_ladder):
                 visibility=visibility, status="queued")
             if ready:
                 assert await videos.mark_processing(cur, video_id)
-                assert await videos.mark_ready(cur, video_id, duration=result.duration, width=result.width,
+                assert await videos.mark_ready(cur, video_id, version=0, duration=result.duration, width=result.width,
                                                height=result.height, fps=result.fps,
                                                has_audio=result.has_audio, resolutions=list(resolutions))
         target = media.video_dir(config.media_dir, video_id)
         target.mkdir(parents=True)
-        for name in ("master.m3u8", "thumbnail.jpg", "poster.jpg"):
+        # Version 0, the wave-1 layout: its own master.m3u8 beside the renditions.
+        (target / "master.m3u8").write_text(render_master(read_ladder(ladder / "ladder.json")))
+        for name in ("thumbnail.jpg", "poster.jpg"):
             shutil.copy2(ladder / name, target / name)
         for rendition in resolutions:
             shutil.copytree(ladder / rendition, target / rendition)
@@ -205,14 +209,16 @@ async def test_master_playlist_lists_the_renditions(client, owner, make_video):
 
 @pytest.mark.gen_test
 @pytest.mark.parametrize("suffix", ["", "/"])
-async def test_segment_is_served_whole_as_mpeg_ts_with_immutable_cache(client, owner, make_video, config, suffix):
+async def test_unversioned_segment_is_served_whole_as_mpeg_ts_with_short_cache(client, owner, make_video, config,
+                                                                                suffix):
     user = await owner()
     video_id = await make_video(user["id"])
     response = await get(client, f"/api/video/{video_id}/720p/{SEGMENT}{suffix}")
     expected = segment_bytes(config, video_id)
     assert response.code == 200
     assert response.headers["Content-Type"] == "video/MP2T"
-    assert response.headers["Cache-Control"] == "private, max-age=31536000, immutable"
+    # The live version behind an unversioned path changes with a re-transcode: never immutable.
+    assert response.headers["Cache-Control"] == "private, max-age=60"
     assert response.headers["Accept-Ranges"] == "bytes"
     assert int(response.headers["Content-Length"]) == len(expected)
     assert response.headers["Etag"].startswith('"')
@@ -606,7 +612,7 @@ async def test_video_row_cache_is_dropped_by_forget_video(client, owner, make_vi
     path = f"/api/video/{video_id}/720p/{SEGMENT}"
     assert (await get(client, path)).code == 200
     async with cursor(services.pool) as cur:
-        assert await videos.mark_queued(cur, video_id)  # e.g. a re-transcode
+        assert await videos.delete_video(cur, video_id)  # the row only: the files are still there
     playback.forget_video(services, video_id)
     assert_json_404(await get(client, path))
 

@@ -13,9 +13,14 @@ from videoflix.transcode.playlist import (
     master_playlist,
     measure_rendition,
     parse_media_playlist,
+    SubtitleTrack,
     peak_bitrate,
+    render_master,
     rendition_stats,
+    vod_playlist,
 )
+from videoflix.transcode.ladder import Rendition
+from videoflix.transcode.ladderfile import h264_level, provisional_variants, read_ladder, write_ladder
 
 # What ffmpeg 5.1's hls muxer writes for a 5.7 s clip with 4 s segments.
 MEDIA_PLAYLIST = """#EXTM3U
@@ -148,3 +153,92 @@ def test_master_playlist_text():
 def test_master_playlist_needs_a_variant():
     with pytest.raises(PlaylistError):
         master_playlist([])
+
+
+# --- versions: the master rendered from ladder.json, EVENT -> VOD ------------------------
+
+def ladder_json(**extra) -> dict:
+    return {"complete": True, "variants": [
+        {"name": v.name, "width": v.width, "height": v.height, "fps": v.fps, "codecs": v.codecs,
+         "peak_bps": v.peak_bps, "average_bps": v.average_bps} for v in LADDER],
+        "iframes": [], "thumbnails_vtt": None, "start_pts": 126000, "duration": 5.8, "segment_seconds": 4,
+        **extra}
+
+
+def test_render_master_prefixes_every_uri_with_the_version():
+    text = render_master(ladder_json(), prefix="v3/")
+    uris = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert uris == ["v3/720p/index.m3u8", "v3/1080p/index.m3u8", "v3/480p/index.m3u8"]
+    assert text == master_playlist(LADDER).replace("\n720p/", "\nv3/720p/").replace(
+        "\n1080p/", "\nv3/1080p/").replace("\n480p/", "\nv3/480p/")
+
+
+def test_render_master_lists_iframe_playlists_from_the_ladder():
+    iframes = [{"name": "720p", "width": 1280, "height": 720, "codecs": "avc1.64001f", "peak_bps": 900_000,
+                "average_bps": 300_000}]
+    text = render_master(ladder_json(iframes=iframes), prefix="v2/")
+    assert text.splitlines()[-1] == ('#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=900000,AVERAGE-BANDWIDTH=300000,'
+                                     'RESOLUTION=1280x720,CODECS="avc1.64001f",URI="v2/720p/iframes.m3u8"')
+
+
+def test_render_master_with_subtitles_names_the_group_on_every_variant():
+    text = render_master(ladder_json(), [SubtitleTrack("en", "English", default=True),
+                                         SubtitleTrack("de", 'Deutsch "DE"')], prefix="v1/")
+    lines = text.splitlines()
+    assert lines[3] == ('#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",LANGUAGE="en",DEFAULT=YES,'
+                        'AUTOSELECT=YES,URI="v1/subtitles/en/index.m3u8"')
+    assert 'NAME="Deutsch \'DE\'"' in lines[4]  # no quote can end the attribute early
+    stream_infs = [line for line in lines if line.startswith("#EXT-X-STREAM-INF:")]
+    assert len(stream_infs) == 3 and all(line.endswith(',SUBTITLES="subs"') for line in stream_infs)
+
+
+@pytest.mark.parametrize("broken", [{}, {"variants": [{"name": "720p"}]}, {"variants": None},
+                                    {"variants": [{"name": "x", "width": "wide", "height": 1, "codecs": "c",
+                                                   "peak_bps": 1, "average_bps": 1}]}])
+def test_render_master_refuses_a_malformed_ladder(broken):
+    with pytest.raises(PlaylistError):
+        render_master(broken)
+
+
+def test_vod_playlist_keeps_the_segments_and_ends_the_list():
+    event = MEDIA_PLAYLIST.replace("VOD", "EVENT")
+    assert vod_playlist(event) == MEDIA_PLAYLIST
+    without_end = event.replace("#EXT-X-ENDLIST\n", "")
+    assert vod_playlist(without_end) == MEDIA_PLAYLIST
+    assert vod_playlist(MEDIA_PLAYLIST) == MEDIA_PLAYLIST  # idempotent
+
+
+def test_vod_playlist_refuses_a_playlist_without_segments():
+    with pytest.raises(PlaylistError):
+        vod_playlist("#EXTM3U\n#EXT-X-PLAYLIST-TYPE:EVENT\n")
+
+
+@pytest.mark.parametrize("size, fps, max_kbps, level", [
+    ((1920, 1080), 30.0, 6000, 40), ((1920, 1080), 60.0, 6000, 42), ((1280, 720), 30.0, 3000, 31),
+    ((1280, 720), 60.0, 3000, 32), ((854, 480), 25.0, 1400, 30), ((854, 480), 30.0, 1400, 31),
+    ((3840, 2160), 30.0, 6000, 51), ((854, 480), 11.0, 1400, 22), ((768, 432), 10.0, 1400, 22),
+])
+def test_h264_level_is_the_lowest_that_fits(size, fps, max_kbps, level):
+    assert h264_level(*size, fps, max_kbps, 2 * max_kbps) == level
+
+
+def test_provisional_variants_bandwidth_is_the_caps_plus_audio():
+    rendition = Rendition("720p", 1280, 720, 30.0, 3000, 6000)
+    (with_audio,) = provisional_variants([rendition], True, 128)
+    # The caps plus 10 % for the MPEG-TS packaging.
+    assert (with_audio.peak_bps, with_audio.average_bps, with_audio.codecs) == (3_440_800, 3_440_800,
+                                                                                "avc1.64001f,mp4a.40.2")
+    (silent,) = provisional_variants([rendition], False, 128)
+    assert (silent.peak_bps, silent.codecs) == (3_300_000, "avc1.64001f")
+
+
+def test_ladder_file_is_replaced_atomically_and_unreadable_is_none(tmp_path):
+    path = tmp_path / "ladder.json"
+    assert read_ladder(path) is None
+    write_ladder(path, ladder_json())
+    assert read_ladder(path) == ladder_json()
+    assert [p.name for p in tmp_path.iterdir()] == ["ladder.json"]
+    path.write_text("{not json")
+    assert read_ladder(path) is None
+    path.write_text('{"variants": 3}')
+    assert read_ladder(path) is None

@@ -41,7 +41,7 @@ def make_video(services, config, jpegs):
                                                  category="Home", visibility=visibility, status="queued")
             if ready:
                 assert await videos.mark_processing(cur, video_id)
-                assert await videos.mark_ready(cur, video_id, duration=5.0, width=1280, height=720, fps=25.0,
+                assert await videos.mark_ready(cur, video_id, version=0, duration=5.0, width=1280, height=720, fps=25.0,
                                                has_audio=False, resolutions=["720p"])
         directory = media.video_dir(config.media_dir, video_id)
         directory.mkdir(parents=True)

@@ -183,8 +183,8 @@ async def test_admin_upload_becomes_ready_public_and_listed(admin_client, client
     assert detail["master_url"] == f"{config.public_url}/api/video/{video_id}/master.m3u8"
     assert detail["thumbnail_url"] == f"{config.public_url}/media/thumbnail/{video_id}.jpg"
     files = media_files(config)
-    for name in ("master.m3u8", "thumbnail.jpg", "poster.jpg", "480p/index.m3u8", "480p/seg_00000.ts"):
-        assert f"{video_id}/{name}" in files
+    for name in ("ladder.json", "thumbnail.jpg", "poster.jpg", "480p/index.m3u8", "480p/seg_00000.ts"):
+        assert f"{video_id}/v1/{name}" in files
     assert not any(name.startswith((".work/", ".incoming/")) for name in files)
     await make_user("viewer@example.com")
     catalog = await client.get("/api/video/")
@@ -212,9 +212,9 @@ async def test_each_shared_clip_uploads_to_a_correct_ladder(admin_client, runner
     detail = await wait_for_status(admin_client, response.json()["id"], "ready", timeout=280)
     assert detail["resolutions"] == resolutions
     assert (detail["width"], detail["height"]) == top_size
-    master = (media.video_dir(config.media_dir, detail["id"]) / "master.m3u8").read_text()
+    master = (await admin_client.get(f"/api/video/{detail['id']}/master.m3u8")).body.decode()
     for resolution in resolutions:
-        assert f"{resolution}/index.m3u8" in master
+        assert f"v1/{resolution}/index.m3u8" in master
 
 
 @pytest.mark.gen_test(timeout=120)

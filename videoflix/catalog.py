@@ -36,22 +36,33 @@ def iso_utc(moment: datetime) -> str:
 
 def catalog_item(config: Config, video: dict) -> dict[str, Any]:
     """The six catalog keys, in API.md §2's order."""
-    ready = video["status"] == "ready"
+    live = video["live_version"] is not None
     return {
         "id": video["id"],
         "created_at": iso_utc(video["created_at"]),
         "title": video["title"],
         "description": video["description"],
         # Private videos' images live under an unguessable URL (images.py).
-        "thumbnail_url": images.image_url(config, video) if ready else None,
+        "thumbnail_url": images.image_url(config, video) if live else None,
         "category": video["category"] or "",
     }
 
 
+def is_playable(video: dict, playable_version: int | None) -> bool:
+    """A live version exists, or the one being built lists a segment in every rendition
+    (`playable_version`: progress.read_playable, what the transcode child reported)."""
+    building = video["building_version"]
+    return video["live_version"] is not None or (building is not None and playable_version == building)
+
+
 def detail_item(config: Config, video: dict, progress: float | None,
-                position: float | None = None) -> dict[str, Any]:
-    """API.md §4's detail, plus §6's `position` (the caller's, or None) and `playable`."""
+                position: float | None = None, playable_version: int | None = None) -> dict[str, Any]:
+    """API.md §4's detail, plus §6's `position` (the caller's, or None) and `playable`.
+    The detail is shown to the owner and admins, or to those who may watch the live
+    version, so `master_url` is given whenever something is playable (the master
+    serves the live version, or the one being built to the owner and admins)."""
     ready = video["status"] == "ready"
+    playable = is_playable(video, playable_version)
     if ready:
         percent = 100
     elif progress is not None:
@@ -68,10 +79,9 @@ def detail_item(config: Config, video: dict, progress: float | None,
         "height": video["height"],
         "resolutions": list(video["resolutions"] or []),
         "visibility": video["visibility"],
-        "master_url": f"{config.public_url}/api/video/{video['id']}/{media.MASTER_PLAYLIST_NAME}" if ready else None,
+        "master_url": f"{config.public_url}/api/video/{video['id']}/{media.MASTER_PLAYLIST_NAME}" if playable else None,
         "position": position,
-        # Only ready videos are served today; watch-while-transcoding widens this.
-        "playable": ready,
+        "playable": playable,
     }
 
 
@@ -120,6 +130,13 @@ async def forget_scopes(services: Services, owner_id: int) -> None:
 
 async def get_progress(services: Services, video_id: int) -> float | None:
     return await progress.read(services.redis, video_id)
+
+
+async def get_playable_version(services: Services, video: dict) -> int | None:
+    """The building version the transcode child reported playable (None if none is building)."""
+    if video["building_version"] is None:
+        return None
+    return await progress.read_playable(services.redis, video["id"])
 
 
 async def get_visible_video(services: Services, video_id: int, user_id: int, is_admin: bool) -> dict:

@@ -131,6 +131,7 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("transcode_workers", "TRANSCODE_WORKERS", _parse_positive_int, "ffmpeg jobs run at once (process pool size)"),
     ("transcode_stall_seconds", "TRANSCODE_STALL_SECONDS", _parse_positive_int, "kill ffmpeg after this long without progress"),
     ("transcode_lease_seconds", "TRANSCODE_LEASE_SECONDS", _parse_positive_int, "a job not renewed this long (its worker died) is reclaimed"),
+    ("version_grace_seconds", "VIDEOFLIX_VERSION_GRACE_SECONDS", _parse_non_negative_int, "how long a replaced version stays on disk (and playable) after a re-transcode published a new one"),
     ("transcode_max_file_bytes", "TRANSCODE_MAX_FILE_BYTES", _parse_positive_int, "largest file one ffmpeg run may write (RLIMIT_FSIZE): a runaway job fails instead of filling the disk"),
     ("shutdown_grace_seconds", "VIDEOFLIX_SHUTDOWN_GRACE_SECONDS", _parse_positive_int, "on SIGTERM, how long requests in flight get to finish"),
     ("x264_preset", "VIDEOFLIX_X264_PRESET", _parse_str, "libx264 preset"),
@@ -188,6 +189,7 @@ class Config:
     transcode_stall_seconds: int = 60
     transcode_lease_seconds: int = 60
     transcode_max_file_bytes: int = 4 * 1024**3
+    version_grace_seconds: int = 6 * 3600
     shutdown_grace_seconds: int = 10
     x264_preset: str = "veryfast"
     # Media caps and resource limits (videoflix/transcode/limits.py explains the defaults).

@@ -165,7 +165,9 @@ class EventHub:
                 percent = message.progress
                 if percent is None:
                     percent = await progress.read(self.services.redis, message.video_id)
-                event, data, owner_id = VIDEO_EVENT, catalog.detail_item(self.config, row, percent), row["owner_id"]
+                playable = await catalog.get_playable_version(self.services, row)
+                event, data, owner_id = (VIDEO_EVENT, catalog.detail_item(self.config, row, percent, None, playable),
+                                         row["owner_id"])
         except Exception:
             log.exception("video events: could not read video %s", message.video_id)
             return
@@ -178,6 +180,8 @@ async def snapshot(config: Config, services: Services, user_id: int, is_admin: b
     """Detail objects of the caller's videos in every state (admins: everyone's), newest first."""
     async with cursor(services.pool) as cur:
         rows = await videos.list_managed(cur, None if is_admin else user_id, SNAPSHOT_LIMIT)
-    unfinished = [row["id"] for row in rows if row["status"] in ("queued", "processing")]
-    percents = {video_id: await progress.read(services.redis, video_id) for video_id in unfinished}
-    return [catalog.detail_item(config, row, percents.get(row["id"])) for row in rows]
+    unfinished = [row for row in rows if row["status"] in ("queued", "processing")]
+    percents = {row["id"]: await progress.read(services.redis, row["id"]) for row in unfinished}
+    playable = {row["id"]: await catalog.get_playable_version(services, row) for row in unfinished}
+    return [catalog.detail_item(config, row, percents.get(row["id"]), None, playable.get(row["id"]))
+            for row in rows]

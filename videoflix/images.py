@@ -8,7 +8,10 @@ Two URL forms, both under /media/thumbnail/ and /media/poster/:
   it is a 404 like a missing video (sequential ids reveal nothing).
 - `<id>-<key>.jpg`: `key` is a 132-bit MAC of the id under SECRET_KEY (tokens.image_key):
   unguessable and listed nowhere but in the `thumbnail_url` of those who may see the
-  video. It needs no cookie and no database: the key is the credential (`private`).
+  video. It needs no cookie: the key is the credential (`private`).
+
+Both serve the images of the video's live version (the cached playback row says
+which: playback.ready_video); a video with no live version has none.
 
 The catalog and the detail give private videos the keyed URL: an `<img>` sends no
 Authorization header and sends cookies only same-site (the frontend on another port
@@ -69,6 +72,7 @@ def image_url(config: Config, video: dict, kind: str = THUMBNAIL_KIND) -> str:
 @dataclass(frozen=True)
 class ImageAccess:
     cache_control: str
+    version: int  # the live version, whose images are served (media.version_dir)
     vary: str | None = None
 
 
@@ -78,16 +82,17 @@ async def image_access(config: Config, services: Services, request: ImageRequest
     A private video's owner or admin must hold a live session (sessions.is_live:
     not logged out, no password change since); sessions.Unavailable when that
     cannot be told."""
-    if request.key is not None:
-        if not tokens.check_image_key(config.secret_key, request.video_id, request.key):
-            raise media.VideoNotFound(request.video_id)
-        return ImageAccess(KEYED_CACHE_CONTROL)
+    if request.key is not None and not tokens.check_image_key(config.secret_key, request.video_id, request.key):
+        raise media.VideoNotFound(request.video_id)  # before any database access
     video = await playback.ready_video(services, request.video_id)
     if video is None:
         raise media.VideoNotFound(request.video_id)
+    version = video["live_version"]
+    if request.key is not None:
+        return ImageAccess(KEYED_CACHE_CONTROL, version)
     if video["visibility"] == "public":
-        return ImageAccess(PUBLIC_CACHE_CONTROL)
+        return ImageAccess(PUBLIC_CACHE_CONTROL, version)
     if (claims is not None and media.can_watch(video, claims.user_id, claims.is_admin)
             and await sessions.is_live(services, claims.user_id, claims.token_version, claims.session_id)):
-        return ImageAccess(OWNER_CACHE_CONTROL, OWNER_VARY)
+        return ImageAccess(OWNER_CACHE_CONTROL, version, OWNER_VARY)
     raise media.VideoNotFound(request.video_id)

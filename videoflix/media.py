@@ -1,14 +1,24 @@
 """Where files live under MEDIA_DIR, every name in there, and who may watch what (pure).
 
-    media/.incoming/<random>.part   an upload being received
-    media/sources/<id>              the uploaded original
-    media/.work/<id>-<job>/         a transcode in progress (renamed into place on success)
-    media/.work/<id>-<job>.lease    its lease fence: the monotonic time its ffmpeg must stop by
-    media/<id>/master.m3u8          our master playlist
-    media/<id>/<res>/index.m3u8     one media playlist per rendition (RUNGS: 1080p, 720p, 480p)
-    media/<id>/<res>/seg_NNNNN.ts   its MPEG-TS segments
-    media/<id>/poster.jpg           representative frame, long side <= 1280
-    media/<id>/thumbnail.jpg        the same, long side <= 480 (the catalog's thumbnail_url)
+    media/.incoming/<random>.part     an upload being received
+    media/sources/<id>                the uploaded original
+    media/.work/<id>-v<N>.lease       the lease fence of the run writing version N: the
+                                      monotonic time its ffmpeg must stop by
+    media/<id>/v<N>/                  version N (>= 1): one transcode run's output, written
+                                      in place while it runs (PIPELINE_V2.md)
+    media/<id>/v<N>/ladder.json       what the run produces (transcode/ladderfile.py): the
+                                      master playlist is rendered from it per request
+    media/<id>/v<N>/<res>/index.m3u8  one media playlist per rendition (RUNGS: 1080p, 720p,
+                                      480p): EVENT while the run goes, VOD once it is done
+    media/<id>/v<N>/<res>/seg_NNNNN.ts  its MPEG-TS segments (each appears complete)
+    media/<id>/v<N>/poster.jpg        representative frame, long side <= 1280
+    media/<id>/v<N>/thumbnail.jpg     the same, long side <= 480 (the catalog's thumbnail_url)
+    media/<id>/master.m3u8, <res>/, poster.jpg, thumbnail.jpg
+                                      version 0: the wave-1 layout of videos made ready
+                                      before versions existed, served as it is
+
+The row (sql/004) says which version is live (served, listed) and which one is
+being built; `can_watch_version` is the access rule for a version.
 
 The transcoder writes these names and the HTTP layer serves them: both take them
 from here, and the serving rules (SEGMENT_NAME_RE, RESOLUTIONS) are derived from
@@ -20,8 +30,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-MASTER_PLAYLIST_NAME = "master.m3u8"
+MASTER_PLAYLIST_NAME = "master.m3u8"  # rendered per request; a file only in version 0
 MEDIA_PLAYLIST_NAME = "index.m3u8"
+LADDER_NAME = "ladder.json"
+IFRAME_PLAYLIST_NAME = "iframes.m3u8"  # per rendition (trickplay)
+SUBTITLES_DIR_NAME = "subtitles"  # URL part of a version's subtitle playlists (subs)
+# The wave-1 layout: files directly in media/<id>/ (sql/004 gives such rows live_version 0).
+LEGACY_VERSION = 0
 POSTER_NAME = "poster.jpg"
 THUMBNAIL_NAME = "thumbnail.jpg"
 # ffmpeg's -hls_segment_filename pattern; 5 digits of 4 s segments cover 111 hours.
@@ -90,19 +105,70 @@ def work_dir(media_dir: str) -> Path:
     return Path(media_dir) / ".work"
 
 
-def lease_fence(work: Path) -> Path:
-    """The fence file beside a work folder (transcode/runner.py writes and reads it)."""
-    return work.with_name(work.name + LEASE_FENCE_SUFFIX)
+# "v<N>": a version's folder and its URL part; N >= 1, no leading zero (one URL each).
+VERSION_PATTERN = "v[1-9][0-9]{0,8}"
+_VERSION_RE = re.compile(VERSION_PATTERN)
+
+
+def version_name(version: int) -> str:
+    if version < 1:
+        raise ValueError("versions on their own folder start at 1")
+    return f"v{int(version)}"
+
+
+def parse_version(raw: str) -> int | None:
+    """"v3" -> 3; None for anything else (v0, v03, 3, v-1)."""
+    return int(raw[1:]) if _VERSION_RE.fullmatch(raw) else None
+
+
+def version_dir(media_dir: str, video_id: int, version: int) -> Path:
+    """media/<id>/v<N>/, or media/<id>/ itself for version 0 (the wave-1 layout)."""
+    base = video_dir(media_dir, video_id)
+    return base if version == LEGACY_VERSION else base / version_name(version)
+
+
+def version_prefix(version: int) -> str:
+    """What a rendered master puts before the rendition URIs: "v<N>/" ("" for version 0)."""
+    return "" if version == LEGACY_VERSION else version_name(version) + "/"
+
+
+def ladder_path(media_dir: str, video_id: int, version: int) -> Path:
+    return version_dir(media_dir, video_id, version) / LADDER_NAME
 
 
 LEASE_FENCE_SUFFIX = ".lease"
 
 
+def lease_fence(media_dir: str, video_id: int, version: int) -> Path:
+    """The fence of the run writing `version` (transcode/runner.py writes it, the child reads it)."""
+    return work_dir(media_dir) / f"{int(video_id)}-{version_name(version)}{LEASE_FENCE_SUFFIX}"
+
+
 def can_watch(video: dict, user_id: int | None, is_admin: bool) -> bool:
-    """Ready, and public or the caller's own (admins see everything)."""
-    if video["status"] != "ready":
+    """A live version exists, and the video is public or the caller's own (admins see everything)."""
+    if video["live_version"] is None:
         return False
     return video["visibility"] == "public" or is_admin or (user_id is not None and video["owner_id"] == user_id)
+
+
+def can_watch_version(video: dict, version: int, user_id: int | None, is_admin: bool) -> bool:
+    """Version `version` of the video, for this caller: the live one (or an older one
+    still on disk, so a player that loaded it before a switch-over plays on until the
+    sweeper removes it) under can_watch; the one being built for the owner and admins."""
+    if version == video["building_version"] and user_id is not None and can_manage(video, user_id, is_admin):
+        return True
+    live = video["live_version"]
+    return live is not None and 1 <= version <= live and can_watch(video, user_id, is_admin)
+
+
+def default_version(video: dict, user_id: int | None, is_admin: bool) -> int | None:
+    """The version the unversioned master serves to this caller: the live one, or
+    while nothing is live the one being built, for the owner and admins."""
+    if can_watch(video, user_id, is_admin):
+        return video["live_version"]
+    if video["building_version"] is not None and user_id is not None and can_manage(video, user_id, is_admin):
+        return video["building_version"]
+    return None
 
 
 def can_manage(video: dict, user_id: int, is_admin: bool) -> bool:

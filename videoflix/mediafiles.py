@@ -72,6 +72,24 @@ def open_inside(root: Path, parts: tuple[str, ...], prefetch: int = 0) -> OpenFi
     return OpenFile(fd=fd, path=os.path.join(root, *parts), stat=info, first=first)
 
 
+def is_dir_inside(root: Path, parts: tuple[str, ...]) -> bool:
+    """root/parts... is a directory reached without following any symlink below `root`."""
+    try:
+        dir_fd = os.open(root, _DIR_FLAGS)
+    except OSError:
+        return False
+    try:
+        for part in parts:
+            next_fd = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+            os.close(dir_fd)
+            dir_fd = next_fd
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(dir_fd)
+
+
 def close_file(opened: OpenFile) -> None:
     os.close(opened.fd)
 

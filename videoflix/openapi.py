@@ -72,8 +72,10 @@ def _playlist(description: str) -> dict[str, Any]:
 
 
 def _file_get(summary: str, ok: dict[str, Any], params: list[dict[str, Any]], *,
-              ranged: bool = False, security: list | None = None) -> dict[str, Any]:
+              ranged: bool = False, security: list | None = None, building: bool = False) -> dict[str, Any]:
     responses: dict[str, Any] = {"200": ok, "304": {"description": "Not modified"}, **_HLS_ERRORS}
+    if building:
+        responses["503"] = _error("Of the version being built, not written yet: retry after Retry-After seconds")
     if ranged:
         responses["206"] = {**ok, "description": "One byte range (RFC 7233)"}
         responses["416"] = _error("Unsatisfiable range")
@@ -113,7 +115,9 @@ def _schemas() -> dict[str, Any]:
                 "visibility": {"enum": ["public", "private"]},
                 "master_url": nullable_string,
                 "position": {"type": ["number", "null"]},
-                "playable": {"type": "boolean"},
+                "playable": {"type": "boolean",
+                             "description": "A live version exists, or the one being built lists a "
+                                            "segment in every rendition (master_url is then set)"},
             },
         }],
     }
@@ -168,6 +172,8 @@ def openapi_document(public_url: str) -> dict[str, Any]:
     resolution = _path_param("resolution", "480p, 720p or 1080p")
     segment = _path_param("segment", "Segment file name, e.g. seg_00000.ts")
     token = _path_param("token", "Signed stream token from GET /api/video/{id}/stream/")
+    version = _path_param("version", "A version of the renditions: v1, v2, ... (as the master names it)")
+    segment_ok = {"description": "Segment bytes", "content": {"video/MP2T": {}}}
     paths: dict[str, Any] = {
         "/api/register/": {"post": {
             "summary": "Create an inactive account and email its activation link",
@@ -285,7 +291,22 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                                        "Signed URL"), **_errors(401, 404)},
         }},
         "/api/video/{id}/master.m3u8": _file_get(
-            "Master playlist (measured BANDWIDTH)", _playlist("Master playlist"), [video]),
+            "Master playlist (measured BANDWIDTH) of the live version, or while nothing is live of the "
+            "version being built for the owner and admins (BANDWIDTH from the caps until measured); its "
+            "URIs name the version", _playlist("Master playlist"), [video]),
+        "/api/video/{id}/{version}/{resolution}/index.m3u8": _file_get(
+            "Media playlist of one rendition of one version: the live one (or an older one kept for a "
+            "grace period), or the one being built (owner and admins; EVENT, growing, until it is done)",
+            _playlist("Media playlist"), [video, version, resolution], building=True),
+        "/api/video/{id}/{version}/{resolution}/{segment}": _file_get(
+            "MPEG-TS segment of one version (immutable)", segment_ok, [video, version, resolution, segment],
+            ranged=True, building=True),
+        "/api/stream/{token}/{id}/{version}/{resolution}/index.m3u8": _file_get(
+            "Versioned media playlist under a signed URL", _playlist("Media playlist"),
+            [token, video, version, resolution], security=[], building=True),
+        "/api/stream/{token}/{id}/{version}/{resolution}/{segment}": _file_get(
+            "Versioned segment under a signed URL", segment_ok, [token, video, version, resolution, segment],
+            ranged=True, security=[], building=True),
         "/api/video/{id}/{resolution}/index.m3u8": _file_get(
             "Media playlist of one rendition", _playlist("Media playlist"), [video, resolution]),
         "/api/video/{id}/{resolution}/{segment}": _file_get(

@@ -25,6 +25,12 @@ def progress(video_id: int) -> str:
     return key("progress", int(video_id))
 
 
+def playable(video_id: int) -> str:
+    """transcode/progress.py: the version being built whose every rendition lists a
+    segment (set by the transcode child; the detail's `playable`)."""
+    return key("playable", int(video_id))
+
+
 def cancel(video_id: int) -> str:
     """transcode/progress.py: set when a video is deleted while its job runs."""
     return key("cancel", int(video_id))

@@ -3,10 +3,20 @@
 - media/.incoming/*.part: an upload whose process died (a live upload that sends
   nothing for upload_idle_seconds is cut off anyway): removed once unchanged for
   upload_idle_seconds, unless this process is receiving it.
-- media/.work/<id>-<job>-<delivery>[.lease]: a transcode whose run died: removed
-  once unchanged for the lease and no consumer holds that delivery of that job
-  under a live lease (queue.lease_holders), unless this process runs it. When
-  Redis cannot be asked, work folders wait for the next round.
+- media/.work/<id>-v<N>.lease (and anything else there, e.g. wave-1 work folders):
+  the fence of a run that died: removed once unchanged for the lease (a live run's
+  keeper rewrites it every third of the lease, wherever it runs), unless this
+  process runs it.
+- media/<id>/v<N>/ that is neither the row's live nor its building version:
+  - older than the live version (it was live, or a run before it): removed
+    VIDEOFLIX_VERSION_GRACE_SECONDS after the live version was published, so a
+    player that loaded it before the switch plays on meanwhile;
+  - newer (a run that died or was superseded, never published): removed once
+    unchanged for the lease;
+  and the wave-1 files of a version-0 video (master.m3u8, <res>/, poster.jpg,
+  thumbnail.jpg directly in media/<id>/) once another version has been live for the
+  grace period. Folders are listed before the rows are read: a version allocated
+  after the read cannot have a folder in the listing.
 
 Each removal is logged with what it was.
 """
@@ -22,15 +32,17 @@ from pathlib import Path
 
 from videoflix import media, uploads
 from videoflix.config import Config
+from videoflix.db import cursor
 from videoflix.services import Services
-from videoflix.transcode import queue
+from videoflix.tables import videos
 
 log = logging.getLogger(__name__)
 
-# <video id>-<stream entry id>-<delivery>, as runner.run_job names it.
-_WORK_NAME = re.compile(r"(?P<video>[0-9]+)-(?P<entry>[0-9]+-[0-9]+)-(?P<delivery>[0-9]+)")
 # Never sweep more often than this.
 MIN_INTERVAL_SECONDS = 1.0
+_VIDEO_DIR = re.compile(media.VIDEO_ID_PATTERN)
+# What a version-0 (wave-1) video keeps directly in media/<id>/.
+LEGACY_FILES = (media.MASTER_PLAYLIST_NAME, media.POSTER_NAME, media.THUMBNAIL_NAME)
 
 
 def _age(path: Path, now: float) -> float:
@@ -76,6 +88,74 @@ def sweep_work(media_dir: str, lease_seconds: float, keep: Callable[[str], bool]
     return removed
 
 
+def _tree_age(path: Path, now: float) -> float:
+    """Seconds since anything directly in `path` or its subfolders last changed."""
+    try:
+        newest = max([path.lstat().st_mtime] + [child.lstat().st_mtime for child in path.iterdir()
+                                                if child.is_dir() and not child.is_symlink()])
+    except FileNotFoundError:
+        return -1.0
+    return now - newest
+
+
+def list_versions(media_dir: str) -> dict[int, list[int]]:
+    """{video id: [version folders]} under MEDIA_DIR, with 0 for wave-1 files (blocking)."""
+    root = Path(media_dir)
+    found: dict[int, list[int]] = {}
+    if not root.is_dir():
+        return found
+    for video in root.iterdir():
+        if not _VIDEO_DIR.fullmatch(video.name) or not video.is_dir() or video.is_symlink():
+            continue
+        versions = []
+        for child in video.iterdir():
+            version = media.parse_version(child.name)
+            if version is not None and child.is_dir() and not child.is_symlink():
+                versions.append(version)
+            elif child.name in LEGACY_FILES or child.name in media.RESOLUTIONS:
+                versions.append(media.LEGACY_VERSION)
+        found[int(video.name)] = sorted(set(versions))
+    return found
+
+
+def _remove_legacy(folder: Path) -> None:
+    for name in LEGACY_FILES:
+        (folder / name).unlink(missing_ok=True)
+    for name in media.RESOLUTIONS:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_versions(media_dir: str, found: dict[int, list[int]], rows: dict[int, dict], grace_seconds: float,
+                   lease_seconds: float) -> list[str]:
+    """Remove the versions `rows` (videos.version_states, read after `found` was listed)
+    no longer need; return what was removed (blocking)."""
+    removed = []
+    now = time.time()
+    for video_id, versions in found.items():
+        row = rows.get(video_id)
+        if row is None:
+            continue  # deleted: videos.delete_video removes its folder
+        live, building = row["live_version"], row["building_version"]
+        since = row["live_since"].timestamp() if row["live_since"] is not None else None
+        for version in versions:
+            if version in (live, building):
+                continue
+            folder = media.version_dir(media_dir, video_id, version)
+            if live is not None and version < live:
+                if since is None or now - since < grace_seconds:
+                    continue
+            elif _tree_age(folder, now) < lease_seconds:
+                continue
+            if version == media.LEGACY_VERSION:
+                _remove_legacy(folder)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+    return removed
+
+
 class Sweeper:
     """Runs `sweep` once now and then every `interval` seconds until stopped."""
 
@@ -116,26 +196,27 @@ class Sweeper:
         for name in removed:
             log.warning("sweep: removed %s, an upload nobody is receiving (idle over %ss)",
                         media.incoming_dir(config.media_dir) / name, config.upload_idle_seconds)
-        try:
-            holders = await queue.lease_holders(self.services.redis)
-        except Exception as exc:  # Redis down: work folders wait for the next round
-            log.info("sweep: work folders not checked (%s)", exc)
-            return removed
-        lease_ms = config.transcode_lease_seconds * 1000
         active = self.active_work()
-
-        def keep(name: str) -> bool:
-            if name in active:
-                return True
-            match = _WORK_NAME.fullmatch(name)
-            if match is None:
-                return False
-            holder = holders.get(match["entry"])
-            return holder is not None and holder[1] < lease_ms and holder[2] == int(match["delivery"])
-
         swept = await loop.run_in_executor(executor, sweep_work, config.media_dir,
-                                           float(config.transcode_lease_seconds), keep)
+                                           float(config.transcode_lease_seconds), active.__contains__)
         for name in swept:
             log.warning("sweep: removed %s, left by a transcode run that is no longer alive",
                         media.work_dir(config.media_dir) / name)
-        return removed + swept
+        return removed + swept + await self.sweep_versions()
+
+    async def sweep_versions(self) -> list[str]:
+        loop = asyncio.get_running_loop()
+        executor = self.services.file_executor
+        config = self.config
+        found = await loop.run_in_executor(executor, list_versions, config.media_dir)
+        candidates = [video_id for video_id, versions in found.items() if versions]
+        if not candidates:
+            return []
+        async with cursor(self.services.pool) as cur:
+            rows = await videos.version_states(cur, candidates)
+        removed = await loop.run_in_executor(executor, sweep_versions, config.media_dir, found, rows,
+                                             float(config.version_grace_seconds),
+                                             float(config.transcode_lease_seconds))
+        for path in removed:
+            log.warning("sweep: removed %s, a version neither live nor being built", path)
+        return removed

@@ -178,8 +178,11 @@ def _remove_files(media_dir: str, video_id: int) -> None:
     media.source_path(media_dir, video_id).unlink(missing_ok=True)
     work = media.work_dir(media_dir)
     if work.is_dir():
-        for leftover in work.glob(f"{int(video_id)}-*"):
-            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in work.glob(f"{int(video_id)}-*"):  # lease fences (media.lease_fence)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
 
 
 async def delete_video(config: Config, services: Services, video_id: int, user_id: int,

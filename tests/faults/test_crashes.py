@@ -47,32 +47,35 @@ def test_sigkill_during_upload_leaves_no_row_and_no_part_file_after_restart(serv
     assert requests.get(restarted.base + "/api/health/", timeout=5).status_code == 200
 
 
-def test_sigkill_during_transcode_reruns_the_job_to_ready_and_removes_the_crashed_work_folder(
+def test_sigkill_during_transcode_reruns_the_job_to_ready_and_removes_the_crashed_version(
         servers, db, media_dir, long_clip):
     server = servers()
     api = Api(server.base)
     make_user(api, db)
     video_id = api.upload(long_clip).json()["id"]
     work = media_dir / ".work"
-    wait_for(lambda: ffmpeg_pids(server.pid) and any(p.is_dir() for p in work.iterdir()),
+    first_version = media_dir / str(video_id) / "v1"  # written in place (PIPELINE_V2.md)
+    wait_for(lambda: ffmpeg_pids(server.pid) and first_version.is_dir() and any(work.iterdir()),
              "ffmpeg to be encoding", timeout=60)
-    crashed = [p for p in work.iterdir() if p.is_dir()]
+    crashed = [first_version, *work.iterdir()]  # the version and its lease fence
     encoders = ffmpeg_pids(server.pid)
     server.kill()
     # The crashed server's ffmpeg goes with it (parent-death signal): no orphan encode.
     wait_for(lambda: all(gone(pid) for pid in encoders), "the crashed run's ffmpeg to exit", timeout=10)
     assert all(path.exists() for path in crashed)
 
-    restarted = servers()
+    restarted = servers(VIDEOFLIX_VERSION_GRACE_SECONDS="1")
     api = Api(restarted.base)
     assert api.login("owner@example.com").status_code == 200
     wait_for(lambda: api.detail(video_id)["status"] == "ready", "the job to re-run to ready", timeout=240,
              interval=0.5)
-    wait_for(lambda: not any(path.exists() for path in crashed), "the crashed run's work folder to be swept",
-             timeout=30)
+    wait_for(lambda: not any(path.exists() for path in crashed), "the crashed run's files to be swept",
+             timeout=60)
     assert db.video(video_id)["attempts"] == 2
+    assert db.video(video_id)["live_version"] == 2  # the re-run's own version
     assert files_under(work) == []
     assert "left by a transcode run that is no longer alive" in restarted.log()
+    assert "a version neither live nor being built" in restarted.log()
 
 
 def test_sigkill_during_a_registration_burst_loses_no_account_and_no_activation_mail(servers, db, mails):

@@ -23,12 +23,21 @@ Ours, and why:
   the identity bytes are still served to clients that do not ask for gzip.
 - Errors are JSON (JSONErrorsMixin) and are 404, never 403: a caller cannot tell a
   private video from a missing one, or a refused path from an absent file.
+- Versions (PIPELINE_V2.md): playback.resolve_file says which version's file answers
+  (the live one; the one being built for the owner and admins). The master of a
+  version >= 1 is rendered per request from its ladder.json (playlist.render_master,
+  ETag + 304); version 0 (the wave-1 layout) has its own master.m3u8 file. A playlist
+  or segment of the version being built that is not written yet is waited for up to
+  BUILDING_WAIT_SECONDS, then answered 503 with Retry-After (hls.js retries a 5xx,
+  not a 404); a finished version answers at once.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import datetime
+import gzip
+import hashlib
 import logging
 import time
 from pathlib import Path
@@ -38,6 +47,8 @@ import tornado.iostream
 import tornado.web
 
 from videoflix import httpranges, images, media, mediafiles, playback, sessions, tokens
+from videoflix.transcode import ladderfile
+from videoflix.transcode.playlist import PlaylistError, render_master
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
                                      JSONErrorsMixin, ServicesMixin, authenticated, public)
 from videoflix.handlers.observe import ObservedMixin
@@ -48,30 +59,41 @@ log = logging.getLogger(__name__)
 # the headers. A download holds two chunks at most (one being sent, one read ahead).
 # 512 KiB measured ~20% slower in bench/serve.py, 2 MiB no faster.
 FILE_CHUNK_BYTES = 1024 * 1024
-# Segments never change once ready, and only this caller may keep them. Caveat: a
-# re-transcode (POST .../retranscode/) writes the same names again, and a browser
-# that cached the old seg_00003.ts keeps it; the playlists (max-age 5) are fresh,
-# so this only matters if the new ladder cuts segments at other times.
+# A versioned segment never changes (a re-transcode writes a new version), and only
+# this caller may keep it; so does the VOD playlist of a finished version.
 SEGMENT_CACHE_CONTROL = "private, max-age=31536000, immutable"
+IMMUTABLE_CACHE_CONTROL = SEGMENT_CACHE_CONTROL
+# API.md §3's unversioned segment paths are served from whichever version is live,
+# which a re-transcode changes under them: kept briefly, never immutable.
+UNVERSIONED_SEGMENT_CACHE_CONTROL = "private, max-age=60"
 # Playlists: `private` (access-controlled, no shared cache may keep them) and a few
 # seconds, so a re-transcode or a deletion shows soon; after that the browser
 # revalidates with If-None-Match and gets a bodiless 304.
 PLAYLIST_CACHE_CONTROL = "private, max-age=5"
+# A growing (EVENT) playlist and the rendered master: revalidated every time (304s).
+REVALIDATE_CACHE_CONTROL = "private, no-cache"
+# A not-yet-written file of the version being built: waited for this long, polled.
+BUILDING_WAIT_SECONDS = 3.0
+BUILDING_POLL_SECONDS = 0.2
+BUILDING_RETRY_AFTER = "1"
 # Thumbnails and posters: images.py sets Cache-Control by who may fetch them.
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"  # RFC 8216 §4
 SEGMENT_TYPE = "video/MP2T"  # RFC 8216 §3.2 / RFC 3555
 IMAGE_TYPE = "image/jpeg"
-PLAYLIST_KINDS = ("master", "playlist")
+PLAYLIST_KINDS = ("master", "playlist", "vplaylist")
+SEGMENT_KINDS = ("segment", "vsegment")
 
 
 class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
                        tornado.web.StaticFileHandler):
     """One file under media/<id>/, found by a subclass; see the module docstring.
 
-    Route kwargs: `kind` is master | playlist | segment | thumbnail | poster.
+    Route kwargs: `kind` is master | playlist | segment | vplaylist | vsegment |
+    thumbnail | poster.
     """
 
     kind: str
+    served: playback.ServedFile | None = None  # what an HLS request resolved to
     file: mediafiles.OpenFile | None = None
     reading: concurrent.futures.Future | None = None  # the read in flight on `file`
     use_gzip = False
@@ -112,25 +134,72 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
     def get_content_type(self) -> str:
         if self.kind in PLAYLIST_KINDS:
             return PLAYLIST_TYPE
-        return SEGMENT_TYPE if self.kind == "segment" else IMAGE_TYPE
+        return SEGMENT_TYPE if self.kind in SEGMENT_KINDS else IMAGE_TYPE
 
     def get_cache_time(self, path: str, modified: datetime.datetime | None, mime_type: str) -> int:
         return 0  # Cache-Control is set whole in set_extra_headers
 
+    def cache_control(self) -> str:
+        if self.kind == "vsegment":
+            return IMMUTABLE_CACHE_CONTROL
+        if self.kind == "segment":
+            return UNVERSIONED_SEGMENT_CACHE_CONTROL
+        if self.kind == "vplaylist":
+            building = self.served is not None and self.served.building
+            return REVALIDATE_CACHE_CONTROL if building else IMMUTABLE_CACHE_CONTROL
+        return PLAYLIST_CACHE_CONTROL
+
     def set_extra_headers(self, path: str) -> None:
+        self.set_header("Cache-Control", self.cache_control())
         if self.kind in PLAYLIST_KINDS:
-            self.set_header("Cache-Control", PLAYLIST_CACHE_CONTROL)
             # The body depends on Accept-Encoding whether or not this one is gzipped.
             self.add_header("Vary", "Accept-Encoding")
-        else:
-            self.set_header("Cache-Control", SEGMENT_CACHE_CONTROL)
 
     # --- serving ------------------------------------------------------------------
 
-    async def serve_file(self, video_id: int, parts: tuple[str, ...], include_body: bool) -> None:
-        """Answer with media/<id>/<parts...> (validated names, no symlink followed)."""
+    async def serve_hls(self, video_id: int, served: playback.ServedFile, include_body: bool) -> None:
+        """Answer an HLS request resolved by playback.resolve_file."""
+        self.served = served
+        if served.rendered_master:
+            await self.serve_master(video_id, served.version, include_body)
+            return
+        root = media.version_dir(self.config.media_dir, video_id, served.version)
+        await self.serve_file(root, served.parts, include_body, wait=served.building)
+
+    async def serve_master(self, video_id: int, version: int, include_body: bool) -> None:
+        """The master of a version, rendered from its ladder.json (one owner of the text:
+        playlist.render_master); ETag from the text, 304 when it matches."""
+        path = media.ladder_path(self.config.media_dir, video_id, version)
+        ladder = await asyncio.get_running_loop().run_in_executor(
+            self.services.file_executor, ladderfile.read_ladder, path)
+        if ladder is None:
+            raise APIError(404)
         try:
-            await self._serve(media.video_dir(self.config.media_dir, video_id), parts, include_body)
+            # Subtitle tracks (the subs branch) are passed here as `subtitles`.
+            body = render_master(ladder, prefix=media.version_prefix(version)).encode()
+        except PlaylistError:
+            log.error("video %s version %s: unusable %s", video_id, version, path)
+            raise APIError(404) from None
+        self.set_header("Content-Type", PLAYLIST_TYPE)
+        self.set_header("Cache-Control", REVALIDATE_CACHE_CONTROL)
+        self.add_header("Vary", "Accept-Encoding")
+        gzipped = httpranges.accepts_gzip(self.request.headers.get("Accept-Encoding", ""))
+        self.set_header("Etag", '"%s%s"' % (hashlib.sha256(body).hexdigest()[:32], "-gz" if gzipped else ""))
+        if self.check_etag_header():
+            self.set_status(304)
+            return
+        if gzipped:
+            body = gzip.compress(body, compresslevel=mediafiles.GZIP_LEVEL, mtime=0)  # ~1 KB: microseconds
+            self.set_header("Content-Encoding", "gzip")
+        self.set_header("Content-Length", len(body))
+        if include_body:
+            self.write(body)
+
+    async def serve_file(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False) -> None:
+        """Answer with root/<parts...> (validated names, no symlink followed); `wait`:
+        the file may still be coming (the version being built)."""
+        try:
+            await self._serve(root, parts, include_body, wait)
         finally:
             opened, self.file = self.file, None
             reading, self.reading = self.reading, None
@@ -151,11 +220,28 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
             return 0
         return FILE_CHUNK_BYTES
 
-    async def _serve(self, root: Path, parts: tuple[str, ...], include_body: bool) -> None:
+    async def _open(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool) -> None:
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
-        self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts,
-                                               self._prefetch_bytes(include_body))
+        prefetch = self._prefetch_bytes(include_body)
+        self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts, prefetch)
+        if self.file is not None or not wait or len(parts) < 2:
+            return
+        # The version being built: a rendition it writes has its folder from the start.
+        if not await loop.run_in_executor(executor, mediafiles.is_dir_inside, root, parts[:-1]):
+            return
+        deadline = loop.time() + BUILDING_WAIT_SECONDS
+        while self.file is None and loop.time() < deadline:
+            await asyncio.sleep(BUILDING_POLL_SECONDS)
+            self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts, prefetch)
+        if self.file is None:
+            raise APIError(503, "Not transcoded yet: try again shortly.",
+                           headers={"Retry-After": BUILDING_RETRY_AFTER})
+
+    async def _serve(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        executor = self.services.file_executor
+        await self._open(root, parts, include_body, wait)
         if self.file is None:
             raise APIError(404)
         self.path = parts[-1]
@@ -236,12 +322,6 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
         except media.VideoNotFound:
             raise APIError(404) from None
 
-    def file_parts(self, video: dict, target: playback.HLSTarget) -> tuple[str, ...]:
-        try:
-            return playback.hls_file_parts(video, target)
-        except media.VideoNotFound:
-            raise APIError(404) from None
-
 
 class VideoFileHandler(MediaFileHandler):
     """/api/video/<id>/... with the access cookie or `Authorization: Bearer`."""
@@ -250,10 +330,10 @@ class VideoFileHandler(MediaFileHandler):
     async def get(self, *args: str, include_body: bool = True) -> None:  # type: ignore[override]
         target = self.target(args)  # before any DB or disk access
         try:
-            video = await playback.watchable_video(self.services, target.video_id, self.current_user)
+            served = await playback.watchable_file(self.services, target, self.current_user)
         except media.VideoNotFound:
             raise APIError(404) from None
-        await self.serve_file(target.video_id, self.file_parts(video, target), include_body)
+        await self.serve_hls(target.video_id, served, include_body)
 
     @authenticated
     async def head(self, *args: str) -> None:  # type: ignore[override]
@@ -273,15 +353,14 @@ class StreamFileHandler(MediaFileHandler):
     async def get(self, token: str, *args: str, include_body: bool = True) -> None:  # type: ignore[override]
         target = self.target(args)
         try:
-            video = await playback.streamable_video(self.config, self.services, token,
-                                                    target.video_id, int(time.time()))
+            served = await playback.streamable_file(self.config, self.services, token, target, int(time.time()))
         except playback.InvalidStreamToken:
             raise APIError(401, INVALID_TOKEN) from None
         except media.VideoNotFound:
             raise APIError(404) from None
         except sessions.Unavailable:
             raise APIError(503) from None
-        await self.serve_file(target.video_id, self.file_parts(video, target), include_body)
+        await self.serve_hls(target.video_id, served, include_body)
 
     @public
     async def head(self, token: str, *args: str) -> None:  # type: ignore[override]
@@ -313,7 +392,8 @@ class MediaImageHandler(MediaFileHandler):
             raise APIError(404) from None
         except sessions.Unavailable:
             raise APIError(503) from None
-        await self.serve_file(request.video_id, (images.file_name(self.kind),), include_body)
+        root = media.version_dir(self.config.media_dir, request.video_id, self.access.version)
+        await self.serve_file(root, (images.file_name(self.kind),), include_body)
 
     def set_extra_headers(self, path: str) -> None:
         assert self.access is not None
@@ -347,13 +427,21 @@ class VideoStreamURLHandler(BaseHandler):
 # Path parts are matched loosely and validated in the handlers (JSON 404s, and the
 # same checks whatever the router lets through); Tornado percent-decodes each part
 # after matching, so %2F never splits a part and is refused by the name rules.
+# Versioned paths (/v<N>/...) come first; a route for another file kind under a
+# version (iframes.m3u8, thumbs/, subtitles/) must come before the versioned segment
+# route, which takes any name and refuses what is not a segment name.
 PART = r"([^/]+)"
+VERSION = r"(v[^/]*)"
 ROUTES: list[Any] = [
     (rf"/api/video/{PART}/stream/", VideoStreamURLHandler),
     (rf"/api/video/{PART}/master\.m3u8", VideoFileHandler, {"kind": "master"}),
+    (rf"/api/video/{PART}/{VERSION}/{PART}/index\.m3u8", VideoFileHandler, {"kind": "vplaylist"}),
+    (rf"/api/video/{PART}/{VERSION}/{PART}/{PART}/?", VideoFileHandler, {"kind": "vsegment"}),
     (rf"/api/video/{PART}/{PART}/index\.m3u8", VideoFileHandler, {"kind": "playlist"}),
     (rf"/api/video/{PART}/{PART}/{PART}/?", VideoFileHandler, {"kind": "segment"}),
     (rf"/api/stream/{PART}/{PART}/master\.m3u8", StreamFileHandler, {"kind": "master"}),
+    (rf"/api/stream/{PART}/{PART}/{VERSION}/{PART}/index\.m3u8", StreamFileHandler, {"kind": "vplaylist"}),
+    (rf"/api/stream/{PART}/{PART}/{VERSION}/{PART}/{PART}/?", StreamFileHandler, {"kind": "vsegment"}),
     (rf"/api/stream/{PART}/{PART}/{PART}/index\.m3u8", StreamFileHandler, {"kind": "playlist"}),
     (rf"/api/stream/{PART}/{PART}/{PART}/{PART}/?", StreamFileHandler, {"kind": "segment"}),
     (rf"/media/thumbnail/{PART}", MediaImageHandler, {"kind": "thumbnail"}),

@@ -140,7 +140,8 @@ class VideoDetailHandler(BaseHandler):
         """The detail object (API.md §4, §6) with the caller's progress and position."""
         progress = await catalog.get_progress(self.services, video["id"])
         position = await watching.get_position(self.services, video["id"], user_id)
-        self.write_json(catalog.detail_item(self.config, video, progress, position))
+        playable = await catalog.get_playable_version(self.services, video)
+        self.write_json(catalog.detail_item(self.config, video, progress, position, playable))
 
     @authenticated
     async def get(self, video_id: str) -> None:

@@ -5,7 +5,7 @@ from typing import Any
 
 COLUMNS = ("id, owner_id, title, description, category, visibility, status, error, source_name,"
            " source_size, duration, width, height, fps, has_audio, resolutions, attempts,"
-           " created_at, updated_at, ready_at")
+           " created_at, updated_at, ready_at, live_version, building_version, version_seq, live_since")
 STATUSES = ("uploading", "queued", "processing", "ready", "failed")
 VISIBILITIES = ("public", "private")
 
@@ -29,21 +29,22 @@ async def get_video(cur: Any, video_id: int) -> dict | None:
     return await cur.fetchone()
 
 
+# "Listed" means a live version exists (sql/004): a video being re-transcoded stays listed.
 async def list_ready_all(cur: Any) -> list[dict]:
-    """Every ready video (what admins see), newest first."""
-    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE status = 'ready'"
+    """Every video with a live version (what admins see), newest first."""
+    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL"
                       " ORDER BY created_at DESC, id DESC")
     return await cur.fetchall()
 
 
 async def list_ready_public(cur: Any) -> list[dict]:
-    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE status = 'ready' AND visibility = 'public'"
+    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL AND visibility = 'public'"
                       " ORDER BY created_at DESC, id DESC")
     return await cur.fetchall()
 
 
 async def list_ready_private_of(cur: Any, owner_id: int) -> list[dict]:
-    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE status = 'ready' AND visibility = 'private'"
+    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL AND visibility = 'private'"
                       " AND owner_id = %s ORDER BY created_at DESC, id DESC", (owner_id,))
     return await cur.fetchall()
 
@@ -74,29 +75,39 @@ async def list_managed(cur: Any, owner_id: int | None, limit: int) -> list[dict]
 
 
 async def mark_processing(cur: Any, video_id: int) -> dict | None:
-    """queued/processing -> processing, counting the attempt; None if the row is gone or settled."""
+    """queued/processing -> processing, counting the attempt and allocating the run's
+    version (`building_version`, a new one per delivery: a crashed run's partial
+    folder is never written again); None if the row is gone or settled."""
     await cur.execute(
-        "UPDATE videos SET status = 'processing', attempts = attempts + 1, error = NULL, updated_at = now()"
+        "UPDATE videos SET status = 'processing', attempts = attempts + 1, error = NULL, updated_at = now(),"
+        " version_seq = version_seq + 1, building_version = version_seq + 1"
         f" WHERE id = %s AND status IN ('queued', 'processing') RETURNING {COLUMNS}",
         (video_id,),
     )
     return await cur.fetchone()
 
 
-async def mark_ready(cur: Any, video_id: int, *, duration: float, width: int, height: int, fps: float,
-                     has_audio: bool, resolutions: list[str]) -> bool:
+async def mark_ready(cur: Any, video_id: int, *, version: int, duration: float, width: int, height: int,
+                     fps: float, has_audio: bool, resolutions: list[str]) -> bool:
+    """Publish: version `version` becomes the live one, in this one UPDATE (players of
+    the old version switch at their next master request). Only the run that holds
+    the row's building_version may (version 0, the wave-1 layout, is for rows whose
+    files are already in media/<id>/: tests and benchmarks)."""
     await cur.execute(
         "UPDATE videos SET status = 'ready', error = NULL, duration = %s, width = %s, height = %s,"
-        " fps = %s, has_audio = %s, resolutions = %s, updated_at = now(), ready_at = now()"
-        " WHERE id = %s AND status = 'processing' RETURNING id",
-        (duration, width, height, fps, has_audio, resolutions, video_id),
+        " fps = %s, has_audio = %s, resolutions = %s, updated_at = now(), ready_at = now(),"
+        " live_version = %s, live_since = now(), building_version = NULL"
+        " WHERE id = %s AND status = 'processing'"
+        " AND (%s = 0 OR building_version = %s) RETURNING id",
+        (duration, width, height, fps, has_audio, resolutions, version, video_id, version, version),
     )
     return await cur.fetchone() is not None
 
 
 async def mark_failed(cur: Any, video_id: int, error: str) -> bool:
+    """The job failed; a live version (if any) stays live."""
     await cur.execute(
-        "UPDATE videos SET status = 'failed', error = %s, updated_at = now()"
+        "UPDATE videos SET status = 'failed', error = %s, updated_at = now(), building_version = NULL"
         " WHERE id = %s AND status IN ('queued', 'processing') RETURNING id",
         (error, video_id),
     )
@@ -130,7 +141,7 @@ async def delete_video(cur: Any, video_id: int) -> bool:
 # --- HLS delivery (handlers/hls.py via playback.py) ---------------------------
 # Only what the watch rule and the rendition choice need: one primary-key lookup
 # per uncached request.
-PLAYBACK_COLUMNS = "id, owner_id, visibility, status, resolutions"
+PLAYBACK_COLUMNS = "id, owner_id, visibility, status, resolutions, live_version, building_version"
 
 
 async def get_playback_video(cur: Any, video_id: int) -> dict | None:
@@ -142,10 +153,17 @@ async def get_stream_playback(cur: Any, video_id: int, viewer_id: int) -> dict |
     """The playback columns plus the viewer's token_version, is_admin and is_active
     (a signed stream URL checks both rows), in one query; None if either is missing."""
     await cur.execute(
-        "SELECT v.id, v.owner_id, v.visibility, v.status, v.resolutions,"
+        "SELECT v.id, v.owner_id, v.visibility, v.status, v.resolutions, v.live_version, v.building_version,"
         " u.token_version AS viewer_token_version, u.is_admin AS viewer_is_admin,"
         " u.is_active AS viewer_is_active"
         " FROM videos v JOIN users u ON u.id = %s WHERE v.id = %s",
         (viewer_id, video_id),
     )
     return await cur.fetchone()
+
+
+async def version_states(cur: Any, video_ids: list[int]) -> dict[int, dict]:
+    """{id: {live_version, building_version, live_since}} of those rows that exist (the sweeper)."""
+    await cur.execute("SELECT id, live_version, building_version, live_since FROM videos WHERE id = ANY(%s)",
+                      (list(video_ids),))
+    return {row["id"]: row for row in await cur.fetchall()}

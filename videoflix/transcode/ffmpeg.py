@@ -2,9 +2,18 @@
 
 `build_command` and `build_poster_command` are pure. `transcode` is the child-process
 entry point (module-level, picklable arguments): it probes (refusing what exceeds the
-media caps), runs ffmpeg at a lower CPU priority under a watchdog (`run_ffmpeg`) and
-memory/CPU-time limits sized from the job (limits.py), makes the poster and thumbnail,
-measures the segments and writes the master playlist. It never writes outside `out_dir`.
+media caps), writes a provisional ladder.json, runs ffmpeg at a lower CPU priority
+under a watchdog (`run_ffmpeg`) and memory/CPU-time limits sized from the job
+(limits.py), makes the poster and thumbnail, measures the segments, turns the media
+playlists into VOD and writes the final ladder.json. It never writes outside `out_dir`.
+
+Watching while it runs (issue 12): every rendition's playlist is an EVENT playlist
+that grows by one segment at a time. ffmpeg 5.1's hls muxer writes each playlist to
+index.m3u8.tmp and renames it (always), and with `hls_flags temp_file` each segment
+to seg_NNNNN.ts.tmp, renamed once complete (checked with strace): a reader never
+sees half a segment or half a playlist, and a listed segment is always complete.
+`hls_init_time` (a short first segment) is not used: with every segment kept in the
+playlist (hls_list_size 0) ffmpeg applies it to all segments, not the first.
 
 Sharing one audio encode across renditions: ffmpeg 5.1's HLS muxer rejects the same
 audio stream in two `-var_stream_map` variants ("Same elementary stream found more than
@@ -14,9 +23,9 @@ muxers, one per rendition, each `select`ing its video stream plus the one audio 
 Every `<res>/index.m3u8` therefore plays standalone with sound (clients pick a
 resolution blindly, API.md section 3) while AAC is encoded once.
 
-Output layout inside out_dir:
-    master.m3u8               ours (playlist.master_playlist), relative URIs
-    <res>/index.m3u8          VOD media playlist, bare segment names
+Output layout inside out_dir (one version, media.version_dir):
+    ladder.json               ours (transcode/ladderfile.py): provisional, then final
+    <res>/index.m3u8          media playlist, bare segment names: EVENT, then VOD
     <res>/seg_00000.ts ...    MPEG-TS, each starting with an IDR frame
     poster.jpg                long side <= 1280
     thumbnail.jpg             long side <= 480
@@ -41,22 +50,22 @@ from pathlib import Path
 from typing import IO
 
 from videoflix.media import (
-    MASTER_PLAYLIST_NAME,
+    LADDER_NAME,
     MEDIA_PLAYLIST_NAME,
     POSTER_NAME,
     SEGMENT_PATTERN,
     THUMBNAIL_NAME,
 )
 from videoflix.proc import die_with_parent
-from videoflix.transcode import colour
+from videoflix.transcode import colour, ladderfile
 from videoflix.transcode.ladder import Rendition, pick_renditions
 from videoflix.transcode.limits import MediaCaps, ResourceLimits, ffmpeg_limits
 from videoflix.transcode.playlist import (
     PlaylistError,
     Variant,
     codecs_attribute,
-    master_playlist,
     measure_rendition,
+    vod_playlist,
 )
 from videoflix.transcode.probe import (
     Probe,
@@ -68,6 +77,8 @@ from videoflix.transcode.probe import (
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[float], None]
+# Called once, from the progress callback's thread, when every rendition lists a segment.
+PlayableCallback = Callable[[], None]
 
 # Long-side limits: the poster fills a 720p player, the thumbnail a catalog tile.
 POSTER_MAX_SIDE = 1280
@@ -209,9 +220,12 @@ def _hls_slave(
         ("f", "hls"),
         ("select", select),  # tee output stream indexes
         ("hls_time", str(settings.segment_seconds)),
-        ("hls_playlist_type", "vod"),
+        # EVENT: the playlist only grows, so it can be watched while the run goes;
+        # finish_playlists() makes it VOD at the end.
+        ("hls_playlist_type", "event"),
         ("hls_segment_type", "mpegts"),
-        ("hls_flags", "independent_segments"),
+        # temp_file: a segment appears under its name only once complete.
+        ("hls_flags", "independent_segments+temp_file"),
         ("hls_segment_filename", os.path.join(directory, SEGMENT_PATTERN)),
     ]
     spec = "[%s]%s" % (
@@ -505,22 +519,62 @@ def check_complete(produced: float, duration: float) -> None:
         )
 
 
+def first_video_pts(segment: str | os.PathLike[str], timeout: float = 30.0) -> int | None:
+    """The 90 kHz PTS of the first video packet of an MPEG-TS segment (ffprobe), or None."""
+    try:
+        done = subprocess.run(
+            ["ffprobe", "-v", "error", "-f", "mpegts", "-select_streams", "v:0", "-show_entries", "packet=pts",
+             "-read_intervals", "%+#1", "-of", "csv=p=0", _input_arg(segment)],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    for line in done.stdout.decode("ascii", "replace").split():
+        value = line.strip().strip(",")
+        if value.isdigit():
+            return int(value)
+    return None
+
+
+def playable(out_dir: Path, renditions: Sequence[Rendition]) -> bool:
+    """Every rendition's playlist exists and lists a segment (blocking)."""
+    for rendition in renditions:
+        try:
+            text = (out_dir / rendition.name / MEDIA_PLAYLIST_NAME).read_text(encoding="utf-8")
+        except OSError:
+            return False
+        if "\n#EXTINF:" not in text:
+            return False
+    return True
+
+
+def finish_playlists(out_dir: Path, renditions: Sequence[Rendition]) -> None:
+    """EVENT -> VOD with the same segments, each playlist replaced atomically: a player
+    that is watching has already seen ffmpeg's #EXT-X-ENDLIST and stopped reloading;
+    new players get a VOD playlist."""
+    for rendition in renditions:
+        path = out_dir / rendition.name / MEDIA_PLAYLIST_NAME
+        temporary = path.with_name(path.name + ".vod")
+        temporary.write_text(vod_playlist(path.read_text(encoding="utf-8")), encoding="utf-8")
+        temporary.replace(path)
+
+
 def transcode(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     settings: TranscodeSettings = TranscodeSettings(),
     on_progress: ProgressCallback | None = None,
+    on_playable: PlayableCallback | None = None,
 ) -> TranscodeResult:
     """Transcode `source` into the HLS ladder in `out_dir` (run in a child process)."""
     try:
-        return _transcode(source, Path(out_dir), settings, on_progress)
+        return _transcode(source, Path(out_dir), settings, on_progress, on_playable)
     except TranscodeError as error:
         raise TranscodeError(public_reason(str(error))) from error
 
 
 def _transcode(
     source: str | os.PathLike[str], out: Path, settings: TranscodeSettings,
-    on_progress: ProgressCallback | None,
+    on_progress: ProgressCallback | None, on_playable: PlayableCallback | None = None,
 ) -> TranscodeResult:
     # The allow-listed probe decides the demuxer; every ffmpeg run below forces it. The
     # caps are checked again: the job may be older than the configured caps, or the
@@ -538,10 +592,24 @@ def _transcode(
     )
     for rendition in renditions:
         (out / rendition.name).mkdir(parents=True, exist_ok=True)
+    provisional = ladderfile.provisional_variants(renditions, probe.has_audio, settings.audio_kbps)
+    ladder_file = out / LADDER_NAME
+    ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
+        provisional, complete=False, duration=probe.duration, segment_seconds=settings.segment_seconds))
+    start_pts: list[int | None] = [None]  # measured once the first segments exist
+    reported = [False]
 
     def ffmpeg_progress(percent: float) -> None:
         if on_progress is not None:
             on_progress(percent * FFMPEG_PROGRESS_SHARE / 100.0)
+        if not reported[0] and playable(out, renditions):
+            reported[0] = True
+            start_pts[0] = first_video_pts(out / renditions[-1].name / (SEGMENT_PATTERN % 0))
+            ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
+                provisional, complete=False, duration=probe.duration, segment_seconds=settings.segment_seconds,
+                start_pts=start_pts[0]))
+            if on_playable is not None:
+                on_playable()
 
     started = time.monotonic()
     produced = run_ffmpeg(
@@ -556,12 +624,23 @@ def _transcode(
     check_complete(produced, probe.duration)
     log.info("encoded %s in %.1f s (%.1f s of video)", source, time.monotonic() - started, produced)
 
+    try:
+        finish_playlists(out, renditions)
+    except (OSError, PlaylistError) as error:
+        raise TranscodeError("Unusable output: %s" % error) from error
+    if not reported[0]:  # a run too short for a progress report after its first segment
+        reported[0] = True
+        start_pts[0] = first_video_pts(out / renditions[-1].name / (SEGMENT_PATTERN % 0))
+        if on_playable is not None:
+            on_playable()
     make_posters(source, out, probe, settings, limits)
     try:
         variants = [_variant(out, r, probe.has_audio) for r in renditions]
     except (PlaylistError, ProbeError) as error:
         raise TranscodeError("Unusable output: %s" % error) from error
-    (out / MASTER_PLAYLIST_NAME).write_text(master_playlist(variants), encoding="utf-8")
+    ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
+        variants, complete=True, duration=probe.duration, segment_seconds=settings.segment_seconds,
+        start_pts=start_pts[0]))
     if on_progress is not None:
         on_progress(100.0)
     top = renditions[0]

@@ -3,6 +3,8 @@
 A Redis pub/sub channel carries one small JSON message per change of a video:
 - the transcode child publishes `{"id": <video>, "progress": <0-100>}` with every
   progress write (transcode/progress.record, at most every PROGRESS_INTERVAL_SECONDS);
+- the transcode child publishes `{"id": <video>}` when the version it builds becomes
+  playable (progress.record_playable);
 - the loop publishes `{"id": <video>, "owner": <user>}` after every state change
   (ready, failed, re-queued, edited, deleted: videos.video_changed).
 Subscribers (videoflix/events.py, one per server process) read the row themselves:
@@ -32,12 +34,16 @@ def progress_message(video_id: int, percent: float) -> str:
     return json.dumps({"id": int(video_id), "progress": round(float(percent), 1)})
 
 
+def playable_message(video_id: int) -> str:
+    return json.dumps({"id": int(video_id)})
+
+
 def changed_message(video_id: int, owner_id: int) -> str:
     return json.dumps({"id": int(video_id), "owner": int(owner_id)})
 
 
 def parse_message(raw: str | bytes) -> VideoMessage:
-    """ValueError for anything that is not one of the two shapes above."""
+    """ValueError for anything that is not one of the shapes above."""
     data = json.loads(raw)
     if not isinstance(data, dict):
         raise ValueError("not an object")

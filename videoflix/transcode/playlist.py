@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from videoflix.media import MEDIA_PLAYLIST_NAME
+from videoflix.media import IFRAME_PLAYLIST_NAME, MEDIA_PLAYLIST_NAME, SUBTITLES_DIR_NAME
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,27 @@ def parse_media_playlist(text: str) -> tuple[int, list[tuple[str, float]]]:
     return target, entries
 
 
+PLAYLIST_TYPE_TAG = "#EXT-X-PLAYLIST-TYPE:"
+ENDLIST_TAG = "#EXT-X-ENDLIST"
+
+
+def vod_playlist(text: str) -> str:
+    """A finished EVENT media playlist as VOD: the same lines, the type VOD, one
+    #EXT-X-ENDLIST at the end (pure). PlaylistError if it lists no segment."""
+    parse_media_playlist(text)
+    lines = [line for line in text.splitlines() if line.strip() != ENDLIST_TAG]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    typed = False
+    for index, line in enumerate(lines):
+        if line.startswith(PLAYLIST_TYPE_TAG):
+            lines[index] = PLAYLIST_TYPE_TAG + "VOD"
+            typed = True
+    if not typed:
+        lines.insert(1, PLAYLIST_TYPE_TAG + "VOD")
+    return "\n".join(lines + [ENDLIST_TAG]) + "\n"
+
+
 def _bitrate(segments: Sequence[Segment]) -> float:
     seconds = sum(s.duration for s in segments)
     return sum(s.size for s in segments) * 8 / seconds if seconds > 0 else 0.0
@@ -179,17 +200,65 @@ def order_variants(variants: Iterable[Variant]) -> list[Variant]:
     return start + [v for v in ordered if v.name != START_RENDITION]
 
 
-def master_playlist(variants: Iterable[Variant]) -> str:
-    """The master playlist text; URIs are relative (`<name>/index.m3u8`)."""
+@dataclass(frozen=True)
+class SubtitleTrack:
+    """One EXT-X-MEDIA TYPE=SUBTITLES entry (the subs branch fills these)."""
+
+    language: str  # BCP 47; also the URI part: <prefix>subtitles/<language>/index.m3u8
+    label: str  # NAME, shown by players
+    default: bool = False
+
+
+SUBTITLES_GROUP = "subs"
+
+
+def _quoted(value: str) -> str:
+    """An HLS quoted-string: no double quote, CR or LF inside (RFC 8216 section 4.2)."""
+    return '"%s"' % value.replace('"', "'").replace("\r", " ").replace("\n", " ")
+
+
+def master_playlist(variants: Iterable[Variant], *, prefix: str = "", subtitles: Sequence[SubtitleTrack] = (),
+                    iframes: Sequence[Variant] = ()) -> str:
+    """The master playlist text; URIs are relative (`<prefix><name>/index.m3u8`)."""
     ordered = order_variants(variants)
     if not ordered:
         raise PlaylistError("A master playlist needs at least one variant.")
     lines = ["#EXTM3U", "#EXT-X-VERSION:%d" % HLS_VERSION, "#EXT-X-INDEPENDENT-SEGMENTS"]
+    for track in subtitles:
+        lines.append(
+            '#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="%s",NAME=%s,LANGUAGE=%s,DEFAULT=%s,AUTOSELECT=YES,URI=%s'
+            % (SUBTITLES_GROUP, _quoted(track.label or track.language), _quoted(track.language),
+               "YES" if track.default else "NO",
+               _quoted("%s%s/%s/%s" % (prefix, SUBTITLES_DIR_NAME, track.language, MEDIA_PLAYLIST_NAME))))
+    group = ',SUBTITLES="%s"' % SUBTITLES_GROUP if subtitles else ""
     for v in ordered:
         lines.append(
             "#EXT-X-STREAM-INF:BANDWIDTH=%d,AVERAGE-BANDWIDTH=%d,RESOLUTION=%dx%d,"
-            'CODECS="%s",FRAME-RATE=%.3f'
-            % (v.peak_bps, v.average_bps, v.width, v.height, v.codecs, v.fps)
+            'CODECS="%s",FRAME-RATE=%.3f%s'
+            % (v.peak_bps, v.average_bps, v.width, v.height, v.codecs, v.fps, group)
         )
-        lines.append("%s/%s" % (v.name, MEDIA_PLAYLIST_NAME))
+        lines.append("%s%s/%s" % (prefix, v.name, MEDIA_PLAYLIST_NAME))
+    for v in order_variants(iframes):
+        lines.append(
+            '#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=%d,AVERAGE-BANDWIDTH=%d,RESOLUTION=%dx%d,CODECS="%s",URI="%s%s/%s"'
+            % (v.peak_bps, v.average_bps, v.width, v.height, v.codecs, prefix, v.name, IFRAME_PLAYLIST_NAME))
     return "\n".join(lines) + "\n"
+
+
+def _variant_of(item: dict) -> Variant:
+    return Variant(name=str(item["name"]), width=int(item["width"]), height=int(item["height"]),
+                   fps=float(item.get("fps") or 0.0), codecs=str(item["codecs"]), peak_bps=int(item["peak_bps"]),
+                   average_bps=int(item["average_bps"]))
+
+
+def render_master(ladder: dict, subtitles: Sequence[SubtitleTrack] = (), prefix: str = "") -> str:
+    """The master playlist of one version from its ladder.json (transcode/ladderfile.py),
+    rendered per request: `prefix` is "v<N>/" so every URI names the version;
+    I-frame playlists come from the ladder's `iframes`. PlaylistError when the
+    ladder is unusable."""
+    try:
+        variants = [_variant_of(item) for item in ladder["variants"]]
+        iframes = [_variant_of(item) for item in ladder.get("iframes") or ()]
+    except (KeyError, TypeError, ValueError) as error:
+        raise PlaylistError("Malformed ladder: %s" % error) from error
+    return master_playlist(variants, prefix=prefix, subtitles=subtitles, iframes=iframes)

@@ -2,9 +2,12 @@
 
 Each of `TRANSCODE_WORKERS` consumer tasks takes one job at a time from the
 Redis stream, marks the row `processing`, and runs the whole job in a child of
-a forkserver ProcessPoolExecutor while it renews the job's lease. Outputs are
-written to media/.work/... and renamed into media/<id>/ only on success; the
-row then says `ready` and only then is the entry acknowledged.
+a forkserver ProcessPoolExecutor while it renews the job's lease. Each delivery
+gets a new version N (videos.mark_processing: the row's building_version) and
+writes media/<id>/v<N>/ in place, where the owner can already watch it
+(PIPELINE_V2.md); on success one UPDATE makes N the live version (the row says
+`ready`) and only then is the entry acknowledged. The version that was live
+stays on disk for the sweeper to remove after VIDEOFLIX_VERSION_GRACE_SECONDS.
 
 Failures:
 - ffmpeg/ffprobe refuse the file (TranscodeError): the video is `failed` with
@@ -97,11 +100,12 @@ class ChildJob:
 
     video_id: int
     source: str
-    work_dir: str
+    work_dir: str  # media.version_dir of the version this run writes
     redis_url: str
     settings: TranscodeSettings
-    fence: str = ""  # media.lease_fence(work_dir)
+    fence: str = ""  # media.lease_fence of that version
     max_file_bytes: int = 0  # RLIMIT_FSIZE of the run's ffmpeg (0: unchanged)
+    version: int = 0  # the version written (reported as playable once it is)
 
 
 def _exit_with_server(server_pid: int) -> None:
@@ -202,8 +206,14 @@ def run_child_job(job: ChildJob) -> dict:
         if cancelled:
             raise JobCancelled(f"video {job.video_id} was deleted")
 
+    def on_playable() -> None:
+        try:
+            progress.record_playable(client, job.video_id, job.version)
+        except redis.RedisError as exc:
+            logging.getLogger(__name__).warning("video %s: playable not recorded: %s", job.video_id, exc)
+
     try:
-        result = transcode(job.source, job.work_dir, job.settings, on_progress)
+        result = transcode(job.source, job.work_dir, job.settings, on_progress, on_playable)
     finally:
         client.close()
     return dataclasses.asdict(result)
@@ -215,15 +225,22 @@ def _write_fence(fence: Path, deadline: float) -> None:
     temporary.replace(fence)  # the child never reads a half-written deadline
 
 
-def _prepare_work_dir(path: Path, deadline: float) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+def _prepare_work_dir(path: Path, fence: Path, deadline: float) -> None:
+    shutil.rmtree(path, ignore_errors=True)  # a new version: nothing there, unless a bug
     path.mkdir(parents=True)
-    _write_fence(media.lease_fence(path), deadline)
+    fence.parent.mkdir(parents=True, exist_ok=True)
+    _write_fence(fence, deadline)
 
 
-def _remove_work(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
-    media.lease_fence(path).unlink(missing_ok=True)
+def _remove_work(path: Path | None, fence: Path) -> None:
+    """The run's version folder (None: keep it, it is published) and its fence."""
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            path.parent.rmdir()  # media/<id>/ when nothing else is in it
+        except OSError:
+            pass
+    fence.unlink(missing_ok=True)
 
 
 @dataclass
@@ -231,19 +248,9 @@ class _Running:
     """A job this process runs right now, as its keeper sees it."""
 
     job: queue.Job
-    work: Path
+    work: Path  # the version folder it writes
+    fence: Path
     lost: bool = False
-
-
-def _publish(work: Path, target: Path) -> None:
-    """Rename the finished outputs into place; an older set is swapped out, then removed."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{os.getpid()}-{time.monotonic_ns()}")
-        target.rename(old)
-    work.rename(target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def make_process_pool(workers: int) -> TranscodePool:
@@ -289,8 +296,8 @@ class TranscodeRunner:
         self.busy = 0
 
     def active_work(self) -> set[str]:
-        """Names of the work folders of the jobs this process runs now (the sweeper keeps them)."""
-        return {running.work.name for running in self._running.values()}
+        """Names (without suffix) of the fences of the jobs this process runs now (the sweeper keeps them)."""
+        return {running.fence.name.removesuffix(media.LEASE_FENCE_SUFFIX) for running in self._running.values()}
 
     async def start(self) -> None:
         await queue.ensure_group(self.redis)
@@ -381,7 +388,7 @@ class TranscodeRunner:
 
     async def _set_fence(self, running: _Running, deadline: float) -> None:
         await asyncio.get_running_loop().run_in_executor(
-            self.services.file_executor, _write_fence, media.lease_fence(running.work), deadline)
+            self.services.file_executor, _write_fence, running.fence, deadline)
 
     async def _keep_lease(self, running: _Running, deadline: float) -> None:
         """Renew every RENEW_FRACTION of the lease, moving the fence on; retry Redis
@@ -487,20 +494,23 @@ class TranscodeRunner:
             return
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
-        work = media.work_dir(self.config.media_dir) / f"{video_id}-{job.entry_id}-{job.deliveries}"
+        version = row["building_version"]
+        work = media.version_dir(self.config.media_dir, video_id, version)
+        fence = media.lease_fence(self.config.media_dir, video_id, version)
         # The lease clock starts at a known moment: a renewal sent now.
         sent = loop.time()
         if not await self._renew(job):
             log.info("video %s job %s: no longer ours before it started", video_id, job.entry_id)
             return
         deadline = sent + self.lease_seconds * FENCE_FRACTION
-        await loop.run_in_executor(executor, _prepare_work_dir, work, deadline)
+        await loop.run_in_executor(executor, _prepare_work_dir, work, fence, deadline)
         child_job = ChildJob(video_id, str(media.source_path(self.config.media_dir, video_id)), str(work),
                              self.config.redis_url, settings_from_config(self.config),
-                             fence=str(media.lease_fence(work)),
-                             max_file_bytes=self.config.transcode_max_file_bytes)
-        log.info("video %s job %s: transcoding (delivery %d)", video_id, job.entry_id, job.deliveries)
-        running = _Running(job, work)
+                             fence=str(fence), max_file_bytes=self.config.transcode_max_file_bytes,
+                             version=version)
+        log.info("video %s job %s: transcoding into version %d (delivery %d)", video_id, job.entry_id,
+                 version, job.deliveries)
+        running = _Running(job, work, fence)
         self._running[job.entry_id] = running
         lease = asyncio.create_task(self._keep_lease(running, deadline))
         pool = self.pool
@@ -513,7 +523,8 @@ class TranscodeRunner:
                 raise LeaseLost("the lease ended while the job ran")
         except BaseException as exc:
             lease.cancel()
-            await loop.run_in_executor(executor, _remove_work, work)
+            # A later delivery writes a new version: this one will never be published.
+            await loop.run_in_executor(executor, _remove_work, work, fence)
             await self._handle_failure(job, pool, exc)
             return
         finally:
@@ -523,23 +534,22 @@ class TranscodeRunner:
         for callback in self.on_transcoded:
             callback(time.monotonic() - started, float(result["duration"] or 0.0))
         # Just renewed: the job is ours for a whole lease, far longer than this takes.
-        target = media.video_dir(self.config.media_dir, video_id)
-        await loop.run_in_executor(executor, _publish, work, target)
-        await loop.run_in_executor(executor, _remove_work, work)  # the fence beside it
+        # Publish: one UPDATE makes the version live (only if it is still the row's building one).
         async with cursor(self.services.pool) as cur:
-            ready = await videos.mark_ready(cur, video_id, duration=result["duration"], width=result["width"],
-                                            height=result["height"], fps=result["fps"],
+            ready = await videos.mark_ready(cur, video_id, version=version, duration=result["duration"],
+                                            width=result["width"], height=result["height"], fps=result["fps"],
                                             has_audio=result["has_audio"], resolutions=result["resolutions"])
         if not ready:
             # Deleted (or re-queued) while we worked: our outputs must not linger.
             log.info("video %s job %s: row changed during the job; discarding outputs", video_id, job.entry_id)
             async with cursor(self.services.pool) as cur:
                 still_there = await videos.get_video(cur, video_id)
-            if still_there is None:
-                await loop.run_in_executor(executor, shutil.rmtree, target, True)
+            target = work if still_there is not None else media.video_dir(self.config.media_dir, video_id)
+            await loop.run_in_executor(executor, _remove_work, target, fence)
             await queue.ack(redis_client, job)
             self._notify(video_id, "discarded")
             return
+        await loop.run_in_executor(executor, _remove_work, None, fence)
         await queue.ack(redis_client, job)
         await progress.clear_progress(redis_client, video_id)
         await self._changed(video_id, row["owner_id"])
