@@ -446,3 +446,101 @@ def test_catalog_at_360_px(browser, live_server, steps):
     finally:
         context.close()
     assert steps.unexpected_errors == [], steps.errors
+
+
+# --- watch while it transcodes (issue 12) ---------------------------------------------
+
+def _encoders_of(live_server: str) -> list[int]:
+    """Pids of the ffmpeg encoding for this module's server (its media dir is in the argv)."""
+    marker = f"browser-{live_server.rsplit(':', 1)[1]}/media/".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"ffmpeg") and any(marker in arg for arg in argv) and b"tee" in argv:
+            found.append(int(entry))
+    return found
+
+
+def _signal_all(pids: list[int], number: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, number)
+        except ProcessLookupError:
+            pass
+
+
+def test_playback_starts_while_transcoding_and_keeps_playing_across_the_switch_to_vod(
+        page, steps, live_server, park_17s):
+    """hls.js in Chromium plays the building version's EVENT playlists from the studio's
+    link, and plays on to the end after the run finished and the playlists became VOD.
+    The moment "playable but still transcoding" is held by stopping the run's ffmpeg."""
+    expect = playwright_api.expect
+    log_in(page, ADMIN_EMAIL)
+    page.goto("/studio")
+    expect(page.locator("#live")).to_contain_text("Live")
+    page.get_by_label("Drop a video file here, or choose one").set_input_files(str(park_17s))
+    page.get_by_label("Title").fill("Park, three times")
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#progress")).to_have_attribute("value", "100")
+    item = page.locator("#videos li").first
+    expect(item).to_have_attribute("data-status", re.compile("queued|processing"))
+    video_id = int(item.get_attribute("id").split("-")[1])
+
+    # Let the encode run in short steps until the API says playable, then hold it.
+    deadline = time.monotonic() + TRANSCODE_TIMEOUT_MS / 1000
+    encoders: list[int] = []
+    while True:
+        assert time.monotonic() < deadline, "never playable while transcoding"
+        if not encoders:
+            encoders = _encoders_of(live_server)
+            _signal_all(encoders, signal.SIGSTOP)
+        detail = page.request.get(f"/api/video/{video_id}/").json()
+        assert detail["status"] != "ready", "the run ended before it could be held"
+        if encoders and detail["playable"]:
+            break
+        if encoders:
+            _signal_all(encoders, signal.SIGCONT)
+            time.sleep(0.15)
+            _signal_all(encoders, signal.SIGSTOP)
+        else:
+            time.sleep(0.02)
+    try:
+        # The studio shows it watchable (pushed over SSE) and links the player.
+        expect(item).to_have_attribute("data-playable", "true")
+        expect(item).to_have_attribute("data-status", "processing")
+        steps.shot(page, "studio-watchable")
+        item.get_by_role("link", name="Park, three times").click()
+        page.wait_for_url(f"{live_server}/watch/{video_id}")
+        page.wait_for_function("() => document.getElementById('video').currentTime > 1", timeout=60_000)
+        # hls.js plays a live (EVENT, no ENDLIST) playlist of version 1 while ffmpeg is stopped.
+        assert page.evaluate("() => { const h = window.videoflixHls; return h.levels[h.currentLevel >= 0 ?"
+                             " h.currentLevel : h.loadLevel].details.live; }") is True
+        assert page.request.get(f"/api/video/{video_id}/").json()["status"] == "processing"
+        steps.shot(page, "playing-while-transcoding")
+    finally:
+        _signal_all(encoders, signal.SIGCONT)
+
+    # The run finishes (VOD playlists, version published) while the player plays on to the end.
+    page.evaluate("""() => {
+        window.fatal = [];
+        window.videoflixHls.on('hlsError', (_, data) => { if (data.fatal) window.fatal.push(data.details); });
+    }""")
+    while page.request.get(f"/api/video/{video_id}/").json()["status"] != "ready":
+        assert time.monotonic() < deadline, "the run did not finish"
+        time.sleep(0.2)
+    page.wait_for_function("() => document.getElementById('video').ended", timeout=120_000)
+    steps.shot(page, "ended")
+    # All 17.4 s were played: nothing was skipped at the live edge or at the switch.
+    played = page.evaluate("() => { const p = document.getElementById('video').played; let total = 0;"
+                           " for (let i = 0; i < p.length; i++) total += p.end(i) - p.start(i); return total; }")
+    assert played > 16.0, played
+    assert page.evaluate("window.fatal") == []
+    # The playlist hls.js holds is finished now (ENDLIST): no longer live.
+    assert page.evaluate("() => window.videoflixHls.levels.some(l => l.details && !l.details.live)") is True
+    assert steps.unexpected_errors == []

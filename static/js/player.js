@@ -128,7 +128,11 @@ async function start(detail) {
     Hls = null;
   }
   if (Hls && Hls.isSupported()) {
-    const hls = new Hls({ startPosition: resumeAt || -1, capLevelToPlayerSize: false });
+    // While it transcodes the playlists are EVENT (live to hls.js): start at the
+    // beginning (or the saved position), not at the growing end; once the run is
+    // done the playlists end (#EXT-X-ENDLIST) and hls.js simply stops reloading them.
+    const building = detail.status !== 'ready';
+    const hls = new Hls({ startPosition: resumeAt || (building ? 0 : -1), capLevelToPlayerSize: false });
     window.videoflixHls = hls; // for the curious (and the browser tests' diagnostics)
     hls.on(Hls.Events.MANIFEST_PARSED, () => { setupQualities(hls); showLevel(hls); });
     hls.on(Hls.Events.LEVEL_SWITCHED, () => showLevel(hls));
@@ -197,9 +201,37 @@ async function main() {
     return;
   }
   if (!detail.playable) {
-    say(`This video is still being processed (${detail.status}, ${detail.progress} %). Come back in a moment.`, 'warn');
+    say(`This video is still being processed (${detail.status}, ${detail.progress} %). It starts here as soon as it can be watched.`, 'warn');
+    waitUntilPlayable(detail);
     return;
   }
+  begin(detail);
+}
+
+// Not playable yet: the owner's (or an admin's) event stream says when it is.
+function waitUntilPlayable(detail) {
+  const source = new EventSource('/api/video/events/', { withCredentials: true });
+  source.addEventListener('video', (event) => {
+    const changed = JSON.parse(event.data);
+    if (changed.id !== detail.id) return;
+    if (changed.status === 'failed') {
+      source.close();
+      say(`This video could not be processed: ${changed.error || 'unknown error'}.`, 'bad');
+    } else if (changed.playable) {
+      source.close();
+      say(changed.status === 'ready' ? 'Ready.' : 'Playing while it transcodes.');
+      begin(changed);
+    } else {
+      say(`This video is still being processed (${changed.status}, ${changed.progress} %). It starts here as soon as it can be watched.`, 'warn');
+    }
+  });
+  source.addEventListener('video-deleted', (event) => {
+    if (JSON.parse(event.data).id === detail.id) { source.close(); say('This video was deleted.', 'bad'); }
+  });
+}
+
+async function begin(detail) {
+  if (playable) return;
   playable = true;
   document.getElementById('bar').hidden = false;
   document.getElementById('copy-link').addEventListener('click', copyStreamLink);

@@ -130,6 +130,7 @@ const STATUS_TEXT = { uploading: 'Uploading', queued: 'Queued', processing: 'Pro
 function statusLine(video) {
   const parts = [el('span', { class: `badge ${video.status}`, 'data-status': video.status }, STATUS_TEXT[video.status] || video.status)];
   if (video.status === 'processing') parts.push(` ${video.progress} %`);
+  if (video.playable && video.status !== 'ready') parts.push(' · watchable now');
   if (video.status === 'ready' && video.duration) parts.push(` ${formatTime(video.duration)} · ${video.resolutions.join(', ')}`);
   parts.push(` · ${video.visibility === 'public' ? 'everyone' : 'private'}`);
   if (video.category) parts.push(` · ${video.category}`);
@@ -182,14 +183,16 @@ async function remove(video) {
 }
 
 function render(video) {
-  const item = el('li', { class: 'video-item', id: `video-${video.id}`, 'data-status': video.status });
+  const item = el('li', { class: 'video-item', id: `video-${video.id}`, 'data-status': video.status,
+    'data-playable': String(Boolean(video.playable)) });
   const picture = video.thumbnail_url ? el('img', { src: video.thumbnail_url, alt: '', width: 480, height: 270, loading: 'lazy' }) : null;
   const progress = video.status === 'processing' || video.status === 'queued'
     ? el('progress', { max: 100, value: video.progress, 'aria-label': `Transcoding ${video.title}` }) : null;
   item.append(
     el('div', { class: 'poster' }, picture),
     el('div', {},
-      el('h3', {}, video.status === 'ready' ? el('a', { href: `/watch/${video.id}` }, video.title) : video.title),
+      // Playable: ready, or being transcoded with its first segments out (watch while it transcodes).
+      el('h3', {}, video.playable ? el('a', { href: `/watch/${video.id}` }, video.title) : video.title),
       el('p', { class: 'video-meta' }, statusLine(video)),
       progress,
       video.status === 'failed' && video.error ? el('p', { class: 'field-error' }, video.error) : null,
@@ -214,6 +217,8 @@ function upsert(video) {
     if (video.status === 'ready') say(`“${video.title}” is ready to watch.`);
     else if (video.status === 'failed') say(`“${video.title}” failed: ${video.error || 'unknown error'}.`);
     else say(`“${video.title}”: ${STATUS_TEXT[video.status] || video.status}.`);
+  } else if (before && !before.playable && video.playable) {
+    say(`“${video.title}” can be watched while it transcodes.`);
   }
 }
 
