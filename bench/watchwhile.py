@@ -1,0 +1,206 @@
+"""Watch while it transcodes: how soon a long 1080p upload can be played (issue 12, item 2).
+
+    python bench/watchwhile.py [--loops 32] [--media DIR]
+
+One run, everything on 127.0.0.1:
+1. A 1080p source of several minutes: the 5.8 s park clip (1080p H.264 + AAC) looped
+   --loops times with `ffmpeg -stream_loop -c copy` into var/bench/ (made once, reused).
+2. `videoflix dev` in a child process with a temporary ./var (embedded PostgreSQL and
+   Redis, an admin account), the production x264 preset (veryfast), like bench/load.py.
+3. Chromium (the distribution's, through Playwright) logs in and waits; the source is
+   uploaded (multipart POST, as the admin); the clock starts when that request ends.
+4. At once: the browser opens /watch/<id> (the page waits for `playable` over SSE and
+   starts hls.js), while this script fetches the master (rendered from the provisional
+   ladder.json) and polls the first segment of its first rendition at its versioned URL.
+Printed: (a) seconds from the end of the upload request to the first 200 on that
+versioned segment URL, (b) seconds to the first video frame Chromium presented
+(requestVideoFrameCallback), and the targets (<= 10 s, <= 15 s). Exit status 0 when
+both are met.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MEDIA = Path(os.environ.get("VIDEOFLIX_TEST_MEDIA", ROOT.parent / "shared" / "media"))
+CLIP = "park_1080p_h264_aac_5s.mp4"
+ADMIN_EMAIL = "watch@example.com"
+ADMIN_PASSWORD = "watch-password-9"
+CHROMIUM = "/usr/bin/chromium"
+START_TIMEOUT = 90.0
+MEASURE_TIMEOUT = 180.0
+TARGET_SEGMENT_SECONDS = 10.0
+TARGET_FRAME_SECONDS = 15.0
+# Records when the player presents its first frame (the page's own code is untouched).
+FIRST_FRAME_SCRIPT = """
+document.addEventListener('DOMContentLoaded', () => {
+  const video = document.getElementById('video');
+  if (video && video.requestVideoFrameCallback) {
+    video.requestVideoFrameCallback(() => { window.firstFrameAt = Date.now(); });
+  }
+});
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def long_source(loops: int, media: Path) -> Path:
+    target = ROOT / "var" / "bench" / f"park_1080p_x{loops}.mp4"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part.mp4")
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-stream_loop", str(loops - 1), "-i", str(media / CLIP),
+                        "-c", "copy", str(partial)], check=True)
+        partial.replace(target)
+    return target
+
+
+def request(port: int, method: str, path: str, cookie: str = "", body: bytes | None = None,
+            content_type: str = "application/json", timeout: float = 300) -> tuple[int, bytes, list[str]]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method, data=body,
+                                 headers={"Content-Type": content_type, "Cookie": cookie})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as response:
+            return response.status, response.read(), response.headers.get_all("Set-Cookie") or []
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), []
+
+
+def login(port: int) -> str:
+    status, _, cookies = request(port, "POST", "/api/login/", body=json.dumps(
+        {"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}).encode())
+    if status != 200:
+        raise SystemExit(f"login failed: {status}")
+    return "; ".join(c.split(";", 1)[0] for c in cookies)
+
+
+def multipart(source: Path) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    head = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                   for k, v in {"title": source.stem, "category": "Bench"}.items())
+    body = (head + f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{source.name}"\r\n'
+            "Content-Type: video/mp4\r\n\r\n").encode() + source.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def first_segment_servable(port: int, cookie: str, video_id: int, deadline: float) -> tuple[float, str]:
+    """Poll until the master exists and the first segment of its first rendition answers 200."""
+    while True:
+        status, body, _ = request(port, "GET", f"/api/video/{video_id}/master.m3u8", cookie, timeout=30)
+        if status == 200:
+            break
+        if time.monotonic() > deadline:
+            raise SystemExit(f"no master after {MEASURE_TIMEOUT} s (last status {status})")
+        time.sleep(0.05)
+    first = next(line for line in body.decode().splitlines() if line and not line.startswith("#"))
+    segment = f"/api/video/{video_id}/{first.rsplit('/', 1)[0]}/seg_00000.ts"
+    while True:
+        status, _, _ = request(port, "GET", segment, cookie, timeout=30)  # 503 after ~3 s while not written
+        if status == 200:
+            return time.time(), segment
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{segment}: still {status} after {MEASURE_TIMEOUT} s")
+        if status not in (503, 404):
+            raise SystemExit(f"{segment}: unexpected {status}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--loops", type=int, default=32, help="times the 5.8 s clip is repeated (32: ~3 min)")
+    parser.add_argument("--media", type=Path, default=MEDIA)
+    args = parser.parse_args()
+    import playwright.sync_api as playwright_api
+
+    source = long_source(args.loops, args.media)
+    body, content_type = multipart(source)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory(prefix="videoflix-watchwhile-") as var:
+        os.chmod(var, 0o755)  # the embedded PostgreSQL may run as another user
+        env = {**os.environ, "VIDEOFLIX_VAR_DIR": var, "VIDEOFLIX_PORT": str(port),
+               "VIDEOFLIX_ADMIN_EMAIL": ADMIN_EMAIL, "VIDEOFLIX_ADMIN_PASSWORD": ADMIN_PASSWORD,
+               "VIDEOFLIX_LOG_LEVEL": "WARNING", "VIDEOFLIX_BCRYPT_ROUNDS": "4",
+               "SECRET_KEY": secrets.token_urlsafe(48)}
+        server = subprocess.Popen([sys.executable, "-m", "videoflix", "dev"], cwd=var, env=env,
+                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + START_TIMEOUT
+            while True:
+                if server.poll() is not None:
+                    raise SystemExit(f"videoflix dev exited with {server.returncode}")
+                try:
+                    if request(port, "GET", "/api/health/", timeout=5)[0] == 200:
+                        break
+                except OSError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise SystemExit("the server did not come up")
+                time.sleep(0.2)
+            cookie = login(port)
+            with playwright_api.sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM, headless=True,
+                    args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
+                context = browser.new_context(base_url=base)
+                context.add_init_script(FIRST_FRAME_SCRIPT)
+                page = context.new_page()
+                page.goto("/pages/auth/login.html")
+                page.get_by_label("Email").fill(ADMIN_EMAIL)
+                page.get_by_label("Password").fill(ADMIN_PASSWORD)
+                page.get_by_role("button", name="Log in").click()
+                page.wait_for_url(f"{base}/")
+
+                status, answer, _ = request(port, "POST", "/api/video/", cookie, body, content_type)
+                uploaded = time.time()
+                if status != 201:
+                    raise SystemExit(f"upload failed: {status} {answer[:200]!r}")
+                video_id = json.loads(answer)["id"]
+                page.goto(f"/watch/{video_id}", wait_until="commit")
+                measure_deadline = time.monotonic() + MEASURE_TIMEOUT
+                servable_at, segment = first_segment_servable(port, cookie, video_id, measure_deadline)
+                page.wait_for_function("() => window.firstFrameAt", timeout=MEASURE_TIMEOUT * 1000)
+                frame_at = page.evaluate("window.firstFrameAt") / 1000
+                detail = json.loads(request(port, "GET", f"/api/video/{video_id}/", cookie)[1])
+                browser.close()
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+    segment_seconds = servable_at - uploaded
+    frame_seconds = frame_at - uploaded
+    report = {"source": source.name, "source_bytes": source.stat().st_size, "segment": segment,
+              "first_segment_servable_s": round(segment_seconds, 2), "first_frame_s": round(frame_seconds, 2),
+              "status_at_first_frame": detail["status"], "progress_at_first_frame": detail["progress"],
+              "load_average": [round(x, 2) for x in os.getloadavg()]}
+    print("WATCHWHILE " + json.dumps(report))
+    print(f"(a) first segment servable {segment_seconds:.1f} s after the upload request ended "
+          f"(target <= {TARGET_SEGMENT_SECONDS:.0f} s)")
+    print(f"(b) first frame shown by hls.js in Chromium {frame_seconds:.1f} s after it "
+          f"(target <= {TARGET_FRAME_SECONDS:.0f} s); the video was {detail['status']} "
+          f"at {detail['progress']} %")
+    return 0 if segment_seconds <= TARGET_SEGMENT_SECONDS and frame_seconds <= TARGET_FRAME_SECONDS else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
