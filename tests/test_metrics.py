@@ -224,8 +224,10 @@ async def test_transcode_is_measured_and_logs_carry_the_uploads_request_id(admin
     master = await admin_client.get(f"/api/video/{video_id}/master.m3u8")
     segment = await admin_client.get(f"/api/video/{video_id}/480p/seg_00000.ts")
     missing = await admin_client.get(f"/api/video/{video_id}/480p/seg_09999.ts")
-    assert (master.status, segment.status, missing.status) == (200, 200, 404)
+    versioned = await admin_client.get(f"/api/video/{video_id}/v1/480p/seg_00000.ts")  # what the master names
+    assert (master.status, segment.status, missing.status, versioned.status) == (200, 200, 404, 200)
     access = {r.path: r for r in caplog.records if r.name == "videoflix.access"}
+    assert access[f"/api/video/{video_id}/v1/480p/seg_00000.ts"].levelno == logging.DEBUG
     assert access[f"/api/video/{video_id}/master.m3u8"].levelno == logging.INFO
     assert access[f"/api/video/{video_id}/480p/seg_00000.ts"].levelno == logging.DEBUG
     assert access[f"/api/video/{video_id}/480p/seg_09999.ts"].levelno == logging.WARNING

@@ -50,8 +50,11 @@ def client_of(handler: tornado.web.RequestHandler) -> str:
 def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    if level == logging.INFO and getattr(handler, "kind", None) == "segment":
+    kind = getattr(handler, "kind", None)
+    if level == logging.INFO and kind in ("segment", "vsegment"):
         level = logging.DEBUG  # the bulk of all requests: only when asked for
+    elif status == 503 and kind in ("vsegment", "vplaylist"):
+        level = logging.INFO  # not transcoded yet: an expected "retry shortly" (handlers/hls.py)
     if not access_log.isEnabledFor(level):
         return
     request = handler.request
