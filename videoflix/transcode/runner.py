@@ -300,10 +300,6 @@ class TranscodeRunner:
         return {running.fence.name.removesuffix(media.LEASE_FENCE_SUFFIX) for running in self._running.values()}
 
     async def start(self) -> None:
-        # Start the forkserver and a worker now, not when the first upload is waiting:
-        # that takes a second or more (imports in a fresh process) and would come
-        # straight out of the time to the first playable segment.
-        self.pool.submit(os.getpid)
         await queue.ensure_group(self.redis)
         await self.recover()
         for index in range(self.config.transcode_workers):
