@@ -195,9 +195,9 @@ def test_public_reason_strips_paths_and_keeps_the_rest(message, expected):
 def test_a_failed_encode_reports_no_server_path(tmp_path, small_clip):
     out = tmp_path / "work"
     for name in ("1080p", "720p", "480p"):
-        # A directory where ffmpeg must write the first segment: the HLS muxer fails
-        # and names the path it could not open.
-        (out / name / "seg_00000.ts").mkdir(parents=True)
+        # A directory where ffmpeg must write the first segment (as seg_00000.ts.tmp:
+        # hls_flags temp_file): the HLS muxer fails and names the path it could not open.
+        (out / name / "seg_00000.ts.tmp").mkdir(parents=True)
     with pytest.raises(TranscodeError) as raised:
         transcode(small_clip, out, TranscodeSettings(preset="ultrafast"))
     message = str(raised.value)
