@@ -115,8 +115,10 @@ def services(io_loop, config):
 
 
 @pytest.fixture
-def app(config, services):
-    return make_app(config, services)
+def app(io_loop, config, services):
+    made = make_app(config, services)
+    yield made
+    io_loop.run_sync(made.settings["video_feed"].close)
 
 
 @pytest.fixture

@@ -8,9 +8,10 @@ import logging
 import tornado.httpserver
 import tornado.web
 
-from videoflix import metrics
+from videoflix import metrics, playback
 from videoflix import videos as video_lifecycle
 from videoflix.assets import scan_assets
+from videoflix.changefeed import VideoFeed
 from videoflix.config import Config
 from videoflix.draining import Draining
 from videoflix.events import EventHub
@@ -43,18 +44,35 @@ def make_runner(config: Config, services: Services, consumer: str | None = None)
     return runner
 
 
+def make_feed(services: Services) -> VideoFeed:
+    """The process's one subscription to video changes, the playback row cache
+    connected: a change announced by any process drops the row here at once."""
+    feed = VideoFeed(services)
+
+    def forget(message) -> None:
+        if message.owner_id is not None:  # a state change, not a progress tick
+            playback.forget_video(services, message.video_id)
+
+    feed.add_message_listener(forget)
+    feed.add_resubscribed_listener(functools.partial(playback.forget_all, services))
+    return feed
+
+
 def make_app(config: Config, services: Services) -> tornado.web.Application:
     routes = collect_routes()
     missing = [name for route in routes for name in check_access_marks(route[1])]
     if missing:
         raise RuntimeError(f"handler methods without @public/@authenticated/@admin: {', '.join(missing)}")
+    feed = make_feed(services)
     return tornado.web.Application(
         labelled_routes(routes),  # request.route_label: metrics by route pattern
         config=config,
         services=services,
-        # The studio's live events (one Redis subscription per process) and the
-        # web app's files (scanned once: the allow-list and the asset version).
-        events=EventHub(config, services),
+        # The one Redis subscription to video changes (serve() starts it), the
+        # studio's live events that follow it, and the web app's files (scanned
+        # once: the allow-list and the asset version).
+        video_feed=feed,
+        events=EventHub(config, services, feed),
         assets=scan_assets(),
         default_handler_class=NotFoundHandler,
         log_function=request_finished,  # access log and metrics
@@ -83,6 +101,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
     runner = None
     cleaner = None
     admin = None
+    feed = None
     try:
         await apply_migrations(services.pool)
         await services.mailer.resume()
@@ -98,6 +117,8 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
             log.info("shutting down: handing running jobs back")
             return
         app = make_app(config, services)
+        feed = app.settings["video_feed"]
+        feed.start()
         requests = Draining(app)
         server = tornado.httpserver.HTTPServer(requests, max_body_size=MAX_JSON_BODY_BYTES,
                                                idle_connection_timeout=120)
@@ -118,6 +139,8 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         await handing_back
         runner = None
     finally:
+        if feed is not None:
+            await feed.close()
         if admin is not None:
             admin.stop()
         if cleaner is not None:

@@ -1,10 +1,10 @@
 """Live video events for the studio (API.md §6, `GET /api/video/events/`).
 
-One EventHub per server process listens on the pub/sub channel of
-transcode/notify.py (one Redis connection, however many browsers are connected),
-reads the changed row once per message, and hands the detail object to every
-subscriber allowed to see it: the owner, and admins. The listener runs only while
-someone is subscribed.
+One EventHub per server process listens to the process's VideoFeed (changefeed.py:
+the one subscription to the channel of transcode/notify.py, however many browsers
+are connected), reads the changed row once per message, and hands the detail
+object to every subscriber allowed to see it: the owner, and admins. The hub
+listens only while someone is subscribed.
 
 A stream starts with a snapshot of the caller's videos in every state (read after
 the subscription is live, so nothing falls between the two), then follows changes;
@@ -18,6 +18,7 @@ import logging
 from typing import Any
 
 from videoflix import catalog
+from videoflix.changefeed import VideoFeed
 from videoflix.config import Config
 from videoflix.db import cursor
 from videoflix.services import Services
@@ -31,8 +32,6 @@ SNAPSHOT_LIMIT = 200
 # Events a slow client may have waiting; past that its stream is ended (it
 # reconnects and starts again from a snapshot) instead of growing without bound.
 SUBSCRIBER_QUEUE = 256
-# After a Redis error the listener waits this long before subscribing again.
-RETRY_SECONDS = 1.0
 # A stream that cannot start listening within this long is refused (Redis down).
 SUBSCRIBE_TIMEOUT_SECONDS = 5.0
 
@@ -79,12 +78,12 @@ class Subscription:
 
 
 class EventHub:
-    def __init__(self, config: Config, services: Services) -> None:
+    def __init__(self, config: Config, services: Services, feed: VideoFeed) -> None:
         self.config = config
         self.services = services
+        self.feed = feed
         self._subscribers: set[Subscription] = set()
-        self._task: asyncio.Task | None = None
-        self._listening: asyncio.Event | None = None
+        self._listening = False
 
     @property
     def subscribers(self) -> int:
@@ -92,21 +91,20 @@ class EventHub:
 
     @property
     def listening(self) -> bool:
-        """Whether the channel listener runs (only while someone is subscribed)."""
-        return self._task is not None
+        """Whether the hub follows the feed (only while someone is subscribed)."""
+        return self._listening
 
     async def subscribe(self, user_id: int, is_admin: bool) -> Subscription:
         """A live subscription: returns once the channel is being listened to;
         TimeoutError when that does not happen within SUBSCRIBE_TIMEOUT_SECONDS."""
         subscription = Subscription(user_id, is_admin)
         self._subscribers.add(subscription)
-        if self._task is None:
-            self._listening = asyncio.Event()
-            self._task = asyncio.create_task(self._listen(self._listening), name="video-events")
-        listening = self._listening
-        assert listening is not None
+        if not self._listening:
+            self._listening = True
+            self.feed.add_message_listener(self._dispatch)
+        self.feed.start()  # running already in a server (app.serve); a no-op then
         try:
-            await asyncio.wait_for(listening.wait(), SUBSCRIBE_TIMEOUT_SECONDS)
+            await self.feed.wait_listening(SUBSCRIBE_TIMEOUT_SECONDS)
         except asyncio.TimeoutError:
             self.unsubscribe(subscription)
             raise
@@ -115,43 +113,16 @@ class EventHub:
     def unsubscribe(self, subscription: Subscription) -> None:
         subscription.close()
         self._subscribers.discard(subscription)
-        if not self._subscribers and self._task is not None:
-            self._task.cancel()
-            self._task = None
+        if not self._subscribers and self._listening:
+            self._listening = False
+            self.feed.remove_message_listener(self._dispatch)
 
     async def close(self) -> None:
-        """Shutdown: end every stream and stop listening."""
+        """Shutdown: end every stream and stop listening (the feed is closed by its owner)."""
         for subscription in list(self._subscribers):
-            subscription.close()
-        self._subscribers.clear()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            self.unsubscribe(subscription)
 
-    async def _listen(self, listening: asyncio.Event) -> None:
-        while True:
-            pubsub = self.services.redis.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(notify.CHANNEL)
-                listening.set()
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        await self._dispatch(message["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis went away: streams stay open, we listen again
-                log.warning("video events: listener error (%s); retrying", exc)
-                await asyncio.sleep(RETRY_SECONDS)
-            finally:
-                await asyncio.shield(pubsub.aclose())
-
-    async def _dispatch(self, raw: str) -> None:
-        try:
-            message = notify.parse_message(raw)
-        except ValueError as exc:
-            log.warning("video events: ignoring a malformed message (%s)", exc)
-            return
+    async def _dispatch(self, message: notify.VideoMessage) -> None:
         if not self._subscribers:
             return
         try:

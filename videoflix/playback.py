@@ -11,9 +11,11 @@ VIDEO_CACHE_SECONDS. Code that changes a video's status, visibility or rendition
 or deletes it, calls `forget_video(services, video_id)` so the next HLS request
 reads the row again. Rows without a live version are not cached, so a video turning
 ready is seen at once, and a request a cached row refuses reads the row again
-before it is refused (a version allocated or published since); a change made by
-another process is seen within VIDEO_CACHE_SECONDS (and a deleted video's files
-are gone at once anyway). Signed stream URLs always read the row (and the user's
+before it is refused (a version allocated or published since). A change made by
+another process (another server, a worker on another host) arrives on the
+process's VideoFeed, which calls forget_video too (app.py), or forget_all after a
+Redis reconnect; VIDEO_CACHE_SECONDS only bounds what no message announces (admin
+SQL) and what falls into a Redis outage. Signed stream URLs always read the row (and the user's
 token_version) from PostgreSQL: one query, so a deletion or a password change
 stops them on the next request; the logout of the session that asked for the URL
 stops it too (sessions.is_live).
@@ -136,6 +138,11 @@ def forget_video(services: Services, video_id: int) -> None:
     """Drop a cached video row: call after any change to a video's status,
     visibility or renditions, and after deleting it."""
     _row_cache(services).pop(int(video_id), None)
+
+
+def forget_all(services: Services) -> None:
+    """Drop every cached video row (changes may have been missed: changefeed.py)."""
+    _row_cache(services).clear()
 
 
 async def _cached_video(services: Services, video_id: int, fresh: bool = False) -> dict | None:
