@@ -40,12 +40,15 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
-def open_inside(root: Path, parts: tuple[str, ...], prefetch: int = 0) -> OpenFile | None:
+def open_inside(root: Path, parts: tuple[str, ...], prefetch: int = 0,
+                read_ahead: bool = False) -> OpenFile | None:
     """Open root/parts[0]/.../parts[-1] for reading if it is a regular file reached
     without following any symlink below `root` (`root` itself, media/<id>, may be
     one: it is the video's real directory wherever it lives); None otherwise.
     `parts` are validated single names (no "/", no ".."). Reads up to `prefetch`
-    bytes from the start too."""
+    bytes from the start too. `read_ahead`: ask the kernel to start reading the
+    whole file into the page cache now (POSIX_FADV_WILLNEED, asynchronous), for a
+    body that os.sendfile will send from the loop (zerocopy.py)."""
     try:
         dir_fd = os.open(root, _DIR_FLAGS)
     except OSError:
@@ -61,6 +64,8 @@ def open_inside(root: Path, parts: tuple[str, ...], prefetch: int = 0) -> OpenFi
         if not stat.S_ISREG(info.st_mode):
             raise FileNotFoundError(parts[-1])
         first = os.pread(fd, min(prefetch, info.st_size), 0) if prefetch else b""
+        if read_ahead and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENOTDIR):
             log.warning("refused a symlink below %s: %s", root, "/".join(parts))

@@ -46,7 +46,7 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
-from videoflix import httpranges, images, media, mediafiles, playback, sessions, tokens
+from videoflix import httpranges, images, media, mediafiles, playback, sessions, tokens, zerocopy
 from videoflix.transcode import ladderfile
 from videoflix.transcode.playlist import PlaylistError, render_master
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
@@ -96,6 +96,7 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
     served: playback.ServedFile | None = None  # what an HLS request resolved to
     file: mediafiles.OpenFile | None = None
     reading: concurrent.futures.Future | None = None  # the read in flight on `file`
+    sender: zerocopy.Sender | None = None  # the sendfile in flight on `file`
     use_gzip = False
 
     def initialize(self, kind: str) -> None:  # type: ignore[override]
@@ -215,7 +216,7 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
         """How much to read in the same thread hop as the open: the first chunk of
         a plain GET (no Range, no validators), which is all of most segments."""
         headers = self.request.headers
-        if not include_body or self.kind in PLAYLIST_KINDS or any(
+        if not include_body or self.kind in PLAYLIST_KINDS or zerocopy.usable(self.request) or any(
                 name in headers for name in ("Range", "If-None-Match", "If-Modified-Since")):
             return 0
         return FILE_CHUNK_BYTES
@@ -224,7 +225,8 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
         prefetch = self._prefetch_bytes(include_body)
-        self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts, prefetch)
+        read_ahead = include_body and zerocopy.usable(self.request)
+        self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts, prefetch, read_ahead)
         if self.file is not None or not wait or len(parts) < 2:
             return
         # The version being built: a rendition it writes has its folder from the start.
@@ -233,7 +235,8 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
         deadline = loop.time() + BUILDING_WAIT_SECONDS
         while self.file is None and loop.time() < deadline:
             await asyncio.sleep(BUILDING_POLL_SECONDS)
-            self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts, prefetch)
+            self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts, prefetch,
+                                                   read_ahead)
         if self.file is None:
             raise APIError(503, "Not transcoded yet: try again shortly.",
                            headers={"Retry-After": BUILDING_RETRY_AFTER})
@@ -287,8 +290,17 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
         """Write bytes [start, end) of the open file, reading the next chunk in a
         thread while the previous one is sent; stops quietly if the client leaves."""
         assert self.file is not None
-        executor = self.services.file_executor
         fd = self.file.fd
+        if zerocopy.usable(self.request):  # zero-copy where the connection allows it
+            self.sender = zerocopy.Sender()
+            try:
+                if await self.sender.send_body(self, fd, start, end):
+                    return
+            except zerocopy.ClientGone:
+                return
+            finally:
+                self.sender = None
+        executor = self.services.file_executor
 
         def read(offset: int) -> asyncio.Future:
             self.reading = executor.submit(mediafiles.read_chunk, fd, offset, min(FILE_CHUNK_BYTES, end - offset))
@@ -315,6 +327,11 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
                 chunk = await pending
         except tornado.iostream.StreamClosedError:
             return
+
+    def on_connection_close(self) -> None:
+        if self.sender is not None:
+            self.sender.abort()
+        super().on_connection_close()
 
     def target(self, args: tuple[str, ...]) -> playback.HLSTarget:
         try:
