@@ -4,14 +4,17 @@ Dockerfile's shape, and the shipped nginx configuration in front of the real app
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from helpers import PASSWORD
 from videoflix.config import ENV_VARS, Config, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,18 +155,19 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image():
 NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
 
 
-@pytest.fixture
-def nginx_front(http_port, tmp_path):
-    """The shipped deploy/nginx.conf, pointed at this test's server instead of `web`."""
+def start_nginx(http_port: int, temp: Path, media_dir: str = "/data/media/"):
+    """The shipped deploy/nginx.conf, pointed at this test's server instead of `web`
+    (and at `media_dir` instead of the compose volume); (base URL, process)."""
     assert NGINX is not None, "nginx missing: run `make test`, which installs it"
     from videoflix.embedded import free_port
 
     port = free_port()
     server_block = (ROOT / "deploy" / "nginx.conf").read_text()
-    assert "server web:8000;" in server_block and "listen 80;" in server_block
+    for needle in ("server web:8000;", "listen 80;", "alias /data/media/;"):
+        assert needle in server_block, needle
     server_block = (server_block.replace("server web:8000;", f"server 127.0.0.1:{http_port};")
-                    .replace("listen 80;", f"listen 127.0.0.1:{port};"))
-    temp = tmp_path / "nginx"
+                    .replace("listen 80;", f"listen 127.0.0.1:{port};")
+                    .replace("alias /data/media/;", f"alias {media_dir.rstrip('/')}/;"))
     temp.mkdir()
     (temp / "nginx.conf").write_text(f"""
         daemon off;
@@ -183,10 +187,20 @@ def nginx_front(http_port, tmp_path):
     temp.chmod(0o777)
     proc = subprocess.Popen([NGINX, "-p", str(temp), "-c", str(temp / "nginx.conf")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    yield f"http://127.0.0.1:{port}", proc
+    return f"http://127.0.0.1:{port}", proc
+
+
+def stop_nginx(proc) -> None:
     proc.terminate()
     proc.wait(timeout=10)
     proc.stderr.close()
+
+
+@pytest.fixture
+def nginx_front(http_port, tmp_path):
+    base, proc = start_nginx(http_port, tmp_path / "nginx")
+    yield base, proc
+    stop_nginx(proc)
 
 
 @pytest.mark.gen_test
@@ -214,3 +228,144 @@ async def test_shipped_nginx_config_proxies_to_the_app_and_keeps_the_request_id(
     assert re.fullmatch(r"[0-9a-f]{32}", made.headers["X-Request-ID"])  # nginx's $request_id
     missing = await get("/api/video/1/")
     assert missing.code == 401 and missing.headers["Content-Type"].startswith("application/json")
+
+
+# --- behind nginx: X-Accel-Redirect (issue 13 item 5) ------------------------------------------
+
+ACCEL_SEGMENT = os.urandom(3 * 1024 * 1024 + 777)
+ACCEL_PLAYLIST = ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-PLAYLIST-TYPE:VOD\n"
+                  + "".join(f"#EXTINF:4.000,\nseg_{n:05d}.ts\n" for n in range(200)) + "#EXT-X-ENDLIST\n").encode()
+
+
+@pytest.fixture
+def accel(app, config, http_port, tmp_path, io_loop, make_user, new_client, services, http_client):
+    """nginx (the shipped config) in front of the app with VIDEOFLIX_ACCEL_REDIRECT set,
+    a media directory nginx's workers can read, and videos in it."""
+    import dataclasses
+
+    from helpers import make_ready_video
+    from videoflix import media
+
+    media_root = Path(tempfile.mkdtemp(prefix="videoflix-accel-"))
+    media_root.chmod(0o755)  # nginx's workers run as another user
+    app.settings["config"] = dataclasses.replace(config, media_dir=str(media_root),
+                                                 accel_redirect="/internal-media/")
+    base, proc = start_nginx(http_port, tmp_path / "nginx", str(media_root))
+
+    async def setup():
+        owner, stranger = new_client(), new_client()
+        owner.base_url = stranger.base_url = base
+        await wait_for_nginx(owner, proc)
+        user = await make_user("owner@example.com", log_in=False)
+        await make_user("stranger@example.com", log_in=False)
+        for client, email in ((owner, "owner@example.com"), (stranger, "stranger@example.com")):
+            assert (await client.post("/api/login/", {"email": email, "password": PASSWORD})).status == 200
+        video_id = await make_ready_video(services, user["id"], visibility="private")
+        folder = media.video_dir(str(media_root), video_id) / "720p"
+        folder.mkdir(parents=True)
+        (folder / "seg_00000.ts").write_bytes(ACCEL_SEGMENT)
+        (folder / "index.m3u8").write_bytes(ACCEL_PLAYLIST)
+        for path in (media_root, folder.parent, folder):
+            path.chmod(0o755)
+        return owner, stranger, video_id
+
+    owner, stranger, video_id = io_loop.run_sync(setup)
+    yield base, owner, stranger, video_id, media_root
+    stop_nginx(proc)
+    shutil.rmtree(media_root, ignore_errors=True)
+
+
+async def wait_for_nginx(client, proc) -> None:
+    import asyncio
+    for _ in range(200):
+        try:
+            await client.get("/api/health/")
+            return
+        except ConnectionRefusedError:
+            assert proc.poll() is None, proc.stderr.read().decode()
+            await asyncio.sleep(0.05)
+    raise AssertionError("nginx did not start")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_accel_redirect_nginx_sends_segments_with_ranges_and_validators(accel):
+    base, owner, _, video_id, _ = accel
+    path = f"/api/video/{video_id}/720p/seg_00000.ts"
+    full = await owner.get(path, headers={"Origin": "http://127.0.0.1:5500", "X-Request-ID": "accel-1"})
+    assert full.status == 200 and full.body == ACCEL_SEGMENT
+    headers = full.headers
+    assert "X-Accel-Redirect" not in headers
+    assert headers["Content-Type"] == "video/MP2T"
+    assert headers["Cache-Control"] == "private, max-age=31536000, immutable"  # Videoflix's policy
+    assert int(headers["Content-Length"]) == len(ACCEL_SEGMENT)
+    assert headers["Accept-Ranges"] == "bytes"
+    assert headers["X-Request-ID"] == "accel-1"  # Videoflix's, copied by the internal location
+    assert headers["Access-Control-Allow-Origin"] == "http://127.0.0.1:5500"
+    assert headers["Access-Control-Allow-Credentials"] == "true"
+    etag, modified = headers["ETag"], headers["Last-Modified"]
+
+    ranged = await owner.get(path, headers={"Range": "bytes=1000-1000999"})
+    assert (ranged.status, ranged.headers["Content-Range"]) == (206, f"bytes 1000-1000999/{len(ACCEL_SEGMENT)}")
+    assert ranged.body == ACCEL_SEGMENT[1000:1001000]
+    assert ranged.headers["Cache-Control"] == headers["Cache-Control"]
+    suffix = await owner.get(path, headers={"Range": "bytes=-5"})
+    assert (suffix.status, suffix.body) == (206, ACCEL_SEGMENT[-5:])
+    beyond = await owner.get(path, headers={"Range": f"bytes={len(ACCEL_SEGMENT)}-"})
+    assert beyond.status == 416
+
+    for validator in ({"If-None-Match": etag}, {"If-Modified-Since": modified}):
+        again = await owner.get(path, headers=validator)
+        assert (again.status, again.body) == (304, b""), validator
+        assert again.headers["ETag"] == etag
+    changed = await owner.get(path, headers={"If-None-Match": '"something-else"'})
+    assert changed.status == 200 and changed.body == ACCEL_SEGMENT
+    stale_range = await owner.get(path, headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
+    assert stale_range.status == 200 and stale_range.body == ACCEL_SEGMENT  # If-Range: the whole file
+
+    head = await owner.fetch("HEAD", path)
+    assert (head.status, head.body, int(head.headers["Content-Length"])) == (200, b"", len(ACCEL_SEGMENT))
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_accel_redirect_playlists_are_gzipped_by_nginx_and_fresh_for_5_seconds(accel):
+    _, owner, _, video_id, _ = accel
+    path = f"/api/video/{video_id}/720p/index.m3u8"
+    plain = await owner.get(path, headers={"Accept-Encoding": "identity"})
+    assert plain.status == 200 and plain.body == ACCEL_PLAYLIST
+    assert plain.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    assert plain.headers["Cache-Control"] == "private, max-age=5"
+    zipped = await owner.fetch("GET", path, headers={"Accept-Encoding": "gzip"})
+    assert zipped.status == 200 and zipped.body == ACCEL_PLAYLIST  # decoded by the client
+    assert zipped.raw.headers.get("Vary") == "Accept-Encoding"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_accel_redirect_refusals_are_videoflix_json_and_internal_location_is_closed(
+        accel, new_client):
+    base, owner, stranger, video_id, media_root = accel
+    segment = f"/api/video/{video_id}/720p/seg_00000.ts"
+    anonymous = new_client()
+    anonymous.base_url = base
+    refused = await anonymous.get(segment)
+    assert refused.status == 401 and refused.headers["Content-Type"].startswith("application/json")
+    assert ACCEL_SEGMENT[:64] not in refused.body
+    private = await stranger.get(segment)  # someone else's private video: as if it did not exist
+    assert private.status == 404 and private.json() == {"detail": "Not found."}
+    for traversal in (f"/api/video/{video_id}/720p/..%2F..%2F..%2Fetc%2Fpasswd",
+                      f"/api/video/{video_id}/..%2F..%2Fetc/passwd",
+                      f"/api/video/{video_id}/720p/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+                      f"/api/video/{video_id}/720p/seg_00009.ts"):
+        response = await owner.get(traversal)
+        assert response.status == 404 and response.body.startswith(b"{"), traversal
+        assert ACCEL_SEGMENT[:64] not in response.body
+    nul = await owner.get(f"/api/video/{video_id}/720p/seg_00000.ts%00.txt")  # nginx refuses %00 itself
+    assert nul.status == 400 and ACCEL_SEGMENT[:64] not in nul.body
+    for direct in (f"/internal-media/{video_id}/720p/seg_00000.ts", f"/internal-media/{video_id}/720p/index.m3u8",
+                   "/internal-media/", "/internal-media/../etc/passwd", "/INTERNAL-MEDIA/1/720p/seg_00000.ts"):
+        response = await owner.get(direct)
+        assert response.status == 404, direct
+        assert ACCEL_SEGMENT[:64] not in response.body and b"#EXTM3U" not in response.body
+    # A symlink planted below media/<id>/ is refused by nginx too (disable_symlinks).
+    (media_root / str(video_id) / "480p").symlink_to(media_root / str(video_id) / "720p")
+    planted = await owner.get(f"/api/video/{video_id}/480p/seg_00000.ts")
+    assert planted.status == 404 and ACCEL_SEGMENT[:64] not in planted.body

@@ -92,6 +92,15 @@ def _parse_listen(value: str) -> str:
     return f"{host.strip('[]') or '0.0.0.0'}:{int(port)}"
 
 
+def _parse_accel_prefix(value: str) -> str:
+    """An nginx-internal location prefix: /internal-media/ (a path, / at both ends)."""
+    value = value.strip()
+    if not (value.startswith("/") and value.endswith("/") and len(value) > 2) or any(
+            c in value for c in "?#%\\ \t\r\n") or "/../" in value or "/./" in value:
+        raise ValueError("expected a location prefix like /internal-media/")
+    return value
+
+
 def _parse_log_format(value: str) -> str:
     value = value.strip().lower()
     if value not in ("text", "json"):
@@ -148,6 +157,7 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("log_format", "VIDEOFLIX_LOG_FORMAT", _parse_log_format, "`text`, or `json` for one JSON object per line"),
     ("metrics_token", "VIDEOFLIX_METRICS_TOKEN", _parse_str, "bearer token for GET /metrics (Prometheus); unset = /metrics answers 404"),
     ("metrics_listen", "VIDEOFLIX_METRICS_LISTEN", _parse_listen, "HOST:PORT of a separate, token-free /metrics listener (also for `videoflix worker`); unset = none"),
+    ("accel_redirect", "VIDEOFLIX_ACCEL_REDIRECT", _parse_accel_prefix, "behind nginx: answer authorised playlist and segment GETs with X-Accel-Redirect to this internal location (e.g. /internal-media/) so nginx sends the file; unset = Videoflix sends it"),
 )
 
 
@@ -206,6 +216,7 @@ class Config:
     log_format: str = "text"
     metrics_token: str = ""
     metrics_listen: str = ""
+    accel_redirect: str = ""
 
     def __post_init__(self) -> None:
         # Derived defaults: computed once so every reader sees the same value.

@@ -46,7 +46,7 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
-from videoflix import httpranges, images, media, mediafiles, playback, sessions, tokens, zerocopy
+from videoflix import accel, httpranges, images, media, mediafiles, playback, sessions, tokens, zerocopy
 from videoflix.transcode import ladderfile
 from videoflix.transcode.playlist import PlaylistError, render_master
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
@@ -82,6 +82,8 @@ SEGMENT_TYPE = "video/MP2T"  # RFC 8216 §3.2 / RFC 3555
 IMAGE_TYPE = "image/jpeg"
 PLAYLIST_KINDS = ("master", "playlist", "vplaylist")
 SEGMENT_KINDS = ("segment", "vsegment")
+# With VIDEOFLIX_ACCEL_REDIRECT set, nginx sends these (accel.py); images stay ours.
+ACCEL_KINDS = (*PLAYLIST_KINDS, *SEGMENT_KINDS)
 
 
 class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
@@ -242,6 +244,10 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
                            headers={"Retry-After": BUILDING_RETRY_AFTER})
 
     async def _serve(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False) -> None:
+        if self.config.accel_redirect and self.kind in ACCEL_KINDS and not wait:
+            # (A version still being built is ours: a file not written yet is waited for.)
+            self._accel_redirect(root, parts)
+            return
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
         await self._open(root, parts, include_body, wait)
@@ -269,6 +275,13 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
         self.set_header("Content-Length", end - start)
         if include_body and end > start:
             await self._stream(start, end)
+
+    def _accel_redirect(self, root: Path, parts: tuple[str, ...]) -> None:
+        """Behind nginx: the policy headers, and nginx sends the file (accel.py)."""
+        self.set_header("Content-Type", self.get_content_type())
+        self.set_extra_headers(parts[-1])
+        self.set_header("X-Accel-Redirect", accel.location(self.config.accel_redirect, self.config.media_dir,
+                                                           root, parts))
 
     def _requested_range(self, size: int) -> tuple[int, int]:
         header = self.request.headers.get("Range")
