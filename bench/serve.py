@@ -1,31 +1,38 @@
-"""Benchmark: HLS segment delivery, ours against nginx, and GET latency during logins.
+"""Benchmark: HLS segment delivery against nginx (embedded, and behind nginx), and GET latency during logins.
 
-    python bench/serve.py [--seconds 6] [--rounds 3] [--connections 50] [--nginx-workers 1]
-                          [--profile DIR [--py-spy PATH]]
+    python bench/serve.py [--seconds 6] [--rounds 3] [--connections 16,64] [--nginx-workers 1]
+                          [--bitrate 4000k] [--profile DIR [--py-spy PATH]]
 
-One run, everything on 127.0.0.1 and bounded in time (about 2.5 minutes):
+One run, everything on 127.0.0.1 and bounded in time (about 4 minutes):
 1. Embedded PostgreSQL and Redis (videoflix.embedded, as tests/conftest.py does),
    one active user (real bcrypt cost 12) and one ready video whose 720p rendition
    is ten ~1 MB MPEG-TS segments made by ffmpeg (CBR 4 Mb/s, 2 s each).
-2. Our server in a child process (create_services + make_app + HTTPServer, as
-   app.serve does, without the transcode consumer), logging at WARNING, and nginx
-   (Debian's) in a child process with its own temporary configuration, `sendfile on`,
-   access log off, serving the same files from the media directory.
-3. wrk (2 threads, --connections clients, --seconds per run, after a short warm-up):
-   authenticated GETs of the ten segments in turn (access_token cookie) and ranged
-   GETs (`Range: bytes=262144-524287`, 256 KiB from the middle) against both, in
-   --rounds rounds that alternate ours and nginx; requests/s, MB/s, CPU of each
-   server, our/nginx ratio per round and its median.
+2. Three servers of the same files, each in a child process:
+   - "embedded": our server (create_services + make_app + HTTPServer, as app.serve
+     does, without the transcode consumer), logging at WARNING: segment bodies by
+     os.sendfile (zerocopy.py);
+   - "nginx": nginx alone (Debian's), `sendfile on`, access log off, serving the
+     media directory directly (no authorisation: the ceiling);
+   - "accel": the shipped deploy/nginx.conf in front of a second server of ours
+     with VIDEOFLIX_ACCEL_REDIRECT=/internal-media/: we authorise, nginx sends.
+   Both nginx get --nginx-workers workers.
+3. wrk (2 threads, --seconds per run, after a short warm-up): authenticated GETs of
+   the ten segments in turn (access_token cookie; nginx alone ignores it), at each
+   --connections level, in --rounds rounds that cycle embedded, nginx, accel; then
+   ranged GETs (`Range: bytes=262144-524287`, 256 KiB from the middle) at the last
+   level. Requests/s, MB/s, CPU of each server, the per-round ratios embedded/nginx
+   and accel/nginx and their medians.
 4. p99 latency of a segment GET from 4 paced clients (each waits 20 ms between
    requests: a few players, not a saturation test), idle and then while bursts of
    20 concurrent logins (POST /api/login/, bcrypt cost 12) run back to back, in
    --rounds rounds; the median of the per-round ratios.
-Targets: ours >= 35% of nginx's throughput on 1 MB segments; p99 during the login
-burst within 3x of idle p99. The exit status is 0 when both are met.
+Targets (issue 13 item 5): embedded >= 0.5x nginx at every connection level; accel
+>= 0.9x nginx alone; p99 during the login burst within 3x of idle p99. The exit
+status is 0 when all are met.
 
 Our server is one process with one event loop (plus its file-reading threads), so
 nginx runs with one worker by default (--nginx-workers 1): one process against one.
-`--nginx-workers auto` gives it every core. wrk, both servers, PostgreSQL and Redis
+`--nginx-workers auto` gives it every core. wrk, the servers, PostgreSQL and Redis
 share the machine's CPUs, and so does anything else running there: the rounds and
 medians are there because single runs swing by +-20% on a busy machine.
 
@@ -68,7 +75,10 @@ RANGE = "bytes=262144-524287"
 PROBE_CLIENTS = 4
 PROBE_PAUSE_MS = 20
 WARMUP_SECONDS = 2
-TARGET_RATIO = 0.35
+TARGET_EMBEDDED_RATIO = 0.5
+TARGET_ACCEL_RATIO = 0.9
+ACCEL_PREFIX = "/internal-media/"
+ROOT = Path(__file__).resolve().parents[1]
 TARGET_P99_FACTOR = 3.0
 START_TIMEOUT_SECONDS = 30
 
@@ -120,13 +130,13 @@ async def run_server() -> None:
 
 # --- setup ------------------------------------------------------------------------------
 
-def make_segments(out: Path) -> list[Path]:
+def make_segments(out: Path, bitrate: str = VIDEO_BITRATE) -> list[Path]:
     out.mkdir(parents=True)
     subprocess.run(
         ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y",
          "-f", "lavfi", "-t", str(SEGMENTS * SEGMENT_SECONDS), "-i", "testsrc2=size=1280x720:rate=25",
-         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", VIDEO_BITRATE, "-minrate", VIDEO_BITRATE,
-         "-maxrate", VIDEO_BITRATE, "-bufsize", VIDEO_BITRATE, "-x264-params", "nal-hrd=cbr",
+         "-c:v", "libx264", "-preset", "ultrafast", "-b:v", bitrate, "-minrate", bitrate,
+         "-maxrate", bitrate, "-bufsize", bitrate, "-x264-params", "nal-hrd=cbr",
          "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-an",
          "-f", "hls", "-hls_time", str(SEGMENT_SECONDS), "-hls_playlist_type", "vod",
          "-hls_segment_filename", "seg_%05d.ts", "index.m3u8"],
@@ -206,10 +216,38 @@ http {{
 """
 
 
-def start_nginx(prefix: Path, root: Path, port: int, workers: str) -> subprocess.Popen:
+FRONT_CONF = """\
+worker_processes {workers};
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+{server}
+}}
+"""
+
+
+def start_nginx(prefix: Path, root: Path, port: int, workers: str, upstream: int | None = None) -> subprocess.Popen:
+    """nginx alone serving `root`; or, with `upstream`, the shipped deploy/nginx.conf
+    in front of our server on that port (its internal location aliasing `root`)."""
     prefix.mkdir()
     conf = prefix / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(workers=workers, prefix=prefix, port=port, root=root))
+    if upstream is None:
+        conf.write_text(NGINX_CONF.format(workers=workers, prefix=prefix, port=port, root=root))
+    else:
+        server = ((ROOT / "deploy" / "nginx.conf").read_text()
+                  .replace("server web:8000;", f"server 127.0.0.1:{upstream};")
+                  .replace("listen 80;", f"listen 127.0.0.1:{port};")
+                  .replace("alias /data/media/;", f"alias {root}/;"))
+        conf.write_text(FRONT_CONF.format(workers=workers, prefix=prefix, server=server))
     process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_for_port(port, process, "nginx")
@@ -378,59 +416,92 @@ def median(values: list[float]) -> float:
     return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
-async def measure(args: argparse.Namespace, work: Path, ours: int, nginx: int, server_pid: int,
-                  nginx_pids: list[int], video_id: int, cookie: str) -> bool:
+@dataclass
+class Servers:
+    ours: int  # embedded: our server sends the files (sendfile)
+    nginx: int  # nginx alone
+    accel: int  # the shipped nginx config in front of our second server (X-Accel-Redirect)
+    our_pid: int
+    nginx_pids: list[int]
+    accel_pids: list[int]  # front nginx and our second server
+
+
+async def measure(args: argparse.Namespace, work: Path, servers: Servers, video_id: int, cookie: str) -> bool:
     names = [f"720p/seg_{n:05d}.ts" for n in range(SEGMENTS)]
     our_paths = [f"/api/video/{video_id}/{name}" for name in names]
     nginx_paths = [f"/{video_id}/{name}" for name in names]
     auth = {"Cookie": f"access_token={cookie}"}
     ranged = {**auth, "Range": RANGE}
-    n, seconds = args.connections, args.seconds
+    seconds = args.seconds
+    ours = servers.ours
     profile = Profile(args.py_spy, args.profile) if args.profile else None
     ok = True
+    targets = (("embedded", servers.ours, our_paths, [servers.our_pid]),
+               ("nginx", servers.nginx, nginx_paths, servers.nginx_pids),
+               ("accel", servers.accel, our_paths, servers.accel_pids))
 
-    # Rounds alternate ours and nginx so that load from elsewhere on the machine
-    # hits both alike; the verdicts use the median of the per-round ratios.
-    print(f"\n{SEGMENTS} segments of ~1 MB; wrk 2 threads, {n} connections, {seconds:g} s per run,"
-          f" {args.rounds} rounds alternating ours and nginx ({args.nginx_workers} worker(s))")
-    for port, paths in ((ours, our_paths), (nginx, nginx_paths)):
-        await wrk(work, port, paths, seconds=WARMUP_SECONDS, connections=n, headers=auth)
-    full_ratios, part_ratios = [], []
+    # Rounds cycle the three servers so that load from elsewhere on the machine
+    # hits all alike; the verdicts use the median of the per-round ratios.
+    print(f"\n{SEGMENTS} segments; wrk 2 threads, {seconds:g} s per run, {args.rounds} rounds"
+          f" cycling embedded, nginx alone, accel ({args.nginx_workers} nginx worker(s) each)")
+    verdicts = []
+    for n in args.connections:
+        print(f"\n full GETs, {n} connections")
+        for _, port, paths, _ in targets:
+            await wrk(work, port, paths, seconds=WARMUP_SECONDS, connections=n, headers=auth)
+        embedded_ratios, accel_ratios = [], []
+        for round_no in range(1, args.rounds + 1):
+            results = {}
+            for name, port, paths, pids in targets:
+                results[name] = await wrk(work, port, paths, seconds=seconds, connections=n, headers=auth,
+                                          pids=pids, profile=profile if (round_no, name, n) == (
+                                              1, "embedded", args.connections[0]) else None, label="full")
+            print(f" round {round_no}")
+            for name, result in results.items():
+                print(row(f"{name:<9} full GET", result))
+                ok &= result.errors == 0 and result.bad_status == 0
+            embedded_ratios.append(results["embedded"].mbps / results["nginx"].mbps)
+            accel_ratios.append(results["accel"].mbps / results["nginx"].mbps)
+            efficiency = {name: r.mbps / max(r.cpu_percent or 0.0, 1e-9) for name, r in results.items()}
+            print(f"  embedded/nginx {embedded_ratios[-1]:.2f}x, accel/nginx {accel_ratios[-1]:.2f}x (MB/s);"
+                  f" per CPU-second of the serving processes: embedded/nginx"
+                  f" {efficiency['embedded'] / efficiency['nginx']:.2f}x,"
+                  f" accel/nginx {efficiency['accel'] / efficiency['nginx']:.2f}x")
+        embedded, accelerated = median(embedded_ratios), median(accel_ratios)
+        verdicts.append((n, embedded, accelerated))
+        ok &= embedded >= TARGET_EMBEDDED_RATIO and accelerated >= TARGET_ACCEL_RATIO
+    n = args.connections[-1]
+    print(f"\n ranged GETs (256 KiB), {n} connections")
+    part_ratios = []
     for round_no in range(1, args.rounds + 1):
-        full_ours = await wrk(work, ours, our_paths, seconds=seconds, connections=n, headers=auth,
-                              pids=[server_pid], profile=profile if round_no == 1 else None, label="full")
-        full_nginx = await wrk(work, nginx, nginx_paths, seconds=seconds, connections=n, headers=auth,
-                               pids=nginx_pids)
         part_ours = await wrk(work, ours, our_paths, seconds=seconds, connections=n, headers=ranged,
-                              pids=[server_pid])
-        part_nginx = await wrk(work, nginx, nginx_paths, seconds=seconds, connections=n, headers=ranged,
-                               pids=nginx_pids)
+                              pids=[servers.our_pid])
+        part_nginx = await wrk(work, servers.nginx, nginx_paths, seconds=seconds, connections=n, headers=ranged,
+                               pids=servers.nginx_pids)
         print(f" round {round_no}")
-        print(row("ours   full GET", full_ours))
-        print(row("nginx  full GET", full_nginx))
-        print(row("ours   ranged GET (256K)", part_ours))
-        print(row("nginx  ranged GET (256K)", part_nginx))
-        full_ratios.append(full_ours.mbps / full_nginx.mbps)
+        print(row("embedded ranged GET", part_ours))
+        print(row("nginx    ranged GET", part_nginx))
         part_ratios.append(part_ours.rps / part_nginx.rps)
-        print(f"  ours/nginx: full GET {full_ratios[-1]:.0%} of MB/s, ranged GET {part_ratios[-1]:.0%} of req/s")
-        for result in (full_ours, full_nginx, part_ours, part_nginx):
-            ok &= result.errors == 0 and result.bad_status == 0
-    full_ratio = median(full_ratios)
-    print(f" median ours/nginx: full GET {full_ratio:.0%} of MB/s, ranged GET {median(part_ratios):.0%} of req/s"
-          f"  (target >= {TARGET_RATIO:.0%} on 1 MB segments: {'met' if full_ratio >= TARGET_RATIO else 'MISSED'})")
-    ok &= full_ratio >= TARGET_RATIO
+        ok &= part_ours.errors + part_ours.bad_status + part_nginx.errors + part_nginx.bad_status == 0
+    print(f"\n medians of the per-round ratios (full GETs, MB/s):")
+    for n, embedded, accelerated in verdicts:
+        print(f"  {n:>3} connections: embedded/nginx {embedded:.2f}x (target >= {TARGET_EMBEDDED_RATIO:g}x:"
+              f" {'met' if embedded >= TARGET_EMBEDDED_RATIO else 'MISSED'}),"
+              f" accel/nginx {accelerated:.2f}x (target >= {TARGET_ACCEL_RATIO:g}x:"
+              f" {'met' if accelerated >= TARGET_ACCEL_RATIO else 'MISSED'})")
+    print(f"  ranged GETs at {args.connections[-1]} connections: embedded/nginx {median(part_ratios):.2f}x (req/s)")
 
     print(f"\nSegment GET latency, {PROBE_CLIENTS} clients pausing {PROBE_PAUSE_MS} ms between GETs,"
           f" {seconds:g} s per run, {args.rounds} rounds of idle then during {LOGIN_BURST}-login bursts")
     factors = []
     for round_no in range(1, args.rounds + 1):
         idle = await wrk(work, ours, our_paths, seconds=seconds, connections=PROBE_CLIENTS, threads=1,
-                         headers=auth, pause_ms=PROBE_PAUSE_MS, pids=[server_pid])
+                         headers=auth, pause_ms=PROBE_PAUSE_MS, pids=[servers.our_pid])
         stop = asyncio.Event()
         bursts = asyncio.create_task(login_bursts(ours, stop))
         await asyncio.sleep(0.5)  # the first burst is under way before the probe starts
         busy = await wrk(work, ours, our_paths, seconds=seconds, connections=PROBE_CLIENTS, threads=1,
-                         headers=auth, pause_ms=PROBE_PAUSE_MS, pids=[server_pid],
+                         headers=auth, pause_ms=PROBE_PAUSE_MS, pids=[servers.our_pid],
                          profile=profile if round_no == 1 else None, label="burst")
         stop.set()
         logins, per_burst = await bursts
@@ -455,8 +526,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--connections", type=lambda v: [int(x) for x in v.split(",")], default=[16, 64],
+                        help="comma-separated wrk connection counts (default 16,64)")
     parser.add_argument("--nginx-workers", default="1")
+    parser.add_argument("--bitrate", default=VIDEO_BITRATE,
+                        help="CBR of the 2 s test segments (default 4000k: ~1 MB; 13600k: ~3.4 MB, a 1080p rung)")
     parser.add_argument("--profile", type=Path, help="sample the server with py-spy into this directory")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="the py-spy binary")
     parser.add_argument("--server", action="store_true", help=argparse.SUPPRESS)  # the child
@@ -486,7 +560,7 @@ def main() -> int:
                         port=our_port, bcrypt_rounds=BCRYPT_ROUNDS, var_dir=str(state / "var"),
                         media_dir=str(state / "media"), log_level="WARNING")
         video_id = asyncio.run(seed(config))
-        segments = make_segments(Path(config.media_dir) / str(video_id) / "720p")
+        segments = make_segments(Path(config.media_dir) / str(video_id) / "720p", args.bitrate)
         sizes = [p.stat().st_size for p in segments]
         print(f"segments: {len(sizes)}, {min(sizes) / 1e6:.2f}-{max(sizes) / 1e6:.2f} MB")
 
@@ -496,14 +570,26 @@ def main() -> int:
                "VIDEOFLIX_BCRYPT_ROUNDS": str(BCRYPT_ROUNDS), "VIDEOFLIX_LOG_LEVEL": "WARNING"}
         server = subprocess.Popen([sys.executable, __file__, "--server"], env=env)
         children.append(server)
+        behind_port, accel_port = free_port(), free_port()
+        behind = subprocess.Popen([sys.executable, __file__, "--server"],
+                                  env={**env, "VIDEOFLIX_PORT": str(behind_port),
+                                       "VIDEOFLIX_ACCEL_REDIRECT": ACCEL_PREFIX})
+        children.append(behind)
         wait_for_port(our_port, server, "videoflix")
+        wait_for_port(behind_port, behind, "videoflix behind nginx")
         nginx = start_nginx(state / "nginx", Path(config.media_dir), nginx_port, args.nginx_workers)
         children.append(nginx)
+        front = start_nginx(state / "front", Path(config.media_dir), accel_port, args.nginx_workers,
+                            upstream=behind_port)
+        children.append(front)
         cookie = login(our_port)
         print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
-              f" on {os.cpu_count()} CPUs (wrk, nginx and our server share them)")
-        ok = asyncio.run(measure(args, state, our_port, nginx_port, server.pid,
-                                 [nginx.pid, *child_pids(nginx.pid)], video_id, cookie))
+              f" on {os.cpu_count()} CPUs (wrk, both nginx and our servers share them)")
+        servers = Servers(ours=our_port, nginx=nginx_port, accel=accel_port, our_pid=server.pid,
+                          nginx_pids=[nginx.pid, *child_pids(nginx.pid)],
+                          accel_pids=[front.pid, *child_pids(front.pid), behind.pid])
+        ok = asyncio.run(measure(args, state, servers, video_id, cookie))
+        print(f"load average after the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print("\nall targets met" if ok else "\nsome target missed (see above)")
         return 0 if ok else 1
     finally:

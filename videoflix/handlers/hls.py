@@ -17,6 +17,10 @@ Ours, and why:
   then reopened.
 - `compute_etag`: size + mtime + inode from the one fstat, not the parent's SHA-512
   of the whole file computed on the loop and cached forever.
+- Bodies on plain connections go by os.sendfile once the headers are flushed
+  (zerocopy.py): no thread reads and no copies; the chunked reads above remain for
+  TLS and gzip. With VIDEOFLIX_ACCEL_REDIRECT, playlists and segments are
+  authorised here and sent by nginx (accel.py, `_accel_redirect`).
 - Playlists are gzipped when the client accepts it (they are small and compress
   ~5x). A gzipped answer ignores Range (RFC 7233 §3.1 lets a server ignore it) and
   says `Accept-Ranges: none`; players never range-request playlists, and ranges of
