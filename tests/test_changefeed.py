@@ -18,7 +18,7 @@ from videoflix.tables import videos
 from videoflix.transcode import notify
 
 # Well inside playback.VIDEO_CACHE_SECONDS: only the feed can make the row go this fast.
-PROMPT_SECONDS = 3.0
+PROMPT_SECONDS = 4.0
 assert PROMPT_SECONDS < playback.VIDEO_CACHE_SECONDS / 2
 
 

@@ -169,12 +169,16 @@ async def test_full_ranged_head_and_304_are_byte_exact_on_one_keep_alive_connect
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_tornado_client_gets_the_whole_big_segment(segments, client, payloads):
+async def test_tornado_client_gets_the_whole_big_segment(segments, client, payloads, caplog):
     video_id, _ = segments
+    caplog.set_level(logging.DEBUG, logger="videoflix.access")
     before = zerocopy.bodies_sent
     response = await client.get(f"/api/video/{video_id}/720p/seg_00000.ts")
     assert response.status == 200 and response.body == payloads["seg_00000.ts"]
     assert zerocopy.bodies_sent == before + 1
+    # Counted as served (the access log's bytes, which metrics count too) like any body.
+    access = [r for r in caplog.records if r.name == "videoflix.access" and r.path.endswith("seg_00000.ts")]
+    assert [r.bytes for r in access] == [BIG]
 
 
 @pytest.mark.gen_test(timeout=120)

@@ -14,7 +14,7 @@ from faultkit import Api, make_user, redis_client, unique_email, wait_for
 from videoflix import playback, rediskeys
 
 # Well inside the playback row cache's TTL: only a message can make B see it this fast.
-PROMPT_SECONDS = 3.0
+PROMPT_SECONDS = 4.0
 assert PROMPT_SECONDS < playback.VIDEO_CACHE_SECONDS / 2
 
 

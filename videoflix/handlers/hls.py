@@ -309,14 +309,15 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
         assert self.file is not None
         fd = self.file.fd
         if zerocopy.usable(self.request):  # zero-copy where the connection allows it
-            self.sender = zerocopy.Sender()
+            sender = self.sender = zerocopy.Sender()
             try:
-                if await self.sender.send_body(self, fd, start, end):
+                if await sender.send_body(self, fd, start, end):
                     return
             except zerocopy.ClientGone:
                 return
             finally:
                 self.sender = None
+                self.body_bytes += sender.sent  # ObservedMixin counts what write() saw; this bypassed it
         executor = self.services.file_executor
 
         def read(offset: int) -> asyncio.Future:
