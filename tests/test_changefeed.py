@@ -14,7 +14,6 @@ import redis.asyncio
 from helpers import make_ready_video, wait_until
 from videoflix import playback
 from videoflix.db import cursor
-from videoflix.tables import videos
 from videoflix.transcode import notify
 
 # Well inside playback.VIDEO_CACHE_SECONDS: only the feed can make the row go this fast.
@@ -42,12 +41,12 @@ def other_process(io_loop, config):
 
 
 async def cached_ready_video(services, owner_id: int) -> int:
-    """A ready video whose row is now in this process's cache, then made not
-    ready in PostgreSQL behind the cache's back (as another process would)."""
+    """A ready video whose row is now in this process's cache, then deleted in
+    PostgreSQL behind the cache's back (as another process would)."""
     video_id = await make_ready_video(services, owner_id)
     assert await playback.ready_video(services, video_id) is not None
-    async with cursor(services.pool) as cur:
-        assert await videos.mark_queued(cur, video_id)
+    async with cursor(services.pool) as cur:  # gone, as a delete by another process leaves it
+        await cur.execute("DELETE FROM videos WHERE id = %s", (video_id,))
     assert await playback.ready_video(services, video_id) is not None, "not cached"
     return video_id
 

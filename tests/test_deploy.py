@@ -16,6 +16,7 @@ import pytest
 
 from helpers import PASSWORD
 from videoflix.config import ENV_VARS, Config, ConfigError
+from videoflix.handlers import hls
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_LINE = re.compile(r"^#?\s?([A-Z][A-Z0-9_]*)=(.*)$")
@@ -237,6 +238,9 @@ ACCEL_PLAYLIST = ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-PL
                   + "".join(f"#EXTINF:4.000,\nseg_{n:05d}.ts\n" for n in range(200)) + "#EXT-X-ENDLIST\n").encode()
 
 
+accel_versioned: list[str] = []  # the versioned segment path of the fixture below
+
+
 @pytest.fixture
 def accel(app, config, http_port, tmp_path, io_loop, make_user, new_client, services, http_client):
     """nginx (the shipped config) in front of the app with VIDEOFLIX_ACCEL_REDIRECT set,
@@ -267,6 +271,22 @@ def accel(app, config, http_port, tmp_path, io_loop, make_user, new_client, serv
         (folder / "index.m3u8").write_bytes(ACCEL_PLAYLIST)
         for path in (media_root, folder.parent, folder):
             path.chmod(0o755)
+        # And a versioned one (PIPELINE_V2: media/<id>/v<N>/), as a transcode now leaves it.
+        from videoflix.db import cursor
+        from videoflix.tables import videos as video_rows
+        async with cursor(services.pool) as cur:
+            versioned = await video_rows.insert_video(cur, owner_id=user["id"], title="v", description="",
+                                                      category="Test", visibility="private", status="queued")
+            version = (await video_rows.mark_processing(cur, versioned))["building_version"]
+            assert await video_rows.mark_ready(cur, versioned, version=version, duration=8.0, width=1280,
+                                               height=720, fps=25.0, has_audio=True, resolutions=["720p"])
+        vfolder = media.version_dir(str(media_root), versioned, version) / "720p"
+        vfolder.mkdir(parents=True)
+        (vfolder / "seg_00000.ts").write_bytes(ACCEL_SEGMENT)
+        for path in (vfolder.parent.parent, vfolder.parent, vfolder):
+            path.chmod(0o755)
+        accel_versioned.clear()
+        accel_versioned.append(f"/api/video/{versioned}/v{version}/720p/seg_00000.ts")
         return owner, stranger, video_id
 
     owner, stranger, video_id = io_loop.run_sync(setup)
@@ -288,7 +308,7 @@ async def wait_for_nginx(client, proc) -> None:
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_accel_redirect_nginx_sends_segments_with_ranges_and_validators(accel):
+async def test_accel_redirect_nginx_sends_segments_with_ranges_and_validators(accel, new_client):
     base, owner, _, video_id, _ = accel
     path = f"/api/video/{video_id}/720p/seg_00000.ts"
     full = await owner.get(path, headers={"Origin": "http://127.0.0.1:5500", "X-Request-ID": "accel-1"})
@@ -296,7 +316,7 @@ async def test_accel_redirect_nginx_sends_segments_with_ranges_and_validators(ac
     headers = full.headers
     assert "X-Accel-Redirect" not in headers
     assert headers["Content-Type"] == "video/MP2T"
-    assert headers["Cache-Control"] == "private, max-age=31536000, immutable"  # Videoflix's policy
+    assert headers["Cache-Control"] == hls.UNVERSIONED_SEGMENT_CACHE_CONTROL  # Videoflix's policy
     assert int(headers["Content-Length"]) == len(ACCEL_SEGMENT)
     assert headers["Accept-Ranges"] == "bytes"
     assert headers["X-Request-ID"] == "accel-1"  # Videoflix's, copied by the internal location
@@ -324,6 +344,14 @@ async def test_accel_redirect_nginx_sends_segments_with_ranges_and_validators(ac
 
     head = await owner.fetch("HEAD", path)
     assert (head.status, head.body, int(head.headers["Content-Length"])) == (200, b"", len(ACCEL_SEGMENT))
+
+    # A versioned segment (what a rendered master points at): immutable, ranges alike.
+    versioned = await owner.get(accel_versioned[0], headers={"Range": "bytes=10-19"})
+    assert (versioned.status, versioned.body) == (206, ACCEL_SEGMENT[10:20])
+    assert versioned.headers["Cache-Control"] == hls.IMMUTABLE_CACHE_CONTROL
+    anonymous = new_client()
+    anonymous.base_url = base
+    assert (await anonymous.get(accel_versioned[0])).status == 401
 
 
 @pytest.mark.gen_test(timeout=60)
