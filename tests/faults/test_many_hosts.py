@@ -10,7 +10,7 @@ import json
 import re
 import time
 
-from faultkit import Api, make_user, redis_client, unique_email, wait_for
+from faultkit import Api, ffmpeg_pids, make_user, redis_client, unique_email, wait_for
 from videoflix import playback, rediskeys
 
 # Well inside the playback row cache's TTL: only a message can make B see it this fast.
@@ -48,24 +48,25 @@ def test_visibility_change_on_one_server_is_seen_by_another_at_once(servers, db,
     wait_for(lambda: viewer.call("GET", master).status_code == 404, "the deletion", timeout=PROMPT_SECONDS)
 
 
-def test_worker_on_another_host_announces_the_videos_it_finishes(servers, db, fault_redis, short_clip):
+def test_worker_on_another_host_announces_the_videos_it_finishes(servers, db, fault_redis, short_clip, long_clip):
     """`videoflix worker` runs the transcode and publishes the change on the channel
     every server listens to (videos.video_changed via make_runner)."""
     listener = redis_client(fault_redis.url).pubsub(ignore_subscribe_messages=True)
     listener.subscribe(rediskeys.VIDEO_EVENTS_CHANNEL)
     try:
-        web = servers()
+        web = servers()  # one consumer (TRANSCODE_WORKERS=1) ...
         owner = Api(web.base)
         make_user(owner, db)
         user_id = db.query("SELECT id FROM users WHERE email = 'owner@example.com'")[0]["id"]
-        video_id = owner.upload(short_clip).json()["id"]
-        # The web server leaves (handing back the job if it had taken it): only the
-        # worker, started now, can finish it.
-        web.stop()
+        assert owner.upload(long_clip).status_code == 201
+        wait_for(lambda: ffmpeg_pids(web.pid), "the web server to be encoding", timeout=90, interval=0.2)
+        # ... busy with a long transcode: the next job can only go to the worker.
         worker = servers("worker")
+        video_id = owner.upload(short_clip).json()["id"]
         wait_for(lambda: db.video(video_id)["status"] == "ready", "the worker's transcode", timeout=240,
                  interval=0.5)
         assert re.search(rf"video {video_id} job \S+: ready", worker.log())
+        assert not re.search(rf"video {video_id} job", web.log())
 
         def announced():
             message = listener.get_message(timeout=0.2)
