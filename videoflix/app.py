@@ -16,6 +16,7 @@ from videoflix.config import Config
 from videoflix.draining import Draining
 from videoflix.events import EventHub
 from videoflix.handlers import auth, docs, events, health, hls, pages, videos, watching
+from videoflix.handlers import subtitles as subtitle_handlers
 from videoflix.handlers import metrics as metrics_handlers
 from videoflix.handlers.base import NotFoundHandler, check_access_marks
 from videoflix.handlers.observe import labelled_routes, request_finished
@@ -26,7 +27,8 @@ from videoflix.transcode.runner import TranscodeRunner
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = (auth, health, docs, watching, events, videos, hls, pages, metrics_handlers)
+# Subtitle routes before hls: /api/video/<id>/subtitles/<language>/ has the shape of a segment URL.
+ROUTE_MODULES = (auth, health, docs, watching, events, videos, subtitle_handlers, hls, pages, metrics_handlers)
 
 
 def collect_routes() -> list:

@@ -34,7 +34,8 @@ MASTER_PLAYLIST_NAME = "master.m3u8"  # rendered per request; a file only in ver
 MEDIA_PLAYLIST_NAME = "index.m3u8"
 LADDER_NAME = "ladder.json"
 IFRAME_PLAYLIST_NAME = "iframes.m3u8"  # per rendition (trickplay)
-SUBTITLES_DIR_NAME = "subtitles"  # URL part of a version's subtitle playlists (subs)
+# URL part of a version's subtitle playlists, and media/<id>/subtitles/ (subs)
+SUBTITLES_DIR_NAME = "subtitles"
 # The wave-1 layout: files directly in media/<id>/ (sql/004 gives such rows live_version 0).
 LEGACY_VERSION = 0
 POSTER_NAME = "poster.jpg"
@@ -189,3 +190,45 @@ def serve_resolution(requested: str, available: list[str]) -> str | None:
     if RESOLUTIONS.index(requested) < RESOLUTIONS.index(highest):
         return highest
     return None
+
+
+# --- subtitles (API.md §6) ------------------------------------------------------
+#   media/<id>/subtitles/<language>.vtt   canonical WebVTT of one language, per video:
+#                                         it survives re-transcodes (versions come and go)
+#   <version dir>/tracks/<index>.vtt      a text track of the source, extracted by the
+#                                         transcode child, imported at publish
+# Subtitle playlists and segments are not files: they are made per request from the
+# canonical file and the version's ladder (videosubtitles.py), under these names.
+SUBTITLE_SUFFIX = ".vtt"
+TRACKS_DIR_NAME = "tracks"
+SUBTITLE_SEGMENT_PATTERN = "seg_%05d.vtt"
+SUBTITLE_SEGMENT_NAME_RE = _segment_name_re(SUBTITLE_SEGMENT_PATTERN)
+# A canonical BCP 47 tag (subtitles.check_language) is ASCII letters, digits and
+# hyphens, so it is a safe file name; this is checked again before any path is made.
+_LANGUAGE_FILE_RE = re.compile(r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8}){0,16}")
+
+
+def subtitles_dir(media_dir: str, video_id: int) -> Path:
+    return video_dir(media_dir, video_id) / SUBTITLES_DIR_NAME
+
+
+def subtitle_file_name(language: str) -> str:
+    if not _LANGUAGE_FILE_RE.fullmatch(language) or len(language) > 35:
+        raise ValueError("not a canonical language tag")
+    return language + SUBTITLE_SUFFIX
+
+
+def subtitle_path(media_dir: str, video_id: int, language: str) -> Path:
+    return subtitles_dir(media_dir, video_id) / subtitle_file_name(language)
+
+
+def track_file_name(stream_index: int) -> str:
+    """tracks/<index>.vtt relative to the version directory."""
+    return f"{TRACKS_DIR_NAME}/{int(stream_index)}{SUBTITLE_SUFFIX}"
+
+
+def parse_subtitle_segment(name: str) -> int | None:
+    """The index of a subtitle segment name (seg_00003.vtt -> 3), None if not one."""
+    if SUBTITLE_SEGMENT_NAME_RE.fullmatch(name) is None:
+        return None
+    return int(name[len("seg_"):-len(SUBTITLE_SUFFIX)])

@@ -118,6 +118,7 @@ def _schemas() -> dict[str, Any]:
                 "playable": {"type": "boolean",
                              "description": "A live version exists, or the one being built lists a "
                                             "segment in every rendition (master_url is then set)"},
+                "subtitles": {"type": "array", "items": _ref("Subtitle")},
             },
         }],
     }
@@ -147,6 +148,24 @@ def _schemas() -> dict[str, Any]:
                 "visibility": {"enum": ["public", "private"]},
             },
         },
+        "Subtitle": {
+            "type": "object", "required": ["language", "label", "url"],
+            "properties": {"language": {"type": "string", "description": "BCP 47, canonical form"},
+                           "label": {"type": "string", "maxLength": 64},
+                           "url": {"type": "string", "format": "uri",
+                                   "description": "GET: the WebVTT file; DELETE: remove it"}},
+        },
+        "SubtitleUpload": {
+            "type": "object",
+            "required": ["file", "language"],
+            "properties": {
+                "file": {"type": "string", "contentMediaType": "application/octet-stream",
+                         "description": ".vtt or .srt, UTF-8, at most 2 MiB"},
+                "language": {"type": "string", "description": "BCP 47 tag, e.g. en, pt-BR"},
+                "label": {"type": "string", "maxLength": 64,
+                          "description": "Menu name; default: the language's English name"},
+            },
+        },
         "Upload": {
             "type": "object",
             "required": ["title", "file"],
@@ -157,6 +176,31 @@ def _schemas() -> dict[str, Any]:
                 "visibility": {"enum": ["public", "private"]},
                 "file": {"type": "string", "contentMediaType": "application/octet-stream"},
             },
+        },
+    }
+
+
+def _subtitle_paths(video_id: list[dict[str, Any]]) -> dict[str, Any]:
+    """API.md §6: a video's subtitles (handlers/subtitles.py)."""
+    language = _path_param("language", "BCP 47 tag, any case (en, en-us, pt-BR)")
+    return {
+        "/api/video/{id}/subtitles/": {
+            "parameters": video_id,
+            "post": {"summary": "Add subtitles in a language (owner or admin): a .vtt or .srt file; "
+                                "an existing one of that language is replaced (201 as well)",
+                     "requestBody": {"required": True,
+                                     "content": {"multipart/form-data": {"schema": _ref("SubtitleUpload")}}},
+                     "responses": {"201": _json(_ref("Subtitle"), "Stored"),
+                                   **_errors(400, 401, 403, 404, 413, 415, 429)}},
+        },
+        "/api/video/{id}/subtitles/{language}/": {
+            "parameters": [*video_id, language],
+            "get": {"summary": "The WebVTT file of one language (whoever may see the video)",
+                    "responses": {"200": {"description": "WebVTT",
+                                          "content": {"text/vtt": {"schema": {"type": "string"}}}},
+                                  **_errors(401, 404)}},
+            "delete": {"summary": "Remove the subtitles of one language (owner or admin)",
+                       "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)}},
         },
     }
 
@@ -285,6 +329,7 @@ def openapi_document(public_url: str) -> dict[str, Any]:
                      "responses": {"202": _json(_ref("VideoDetail"), "Queued again"),
                                    **_errors(401, 404, 409, *_RULES)}},
         },
+        **_subtitle_paths(video_id),
         "/api/video/{id}/stream/": {"get": {
             "summary": "A signed, expiring playback URL for any HLS player", "parameters": [video],
             "responses": {"200": _json(_strings("url", "expires_at", required=("url", "expires_at")),

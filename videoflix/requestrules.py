@@ -27,6 +27,7 @@ MAX_FIELD_DEPTH = 8
 
 CROSS_SITE = "Cross-site request refused."
 EXPECTED_JSON = "Expected application/json."
+EXPECTED_MULTIPART = "Expected multipart/form-data."
 INVALID_JSON = "Invalid JSON body."
 TOO_LARGE = f"Request body too large: JSON bodies are limited to {MAX_JSON_BODY_BYTES} bytes."
 NUL_CHARACTER = "Null characters are not allowed."
@@ -99,6 +100,13 @@ def is_json_type(content_type: str | None) -> bool:
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     return media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json"))
+
+
+def check_multipart_request(headers: Mapping[str, str]) -> None:
+    """Multipart endpoints take only multipart/form-data (API.md §5): 415 otherwise."""
+    media_type = (headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+    if media_type != "multipart/form-data":
+        raise RuleViolation(415, EXPECTED_MULTIPART)
 
 
 def has_body(headers: Mapping[str, str]) -> bool:

@@ -223,3 +223,93 @@ class UploadReceiver:
         self.file.close_quietly()
         self.temp_path.unlink(missing_ok=True)
         _LIVE_PARTS.discard(self.temp_path.name)
+
+
+# --- subtitle uploads (API.md §6): small, so held in memory, capped --------------
+
+# Text fields of a subtitle upload (characters after decoding).
+SUBTITLE_FIELD_LIMITS = {"language": 64, "label": 256}
+
+
+class FileTooLarge(UploadError):
+    """The file part is over its cap (413)."""
+
+
+class MemoryFileTarget(BaseTarget):
+    """The one file part, kept in memory up to `max_bytes` (a subtitle file)."""
+
+    def __init__(self, max_bytes: int, counter: PartCounter) -> None:
+        super().__init__()
+        self.max_bytes = max_bytes
+        self._counter = counter
+        self._chunks: list[bytes] = []
+        self.size = 0
+        self.received = False
+        self.complete = False
+
+    async def astart(self) -> None:
+        self._counter.start()
+        if self.received:
+            raise UploadError("Only one file per upload.")
+        self.received = True
+        await super().astart()
+
+    async def on_data_received_async(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.max_bytes:
+            raise FileTooLarge(f"File too large: the limit is {self.max_bytes} bytes.")
+        self._chunks.append(chunk)
+
+    async def on_finish_async(self) -> None:
+        self.complete = True
+
+    @property
+    def value(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+class SubtitleUploadReceiver:
+    """A subtitle upload in flight: `file` (in memory, capped), `language`, `label`."""
+
+    def __init__(self, headers: Mapping[str, str], max_file_bytes: int) -> None:
+        try:
+            self._parser = StreamingFormDataParser(headers=headers)
+        except ParseFailedException:
+            raise UploadError("Expected a multipart/form-data body.") from None
+        counter = PartCounter()
+        self.file = MemoryFileTarget(max_file_bytes, counter)
+        self._parser.register("file", self.file)
+        self._fields = {name: FieldTarget(name, limit, counter) for name, limit in SUBTITLE_FIELD_LIMITS.items()}
+        for name, target in self._fields.items():
+            self._parser.register(name, target)
+        self._parser.register("*", OtherPartTarget(counter), matches=lambda *names: True)
+        self.received_bytes = 0
+
+    async def feed(self, chunk: bytes) -> None:
+        self.received_bytes += len(chunk)
+        try:
+            await self._parser.adata_received(chunk)
+        except ValidationError:
+            raise UploadError("A form field is too long.") from None
+        except ParseFailedException:
+            raise UploadError("Malformed multipart/form-data body.") from None
+
+    def fields(self) -> dict[str, str]:
+        """The text fields sent (absent ones are missing from the dict)."""
+        values = {}
+        for name, target in self._fields.items():
+            if not target._started:
+                continue
+            try:
+                values[name] = target.value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UploadError(f"The field '{name}' is not valid UTF-8.") from None
+        return values
+
+    @property
+    def has_file(self) -> bool:
+        return self.file.received and self.file.complete
+
+    @property
+    def filename(self) -> str:
+        return os.path.basename(self.file.multipart_filename or "")[:255]

@@ -7,7 +7,7 @@ import logging
 
 import tornado.web
 
-from videoflix import catalog, media, uploads, videos, watching
+from videoflix import catalog, media, uploads, videos, videosubtitles, watching
 from videoflix.handlers.base import APIError, BaseHandler, admin, authenticated
 from videoflix.uploads import UploadError, UploadReceiver
 
@@ -128,7 +128,7 @@ class VideoListHandler(BaseHandler):
             raise APIError(400, body=exc.errors) from None
         except videos.UploadRejected as exc:
             raise APIError(400, str(exc)) from None
-        self.write_json(catalog.detail_item(self.config, video, None), 201)
+        self.write_json(catalog.detail_item(self.config, video, None, subtitles=[]), 201)
 
     def client_gone(self) -> bool:
         stream = self.request.connection.stream
@@ -141,7 +141,8 @@ class VideoDetailHandler(BaseHandler):
         progress = await catalog.get_progress(self.services, video["id"])
         position = await watching.get_position(self.services, video["id"], user_id)
         playable = await catalog.get_playable_version(self.services, video)
-        self.write_json(catalog.detail_item(self.config, video, progress, position, playable))
+        tracks = await videosubtitles.list_items(self.config, self.services, video["id"])
+        self.write_json(catalog.detail_item(self.config, video, progress, position, playable, tracks))
 
     @authenticated
     async def get(self, video_id: str) -> None:

@@ -1,0 +1,161 @@
+"""Subtitles of a video (API.md §6): upload (multipart), delete, and the whole file.
+
+    POST   /api/video/<id>/subtitles/             file (.vtt/.srt), language, label?  -> 201
+    GET    /api/video/<id>/subtitles/<language>/  the canonical WebVTT file (text/vtt)
+    DELETE /api/video/<id>/subtitles/<language>/  -> 204
+
+The upload's body is small (subtitles.MAX_FILE_BYTES) and streamed into memory
+through a capped parser; before a byte of it is read the caller is authenticated
+(401), the content type checked (415), a declared oversize refused (413) and the
+video looked up (404 unless owner or admin).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import tornado.web
+
+from videoflix import catalog, media, requestrules, subtitles, uploads, videosubtitles
+from videoflix.handlers.base import APIError, BaseHandler, authenticated
+from videoflix.uploads import FileTooLarge, SubtitleUploadReceiver, UploadError
+
+log = logging.getLogger(__name__)
+
+# Multipart framing and the two text fields around a file of the maximum size.
+SUBTITLE_BODY_OVERHEAD_BYTES = 16 * 1024
+# A 2 MiB body arrives in seconds even on a slow line; a stalled one is cut off.
+SUBTITLE_BODY_TIMEOUT_SECONDS = 60.0
+VTT_TYPE = "text/vtt; charset=utf-8"
+
+
+@tornado.web.stream_request_body
+class SubtitleListHandler(BaseHandler):
+    """POST /api/video/<id>/subtitles/"""
+
+    takes_json = False  # multipart, read below
+    receiver: SubtitleUploadReceiver | None = None
+    slot_user: int | None = None
+
+    async def prepare(self) -> None:
+        super().prepare()  # the origin rule (403)
+        if self.request.method != "POST":
+            return
+        user = await self.authenticate()
+        try:
+            requestrules.check_multipart_request(self.request.headers)
+        except requestrules.RuleViolation as exc:
+            raise APIError(exc.status, body=exc.body) from None
+        limit = subtitles.MAX_FILE_BYTES + SUBTITLE_BODY_OVERHEAD_BYTES
+        length = self.request.headers.get("Content-Length")
+        if length is not None and (not length.strip().isdigit() or int(length) > limit):
+            raise APIError(413, f"File too large: the limit is {subtitles.MAX_FILE_BYTES} bytes.")
+        video_id = media.parse_video_id(self.path_args[0])
+        if video_id is None:
+            raise APIError(404)
+        try:
+            await videosubtitles.check_manageable(self.services, video_id, user.user_id, user.is_admin)
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        if not uploads.take_upload_slot(self.services, user.user_id, self.config.max_concurrent_uploads):
+            raise APIError(429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} "
+                                "in progress per user.")
+        self.slot_user = user.user_id
+        self.request.connection.set_max_body_size(limit)
+        self.request.connection.set_body_timeout(SUBTITLE_BODY_TIMEOUT_SECONDS)
+        try:
+            self.receiver = SubtitleUploadReceiver(self.request.headers, subtitles.MAX_FILE_BYTES)
+        except UploadError as exc:
+            raise APIError(400, str(exc)) from None
+
+    async def data_received(self, chunk: bytes) -> None:
+        receiver = self.receiver
+        if receiver is None:
+            return
+        limit = subtitles.MAX_FILE_BYTES + SUBTITLE_BODY_OVERHEAD_BYTES
+        try:
+            if receiver.received_bytes + len(chunk) > limit:
+                raise FileTooLarge(f"File too large: the limit is {subtitles.MAX_FILE_BYTES} bytes.")
+            await receiver.feed(chunk)
+        except FileTooLarge as exc:
+            self.refuse(APIError(413, str(exc)))
+        except UploadError as exc:
+            self.refuse(APIError(400, str(exc)))
+
+    def refuse(self, error: APIError) -> None:
+        """Answer now, mid-body; the rest of the body is ignored."""
+        self.receiver = None
+        self.send_error(error.status, exc_info=(type(error), error, None))
+
+    def on_finish(self) -> None:
+        if self.slot_user is not None:
+            uploads.release_upload_slot(self.services, self.slot_user)
+            self.slot_user = None
+
+    def on_connection_close(self) -> None:
+        self.receiver = None
+        self.on_finish()
+        super().on_connection_close()
+
+    @authenticated
+    async def post(self, video_id: str) -> None:
+        receiver = self.receiver
+        if receiver is None:  # refused mid-body: the answer is out
+            return
+        user = self.current_user
+        try:
+            fields = receiver.fields()
+            data = receiver.file.value if receiver.has_file else None
+            filename = receiver.filename if receiver.has_file else None
+            answer = await videosubtitles.add_from_upload(self.config, self.services, int(video_id), user.user_id,
+                                                          user.is_admin, fields, filename, data)
+        except UploadError as exc:
+            raise APIError(400, str(exc)) from None
+        except videosubtitles.InvalidSubtitle as exc:
+            raise APIError(400, body=exc.errors) from None
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        self.write_json(answer, 201)
+
+
+class SubtitleHandler(BaseHandler):
+    """GET (the WebVTT file) and DELETE /api/video/<id>/subtitles/<language>/"""
+
+    @authenticated
+    async def get(self, video_id: str, language: str) -> None:
+        user = self.current_user
+        try:
+            await catalog.get_visible_video(self.services, int(video_id), user.user_id, user.is_admin)
+            tag = await asyncio.get_running_loop().run_in_executor(
+                self.services.file_executor, subtitles.check_language, language)
+            path = media.subtitle_path(self.config.media_dir, int(video_id), tag)
+            body = await asyncio.get_running_loop().run_in_executor(
+                self.services.file_executor, videosubtitles.read_file, path)
+        except (media.VideoNotFound, subtitles.SubtitleError):
+            raise APIError(404) from None
+        if body is None:
+            raise APIError(404)
+        self.set_header("Content-Type", VTT_TYPE)
+        # Replaced by a new upload under the same URL: revalidate every time.
+        self.set_header("Cache-Control", "private, no-cache")
+        self.finish(body)
+
+    @authenticated
+    async def delete(self, video_id: str, language: str) -> None:
+        user = self.current_user
+        try:
+            await videosubtitles.remove(self.config, self.services, int(video_id), user.user_id, user.is_admin,
+                                        language)
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        except videosubtitles.SubtitleNotFound:
+            raise APIError(404, "This video has no subtitles in that language.") from None
+        self.set_status(204)
+        self.finish()
+
+
+VIDEO_ID = rf"({media.VIDEO_ID_PATTERN})"
+ROUTES = [
+    (rf"/api/video/{VIDEO_ID}/subtitles/", SubtitleListHandler),
+    (rf"/api/video/{VIDEO_ID}/subtitles/([^/]+)/", SubtitleHandler),
+]

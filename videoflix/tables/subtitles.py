@@ -1,0 +1,50 @@
+"""Every SQL statement touching the subtitles table. Functions take the cursor first."""
+from __future__ import annotations
+
+from typing import Any
+
+COLUMNS = "video_id, language, label, origin, cue_count, created_at, updated_at"
+ORIGINS = ("upload", "track")
+
+
+async def list_for_video(cur: Any, video_id: int) -> list[dict]:
+    """A video's subtitles, by label (the menu's order)."""
+    await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = %s ORDER BY label, language",
+                      (video_id,))
+    return await cur.fetchall()
+
+
+async def list_for_videos(cur: Any, video_ids: list[int]) -> list[dict]:
+    await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = ANY(%s) ORDER BY video_id, label, language",
+                      (list(video_ids),))
+    return await cur.fetchall()
+
+
+async def get(cur: Any, video_id: int, language: str) -> dict | None:
+    await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = %s AND language = %s",
+                      (video_id, language))
+    return await cur.fetchone()
+
+
+async def upsert(cur: Any, video_id: int, language: str, label: str, origin: str, cue_count: int) -> dict:
+    """Insert, or replace the row of that language (label, origin and count)."""
+    await cur.execute(
+        "INSERT INTO subtitles (video_id, language, label, origin, cue_count) VALUES (%s, %s, %s, %s, %s)"
+        " ON CONFLICT (video_id, language) DO UPDATE SET label = EXCLUDED.label, origin = EXCLUDED.origin,"
+        f" cue_count = EXCLUDED.cue_count, updated_at = now() RETURNING {COLUMNS}",
+        (video_id, language, label, origin, cue_count),
+    )
+    return await cur.fetchone()
+
+
+async def delete(cur: Any, video_id: int, language: str) -> bool:
+    await cur.execute("DELETE FROM subtitles WHERE video_id = %s AND language = %s RETURNING language",
+                      (video_id, language))
+    return await cur.fetchone() is not None
+
+
+async def lock_video(cur: Any, video_id: int) -> dict | None:
+    """Lock the video's row (inside a transaction): one subtitle change per video at a
+    time, so the label check and the write cannot interleave with another's."""
+    await cur.execute("SELECT id, owner_id FROM videos WHERE id = %s FOR UPDATE", (video_id,))
+    return await cur.fetchone()

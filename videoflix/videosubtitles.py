@@ -1,0 +1,299 @@
+"""A video's subtitles: add one from an upload, remove one, list them for the
+detail, import the text tracks a transcode extracted, and read the canonical file
+for the HLS subtitle playlists and segments (made per request, videosubtitles.hls_*).
+
+Parsing, checking and every file access run in `services.file_executor`; the
+rules themselves are subtitles.py's (pure). Files: media.subtitle_path (one per
+language per video). A change goes through a transaction that locks the video's
+row, so two uploads of one video cannot interleave their label checks and files.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from videoflix import media, subtitles
+from videoflix.config import Config
+from videoflix.db import cursor, transaction
+from videoflix.services import Services
+from videoflix.tables import subtitles as subtitle_rows
+from videoflix.tables import videos as video_rows
+
+log = logging.getLogger(__name__)
+
+LABEL_TAKEN = "Another subtitle track of this video has this label."
+# Extracted tracks of one source that are imported at most (a file may carry dozens).
+MAX_IMPORTED_TRACKS = 16
+
+
+class InvalidSubtitle(Exception):
+    """Field errors of a subtitle upload: {field: [message, ...]}."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+class SubtitleNotFound(Exception):
+    """No subtitle of that language for this video (404)."""
+
+
+@dataclass(frozen=True)
+class CheckedUpload:
+    language: str
+    label: str  # given, or the language's name
+    label_given: bool
+    vtt: str
+    cue_count: int
+
+
+def check_upload(fields: dict[str, str], filename: str | None, data: bytes | None) -> CheckedUpload:
+    """Validate a subtitle upload (blocking CPU: run in the executor); InvalidSubtitle."""
+    errors: dict[str, list[str]] = {}
+    language = ""
+    raw_language = fields.get("language")
+    if raw_language is None or not raw_language.strip():
+        errors["language"] = ["This field is required."]
+    else:
+        try:
+            language = subtitles.check_language(raw_language)
+        except subtitles.SubtitleError as exc:
+            errors["language"] = [str(exc)]
+    label = None
+    if "label" in fields and fields["label"].strip():
+        try:
+            label = subtitles.clean_label(fields["label"])
+        except subtitles.SubtitleError as exc:
+            errors["label"] = [str(exc)]
+    cues: list[subtitles.Cue] = []
+    if data is None or filename is None:
+        errors["file"] = ["No file was submitted."]
+    else:
+        try:
+            cues = subtitles.parse_subtitles(data, subtitles.file_kind(filename))
+        except subtitles.SubtitleError as exc:
+            errors["file"] = [str(exc)]
+    if errors:
+        raise InvalidSubtitle(errors)
+    return CheckedUpload(language=language, label=label or subtitles.default_label(language),
+                         label_given=label is not None, vtt=subtitles.render_vtt(cues), cue_count=len(cues))
+
+
+def subtitle_url(config: Config, video_id: int, language: str) -> str:
+    """Where the whole WebVTT file is served (GET), and what DELETE removes."""
+    return f"{config.public_url}/api/video/{int(video_id)}/subtitles/{language}/"
+
+
+def item(config: Config, row: dict) -> dict[str, Any]:
+    """The detail's `subtitles` entry, and the upload's answer."""
+    return {"language": row["language"], "label": row["label"],
+            "url": subtitle_url(config, row["video_id"], row["language"])}
+
+
+async def list_items(config: Config, services: Services, video_id: int) -> list[dict[str, Any]]:
+    async with cursor(services.pool) as cur:
+        rows = await subtitle_rows.list_for_video(cur, video_id)
+    return [item(config, row) for row in rows]
+
+
+async def list_rows(services: Services, video_id: int) -> list[dict]:
+    """The rows (language, label, ...) for the master playlist."""
+    async with cursor(services.pool) as cur:
+        return await subtitle_rows.list_for_video(cur, video_id)
+
+
+# --- files (executor) -----------------------------------------------------------
+
+def _write_file(path: Path, text: str) -> None:
+    """Write atomically: a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def read_file(path: Path) -> bytes | None:
+    """A canonical file's bytes (our own serialization), None if there is none."""
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _remove_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+async def _in_executor(services: Services, function: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(services.file_executor, function, *args)
+
+
+# --- use cases ---------------------------------------------------------------------
+
+async def check_manageable(services: Services, video_id: int, user_id: int, is_admin: bool) -> None:
+    """media.VideoNotFound unless the caller may change this video's subtitles."""
+    async with cursor(services.pool) as cur:
+        row = await video_rows.get_video(cur, video_id)
+    if row is None or not media.can_manage(row, user_id, is_admin):
+        raise media.VideoNotFound()
+
+
+async def add_from_upload(config: Config, services: Services, video_id: int, user_id: int, is_admin: bool,
+                          fields: dict[str, str], filename: str | None, data: bytes | None) -> dict[str, Any]:
+    """Store an uploaded .srt/.vtt as the video's subtitles in that language; an
+    existing one of the same language is replaced (its label too). Returns the item.
+    media.VideoNotFound for a video the caller may not manage; InvalidSubtitle."""
+    checked: CheckedUpload = await _in_executor(services, check_upload, fields, filename, data)
+    path = media.subtitle_path(config.media_dir, video_id, checked.language)
+    async with transaction(services.pool) as cur:
+        video = await subtitle_rows.lock_video(cur, video_id)
+        if video is None or not media.can_manage(video, user_id, is_admin):
+            raise media.VideoNotFound()
+        others = {row["label"] for row in await subtitle_rows.list_for_video(cur, video_id)
+                  if row["language"] != checked.language}
+        label = checked.label
+        if label in others:
+            if checked.label_given:
+                raise InvalidSubtitle({"label": [LABEL_TAKEN]})
+            label = subtitles.unique_label(label, others)
+        row = await subtitle_rows.upsert(cur, video_id, checked.language, label, "upload", checked.cue_count)
+        # Written while the row is locked; the transaction commits right after.
+        await _in_executor(services, _write_file, path, checked.vtt)
+    await _changed(services, video_id, video["owner_id"])
+    log.info("video %s: subtitles %s uploaded by user %s (%d cues)", video_id, checked.language, user_id,
+             checked.cue_count)
+    return item(config, row)
+
+
+async def remove(config: Config, services: Services, video_id: int, user_id: int, is_admin: bool,
+                 raw_language: str) -> None:
+    """Delete the video's subtitles in a language (any spelling of the tag).
+    media.VideoNotFound / SubtitleNotFound."""
+    try:
+        language = await _in_executor(services, subtitles.check_language, raw_language)
+    except subtitles.SubtitleError:
+        language = None
+    async with transaction(services.pool) as cur:
+        video = await subtitle_rows.lock_video(cur, video_id)
+        if video is None or not media.can_manage(video, user_id, is_admin):
+            raise media.VideoNotFound()
+        if language is None or not await subtitle_rows.delete(cur, video_id, language):
+            raise SubtitleNotFound()
+        await _in_executor(services, _remove_file, media.subtitle_path(config.media_dir, video_id, language))
+    await _changed(services, video_id, video["owner_id"])
+    log.info("video %s: subtitles %s deleted by user %s", video_id, language, user_id)
+
+
+async def _changed(services: Services, video_id: int, owner_id: int) -> None:
+    from videoflix import videos  # the lifecycle's "a video changed" (imported late: videos imports much)
+
+    await videos.video_changed(services, video_id, owner_id)
+
+
+# --- tracks extracted from the source (transcode/subtracks.py) ---------------------
+
+@dataclass(frozen=True)
+class _Track:
+    language: str
+    label: str | None
+    vtt: str
+    cue_count: int
+
+
+def _read_tracks(version_dir: Path, tracks: list[dict]) -> list[_Track]:
+    """The usable extracted tracks, one per language, best first (executor).
+
+    The child wrote these files from hostile input: each is parsed and re-serialized
+    like an upload; a track that fails is skipped with a log line."""
+    chosen: dict[str, _Track] = {}
+    for track in tracks[:MAX_IMPORTED_TRACKS]:
+        language = subtitles.container_language(track.get("language"))
+        if language in chosen:
+            continue
+        try:
+            data = (version_dir / track["file"]).read_bytes()
+            cues = subtitles.parse_vtt(data)
+        except (OSError, KeyError, TypeError, subtitles.SubtitleError) as exc:
+            log.info("%s: extracted track %s skipped: %s", version_dir, track.get("file"), exc)
+            continue
+        label = None
+        if track.get("title"):
+            try:
+                label = subtitles.clean_label(str(track["title"]))
+            except subtitles.SubtitleError:
+                label = None
+        chosen[language] = _Track(language, label or subtitles.default_label(language),
+                                  subtitles.render_vtt(cues), len(cues))
+    return list(chosen.values())
+
+
+async def import_tracks(config: Config, services: Services, video_id: int, version_dir: Path,
+                        tracks: list[dict]) -> list[str]:
+    """Make the extracted tracks the video's subtitles, except in languages that have
+    an uploaded one (an upload always wins). Returns the languages imported. Never
+    raises for a bad track: the publish goes on without it."""
+    if not tracks:
+        return []
+    usable: list[_Track] = await _in_executor(services, _read_tracks, Path(version_dir), tracks)
+    imported = []
+    async with transaction(services.pool) as cur:
+        video = await subtitle_rows.lock_video(cur, video_id)
+        if video is None:
+            return []
+        existing = {row["language"]: row for row in await subtitle_rows.list_for_video(cur, video_id)}
+        for track in usable:
+            current = existing.get(track.language)
+            if current is not None and current["origin"] == "upload":
+                continue
+            taken = {row["label"] for language, row in existing.items() if language != track.language}
+            label = subtitles.unique_label(track.label, taken)
+            row = await subtitle_rows.upsert(cur, video_id, track.language, label, "track", track.cue_count)
+            existing[track.language] = row
+            await _in_executor(services, _write_file,
+                               media.subtitle_path(config.media_dir, video_id, track.language), track.vtt)
+            imported.append(track.language)
+    if imported:
+        log.info("video %s: subtitles imported from the source: %s", video_id, ", ".join(imported))
+    return imported
+
+
+# --- HLS: playlists and segments per request ----------------------------------------
+
+# Parsed canonical files, keyed by path and identity (size, mtime, inode): a playing
+# session asks for a segment every few seconds, and parsing a large file each time
+# would cost tens of milliseconds of executor time.
+_CUE_CACHE_ENTRIES = 32
+_cue_cache: collections.OrderedDict[tuple, list[subtitles.Cue]] = collections.OrderedDict()
+_cue_cache_lock = threading.Lock()
+
+
+def read_cues(path: Path) -> list[subtitles.Cue] | None:
+    """The cues of a canonical file (executor), None if it is missing or unusable."""
+    try:
+        info = path.stat()
+        key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
+        with _cue_cache_lock:
+            cached = _cue_cache.get(key)
+            if cached is not None:
+                _cue_cache.move_to_end(key)
+                return cached
+        cues = subtitles.parse_vtt(path.read_bytes())
+    except (OSError, subtitles.SubtitleError) as exc:
+        log.info("subtitles %s unreadable: %s", path, exc)
+        return None
+    with _cue_cache_lock:
+        _cue_cache[key] = cues
+        while len(_cue_cache) > _CUE_CACHE_ENTRIES:
+            _cue_cache.popitem(last=False)
+    return cues
+
