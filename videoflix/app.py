@@ -8,7 +8,7 @@ import logging
 import tornado.httpserver
 import tornado.web
 
-from videoflix import metrics, playback
+from videoflix import metrics, playback, videosubtitles
 from videoflix import videos as video_lifecycle
 from videoflix.assets import scan_assets
 from videoflix.changefeed import VideoFeed
@@ -42,6 +42,7 @@ def make_runner(config: Config, services: Services, consumer: str | None = None)
     """The transcode consumer, its "job changed a video" connected to the lifecycle."""
     runner = TranscodeRunner(config, services, consumer=consumer)
     runner.on_video_changed.append(functools.partial(video_lifecycle.video_changed, services))
+    runner.on_outputs_ready.append(functools.partial(videosubtitles.import_result_tracks, config, services))
     metrics.of(services).watch_runner(runner)
     return runner
 

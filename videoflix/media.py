@@ -227,6 +227,14 @@ def track_file_name(stream_index: int) -> str:
     return f"{TRACKS_DIR_NAME}/{int(stream_index)}{SUBTITLE_SUFFIX}"
 
 
+_TRACK_FILE_RE = re.compile(rf"{TRACKS_DIR_NAME}/[0-9]{{1,5}}\{SUBTITLE_SUFFIX}")
+
+
+def is_track_file(name: str) -> bool:
+    """A name track_file_name writes (and nothing else: no other path is read)."""
+    return _TRACK_FILE_RE.fullmatch(name) is not None
+
+
 def parse_subtitle_segment(name: str) -> int | None:
     """The index of a subtitle segment name (seg_00003.vtt -> 3), None if not one."""
     if SUBTITLE_SEGMENT_NAME_RE.fullmatch(name) is None:

@@ -221,9 +221,11 @@ def _read_tracks(version_dir: Path, tracks: list[dict]) -> list[_Track]:
         if language in chosen:
             continue
         try:
+            if not media.is_track_file(str(track["file"])):
+                raise ValueError(f"not a track file name: {track['file']!r}")
             data = (version_dir / track["file"]).read_bytes()
             cues = subtitles.parse_vtt(data)
-        except (OSError, KeyError, TypeError, subtitles.SubtitleError) as exc:
+        except (OSError, KeyError, TypeError, ValueError) as exc:  # SubtitleError is a ValueError
             log.info("%s: extracted track %s skipped: %s", version_dir, track.get("file"), exc)
             continue
         label = None
@@ -265,6 +267,16 @@ async def import_tracks(config: Config, services: Services, video_id: int, versi
     if imported:
         log.info("video %s: subtitles imported from the source: %s", video_id, ", ".join(imported))
     return imported
+
+
+async def import_result_tracks(config: Config, services: Services, video_id: int, version_dir: Path,
+                               result: dict) -> None:
+    """The runner's on_outputs_ready hook: import what the run extracted (never raises
+    for the tracks' sake: a failure is logged and the publish goes on)."""
+    try:
+        await import_tracks(config, services, video_id, version_dir, list(result.get("subtitle_tracks") or []))
+    except (OSError, ValueError) as exc:
+        log.warning("video %s: subtitle tracks not imported: %s", video_id, exc)
 
 
 # --- HLS: playlists and segments per request ----------------------------------------

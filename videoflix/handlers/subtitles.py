@@ -98,7 +98,8 @@ class SubtitleListHandler(BaseHandler):
         super().on_connection_close()
 
     @authenticated
-    async def post(self, video_id: str) -> None:
+    async def post(self, raw_id: str) -> None:
+        video_id = media.parse_video_id(raw_id)  # checked in prepare already
         receiver = self.receiver
         if receiver is None:  # refused mid-body: the answer is out
             return
@@ -107,7 +108,7 @@ class SubtitleListHandler(BaseHandler):
             fields = receiver.fields()
             data = receiver.file.value if receiver.has_file else None
             filename = receiver.filename if receiver.has_file else None
-            answer = await videosubtitles.add_from_upload(self.config, self.services, int(video_id), user.user_id,
+            answer = await videosubtitles.add_from_upload(self.config, self.services, video_id, user.user_id,
                                                           user.is_admin, fields, filename, data)
         except UploadError as exc:
             raise APIError(400, str(exc)) from None
@@ -121,14 +122,21 @@ class SubtitleListHandler(BaseHandler):
 class SubtitleHandler(BaseHandler):
     """GET (the WebVTT file) and DELETE /api/video/<id>/subtitles/<language>/"""
 
+    def video_id(self, raw_id: str) -> int:
+        video_id = media.parse_video_id(raw_id)
+        if video_id is None:
+            raise APIError(404)
+        return video_id
+
     @authenticated
-    async def get(self, video_id: str, language: str) -> None:
+    async def get(self, raw_id: str, language: str) -> None:
         user = self.current_user
+        video_id = self.video_id(raw_id)
         try:
-            await catalog.get_visible_video(self.services, int(video_id), user.user_id, user.is_admin)
+            await catalog.get_visible_video(self.services, video_id, user.user_id, user.is_admin)
             tag = await asyncio.get_running_loop().run_in_executor(
                 self.services.file_executor, subtitles.check_language, language)
-            path = media.subtitle_path(self.config.media_dir, int(video_id), tag)
+            path = media.subtitle_path(self.config.media_dir, video_id, tag)
             body = await asyncio.get_running_loop().run_in_executor(
                 self.services.file_executor, videosubtitles.read_file, path)
         except (media.VideoNotFound, subtitles.SubtitleError):
@@ -141,10 +149,11 @@ class SubtitleHandler(BaseHandler):
         self.finish(body)
 
     @authenticated
-    async def delete(self, video_id: str, language: str) -> None:
+    async def delete(self, raw_id: str, language: str) -> None:
         user = self.current_user
+        video_id = self.video_id(raw_id)
         try:
-            await videosubtitles.remove(self.config, self.services, int(video_id), user.user_id, user.is_admin,
+            await videosubtitles.remove(self.config, self.services, video_id, user.user_id, user.is_admin,
                                         language)
         except media.VideoNotFound:
             raise APIError(404) from None
@@ -154,8 +163,11 @@ class SubtitleHandler(BaseHandler):
         self.finish()
 
 
-VIDEO_ID = rf"({media.VIDEO_ID_PATTERN})"
+# Parts are matched loosely and validated in the handlers (JSON 404s): a strict id
+# pattern here would let /api/video/<19 digits>/subtitles/x/ fall through to the HLS
+# segment route (405 instead of 404).
+PART = r"([^/]+)"
 ROUTES = [
-    (rf"/api/video/{VIDEO_ID}/subtitles/", SubtitleListHandler),
-    (rf"/api/video/{VIDEO_ID}/subtitles/([^/]+)/", SubtitleHandler),
+    (rf"/api/video/{PART}/subtitles/", SubtitleListHandler),
+    (rf"/api/video/{PART}/subtitles/{PART}/", SubtitleHandler),
 ]

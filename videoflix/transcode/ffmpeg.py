@@ -44,7 +44,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import IO
@@ -57,7 +57,7 @@ from videoflix.media import (
     THUMBNAIL_NAME,
 )
 from videoflix.proc import die_with_parent
-from videoflix.transcode import colour, ladderfile
+from videoflix.transcode import colour, ladderfile, subtracks
 from videoflix.transcode.ladder import Rendition, pick_renditions
 from videoflix.transcode.limits import MediaCaps, ResourceLimits, ffmpeg_limits
 from videoflix.transcode.playlist import (
@@ -166,6 +166,8 @@ class TranscodeResult:
     fps: float  # constant output frame rate
     resolutions: list[str]  # highest first
     has_audio: bool
+    # Text subtitle tracks written to tracks/ (subtracks.extract_tracks), imported at publish.
+    subtitle_tracks: list[dict] = field(default_factory=list)
 
 
 def time_limit_seconds(duration: float, settings: TranscodeSettings) -> float:
@@ -634,6 +636,9 @@ def _transcode(
         if on_playable is not None:
             on_playable()
     make_posters(source, out, probe, settings, limits)
+    subtitle_tracks = subtracks.extract_tracks(
+        source, out, probe, lambda command, timeout, run_limits: _run_quiet(command, timeout, settings.nice,
+                                                                            run_limits), limits)
     try:
         variants = [_variant(out, r, probe.has_audio) for r in renditions]
     except (PlaylistError, ProbeError) as error:
@@ -651,4 +656,5 @@ def _transcode(
         fps=top.fps,
         resolutions=[r.name for r in renditions],
         has_audio=probe.has_audio,
+        subtitle_tracks=subtitle_tracks,
     )

@@ -70,6 +70,24 @@ UNSUPPORTED_FORMAT_MESSAGE = (
 MAX_PLAUSIBLE_FPS = 1000.0
 
 
+# Text subtitle codecs (ffprobe codec_name) that ffmpeg converts to WebVTT; bitmap
+# subtitles (dvd_subtitle, hdmv_pgs_subtitle, dvb_subtitle) would need OCR and are
+# ignored.
+TEXT_SUBTITLE_CODECS = frozenset({"subrip", "srt", "ass", "ssa", "mov_text", "webvtt"})
+
+
+@dataclass(frozen=True)
+class SubtitleStream:
+    """A text subtitle stream of the source, as the container describes it."""
+
+    index: int  # ffprobe's stream index (-map 0:<index>)
+    codec: str
+    language: str | None  # the container's tag as is ("eng": ISO 639-2 mostly), None if absent
+    title: str | None
+    default: bool = False
+    forced: bool = False
+
+
 # A probe that hit its memory or CPU-time limit (see limits.PROBE_LIMITS).
 TOO_DEMANDING_MESSAGE = "The file needs more memory or CPU time to read than this server allows."
 
@@ -117,6 +135,7 @@ class Probe:
     color_transfer: str | None = None
     color_primaries: str | None = None
     color_space: str | None = None
+    subtitle_streams: tuple[SubtitleStream, ...] = ()
 
     @property
     def demuxer(self) -> str:
@@ -286,6 +305,7 @@ def parse_probe(data: dict[str, Any]) -> Probe:
         color_transfer=_text(video.get("color_transfer")),
         color_primaries=_text(video.get("color_primaries")),
         color_space=_text(video.get("color_space")),
+        subtitle_streams=_subtitle_streams(streams),
     )
 
 
@@ -294,6 +314,26 @@ def _text(value: Any) -> str | None:
     if not isinstance(value, str) or not value or value == "unknown" or len(value) > 32:
         return None
     return value
+
+
+def _tag(stream: dict[str, Any], name: str) -> str | None:
+    tags = stream.get("tags")
+    value = tags.get(name) if isinstance(tags, dict) else None
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def _subtitle_streams(streams: list[dict[str, Any]]) -> tuple[SubtitleStream, ...]:
+    found = []
+    for stream in streams:
+        codec = stream.get("codec_name")
+        index = _int(stream.get("index"))
+        if stream.get("codec_type") != "subtitle" or codec not in TEXT_SUBTITLE_CODECS or index is None:
+            continue
+        disposition = stream.get("disposition") if isinstance(stream.get("disposition"), dict) else {}
+        found.append(SubtitleStream(index=index, codec=str(codec), language=_tag(stream, "language"),
+                                    title=_tag(stream, "title"), default=bool(disposition.get("default")),
+                                    forced=bool(disposition.get("forced"))))
+    return tuple(found)
 
 
 def _claimed_rate(value: Any) -> float:

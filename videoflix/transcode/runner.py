@@ -290,6 +290,9 @@ class TranscodeRunner:
         # Awaited as hook(video_id, owner_id) after a job changed a video's row
         # (ready or failed); app.py connects it to videos.video_changed.
         self.on_video_changed: list[Callable[[int, int], Awaitable[None]]] = []
+        # Awaited as hook(video_id, version_dir, result) once a run's outputs are in place,
+        # before the row says ready (app.py: the extracted subtitle tracks are imported).
+        self.on_outputs_ready: list[Callable[[int, Path, dict], Awaitable[object]]] = []
         # Called as callback(wall_seconds, media_seconds) after a successful transcode (metrics).
         self.on_transcoded: list[Callable[[float, float], None]] = []
         # Jobs running in the process pool right now.
@@ -534,6 +537,8 @@ class TranscodeRunner:
         for callback in self.on_transcoded:
             callback(time.monotonic() - started, float(result["duration"] or 0.0))
         # Just renewed: the job is ours for a whole lease, far longer than this takes.
+        for hook in self.on_outputs_ready:  # e.g. the extracted subtitle tracks, before the switch
+            await hook(video_id, work, result)
         # Publish: one UPDATE makes the version live (only if it is still the row's building one).
         async with cursor(self.services.pool) as cur:
             ready = await videos.mark_ready(cur, video_id, version=version, duration=result["duration"],

@@ -1,0 +1,87 @@
+"""Text subtitle tracks of the source, extracted to WebVTT in the transcode child.
+
+One short ffmpeg run after the encode (it only demuxes: no decode of the picture)
+writes every text track (probe.TEXT_SUBTITLE_CODECS) to `<out>/tracks/<index>.vtt`
+(media.track_file_name), with the same forced, allow-listed demuxer as every other
+run (probe.input_options). If that run fails, each track is tried alone, so one
+broken track does not lose the others; a track that still fails is skipped: the
+video is fine without it. The loop side imports the files at publish
+(videosubtitles.import_tracks), parsing them as strictly as an upload.
+
+`build_extract_command` and `order_streams` are pure.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from videoflix.media import TRACKS_DIR_NAME, track_file_name
+from videoflix.transcode.limits import ResourceLimits
+from videoflix.transcode.probe import Probe, SubtitleStream, input_options
+
+log = logging.getLogger(__name__)
+
+# ffmpeg._run_quiet with the job's niceness: (argv, timeout seconds, limits) -> None.
+RunQuiet = Callable[[Sequence[str], float, "ResourceLimits | None"], None]
+
+# Tracks extracted at most (a file may carry dozens of languages).
+MAX_TRACKS = 16
+# Demuxing reads the whole file; a minute plus a tenth of the duration is plenty.
+EXTRACT_BASE_SECONDS = 60.0
+EXTRACT_SECONDS_PER_SECOND = 0.1
+
+
+def order_streams(streams: Sequence[SubtitleStream]) -> list[SubtitleStream]:
+    """Full tracks before forced ones (those only translate foreign dialogue), the
+    default first, then the file's order; at most MAX_TRACKS."""
+    ranked = sorted(streams, key=lambda s: (s.forced, not s.default, s.index))
+    return ranked[:MAX_TRACKS]
+
+
+def build_extract_command(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
+                          streams: Sequence[SubtitleStream]) -> list[str]:
+    """ffmpeg argv writing each stream to <out_dir>/tracks/<index>.vtt (pure)."""
+    command = [
+        "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
+        *input_options(probe.demuxer),
+        "-i", "file:" + os.fspath(source),
+    ]
+    for stream in streams:
+        command += ["-map", "0:%d" % stream.index, "-map_metadata", "-1", "-c:s", "webvtt", "-f", "webvtt",
+                    os.path.join(os.fspath(out_dir), track_file_name(stream.index))]
+    return command
+
+
+def extract_tracks(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
+                   run: RunQuiet, limits: ResourceLimits | None = None) -> list[dict]:
+    """Extract the text tracks; returns [{"file", "language", "title", "index"}] for
+    each one written, in import preference order. Never raises for a bad track."""
+    streams = order_streams(probe.subtitle_streams)
+    if not streams:
+        return []
+    out = Path(out_dir)
+    (out / TRACKS_DIR_NAME).mkdir(parents=True, exist_ok=True)
+    timeout = EXTRACT_BASE_SECONDS + EXTRACT_SECONDS_PER_SECOND * probe.duration
+    from videoflix.transcode.ffmpeg import TranscodeError  # ffmpeg.py imports this module
+
+    try:
+        run(build_extract_command(source, out, probe, streams), timeout, limits)
+    except TranscodeError as error:
+        log.info("%s: extracting %d subtitle track(s) together failed (%s); one by one", source,
+                 len(streams), error)
+        for stream in streams:
+            try:
+                run(build_extract_command(source, out, probe, [stream]), timeout, limits)
+            except TranscodeError as single:
+                log.info("%s: subtitle stream %d skipped: %s", source, stream.index, single)
+                (out / track_file_name(stream.index)).unlink(missing_ok=True)
+    written = []
+    for stream in streams:
+        path = out / track_file_name(stream.index)
+        if path.is_file() and path.stat().st_size > 0:
+            written.append({"file": track_file_name(stream.index), "language": stream.language,
+                            "title": stream.title, "index": stream.index})
+    return written
+
