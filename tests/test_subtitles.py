@@ -227,3 +227,39 @@ def test_subtitle_segment_names_are_strict():
     assert media.parse_subtitle_segment("seg_00003.vtt") == 3
     for bad in ("seg_3.vtt", "seg_00003.ts", "seg_00003.vtt\n", "seg_٠٠٠٠٣.vtt", "../seg_00003.vtt"):
         assert media.parse_subtitle_segment(bad) is None
+
+
+# --- a version's subtitle playlist and segments (videosubtitles, pure) ------------------
+
+LADDER = {"complete": True, "variants": [], "iframes": [], "start_pts": 126000, "duration": 9.5,
+          "segment_seconds": 4}
+
+
+def test_version_playlist_and_segments_come_from_the_ladder():
+    from videoflix import videosubtitles
+
+    cues = [Cue(1000, 2000, "one"), Cue(7000, 9000, "two")]
+    playlist = videosubtitles.render_hls_playlist(LADDER)
+    names = [name for _, name in _playlist_segments(playlist)]
+    assert names == ["seg_00000.vtt", "seg_00001.vtt", "seg_00002.vtt"]
+    texts = [videosubtitles.render_hls_segment(LADDER, cues, name) for name in names]
+    assert all("X-TIMESTAMP-MAP=MPEGTS:126000,LOCAL:00:00:00.000" in text for text in texts)
+    assert [[cue.text for cue in subtitles.parse_vtt(text.encode())] for text in texts] == [["one"], ["two"], ["two"]]
+
+
+@pytest.mark.parametrize("name", ["seg_00003.vtt", "seg_99999.vtt", "seg_0.vtt", "seg_00000.ts", "index.m3u8"])
+def test_segments_outside_the_playlist_are_unavailable(name):
+    from videoflix import videosubtitles
+
+    with pytest.raises(videosubtitles.SubtitleUnavailable):
+        videosubtitles.render_hls_segment(LADDER, [], name)
+
+
+@pytest.mark.parametrize("broken", [{}, {"duration": "x", "segment_seconds": 4}, {"duration": 0, "segment_seconds": 4},
+                                    {"duration": 5, "segment_seconds": 0}, {"duration": 5, "segment_seconds": 4,
+                                                                            "start_pts": -1}])
+def test_a_broken_ladder_makes_no_playlist(broken):
+    from videoflix import videosubtitles
+
+    with pytest.raises(videosubtitles.SubtitleUnavailable):
+        videosubtitles.render_hls_playlist(broken)

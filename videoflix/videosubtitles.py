@@ -309,3 +309,38 @@ def read_cues(path: Path) -> list[subtitles.Cue] | None:
             _cue_cache.popitem(last=False)
     return cues
 
+
+
+class SubtitleUnavailable(Exception):
+    """No such subtitle playlist or segment (404)."""
+
+
+def _ladder_timing(ladder: dict) -> tuple[float, float, int, bool]:
+    """(duration, segment_seconds, start_pts, complete) of a version's ladder.json."""
+    try:
+        duration = float(ladder["duration"])
+        segment_seconds = float(ladder["segment_seconds"])
+        start_pts = int(ladder.get("start_pts") or 0)
+    except (KeyError, TypeError, ValueError):
+        raise SubtitleUnavailable() from None
+    if not (duration > 0 and segment_seconds > 0) or start_pts < 0:
+        raise SubtitleUnavailable()
+    return duration, segment_seconds, start_pts, bool(ladder.get("complete"))
+
+
+def render_hls_playlist(ladder: dict) -> str:
+    """The subtitle media playlist of a version (pure): its duration in segments of
+    its segment length. The duration is the source's (probed before the run), so the
+    playlist is whole even while the version is being built."""
+    duration, segment_seconds, _, _ = _ladder_timing(ladder)
+    return subtitles.media_playlist(duration, segment_seconds, media.SUBTITLE_SEGMENT_PATTERN)
+
+
+def render_hls_segment(ladder: dict, cues: list[subtitles.Cue], name: str) -> str:
+    """Subtitle segment `name` (seg_NNNNN.vtt) of a version (pure); SubtitleUnavailable
+    for a name outside the playlist."""
+    duration, segment_seconds, start_pts, _ = _ladder_timing(ladder)
+    index = media.parse_subtitle_segment(name)
+    if index is None or index >= subtitles.segment_count(duration, segment_seconds):
+        raise SubtitleUnavailable()
+    return subtitles.render_segment(cues, index, segment_seconds, start_pts)

@@ -1,6 +1,7 @@
 // /watch/<id>: adaptive HLS through hls.js (native HLS where MSE is missing), a
 // quality menu, keyboard, resume, position saving and a stream link for other players.
 import { api, formatTime, headers, keepSession, posterOf, wireLogout } from './api.js';
+import { setupSubtitles } from './subtitles.js';
 
 wireLogout();
 const video = document.getElementById('video');
@@ -135,6 +136,7 @@ async function start(detail) {
     const hls = new Hls({ startPosition: resumeAt || (building ? 0 : -1), capLevelToPlayerSize: false });
     window.videoflixHls = hls; // for the curious (and the browser tests' diagnostics)
     hls.on(Hls.Events.MANIFEST_PARSED, () => { setupQualities(hls); showLevel(hls); });
+    setupSubtitles(Hls, hls, document.getElementById('subtitles'), video);
     hls.on(Hls.Events.LEVEL_SWITCHED, () => showLevel(hls));
     hls.on(Hls.Events.FRAG_CHANGED, (_, data) => showLevel(hls, data.frag.level));
     hls.on(Hls.Events.ERROR, (_, data) => {
