@@ -202,6 +202,32 @@ def _subtitle_paths(video_id: list[dict[str, Any]]) -> dict[str, Any]:
             "delete": {"summary": "Remove the subtitles of one language (owner or admin)",
                        "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)}},
         },
+        **_subtitle_hls_paths(),
+    }
+
+
+def _subtitle_hls_paths() -> dict[str, Any]:
+    """A version's subtitle playlists and WebVTT segments (made per request; access as
+    for that version's segments)."""
+    video = _path_param("id", "Video id (digits)")
+    version = _path_param("version", "A version of the renditions: v1, v2, ... (as the master names it)")
+    language = _path_param("language", "BCP 47 tag as the master names it")
+    segment = _path_param("segment", "seg_NNNNN.vtt")
+    token = _path_param("token", "Signed stream token from GET /api/video/{id}/stream/")
+    vtt = {"description": "WebVTT segment with X-TIMESTAMP-MAP", "content": {"text/vtt": {"schema": {"type": "string"}}}}
+    playlist = _playlist("Subtitle media playlist covering the whole duration")
+    return {
+        "/api/video/{id}/{version}/subtitles/{language}/index.m3u8": _file_get(
+            "Subtitle playlist of one language for one version", playlist, [video, version, language],
+            building=True),
+        "/api/video/{id}/{version}/subtitles/{language}/{segment}": _file_get(
+            "WebVTT segment of a subtitle playlist", vtt, [video, version, language, segment], building=True),
+        "/api/stream/{token}/{id}/{version}/subtitles/{language}/index.m3u8": _file_get(
+            "Subtitle playlist under a signed URL", playlist, [token, video, version, language], security=[],
+            building=True),
+        "/api/stream/{token}/{id}/{version}/subtitles/{language}/{segment}": _file_get(
+            "WebVTT segment under a signed URL", vtt, [token, video, version, language, segment], security=[],
+            building=True),
     }
 
 

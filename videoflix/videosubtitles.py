@@ -25,6 +25,8 @@ from videoflix.db import cursor, transaction
 from videoflix.services import Services
 from videoflix.tables import subtitles as subtitle_rows
 from videoflix.tables import videos as video_rows
+from videoflix.transcode import ladderfile
+from videoflix.transcode.playlist import SubtitleTrack
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +317,10 @@ class SubtitleUnavailable(Exception):
     """No such subtitle playlist or segment (404)."""
 
 
+class SubtitleNotReady(Exception):
+    """The version being built has not measured its first PTS yet (503, retry)."""
+
+
 def _ladder_timing(ladder: dict) -> tuple[float, float, int, bool]:
     """(duration, segment_seconds, start_pts, complete) of a version's ladder.json."""
     try:
@@ -340,7 +346,33 @@ def render_hls_segment(ladder: dict, cues: list[subtitles.Cue], name: str) -> st
     """Subtitle segment `name` (seg_NNNNN.vtt) of a version (pure); SubtitleUnavailable
     for a name outside the playlist."""
     duration, segment_seconds, start_pts, _ = _ladder_timing(ladder)
+    if ladder.get("start_pts") is None:
+        raise SubtitleNotReady()
     index = media.parse_subtitle_segment(name)
     if index is None or index >= subtitles.segment_count(duration, segment_seconds):
         raise SubtitleUnavailable()
     return subtitles.render_segment(cues, index, segment_seconds, start_pts)
+
+
+def render_hls_file(media_dir: str, video_id: int, version: int, language: str, segment: str | None) -> bytes:
+    """The subtitle playlist (segment None) or one segment of `language` for a version
+    of the video, from the canonical file and the version's ladder.json (executor).
+    SubtitleUnavailable when the version has no ladder or the video no such track."""
+    ladder = ladderfile.read_ladder(media.ladder_path(media_dir, video_id, version))
+    try:
+        path = media.subtitle_path(media_dir, video_id, language)
+    except ValueError:
+        raise SubtitleUnavailable() from None
+    cues = read_cues(path)
+    if ladder is None or cues is None:
+        raise SubtitleUnavailable()
+    if segment is None:
+        return render_hls_playlist(ladder).encode()
+    return render_hls_segment(ladder, cues, segment).encode()
+
+
+async def master_tracks(services: Services, video_id: int) -> list[SubtitleTrack]:
+    """The master's SUBTITLES group of a video: every track, none DEFAULT (the viewer
+    turns them on), AUTOSELECT=YES (a player may pick the one matching its language)."""
+    return [SubtitleTrack(language=row["language"], label=row["label"])
+            for row in await list_rows(services, video_id)]

@@ -50,7 +50,8 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
-from videoflix import accel, httpranges, images, media, mediafiles, playback, sessions, tokens, zerocopy
+from videoflix import (accel, httpranges, images, media, mediafiles, playback, sessions, tokens, videosubtitles,
+                       zerocopy)
 from videoflix.transcode import ladderfile
 from videoflix.transcode.playlist import PlaylistError, render_master
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
@@ -182,8 +183,8 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
         if ladder is None:
             raise APIError(404)
         try:
-            # Subtitle tracks (the subs branch) are passed here as `subtitles`.
-            body = render_master(ladder, prefix=media.version_prefix(version)).encode()
+            tracks = await videosubtitles.master_tracks(self.services, video_id)
+            body = render_master(ladder, subtitles=tracks, prefix=media.version_prefix(version)).encode()
         except PlaylistError:
             log.error("video %s version %s: unusable %s", video_id, version, path)
             raise APIError(404) from None

@@ -12,12 +12,20 @@ video looked up (404 unless owner or admin).
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
 import logging
+import re
+import time
 
 import tornado.web
 
-from videoflix import catalog, media, requestrules, subtitles, uploads, videosubtitles
-from videoflix.handlers.base import APIError, BaseHandler, authenticated
+from videoflix import (catalog, httpranges, media, mediafiles, playback, requestrules, sessions, subtitles, tokens,
+                       uploads, videosubtitles)
+from videoflix.handlers import hls
+from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin, JSONErrorsMixin,
+                                     ServicesMixin, authenticated, public)
+from videoflix.handlers.observe import ObservedMixin
 from videoflix.uploads import FileTooLarge, SubtitleUploadReceiver, UploadError
 
 log = logging.getLogger(__name__)
@@ -27,6 +35,8 @@ SUBTITLE_BODY_OVERHEAD_BYTES = 16 * 1024
 # A 2 MiB body arrives in seconds even on a slow line; a stalled one is cut off.
 SUBTITLE_BODY_TIMEOUT_SECONDS = 60.0
 VTT_TYPE = "text/vtt; charset=utf-8"
+# A language as it may appear in a subtitle URL: a canonical tag (media.subtitle_file_name).
+LANGUAGE_PART = re.compile(r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8}){0,16}")
 
 
 @tornado.web.stream_request_body
@@ -163,6 +173,111 @@ class SubtitleHandler(BaseHandler):
         self.finish()
 
 
+class SubtitleHLSHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
+                         tornado.web.RequestHandler):
+    """A version's subtitle playlist and segments, made per request from the canonical
+    WebVTT file and the version's ladder.json (parsing in the file executor), with the
+    access rules of that version's segments (playback.resolve_file):
+
+        /api/video/<id>/v<N>/subtitles/<language>/index.m3u8
+        /api/video/<id>/v<N>/subtitles/<language>/seg_NNNNN.vtt
+        and the same under /api/stream/<token>/
+
+    Not immutable although versioned: a new upload of that language changes them under
+    the same URL; ETag + `no-cache` make a revalidation a bodiless 304.
+    """
+
+    kind: str
+
+    def initialize(self, kind: str) -> None:  # type: ignore[override]
+        self.kind = kind
+
+    def set_default_headers(self) -> None:
+        self.set_cors_headers()
+        self.set_request_id_header()
+
+    def read_access_token(self, token: str, now: int) -> tokens.SessionClaims:
+        return tokens.read_access_token_cached(self.config.secret_key, token, now)
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        return value.decode("utf-8", errors="replace")  # a bad name is one more 404
+
+    def target(self, raw_id: str, raw_version: str, language: str, name: str) -> tuple[playback.HLSTarget, str]:
+        video_id = media.parse_video_id(raw_id)
+        version = media.parse_version(raw_version)
+        if self.kind == "playlist":
+            name = media.MEDIA_PLAYLIST_NAME
+        elif media.parse_subtitle_segment(name) is None:
+            raise APIError(404)
+        if video_id is None or version is None or not LANGUAGE_PART.fullmatch(language):
+            raise APIError(404)
+        return playback.HLSTarget(video_id=video_id, resolution=None, name=name, version=version), language
+
+    async def answer(self, served: playback.ServedFile, target: playback.HLSTarget, language: str,
+                     include_body: bool) -> None:
+        segment = None if self.kind == "playlist" else target.name
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(
+                self.services.file_executor, videosubtitles.render_hls_file, self.config.media_dir,
+                target.video_id, served.version, language, segment)
+        except videosubtitles.SubtitleUnavailable:
+            raise APIError(404) from None
+        except videosubtitles.SubtitleNotReady:
+            raise APIError(503, "Not transcoded yet: try again shortly.",
+                           headers={"Retry-After": hls.BUILDING_RETRY_AFTER}) from None
+        content_type = hls.PLAYLIST_TYPE if self.kind == "playlist" else VTT_TYPE
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", hls.REVALIDATE_CACHE_CONTROL)
+        self.add_header("Vary", "Accept-Encoding")
+        gzipped = httpranges.accepts_gzip(self.request.headers.get("Accept-Encoding", ""))
+        self.set_header("Etag", '"%s%s"' % (hashlib.sha256(body).hexdigest()[:32], "-gz" if gzipped else ""))
+        if self.check_etag_header():
+            self.set_status(304)
+            return
+        if gzipped:
+            body = gzip.compress(body, compresslevel=mediafiles.GZIP_LEVEL, mtime=0)
+            self.set_header("Content-Encoding", "gzip")
+        self.set_header("Content-Length", len(body))
+        if include_body:
+            self.write(body)
+
+
+class VideoSubtitleHLSHandler(SubtitleHLSHandler):
+    @authenticated
+    async def get(self, raw_id: str, raw_version: str, language: str, name: str = "",
+                  include_body: bool = True) -> None:
+        target, language = self.target(raw_id, raw_version, language, name)
+        try:
+            served = await playback.watchable_file(self.services, target, self.current_user)
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        await self.answer(served, target, language, include_body)
+
+    @authenticated
+    async def head(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        await self.get(raw_id, raw_version, language, name, include_body=False)
+
+
+class StreamSubtitleHLSHandler(SubtitleHLSHandler):
+    @public
+    async def get(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "",
+                  include_body: bool = True) -> None:
+        target, language = self.target(raw_id, raw_version, language, name)
+        try:
+            served = await playback.streamable_file(self.config, self.services, token, target, int(time.time()))
+        except playback.InvalidStreamToken:
+            raise APIError(401, INVALID_TOKEN) from None
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        except sessions.Unavailable:
+            raise APIError(503) from None
+        await self.answer(served, target, language, include_body)
+
+    @public
+    async def head(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        await self.get(token, raw_id, raw_version, language, name, include_body=False)
+
+
 # Parts are matched loosely and validated in the handlers (JSON 404s): a strict id
 # pattern here would let /api/video/<19 digits>/subtitles/x/ fall through to the HLS
 # segment route (405 instead of 404).
@@ -170,4 +285,10 @@ PART = r"([^/]+)"
 ROUTES = [
     (rf"/api/video/{PART}/subtitles/", SubtitleListHandler),
     (rf"/api/video/{PART}/subtitles/{PART}/", SubtitleHandler),
+    # A version's subtitle playlists and segments (PIPELINE_V2.md): <id>/v<N>/subtitles/<lang>/...
+    (rf"/api/video/{PART}/{PART}/subtitles/{PART}/index\.m3u8", VideoSubtitleHLSHandler, {"kind": "playlist"}),
+    (rf"/api/video/{PART}/{PART}/subtitles/{PART}/{PART}", VideoSubtitleHLSHandler, {"kind": "segment"}),
+    (rf"/api/stream/{PART}/{PART}/{PART}/subtitles/{PART}/index\.m3u8", StreamSubtitleHLSHandler,
+     {"kind": "playlist"}),
+    (rf"/api/stream/{PART}/{PART}/{PART}/subtitles/{PART}/{PART}", StreamSubtitleHLSHandler, {"kind": "segment"}),
 ]
