@@ -25,7 +25,9 @@ PAGE_CACHE_CONTROL = "no-cache"
 
 def content_security_policy(public_url: str) -> str:
     """Only our own origin (and the configured public one, where thumbnails and
-    playlists point) for everything; blob: for hls.js's media source and worker."""
+    playlists point) for everything; blob: for hls.js's media source and worker;
+    media-src data: for the empty `<track src="data:,WEBVTT">` hls.js gives each
+    subtitle track (its cues are added by script; a data: track runs no code)."""
     parts = urlsplit(public_url)
     origin = f"{parts.scheme}://{parts.netloc}"
     own = f"'self' {origin}"
@@ -34,7 +36,7 @@ def content_security_policy(public_url: str) -> str:
         "script-src 'self'",
         "style-src 'self'",
         f"img-src {own} data:",
-        f"media-src {own} blob:",
+        f"media-src {own} blob: data:",
         f"connect-src {own}",
         "worker-src 'self' blob:",
         "object-src 'none'",
