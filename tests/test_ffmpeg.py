@@ -6,6 +6,7 @@ parametrised tests then check the files on disk with ffprobe.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -31,6 +32,7 @@ from videoflix.transcode.ffmpeg import (
     time_limit_seconds,
     transcode,
 )
+from videoflix.transcode import iframes
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.ladderfile import provisional_variants, read_ladder
 from videoflix.transcode.playlist import (
@@ -49,8 +51,9 @@ def command_for(name: str, out_dir: str = "/out") -> list[str]:
 
 
 def tee_slaves(command: list[str]) -> list[str]:
-    assert command[-3:-1] == ["-f", "tee"]
-    return command[-1].split("|")
+    at = command.index("tee")
+    assert command[at - 1] == "-f"
+    return command[at + 1].split("|")
 
 
 def test_command_decodes_the_source_once_and_cascades_down_the_ladder():
@@ -61,8 +64,9 @@ def test_command_decodes_the_source_once_and_cascades_down_the_ladder():
         "[0:0]fps=30[c0];"
         "[c0]scale=1920:1080,setsar=1,format=yuv420p,split=2[v0][c1];"
         "[c1]scale=1280:720,setsar=1,format=yuv420p,split=2[v1][c2];"
-        "[c2]scale=854:480,setsar=1,format=yuv420p[v2]"
-    )  # each rung scaled once, from the one above it
+        "[c2]scale=854:480,setsar=1,format=yuv420p,split=2[v2][sprite_in];"
+        "[sprite_in]fps=1/2:round=up:start_time=0,scale=160:90,setsar=1,tile=10x10:init_padding=99[sprites]"
+    )  # each rung scaled once, from the one above it; the storyboard from the smallest
     assert command[:command.index("-i")].count("-progress") == 1
     assert "-nostats" in command
 
@@ -72,7 +76,7 @@ def test_command_encodes_audio_once_and_muxes_it_into_every_rendition():
     assert command.count("-c:a") == 1
     assert command[command.index("-ac") + 1] == "2"  # 5.1 downmixed
     assert command[command.index("-ar") + 1] == "48000"
-    assert command.count("-map") == 4  # three scaled videos, one audio
+    assert command.count("-map") == 5  # three scaled videos, one audio (+ the sprite sheets)
     slaves = tee_slaves(command)
     assert len(slaves) == 3
     for index, slave in enumerate(slaves):
@@ -83,7 +87,7 @@ def test_command_encodes_audio_once_and_muxes_it_into_every_rendition():
 def test_command_without_audio_maps_video_only():
     command = command_for(PEOPLE)
     assert "-c:a" not in command
-    assert command.count("-map") == 1
+    assert command.count("-map") == 2  # the video (+ the sprite sheets)
     assert "select='\\''0'\\''" in tee_slaves(command)[0]
 
 
@@ -240,11 +244,11 @@ def test_ladder_on_disk_matches_the_source(job, name):
     assert (done.result.width, done.result.height) == expected[0][1:]
     assert done.result.has_audio is HAS_AUDIO[name]
     assert sorted(p.name for p in done.out.iterdir()) == sorted(
-        ["ladder.json", "poster.jpg", "thumbnail.jpg", *done.result.resolutions])
+        ["ladder.json", "poster.jpg", "thumbnail.jpg", "thumbs", *done.result.resolutions])
     for rung, width, height in expected:
         names = sorted(p.name for p in (done.out / rung).iterdir())
-        assert names[-1] == "seg_%05d.ts" % (len(names) - 2)  # index.m3u8 + seg_00000..
-        assert all(re.fullmatch(r"seg_\d{5}\.ts", n) for n in names if n != "index.m3u8")
+        assert names[-1] == "seg_%05d.ts" % (len(names) - 3)  # iframes.m3u8, index.m3u8 + seg_00000..
+        assert all(re.fullmatch(r"seg_\d{5}\.ts", n) for n in names if n not in ("iframes.m3u8", "index.m3u8"))
         stream = ffprobe_json(segment_paths(done.out / rung)[0], "-select_streams", "v:0",
                               "-show_streams")["streams"][0]
         assert (stream["codec_name"], stream["profile"], stream["pix_fmt"]) == ("h264", "High", "yuv420p")
@@ -381,6 +385,89 @@ def test_poster_and_thumbnail_fit_their_limits(job, name):
         assert max(stream["width"], stream["height"]) <= limit
         # Same orientation and aspect as the video.
         assert stream["width"] / stream["height"] == pytest.approx(source_w / source_h, rel=0.02)
+
+
+def keyframes_by_ffprobe(segment: Path) -> list[tuple[int, int]]:
+    """(byte position, PTS) of every video keyframe packet, as ffprobe demuxes them."""
+    data = ffprobe_json(segment, "-select_streams", "v:0", "-show_entries", "packet=pos,pts,flags")
+    return [(int(p["pos"]), int(p["pts"])) for p in data["packets"] if p["flags"].startswith("K")]
+
+
+def iframe_playlist_entries(path: Path) -> list[tuple[float, int, int, str]]:
+    """[(EXTINF, length, offset, uri), ...] of an I-frame playlist."""
+    lines = path.read_text().splitlines()
+    assert lines[:6] == ["#EXTM3U", "#EXT-X-VERSION:4", lines[2], "#EXT-X-MEDIA-SEQUENCE:0",
+                         "#EXT-X-PLAYLIST-TYPE:VOD", "#EXT-X-I-FRAMES-ONLY"]
+    assert lines[-1] == "#EXT-X-ENDLIST"
+    target = int(lines[2].removeprefix("#EXT-X-TARGETDURATION:"))
+    entries = []
+    for extinf, byterange, uri in zip(lines[6:-1:3], lines[7:-1:3], lines[8:-1:3]):
+        duration = float(extinf.removeprefix("#EXTINF:").rstrip(","))
+        length, offset = byterange.removeprefix("#EXT-X-BYTERANGE:").split("@")
+        assert round(duration) <= target
+        entries.append((duration, int(length), int(offset), uri))
+    return entries
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SOURCES)
+def test_ts_scan_finds_the_keyframes_ffprobe_finds(job, name):
+    done = job(name)
+    for rung in done.result.resolutions:
+        for segment in segment_paths(done.out / rung):
+            found = [(f.offset, f.pts) for f in iframes.scan_iframes(segment.read_bytes())]
+            assert found == keyframes_by_ffprobe(segment), segment
+            assert len(found) == 2 or segment == segment_paths(done.out / rung)[-1]  # a 4 s segment, 2 s GOPs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SOURCES)
+def test_iframe_playlist_lists_every_keyframe_with_the_time_to_the_next(job, name):
+    done = job(name)
+    for rung in done.result.resolutions:
+        directory = done.out / rung
+        entries = iframe_playlist_entries(directory / "iframes.m3u8")
+        keyframes = [(segment.name, pos, pts) for segment in segment_paths(directory)
+                     for pos, pts in keyframes_by_ffprobe(segment)]
+        assert [(uri, offset) for _, _, offset, uri in entries] == [(uri, pos) for uri, pos, _ in keyframes]
+        gaps = [(b[2] - a[2]) / 90000 for a, b in zip(keyframes, keyframes[1:])]
+        assert [d for d, *_ in entries[:-1]] == pytest.approx(gaps, abs=1e-5)
+        total = sum(d for _, d in parse_media_playlist((directory / "index.m3u8").read_text())[1])
+        assert sum(d for d, *_ in entries) == pytest.approx(total, abs=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["park", "people_no_audio", "webm_vp8"])
+def test_each_iframe_byte_range_decodes_as_exactly_one_keyframe(job, name, tmp_path):
+    """What a player does with an I-frame entry: the segment's PAT/PMT (its start, up to
+    the first video packet), then the byte range; ffprobe must decode one I-frame from it."""
+    done = job(name)
+    for rung in done.result.resolutions:
+        directory = done.out / rung
+        for number, (_, length, offset, uri) in enumerate(iframe_playlist_entries(directory / "iframes.m3u8")):
+            data = (directory / uri).read_bytes()
+            header = data[:keyframes_by_ffprobe(directory / uri)[0][0]]
+            piece = tmp_path / ("%s-%d.ts" % (rung, number))
+            piece.write_bytes(header + data[offset:offset + length])
+            frames = ffprobe_json(piece, "-select_streams", "v:0",
+                                  "-show_entries", "frame=key_frame,pict_type")["frames"]
+            assert [(f["key_frame"], f["pict_type"]) for f in frames] == [(1, "I")], (uri, offset)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SOURCES)
+def test_thumbnail_track_covers_the_video(job, name):
+    done = job(name)
+    smallest = done.out / done.result.resolutions[-1]
+    total = sum(d for _, d in parse_media_playlist((smallest / "index.m3u8").read_text())[1])
+    text = (done.out / "thumbs" / "thumbnails.vtt").read_text()
+    times = re.findall(r"^(\d\d):(\d\d):(\d\d\.\d{3}) --> (\d\d):(\d\d):(\d\d\.\d{3})$", text, re.M)
+    seconds = [(int(a) * 3600 + int(b) * 60 + float(c), int(d) * 3600 + int(e) * 60 + float(f))
+               for a, b, c, d, e, f in times]
+    assert seconds[0][0] == 0 and seconds[-1][1] == pytest.approx(total, abs=0.001)
+    assert len(seconds) == math.ceil(total / 2 - 1e-6)
+    for sheet in set(re.findall(r"^(sprite_\d{3}\.jpg)#xywh=", text, re.M)):
+        assert (done.out / "thumbs" / sheet).is_file()
 
 
 @pytest.mark.slow

@@ -13,6 +13,9 @@
     media/<id>/v<N>/<res>/seg_NNNNN.ts  its MPEG-TS segments (each appears complete)
     media/<id>/v<N>/poster.jpg        representative frame, long side <= 1280
     media/<id>/v<N>/thumbnail.jpg     the same, long side <= 480 (the catalog's thumbnail_url)
+    media/<id>/v<N>/<res>/iframes.m3u8  I-frame playlist: byte ranges into the segments
+    media/<id>/v<N>/thumbs/sprite_NNN.jpg  storyboard sprite sheets
+    media/<id>/v<N>/thumbs/thumbnails.vtt  WebVTT track: cue -> sprite_NNN.jpg#xywh=x,y,w,h
     media/<id>/master.m3u8, <res>/, poster.jpg, thumbnail.jpg
                                       version 0: the wave-1 layout of videos made ready
                                       before versions existed, served as it is
@@ -42,6 +45,13 @@ POSTER_NAME = "poster.jpg"
 THUMBNAIL_NAME = "thumbnail.jpg"
 # ffmpeg's -hls_segment_filename pattern; 5 digits of 4 s segments cover 111 hours.
 SEGMENT_PATTERN = "seg_%05d.ts"
+# Trick-play (transcode/sprites.py, transcode/iframes.py): IFRAME_PLAYLIST_NAME above per
+# rendition beside its index.m3u8, and the storyboard in thumbs/: sprite sheets (ffmpeg's
+# image2 pattern, numbered from 0; 3 digits of 100-tile sheets at >= 2 s a tile cover
+# 55 hours) and the WebVTT track pointing into them.
+THUMBS_DIR = "thumbs"
+SPRITE_PATTERN = "sprite_%03d.jpg"
+THUMBNAILS_VTT_NAME = "thumbnails.vtt"
 
 
 def _segment_name_re(pattern: str) -> re.Pattern[str]:
@@ -52,6 +62,7 @@ def _segment_name_re(pattern: str) -> re.Pattern[str]:
 
 
 SEGMENT_NAME_RE = _segment_name_re(SEGMENT_PATTERN)
+SPRITE_NAME_RE = _segment_name_re(SPRITE_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,14 @@ def parse_video_id(raw: str) -> int | None:
 
 def is_segment_name(name: str) -> bool:
     return SEGMENT_NAME_RE.fullmatch(name) is not None
+
+
+def is_sprite_name(name: str) -> bool:
+    return SPRITE_NAME_RE.fullmatch(name) is not None
+
+
+def sprite_name(index: int) -> str:
+    return SPRITE_PATTERN % index
 
 
 def video_dir(media_dir: str, video_id: int) -> Path:

@@ -33,6 +33,7 @@ Output layout inside out_dir (one version, media.version_dir):
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -55,9 +56,10 @@ from videoflix.media import (
     POSTER_NAME,
     SEGMENT_PATTERN,
     THUMBNAIL_NAME,
+    THUMBS_DIR,
 )
 from videoflix.proc import die_with_parent
-from videoflix.transcode import colour, ladderfile, subtracks
+from videoflix.transcode import colour, iframes, ladderfile, sprites, subtracks
 from videoflix.transcode.ladder import Rendition, pick_renditions
 from videoflix.transcode.limits import MediaCaps, ResourceLimits, ffmpeg_limits
 from videoflix.transcode.playlist import (
@@ -108,6 +110,10 @@ STDERR_TAIL_LINES = 8
 # ffmpeg's share of the progress bar; posters, measuring and the master take the rest.
 FFMPEG_PROGRESS_SHARE = 98.0
 
+# Filter-graph pads of the storyboard branch (sprites.py).
+SPRITE_SOURCE_PAD = "sprite_in"
+SPRITE_OUTPUT_PAD = "sprites"
+
 # Encoding constants that are not knobs: HLS clients decode H.264 High 8-bit 4:2:0 and
 # AAC-LC stereo everywhere (Apple's HLS authoring spec).
 VIDEO_PROFILE = "high"
@@ -151,6 +157,10 @@ class TranscodeSettings:
     caps: MediaCaps = MediaCaps()  # checked again here: the upload's check may be older
     memory_mb: int = 0  # address-space limit of each ffmpeg run; 0 = sized from the job
     cpu_factor: float = 30.0  # CPU-seconds per second of 1080p video (limits.ffmpeg_limits)
+
+    storyboard: bool = True  # sprite sheets + thumbnails.vtt (bench/transcode.py turns them off)
+    sprite_columns: int = sprites.DEFAULT_COLUMNS
+    sprite_rows: int = sprites.DEFAULT_ROWS
 
     def __post_init__(self) -> None:
         if self.gop_seconds <= 0 or self.segment_seconds % self.gop_seconds:
@@ -268,13 +278,21 @@ def build_command(
         raise ValueError("renditions must share one frame rate to share keyframes")
     fps = fps_values.pop()
     count = len(renditions)
+    plan = sprite_plan(probe, renditions, settings)
     # HDR sources are tone mapped once, at the top rendition's size, before the cascade.
     tone_map = tone_map_filters(probe, (renditions[0].width, renditions[0].height))
     chains = ["[0:%d]%s[c0]" % (probe.video_stream_index, ",".join(["fps=%s" % fps_arg(fps), *tone_map]))]
     for i, r in enumerate(renditions):
         scaled = "[c%d]scale=%d:%d,setsar=1,format=%s" % (i, r.width, r.height, PIXEL_FORMAT)
         last = i == count - 1
-        chains.append(scaled + ("[v%d]" % i if last else ",split=2[v%d][c%d]" % (i, i + 1)))
+        if not last:
+            chains.append(scaled + ",split=2[v%d][c%d]" % (i, i + 1))
+        elif plan is None:
+            chains.append(scaled + "[v%d]" % i)
+        else:
+            # The storyboard branches off the smallest rendition: the fewest pixels to scale.
+            chains.append(scaled + ",split=2[v%d][%s]" % (i, SPRITE_SOURCE_PAD))
+            chains.append(sprites.filter_chain(plan, SPRITE_SOURCE_PAD, SPRITE_OUTPUT_PAD))
     gop = _gop_frames(fps, settings)
     command = [
         "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
@@ -307,7 +325,20 @@ def build_command(
         ]
     slaves = [_hls_slave(out_dir, r, i, audio_index, settings) for i, r in enumerate(renditions)]
     command += ["-f", "tee", "|".join(slaves)]
+    if plan is not None:
+        command += sprites.output_args(SPRITE_OUTPUT_PAD, _path_arg(out_dir), fps_arg(fps))
     return command
+
+
+def sprite_plan(probe: Probe, renditions: Sequence[Rendition],
+                settings: TranscodeSettings) -> sprites.SpritePlan | None:
+    """The storyboard of this job (pure), None when sprites are off: from the smallest
+    rendition (the last, the ladder is highest first)."""
+    if not settings.storyboard or not renditions:
+        return None
+    smallest = renditions[-1]
+    return sprites.plan_sprites(probe.duration, smallest.width, smallest.height,
+                                settings.sprite_columns, settings.sprite_rows)
 
 
 def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -511,6 +542,24 @@ def _variant(out_dir: Path, rendition: Rendition, has_audio: bool) -> Variant:
     )
 
 
+@dataclass(frozen=True)
+class Trickplay:
+    """What write_trickplay made: one I-frame stream per rendition, the thumbnails track."""
+
+    iframes: list[iframes.IFrameStream]
+    thumbnails_vtt: str | None  # relative to the output folder, or None without sheets
+
+
+def write_trickplay(out: Path, variants: Sequence[Variant], plan: sprites.SpritePlan | None) -> Trickplay:
+    """After ffmpeg: <res>/iframes.m3u8 for every rendition, thumbs/thumbnails.vtt for
+    the sheets (spanning the smallest rendition's measured duration)."""
+    streams = [iframes.IFrameStream.of(v, iframes.write_iframe_playlist(out / v.name)) for v in variants]
+    vtt = None
+    if plan is not None:
+        vtt = sprites.write_thumbnails_vtt(out, plan, measure_rendition(out / variants[-1].name).duration)
+    return Trickplay(streams, vtt)
+
+
 def check_complete(produced: float, duration: float) -> None:
     """Raise when the output ends well before the source's duration (pure)."""
     missing = duration - produced
@@ -594,6 +643,9 @@ def _transcode(
     )
     for rendition in renditions:
         (out / rendition.name).mkdir(parents=True, exist_ok=True)
+    plan = sprite_plan(probe, renditions, settings)
+    if plan is not None:
+        (out / THUMBS_DIR).mkdir(exist_ok=True)  # image2 does not create it
     provisional = ladderfile.provisional_variants(renditions, probe.has_audio, settings.audio_kbps)
     ladder_file = out / LADDER_NAME
     ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
@@ -641,11 +693,13 @@ def _transcode(
                                                                             run_limits), limits)
     try:
         variants = [_variant(out, r, probe.has_audio) for r in renditions]
+        trickplay = write_trickplay(out, variants, plan)
     except (PlaylistError, ProbeError) as error:
         raise TranscodeError("Unusable output: %s" % error) from error
     ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
         variants, complete=True, duration=probe.duration, segment_seconds=settings.segment_seconds,
-        start_pts=start_pts[0]))
+        start_pts=start_pts[0], iframes=[dataclasses.asdict(stream) for stream in trickplay.iframes],
+        thumbnails_vtt=trickplay.thumbnails_vtt))
     if on_progress is not None:
         on_progress(100.0)
     top = renditions[0]
