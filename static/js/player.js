@@ -1,6 +1,7 @@
 // /watch/<id>: adaptive HLS through hls.js (native HLS where MSE is missing), a
 // quality menu, keyboard, resume, position saving and a stream link for other players.
 import { api, formatTime, headers, keepSession, posterOf, wireLogout } from './api.js';
+import { attachStoryboard } from './storyboard.js';
 import { setupSubtitles } from './subtitles.js';
 
 wireLogout();
@@ -161,6 +162,8 @@ async function start(detail) {
     say('This browser cannot play HLS video. Use “Copy stream link” with VLC or another player.', 'bad');
   }
   if (resumeAt) say(`Resuming at ${formatTime(resumeAt)}.`);
+  // Seek-bar previews when the video has a thumbnails track (trick-play).
+  if (detail.thumbnails_vtt) attachStoryboard(video, document.getElementById('scrub'), detail.thumbnails_vtt, detail.duration);
   video.play().catch(() => {}); // autoplay may be refused: the controls are there
 }
 
