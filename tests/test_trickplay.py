@@ -163,7 +163,7 @@ def test_command_branches_the_storyboard_off_the_smallest_rendition_into_an_imag
     sprite_output = command[command.index("[sprites]") - 1:]
     assert sprite_output == ["-map", "[sprites]", "-map_metadata", "-1", "-c:v", "mjpeg", "-q:v", "5",
                              "-fps_mode", "passthrough", "-r", "30", "-f", "image2", "-start_number", "0",
-                             "/out/thumbs/sprite_%03d.jpg"]
+                             "-atomic_writing", "1", "/out/thumbs/sprite_%03d.jpg"]
     assert command.count("-i") == 1  # no second decode
 
 

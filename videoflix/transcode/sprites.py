@@ -118,11 +118,12 @@ def output_args(label: str, out_dir: str, rate: str) -> list[str]:
     `out_dir` is already safe for ffmpeg's argv (ffmpeg._path_arg, no '%'); `rate` is
     the video's frame rate (see the module docstring). One JPEG per sheet, numbered from
     0; passthrough timestamps: a sheet is written once, never duplicated or dropped to
-    keep a constant rate."""
+    keep a constant rate; atomic writing (a .tmp renamed into place): a sheet is served
+    whole or not at all while the run goes."""
     return [
         "-map", "[%s]" % label, "-map_metadata", "-1",
         "-c:v", "mjpeg", "-q:v", str(JPEG_QUALITY), "-fps_mode", "passthrough", "-r", rate,
-        "-f", "image2", "-start_number", "0",
+        "-f", "image2", "-start_number", "0", "-atomic_writing", "1",
         os.path.join(out_dir, THUMBS_DIR, SPRITE_PATTERN),
     ]
 
