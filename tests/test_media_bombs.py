@@ -28,6 +28,7 @@ from videoflix.transcode.ffmpeg import (
     TranscodeSettings,
     build_command,
     job_limits,
+    prepare_output,
     run_ffmpeg,
     transcode,
 )
@@ -268,8 +269,7 @@ def probe_and_command(tmp_path: Path, name: str = PARK):
     probe = probe_file_sync(clip(name))
     out = tmp_path / "out"
     renditions = pick_renditions(probe)
-    for rendition in renditions:
-        (out / rendition.name).mkdir(parents=True)
+    prepare_output(out, probe, renditions, TranscodeSettings())
     return probe, build_command(clip(name), out, probe, renditions, TranscodeSettings())
 
 

@@ -21,6 +21,7 @@ from videoflix.transcode.ffmpeg import (
     TranscodeSettings,
     build_command,
     build_poster_command,
+    prepare_output,
     public_reason,
     run_ffmpeg,
     transcode,
@@ -159,8 +160,7 @@ def test_ffmpeg_cannot_open_a_playlist_as_the_demuxer_it_was_pinned_to(tmp_path)
     source.write_bytes(hls_playlist(clip(PARK)))
     probe = probe_file_sync(clip(PARK))
     out = tmp_path / "out"
-    for rendition in pick_renditions(probe):
-        (out / rendition.name).mkdir(parents=True)
+    prepare_output(out, probe, pick_renditions(probe), TranscodeSettings())
     command = build_command(source, out, probe, pick_renditions(probe), TranscodeSettings())
     with pytest.raises(TranscodeError):
         run_ffmpeg(command, duration=probe.duration, stall_seconds=30, time_limit=60)

@@ -18,7 +18,7 @@ import pytest
 from media import PEOPLE, PARK, clip, ffmpeg, ffprobe_json, probe_facts
 from videoflix.media import is_sprite_name
 from videoflix.transcode import iframes, sprites
-from videoflix.transcode.ffmpeg import TranscodeSettings, build_command, run_ffmpeg, transcode
+from videoflix.transcode.ffmpeg import TranscodeSettings, build_command, prepare_output, run_ffmpeg, transcode
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.playlist import PlaylistError, parse_media_playlist
 from videoflix.transcode.probe import parse_probe, probe_file_sync
@@ -265,8 +265,7 @@ def test_sheets_neither_hold_back_progress_nor_push_out_time_past_the_end(tmp_pa
     probe = probe_file_sync(source)
     renditions = pick_renditions(probe)
     out = tmp_path / "out"
-    for directory in [out / "thumbs", *(out / r.name for r in renditions)]:
-        directory.mkdir(parents=True)
+    prepare_output(out, probe, renditions, TranscodeSettings())
     seen: list[float] = []
     produced = run_ffmpeg(build_command(source, out, probe, renditions, TranscodeSettings()),
                           duration=probe.duration, stall_seconds=60, time_limit=600, on_progress=seen.append)

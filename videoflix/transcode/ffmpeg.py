@@ -330,6 +330,14 @@ def build_command(
     return command
 
 
+def prepare_output(out: Path, probe: Probe, renditions: Sequence[Rendition], settings: TranscodeSettings) -> None:
+    """The folders build_command's outputs write into (ffmpeg creates none of them)."""
+    for rendition in renditions:
+        (out / rendition.name).mkdir(parents=True, exist_ok=True)
+    if sprite_plan(probe, renditions, settings) is not None:
+        (out / THUMBS_DIR).mkdir(exist_ok=True)
+
+
 def sprite_plan(probe: Probe, renditions: Sequence[Rendition],
                 settings: TranscodeSettings) -> sprites.SpritePlan | None:
     """The storyboard of this job (pure), None when sprites are off: from the smallest
@@ -641,11 +649,8 @@ def _transcode(
         source, probe.width, probe.height, probe.fps, probe.duration, probe.has_audio,
         ", ".join("%s %dx%d@%.3f" % (r.name, r.width, r.height, r.fps) for r in renditions),
     )
-    for rendition in renditions:
-        (out / rendition.name).mkdir(parents=True, exist_ok=True)
+    prepare_output(out, probe, renditions, settings)
     plan = sprite_plan(probe, renditions, settings)
-    if plan is not None:
-        (out / THUMBS_DIR).mkdir(exist_ok=True)  # image2 does not create it
     provisional = ladderfile.provisional_variants(renditions, probe.has_audio, settings.audio_kbps)
     ladder_file = out / LADDER_NAME
     ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
