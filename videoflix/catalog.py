@@ -57,9 +57,10 @@ def is_playable(video: dict, playable_version: int | None) -> bool:
 
 def detail_item(config: Config, video: dict, progress: float | None,
                 position: float | None = None, playable_version: int | None = None,
-                subtitles: list[dict] | None = None) -> dict[str, Any]:
-    """API.md §4's detail, plus §6's `position` (the caller's, or None), `playable` and
-    `subtitles` (videosubtitles.item each; only when the caller looked them up).
+                subtitles: list[dict] | None = None, thumbnails_vtt: str | None = None) -> dict[str, Any]:
+    """API.md §4's detail, plus §6's `position` (the caller's, or None), `playable`,
+    `subtitles` (videosubtitles.item each; only when the caller looked them up) and
+    `thumbnails_vtt` (the live version's track: trickplay.thumbnails_vtt, or None).
     The detail is shown to the owner and admins, or to those who may watch the live
     version, so `master_url` is given whenever something is playable (the master
     serves the live version, or the one being built to the owner and admins)."""
@@ -85,6 +86,7 @@ def detail_item(config: Config, video: dict, progress: float | None,
         "position": position,
         "playable": playable,
         **({"subtitles": subtitles} if subtitles is not None else {}),
+        "thumbnails_vtt": thumbnails_vtt,
     }
 
 

@@ -17,7 +17,7 @@ import json
 import logging
 from typing import Any
 
-from videoflix import catalog
+from videoflix import catalog, trickplay
 from videoflix.changefeed import VideoFeed
 from videoflix.config import Config
 from videoflix.db import cursor
@@ -137,7 +137,9 @@ class EventHub:
                 if percent is None:
                     percent = await progress.read(self.services.redis, message.video_id)
                 playable = await catalog.get_playable_version(self.services, row)
-                event, data, owner_id = (VIDEO_EVENT, catalog.detail_item(self.config, row, percent, None, playable),
+                track = await trickplay.thumbnails_vtt(self.config, self.services, row)
+                event, data, owner_id = (VIDEO_EVENT,
+                                         catalog.detail_item(self.config, row, percent, None, playable, thumbnails_vtt=track),
                                          row["owner_id"])
         except Exception:
             log.exception("video events: could not read video %s", message.video_id)
@@ -154,5 +156,7 @@ async def snapshot(config: Config, services: Services, user_id: int, is_admin: b
     unfinished = [row for row in rows if row["status"] in ("queued", "processing")]
     percents = {row["id"]: await progress.read(services.redis, row["id"]) for row in unfinished}
     playable = {row["id"]: await catalog.get_playable_version(services, row) for row in unfinished}
-    return [catalog.detail_item(config, row, percents.get(row["id"]), None, playable.get(row["id"]))
+    tracks = {row["id"]: await trickplay.thumbnails_vtt(config, services, row) for row in rows}
+    return [catalog.detail_item(config, row, percents.get(row["id"]), None, playable.get(row["id"]),
+                                thumbnails_vtt=tracks[row["id"]])
             for row in rows]

@@ -109,6 +109,11 @@ def sprite_name(index: int) -> str:
     return SPRITE_PATTERN % index
 
 
+def is_thumbs_file_name(name: str) -> bool:
+    """A file below a version's thumbs/: the track or one of its sheets."""
+    return name == THUMBNAILS_VTT_NAME or is_sprite_name(name)
+
+
 def video_dir(media_dir: str, video_id: int) -> Path:
     return Path(media_dir) / str(int(video_id))
 

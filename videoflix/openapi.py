@@ -119,6 +119,9 @@ def _schemas() -> dict[str, Any]:
                              "description": "A live version exists, or the one being built lists a "
                                             "segment in every rendition (master_url is then set)"},
                 "subtitles": {"type": "array", "items": _ref("Subtitle")},
+                "thumbnails_vtt": {"type": ["string", "null"], "format": "uri",
+                                   "description": "The live version's WebVTT thumbnails track (cues point "
+                                                  "into sprite sheets with #xywh=), or null"},
             },
         }],
     }
@@ -244,6 +247,9 @@ def openapi_document(public_url: str) -> dict[str, Any]:
     token = _path_param("token", "Signed stream token from GET /api/video/{id}/stream/")
     version = _path_param("version", "A version of the renditions: v1, v2, ... (as the master names it)")
     segment_ok = {"description": "Segment bytes", "content": {"video/MP2T": {}}}
+    thumbs_file = _path_param("name", "thumbnails.vtt or sprite_NNN.jpg (three digits, from 000)")
+    thumbs_ok = {"description": "The WebVTT track or a JPEG sprite sheet",
+                 "content": {"text/vtt": {"schema": {"type": "string"}}, "image/jpeg": {}}}
     paths: dict[str, Any] = {
         "/api/register/": {"post": {
             "summary": "Create an inactive account and email its activation link",
@@ -372,6 +378,20 @@ def openapi_document(public_url: str) -> dict[str, Any]:
         "/api/video/{id}/{version}/{resolution}/{segment}": _file_get(
             "MPEG-TS segment of one version (immutable)", segment_ok, [video, version, resolution, segment],
             ranged=True, building=True),
+        "/api/video/{id}/{version}/{resolution}/iframes.m3u8": _file_get(
+            "I-frame playlist of one rendition of one version (trick play: #EXT-X-I-FRAMES-ONLY, byte "
+            "ranges into its segments; listed by the master as #EXT-X-I-FRAME-STREAM-INF), once the "
+            "version is done", _playlist("I-frame playlist"), [video, version, resolution]),
+        "/api/video/{id}/{version}/thumbs/{name}": _file_get(
+            "Seek-bar previews of one version: thumbnails.vtt (WebVTT cues `sprite_NNN.jpg#xywh=x,y,w,h`, "
+            "relative to the track) or one of its sprite sheets sprite_NNN.jpg; the detail's "
+            "thumbnails_vtt links the live version's track", thumbs_ok, [video, version, thumbs_file]),
+        "/api/stream/{token}/{id}/{version}/{resolution}/iframes.m3u8": _file_get(
+            "Versioned I-frame playlist under a signed URL", _playlist("I-frame playlist"),
+            [token, video, version, resolution], security=[]),
+        "/api/stream/{token}/{id}/{version}/thumbs/{name}": _file_get(
+            "Versioned thumbnails track or sprite sheet under a signed URL", thumbs_ok,
+            [token, video, version, thumbs_file], security=[]),
         "/api/stream/{token}/{id}/{version}/{resolution}/index.m3u8": _file_get(
             "Versioned media playlist under a signed URL", _playlist("Media playlist"),
             [token, video, version, resolution], security=[], building=True),

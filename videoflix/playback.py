@@ -54,14 +54,30 @@ class HLSTarget:
     resolution: str | None  # None for the master playlist
     name: str
     version: int | None = None  # v<N> in the path; None for the unversioned paths (API.md §3, §4)
+    folder: str | None = None  # below a version when not a rendition's: thumbs/ (trick-play)
+
+
+# Kinds whose path names a version (v<N>): the versioned playlists and segments, and
+# trick-play's I-frame playlists and storyboard files.
+VERSIONED_KINDS = ("vplaylist", "vsegment", "iframes", "thumbs")
 
 
 def parse_hls_target(kind: str, args: tuple[str, ...]) -> HLSTarget:
     """The validated (video id, version, resolution, file name) of an HLS path; pure,
     so it runs before any database or disk access. `kind` is master | playlist |
-    segment | vplaylist | vsegment; `args` the path parts after any stream token."""
+    segment | vplaylist | vsegment | iframes | thumbs; `args` the path parts after any
+    stream token."""
     version = None
-    if kind == "master":
+    folder = None
+    if kind == "iframes":
+        (raw_id, raw_version, resolution), name = args, media.IFRAME_PLAYLIST_NAME
+        version = media.parse_version(raw_version)
+    elif kind == "thumbs":
+        (raw_id, raw_version, name), resolution, folder = args, None, media.THUMBS_DIR
+        version = media.parse_version(raw_version)
+        if not media.is_thumbs_file_name(name):
+            raise media.VideoNotFound()
+    elif kind == "master":
         (raw_id,), resolution, name = args, None, media.MASTER_PLAYLIST_NAME
     elif kind == "playlist":
         (raw_id, resolution), name = args, media.MEDIA_PLAYLIST_NAME
@@ -78,9 +94,9 @@ def parse_hls_target(kind: str, args: tuple[str, ...]) -> HLSTarget:
             raise media.VideoNotFound()
     video_id = media.parse_video_id(raw_id)
     if (video_id is None or (resolution is not None and resolution not in media.RESOLUTIONS)
-            or (kind.startswith("v") and version is None)):
+            or (kind in VERSIONED_KINDS and version is None)):
         raise media.VideoNotFound()
-    return HLSTarget(video_id=video_id, resolution=resolution, name=name, version=version)
+    return HLSTarget(video_id=video_id, resolution=resolution, name=name, version=version, folder=folder)
 
 
 @dataclass(frozen=True)
@@ -109,7 +125,7 @@ def resolve_file(video: dict, target: HLSTarget, user_id: int | None, is_admin: 
     if target.version is not None:
         if not media.can_watch_version(video, target.version, user_id, is_admin):
             raise media.VideoNotFound()
-        return ServedFile(target.version, (target.resolution, target.name), target.version == building)
+        return ServedFile(target.version, (target.folder or target.resolution, target.name), target.version == building)
     if target.resolution is None:
         version = media.default_version(video, user_id, is_admin)
         if version is None:

@@ -43,6 +43,7 @@ import datetime
 import gzip
 import hashlib
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -85,10 +86,14 @@ BUILDING_RETRY_AFTER = "1"
 PLAYLIST_TYPE = "application/vnd.apple.mpegurl"  # RFC 8216 §4
 SEGMENT_TYPE = "video/MP2T"  # RFC 8216 §3.2 / RFC 3555
 IMAGE_TYPE = "image/jpeg"
-PLAYLIST_KINDS = ("master", "playlist", "vplaylist")
+VTT_TYPE = "text/vtt; charset=utf-8"  # the WebVTT spec's MIME type
+PLAYLIST_KINDS = ("master", "playlist", "vplaylist", "iframes")
 SEGMENT_KINDS = ("segment", "vsegment")
+# Trick-play (transcode/sprites.py, iframes.py): <res>/iframes.m3u8 and thumbs/ of a
+# version, written when its run ends: never waited for, immutable once finished.
+TRICKPLAY_KINDS = ("iframes", "thumbs")
 # With VIDEOFLIX_ACCEL_REDIRECT set, nginx sends these (accel.py); images stay ours.
-ACCEL_KINDS = (*PLAYLIST_KINDS, *SEGMENT_KINDS)
+ACCEL_KINDS = tuple(k for k in (*PLAYLIST_KINDS, *SEGMENT_KINDS) if k not in TRICKPLAY_KINDS)
 
 
 class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
@@ -96,7 +101,7 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
     """One file under media/<id>/, found by a subclass; see the module docstring.
 
     Route kwargs: `kind` is master | playlist | segment | vplaylist | vsegment |
-    thumbnail | poster.
+    iframes | thumbs | thumbnail | poster.
     """
 
     kind: str
@@ -142,7 +147,17 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
     def get_content_type(self) -> str:
         if self.kind in PLAYLIST_KINDS:
             return PLAYLIST_TYPE
+        if self.is_track():
+            return VTT_TYPE
         return SEGMENT_TYPE if self.kind in SEGMENT_KINDS else IMAGE_TYPE
+
+    def is_track(self) -> bool:
+        """The thumbnails WebVTT track (thumbs/ also holds the JPEG sheets)."""
+        return self.kind == "thumbs" and self.path == media.THUMBNAILS_VTT_NAME
+
+    def is_text(self) -> bool:
+        """Playlists and the track: small text, gzipped for clients that take it."""
+        return self.kind in PLAYLIST_KINDS or self.is_track()
 
     def get_cache_time(self, path: str, modified: datetime.datetime | None, mime_type: str) -> int:
         return 0  # Cache-Control is set whole in set_extra_headers
@@ -152,14 +167,14 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
             return IMMUTABLE_CACHE_CONTROL
         if self.kind == "segment":
             return UNVERSIONED_SEGMENT_CACHE_CONTROL
-        if self.kind == "vplaylist":
+        if self.kind in ("vplaylist", *TRICKPLAY_KINDS):
             building = self.served is not None and self.served.building
             return REVALIDATE_CACHE_CONTROL if building else IMMUTABLE_CACHE_CONTROL
         return PLAYLIST_CACHE_CONTROL
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", self.cache_control())
-        if self.kind in PLAYLIST_KINDS:
+        if self.is_text():
             # The body depends on Accept-Encoding whether or not this one is gzipped.
             self.add_header("Vary", "Accept-Encoding")
 
@@ -172,7 +187,8 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
             await self.serve_master(video_id, served.version, include_body)
             return
         root = media.version_dir(self.config.media_dir, video_id, served.version)
-        await self.serve_file(root, served.parts, include_body, wait=served.building)
+        await self.serve_file(root, served.parts, include_body,
+                              wait=served.building and self.kind not in TRICKPLAY_KINDS)
 
     async def serve_master(self, video_id: int, version: int, include_body: bool) -> None:
         """The master of a version, rendered from its ladder.json (one owner of the text:
@@ -262,7 +278,7 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
         self.absolute_path = self.file.path
         self.modified = self.get_modified_time()
         size = self.get_content_size()
-        self.use_gzip = (self.kind in PLAYLIST_KINDS and size <= mediafiles.MAX_GZIP_BYTES
+        self.use_gzip = (self.is_text() and size <= mediafiles.MAX_GZIP_BYTES
                          and httpranges.accepts_gzip(self.request.headers.get("Accept-Encoding", "")))
         self.set_headers()
         if self.should_return_304():
@@ -468,14 +484,20 @@ class VideoStreamURLHandler(BaseHandler):
 # route, which takes any name and refuses what is not a segment name.
 PART = r"([^/]+)"
 VERSION = r"(v[^/]*)"
+IFRAMES = re.escape(media.IFRAME_PLAYLIST_NAME)
+THUMBS = re.escape(media.THUMBS_DIR)
 ROUTES: list[Any] = [
     (rf"/api/video/{PART}/stream/", VideoStreamURLHandler),
     (rf"/api/video/{PART}/master\.m3u8", VideoFileHandler, {"kind": "master"}),
+    (rf"/api/video/{PART}/{VERSION}/{PART}/{IFRAMES}", VideoFileHandler, {"kind": "iframes"}),
+    (rf"/api/video/{PART}/{VERSION}/{THUMBS}/{PART}", VideoFileHandler, {"kind": "thumbs"}),
     (rf"/api/video/{PART}/{VERSION}/{PART}/index\.m3u8", VideoFileHandler, {"kind": "vplaylist"}),
     (rf"/api/video/{PART}/{VERSION}/{PART}/{PART}/?", VideoFileHandler, {"kind": "vsegment"}),
     (rf"/api/video/{PART}/{PART}/index\.m3u8", VideoFileHandler, {"kind": "playlist"}),
     (rf"/api/video/{PART}/{PART}/{PART}/?", VideoFileHandler, {"kind": "segment"}),
     (rf"/api/stream/{PART}/{PART}/master\.m3u8", StreamFileHandler, {"kind": "master"}),
+    (rf"/api/stream/{PART}/{PART}/{VERSION}/{PART}/{IFRAMES}", StreamFileHandler, {"kind": "iframes"}),
+    (rf"/api/stream/{PART}/{PART}/{VERSION}/{THUMBS}/{PART}", StreamFileHandler, {"kind": "thumbs"}),
     (rf"/api/stream/{PART}/{PART}/{VERSION}/{PART}/index\.m3u8", StreamFileHandler, {"kind": "vplaylist"}),
     (rf"/api/stream/{PART}/{PART}/{VERSION}/{PART}/{PART}/?", StreamFileHandler, {"kind": "vsegment"}),
     (rf"/api/stream/{PART}/{PART}/{PART}/index\.m3u8", StreamFileHandler, {"kind": "playlist"}),

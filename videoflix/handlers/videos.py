@@ -7,7 +7,7 @@ import logging
 
 import tornado.web
 
-from videoflix import catalog, media, uploads, videos, videosubtitles, watching
+from videoflix import catalog, media, trickplay, uploads, videos, videosubtitles, watching
 from videoflix.handlers.base import APIError, BaseHandler, admin, authenticated
 from videoflix.uploads import UploadError, UploadReceiver
 
@@ -142,7 +142,9 @@ class VideoDetailHandler(BaseHandler):
         position = await watching.get_position(self.services, video["id"], user_id)
         playable = await catalog.get_playable_version(self.services, video)
         tracks = await videosubtitles.list_items(self.config, self.services, video["id"])
-        self.write_json(catalog.detail_item(self.config, video, progress, position, playable, tracks))
+        thumbnails = await trickplay.thumbnails_vtt(self.config, self.services, video)
+        self.write_json(catalog.detail_item(self.config, video, progress, position, playable, tracks,
+                                            thumbnails_vtt=thumbnails))
 
     @authenticated
     async def get(self, video_id: str) -> None:
