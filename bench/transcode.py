@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from videoflix.media import MEDIA_PLAYLIST_NAME, SEGMENT_PATTERN, THUMBS_DIR  # noqa: E402
 from videoflix.transcode.ffmpeg import (  # noqa: E402
     AUDIO_CHANNELS, AUDIO_PROFILE, AUDIO_SAMPLE_RATE, PIXEL_FORMAT,
-    VIDEO_PROFILE, TranscodeSettings, build_command, fps_arg, prepare_output, sprite_plan,
+    SPRITE_OUTPUT_PAD, VIDEO_PROFILE, TranscodeSettings, build_command, fps_arg, prepare_output, sprite_plan,
 )
 from videoflix.transcode.ladder import Rendition, pick_renditions  # noqa: E402
 from videoflix.transcode.probe import Probe, probe_file_sync  # noqa: E402
@@ -83,6 +85,17 @@ def seed_commands(
         ]
         commands.append(command)
     return commands
+
+
+def graph_only(command: Sequence[str]) -> list[str]:
+    """`command` with the encoders and the HLS outputs replaced by the null muxer (raw
+    frames, no encode): what its filter graph costs alone, the sprite sheets (mjpeg,
+    image2) included when `command` has them."""
+    at = command.index("-filter_complex")
+    pads = sorted(set(re.findall(r"\[(v\d+)\]", command[at + 1])))
+    null = [*command[:at + 2], *(arg for pad in pads for arg in ("-map", "[%s]" % pad)), "-f", "null", "-"]
+    sprite_pad = "[%s]" % SPRITE_OUTPUT_PAD
+    return null + (list(command[command.index(sprite_pad) - 1:]) if sprite_pad in command else [])
 
 
 def timed(commands: Sequence[Sequence[str]]) -> tuple[float, float]:
@@ -164,6 +177,19 @@ def main(argv: list[str]) -> int:
               "(%d pair(s)): ratio %.3f, overhead %+.1f%% (target <= %.0f%%)" % (
                   len(sheets), plan.tile_width, plan.tile_height, plan.interval, one_cpu, bare_cpu,
                   max(1, args.pairs), one_cpu / bare_cpu, 100 * overhead, 100 * TARGET_SPRITE_OVERHEAD))
+        # The same pair without the encoders: the sprites' own CPU stands out of a total
+        # ten times smaller, so a busy machine's noise hides it much less.
+        for name in ("one", "bare"):
+            shutil.rmtree(work / name)
+        prepare_output(one_dir, probe, renditions, settings)
+        graph_cpu = {"with": 0.0, "without": 0.0}
+        for pair in range(max(1, args.pairs)):
+            for name in (("without", "with") if pair % 2 == 0 else ("with", "without")):
+                graph_cpu[name] += timed([graph_only(with_sprites if name == "with" else no_sprites)])[1]
+        sprite_cpu = graph_cpu["with"] - graph_cpu["without"]
+        print("graph alone (decode + scaling, no encode): cpu %.1f s with sprites vs %.1f s without: the "
+              "sprites cost %.2f s, %.2f%% of the job's %.1f s" % (
+                  graph_cpu["with"], graph_cpu["without"], sprite_cpu, 100 * sprite_cpu / one_cpu, one_cpu))
         return 0 if ok and overhead <= TARGET_SPRITE_OVERHEAD else 1
 
 
