@@ -280,6 +280,26 @@ def test_full_flow_sign_up_upload_watch_resume(page, steps, mailbox, live_server
     page.wait_for_function("() => document.getElementById('video').currentTime > 3", timeout=60_000)
     steps.shot(page, "playing")
     readme_screenshot(page, "player.jpg")
+    # Seek-bar previews (trick-play): hovering the bar shows the sprite tile of that time,
+    # and the sheet loads with the page's cookies.
+    scrub = page.locator("#scrub")
+    expect(scrub).to_be_visible()
+    page.wait_for_function("() => Number(document.getElementById('scrub').dataset.cues) > 0")
+    box = scrub.bounding_box()
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
+    preview = page.locator("#scrub .scrub-preview")
+    expect(preview).to_be_visible()
+    assert re.fullmatch(r"sprite_001\.jpg#xywh=\d+,0,160,90", preview.get_attribute("data-sprite") or "")
+    sheet_width = page.evaluate("""() => new Promise((done) => {
+        const style = document.querySelector('#scrub .scrub-image').style.backgroundImage;
+        const image = new Image();
+        image.onload = () => done(image.naturalWidth);
+        image.onerror = () => done(0);
+        image.src = style.slice(5, -2);
+    })""")
+    assert sheet_width == 1600  # 10 tiles of 160 px
+    steps.shot(page, "seek-preview")
+    page.mouse.move(0, 0)
     qualities = page.eval_on_selector_all("#quality option", "options => options.map(o => o.textContent)")
     assert qualities[0].startswith("Auto (") and qualities[1:] == ["1080p", "720p", "480p"], qualities
     # The clip is 5.8 s: loop it so the switches never run into its end, and count
