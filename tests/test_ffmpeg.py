@@ -301,7 +301,13 @@ def test_keyframe_times_are_identical_across_renditions(job, name):
 def test_finished_run_leaves_vod_playlists_and_a_complete_ladder(job, name):
     done = job(name)
     ladder = read_ladder(done.out / "ladder.json")
-    assert ladder["complete"] is True and ladder["iframes"] == [] and ladder["thumbnails_vtt"] is None
+    assert ladder["complete"] is True and ladder["thumbnails_vtt"] == "thumbs/thumbnails.vtt"
+    # Trick-play: an I-frame stream per rendition, its video codec only, measured.
+    assert [i["name"] for i in ladder["iframes"]] == done.result.resolutions
+    for stream, variant in zip(ladder["iframes"], ladder["variants"]):
+        assert stream["codecs"] == variant["codecs"].split(",")[0]
+        assert (stream["width"], stream["height"]) == (variant["width"], variant["height"])
+        assert stream["peak_bps"] >= stream["average_bps"] > 0
     assert ladder["segment_seconds"] == SETTINGS.segment_seconds
     assert [v["name"] for v in ladder["variants"]] == done.result.resolutions
     lowest = done.out / done.result.resolutions[-1]
