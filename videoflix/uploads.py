@@ -10,6 +10,7 @@ import concurrent.futures
 import os
 import secrets
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Mapping
 
@@ -90,12 +91,62 @@ class FieldTarget(ValueTarget):
         super().__init__(validator=MaxSizeValidator(limit * 4))
         self.name = name
         self._counter = counter
+        self.sent = False
 
     async def astart(self) -> None:
         self._counter.start()
-        if self._started:
+        if self.sent:
             raise UploadError(f"The field '{self.name}' was sent more than once.")
+        self.sent = True
         await super().astart()
+
+
+class MultipartForm:
+    """A multipart body being parsed: one file part (`file`, any target taking the
+    part counter), capped text fields, and parts of other names counted and dropped.
+    Both uploads (videos, subtitles) are one of these."""
+
+    def __init__(self, headers: Mapping[str, str], field_limits: Mapping[str, int],
+                 make_file: Callable[[PartCounter], BaseTarget]) -> None:
+        try:
+            self._parser = StreamingFormDataParser(headers=headers)
+        except ParseFailedException:
+            raise UploadError("Expected a multipart/form-data body.") from None
+        counter = PartCounter()
+        self.file = make_file(counter)
+        self._parser.register("file", self.file)
+        self._fields = {name: FieldTarget(name, limit, counter) for name, limit in field_limits.items()}
+        for name, target in self._fields.items():
+            self._parser.register(name, target)
+        # Registered last: known names match exactly first.
+        self._parser.register("*", OtherPartTarget(counter), matches=lambda *names: True)
+        self.received_bytes = 0
+
+    async def feed(self, chunk: bytes) -> None:
+        self.received_bytes += len(chunk)
+        try:
+            await self._parser.adata_received(chunk)
+        except ValidationError:
+            raise UploadError("A form field is too long.") from None
+        except ParseFailedException:
+            raise UploadError("Malformed multipart/form-data body.") from None
+
+    def decoded_fields(self, only_sent: bool) -> dict[str, str]:
+        """The text fields as str (UploadError for invalid UTF-8); fields not sent
+        are "" or, with only_sent, left out."""
+        values = {}
+        for name, target in self._fields.items():
+            if only_sent and not target.sent:
+                continue
+            try:
+                values[name] = target.value.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UploadError(f"The field '{name}' is not valid UTF-8.") from None
+        return values
+
+    @property
+    def filename(self) -> str:
+        return os.path.basename(self.file.multipart_filename or "")[:255]
 
 
 class OtherPartTarget(NullTarget):
@@ -164,46 +215,22 @@ class DiskFileTarget(BaseTarget):
             self._handle = None
 
 
-class UploadReceiver:
-    """One upload in flight: parser, targets, and the temporary file."""
+class UploadReceiver(MultipartForm):
+    """One video upload in flight: the form, and the temporary file it streams into."""
+
+    file: DiskFileTarget
 
     def __init__(self, headers: Mapping[str, str], media_dir: str,
                  executor: concurrent.futures.Executor) -> None:
-        try:
-            self._parser = StreamingFormDataParser(headers=headers)
-        except ParseFailedException:
-            raise UploadError("Expected a multipart/form-data body.") from None
         incoming = media.incoming_dir(media_dir)
-        incoming.mkdir(parents=True, exist_ok=True)
         self.temp_path = incoming / f"{secrets.token_hex(16)}.part"
+        super().__init__(headers, FIELD_LIMITS,
+                         lambda counter: DiskFileTarget(self.temp_path, executor, counter))
+        incoming.mkdir(parents=True, exist_ok=True)
         _LIVE_PARTS.add(self.temp_path.name)
-        counter = PartCounter()
-        self.file = DiskFileTarget(self.temp_path, executor, counter)
-        self._parser.register("file", self.file)
-        self._fields = {name: FieldTarget(name, limit, counter) for name, limit in FIELD_LIMITS.items()}
-        for name, target in self._fields.items():
-            self._parser.register(name, target)
-        # Registered last: known names match exactly first.
-        self._parser.register("*", OtherPartTarget(counter), matches=lambda *names: True)
-        self.received_bytes = 0
-
-    async def feed(self, chunk: bytes) -> None:
-        self.received_bytes += len(chunk)
-        try:
-            await self._parser.adata_received(chunk)
-        except ValidationError:
-            raise UploadError("A form field is too long.") from None
-        except ParseFailedException:
-            raise UploadError("Malformed multipart/form-data body.") from None
 
     def fields(self) -> dict[str, str]:
-        values = {}
-        for name, target in self._fields.items():
-            try:
-                values[name] = target.value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UploadError(f"The field '{name}' is not valid UTF-8.") from None
-        return values
+        return self.decoded_fields(only_sent=False)
 
     @property
     def has_file(self) -> bool:
@@ -214,9 +241,6 @@ class UploadReceiver:
     def size(self) -> int:
         return self.file.size
 
-    @property
-    def filename(self) -> str:
-        return os.path.basename(self.file.multipart_filename or "")[:255]
 
     def discard(self) -> None:
         """Remove the temporary file (called on any failure or disconnect)."""
@@ -268,48 +292,20 @@ class MemoryFileTarget(BaseTarget):
         return b"".join(self._chunks)
 
 
-class SubtitleUploadReceiver:
+class SubtitleUploadReceiver(MultipartForm):
     """A subtitle upload in flight: `file` (in memory, capped), `language`, `label`."""
 
-    def __init__(self, headers: Mapping[str, str], max_file_bytes: int) -> None:
-        try:
-            self._parser = StreamingFormDataParser(headers=headers)
-        except ParseFailedException:
-            raise UploadError("Expected a multipart/form-data body.") from None
-        counter = PartCounter()
-        self.file = MemoryFileTarget(max_file_bytes, counter)
-        self._parser.register("file", self.file)
-        self._fields = {name: FieldTarget(name, limit, counter) for name, limit in SUBTITLE_FIELD_LIMITS.items()}
-        for name, target in self._fields.items():
-            self._parser.register(name, target)
-        self._parser.register("*", OtherPartTarget(counter), matches=lambda *names: True)
-        self.received_bytes = 0
+    file: MemoryFileTarget
 
-    async def feed(self, chunk: bytes) -> None:
-        self.received_bytes += len(chunk)
-        try:
-            await self._parser.adata_received(chunk)
-        except ValidationError:
-            raise UploadError("A form field is too long.") from None
-        except ParseFailedException:
-            raise UploadError("Malformed multipart/form-data body.") from None
+    def __init__(self, headers: Mapping[str, str], max_file_bytes: int) -> None:
+        super().__init__(headers, SUBTITLE_FIELD_LIMITS,
+                         lambda counter: MemoryFileTarget(max_file_bytes, counter))
 
     def fields(self) -> dict[str, str]:
         """The text fields sent (absent ones are missing from the dict)."""
-        values = {}
-        for name, target in self._fields.items():
-            if not target._started:
-                continue
-            try:
-                values[name] = target.value.decode("utf-8")
-            except UnicodeDecodeError:
-                raise UploadError(f"The field '{name}' is not valid UTF-8.") from None
-        return values
+        return self.decoded_fields(only_sent=True)
 
     @property
     def has_file(self) -> bool:
         return self.file.received and self.file.complete
 
-    @property
-    def filename(self) -> str:
-        return os.path.basename(self.file.multipart_filename or "")[:255]

@@ -96,7 +96,44 @@ TRICKPLAY_KINDS = ("iframes", "thumbs")
 ACCEL_KINDS = tuple(k for k in (*PLAYLIST_KINDS, *SEGMENT_KINDS) if k not in TRICKPLAY_KINDS)
 
 
-class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
+class HLSRequestMixin:
+    """What every HLS answer shares (media files here, rendered subtitle playlists in
+    handlers/subtitles.py): CORS and request-id headers on every answer, cached
+    access-token checks, undecodable path parts as unknown names, and `write_rendered`
+    for bodies made per request."""
+
+    def set_default_headers(self) -> None:
+        self.set_cors_headers()
+        self.set_request_id_header()
+
+    def read_access_token(self, token: str, now: int) -> tokens.SessionClaims:
+        return tokens.read_access_token_cached(self.config.secret_key, token, now)
+
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        # Invalid UTF-8 in a path part is one more unknown name (404), not a 400.
+        return value.decode("utf-8", errors="replace")
+
+    def write_rendered(self, body: bytes, content_type: str, include_body: bool) -> None:
+        """A small body made per request (a master, a subtitle playlist or segment):
+        `private, no-cache` with an ETag of the text, 304 when it matches, gzip when
+        accepted (a few KB: microseconds)."""
+        self.set_header("Content-Type", content_type)
+        self.set_header("Cache-Control", REVALIDATE_CACHE_CONTROL)
+        self.add_header("Vary", "Accept-Encoding")
+        gzipped = httpranges.accepts_gzip(self.request.headers.get("Accept-Encoding", ""))
+        self.set_header("Etag", '"%s%s"' % (hashlib.sha256(body).hexdigest()[:32], "-gz" if gzipped else ""))
+        if self.check_etag_header():
+            self.set_status(304)
+            return
+        if gzipped:
+            body = gzip.compress(body, compresslevel=mediafiles.GZIP_LEVEL, mtime=0)
+            self.set_header("Content-Encoding", "gzip")
+        self.set_header("Content-Length", len(body))
+        if include_body:
+            self.write(body)
+
+
+class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
                        tornado.web.StaticFileHandler):
     """One file under media/<id>/, found by a subclass; see the module docstring.
 
@@ -114,17 +151,6 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
     def initialize(self, kind: str) -> None:  # type: ignore[override]
         super().initialize(path=self.settings["config"].media_dir)
         self.kind = kind
-
-    def set_default_headers(self) -> None:
-        self.set_cors_headers()
-        self.set_request_id_header()
-
-    def read_access_token(self, token: str, now: int) -> tokens.SessionClaims:
-        return tokens.read_access_token_cached(self.config.secret_key, token, now)
-
-    def decode_argument(self, value: bytes, name: str | None = None) -> str:
-        # Invalid UTF-8 in a path part is one more unknown name (404), not a 400.
-        return value.decode("utf-8", errors="replace")
 
     # --- StaticFileHandler hooks --------------------------------------------------
 
@@ -204,20 +230,7 @@ class MediaFileHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
         except PlaylistError:
             log.error("video %s version %s: unusable %s", video_id, version, path)
             raise APIError(404) from None
-        self.set_header("Content-Type", PLAYLIST_TYPE)
-        self.set_header("Cache-Control", REVALIDATE_CACHE_CONTROL)
-        self.add_header("Vary", "Accept-Encoding")
-        gzipped = httpranges.accepts_gzip(self.request.headers.get("Accept-Encoding", ""))
-        self.set_header("Etag", '"%s%s"' % (hashlib.sha256(body).hexdigest()[:32], "-gz" if gzipped else ""))
-        if self.check_etag_header():
-            self.set_status(304)
-            return
-        if gzipped:
-            body = gzip.compress(body, compresslevel=mediafiles.GZIP_LEVEL, mtime=0)  # ~1 KB: microseconds
-            self.set_header("Content-Encoding", "gzip")
-        self.set_header("Content-Length", len(body))
-        if include_body:
-            self.write(body)
+        self.write_rendered(body, PLAYLIST_TYPE, include_body)
 
     async def serve_file(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False) -> None:
         """Answer with root/<parts...> (validated names, no symlink followed); `wait`:

@@ -12,15 +12,13 @@ video looked up (404 unless owner or admin).
 from __future__ import annotations
 
 import asyncio
-import gzip
-import hashlib
 import logging
 import re
 import time
 
 import tornado.web
 
-from videoflix import (catalog, httpranges, media, mediafiles, playback, requestrules, sessions, subtitles, tokens,
+from videoflix import (catalog, media, playback, requestrules, sessions, subtitles,
                        uploads, videosubtitles)
 from videoflix.handlers import hls
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin, JSONErrorsMixin,
@@ -173,7 +171,7 @@ class SubtitleHandler(BaseHandler):
         self.finish()
 
 
-class SubtitleHLSHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
+class SubtitleHLSHandler(hls.HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
                          tornado.web.RequestHandler):
     """A version's subtitle playlist and segments, made per request from the canonical
     WebVTT file and the version's ladder.json (parsing in the file executor), with the
@@ -191,16 +189,6 @@ class SubtitleHLSHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixi
 
     def initialize(self, kind: str) -> None:  # type: ignore[override]
         self.kind = kind
-
-    def set_default_headers(self) -> None:
-        self.set_cors_headers()
-        self.set_request_id_header()
-
-    def read_access_token(self, token: str, now: int) -> tokens.SessionClaims:
-        return tokens.read_access_token_cached(self.config.secret_key, token, now)
-
-    def decode_argument(self, value: bytes, name: str | None = None) -> str:
-        return value.decode("utf-8", errors="replace")  # a bad name is one more 404
 
     def target(self, raw_id: str, raw_version: str, language: str, name: str) -> tuple[playback.HLSTarget, str]:
         video_id = media.parse_video_id(raw_id)
@@ -225,21 +213,7 @@ class SubtitleHLSHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixi
         except videosubtitles.SubtitleNotReady:
             raise APIError(503, "Not transcoded yet: try again shortly.",
                            headers={"Retry-After": hls.BUILDING_RETRY_AFTER}) from None
-        content_type = hls.PLAYLIST_TYPE if self.kind == "playlist" else VTT_TYPE
-        self.set_header("Content-Type", content_type)
-        self.set_header("Cache-Control", hls.REVALIDATE_CACHE_CONTROL)
-        self.add_header("Vary", "Accept-Encoding")
-        gzipped = httpranges.accepts_gzip(self.request.headers.get("Accept-Encoding", ""))
-        self.set_header("Etag", '"%s%s"' % (hashlib.sha256(body).hexdigest()[:32], "-gz" if gzipped else ""))
-        if self.check_etag_header():
-            self.set_status(304)
-            return
-        if gzipped:
-            body = gzip.compress(body, compresslevel=mediafiles.GZIP_LEVEL, mtime=0)
-            self.set_header("Content-Encoding", "gzip")
-        self.set_header("Content-Length", len(body))
-        if include_body:
-            self.write(body)
+        self.write_rendered(body, hls.PLAYLIST_TYPE if self.kind == "playlist" else VTT_TYPE, include_body)
 
 
 class VideoSubtitleHLSHandler(SubtitleHLSHandler):
