@@ -113,6 +113,18 @@ class HLSRequestMixin:
         # Invalid UTF-8 in a path part is one more unknown name (404), not a 400.
         return value.decode("utf-8", errors="replace")
 
+    async def streamed_file(self, token: str, target: playback.HLSTarget) -> playback.ServedFile:
+        """playback.streamable_file for a signed stream URL, its refusals as answers:
+        a bad, expired or revoked token 401, a video gone or not watchable 404."""
+        try:
+            return await playback.streamable_file(self.config, self.services, token, target, int(time.time()))
+        except playback.InvalidStreamToken:
+            raise APIError(401, INVALID_TOKEN) from None
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        except sessions.Unavailable:
+            raise APIError(503) from None
+
     def write_rendered(self, body: bytes, content_type: str, include_body: bool) -> None:
         """A small body made per request (a master, a subtitle playlist or segment):
         `private, no-cache` with an ETag of the text, 304 when it matches, gzip when
@@ -417,14 +429,7 @@ class StreamFileHandler(MediaFileHandler):
     @public
     async def get(self, token: str, *args: str, include_body: bool = True) -> None:  # type: ignore[override]
         target = self.target(args)
-        try:
-            served = await playback.streamable_file(self.config, self.services, token, target, int(time.time()))
-        except playback.InvalidStreamToken:
-            raise APIError(401, INVALID_TOKEN) from None
-        except media.VideoNotFound:
-            raise APIError(404) from None
-        except sessions.Unavailable:
-            raise APIError(503) from None
+        served = await self.streamed_file(token, target)
         await self.serve_hls(target.video_id, served, include_body)
 
     @public

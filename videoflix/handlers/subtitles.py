@@ -14,14 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import time
 
 import tornado.web
 
-from videoflix import (catalog, media, playback, requestrules, sessions, subtitles,
+from videoflix import (catalog, media, playback, requestrules, subtitles,
                        uploads, videosubtitles)
 from videoflix.handlers import hls
-from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin, JSONErrorsMixin,
+from videoflix.handlers.base import (APIError, AuthMixin, BaseHandler, CorsMixin, JSONErrorsMixin,
                                      ServicesMixin, authenticated, public)
 from videoflix.handlers.observe import ObservedMixin
 from videoflix.uploads import FileTooLarge, SubtitleUploadReceiver, UploadError
@@ -237,14 +236,7 @@ class StreamSubtitleHLSHandler(SubtitleHLSHandler):
     async def get(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "",
                   include_body: bool = True) -> None:
         target, language = self.target(raw_id, raw_version, language, name)
-        try:
-            served = await playback.streamable_file(self.config, self.services, token, target, int(time.time()))
-        except playback.InvalidStreamToken:
-            raise APIError(401, INVALID_TOKEN) from None
-        except media.VideoNotFound:
-            raise APIError(404) from None
-        except sessions.Unavailable:
-            raise APIError(503) from None
+        served = await self.streamed_file(token, target)
         await self.answer(served, target, language, include_body)
 
     @public
