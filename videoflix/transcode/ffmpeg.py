@@ -60,6 +60,7 @@ from videoflix.media import (
 )
 from videoflix.proc import die_with_parent
 from videoflix.transcode import colour, iframes, ladderfile, sprites, subtracks
+from videoflix.transcode.errors import TranscodeError
 from videoflix.transcode.ladder import Rendition, pick_renditions
 from videoflix.transcode.limits import MediaCaps, ResourceLimits, ffmpeg_limits
 from videoflix.transcode.playlist import (
@@ -121,10 +122,6 @@ PIXEL_FORMAT = "yuv420p"
 AUDIO_PROFILE = "aac_low"
 AUDIO_CHANNELS = 2  # -ac 2 downmixes 5.1 with the standard matrix
 AUDIO_SAMPLE_RATE = 48000
-
-
-class TranscodeError(Exception):
-    """The job failed; str(error) is the reason recorded on the video."""
 
 
 # An absolute path (optionally behind ffmpeg's "file:" prefix) in a message.

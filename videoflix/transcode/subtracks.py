@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from videoflix.media import TRACKS_DIR_NAME, track_file_name
+from videoflix.transcode.errors import TranscodeError
 from videoflix.transcode.limits import ResourceLimits
 from videoflix.transcode.probe import Probe, SubtitleStream, input_options
 
@@ -64,7 +65,6 @@ def extract_tracks(source: str | os.PathLike[str], out_dir: str | os.PathLike[st
     out = Path(out_dir)
     (out / TRACKS_DIR_NAME).mkdir(parents=True, exist_ok=True)
     timeout = EXTRACT_BASE_SECONDS + EXTRACT_SECONDS_PER_SECOND * probe.duration
-    from videoflix.transcode.ffmpeg import TranscodeError  # ffmpeg.py imports this module
 
     try:
         run(build_extract_command(source, out, probe, streams), timeout, limits)
