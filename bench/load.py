@@ -29,17 +29,14 @@ import json
 import os
 import random
 import re
-import secrets
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import devserver
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("VIDEOFLIX_TEST_MEDIA", ROOT.parent / "shared" / "media"))
@@ -50,13 +47,7 @@ ADMIN_PASSWORD = "load-password-9"
 REQUEST_TIMEOUT = 10.0
 BUFFER_SEGMENTS = 3
 SWITCH_PROBABILITY = 0.1
-START_TIMEOUT = 90.0
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- a small keep-alive HTTP/1.1 client (one connection per player, like hls.js) ----
@@ -274,40 +265,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--media", type=Path, default=MEDIA)
     args = parser.parse_args()
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="videoflix-load-") as var:
-        os.chmod(var, 0o755)  # the embedded PostgreSQL may run as another user
-        env = {**os.environ, "VIDEOFLIX_VAR_DIR": var, "VIDEOFLIX_PORT": str(port),
-               "VIDEOFLIX_ADMIN_EMAIL": ADMIN_EMAIL, "VIDEOFLIX_ADMIN_PASSWORD": ADMIN_PASSWORD,
-               "VIDEOFLIX_LOG_LEVEL": "WARNING", "VIDEOFLIX_BCRYPT_ROUNDS": "4",
-               "SECRET_KEY": secrets.token_urlsafe(48)}
-        server = subprocess.Popen([sys.executable, "-m", "videoflix", "dev"], cwd=var, env=env,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                if server.poll() is not None:
-                    raise SystemExit(f"videoflix dev exited with {server.returncode}")
-                try:
-                    if http_json(port, "GET", "/api/health/")[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not come up")
-                time.sleep(0.2)
-            cookie = login(port)
-            video_id = upload(port, cookie, args.media / READY_CLIP)
-            wait_ready(port, cookie, video_id)
-            report = asyncio.run(measure(port, server.pid, cookie, video_id, args.players, args.seconds,
-                                         args.media / BUSY_CLIP))
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+    with devserver.running_dev(ADMIN_EMAIL, ADMIN_PASSWORD, "videoflix-load-") as (port, server):
+        cookie = login(port)
+        video_id = upload(port, cookie, args.media / READY_CLIP)
+        wait_ready(port, cookie, video_id)
+        report = asyncio.run(measure(port, server.pid, cookie, video_id, args.players, args.seconds,
+                                     args.media / BUSY_CLIP))
     print("LOAD " + json.dumps(report))
     print(f"{report['players']} players, {report['seconds']:.0f} s: {report['requests']} requests, "
           f"{report['errors']} errors, segment p50 {report['p50_ms']} ms p99 {report['p99_ms']} ms "

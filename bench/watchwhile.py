@@ -22,16 +22,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
+
+import devserver
 
 ROOT = Path(__file__).resolve().parents[1]
 MEDIA = Path(os.environ.get("VIDEOFLIX_TEST_MEDIA", ROOT.parent / "shared" / "media"))
@@ -39,7 +38,6 @@ CLIP = "park_1080p_h264_aac_5s.mp4"
 ADMIN_EMAIL = "watch@example.com"
 ADMIN_PASSWORD = "watch-password-9"
 CHROMIUM = "/usr/bin/chromium"
-START_TIMEOUT = 90.0
 MEASURE_TIMEOUT = 180.0
 TARGET_SEGMENT_SECONDS = 10.0
 TARGET_FRAME_SECONDS = 15.0
@@ -52,14 +50,6 @@ document.addEventListener('DOMContentLoaded', () => {
   }
 });
 """
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def long_source(loops: int, media: Path) -> Path:
@@ -131,62 +121,34 @@ def main() -> int:
 
     source = long_source(args.loops, args.media)
     body, content_type = multipart(source)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    with tempfile.TemporaryDirectory(prefix="videoflix-watchwhile-") as var:
-        os.chmod(var, 0o755)  # the embedded PostgreSQL may run as another user
-        env = {**os.environ, "VIDEOFLIX_VAR_DIR": var, "VIDEOFLIX_PORT": str(port),
-               "VIDEOFLIX_ADMIN_EMAIL": ADMIN_EMAIL, "VIDEOFLIX_ADMIN_PASSWORD": ADMIN_PASSWORD,
-               "VIDEOFLIX_LOG_LEVEL": "WARNING", "VIDEOFLIX_BCRYPT_ROUNDS": "4",
-               "SECRET_KEY": secrets.token_urlsafe(48)}
-        server = subprocess.Popen([sys.executable, "-m", "videoflix", "dev"], cwd=var, env=env,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            deadline = time.monotonic() + START_TIMEOUT
-            while True:
-                if server.poll() is not None:
-                    raise SystemExit(f"videoflix dev exited with {server.returncode}")
-                try:
-                    if request(port, "GET", "/api/health/", timeout=5)[0] == 200:
-                        break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise SystemExit("the server did not come up")
-                time.sleep(0.2)
-            cookie = login(port)
-            with playwright_api.sync_playwright() as playwright:
-                browser = playwright.chromium.launch(
-                    executable_path=CHROMIUM, headless=True,
-                    args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
-                context = browser.new_context(base_url=base)
-                context.add_init_script(FIRST_FRAME_SCRIPT)
-                page = context.new_page()
-                page.goto("/pages/auth/login.html")
-                page.get_by_label("Email").fill(ADMIN_EMAIL)
-                page.get_by_label("Password").fill(ADMIN_PASSWORD)
-                page.get_by_role("button", name="Log in").click()
-                page.wait_for_url(f"{base}/")
+    with devserver.running_dev(ADMIN_EMAIL, ADMIN_PASSWORD, "videoflix-watchwhile-") as (port, server):
+        base = f"http://127.0.0.1:{port}"
+        cookie = login(port)
+        with playwright_api.sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=CHROMIUM, headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--autoplay-policy=no-user-gesture-required"])
+            context = browser.new_context(base_url=base)
+            context.add_init_script(FIRST_FRAME_SCRIPT)
+            page = context.new_page()
+            page.goto("/pages/auth/login.html")
+            page.get_by_label("Email").fill(ADMIN_EMAIL)
+            page.get_by_label("Password").fill(ADMIN_PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.wait_for_url(f"{base}/")
 
-                status, answer, _ = request(port, "POST", "/api/video/", cookie, body, content_type)
-                uploaded = time.time()
-                if status != 201:
-                    raise SystemExit(f"upload failed: {status} {answer[:200]!r}")
-                video_id = json.loads(answer)["id"]
-                page.goto(f"/watch/{video_id}", wait_until="commit")
-                measure_deadline = time.monotonic() + MEASURE_TIMEOUT
-                servable_at, segment = first_segment_servable(port, cookie, video_id, measure_deadline)
-                page.wait_for_function("() => window.firstFrameAt", timeout=MEASURE_TIMEOUT * 1000)
-                frame_at = page.evaluate("window.firstFrameAt") / 1000
-                detail = json.loads(request(port, "GET", f"/api/video/{video_id}/", cookie)[1])
-                browser.close()
-        finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait()
+            status, answer, _ = request(port, "POST", "/api/video/", cookie, body, content_type)
+            uploaded = time.time()
+            if status != 201:
+                raise SystemExit(f"upload failed: {status} {answer[:200]!r}")
+            video_id = json.loads(answer)["id"]
+            page.goto(f"/watch/{video_id}", wait_until="commit")
+            measure_deadline = time.monotonic() + MEASURE_TIMEOUT
+            servable_at, segment = first_segment_servable(port, cookie, video_id, measure_deadline)
+            page.wait_for_function("() => window.firstFrameAt", timeout=MEASURE_TIMEOUT * 1000)
+            frame_at = page.evaluate("window.firstFrameAt") / 1000
+            detail = json.loads(request(port, "GET", f"/api/video/{video_id}/", cookie)[1])
+            browser.close()
     segment_seconds = servable_at - uploaded
     frame_seconds = frame_at - uploaded
     report = {"source": source.name, "source_bytes": source.stat().st_size, "segment": segment,
