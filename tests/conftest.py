@@ -119,6 +119,7 @@ def app(io_loop, config, services):
     made = make_app(config, services)
     yield made
     io_loop.run_sync(made.settings["video_feed"].close)
+    made.settings["open_files"].close()
 
 
 @pytest.fixture

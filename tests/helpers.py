@@ -258,6 +258,18 @@ async def make_ready_video(services, owner_id: int, *, title: str = "A film", vi
     return video_id
 
 
+def open_fds_to(path: Path) -> int:
+    """How many of this process's descriptors are open on `path`."""
+    count = 0
+    for entry in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{entry}") == str(path):
+                count += 1
+        except OSError:
+            pass
+    return count
+
+
 async def admin_id(services) -> int:
     """The id of the (one) admin account."""
     async with cursor(services.pool) as cur:

@@ -24,7 +24,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from helpers import make_ready_video, wait_until
+from helpers import make_ready_video, open_fds_to, wait_until
 from videoflix import media, zerocopy
 
 BIG = 24 * 1024 * 1024 + 12345  # several MB and not a round number
@@ -107,15 +107,13 @@ class RawConnection:
         self.writer.close()
 
 
-def open_fds_to(path: Path) -> int:
-    count = 0
-    for entry in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{entry}") == str(path):
-                count += 1
-        except OSError:
-            pass
-    return count
+async def files_given_back(app, path: Path) -> None:
+    """Every request gave its file back: none lent out, at most the one descriptor the
+    open-file cache keeps (openfiles.py), and none once the cache is closed."""
+    cache = app.settings["open_files"]
+    await wait_until(lambda: cache.lent() == 0 and open_fds_to(path) <= 1, "the file to be given back", 30)
+    cache.close()
+    assert open_fds_to(path) == 0
 
 
 # --- bodies ------------------------------------------------------------------------------
@@ -198,7 +196,7 @@ async def test_refusals_send_no_file_bytes(segments, new_client, client, http_po
 @pytest.mark.parametrize("reset", [False, True], ids=["close", "reset"])
 @pytest.mark.gen_test(timeout=120)
 async def test_client_leaving_mid_body_ends_quietly_and_closes_the_file(
-        segments, client, http_port, payloads, caplog, reset):
+        segments, app, client, http_port, payloads, caplog, reset):
     video_id, paths = segments
     path = f"/api/video/{video_id}/720p/seg_00000.ts"
     cookie = cookie_header(client)
@@ -209,7 +207,7 @@ async def test_client_leaving_mid_body_ends_quietly_and_closes_the_file(
     assert status == 200
     assert await conn.reader.readexactly(256 * 1024) == payloads["seg_00000.ts"][:256 * 1024]
     conn.close(reset=reset)  # 24 MB still to come: the server is mid-sendfile or waiting to write
-    await wait_until(lambda: open_fds_to(paths["seg_00000.ts"]) == 0, "the segment's file to be closed", 30)
+    await files_given_back(app, paths["seg_00000.ts"])
     # The server goes on serving, and said nothing alarming about the client that left.
     response = await client.get(f"/api/video/{video_id}/720p/seg_00001.ts")
     assert response.status == 200 and response.body == payloads["seg_00001.ts"]
@@ -219,7 +217,7 @@ async def test_client_leaving_mid_body_ends_quietly_and_closes_the_file(
 
 
 @pytest.mark.gen_test(timeout=120)
-async def test_many_clients_leaving_at_once_leave_no_file_open(segments, client, http_port, payloads):
+async def test_many_clients_leaving_at_once_leave_no_file_open(segments, app, client, http_port, payloads):
     video_id, paths = segments
     cookie = cookie_header(client)
     conns = [await RawConnection.open(http_port) for _ in range(8)]
@@ -228,7 +226,7 @@ async def test_many_clients_leaving_at_once_leave_no_file_open(segments, client,
     for index, conn in enumerate(conns):
         await conn.head()
         conn.close(reset=index % 2 == 0)
-    await wait_until(lambda: open_fds_to(paths["seg_00000.ts"]) == 0, "every file to be closed", 30)
+    await files_given_back(app, paths["seg_00000.ts"])
     response = await client.get(f"/api/video/{video_id}/720p/seg_00000.ts", headers={"Range": "bytes=5-9"})
     assert response.status == 206 and response.body == payloads["seg_00000.ts"][5:10]
 

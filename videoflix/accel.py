@@ -16,11 +16,13 @@ validated, and the internal location cannot be requested from outside.
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from urllib.parse import quote
 
 
+@functools.lru_cache(maxsize=4096)  # once per file, not per request (bench/serve.py: ~5 % of an answer)
 def location(prefix: str, media_dir: str, root: Path, parts: tuple[str, ...]) -> str:
     """`prefix` + the file's path relative to `media_dir`, percent-encoded.
     ValueError if the file would not be below `media_dir` (it always is: the

@@ -8,7 +8,7 @@ import logging
 import tornado.httpserver
 import tornado.web
 
-from videoflix import metrics, playback, videosubtitles
+from videoflix import metrics, openfiles, playback, videosubtitles
 from videoflix import videos as video_lifecycle
 from videoflix.assets import scan_assets
 from videoflix.changefeed import VideoFeed
@@ -77,6 +77,7 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
         video_feed=feed,
         events=EventHub(config, services, feed),
         assets=scan_assets(),
+        open_files=openfiles.OpenFileCache(),  # segments' descriptors (closed at shutdown)
         default_handler_class=NotFoundHandler,
         log_function=request_finished,  # access log and metrics
         # Tornado's own XSRF scheme is off: the API uses SameSite=Lax cookies
@@ -144,6 +145,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
     finally:
         if feed is not None:
             await feed.close()
+            app.settings["open_files"].close()
         if admin is not None:
             admin.stop()
         if cleaner is not None:

@@ -29,6 +29,7 @@ what is written, so the two cannot drift apart.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,6 +147,7 @@ def parse_version(raw: str) -> int | None:
     return int(raw[1:]) if _VERSION_RE.fullmatch(raw) else None
 
 
+@functools.lru_cache(maxsize=4096)  # on every HLS request; pure
 def version_dir(media_dir: str, video_id: int, version: int) -> Path:
     """media/<id>/v<N>/, or media/<id>/ itself for version 0 (the wave-1 layout)."""
     base = video_dir(media_dir, video_id)

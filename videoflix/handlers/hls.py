@@ -1,9 +1,8 @@
 """HLS delivery, API.md §3 and §4: playlists, segments, signed stream URLs, images.
 
-The file handlers are `tornado.web.StaticFileHandler`s. Reused from it: `set_headers`
-(Accept-Ranges, ETag, Last-Modified, Content-Type, caching hooks) and
-`should_return_304` (If-None-Match first, else If-Modified-Since: RFC 7232 §6).
-Ours, and why:
+The file handlers are `tornado.web.StaticFileHandler`s. Reused from it:
+`should_return_304` (If-None-Match first, else If-Modified-Since: RFC 7232 §6) and
+the header hooks. Ours, and why:
 - `get`: access is decided (asynchronously, one small query at most) before any file
   is opened, and the file is opened and read in `services.file_executor`, in
   FILE_CHUNK_BYTES chunks with one read ahead, never whole and never on the loop
@@ -16,7 +15,12 @@ Ours, and why:
   (mediafiles.open_inside): no symlink there is followed, no path is resolved and
   then reopened.
 - `compute_etag`: size + mtime + inode from the one fstat, not the parent's SHA-512
-  of the whole file computed on the loop and cached forever.
+  of the whole file computed on the loop and cached forever. `set_headers`: the
+  parent's headers (Accept-Ranges, ETag, Last-Modified, Content-Type, then
+  set_extra_headers) without its Expires (Cache-Control is ours), Last-Modified
+  formatted once per mtime.
+- Segments' open files are kept a few seconds (openfiles.py): a segment GET that
+  finds its file open makes no thread hop.
 - Bodies on plain connections go by os.sendfile once the headers are flushed
   (zerocopy.py): no thread reads and no copies; the chunked reads above remain for
   TLS and gzip. With VIDEOFLIX_ACCEL_REDIRECT, playlists and segments are
@@ -40,9 +44,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime
+import email.utils
+import functools
 import gzip
 import hashlib
 import logging
+import os
 import re
 import time
 from pathlib import Path
@@ -51,8 +58,8 @@ from typing import Any
 import tornado.iostream
 import tornado.web
 
-from videoflix import (accel, httpranges, images, media, mediafiles, playback, sessions, tokens, videosubtitles,
-                       zerocopy)
+from videoflix import (accel, httpranges, images, media, mediafiles, openfiles, playback, sessions, tokens,
+                       videosubtitles, zerocopy)
 from videoflix.transcode import ladderfile
 from videoflix.transcode.playlist import PlaylistError, render_master
 from videoflix.handlers.base import (INVALID_TOKEN, APIError, AuthMixin, BaseHandler, CorsMixin,
@@ -94,6 +101,28 @@ SEGMENT_KINDS = ("segment", "vsegment")
 TRICKPLAY_KINDS = ("iframes", "thumbs")
 # With VIDEOFLIX_ACCEL_REDIRECT set, nginx sends these (accel.py); images stay ours.
 ACCEL_KINDS = tuple(k for k in (*PLAYLIST_KINDS, *SEGMENT_KINDS) if k not in TRICKPLAY_KINDS)
+
+
+def cache_control_of(kind: str, building: bool) -> str:
+    """Cache-Control of a media file of `kind` (see the constants above)."""
+    if kind == "vsegment":
+        return IMMUTABLE_CACHE_CONTROL
+    if kind == "segment":
+        return UNVERSIONED_SEGMENT_CACHE_CONTROL
+    if kind in ("vplaylist", *TRICKPLAY_KINDS):
+        return REVALIDATE_CACHE_CONTROL if building else IMMUTABLE_CACHE_CONTROL
+    return PLAYLIST_CACHE_CONTROL
+
+
+def file_etag(info: os.stat_result, gzipped: bool = False) -> str:
+    """Size + mtime + inode of the one fstat (see the module docstring)."""
+    return f'"{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}{"-gz" if gzipped else ""}"'
+
+
+@functools.lru_cache(maxsize=1024)
+def http_date(seconds: int) -> str:
+    """Last-Modified's IMF-fixdate (RFC 9110 §5.6.7); the files of a playing video share a few."""
+    return email.utils.formatdate(seconds, usegmt=True)
 
 
 class HLSRequestMixin:
@@ -156,6 +185,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
     kind: str
     served: playback.ServedFile | None = None  # what an HLS request resolved to
     file: mediafiles.OpenFile | None = None
+    cached: openfiles.Entry | None = None  # `file` is lent by the open-file cache
     reading: concurrent.futures.Future | None = None  # the read in flight on `file`
     sender: zerocopy.Sender | None = None  # the sendfile in flight on `file`
     use_gzip = False
@@ -167,11 +197,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
     # --- StaticFileHandler hooks --------------------------------------------------
 
     def compute_etag(self) -> str | None:
-        if self.file is None:
-            return None
-        info = self.file.stat
-        variant = "-gz" if self.use_gzip else ""
-        return f'"{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}{variant}"'
+        return None if self.file is None else file_etag(self.file.stat, self.use_gzip)
 
     def get_content_size(self) -> int:
         assert self.file is not None
@@ -181,6 +207,14 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         assert self.file is not None
         # Whole seconds, as the parent does: Last-Modified has no finer resolution.
         return datetime.datetime.fromtimestamp(int(self.file.stat.st_mtime), datetime.timezone.utc)
+
+    def set_headers(self) -> None:
+        self.set_header("Accept-Ranges", "bytes")
+        self.set_etag_header()
+        assert self.file is not None
+        self.set_header("Last-Modified", http_date(int(self.file.stat.st_mtime)))
+        self.set_header("Content-Type", self.get_content_type())
+        self.set_extra_headers(self.path)
 
     def get_content_type(self) -> str:
         if self.kind in PLAYLIST_KINDS:
@@ -201,14 +235,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         return 0  # Cache-Control is set whole in set_extra_headers
 
     def cache_control(self) -> str:
-        if self.kind == "vsegment":
-            return IMMUTABLE_CACHE_CONTROL
-        if self.kind == "segment":
-            return UNVERSIONED_SEGMENT_CACHE_CONTROL
-        if self.kind in ("vplaylist", *TRICKPLAY_KINDS):
-            building = self.served is not None and self.served.building
-            return REVALIDATE_CACHE_CONTROL if building else IMMUTABLE_CACHE_CONTROL
-        return PLAYLIST_CACHE_CONTROL
+        return cache_control_of(self.kind, self.served is not None and self.served.building)
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", self.cache_control())
@@ -225,8 +252,10 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             await self.serve_master(video_id, served.version, include_body)
             return
         root = media.version_dir(self.config.media_dir, video_id, served.version)
+        # Segments never change once written: their open files are kept (openfiles.py).
+        cache_key = (video_id, served.version, served.parts) if self.kind in SEGMENT_KINDS else None
         await self.serve_file(root, served.parts, include_body,
-                              wait=served.building and self.kind not in TRICKPLAY_KINDS)
+                              wait=served.building and self.kind not in TRICKPLAY_KINDS, cache_key=cache_key)
 
     async def serve_master(self, video_id: int, version: int, include_body: bool) -> None:
         """The master of a version, rendered from its ladder.json (one owner of the text:
@@ -244,21 +273,30 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             raise APIError(404) from None
         self.write_rendered(body, PLAYLIST_TYPE, include_body)
 
-    async def serve_file(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False) -> None:
+    async def serve_file(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False,
+                         cache_key: tuple | None = None) -> None:
         """Answer with root/<parts...> (validated names, no symlink followed); `wait`:
-        the file may still be coming (the version being built)."""
+        the file may still be coming (the version being built); `cache_key`: the
+        file never changes, keep it open (openfiles.py)."""
         try:
-            await self._serve(root, parts, include_body, wait)
+            await self._serve(root, parts, include_body, wait, cache_key)
         finally:
             opened, self.file = self.file, None
+            cached, self.cached = self.cached, None
             reading, self.reading = self.reading, None
             if opened is not None:
+                done = (lambda: self.open_files.release(cached)) if cached is not None else (
+                    lambda: mediafiles.close_file(opened))
                 if reading is not None and not reading.done():
                     # Cancelled (server shutdown) while a thread reads this fd: close
                     # it when the read ends (a closed fd number is reused at once).
-                    reading.add_done_callback(lambda _: mediafiles.close_file(opened))
+                    reading.add_done_callback(lambda _: done())
                 else:
-                    mediafiles.close_file(opened)
+                    done()
+
+    @property
+    def open_files(self) -> openfiles.OpenFileCache:
+        return self.settings["open_files"]
 
     def _prefetch_bytes(self, include_body: bool) -> int:
         """How much to read in the same thread hop as the open: the first chunk of
@@ -269,7 +307,18 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             return 0
         return FILE_CHUNK_BYTES
 
-    async def _open(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool) -> None:
+    async def _open(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool,
+                    cache_key: tuple | None) -> None:
+        if cache_key is not None:
+            self.cached = self.open_files.acquire(cache_key)
+            if self.cached is not None:  # no thread hop
+                self.file = self.cached.file
+                return
+        await self._open_now(root, parts, include_body, wait)
+        if cache_key is not None and self.file is not None:
+            self.cached = self.open_files.add(cache_key, self.file)
+
+    async def _open_now(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool) -> None:
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
         prefetch = self._prefetch_bytes(include_body)
@@ -289,14 +338,15 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             raise APIError(503, "Not transcoded yet: try again shortly.",
                            headers={"Retry-After": BUILDING_RETRY_AFTER})
 
-    async def _serve(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False) -> None:
+    async def _serve(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False,
+                     cache_key: tuple | None = None) -> None:
         if self.config.accel_redirect and self.kind in ACCEL_KINDS and not wait:
             # (A version still being built is ours: a file not written yet is waited for.)
             self._accel_redirect(root, parts)
             return
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
-        await self._open(root, parts, include_body, wait)
+        await self._open(root, parts, include_body, wait, cache_key)
         if self.file is None:
             raise APIError(404)
         self.path = parts[-1]
