@@ -8,9 +8,10 @@ One run, everything on 127.0.0.1 and bounded in time (about 4 minutes):
    one active user (real bcrypt cost 12) and one ready video whose 720p rendition
    is ten ~1 MB MPEG-TS segments made by ffmpeg (CBR 4 Mb/s, 2 s each).
 2. Three servers of the same files, each in a child process:
-   - "embedded": our server (create_services + make_app + HTTPServer, as app.serve
-     does, without the transcode consumer), logging at WARNING: segment bodies by
-     os.sendfile (zerocopy.py);
+   - "embedded": our server (create_services + make_app + HTTPServer over
+     app.http_delegate, as app.serve does, without the transcode consumer), logging
+     at WARNING: segment bodies by os.sendfile (zerocopy.py), warm segment GETs by
+     the segment lane (handlers/lane.py);
    - "nginx": nginx alone (Debian's), `sendfile on`, access log off, serving the
      media directory directly (no authorisation: the ceiling);
    - "accel": the shipped deploy/nginx.conf in front of a second server of ours
@@ -107,7 +108,7 @@ async def run_server() -> None:
     """Child process: our server as app.serve runs it, minus the transcode consumer."""
     import tornado.httpserver
 
-    from videoflix.app import MAX_JSON_BODY_BYTES, make_app
+    from videoflix.app import MAX_JSON_BODY_BYTES, http_delegate, make_app
     from videoflix.log import setup_logging
     from videoflix.services import create_services
 
@@ -117,7 +118,8 @@ async def run_server() -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    server = tornado.httpserver.HTTPServer(make_app(config, services), max_body_size=MAX_JSON_BODY_BYTES,
+    app = make_app(config, services)
+    server = tornado.httpserver.HTTPServer(http_delegate(app), max_body_size=MAX_JSON_BODY_BYTES,
                                            idle_connection_timeout=120)
     server.listen(config.port, config.host)
     try:

@@ -12,9 +12,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import tornado.httpserver
 from aiosmtpd.controller import Controller
 
-from videoflix.app import make_app
+from videoflix.app import http_delegate, make_app
 from videoflix.config import Config
 from videoflix.db import create_pool, cursor
 from videoflix.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -120,6 +121,17 @@ def app(io_loop, config, services):
     yield made
     io_loop.run_sync(made.settings["video_feed"].close)
     made.settings["open_files"].close()
+
+
+@pytest.fixture
+def http_server(request, io_loop, _unused_port, app):
+    """pytest-tornado's server, with what `videoflix serve` puts in front of the
+    Application (app.http_delegate: the segment lane)."""
+    server = tornado.httpserver.HTTPServer(http_delegate(app))
+    server.add_socket(_unused_port[0])
+    yield server
+    server.stop()
+    io_loop.run_sync(server.close_all_connections, timeout=request.config.option.async_test_timeout)
 
 
 @pytest.fixture

@@ -258,6 +258,18 @@ async def make_ready_video(services, owner_id: int, *, title: str = "A film", vi
     return video_id
 
 
+async def make_ready_version(services, owner_id: int, *, visibility: str = "private") -> tuple[int, int]:
+    """A video whose first transcode published version N (media/<id>/v<N>/, PIPELINE_V2):
+    (video id, N); 720p only, no files."""
+    async with cursor(services.pool) as cur:
+        video_id = await video_rows.insert_video(cur, owner_id=owner_id, title="v", description="",
+                                                 category="Test", visibility=visibility, status="queued")
+        version = (await video_rows.mark_processing(cur, video_id))["building_version"]
+        assert await video_rows.mark_ready(cur, video_id, version=version, duration=8.0, width=1280,
+                                           height=720, fps=25.0, has_audio=True, resolutions=["720p"])
+    return video_id, version
+
+
 def open_fds_to(path: Path) -> int:
     """How many of this process's descriptors are open on `path`."""
     count = 0

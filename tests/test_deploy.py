@@ -272,14 +272,8 @@ def accel(app, config, http_port, tmp_path, io_loop, make_user, new_client, serv
         for path in (media_root, folder.parent, folder):
             path.chmod(0o755)
         # And a versioned one (PIPELINE_V2: media/<id>/v<N>/), as a transcode now leaves it.
-        from videoflix.db import cursor
-        from videoflix.tables import videos as video_rows
-        async with cursor(services.pool) as cur:
-            versioned = await video_rows.insert_video(cur, owner_id=user["id"], title="v", description="",
-                                                      category="Test", visibility="private", status="queued")
-            version = (await video_rows.mark_processing(cur, versioned))["building_version"]
-            assert await video_rows.mark_ready(cur, versioned, version=version, duration=8.0, width=1280,
-                                               height=720, fps=25.0, has_audio=True, resolutions=["720p"])
+        from helpers import make_ready_version
+        versioned, version = await make_ready_version(services, user["id"])
         vfolder = media.version_dir(str(media_root), versioned, version) / "720p"
         vfolder.mkdir(parents=True)
         (vfolder / "seg_00000.ts").write_bytes(ACCEL_SEGMENT)

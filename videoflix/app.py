@@ -6,6 +6,7 @@ import functools
 import logging
 
 import tornado.httpserver
+import tornado.httputil
 import tornado.web
 
 from videoflix import metrics, openfiles, playback, videosubtitles
@@ -19,6 +20,7 @@ from videoflix.handlers import auth, docs, events, health, hls, pages, videos, w
 from videoflix.handlers import subtitles as subtitle_handlers
 from videoflix.handlers import metrics as metrics_handlers
 from videoflix.handlers.base import NotFoundHandler, check_access_marks
+from videoflix.handlers.lane import SegmentLane
 from videoflix.handlers.observe import labelled_routes, request_finished
 from videoflix.migrate import apply_migrations
 from videoflix.services import Services, create_services
@@ -87,6 +89,11 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
     )
 
 
+def http_delegate(app: tornado.web.Application) -> tornado.httputil.HTTPServerConnectionDelegate:
+    """What the HTTPServer talks to: the segment lane (handlers/lane.py) in front of `app`."""
+    return SegmentLane(app)
+
+
 # JSON requests are small; the upload handler raises its own limit.
 MAX_JSON_BODY_BYTES = 1024 * 1024
 
@@ -123,7 +130,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         app = make_app(config, services)
         feed = app.settings["video_feed"]
         feed.start()
-        requests = Draining(app)
+        requests = Draining(http_delegate(app))
         server = tornado.httpserver.HTTPServer(requests, max_body_size=MAX_JSON_BODY_BYTES,
                                                idle_connection_timeout=120)
         server.listen(config.port, config.host)

@@ -190,6 +190,18 @@ async def ready_video(services: Services, video_id: int) -> dict | None:
     return row if row is not None and row["live_version"] is not None else None
 
 
+def cached_watchable_file(services: Services, target: HLSTarget, claims: tokens.SessionClaims) -> ServedFile | None:
+    """watchable_file from a fresh cached row alone, without waiting; None when that
+    cannot say yes (no fresh row, or the row refuses: watchable_file reads it again)."""
+    hit = _row_cache(services).get(target.video_id)
+    if hit is None or hit[0] <= time.monotonic():
+        return None
+    try:
+        return resolve_file(hit[1], target, claims.user_id, claims.is_admin)
+    except media.VideoNotFound:
+        return None
+
+
 async def watchable_file(services: Services, target: HLSTarget, claims: tokens.SessionClaims) -> ServedFile:
     """The file answering `target` for this session (resolve_file), else NotFound."""
     cached = _is_cached(services, target.video_id)

@@ -121,25 +121,43 @@ async def _lookup_revoked(services: Services, session_id: str) -> None:
     _cache(services).store_revoked(session_id, started + CHECK_SECONDS, revoked)
 
 
+def cached_liveness(services: Services, user_id: int, token_version: int, session_id: str | None,
+                    now: float | None = None) -> bool | None:
+    """is_live from the cache alone, without waiting: None when it would have to ask
+    PostgreSQL or Redis (handlers/lane.py then leaves the request to the full path)."""
+    cache = _cache(services)
+    now = time.monotonic() if now is None else now
+    version = cache.versions.get(user_id)
+    if _stale(version, now):
+        return None
+    if version[1] != token_version:
+        return False
+    if session_id is None:
+        return True
+    revoked = cache.revoked.get(session_id)
+    if _stale(revoked, now):
+        return None
+    return not revoked[1]
+
+
+def _stale(entry: tuple | None, now: float) -> bool:
+    return entry is None or entry[0] <= now
+
+
 async def is_live(services: Services, user_id: int, token_version: int, session_id: str | None) -> bool:
     """True while a token of (user, version, session) may be used; see the module
     docstring. `session_id` None: a token bound to no session (none are issued
     now), judged by its version alone. Unavailable when a store is down."""
     cache = _cache(services)
     now = time.monotonic()
-    version = cache.versions.get(user_id)
-    if version is None or version[0] <= now:
-        await _shared(cache, ("v", user_id), lambda: _lookup_version(services, user_id))
-        version = cache.versions[user_id]
-    if version[1] != token_version:
-        return False
-    if session_id is None:
-        return True
-    revoked = cache.revoked.get(session_id)
-    if revoked is None or revoked[0] <= now:
-        await _shared(cache, ("s", session_id), lambda: _lookup_revoked(services, session_id))
-        revoked = cache.revoked[session_id]
-    return not revoked[1]
+    # At most two lookups (the user's version, then the session's revocation); an
+    # entry looked up now is fresh at `now` however long the lookup took.
+    while (known := cached_liveness(services, user_id, token_version, session_id, now)) is None:
+        if _stale(cache.versions.get(user_id), now):
+            await _shared(cache, ("v", user_id), lambda: _lookup_version(services, user_id))
+        else:
+            await _shared(cache, ("s", session_id), lambda: _lookup_revoked(services, session_id))
+    return known
 
 
 async def revoke(services: Services, session_id: str, lifetime_seconds: int) -> bool:

@@ -5,7 +5,9 @@ Tornado has no sendfile: a body goes file -> bytes (a thread's pread) -> Tornado
 write buffer -> socket. Here the kernel copies file pages to the socket itself,
 with no thread hop and no Python bytes. handlers/hls.py calls `send_body` for a
 file body it would otherwise read in chunks; everything around the body (access,
-Range, If-Range, 304, HEAD, gzip, Content-Length) stays the handler's.
+Range, If-Range, 304, HEAD, gzip, Content-Length) stays the handler's. The segment
+lane (handlers/lane.py) writes its headers with HTTP1Connection.write_headers and
+calls `send_after_headers`.
 
 How it meets Tornado:
 - `usable(request)` is False, and the handler keeps its chunked reads, where the
@@ -100,11 +102,14 @@ class Sender:
         send bytes [start, end) of `fd`. False when the connection turned out
         unsuitable after all (nothing of the body sent: the caller writes it its
         own way); ClientGone when the client left."""
-        connection = handler.request.connection
         try:
             await handler.flush()
         except tornado.iostream.StreamClosedError:
             raise ClientGone() from None
+        return await self.send_after_headers(handler.request.connection, fd, start, end)
+
+    async def send_after_headers(self, connection: Any, fd: int, start: int, end: int) -> bool:
+        """send_body once the headers are written (handlers/lane.py writes its own)."""
         if getattr(connection, PINNED_ATTRIBUTE, None) != end - start:
             # Tornado does not count the body as we expect (a changed Tornado,
             # or a transform that altered the headers): let Tornado write it.

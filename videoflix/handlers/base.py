@@ -92,16 +92,32 @@ def check_access_marks(handler_class: type) -> list[str]:
     return missing
 
 
+def cors_headers(origin: str | None, cors_origins: Any) -> tuple[tuple[str, str], ...]:
+    """What an answer to `origin` carries besides `Vary: Origin` (always added)."""
+    if origin and origin.rstrip("/") in cors_origins:
+        return (("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"),
+                ("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS))
+    return ()
+
+
+def access_token_of(request: Any) -> str:
+    """The access JWT a request carries: `Authorization: Bearer` (any other scheme:
+    none), else the access_token cookie; "" when there is none."""
+    header = request.headers.get("Authorization", "")
+    if header:
+        scheme, _, token = header.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" else ""
+    morsel = request.cookies.get("access_token")  # (an unparsable Cookie header: none)
+    return morsel.value if morsel is not None else ""
+
+
 class CorsMixin:
     """CORS for API.md's conventions; mixed into JSON and file handlers alike."""
 
     def set_cors_headers(self: Any) -> None:
-        origin = self.request.headers.get("Origin")
         self.add_header("Vary", "Origin")
-        if origin and origin.rstrip("/") in self.settings["config"].cors_origins:
-            self.set_header("Access-Control-Allow-Origin", origin)
-            self.set_header("Access-Control-Allow-Credentials", "true")
-            self.set_header("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS)
+        for name, value in cors_headers(self.request.headers.get("Origin"), self.settings["config"].cors_origins):
+            self.set_header(name, value)
 
     @public
     def options(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -119,12 +135,7 @@ class AuthMixin:
     _auth_problem: str | None = None
 
     def get_current_user(self: Any) -> tokens.SessionClaims | None:
-        header = self.request.headers.get("Authorization", "")
-        if header:
-            scheme, _, token = header.partition(" ")
-            token = token.strip() if scheme.lower() == "bearer" else ""
-        else:
-            token = self.get_cookie("access_token", "")
+        token = access_token_of(self.request)
         if not token:
             self._auth_problem = NOT_AUTHENTICATED
             return None

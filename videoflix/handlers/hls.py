@@ -20,7 +20,10 @@ the header hooks. Ours, and why:
   set_extra_headers) without its Expires (Cache-Control is ours), Last-Modified
   formatted once per mtime.
 - Segments' open files are kept a few seconds (openfiles.py): a segment GET that
-  finds its file open makes no thread hop.
+  finds its file open makes no thread hop. A plain segment GET whose every
+  decision is cached is answered before it reaches these handlers, by the
+  segment lane (lane.py), with the headers made by the functions below
+  (cache_control_of, file_etag, http_date); everything else comes here.
 - Bodies on plain connections go by os.sendfile once the headers are flushed
   (zerocopy.py): no thread reads and no copies; the chunked reads above remain for
   TLS and gzip. With VIDEOFLIX_ACCEL_REDIRECT, playlists and segments are
