@@ -3,11 +3,11 @@
     python bench/serve.py [--seconds 6] [--rounds 3] [--connections 16,64] [--nginx-workers 1]
                           [--bitrate 4000k] [--profile DIR [--py-spy PATH]]
 
-One run, everything on 127.0.0.1 and bounded in time (about 4 minutes):
+One run, everything on 127.0.0.1 and bounded in time (about 6 minutes):
 1. Embedded PostgreSQL and Redis (videoflix.embedded, as tests/conftest.py does),
    one active user (real bcrypt cost 12) and one ready video whose 720p rendition
    is ten ~1 MB MPEG-TS segments made by ffmpeg (CBR 4 Mb/s, 2 s each).
-2. Three servers of the same files, each in a child process:
+2. Five servers of the same files, each in a child process:
    - "embedded": our server (create_services + make_app + HTTPServer over
      app.http_delegate, as app.serve does, without the transcode consumer), logging
      at WARNING: segment bodies by os.sendfile (zerocopy.py), warm segment GETs by
@@ -16,13 +16,17 @@ One run, everything on 127.0.0.1 and bounded in time (about 4 minutes):
      media directory directly (no authorisation: the ceiling);
    - "accel": the shipped deploy/nginx.conf in front of a second server of ours
      with VIDEOFLIX_ACCEL_REDIRECT=/internal-media/: we authorise, nginx sends.
-   Both nginx get --nginx-workers workers.
+   - "floor" and "floor+ngx": the Tornado floor (run_floor: Tornado's HTTP/1
+     connection with nothing above it, no routing, handler or authorisation),
+     alone with sendfile, and behind the same nginx config answering only the
+     X-Accel-Redirect header: the best any Tornado server could do here.
+   Every nginx gets --nginx-workers workers.
 3. wrk (2 threads, --seconds per run, after a short warm-up): authenticated GETs of
    the ten segments in turn (access_token cookie; nginx alone ignores it), at each
-   --connections level, in --rounds rounds that cycle embedded, nginx, accel; then
-   ranged GETs (`Range: bytes=262144-524287`, 256 KiB from the middle) at the last
-   level. Requests/s, MB/s, CPU of each server, the per-round ratios embedded/nginx
-   and accel/nginx and their medians.
+   --connections level, in --rounds rounds that cycle the five; then ranged GETs
+   (`Range: bytes=262144-524287`, 256 KiB from the middle) at the last level.
+   Requests/s, MB/s, CPU of each server, the per-round ratios embedded/nginx and
+   accel/nginx, the floor's ratios to nginx and ours to the floor, and their medians.
 4. p99 latency of a segment GET from 4 paced clients (each waits 20 ms between
    requests: a few players, not a saturation test), idle and then while bursts of
    20 concurrent logins (POST /api/login/, bcrypt cost 12) run back to back, in
@@ -128,6 +132,71 @@ async def run_server() -> None:
         server.stop()
         await asyncio.wait_for(server.close_all_connections(), timeout=10)
         await services.close()
+
+
+async def run_floor() -> None:
+    """Child process: the floor, Tornado's HTTP/1 connection with nothing above it.
+
+    No routing, no handler, no authorisation, no logging: /api/video/<rest> answers
+    media/<rest> by the same zerocopy.Sender as ours, or (VIDEOFLIX_ACCEL_REDIRECT)
+    with the X-Accel-Redirect header alone. What any Tornado server could do at best
+    on this machine: ours/floor says how much of the gap to nginx is ours. (A bench
+    toy: it trusts the path.)"""
+    import tornado.httpserver
+    import tornado.httputil
+    import tornado.iostream
+
+    from videoflix import zerocopy
+
+    media_dir = os.environ["VIDEOFLIX_MEDIA_DIR"]
+    accel_prefix = os.environ.get("VIDEOFLIX_ACCEL_REDIRECT", "")
+    ok = tornado.httputil.ResponseStartLine("", 200, "OK")
+
+    class Answer(tornado.httputil.HTTPMessageDelegate):
+        def __init__(self, connection) -> None:
+            self.connection = connection
+            self.path = ""
+
+        def headers_received(self, start_line, headers) -> None:
+            self.path = start_line.path
+
+        def finish(self) -> None:
+            asyncio.ensure_future(self.respond())
+
+        async def respond(self) -> None:
+            relative = self.path.removeprefix("/api/video/")
+            headers = tornado.httputil.HTTPHeaders({"Content-Type": "video/MP2T"})
+            if accel_prefix:
+                headers["X-Accel-Redirect"] = accel_prefix + relative
+                headers["Content-Length"] = "0"
+                self.connection.write_headers(ok, headers)
+                self.connection.finish()
+                return
+            fd = os.open(os.path.join(media_dir, relative), os.O_RDONLY)
+            try:
+                size = os.fstat(fd).st_size
+                headers["Content-Length"] = str(size)
+                await self.connection.write_headers(ok, headers)
+                await zerocopy.Sender().send_after_headers(self.connection, fd, 0, size)
+                self.connection.finish()
+            except (zerocopy.ClientGone, tornado.iostream.StreamClosedError):
+                pass
+            finally:
+                os.close(fd)
+
+    class Floor(tornado.httputil.HTTPServerConnectionDelegate):
+        def start_request(self, server_conn, request_conn):
+            return Answer(request_conn)
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    server = tornado.httpserver.HTTPServer(Floor(), idle_connection_timeout=120)
+    server.listen(int(os.environ["VIDEOFLIX_PORT"]), "127.0.0.1")
+    try:
+        await stop.wait()
+    finally:
+        server.stop()
+        await asyncio.wait_for(server.close_all_connections(), timeout=10)
 
 
 # --- setup ------------------------------------------------------------------------------
@@ -426,6 +495,10 @@ class Servers:
     our_pid: int
     nginx_pids: list[int]
     accel_pids: list[int]  # front nginx and our second server
+    floor: int  # the floor (run_floor) sending the files
+    floor_pids: list[int]
+    floor_accel: int  # the shipped nginx config in front of the floor answering X-Accel-Redirect
+    floor_accel_pids: list[int]
 
 
 async def measure(args: argparse.Namespace, work: Path, servers: Servers, video_id: int, cookie: str) -> bool:
@@ -440,18 +513,21 @@ async def measure(args: argparse.Namespace, work: Path, servers: Servers, video_
     ok = True
     targets = (("embedded", servers.ours, our_paths, [servers.our_pid]),
                ("nginx", servers.nginx, nginx_paths, servers.nginx_pids),
-               ("accel", servers.accel, our_paths, servers.accel_pids))
+               ("accel", servers.accel, our_paths, servers.accel_pids),
+               ("floor", servers.floor, our_paths, servers.floor_pids),
+               ("floor+ngx", servers.floor_accel, our_paths, servers.floor_accel_pids))
 
-    # Rounds cycle the three servers so that load from elsewhere on the machine
-    # hits all alike; the verdicts use the median of the per-round ratios.
+    # Rounds cycle the servers so that load from elsewhere on the machine hits all
+    # alike; the verdicts use the median of the per-round ratios.
     print(f"\n{SEGMENTS} segments; wrk 2 threads, {seconds:g} s per run, {args.rounds} rounds"
-          f" cycling embedded, nginx alone, accel ({args.nginx_workers} nginx worker(s) each)")
+          f" cycling embedded, nginx alone, accel, and the Tornado floor alone and behind nginx"
+          f" ({args.nginx_workers} nginx worker(s) each)")
     verdicts = []
     for n in args.connections:
         print(f"\n full GETs, {n} connections")
         for _, port, paths, _ in targets:
             await wrk(work, port, paths, seconds=WARMUP_SECONDS, connections=n, headers=auth)
-        embedded_ratios, accel_ratios = [], []
+        embedded_ratios, accel_ratios, floor_ratios = [], [], []
         for round_no in range(1, args.rounds + 1):
             results = {}
             for name, port, paths, pids in targets:
@@ -462,15 +538,21 @@ async def measure(args: argparse.Namespace, work: Path, servers: Servers, video_
             for name, result in results.items():
                 print(row(f"{name:<9} full GET", result))
                 ok &= result.errors == 0 and result.bad_status == 0
-            embedded_ratios.append(results["embedded"].mbps / results["nginx"].mbps)
-            accel_ratios.append(results["accel"].mbps / results["nginx"].mbps)
+            mbps = {name: result.mbps for name, result in results.items()}
+            embedded_ratios.append(mbps["embedded"] / mbps["nginx"])
+            accel_ratios.append(mbps["accel"] / mbps["nginx"])
+            floor_ratios.append((mbps["floor"] / mbps["nginx"], mbps["floor+ngx"] / mbps["nginx"],
+                                 mbps["embedded"] / mbps["floor"], mbps["accel"] / mbps["floor+ngx"]))
             efficiency = {name: r.mbps / max(r.cpu_percent or 0.0, 1e-9) for name, r in results.items()}
             print(f"  embedded/nginx {embedded_ratios[-1]:.2f}x, accel/nginx {accel_ratios[-1]:.2f}x (MB/s);"
                   f" per CPU-second of the serving processes: embedded/nginx"
                   f" {efficiency['embedded'] / efficiency['nginx']:.2f}x,"
                   f" accel/nginx {efficiency['accel'] / efficiency['nginx']:.2f}x")
+            print("  floor/nginx {:.2f}x, floor+ngx/nginx {:.2f}x; embedded/floor {:.2f}x,"
+                  " accel/floor+ngx {:.2f}x".format(*floor_ratios[-1]))
         embedded, accelerated = median(embedded_ratios), median(accel_ratios)
-        verdicts.append((n, embedded, accelerated))
+        floors = [median([r[i] for r in floor_ratios]) for i in range(4)]
+        verdicts.append((n, embedded, accelerated, floors))
         ok &= embedded >= TARGET_EMBEDDED_RATIO and accelerated >= TARGET_ACCEL_RATIO
     n = args.connections[-1]
     print(f"\n ranged GETs (256 KiB), {n} connections")
@@ -486,11 +568,13 @@ async def measure(args: argparse.Namespace, work: Path, servers: Servers, video_
         part_ratios.append(part_ours.rps / part_nginx.rps)
         ok &= part_ours.errors + part_ours.bad_status + part_nginx.errors + part_nginx.bad_status == 0
     print(f"\n medians of the per-round ratios (full GETs, MB/s):")
-    for n, embedded, accelerated in verdicts:
+    for n, embedded, accelerated, floors in verdicts:
         print(f"  {n:>3} connections: embedded/nginx {embedded:.2f}x (target >= {TARGET_EMBEDDED_RATIO:g}x:"
               f" {'met' if embedded >= TARGET_EMBEDDED_RATIO else 'MISSED'}),"
               f" accel/nginx {accelerated:.2f}x (target >= {TARGET_ACCEL_RATIO:g}x:"
               f" {'met' if accelerated >= TARGET_ACCEL_RATIO else 'MISSED'})")
+        print("       the Tornado floor: floor/nginx {:.2f}x, floor+ngx/nginx {:.2f}x;"
+              " ours against it: embedded/floor {:.2f}x, accel/floor+ngx {:.2f}x".format(*floors))
     print(f"  ranged GETs at {args.connections[-1]} connections: embedded/nginx {median(part_ratios):.2f}x (req/s)")
 
     print(f"\nSegment GET latency, {PROBE_CLIENTS} clients pausing {PROBE_PAUSE_MS} ms between GETs,"
@@ -536,9 +620,13 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, help="sample the server with py-spy into this directory")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="the py-spy binary")
     parser.add_argument("--server", action="store_true", help=argparse.SUPPRESS)  # the child
+    parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)  # the floor child
     args = parser.parse_args()
     if args.server:
         asyncio.run(run_server())
+        return 0
+    if args.floor:
+        asyncio.run(run_floor())
         return 0
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -577,19 +665,33 @@ def main() -> int:
                                   env={**env, "VIDEOFLIX_PORT": str(behind_port),
                                        "VIDEOFLIX_ACCEL_REDIRECT": ACCEL_PREFIX})
         children.append(behind)
+        floor_port, floor_behind_port, floor_accel_port = free_port(), free_port(), free_port()
+        floor = subprocess.Popen([sys.executable, __file__, "--floor"], env={**env, "VIDEOFLIX_PORT": str(floor_port)})
+        children.append(floor)
+        floor_behind = subprocess.Popen([sys.executable, __file__, "--floor"],
+                                        env={**env, "VIDEOFLIX_PORT": str(floor_behind_port),
+                                             "VIDEOFLIX_ACCEL_REDIRECT": ACCEL_PREFIX})
+        children.append(floor_behind)
         wait_for_port(our_port, server, "videoflix")
         wait_for_port(behind_port, behind, "videoflix behind nginx")
+        wait_for_port(floor_port, floor, "the floor")
+        wait_for_port(floor_behind_port, floor_behind, "the floor behind nginx")
         nginx = start_nginx(state / "nginx", Path(config.media_dir), nginx_port, args.nginx_workers)
         children.append(nginx)
         front = start_nginx(state / "front", Path(config.media_dir), accel_port, args.nginx_workers,
                             upstream=behind_port)
         children.append(front)
+        floor_front = start_nginx(state / "floor-front", Path(config.media_dir), floor_accel_port, args.nginx_workers,
+                                  upstream=floor_behind_port)
+        children.append(floor_front)
         cookie = login(our_port)
         print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
               f" on {os.cpu_count()} CPUs (wrk, both nginx and our servers share them)")
         servers = Servers(ours=our_port, nginx=nginx_port, accel=accel_port, our_pid=server.pid,
                           nginx_pids=[nginx.pid, *child_pids(nginx.pid)],
-                          accel_pids=[front.pid, *child_pids(front.pid), behind.pid])
+                          accel_pids=[front.pid, *child_pids(front.pid), behind.pid],
+                          floor=floor_port, floor_pids=[floor.pid], floor_accel=floor_accel_port,
+                          floor_accel_pids=[floor_front.pid, *child_pids(floor_front.pid), floor_behind.pid])
         ok = asyncio.run(measure(args, state, servers, video_id, cookie))
         print(f"load average after the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         print("\nall targets met" if ok else "\nsome target missed (see above)")
