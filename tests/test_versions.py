@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import signal
 import time
@@ -142,7 +143,8 @@ async def hold_when_playable(runner, browser, video_id: int) -> tuple[list[int],
 
 @pytest.mark.gen_test(timeout=300)
 async def test_building_version_is_watchable_by_its_owner_as_a_growing_event_playlist(
-        client, new_client, make_user, make_admin, runner, services, config, park_17s):
+        client, new_client, make_user, make_admin, runner, services, config, park_17s, caplog):
+    caplog.set_level(logging.INFO, logger="videoflix.access")
     owner = await make_user("owner@example.com")
     video_id = (await upload(client, park_17s, title="Growing", visibility="private")).json()["id"]
     stranger = new_client()
@@ -208,6 +210,8 @@ async def test_building_version_is_watchable_by_its_owner_as_a_growing_event_pla
         assert missing.headers["Retry-After"] == "1"
         assert missing.json() == {"detail": "Not transcoded yet: try again shortly."}
         assert time.monotonic() - started >= 2.5
+        waited = [r for r in caplog.records if r.name == "videoflix.access" and r.path.endswith("v1/720p/seg_00004.ts")]
+        assert [r.levelno for r in waited] == [logging.INFO]  # an expected "retry shortly", not a warning
         # ... but a rendition the version does not make is a plain 404 at once.
         assert (await client.get(f"/api/video/{video_id}/v1/2160p/seg_00000.ts")).status == 404
 

@@ -50,10 +50,10 @@ def client_of(handler: tornado.web.RequestHandler) -> str:
 def log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    kind = getattr(handler, "kind", None)
-    if level == logging.INFO and kind in ("segment", "vsegment"):
-        level = logging.DEBUG  # the bulk of all requests: only when asked for
-    elif status == 503 and kind in ("vsegment", "vplaylist"):
+    policy = getattr(handler, "policy", None)  # the HLS handlers' KindPolicy
+    if level == logging.INFO and policy is not None and policy.bulk:
+        level = logging.DEBUG  # segments, the bulk of all requests: only when asked for
+    elif status == 503 and getattr(handler, "retry_expected", False):
         level = logging.INFO  # not transcoded yet: an expected "retry shortly" (handlers/hls.py)
     if not access_log.isEnabledFor(level):
         return

@@ -22,8 +22,8 @@ the header hooks. Ours, and why:
 - Segments' open files are kept a few seconds (openfiles.py): a segment GET that
   finds its file open makes no thread hop. A plain segment GET whose every
   decision is cached is answered before it reaches these handlers, by the
-  segment lane (lane.py), with the headers made by the functions below
-  (cache_control_of, file_etag, http_date); everything else comes here.
+  segment lane (lane.py), with the headers made by the same functions and
+  policy (KINDS, file_etag, http_date); everything else comes here.
 - Bodies on plain connections go by os.sendfile once the headers are flushed
   (zerocopy.py): no thread reads and no copies; the chunked reads above remain for
   TLS and gzip. With VIDEOFLIX_ACCEL_REDIRECT, playlists and segments are
@@ -55,6 +55,7 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -97,29 +98,63 @@ PLAYLIST_TYPE = "application/vnd.apple.mpegurl"  # RFC 8216 §4
 SEGMENT_TYPE = "video/MP2T"  # RFC 8216 §3.2 / RFC 3555
 IMAGE_TYPE = "image/jpeg"
 VTT_TYPE = "text/vtt; charset=utf-8"  # the WebVTT spec's MIME type
-PLAYLIST_KINDS = ("master", "playlist", "vplaylist", "iframes")
-SEGMENT_KINDS = ("segment", "vsegment")
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    """How the files of one route kind are served: one row of KINDS, read by these
+    handlers, the segment lane (lane.py) and the access log (log.py)."""
+
+    content_type: str
+    text: bool  # small text: gzipped for clients that take it, Vary: Accept-Encoding
+    cache_control: str  # once the file's version is finished ("": images.py decides)
+    building_cache_control: str  # while its version is being built
+    waits: bool  # of the version being built: a file not written yet is waited for, then 503
+    accel: bool  # with VIDEOFLIX_ACCEL_REDIRECT, sent by nginx (accel.py)
+    unchanging: bool  # never changes once written: kept open (openfiles.py), the segment lane's
+    bulk: bool = False  # the bulk of all requests: a successful one is logged at DEBUG
+
+    def cache_control_for(self, building: bool) -> str:
+        return self.building_cache_control if building else self.cache_control
+
+
+_PLAYLIST = KindPolicy(PLAYLIST_TYPE, text=True, cache_control=PLAYLIST_CACHE_CONTROL,
+                       building_cache_control=PLAYLIST_CACHE_CONTROL, waits=True, accel=True, unchanging=False)
 # Trick-play (transcode/sprites.py, iframes.py): <res>/iframes.m3u8 and thumbs/ of a
 # version, written when its run ends: never waited for, immutable once finished.
-TRICKPLAY_KINDS = ("iframes", "thumbs")
-# With VIDEOFLIX_ACCEL_REDIRECT set, nginx sends these (accel.py); images stay ours.
-ACCEL_KINDS = tuple(k for k in (*PLAYLIST_KINDS, *SEGMENT_KINDS) if k not in TRICKPLAY_KINDS)
-
-
-def cache_control_of(kind: str, building: bool) -> str:
-    """Cache-Control of a media file of `kind` (see the constants above)."""
-    if kind == "vsegment":
-        return IMMUTABLE_CACHE_CONTROL
-    if kind == "segment":
-        return UNVERSIONED_SEGMENT_CACHE_CONTROL
-    if kind in ("vplaylist", *TRICKPLAY_KINDS):
-        return REVALIDATE_CACHE_CONTROL if building else IMMUTABLE_CACHE_CONTROL
-    return PLAYLIST_CACHE_CONTROL
+_TRICKPLAY = dict(cache_control=IMMUTABLE_CACHE_CONTROL, building_cache_control=REVALIDATE_CACHE_CONTROL,
+                  waits=False, accel=False, unchanging=False)
+_IMAGE = KindPolicy(IMAGE_TYPE, text=False, cache_control="", building_cache_control="", waits=False,
+                    accel=False, unchanging=False)
+KINDS: dict[str, KindPolicy] = {
+    "master": _PLAYLIST,
+    "playlist": _PLAYLIST,
+    # A growing (EVENT) playlist while its version is built, then immutable.
+    "vplaylist": KindPolicy(PLAYLIST_TYPE, text=True, cache_control=IMMUTABLE_CACHE_CONTROL,
+                            building_cache_control=REVALIDATE_CACHE_CONTROL, waits=True, accel=True,
+                            unchanging=False),
+    "iframes": KindPolicy(PLAYLIST_TYPE, text=True, **_TRICKPLAY),
+    # JPEG sheets; the WebVTT track among them is text (MediaFileHandler.is_track).
+    "thumbs": KindPolicy(IMAGE_TYPE, text=False, **_TRICKPLAY),
+    "segment": KindPolicy(SEGMENT_TYPE, text=False, cache_control=UNVERSIONED_SEGMENT_CACHE_CONTROL,
+                          building_cache_control=UNVERSIONED_SEGMENT_CACHE_CONTROL, waits=True, accel=True,
+                          unchanging=True, bulk=True),
+    "vsegment": KindPolicy(SEGMENT_TYPE, text=False, cache_control=IMMUTABLE_CACHE_CONTROL,
+                           building_cache_control=IMMUTABLE_CACHE_CONTROL, waits=True, accel=True,
+                           unchanging=True, bulk=True),
+    "thumbnail": _IMAGE,
+    "poster": _IMAGE,
+}
 
 
 def file_etag(info: os.stat_result, gzipped: bool = False) -> str:
     """Size + mtime + inode of the one fstat (see the module docstring)."""
     return f'"{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}{"-gz" if gzipped else ""}"'
+
+
+def path_part(value: bytes) -> str:
+    """A percent-decoded path part: invalid UTF-8 is one more unknown name (404), not a 400."""
+    return value.decode("utf-8", errors="replace")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -142,8 +177,7 @@ class HLSRequestMixin:
         return tokens.read_access_token_cached(self.config.secret_key, token, now)
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
-        # Invalid UTF-8 in a path part is one more unknown name (404), not a 400.
-        return value.decode("utf-8", errors="replace")
+        return path_part(value)
 
     async def streamed_file(self, token: str, target: playback.HLSTarget) -> playback.ServedFile:
         """playback.streamable_file for a signed stream URL, its refusals as answers:
@@ -186,6 +220,8 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
     """
 
     kind: str
+    policy: KindPolicy
+    retry_expected = False  # answered 503: a file of the version being built is not written yet
     served: playback.ServedFile | None = None  # what an HLS request resolved to
     file: mediafiles.OpenFile | None = None
     cached: openfiles.Entry | None = None  # `file` is lent by the open-file cache
@@ -196,6 +232,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
     def initialize(self, kind: str) -> None:  # type: ignore[override]
         super().initialize(path=self.settings["config"].media_dir)
         self.kind = kind
+        self.policy = KINDS[kind]
 
     # --- StaticFileHandler hooks --------------------------------------------------
 
@@ -220,11 +257,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         self.set_extra_headers(self.path)
 
     def get_content_type(self) -> str:
-        if self.kind in PLAYLIST_KINDS:
-            return PLAYLIST_TYPE
-        if self.is_track():
-            return VTT_TYPE
-        return SEGMENT_TYPE if self.kind in SEGMENT_KINDS else IMAGE_TYPE
+        return VTT_TYPE if self.is_track() else self.policy.content_type
 
     def is_track(self) -> bool:
         """The thumbnails WebVTT track (thumbs/ also holds the JPEG sheets)."""
@@ -232,13 +265,13 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
 
     def is_text(self) -> bool:
         """Playlists and the track: small text, gzipped for clients that take it."""
-        return self.kind in PLAYLIST_KINDS or self.is_track()
+        return self.policy.text or self.is_track()
 
     def get_cache_time(self, path: str, modified: datetime.datetime | None, mime_type: str) -> int:
         return 0  # Cache-Control is set whole in set_extra_headers
 
     def cache_control(self) -> str:
-        return cache_control_of(self.kind, self.served is not None and self.served.building)
+        return self.policy.cache_control_for(self.served is not None and self.served.building)
 
     def set_extra_headers(self, path: str) -> None:
         self.set_header("Cache-Control", self.cache_control())
@@ -256,9 +289,9 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             return
         root = media.version_dir(self.config.media_dir, video_id, served.version)
         # Segments never change once written: their open files are kept (openfiles.py).
-        cache_key = (video_id, served.version, served.parts) if self.kind in SEGMENT_KINDS else None
-        await self.serve_file(root, served.parts, include_body,
-                              wait=served.building and self.kind not in TRICKPLAY_KINDS, cache_key=cache_key)
+        cache_key = (video_id, served.version, served.parts) if self.policy.unchanging else None
+        await self.serve_file(root, served.parts, include_body, wait=served.building and self.policy.waits,
+                              cache_key=cache_key)
 
     async def serve_master(self, video_id: int, version: int, include_body: bool) -> None:
         """The master of a version, rendered from its ladder.json (one owner of the text:
@@ -305,7 +338,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         """How much to read in the same thread hop as the open: the first chunk of
         a plain GET (no Range, no validators), which is all of most segments."""
         headers = self.request.headers
-        if not include_body or self.kind in PLAYLIST_KINDS or zerocopy.usable(self.request) or any(
+        if not include_body or self.policy.text or zerocopy.usable(self.request) or any(
                 name in headers for name in ("Range", "If-None-Match", "If-Modified-Since")):
             return 0
         return FILE_CHUNK_BYTES
@@ -338,12 +371,13 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts, prefetch,
                                                    read_ahead)
         if self.file is None:
+            self.retry_expected = True  # an expected "retry shortly": logged at INFO (log.py)
             raise APIError(503, "Not transcoded yet: try again shortly.",
                            headers={"Retry-After": BUILDING_RETRY_AFTER})
 
     async def _serve(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False,
                      cache_key: tuple | None = None) -> None:
-        if self.config.accel_redirect and self.kind in ACCEL_KINDS and not wait:
+        if self.config.accel_redirect and self.policy.accel and not wait:
             # (A version still being built is ours: a file not written yet is waited for.)
             self._accel_redirect(root, parts)
             return

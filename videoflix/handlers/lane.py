@@ -24,7 +24,7 @@ rule of its router that matches the path (remembered per path: the routes never
 change), and only when that rule is handlers/hls.py's VideoFileHandler for a
 segment kind. Range rules are httpranges.py's, as in the handlers: a malformed,
 multiple or whole-file range is a plain 200. The answer's headers are made by the
-functions the handlers use (cache_control_of, file_etag, http_date, cors_headers,
+functions the handlers use (hls.KINDS, file_etag, http_date, cors_headers,
 accel.location), and tests/test_lane.py compares the lane's answer with the
 handlers' answer to the same request, header by header.
 
@@ -108,11 +108,10 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         rule, found = route
         kind = rule.target_kwargs["kind"]
         try:
-            args = tuple(arg.decode("utf-8", errors="replace") for arg in found["path_args"])
-            target = playback.parse_hls_target(kind, args)
+            target = playback.parse_hls_target(kind, tuple(hls.path_part(arg) for arg in found["path_args"]))
             claims = tokens.read_access_token_cached(config.secret_key, access_token_of(request),
                                                      int(time.time()))
-        except Exception:  # any refusal (a bad name, no or a bad token) is the handler's to answer
+        except (media.VideoNotFound, tokens.TokenError):  # refusals are the handler's to answer
             return None
         if sessions.cached_liveness(self.services, claims.user_id, claims.token_version,
                                     claims.session_id) is not True:
@@ -121,7 +120,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         if served is None or served.building or served.rendered_master:
             return None
         answer = _Answer(self, request, kind)
-        if behind_nginx and kind in hls.ACCEL_KINDS:
+        if behind_nginx and answer.policy.accel:
             root = media.version_dir(config.media_dir, target.video_id, served.version)
             answer.accel = accel.location(config.accel_redirect, config.media_dir, root, served.parts)
             return answer
@@ -150,8 +149,9 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         for rule in self.app.wildcard_router.rules:
             found = rule.matcher.match(request)  # (a RoutePattern: sets route_label)
             if found is not None:
-                if (rule.target is hls.VideoFileHandler and (rule.target_kwargs or {}).get("kind") in
-                        hls.SEGMENT_KINDS and not found["path_kwargs"] and hasattr(rule.matcher, "label")):
+                kind = (rule.target_kwargs or {}).get("kind")
+                if (rule.target is hls.VideoFileHandler and hls.KINDS[kind].unchanging
+                        and not found["path_kwargs"] and hasattr(rule.matcher, "label")):
                     route = rule, found
                 break
         if len(self._routes) >= ROUTE_MEMORY:
@@ -175,6 +175,7 @@ class _Answer:
         self.settings = lane.settings
         self.request = request
         self.kind = kind
+        self.policy = hls.KINDS[kind]  # (log.py reads it, as from the handlers)
         self.request_id = requestid.from_header(request.headers.get(requestid.HEADER))
 
     def get_status(self) -> int:
@@ -190,7 +191,7 @@ class _Answer:
         for name, value in cors_headers(self.request.headers.get("Origin"), self.lane.config.cors_origins):
             out[name] = value
         out[requestid.HEADER] = self.request_id
-        out["Cache-Control"] = hls.cache_control_of(self.kind, False)
+        out["Cache-Control"] = self.policy.cache_control
         if self.accel is not None:
             out["X-Accel-Redirect"] = self.accel
             out["Content-Length"] = "0"
@@ -261,7 +262,8 @@ class _Request(tornado.httputil.HTTPMessageDelegate):
         self.request_conn = request_conn
 
     def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
-        if isinstance(start_line, tornado.httputil.RequestStartLine) and start_line.path.startswith(LANE_PREFIX):
+        if (isinstance(start_line, tornado.httputil.RequestStartLine) and start_line.method == "GET"
+                and start_line.path.startswith(LANE_PREFIX)):
             request = tornado.httputil.HTTPServerRequest(
                 connection=self.request_conn, server_connection=self.server_conn, start_line=start_line,
                 headers=headers)
