@@ -262,6 +262,8 @@ def login(port: int) -> str:
     raise SystemExit("login set no access_token cookie")
 
 
+# One nginx: `{http}` is the http block's own part (nginx alone serving files, or
+# the shipped server block in front of an upstream).
 NGINX_CONF = """\
 worker_processes {workers};
 daemon off;
@@ -270,40 +272,23 @@ error_log {prefix}/error.log warn;
 events {{ worker_connections 4096; }}
 http {{
     access_log off;
-    sendfile on;
-    tcp_nopush on;
     keepalive_requests 1000000;
     client_body_temp_path {prefix}/body;
     proxy_temp_path {prefix}/proxy;
     fastcgi_temp_path {prefix}/fastcgi;
     uwsgi_temp_path {prefix}/uwsgi;
     scgi_temp_path {prefix}/scgi;
+{http}
+}}
+"""
+ALONE = """\
+    sendfile on;
+    tcp_nopush on;
     types {{ video/MP2T ts; application/vnd.apple.mpegurl m3u8; }}
     server {{
         listen 127.0.0.1:{port};
         root {root};
-    }}
-}}
-"""
-
-
-FRONT_CONF = """\
-worker_processes {workers};
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-{server}
-}}
-"""
+    }}"""
 
 
 def start_nginx(prefix: Path, root: Path, port: int, workers: str, upstream: int | None = None) -> subprocess.Popen:
@@ -312,13 +297,14 @@ def start_nginx(prefix: Path, root: Path, port: int, workers: str, upstream: int
     prefix.mkdir()
     conf = prefix / "nginx.conf"
     if upstream is None:
-        conf.write_text(NGINX_CONF.format(workers=workers, prefix=prefix, port=port, root=root))
+        conf.write_text(NGINX_CONF.format(workers=workers, prefix=prefix,
+                                          http=ALONE.format(port=port, root=root)))
     else:
         server = ((ROOT / "deploy" / "nginx.conf").read_text()
                   .replace("server web:8000;", f"server 127.0.0.1:{upstream};")
                   .replace("listen 80;", f"listen 127.0.0.1:{port};")
                   .replace("alias /data/media/;", f"alias {root}/;"))
-        conf.write_text(FRONT_CONF.format(workers=workers, prefix=prefix, server=server))
+        conf.write_text(NGINX_CONF.format(workers=workers, prefix=prefix, http=server))
     process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     wait_for_port(port, process, "nginx")
