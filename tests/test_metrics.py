@@ -18,6 +18,8 @@ import urllib.request
 
 import pytest
 import redis.asyncio
+import tornado.httputil
+import tornado.web
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import cli_env, multipart, stop_process, wait_for_health, wait_for_status, wait_until
@@ -154,6 +156,118 @@ async def test_registries_are_per_application_not_global(services, client):
     assert metrics.of(services).registry is not REGISTRY
     assert REGISTRY.get_sample_value("videoflix_http_requests_total",
                                      {"route": "/api/health/", "method": "GET", "status": "200"}) is None
+
+
+# --- request text never becomes a label or a long log line (issue 18 item 1) --------
+
+def http_series(samples: dict) -> set:
+    return {key for key in samples if key[0].startswith("videoflix_http_")}
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("method", ["BREW", "PROPFIND", "get", "X" * 5000, "M-SEARCH", "TRACE", "CONNECT"])
+async def test_unrouted_methods_are_counted_as_other(client, method):
+    response = await client.fetch(method, "/api/health/")
+    assert response.status in (400, 405)
+    samples = await scrape(client)
+    methods = {dict(labels).get("method") for name, labels in samples if name == "videoflix_http_requests_total"}
+    assert methods == {"other"}  # (the scrape is counted once it has answered)
+
+
+@pytest.mark.gen_test
+async def test_thousands_of_distinct_methods_paths_and_headers_add_no_series(client):
+    for n in range(30):  # every route and status these requests reach, once
+        await client.fetch(f"M{n}", f"/api/video/{n}/")
+        await client.get(f"/nowhere/{n}")
+        await client.get(f"/api/video/{n}/720p/seg_{n:05d}.ts")
+    await scrape(client)
+    before = http_series(await scrape(client))
+    for n in range(1000):
+        await client.fetch(f"METHOD-{n}-{'Z' * (n % 97)}", f"/api/video/{n}/")
+        await client.get(f"/nowhere/{n}/{'p' * (n % 300)}", headers={"X-Request-ID": f"id-{n}", "Origin": f"http://{n}.x"})
+        await client.get(f"/api/video/{n}/720p/seg_{n:05d}.ts", headers={"X-Forwarded-For": f"10.0.{n % 250}.1"})
+    after = http_series(await scrape(client))
+    assert after == before
+
+
+@pytest.mark.parametrize("status, label", [(200, "200"), (404, "404"), (418, "418"), (299, "2xx"), (599, "5xx"),
+                                           (999, "5xx"), (0, "1xx")])
+def test_status_labels_are_registered_codes_or_their_class(status, label):
+    assert metrics.status_label(status) == label
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("method, path", [
+    ("A" * 30_000, "/api/health/"),
+    ("GET", "/nowhere/" + "p" * 30_000),
+    ("GET", "/api/video/1/720p/" + "s" * 30_000),
+    ("GET", "/api/health/?token=secret&" + "q" * 30_000),
+])
+async def test_access_lines_hold_a_bounded_slice_of_each_request_field(client, caplog, method, path):
+    caplog.set_level(logging.DEBUG, logger="videoflix.access")
+    await client.fetch(method, path)
+    [record] = [r for r in caplog.records if r.name == "videoflix.access"]
+    message = record.getMessage()
+    assert len(message) < 1500
+    assert len(record.path) < 1100 and len(record.method) < 40
+    assert "...(+" in message
+    assert "secret" not in message
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("path, shown", [
+    ("/nowhere/%0Afake%20line", "/nowhere/%0Afake%20line"),  # percent-encoded stays as sent
+    ("/nowhere/\u00e9t\u00e9", "/nowhere/\\xc3\\xa9t\\xc3\\xa9"),  # raw UTF-8 bytes
+    ("/nowhere/a\\x0a", "/nowhere/a\\x5cx0a"),  # a literal backslash cannot forge an escape
+])
+async def test_access_lines_escape_what_could_split_or_forge_a_line(client, caplog, path, shown):
+    caplog.set_level(logging.DEBUG, logger="videoflix.access")
+    await client.fetch("GET", path)
+    [record] = [r for r in caplog.records if r.name == "videoflix.access"]
+    assert record.path == shown
+    assert all(0x21 <= ord(c) < 0x7f for c in record.path)
+
+
+def test_clip_escapes_controls_spaces_backslashes_and_non_ascii():
+    from videoflix.log import clip
+
+    assert clip("GET", 16) == "GET"
+    assert clip("a b\tc\r\n\x1b[31m\\\u00e9\u2603\U0001f600", 100) == (
+        "a\\x20b\\x09c\\x0d\\x0a\\x1b[31m\\x5c\\xe9\\u2603\\U0001f600")
+    assert clip("x" * 50, 10) == "x" * 10 + "...(+40)"
+
+
+def test_long_log_messages_are_cut_whoever_writes_them():
+    from videoflix.log import MESSAGE_LIMIT, BoundedMessageFilter
+
+    record = logging.LogRecord("tornado.general", logging.INFO, __file__, 1, "Malformed HTTP message from %s: %s",
+                               ("127.0.0.1", "Invalid header value %r" % ("v" * 60_000)), None)
+    BoundedMessageFilter().filter(record)
+    assert len(record.getMessage()) < MESSAGE_LIMIT + 20
+    assert record.getMessage().startswith("Malformed HTTP message from 127.0.0.1: Invalid header value")
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), tornado.web.HTTPError(400, "bad %s", "x" * 9000)])
+def test_handler_errors_log_a_bounded_summary_and_no_headers(caplog, error):
+    from videoflix.handlers.base import JSONErrorsMixin
+
+    class Handler(JSONErrorsMixin):  # what every handler's log_exception sees
+        request = tornado.httputil.HTTPServerRequest(
+            start_line=tornado.httputil.RequestStartLine("GET", "/api/health/?" + "q" * 20_000, "HTTP/1.1"),
+            headers=tornado.httputil.HTTPHeaders({"Host": "127.0.0.1", "Cookie": "access_token=secret-cookie-value",
+                                               "X-Long": "h" * 9}))
+
+    caplog.set_level(logging.INFO)
+    try:
+        raise error
+    except Exception as exc:
+        Handler().log_exception(type(exc), exc, exc.__traceback__)
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "/api/health/?qqq" in message and "...(+" in message
+    assert "secret-cookie-value" not in message and "X-Long" not in message
+    assert len(message) < 1200 + (9100 if isinstance(error, tornado.web.HTTPError) else 0)
+    assert (record.exc_info is not None) == isinstance(error, RuntimeError)
 
 
 # --- request ids ---------------------------------------------------------------------

@@ -26,6 +26,31 @@ _SECRET_PATHS = (
 )
 _SECRET_QUERY = re.compile(r"((?:^|&)(?:token|access|refresh)=)[^&]*")
 
+# The most of each request field an access line writes (characters, before escaping):
+# enough for every real method, path and address, never a client's 64 KiB (CWE-400, CWE-779).
+METHOD_LIMIT = 16
+URI_LIMIT = 1024
+CLIENT_LIMIT = 128
+# Any one log record's message, whoever logs it (Tornado's own "Invalid header value %r").
+MESSAGE_LIMIT = 4096
+# Written as is; anything else (controls, spaces, backslash, non-ASCII) as \xNN or \uNNNN,
+# so request text can neither split a line nor forge a field (CWE-117).
+_PLAIN = re.compile(r"[\x21-\x5b\x5d-\x7e]*")
+_NOT_PLAIN = re.compile(r"[^\x21-\x5b\x5d-\x7e]")
+
+
+def _escape(match: re.Match) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def clip(text: str, limit: int) -> str:
+    """At most `limit` characters of `text`, escaped, with how many were left out."""
+    if len(text) <= limit and _PLAIN.fullmatch(text):
+        return text
+    shown = _NOT_PLAIN.sub(_escape, text[:limit])
+    return shown if len(text) <= limit else f"{shown}...(+{len(text) - limit})"
+
 
 def scrub_uri(uri: str) -> str:
     path, sep, query = uri.partition("?")
@@ -36,7 +61,7 @@ def scrub_uri(uri: str) -> str:
 
 def client_of(handler: tornado.web.RequestHandler) -> str:
     """The client as the login and mail limits see it (clientaddr.py); behind a
-    trusted proxy `<client> via <proxy>`."""
+    trusted proxy `<client> via <proxy>`. Not escaped: see `log_request`."""
     peer = handler.request.remote_ip or ""
     config = handler.settings.get("config")
     trusted = config.trusted_proxies if config is not None else ()
@@ -58,14 +83,36 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     if not access_log.isEnabledFor(level):
         return
     request = handler.request
-    uri = scrub_uri(request.uri or "")
-    client = client_of(handler)
+    uri = clip(scrub_uri(request.uri or ""), URI_LIMIT)
+    method = clip(request.method or "", METHOD_LIMIT)
+    client = clip(client_of(handler), CLIENT_LIMIT)
     milliseconds = 1000.0 * request.request_time()
-    access_log.log(level, "%d %s %s %s %.1fms", status, request.method, uri, client, milliseconds,
+    access_log.log(level, "%d %s %s %s %.1fms", status, method, uri, client, milliseconds,
                    extra={"request_id": getattr(handler, "request_id", None), "status": status,
-                          "method": request.method, "path": uri, "route": getattr(request, "route_label", None),
+                          "method": method, "path": uri, "route": getattr(request, "route_label", None),
                           "client": client, "duration_ms": round(milliseconds, 2),
                           "bytes": getattr(handler, "body_bytes", 0)})
+
+
+def request_summary(request: object) -> str:
+    """`METHOD uri (peer)` for an error line, bounded and escaped like the access log
+    (Tornado's own summary writes the whole request line)."""
+    return "%s %s (%s)" % (clip(getattr(request, "method", None) or "", METHOD_LIMIT),
+                           clip(scrub_uri(getattr(request, "uri", None) or ""), URI_LIMIT),
+                           clip(getattr(request, "remote_ip", None) or "", CLIENT_LIMIT))
+
+
+class BoundedMessageFilter(logging.Filter):
+    """Caps every record's message at MESSAGE_LIMIT characters: a logger that quotes
+    request text (Tornado's "Malformed HTTP message ... Invalid header value %r")
+    cannot write a client's 64 KiB per request. Tracebacks (exc_info) are untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if len(message) > MESSAGE_LIMIT:
+            record.msg = "%s...(+%d)"
+            record.args = (message[:MESSAGE_LIMIT], len(message) - MESSAGE_LIMIT)
+        return True
 
 
 class RequestIdFilter(logging.Filter):
@@ -91,4 +138,5 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(json_formatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(BoundedMessageFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler])

@@ -11,11 +11,13 @@ children and three increments (no label validation, no lock on the lookup).
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 import math
 import weakref
 from typing import Any
 
+import tornado.web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
@@ -33,7 +35,21 @@ TRANSCODE_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
 SPEED_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
 # Requests that matched no route: one label value, whatever the path (bounded cardinality).
 UNMATCHED_ROUTE = "(unmatched)"
+# Every label value comes from a closed set, never from request text (CWE-400: each
+# new value is a series kept for the life of the process). Methods: those a Videoflix
+# route can answer (Tornado's SUPPORTED_METHODS); any other name counts as OTHER_METHOD.
+ROUTED_METHODS = frozenset(tornado.web.RequestHandler.SUPPORTED_METHODS)
+OTHER_METHOD = "other"
+# Statuses: the registered codes (http.HTTPStatus), anything else by its class ("5xx").
+_KNOWN_STATUSES = frozenset(int(status) for status in http.HTTPStatus)
 LOGIN_ROUTE = "/api/login/"
+
+
+def status_label(status: int) -> str:
+    """The code itself when it is a registered one, else its class ("5xx")."""
+    if status in _KNOWN_STATUSES:
+        return str(status)
+    return f"{min(max(status // 100, 1), 5)}xx"
 
 
 class Metrics:
@@ -80,10 +96,14 @@ class Metrics:
     # --- HTTP -------------------------------------------------------------------------
 
     def observe_request(self, route: str, method: str, status: int, seconds: float, body_bytes: int) -> None:
+        """Count one answer. `route` must be a route label or UNMATCHED_ROUTE (never the
+        path); the method and status are mapped onto closed sets here."""
+        if method not in ROUTED_METHODS:
+            method = OTHER_METHOD
         key = (route, method, status)
         counter = self._request_children.get(key)
         if counter is None:
-            counter = self._request_children[key] = self.requests.labels(route, method, str(status))
+            counter = self._request_children[key] = self.requests.labels(route, method, status_label(status))
             if status == 429:
                 self.throttled.labels(route)  # present (at 0) once seen
         counter.inc()

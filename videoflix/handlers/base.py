@@ -13,6 +13,7 @@ import tornado.web
 from videoflix import outage, requestrules, sessions, tokens
 from videoflix.config import Config
 from videoflix.handlers.observe import ObservedMixin
+from videoflix.log import request_summary
 from videoflix.services import Services
 
 log = logging.getLogger(__name__)
@@ -184,11 +185,17 @@ class JSONErrorsMixin:
         self.finish(json.dumps(data, separators=(",", ":"), ensure_ascii=False))
 
     def log_exception(self: Any, typ: Any, value: Any, tb: Any) -> None:
+        # Tornado's own writes the whole request line and every header (cookies
+        # included): ours writes a bounded, escaped summary and no headers.
+        summary = request_summary(self.request)
         if outage.is_outage(value):  # expected during an outage: one line, no traceback
-            log.warning("%s %s answered 503: %s", self.request.method, self.request.path,
-                        outage.describe(value))
-            return
-        super().log_exception(typ, value, tb)
+            log.warning("%s answered 503: %s", summary, outage.describe(value))
+        elif isinstance(value, tornado.web.HTTPError):
+            message = value.get_message()
+            if message:
+                log.warning("%d %s: %s", value.status_code, summary, message)
+        else:
+            log.error("Uncaught exception %s", summary, exc_info=(typ, value, tb))
 
     def write_error(self: Any, status_code: int, **kwargs: Any) -> None:
         # Called by Tornado's send_error, with the headers already cleared.

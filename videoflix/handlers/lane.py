@@ -48,6 +48,7 @@ from videoflix.config import Config
 from videoflix.handlers import hls
 from videoflix.handlers.base import access_token_of, cors_headers
 from videoflix.handlers.observe import request_finished
+from videoflix.log import request_summary
 from videoflix.services import Services
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,9 @@ BODY_HEADERS = ("Content-Length", "Transfer-Encoding")
 HANDLER_HEADERS = ("If-Range", "If-None-Match", "If-Modified-Since", *BODY_HEADERS)
 # Paths whose first matching route is remembered (the routes never change).
 ROUTE_MEMORY = 4096
+# Longer paths are matched afresh each time: the memory holds at most
+# ROUTE_MEMORY x this many characters of request text (a real segment path is < 100).
+ROUTE_MEMORY_PATH_LIMIT = 256
 LANE_PREFIX = "/api/video/"
 SERVER_HEADER = "TornadoServer/%s" % tornado.version  # as RequestHandler.clear sets it
 OK = tornado.httputil.ResponseStartLine("", 200, "OK")
@@ -154,9 +158,10 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
                         and not found["path_kwargs"] and hasattr(rule.matcher, "label")):
                     route = rule, found
                 break
-        if len(self._routes) >= ROUTE_MEMORY:
-            self._routes.pop(next(iter(self._routes)))
-        self._routes[path] = route
+        if len(path) <= ROUTE_MEMORY_PATH_LIMIT:  # request text: bounded in count and length
+            if len(self._routes) >= ROUTE_MEMORY:
+                self._routes.pop(next(iter(self._routes)))
+            self._routes[path] = route
         return route
 
 
@@ -230,7 +235,7 @@ class _Answer:
         except (zerocopy.ClientGone, tornado.iostream.StreamClosedError):
             pass  # the client left: as the handlers, quietly
         except Exception:
-            log.exception("segment lane: %s %s", self.request.method, self.request.path)
+            log.exception("segment lane: %s", request_summary(self.request))
             connection.stream.close()
         finally:
             if self.sender is not None:
