@@ -270,7 +270,7 @@ def test_sheets_neither_hold_back_progress_nor_push_out_time_past_the_end(tmp_pa
     produced = run_ffmpeg(build_command(source, out, probe, renditions, TranscodeSettings()),
                           duration=probe.duration, stall_seconds=60, time_limit=600, on_progress=seen.append)
     assert produced == pytest.approx(probe.duration, abs=0.5)  # not the end of a 100-tile sheet: 202 s
-    assert len(seen) >= 3 and seen[0] < 60  # reported from the start, not only at the end
+    assert len(seen) >= 2 and seen[0] < 60  # reported from the start, not only at the end
     assert sorted(p.name for p in (out / "thumbs").iterdir()) == ["sprite_000.jpg", "sprite_001.jpg"]
 
 

@@ -61,13 +61,13 @@ def scrub_uri(uri: str) -> str:
 
 def client_of(handler: tornado.web.RequestHandler) -> str:
     """The client as the login and mail limits see it (clientaddr.py); behind a
-    trusted proxy `<client> via <proxy>`. Not escaped: see `log_request`."""
-    peer = handler.request.remote_ip or ""
+    trusted proxy `<client> via <proxy>`; each address bounded and escaped."""
+    peer = clip(handler.request.remote_ip or "", CLIENT_LIMIT)
     config = handler.settings.get("config")
     trusted = config.trusted_proxies if config is not None else ()
     if not trusted:
         return peer
-    client = clientaddr.client_address(peer, handler.request.headers, trusted)
+    client = clip(clientaddr.client_address(peer, handler.request.headers, trusted), CLIENT_LIMIT)
     peer_address = clientaddr.parse_address(peer)
     return client if peer_address is None or client == str(peer_address) else f"{client} via {peer}"
 
@@ -85,7 +85,7 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     request = handler.request
     uri = clip(scrub_uri(request.uri or ""), URI_LIMIT)
     method = clip(request.method or "", METHOD_LIMIT)
-    client = clip(client_of(handler), CLIENT_LIMIT)
+    client = client_of(handler)
     milliseconds = 1000.0 * request.request_time()
     access_log.log(level, "%d %s %s %s %.1fms", status, method, uri, client, milliseconds,
                    extra={"request_id": getattr(handler, "request_id", None), "status": status,
