@@ -66,7 +66,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videoflix.config import Config  # noqa: E402
+from videoflix.platform.config import Config  # noqa: E402
 
 SEGMENTS = 10
 SEGMENT_SECONDS = 2
@@ -113,8 +113,8 @@ async def run_server() -> None:
     import tornado.httpserver
 
     from videoflix.app import MAX_JSON_BODY_BYTES, http_delegate, make_app
-    from videoflix.log import setup_logging
-    from videoflix.services import create_services
+    from videoflix.platform.log import setup_logging
+    from videoflix.platform.services import create_services
 
     config = Config.from_env()
     setup_logging(config.log_level)
@@ -146,7 +146,7 @@ async def run_floor() -> None:
     import tornado.httputil
     import tornado.iostream
 
-    from videoflix import zerocopy
+    from videoflix.delivery import zerocopy
 
     media_dir = os.environ["VIDEOFLIX_MEDIA_DIR"]
     accel_prefix = os.environ.get("VIDEOFLIX_ACCEL_REDIRECT", "")
@@ -217,9 +217,9 @@ def make_segments(out: Path, bitrate: str = VIDEO_BITRATE) -> list[Path]:
 
 async def seed(config: Config) -> int:
     """Migrations, one active user, one ready public video; returns the video id."""
-    from videoflix import passwords
-    from videoflix.db import create_pool, cursor
-    from videoflix.migrate import apply_migrations
+    from videoflix.accounts import passwords
+    from videoflix.platform.db import create_pool, cursor
+    from videoflix.platform.migrate import apply_migrations
     from videoflix.tables import users, videos
 
     pool = await create_pool(config.database_url)
@@ -553,7 +553,7 @@ async def measure(args: argparse.Namespace, work: Path, servers: Servers, video_
         print(row("nginx    ranged GET", part_nginx))
         part_ratios.append(part_ours.rps / part_nginx.rps)
         ok &= part_ours.errors + part_ours.bad_status + part_nginx.errors + part_nginx.bad_status == 0
-    print(f"\n medians of the per-round ratios (full GETs, MB/s):")
+    print("\n medians of the per-round ratios (full GETs, MB/s):")
     for n, embedded, accelerated, floors in verdicts:
         print(f"  {n:>3} connections: embedded/nginx {embedded:.2f}x (target >= {TARGET_EMBEDDED_RATIO:g}x:"
               f" {'met' if embedded >= TARGET_EMBEDDED_RATIO else 'MISSED'}),"
@@ -620,7 +620,7 @@ def main() -> int:
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
             raise SystemExit(f"{tool} not found (apt-get install -y {tool})")
 
-    from videoflix.embedded import EmbeddedPostgres, EmbeddedRedis
+    from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis
 
     state = Path(tempfile.mkdtemp(prefix="videoflix-bench-"))
     state.chmod(0o755)  # PostgreSQL (as root: another user) and nginx workers read below it

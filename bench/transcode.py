@@ -34,10 +34,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videoflix.media import MEDIA_PLAYLIST_NAME, SEGMENT_PATTERN, THUMBS_DIR  # noqa: E402
+from videoflix.platform.media import MEDIA_PLAYLIST_NAME, SEGMENT_PATTERN, THUMBS_DIR  # noqa: E402
 from videoflix.transcode.ffmpeg import (  # noqa: E402
-    AUDIO_CHANNELS, AUDIO_PROFILE, AUDIO_SAMPLE_RATE, PIXEL_FORMAT,
-    SPRITE_OUTPUT_PAD, VIDEO_PROFILE, TranscodeSettings, build_command, fps_arg, prepare_output, sprite_plan,
+    AUDIO_CHANNELS,
+    AUDIO_PROFILE,
+    AUDIO_SAMPLE_RATE,
+    PIXEL_FORMAT,
+    SPRITE_OUTPUT_PAD,
+    VIDEO_PROFILE,
+    TranscodeSettings,
+    build_command,
+    fps_arg,
+    prepare_output,
+    sprite_plan,
 )
 from videoflix.transcode.ladder import Rendition, pick_renditions  # noqa: E402
 from videoflix.transcode.probe import Probe, probe_file_sync  # noqa: E402

@@ -16,11 +16,11 @@ import tornado.httpserver
 from aiosmtpd.controller import Controller
 
 from videoflix.app import http_delegate, make_app
-from videoflix.config import Config
-from videoflix.db import create_pool, cursor
-from videoflix.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from videoflix.migrate import apply_migrations
-from videoflix.services import create_services
+from videoflix.platform.config import Config
+from videoflix.platform.db import create_pool, cursor
+from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from videoflix.platform.migrate import apply_migrations
+from videoflix.platform.services import create_services
 
 from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, Client, MailSink, login, register_user
 
@@ -145,7 +145,6 @@ def new_client(http_client, base_url):
     return lambda source_ip=None: Client(http_client, base_url.replace("localhost", "127.0.0.1"), source_ip)
 
 
-
 @pytest.fixture
 def make_user(client, services, mailbox):
     async def make(email_address: str = "user@example.com", password: str = PASSWORD, *,
@@ -160,14 +159,13 @@ def make_user(client, services, mailbox):
 @pytest.fixture
 def make_admin(services, config):
     """An admin account (created as `videoflix dev` does), logged in on a new client."""
-    from videoflix import accounts
+    from videoflix.accounts import flows
 
     async def make(browser: Client, email_address: str = "admin@example.com") -> int:
-        user_id = await accounts.ensure_admin(config, services, email_address, PASSWORD)
+        user_id = await flows.ensure_admin(config, services, email_address, PASSWORD)
         await login(browser, email_address)
         return user_id
     return make
-
 
 
 @pytest.fixture(scope="session")

@@ -27,7 +27,7 @@ from typing import Any
 
 import tornado.httpclient
 
-from videoflix.db import cursor
+from videoflix.platform.db import cursor
 from videoflix.tables import videos as video_rows
 
 # Kept low so the suite is fast; one test raises it to measure real bcrypt cost.
@@ -55,7 +55,6 @@ class MailSink:
         with self.lock:
             self.messages.clear()
             self.refuse = 0
-
 
 
 class Response:
@@ -110,7 +109,6 @@ class Client:
 
     def post(self, path: str, body: Any = None, **kwargs: Any):
         return self.fetch("POST", path, body, **kwargs)
-
 
 
 def link_from_mail(message: email.message.EmailMessage) -> tuple[str, str]:
@@ -176,7 +174,6 @@ async def wait_for_status(client: Client, video_id: int, wanted: str, timeout: f
         assert detail["status"] not in ({"ready", "failed"} - {wanted}), detail
         assert loop.time() < deadline, f"video {video_id} still {detail['status']} after {timeout}s"
         await asyncio.sleep(0.2)
-
 
 
 async def wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
@@ -259,7 +256,7 @@ async def make_ready_video(services, owner_id: int, *, title: str = "A film", vi
 
 
 async def make_ready_version(services, owner_id: int, *, visibility: str = "private") -> tuple[int, int]:
-    """A video whose first transcode published version N (media/<id>/v<N>/, PIPELINE_V2):
+    """A video whose first transcode published version N (media/<id>/v<N>/):
     (video id, N); 720p only, no files."""
     async with cursor(services.pool) as cur:
         video_id = await video_rows.insert_video(cur, owner_id=owner_id, title="v", description="",

@@ -11,11 +11,13 @@ from pathlib import Path
 import jwt
 import pytest
 
-from helpers import PASSWORD, link_from_mail, login, register_user, threads_inside, wait_until
-from videoflix import passwords, rediskeys, tokens
-from videoflix.db import cursor
-from videoflix.services import CPU_THREAD_WORKERS
+from videoflix.accounts import passwords, tokens
+from videoflix.platform import rediskeys
+from videoflix.platform.db import cursor
+from videoflix.platform.services import CPU_THREAD_WORKERS
 from videoflix.tables import users
+
+from helpers import PASSWORD, link_from_mail, login, register_user, threads_inside, wait_until
 
 REGISTER = "/api/register/"
 EMAIL = "new.user@example.com"
@@ -281,7 +283,7 @@ async def test_burst_of_slow_logins_does_not_stall_a_cheap_request(client, new_c
 
     async def cheap() -> None:
         # Issued once every bcrypt thread is busy checking a login's password.
-        await wait_until(lambda: threads_inside("videoflix-cpu", "videoflix/passwords.py") == CPU_THREAD_WORKERS,
+        await wait_until(lambda: threads_inside("videoflix-cpu", "videoflix/accounts/passwords.py") == CPU_THREAD_WORKERS,
                          "every bcrypt thread busy")
         response = await new_client().get("/api/health/")
         assert response.status == 200

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from videoflix.accounts import flows, passwords
+from videoflix.platform import clientaddr, rediskeys
+from videoflix.platform.config import Config, ConfigError
+
 from helpers import PASSWORD, link_from_mail, login
-from videoflix import accounts, clientaddr, passwords, rediskeys
-from videoflix.config import Config, ConfigError
 
 EMAIL = "owner@example.com"
 WRONG = "wrong-password-1"
@@ -75,7 +77,7 @@ def test_trusted_proxies_are_read_from_the_environment():
 @pytest.mark.gen_test(timeout=120)
 async def test_concurrent_wrong_guesses_are_evaluated_at_most_the_budget(client, new_client, make_user):
     await make_user(EMAIL, log_in=False)
-    budget = accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
+    budget = flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
     responses = await asyncio.gather(*[new_client().post(LOGIN, {"email": EMAIL, "password": WRONG})
                                        for _ in range(30)])
     statuses = sorted(r.status for r in responses)
@@ -83,7 +85,7 @@ async def test_concurrent_wrong_guesses_are_evaluated_at_most_the_budget(client,
     assert statuses == [400] * budget + [429] * (30 - budget), statuses
     for response in responses:
         if response.status == 429:
-            assert 0 < int(response.headers["Retry-After"]) <= accounts.LOGIN_WINDOW_SECONDS
+            assert 0 < int(response.headers["Retry-After"]) <= flows.LOGIN_WINDOW_SECONDS
             assert response.json() == {"detail": "Too many failed login attempts. Try again later."}
     # Even the right password is not checked from this address now.
     assert (await client.post(LOGIN, {"email": EMAIL, "password": PASSWORD})).status == 429
@@ -94,7 +96,7 @@ async def test_concurrent_guesses_for_an_unknown_email_are_bounded_too(new_clien
     responses = await asyncio.gather(*[new_client().post(LOGIN, {"email": "ghost@example.com", "password": WRONG})
                                        for _ in range(20)])
     statuses = sorted(r.status for r in responses)
-    budget = accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
+    budget = flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
     assert statuses == [400] * budget + [429] * (20 - budget), statuses
 
 
@@ -103,7 +105,7 @@ async def test_owner_from_another_address_logs_in_after_an_attacker_spent_his_bu
                                                                                     make_user):
     await make_user(EMAIL, log_in=False)
     attacker = new_client("127.0.0.2")
-    for _ in range(accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS):
+    for _ in range(flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS):
         assert (await attacker.post(LOGIN, {"email": EMAIL, "password": WRONG})).status == 400
     assert (await attacker.post(LOGIN, {"email": EMAIL, "password": WRONG})).status == 429
     assert (await attacker.post(LOGIN, {"email": EMAIL, "password": PASSWORD})).status == 429
@@ -116,11 +118,11 @@ async def test_owner_from_another_address_logs_in_after_an_attacker_spent_his_bu
 @pytest.mark.gen_test(timeout=120)
 async def test_owner_success_clears_own_failures_but_not_the_shared_counts(client, make_user, services):
     await make_user(EMAIL, log_in=False)
-    for _ in range(accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS - 1):
+    for _ in range(flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS - 1):
         assert (await client.post(LOGIN, {"email": EMAIL, "password": WRONG})).status == 400
     await login(client, EMAIL)
     # The owner's own typos are forgiven here...
-    for _ in range(accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS):
+    for _ in range(flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS):
         assert (await client.post(LOGIN, {"email": EMAIL, "password": WRONG})).status == 400
     # ...but the per-email and per-address counts keep every failure.
     assert int(await services.redis.get(rediskeys.login_attempts_by_email(EMAIL))) == 19
@@ -130,7 +132,7 @@ async def test_owner_success_clears_own_failures_but_not_the_shared_counts(clien
 @pytest.mark.gen_test(timeout=120)
 async def test_one_address_spraying_many_emails_is_throttled(new_client, services):
     sprayer = new_client("127.0.0.4")
-    budget = accounts.MAX_LOGIN_FAILURES_PER_ADDRESS
+    budget = flows.MAX_LOGIN_FAILURES_PER_ADDRESS
     statuses = []
     for start in range(0, budget + 5, 11):  # bursts of 11, each over the per-pair budget's reach
         batch = await asyncio.gather(*[sprayer.post(LOGIN, {"email": f"user{i}@example.com", "password": WRONG})
@@ -145,7 +147,7 @@ async def test_one_address_spraying_many_emails_is_throttled(new_client, service
 @pytest.mark.gen_test(timeout=120)
 async def test_per_email_ceiling_holds_against_many_addresses(new_client, make_user, services):
     await make_user(EMAIL, log_in=False)
-    ceiling = accounts.MAX_LOGIN_FAILURES_PER_EMAIL
+    ceiling = flows.MAX_LOGIN_FAILURES_PER_EMAIL
     # Most of the ceiling spent from elsewhere (recorded as the limiter counts it).
     await services.redis.set(rediskeys.login_attempts_by_email(EMAIL), ceiling - 2, ex=600)
     fresh = [new_client(f"127.0.1.{i}") for i in range(1, 5)]
@@ -157,7 +159,7 @@ async def test_per_email_ceiling_holds_against_many_addresses(new_client, make_u
 async def test_forged_forwarded_for_from_an_untrusted_peer_is_ignored(client, new_client, make_user, app, config):
     await make_user(EMAIL, log_in=False)
     attacker = new_client("127.0.0.2")
-    budget = accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
+    budget = flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
     # A fresh X-Forwarded-For per guess would be a fresh budget if it were believed.
     statuses = []
     for i in range(budget + 3):
@@ -172,7 +174,7 @@ async def test_forged_forwarded_for_from_an_untrusted_peer_is_ignored(client, ne
 async def test_forwarded_for_from_a_trusted_proxy_names_the_client(client, new_client, make_user, app, config):
     await make_user(EMAIL, log_in=False)
     trust(app, config, "127.0.0.1/32")  # the tests' proxy is the loopback peer
-    budget = accounts.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
+    budget = flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS
     for _ in range(budget):
         response = await client.post(LOGIN, {"email": EMAIL, "password": WRONG},
                                      headers={"X-Forwarded-For": "6.6.6.6, 198.51.100.7"})
@@ -223,7 +225,7 @@ async def _ready_video(services, user_id: int, media_dir: str) -> str:
     """A ready private video with one segment on disk; returns the segment's path."""
     from pathlib import Path
 
-    from videoflix.db import cursor
+    from videoflix.platform.db import cursor
     from videoflix.tables import videos
 
     async with cursor(services.pool) as cur:
@@ -330,8 +332,8 @@ async def test_password_reset_ends_every_session_at_once(client, new_client, mak
 async def test_token_version_changed_elsewhere_is_seen_within_the_staleness_bound(client, make_user, services):
     """A change another process makes (here: SQL) reaches this process's cache within
     sessions.CHECK_SECONDS; waited for by polling, not by sleeping a fixed time."""
-    from videoflix import sessions
-    from videoflix.db import cursor
+    from videoflix.accounts import sessions
+    from videoflix.platform.db import cursor
 
     user = await make_user(EMAIL)
     assert (await client.get("/api/video/")).status == 200
@@ -352,20 +354,20 @@ async def test_password_reset_mails_are_limited_per_recipient_with_the_same_answ
     await make_user(EMAIL, log_in=False)  # the activation mail counts too
     mailbox.clear()
     answers = []
-    for i in range(accounts.MAX_MAILS_PER_RECIPIENT + 3):
+    for i in range(flows.MAX_MAILS_PER_RECIPIENT + 3):
         # From different clients: the per-recipient limit holds whoever asks.
         response = await new_client(f"127.0.2.{i + 1}").post(RESET, {"email": EMAIL})
         answers.append((response.status, response.json()))
     assert answers == [(200, RESET_ANSWER)] * len(answers)
     await services.mailer.drain()
-    assert [m["To"] for m in mailbox.messages] == [EMAIL] * (accounts.MAX_MAILS_PER_RECIPIENT - 1)
+    assert [m["To"] for m in mailbox.messages] == [EMAIL] * (flows.MAX_MAILS_PER_RECIPIENT - 1)
 
 
 @pytest.mark.gen_test(timeout=120)
 async def test_password_reset_answers_alike_for_known_and_unknown_addresses_once_limited(client, make_user,
                                                                                         services, mailbox):
     await make_user(EMAIL, log_in=False)
-    for _ in range(accounts.MAX_MAILS_PER_RECIPIENT):
+    for _ in range(flows.MAX_MAILS_PER_RECIPIENT):
         await client.post(RESET, {"email": EMAIL})
         await client.post(RESET, {"email": "ghost@example.com"})
     known = await client.post(RESET, {"email": EMAIL})
@@ -377,24 +379,24 @@ async def test_password_reset_answers_alike_for_known_and_unknown_addresses_once
 
 @pytest.mark.gen_test(timeout=120)
 async def test_one_client_cannot_mail_many_recipients(new_client, make_user, services, mailbox, config):
-    from videoflix.db import cursor
+    from videoflix.platform.db import cursor
     from videoflix.tables import users
 
     hashed = await passwords.hash_password(services.cpu_executor, PASSWORD, config.bcrypt_rounds)
     async with cursor(services.pool) as cur:
-        for i in range(accounts.MAX_MAILS_PER_ADDRESS + 2):
+        for i in range(flows.MAX_MAILS_PER_ADDRESS + 2):
             await users.insert_user(cur, f"victim{i}@example.com", hashed, is_active=True)
     mailbox.clear()
     flooder = new_client("127.0.0.6")
-    for i in range(accounts.MAX_MAILS_PER_ADDRESS + 2):
+    for i in range(flows.MAX_MAILS_PER_ADDRESS + 2):
         response = await flooder.post(RESET, {"email": f"victim{i}@example.com"})
         assert (response.status, response.json()) == (200, RESET_ANSWER)
     await services.mailer.drain()
-    assert len(mailbox.messages) == accounts.MAX_MAILS_PER_ADDRESS
+    assert len(mailbox.messages) == flows.MAX_MAILS_PER_ADDRESS
     # Another client still gets its mail through.
     assert (await new_client("127.0.0.7").post(RESET, {"email": "victim0@example.com"})).status == 200
     await services.mailer.drain()
-    assert len(mailbox.messages) == accounts.MAX_MAILS_PER_ADDRESS + 1
+    assert len(mailbox.messages) == flows.MAX_MAILS_PER_ADDRESS + 1
 
 
 REGISTER = "/api/register/"
@@ -406,7 +408,7 @@ def _sign_up(email: str) -> dict:
 
 
 async def _user_count(services, email_like: str) -> int:
-    from videoflix.db import cursor
+    from videoflix.platform.db import cursor
 
     async with cursor(services.pool) as cur:
         await cur.execute("SELECT count(*) AS n FROM users WHERE email LIKE %s", (email_like,))
@@ -417,7 +419,7 @@ async def _user_count(services, email_like: str) -> int:
 async def test_register_over_the_client_mail_budget_is_429_and_creates_no_account(new_client, services,
                                                                                   mailbox):
     flooder = new_client("127.0.0.8")
-    limit = accounts.MAX_MAILS_PER_ADDRESS
+    limit = flows.MAX_MAILS_PER_ADDRESS
     for i in range(limit):
         email = f"someone{i}@example.com"
         response = await flooder.post(REGISTER, _sign_up(email))
@@ -426,7 +428,7 @@ async def test_register_over_the_client_mail_budget_is_429_and_creates_no_accoun
     refused = [await flooder.post(REGISTER, _sign_up(f"late{i}@example.com")) for i in range(2)]
     for response in refused:
         assert (response.status, response.json()) == (429, MAIL_LIMITED)
-        assert 0 < int(response.headers["Retry-After"]) <= accounts.MAIL_WINDOW_SECONDS
+        assert 0 < int(response.headers["Retry-After"]) <= flows.MAIL_WINDOW_SECONDS
     assert await _user_count(services, "late%") == 0
     await services.mailer.drain()
     assert len(mailbox.messages) == limit  # one activation mail per account, none for the refused
@@ -442,7 +444,7 @@ async def test_owner_refused_by_a_spent_client_budget_registers_later_from_elsew
     """The address is not trapped: nothing was created, so its owner signs up,
     activates and logs in from another client."""
     flooder = new_client("127.0.0.9")
-    for i in range(accounts.MAX_MAILS_PER_ADDRESS):
+    for i in range(flows.MAX_MAILS_PER_ADDRESS):
         assert (await flooder.post(REGISTER, _sign_up(f"filler{i}@example.com"))).status == 201
     assert (await flooder.post(REGISTER, _sign_up(EMAIL))).status == 429
     await services.mailer.drain()  # the fillers' mails are out before the box is emptied
@@ -459,7 +461,7 @@ async def test_owner_refused_by_a_spent_client_budget_registers_later_from_elsew
 @pytest.mark.gen_test(timeout=120)
 async def test_concurrent_registrations_from_one_client_get_exactly_the_budget(new_client, services, mailbox):
     flooder = new_client("127.0.0.10")
-    limit = accounts.MAX_MAILS_PER_ADDRESS
+    limit = flows.MAX_MAILS_PER_ADDRESS
     responses = await asyncio.gather(*[flooder.post(REGISTER, _sign_up(f"burst{i}@example.com"))
                                        for i in range(limit + 6)])
     statuses = [r.status for r in responses]
@@ -490,7 +492,7 @@ async def test_refused_registrations_do_not_spend_the_client_mail_budget(new_cli
     raced = await asyncio.gather(*[browser.post(REGISTER, _sign_up("race@example.com")) for _ in range(5)])
     assert sorted(r.status for r in raced) == [201, 400, 400, 400, 400]
     assert int(await services.redis.get(rediskeys.mails_from("127.0.0.11"))) == 2
-    for i in range(accounts.MAX_MAILS_PER_ADDRESS - 2):
+    for i in range(flows.MAX_MAILS_PER_ADDRESS - 2):
         assert (await browser.post(REGISTER, _sign_up(f"later{i}@example.com"))).status == 201
     assert (await browser.post(REGISTER, _sign_up("one-too-many@example.com"))).status == 429
 
@@ -499,7 +501,7 @@ async def test_refused_registrations_do_not_spend_the_client_mail_budget(new_cli
 async def test_register_still_mails_when_resets_spent_the_recipient_budget(client, new_client, services, mailbox):
     """Reset requests for an address nobody registered yet (anyone can send them)
     must not leave its owner with an account and no activation link."""
-    for i in range(accounts.MAX_MAILS_PER_RECIPIENT + 1):
+    for i in range(flows.MAX_MAILS_PER_RECIPIENT + 1):
         assert (await new_client(f"127.0.4.{i + 1}").post(RESET, {"email": EMAIL})).json() == RESET_ANSWER
     mailbox.clear()
     assert (await client.post(REGISTER, _sign_up(EMAIL))).status == 201
@@ -516,7 +518,7 @@ async def test_register_and_reset_share_the_recipient_budget(client, new_client,
     response = await new_client("127.0.3.1").post("/api/register/", {"email": email, "password": PASSWORD,
                                                                       "confirmed_password": PASSWORD})
     assert response.status == 201
-    for i in range(accounts.MAX_MAILS_PER_RECIPIENT + 1):
+    for i in range(flows.MAX_MAILS_PER_RECIPIENT + 1):
         assert (await new_client(f"127.0.3.{i + 2}").post(RESET, {"email": email})).status == 200
     await services.mailer.drain()
-    assert len(mailbox.messages) == accounts.MAX_MAILS_PER_RECIPIENT
+    assert len(mailbox.messages) == flows.MAX_MAILS_PER_RECIPIENT

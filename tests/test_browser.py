@@ -22,9 +22,10 @@ import psycopg2
 import pytest
 import redis
 
+from videoflix.platform.embedded import free_port
+
 from helpers import PASSWORD
 from media import PARK, clip
-from videoflix.embedded import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -7,10 +7,10 @@ import time
 
 import playwright.sync_api as playwright_api
 
-from media import ffmpeg
 # The browser tests' real server, browser and page (module fixtures of test_browser).
-from test_browser import (ADMIN_EMAIL, TRANSCODE_TIMEOUT_MS, browser, context, live_server, log_in,  # noqa: F401
-                          page, steps)
+from test_browser import ADMIN_EMAIL, TRANSCODE_TIMEOUT_MS, browser, context, live_server, log_in, page, steps  # noqa: F401
+
+from media import ffmpeg
 
 SRT = (b"1\n00:00:00,500 --> 00:00:03,500\nHello from the subtitles\n\n"
        b"2\n00:00:04,000 --> 00:00:09,000\nA cue across a segment boundary\n")

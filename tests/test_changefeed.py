@@ -11,10 +11,11 @@ from __future__ import annotations
 import pytest
 import redis.asyncio
 
-from helpers import make_ready_video, wait_until
-from videoflix import playback
-from videoflix.db import cursor
+from videoflix.delivery import playback
+from videoflix.platform.db import cursor
 from videoflix.transcode import notify
+
+from helpers import make_ready_video, wait_until
 
 # Well inside playback.VIDEO_CACHE_SECONDS: only the feed can make the row go this fast.
 PROMPT_SECONDS = 4.0
@@ -100,6 +101,6 @@ async def test_own_change_drops_cached_row_without_the_feed(app, make_user, serv
     user = await make_user()
     video_id = await cached_ready_video(services, user["id"])
     assert not app.settings["video_feed"].listening
-    from videoflix import videos as lifecycle
+    from videoflix.library import lifecycle
     await lifecycle.video_changed(services, video_id, user["id"])
     assert await is_forgotten(services, video_id)

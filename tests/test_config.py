@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from videoflix.config import ENV_VARS, Config, ConfigError
+from videoflix.platform.config import ENV_VARS, Config, ConfigError
 
 
 def test_defaults_derive_public_and_frontend_urls():

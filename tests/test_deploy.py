@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from videoflix.platform.config import ENV_VARS, Config, ConfigError
+from videoflix.web import media_handlers
+
 from helpers import PASSWORD
-from videoflix.config import ENV_VARS, Config, ConfigError
-from videoflix.handlers import hls
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV_LINE = re.compile(r"^#?\s?([A-Z][A-Z0-9_]*)=(.*)$")
@@ -160,7 +161,7 @@ def start_nginx(http_port: int, temp: Path, media_dir: str = "/data/media/"):
     """The shipped deploy/nginx.conf, pointed at this test's server instead of `web`
     (and at `media_dir` instead of the compose volume); (base URL, process)."""
     assert NGINX is not None, "nginx missing: run `make test`, which installs it"
-    from videoflix.embedded import free_port
+    from videoflix.platform.embedded import free_port
 
     port = free_port()
     server_block = (ROOT / "deploy" / "nginx.conf").read_text()
@@ -247,8 +248,9 @@ def accel(app, config, http_port, tmp_path, io_loop, make_user, new_client, serv
     a media directory nginx's workers can read, and videos in it."""
     import dataclasses
 
+    from videoflix.platform import media
+
     from helpers import make_ready_video
-    from videoflix import media
 
     media_root = Path(tempfile.mkdtemp(prefix="videoflix-accel-"))
     media_root.chmod(0o755)  # nginx's workers run as another user
@@ -271,7 +273,7 @@ def accel(app, config, http_port, tmp_path, io_loop, make_user, new_client, serv
         (folder / "index.m3u8").write_bytes(ACCEL_PLAYLIST)
         for path in (media_root, folder.parent, folder):
             path.chmod(0o755)
-        # And a versioned one (PIPELINE_V2: media/<id>/v<N>/), as a transcode now leaves it.
+        # And a versioned one (media/<id>/v<N>/), as a transcode now leaves it.
         from helpers import make_ready_version
         versioned, version = await make_ready_version(services, user["id"])
         vfolder = media.version_dir(str(media_root), versioned, version) / "720p"
@@ -310,7 +312,7 @@ async def test_accel_redirect_nginx_sends_segments_with_ranges_and_validators(ac
     headers = full.headers
     assert "X-Accel-Redirect" not in headers
     assert headers["Content-Type"] == "video/MP2T"
-    assert headers["Cache-Control"] == hls.UNVERSIONED_SEGMENT_CACHE_CONTROL  # Videoflix's policy
+    assert headers["Cache-Control"] == media_handlers.UNVERSIONED_SEGMENT_CACHE_CONTROL  # Videoflix's policy
     assert int(headers["Content-Length"]) == len(ACCEL_SEGMENT)
     assert headers["Accept-Ranges"] == "bytes"
     assert headers["X-Request-ID"] == "accel-1"  # Videoflix's, copied by the internal location
@@ -342,7 +344,7 @@ async def test_accel_redirect_nginx_sends_segments_with_ranges_and_validators(ac
     # A versioned segment (what a rendered master points at): immutable, ranges alike.
     versioned = await owner.get(accel_versioned[0], headers={"Range": "bytes=10-19"})
     assert (versioned.status, versioned.body) == (206, ACCEL_SEGMENT[10:20])
-    assert versioned.headers["Cache-Control"] == hls.IMMUTABLE_CACHE_CONTROL
+    assert versioned.headers["Cache-Control"] == media_handlers.IMMUTABLE_CACHE_CONTROL
     anonymous = new_client()
     anonymous.base_url = base
     assert (await anonymous.get(accel_versioned[0])).status == 401

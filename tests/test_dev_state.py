@@ -28,8 +28,8 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from videoflix.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
-from videoflix.secretfile import read_or_create_secret, write_secret
+from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from videoflix.platform.secretfile import read_or_create_secret, write_secret
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the unprivileged-account path runs only as root")
 
@@ -251,8 +251,8 @@ def wait_until_healthy(proc: subprocess.Popen, port: int) -> None:
 async def test_outbox_mail_holding_a_reset_link_is_0600_under_umask_000(tmp_path, umask_000, chmods):
     import concurrent.futures
 
-    from videoflix.config import Config
-    from videoflix.mail import Mailer
+    from videoflix.platform.config import Config
+    from videoflix.platform.mail import Mailer
 
     config = Config(var_dir=str(tmp_path / "var"))  # no SMTP_HOST: mail goes to the outbox
     with concurrent.futures.ThreadPoolExecutor(1) as executor:

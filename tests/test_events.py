@@ -8,8 +8,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from helpers import admin_id, login, make_ready_video, register_user, upload
 from videoflix.transcode import notify
+
+from helpers import admin_id, login, make_ready_video, register_user, upload
 
 # Generous: a real transcode of the small clip on a busy 2-core machine.
 EVENT_TIMEOUT = 120

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from media import (
-    BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, clip, ffmpeg, ffprobe_json, probe_facts,
-)
+from videoflix.transcode import iframes
 from videoflix.transcode.ffmpeg import (
     TranscodeError,
     TranscodeResult,
@@ -32,13 +30,28 @@ from videoflix.transcode.ffmpeg import (
     time_limit_seconds,
     transcode,
 )
-from videoflix.transcode import iframes
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.ladderfile import provisional_variants, read_ladder
 from videoflix.transcode.playlist import (
-    avc1_codec, measure_rendition, parse_media_playlist, render_master,
+    avc1_codec,
+    measure_rendition,
+    parse_media_playlist,
+    render_master,
 )
 from videoflix.transcode.probe import parse_probe, probe_file_sync
+
+from media import (
+    BBB_ROTATED,
+    BBB_WEBM,
+    FIRE_VFR,
+    PARK,
+    PEOPLE,
+    STREET,
+    clip,
+    ffmpeg,
+    ffprobe_json,
+    probe_facts,
+)
 
 SETTINGS = TranscodeSettings()
 

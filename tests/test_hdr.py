@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from media import PARK, clip, ffprobe_json, probe_facts
-from videoflix.media import SEGMENT_PATTERN
+from videoflix.platform.media import SEGMENT_PATTERN
 from videoflix.transcode import colour
 from videoflix.transcode.ffmpeg import TranscodeSettings, build_command, build_poster_command, transcode
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.probe import parse_probe, probe_file_sync
+
+from media import PARK, clip, ffprobe_json, probe_facts
 
 SIZE = (640, 360)
 SECONDS = 2

@@ -20,14 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from helpers import login
-from media import PARK, clip
-from videoflix import media, playback, tokens
-from videoflix.db import cursor
+from videoflix.accounts import tokens
+from videoflix.delivery import playback
+from videoflix.platform import media
+from videoflix.platform.db import cursor
 from videoflix.tables import videos
 from videoflix.transcode.ffmpeg import TranscodeSettings, transcode
 from videoflix.transcode.ladderfile import read_ladder
 from videoflix.transcode.playlist import render_master
+
+from helpers import login
+from media import PARK, clip
 
 ORIGIN = "http://127.0.0.1:5500"
 LADDER = ("1080p", "720p", "480p")

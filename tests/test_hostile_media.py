@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import secrets
 import struct
 import subprocess
@@ -18,8 +17,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from videoflix.platform.db import cursor
+
 from helpers import multipart, upload
-from videoflix.db import cursor
 
 pytestmark = pytest.mark.slow
 

@@ -1,11 +1,11 @@
-"""The pure RFC 7233/7232/7231 parsing of videoflix/httpranges.py (no HTTP)."""
+"""The pure RFC 7233/7232/7231 parsing of videoflix/delivery/httpranges.py (no HTTP)."""
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
 
 import pytest
 
-from videoflix.httpranges import RangeNotSatisfiable, accepts_gzip, parse_byte_range, range_is_current
+from videoflix.delivery.httpranges import RangeNotSatisfiable, accepts_gzip, parse_byte_range, range_is_current
 
 
 @pytest.mark.parametrize("header, expected", [

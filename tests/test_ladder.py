@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from media import BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, probe_facts
 from videoflix.transcode.ladder import Rendition, output_fps, pick_renditions
 from videoflix.transcode.probe import Probe, parse_probe
+
+from media import BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, probe_facts
 
 
 def source(width: int, height: int, fps: float = 30.0, nominal: float | None = None) -> Probe:

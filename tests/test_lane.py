@@ -20,12 +20,13 @@ import logging
 import os
 
 import pytest
-
 from prometheus_client.parser import text_string_to_metric_families
 
+from videoflix.delivery import playback
+from videoflix.platform import media, metrics
+from videoflix.web import segment_lane
+
 from helpers import login, make_ready_version, make_ready_video
-from videoflix import media, metrics, playback
-from videoflix.handlers import lane
 
 SEGMENT_BYTES = 300_001
 
@@ -60,11 +61,11 @@ async def handler_then_lane(app, client, path: str, **headers: str):
     forgotten first), then by the lane; asserts which one answered each."""
     app.settings["open_files"].close()
     playback.forget_video(app.settings["services"], int(path.split("/")[3]))
-    before = lane.answered
+    before = segment_lane.answered
     by_handler = await client.get(path, headers=headers)
-    assert lane.answered == before
+    assert segment_lane.answered == before
     by_lane = await client.get(path, headers=headers)
-    assert lane.answered == before + 1, "the lane did not take a warm plain GET"
+    assert segment_lane.answered == before + 1, "the lane did not take a warm plain GET"
     return by_handler, by_lane
 
 
@@ -119,7 +120,7 @@ async def test_what_the_lane_leaves_to_the_handlers(videos, app, client, new_cli
     forged = new_client()
     forged.cookies["access_token"] = client.cookies["access_token"][:-4] + "AAAA"
     etag = (await client.get(path)).headers["Etag"]
-    before = lane.answered
+    before = segment_lane.answered
     expected = [
         (client, "GET", path, {"Range": f"bytes={SEGMENT_BYTES}-"}, 416, None),
         (client, "GET", path, {"Range": "bytes=10-19", "If-Range": etag}, 206, data[10:20]),
@@ -146,9 +147,9 @@ async def test_what_the_lane_leaves_to_the_handlers(videos, app, client, new_cli
     await make_user("other@example.com", log_in=False)
     await login(intruder, "other@example.com")
     assert (await intruder.get(path)).status == 404  # another user's private video
-    assert lane.answered == before
+    assert segment_lane.answered == before
     # A logged-out session, and a deleted video: refused at once, not from the caches.
-    assert (await client.get(path)).status == 200 and lane.answered == before + 1
+    assert (await client.get(path)).status == 200 and segment_lane.answered == before + 1
     token = client.cookies["access_token"]
     assert (await client.fetch("DELETE", f"/api/video/{other}/")).status == 204
     assert (await client.get(f"/api/video/{other}/v1/720p/seg_00000.ts")).status == 404
@@ -156,7 +157,7 @@ async def test_what_the_lane_leaves_to_the_handlers(videos, app, client, new_cli
     replay = new_client()
     replay.cookies["access_token"] = token
     assert (await replay.get(path)).status == 401
-    assert lane.answered == before + 1
+    assert segment_lane.answered == before + 1
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -165,9 +166,9 @@ async def test_a_lane_answer_is_logged_and_counted(videos, app, client, services
     await client.get(path)
     sent_before = bytes_sent(services)
     caplog.set_level(logging.DEBUG, logger="videoflix.access")
-    before = lane.answered
+    before = segment_lane.answered
     response = await client.get(path, headers={"X-Request-ID": "lane-log-1"})
-    assert lane.answered == before + 1 and response.headers["X-Request-ID"] == "lane-log-1"
+    assert segment_lane.answered == before + 1 and response.headers["X-Request-ID"] == "lane-log-1"
     lines = [r for r in caplog.records
              if r.name == "videoflix.access" and getattr(r, "request_id", None) == "lane-log-1"]
     assert len(lines) == 1 and lines[0].levelno == logging.DEBUG

@@ -18,10 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import upload, wait_for_status
-from media import BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, clip, ffmpeg, probe_facts
-from videoflix import media
-from videoflix.db import cursor
+from videoflix.platform import media
+from videoflix.platform.db import cursor
 from videoflix.transcode import queue
 from videoflix.transcode.ffmpeg import (
     TranscodeError,
@@ -51,6 +49,9 @@ from videoflix.transcode.probe import (
     probe_file_sync,
 )
 from videoflix.transcode.runner import TranscodeRunner
+
+from helpers import upload, wait_for_status
+from media import BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, clip, ffmpeg, probe_facts
 
 SIZE_MESSAGE = "The picture is too large"
 
@@ -154,7 +155,7 @@ def test_caps_count_every_stream():
 
 
 def test_caps_are_configurable():
-    from videoflix.config import Config
+    from videoflix.platform.config import Config
     from videoflix.transcode.limits import caps_from_config
 
     strict = caps_from_config(Config.from_env({"MAX_VIDEO_WIDTH": "1280", "MAX_VIDEO_HEIGHT": "1280",

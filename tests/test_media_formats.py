@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import upload
-from media import PARK, clip, probe_facts
-from videoflix import media
-from videoflix.db import cursor
+from videoflix.platform import media
+from videoflix.platform.db import cursor
 from videoflix.transcode.ffmpeg import (
     TranscodeError,
     TranscodeSettings,
@@ -36,6 +34,9 @@ from videoflix.transcode.probe import (
     probe_file,
     probe_file_sync,
 )
+
+from helpers import upload
+from media import PARK, clip, probe_facts
 
 
 def hls_playlist(target: Path) -> bytes:

@@ -22,12 +22,13 @@ import tornado.httputil
 import tornado.web
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import cli_env, multipart, stop_process, wait_for_health, wait_for_status, wait_until
-from videoflix import metrics
-from videoflix.config import Config, ConfigError
-from videoflix.embedded import free_port
-from videoflix.log import RequestIdFilter
+from videoflix.platform import metrics
+from videoflix.platform.config import Config, ConfigError
+from videoflix.platform.embedded import free_port
+from videoflix.platform.log import RequestIdFilter
 from videoflix.transcode import queue
+
+from helpers import cli_env, multipart, stop_process, wait_for_health, wait_for_status, wait_until
 
 TOKEN = "metrics-token-for-the-tests-0123456789"
 GENERATED_ID = re.compile(r"[0-9a-f]{16}")
@@ -229,7 +230,7 @@ async def test_access_lines_escape_what_could_split_or_forge_a_line(client, capl
 
 
 def test_clip_escapes_controls_spaces_backslashes_and_non_ascii():
-    from videoflix.log import clip
+    from videoflix.platform.log import clip
 
     assert clip("GET", 16) == "GET"
     assert clip("a b\tc\r\n\x1b[31m\\\u00e9\u2603\U0001f600", 100) == (
@@ -238,7 +239,7 @@ def test_clip_escapes_controls_spaces_backslashes_and_non_ascii():
 
 
 def test_long_log_messages_are_cut_whoever_writes_them():
-    from videoflix.log import MESSAGE_LIMIT, BoundedMessageFilter
+    from videoflix.platform.log import MESSAGE_LIMIT, BoundedMessageFilter
 
     record = logging.LogRecord("tornado.general", logging.INFO, __file__, 1, "Malformed HTTP message from %s: %s",
                                ("127.0.0.1", "Invalid header value %r" % ("v" * 60_000)), None)
@@ -249,7 +250,7 @@ def test_long_log_messages_are_cut_whoever_writes_them():
 
 @pytest.mark.parametrize("error", [RuntimeError("boom"), tornado.web.HTTPError(400, "bad %s", "x" * 9000)])
 def test_handler_errors_log_a_bounded_summary_and_no_headers(caplog, error):
-    from videoflix.handlers.base import JSONErrorsMixin
+    from videoflix.web.base import JSONErrorsMixin
 
     class Handler(JSONErrorsMixin):  # what every handler's log_exception sees
         request = tornado.httputil.HTTPServerRequest(

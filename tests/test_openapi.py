@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from openapi_spec_validator import validate
 
-from helpers import login
 from videoflix.app import collect_routes
-from videoflix.handlers.base import HTTP_METHODS
-from videoflix.openapi import openapi_document
+from videoflix.web.base import HTTP_METHODS
+from videoflix.web.openapi import openapi_document
+
+from helpers import login
 
 # Sample values for path parameters: real shapes, so a route's regex can match them.
 SAMPLES = {"id": "7", "uidb64": "MQ", "token": "tok3n", "resolution": "720p",
@@ -51,7 +52,7 @@ def test_every_route_and_method_of_the_application_is_documented():
     missing = []
     for route in collect_routes():
         pattern, handler = route[0], route[1]
-        if handler.__module__ == "videoflix.handlers.pages":
+        if handler.__module__ == "videoflix.web.page_handlers":
             continue  # the built-in HTML pages and their files (API.md §6) are not API
         methods = {name for name in HTTP_METHODS if name != "head"
                    and getattr(handler, name) is not getattr(handler.__mro__[-2], name, None)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from videoflix.delivery import mediafiles, openfiles
+from videoflix.platform import media
+
 from helpers import make_ready_video, open_fds_to, wait_until
-from videoflix import media, mediafiles, openfiles
 
 
 def opened(tmp_path: Path, name: str) -> mediafiles.OpenFile:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from videoflix.assets import STATIC_DIR, scan_assets
+from videoflix.web.assets import STATIC_DIR, scan_assets
 
 AUTH_PAGES = ["login", "register", "forgot_password", "activate", "confirm_password"]
 # Our own HTML + CSS + JS for the catalog (hls.js excluded), uncompressed (issue 10).

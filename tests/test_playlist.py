@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import pytest
 
+from videoflix.transcode.ladder import Rendition
+from videoflix.transcode.ladderfile import h264_level, provisional_variants, read_ladder, write_ladder
 from videoflix.transcode.playlist import (
     PlaylistError,
     Segment,
+    SubtitleTrack,
     Variant,
     avc1_codec,
     codecs_attribute,
     master_playlist,
     measure_rendition,
     parse_media_playlist,
-    SubtitleTrack,
     peak_bitrate,
     render_master,
     rendition_stats,
     vod_playlist,
 )
-from videoflix.transcode.ladder import Rendition
-from videoflix.transcode.ladderfile import h264_level, provisional_variants, read_ladder, write_ladder
 
 # What ffmpeg 5.1's hls muxer writes for a 5.7 s clip with 4 s segments.
 MEDIA_PLAYLIST = """#EXTM3U

@@ -14,8 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from videoflix.platform.embedded import free_port
+
 from helpers import cli_env, stop_process, wait_for_health
-from videoflix.embedded import free_port
 
 GOOD_KEY = "k" * 32
 CLI_TIMEOUT = 60

@@ -13,10 +13,12 @@ import subprocess
 
 import pytest
 
-from helpers import login
-from videoflix import media, tokens
-from videoflix.db import cursor
+from videoflix.accounts import tokens
+from videoflix.platform import media
+from videoflix.platform.db import cursor
 from videoflix.tables import videos
+
+from helpers import login
 
 KINDS = (("thumbnail", "thumbnail.jpg"), ("poster", "poster.jpg"))
 ORIGIN = "http://127.0.0.1:5500"

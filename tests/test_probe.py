@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from media import BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, clip, probe_facts
 from videoflix.transcode.probe import ProbeError, parse_probe, probe_file, probe_file_sync
+
+from media import BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, clip, probe_facts
 
 
 def test_landscape_clip_reports_size_duration_fps_and_audio():

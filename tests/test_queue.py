@@ -6,9 +6,10 @@ import asyncio
 import pytest
 import redis.asyncio
 
-from helpers import wait_until
 from videoflix.transcode import queue
 from videoflix.transcode.queue import DEAD_LETTER, GROUP, MAX_DELIVERIES, STREAM, Job
+
+from helpers import wait_until
 
 # Short leases keep the takeover tests quick; the polls below wait for a
 # takeover up to DEADLINE_SECONDS rather than sleeping a fixed time.

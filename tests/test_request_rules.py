@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from videoflix.platform.db import cursor
+from videoflix.web import base, requestrules
+
 from helpers import PASSWORD, login, upload
-from videoflix import requestrules
-from videoflix.db import cursor
-from videoflix.handlers import base
 
 CROSS_SITE = {"detail": "Cross-site request refused."}
 EXPECTED_JSON = {"detail": "Expected application/json."}

@@ -6,12 +6,13 @@ import socket
 
 import pytest
 
-from helpers import PASSWORD, login, threads_inside, wait_until
-from videoflix import passwords
-from videoflix.db import cursor
-from videoflix.mail import Mailer
-from videoflix.services import MAIL_THREAD_WORKERS
+from videoflix.accounts import passwords
+from videoflix.platform.db import cursor
+from videoflix.platform.mail import Mailer
+from videoflix.platform.services import MAIL_THREAD_WORKERS
 from videoflix.tables import users
+
+from helpers import PASSWORD, login, threads_inside, wait_until
 
 HANGING_MAILS = 8
 

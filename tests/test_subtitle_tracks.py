@@ -5,15 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_subtitles_api import VTT, post_subtitles
 
-from videoflix import media, subtitles, videosubtitles
+from videoflix.library import subtitle_formats, subtitle_tracks
+from videoflix.platform import media
 from videoflix.transcode import subtracks
 from videoflix.transcode.ffmpeg import TranscodeSettings, transcode
 from videoflix.transcode.probe import SubtitleStream, parse_probe, probe_file_sync
 
 from helpers import upload, wait_for_status
 from media import PARK, ffmpeg, probe_facts
-from test_subtitles_api import VTT, post_subtitles
 
 SRT = "1\n00:00:01,000 --> 00:00:02,000\nHello\n\n2\n00:00:04,000 --> 00:00:05,500\nWorld <i>again</i>\n"
 
@@ -90,9 +91,9 @@ def test_transcode_extracts_each_text_track_to_webvtt(sources, tmp_path, kind, e
     result = transcode(sources[kind], tmp_path, TranscodeSettings(preset="ultrafast"))
     tracks = result.subtitle_tracks
     assert [track["language"] for track in tracks] == [raw for raw, _ in expected]
-    assert [subtitles.container_language(track["language"]) for track in tracks] == [bcp for _, bcp in expected]
+    assert [subtitle_formats.container_language(track["language"]) for track in tracks] == [bcp for _, bcp in expected]
     for track in tracks:
-        cues = subtitles.parse_vtt((tmp_path / track["file"]).read_bytes())
+        cues = subtitle_formats.parse_vtt((tmp_path / track["file"]).read_bytes())
         # ffmpeg shifts every output by the file's start time (an MKV whose AAC
         # priming starts at -23 ms moves the cues by +23 ms, as it moves the video).
         starts_ends = [(cue.start_ms, cue.end_ms) for cue in cues]
@@ -125,7 +126,7 @@ async def test_import_skips_broken_tracks_and_keeps_uploads(tmp_path, config, se
     (version / "tracks" / "2.vtt").write_bytes(b"not webvtt at all")
     (version / "tracks" / "3.vtt").write_bytes(b"WEBVTT\n\n00:01.000 --> 00:02.000\nsecond english\n")
     (version / "tracks" / "4.vtt").write_bytes(b"WEBVTT\n\n00:01.000 --> 00:02.000\nsin idioma\n")
-    await videosubtitles.add_from_upload(config, services, video_id, user["id"], False,
+    await subtitle_tracks.add_from_upload(config, services, video_id, user["id"], False,
                                          {"language": "de", "label": "Deutsch"}, "de.vtt", VTT)
     tracks = [{"file": "tracks/1.vtt", "language": "eng", "title": "English"},
               {"file": "tracks/2.vtt", "language": "fre", "title": None},
@@ -134,9 +135,9 @@ async def test_import_skips_broken_tracks_and_keeps_uploads(tmp_path, config, se
               {"file": "tracks/5.vtt", "language": "spa", "title": None},  # never written
               {"file": "tracks/1.vtt", "language": "ger", "title": "Deutsch"},  # uploaded one wins
               {"file": "../../../etc/passwd", "language": "ita", "title": None}]
-    imported = await videosubtitles.import_tracks(config, services, video_id, version, tracks)
+    imported = await subtitle_tracks.import_tracks(config, services, video_id, version, tracks)
     assert imported == ["en", "und"]
-    items = {item["language"]: item["label"] for item in await videosubtitles.list_items(config, services, video_id)}
+    items = {item["language"]: item["label"] for item in await subtitle_tracks.list_items(config, services, video_id)}
     assert items == {"de": "Deutsch", "en": "English", "und": "Unknown language"}
     assert b"from the source" in media.subtitle_path(config.media_dir, video_id, "en").read_bytes()
     assert b"Bonjour" in media.subtitle_path(config.media_dir, video_id, "de").read_bytes()
@@ -155,6 +156,6 @@ async def test_uploaded_source_tracks_become_the_videos_subtitles(client, make_u
     assert {(s["language"], s["label"]) for s in detail["subtitles"]} == {("en", "English"),
                                                                          ("fr", "Mes sous-titres")}
     english = await client.get(f"/api/video/{video_id}/subtitles/en/")
-    assert [cue.text for cue in subtitles.parse_vtt(english.body)] == ["Hello", "World <i>again</i>"]
+    assert [cue.text for cue in subtitle_formats.parse_vtt(english.body)] == ["Hello", "World <i>again</i>"]
     french = await client.get(f"/api/video/{video_id}/subtitles/fr/")
-    assert [cue.text for cue in subtitles.parse_vtt(french.body)] == ["Bonjour"]
+    assert [cue.text for cue in subtitle_formats.parse_vtt(french.body)] == ["Bonjour"]

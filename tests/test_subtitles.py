@@ -5,8 +5,9 @@ import re
 
 import pytest
 
-from videoflix import media, subtitles
-from videoflix.subtitles import Cue, SubtitleError
+from videoflix.library import subtitle_formats
+from videoflix.library.subtitle_formats import Cue, SubtitleError
+from videoflix.platform import media
 
 SRT = (b"1\n00:00:01,000 --> 00:00:02,500\nHello <i>world</i>\n\n"
        b"2\n00:00:03,000 --> 00:00:04,000\nSecond\nline\n")
@@ -16,34 +17,34 @@ VTT = b"WEBVTT\n\n00:01.000 --> 00:02.500\nHello\n\n00:00:03.000 --> 00:00:04.00
 # --- SRT ---------------------------------------------------------------------------
 
 def test_srt_converts_to_webvtt_cues_with_millisecond_times():
-    cues = subtitles.parse_srt(SRT)
+    cues = subtitle_formats.parse_srt(SRT)
     assert cues == [Cue(1000, 2500, "Hello <i>world</i>"), Cue(3000, 4000, "Second\nline")]
-    text = subtitles.render_vtt(cues)
+    text = subtitle_formats.render_vtt(cues)
     assert text.startswith("WEBVTT\n\n00:00:01.000 --> 00:00:02.500\nHello <i>world</i>\n")
-    assert subtitles.parse_vtt(text.encode()) == cues  # our output is valid WebVTT
+    assert subtitle_formats.parse_vtt(text.encode()) == cues  # our output is valid WebVTT
 
 
 def test_srt_with_bom_and_crlf_line_endings_parses():
     data = b"\xef\xbb\xbf" + SRT.replace(b"\n", b"\r\n")
-    assert subtitles.parse_srt(data) == subtitles.parse_srt(SRT)
+    assert subtitle_formats.parse_srt(data) == subtitle_formats.parse_srt(SRT)
 
 
 def test_srt_markup_is_escaped_except_bold_italic_underline():
     data = (b"1\n00:00:01,000 --> 00:00:02,000\n{\\an8}<font color=\"red\">Tom & Jerry</font> "
             b"<B>a</B> <script>x</script> 1 < 2 --> 3\n")
-    (cue,) = subtitles.parse_srt(data)
+    (cue,) = subtitle_formats.parse_srt(data)
     assert cue.text == "Tom &amp; Jerry <b>a</b> x 1 &lt; 2 --&gt; 3"
     assert "-->" not in cue.text
 
 
 def test_srt_without_index_lines_and_with_dot_milliseconds_parses():
-    cues = subtitles.parse_srt(b"00:00:01.000 --> 00:00:02.000\nA\n\n00:00:03,000 --> 00:00:04,000\nB\n")
+    cues = subtitle_formats.parse_srt(b"00:00:01.000 --> 00:00:02.000\nA\n\n00:00:03,000 --> 00:00:04,000\nB\n")
     assert [cue.text for cue in cues] == ["A", "B"]
 
 
 def test_srt_out_of_order_cues_are_sorted_by_start():
     data = b"1\n00:00:05,000 --> 00:00:06,000\nlate\n\n2\n00:00:01,000 --> 00:00:02,000\nearly\n"
-    assert [cue.text for cue in subtitles.parse_srt(data)] == ["early", "late"]
+    assert [cue.text for cue in subtitle_formats.parse_srt(data)] == ["early", "late"]
 
 
 @pytest.mark.parametrize("data, message", [
@@ -62,36 +63,36 @@ def test_srt_out_of_order_cues_are_sorted_by_start():
 ])
 def test_bad_srt_is_refused_with_the_reason(data, message):
     with pytest.raises(SubtitleError, match=re.escape(message)):
-        subtitles.parse_srt(data)
+        subtitle_formats.parse_srt(data)
 
 
 def test_binary_file_is_refused():
     with pytest.raises(SubtitleError):
-        subtitles.parse_subtitles(bytes(range(256)) * 10, "srt")
+        subtitle_formats.parse_subtitles(bytes(range(256)) * 10, "srt")
     with pytest.raises(SubtitleError):
-        subtitles.parse_subtitles(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "vtt")
+        subtitle_formats.parse_subtitles(b"\x89PNG\r\n\x1a\n" + b"\x00" * 50, "vtt")
 
 
 def test_oversized_file_is_refused_before_parsing():
-    data = b"1\n00:00:01,000 --> 00:00:02,000\n" + b"x" * subtitles.MAX_FILE_BYTES
+    data = b"1\n00:00:01,000 --> 00:00:02,000\n" + b"x" * subtitle_formats.MAX_FILE_BYTES
     with pytest.raises(SubtitleError, match="too large"):
-        subtitles.parse_srt(data)
+        subtitle_formats.parse_srt(data)
 
 
 def test_too_many_cues_are_refused():
     cue = b"00:00:01.000 --> 00:00:02.000\nx\n\n"
     with pytest.raises(SubtitleError, match="Too many cues"):
-        subtitles.parse_vtt(b"WEBVTT\n\n" + cue * (subtitles.MAX_CUES + 1))
+        subtitle_formats.parse_vtt(b"WEBVTT\n\n" + cue * (subtitle_formats.MAX_CUES + 1))
 
 
 def test_overlong_cue_text_is_refused():
     with pytest.raises(SubtitleError, match="longer than"):
-        subtitles.parse_srt(b"1\n00:00:01,000 --> 00:00:02,000\n" + b"x" * (subtitles.MAX_CUE_CHARS + 1) + b"\n")
+        subtitle_formats.parse_srt(b"1\n00:00:01,000 --> 00:00:02,000\n" + b"x" * (subtitle_formats.MAX_CUE_CHARS + 1) + b"\n")
 
 
 def test_times_past_the_cap_are_refused():
     with pytest.raises(SubtitleError, match="after 100 hours"):
-        subtitles.parse_vtt(b"WEBVTT\n\n100:00:00.000 --> 100:00:01.000\nx\n")
+        subtitle_formats.parse_vtt(b"WEBVTT\n\n100:00:00.000 --> 100:00:01.000\nx\n")
 
 
 # --- WebVTT ------------------------------------------------------------------------
@@ -100,9 +101,9 @@ def test_vtt_header_notes_styles_identifiers_and_bad_settings_are_dropped():
     data = (b"WEBVTT - a title\nX-TIMESTAMP-MAP=MPEGTS:900000,LOCAL:00:00:00.000\n\n"
             b"NOTE a comment\nover two lines\n\nSTYLE\n::cue { color: red }\n\n"
             b"intro\n00:01.000 --> 00:03.000 align:start bogus:1 line:10% position:200\n<v Bob>hi</v>\n")
-    (cue,) = subtitles.parse_vtt(data)
+    (cue,) = subtitle_formats.parse_vtt(data)
     assert cue == Cue(1000, 3000, "<v Bob>hi</v>", "align:start line:10%")
-    assert "MPEGTS:900000" not in subtitles.render_vtt([cue])
+    assert "MPEGTS:900000" not in subtitle_formats.render_vtt([cue])
 
 
 @pytest.mark.parametrize("data, message", [
@@ -121,15 +122,15 @@ def test_vtt_header_notes_styles_identifiers_and_bad_settings_are_dropped():
 ])
 def test_bad_vtt_is_refused_with_the_reason(data, message):
     with pytest.raises(SubtitleError, match=re.escape(message)):
-        subtitles.parse_vtt(data)
+        subtitle_formats.parse_vtt(data)
 
 
 def test_file_kind_comes_from_the_extension():
-    assert subtitles.file_kind("Film.EN.SRT") == "srt"
-    assert subtitles.file_kind("a.vtt") == "vtt"
+    assert subtitle_formats.file_kind("Film.EN.SRT") == "srt"
+    assert subtitle_formats.file_kind("a.vtt") == "vtt"
     for name in ("a.txt", "srt", "a.vtt.exe", ""):
         with pytest.raises(SubtitleError):
-            subtitles.file_kind(name)
+            subtitle_formats.file_kind(name)
 
 
 # --- languages and labels -------------------------------------------------------------
@@ -140,40 +141,40 @@ def test_file_kind_comes_from_the_extension():
     ("x-klingon", "x-klingon"), ("en-US-x-sdh", "en-US-x-sdh"),
 ])
 def test_language_tags_are_checked_and_canonicalised(raw, canonical):
-    assert subtitles.check_language(raw) == canonical
+    assert subtitle_formats.check_language(raw) == canonical
 
 
 @pytest.mark.parametrize("raw", ["", "e", "xx", "en-YQ", "fr-YY", "en_US", "en-", "-en", "en--US", "english language",
                                  "a" * 40, "en/../../etc", "ënglish", "de\x00", "123", "en-US-" + "a" * 9])
 def test_bad_language_tags_are_refused(raw):
     with pytest.raises(SubtitleError):
-        subtitles.check_language(raw)
+        subtitle_formats.check_language(raw)
 
 
 def test_container_languages_map_to_bcp47_or_und():
-    assert subtitles.container_language("eng") == "en"
-    assert subtitles.container_language("spa") == "es"
-    assert subtitles.container_language(None) == "und"
-    assert subtitles.container_language("") == "und"
-    assert subtitles.container_language("qqq1") == "und"
+    assert subtitle_formats.container_language("eng") == "en"
+    assert subtitle_formats.container_language("spa") == "es"
+    assert subtitle_formats.container_language(None) == "und"
+    assert subtitle_formats.container_language("") == "und"
+    assert subtitle_formats.container_language("qqq1") == "und"
 
 
 def test_default_labels_are_language_names():
-    assert subtitles.default_label("en") == "English"
-    assert subtitles.default_label("pt-BR") == "Portuguese (Brazil)"
+    assert subtitle_formats.default_label("en") == "English"
+    assert subtitle_formats.default_label("pt-BR") == "Portuguese (Brazil)"
 
 
 @pytest.mark.parametrize("raw", ["", "   ", 'Say "hi"', "x" * 65, "bell\x07", "\ud800"])
 def test_bad_labels_are_refused(raw):
     with pytest.raises(SubtitleError):
-        subtitles.clean_label(raw)
+        subtitle_formats.clean_label(raw)
 
 
 def test_labels_are_trimmed_and_made_unique():
-    assert subtitles.clean_label("  English   SDH ") == "English SDH"
-    assert subtitles.clean_label("two\nlines") == "two lines"
-    assert subtitles.unique_label("English", {"English", "English (2)"}) == "English (3)"
-    assert subtitles.unique_label("Deutsch", {"English"}) == "Deutsch"
+    assert subtitle_formats.clean_label("  English   SDH ") == "English SDH"
+    assert subtitle_formats.clean_label("two\nlines") == "two lines"
+    assert subtitle_formats.unique_label("English", {"English", "English (2)"}) == "English (3)"
+    assert subtitle_formats.unique_label("Deutsch", {"English"}) == "Deutsch"
 
 
 def test_language_file_names_are_only_canonical_tags():
@@ -192,7 +193,7 @@ def _playlist_segments(text: str) -> list[tuple[float, str]]:
 
 
 def test_playlist_covers_the_whole_duration_with_segments_of_the_version_length():
-    text = subtitles.media_playlist(10.5, 4, media.SUBTITLE_SEGMENT_PATTERN)
+    text = subtitle_formats.media_playlist(10.5, 4, media.SUBTITLE_SEGMENT_PATTERN)
     assert text.startswith("#EXTM3U\n") and text.endswith("#EXT-X-ENDLIST\n")
     assert "#EXT-X-TARGETDURATION:4\n" in text and "#EXT-X-PLAYLIST-TYPE:VOD\n" in text
     segments = _playlist_segments(text)
@@ -201,25 +202,25 @@ def test_playlist_covers_the_whole_duration_with_segments_of_the_version_length(
 
 
 def test_playlist_of_an_exact_multiple_has_no_empty_tail():
-    assert len(_playlist_segments(subtitles.media_playlist(8.0, 4, "s%05d.vtt"))) == 2
-    assert len(_playlist_segments(subtitles.media_playlist(0.5, 4, "s%05d.vtt"))) == 1
+    assert len(_playlist_segments(subtitle_formats.media_playlist(8.0, 4, "s%05d.vtt"))) == 2
+    assert len(_playlist_segments(subtitle_formats.media_playlist(0.5, 4, "s%05d.vtt"))) == 1
 
 
 def test_segment_carries_the_timestamp_map_and_the_cues_it_overlaps():
     cues = [Cue(1000, 2000, "a"), Cue(3500, 4500, "spans"), Cue(9000, 9500, "c")]
-    first = subtitles.render_segment(cues, 0, 4, 126000)
-    second = subtitles.render_segment(cues, 1, 4, 126000)
-    third = subtitles.render_segment(cues, 2, 4, 126000)
+    first = subtitle_formats.render_segment(cues, 0, 4, 126000)
+    second = subtitle_formats.render_segment(cues, 1, 4, 126000)
+    third = subtitle_formats.render_segment(cues, 2, 4, 126000)
     assert first.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:126000,LOCAL:00:00:00.000\n\n")
-    assert [cue.text for cue in subtitles.parse_vtt(first.encode())] == ["a", "spans"]
-    assert [cue.text for cue in subtitles.parse_vtt(second.encode())] == ["spans"]
-    assert [cue.text for cue in subtitles.parse_vtt(third.encode())] == ["c"]
+    assert [cue.text for cue in subtitle_formats.parse_vtt(first.encode())] == ["a", "spans"]
+    assert [cue.text for cue in subtitle_formats.parse_vtt(second.encode())] == ["spans"]
+    assert [cue.text for cue in subtitle_formats.parse_vtt(third.encode())] == ["c"]
     # The spanning cue keeps its own times in both segments.
     assert "00:00:03.500 --> 00:00:04.500" in first and "00:00:03.500 --> 00:00:04.500" in second
 
 
 def test_segment_without_cues_is_a_valid_empty_webvtt_file():
-    text = subtitles.render_segment([Cue(1000, 2000, "a")], 5, 4, 0)
+    text = subtitle_formats.render_segment([Cue(1000, 2000, "a")], 5, 4, 0)
     assert text == "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:0,LOCAL:00:00:00.000\n"
 
 
@@ -229,37 +230,37 @@ def test_subtitle_segment_names_are_strict():
         assert media.parse_subtitle_segment(bad) is None
 
 
-# --- a version's subtitle playlist and segments (videosubtitles, pure) ------------------
+# --- a version's subtitle playlist and segments (subtitle_tracks, pure) ------------------
 
 LADDER = {"complete": True, "variants": [], "iframes": [], "start_pts": 126000, "duration": 9.5,
           "segment_seconds": 4}
 
 
 def test_version_playlist_and_segments_come_from_the_ladder():
-    from videoflix import videosubtitles
+    from videoflix.library import subtitle_tracks
 
     cues = [Cue(1000, 2000, "one"), Cue(7000, 9000, "two")]
-    playlist = videosubtitles.render_hls_playlist(LADDER)
+    playlist = subtitle_tracks.render_hls_playlist(LADDER)
     names = [name for _, name in _playlist_segments(playlist)]
     assert names == ["seg_00000.vtt", "seg_00001.vtt", "seg_00002.vtt"]
-    texts = [videosubtitles.render_hls_segment(LADDER, cues, name) for name in names]
+    texts = [subtitle_tracks.render_hls_segment(LADDER, cues, name) for name in names]
     assert all("X-TIMESTAMP-MAP=MPEGTS:126000,LOCAL:00:00:00.000" in text for text in texts)
-    assert [[cue.text for cue in subtitles.parse_vtt(text.encode())] for text in texts] == [["one"], ["two"], ["two"]]
+    assert [[cue.text for cue in subtitle_formats.parse_vtt(text.encode())] for text in texts] == [["one"], ["two"], ["two"]]
 
 
 @pytest.mark.parametrize("name", ["seg_00003.vtt", "seg_99999.vtt", "seg_0.vtt", "seg_00000.ts", "index.m3u8"])
 def test_segments_outside_the_playlist_are_unavailable(name):
-    from videoflix import videosubtitles
+    from videoflix.library import subtitle_tracks
 
-    with pytest.raises(videosubtitles.SubtitleUnavailable):
-        videosubtitles.render_hls_segment(LADDER, [], name)
+    with pytest.raises(subtitle_tracks.SubtitleUnavailable):
+        subtitle_tracks.render_hls_segment(LADDER, [], name)
 
 
 @pytest.mark.parametrize("broken", [{}, {"duration": "x", "segment_seconds": 4}, {"duration": 0, "segment_seconds": 4},
                                     {"duration": 5, "segment_seconds": 0}, {"duration": 5, "segment_seconds": 4,
                                                                             "start_pts": -1}])
 def test_a_broken_ladder_makes_no_playlist(broken):
-    from videoflix import videosubtitles
+    from videoflix.library import subtitle_tracks
 
-    with pytest.raises(videosubtitles.SubtitleUnavailable):
-        videosubtitles.render_hls_playlist(broken)
+    with pytest.raises(subtitle_tracks.SubtitleUnavailable):
+        subtitle_tracks.render_hls_playlist(broken)

@@ -6,7 +6,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from videoflix import media, subtitles
+from videoflix.library import subtitle_formats
+from videoflix.platform import media
+
 from helpers import login, make_ready_video, multipart
 
 SRT = (b"1\n00:00:01,000 --> 00:00:02,500\nHello <i>world</i>\n\n"
@@ -58,8 +60,8 @@ async def test_vtt_upload_without_label_is_named_after_its_language(client, owne
     response = await post_subtitles(client, video_id, "bonjour.VTT", VTT, language="fra")
     assert response.status == 201, response.body
     assert response.json()["language"] == "fr" and response.json()["label"] == "French"
-    cues = subtitles.parse_vtt((await client.get(f"/api/video/{video_id}/subtitles/fr/")).body)
-    assert cues == [subtitles.Cue(500, 1500, "Bonjour")]
+    cues = subtitle_formats.parse_vtt((await client.get(f"/api/video/{video_id}/subtitles/fr/")).body)
+    assert cues == [subtitle_formats.Cue(500, 1500, "Bonjour")]
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -157,7 +159,7 @@ async def test_bad_file_returns_400_with_the_reason(client, owned_video, filenam
 @pytest.mark.gen_test(timeout=30)
 async def test_oversized_file_returns_413(client, owned_video):
     _, video_id = owned_video
-    big = b"1\n00:00:01,000 --> 00:00:02,000\n" + b"x" * subtitles.MAX_FILE_BYTES
+    big = b"1\n00:00:01,000 --> 00:00:02,000\n" + b"x" * subtitle_formats.MAX_FILE_BYTES
     response = await post_subtitles(client, video_id, "big.srt", big, language="en")
     assert response.status == 413
     assert "too large" in response.json()["detail"]
@@ -173,7 +175,7 @@ async def test_declared_oversized_body_returns_413_before_reading_it(client, own
         # Only the head is sent: the answer comes without the body.
         writer.write((f"POST /api/video/{video_id}/subtitles/ HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n"
                       "Content-Type: multipart/form-data; boundary=zz\r\n"
-                      f"Content-Length: {subtitles.MAX_FILE_BYTES * 2}\r\n\r\n").encode())
+                      f"Content-Length: {subtitle_formats.MAX_FILE_BYTES * 2}\r\n\r\n").encode())
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 10)
     finally:
@@ -265,7 +267,7 @@ async def test_deleting_the_video_removes_its_subtitles(client, owned_video, con
     assert (await post_subtitles(client, video_id, language="en")).status == 201
     assert (await client.fetch("DELETE", f"/api/video/{video_id}/")).status == 204
     assert not media.subtitles_dir(config.media_dir, video_id).exists()
-    from videoflix.db import cursor
+    from videoflix.platform.db import cursor
     async with cursor(services.pool) as cur:
         await cur.execute("SELECT count(*) AS n FROM subtitles")
         assert (await cur.fetchone())["n"] == 0

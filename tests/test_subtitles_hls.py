@@ -1,4 +1,4 @@
-"""Subtitles over HLS (API.md §6, PIPELINE_V2.md): the master's SUBTITLES group and a
+"""Subtitles over HLS (API.md §6, README, Architecture: Transcode): the master's SUBTITLES group and a
 version's WebVTT playlist and segments, made per request, with a real transcode."""
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import json
 import re
 
 import pytest
+from test_subtitles_api import post_subtitles
 
-from videoflix import media, subtitles
+from videoflix.library import subtitle_formats
+from videoflix.platform import media
+
 from helpers import login, upload, wait_for_status
 from media import ffprobe_json
-from test_subtitles_api import post_subtitles
 
 SRT = (b"1\n00:00:00,500 --> 00:00:01,500\nfirst\n\n"
        b"2\n00:00:03,000 --> 00:00:05,000\nacross the boundary\n\n"
@@ -71,7 +73,7 @@ async def test_master_lists_the_group_and_the_segmented_playlist_covers_the_vide
         assert segment.headers["Content-Type"].startswith("text/vtt")
         body = segment.body.decode()
         assert body.splitlines()[1] == f"X-TIMESTAMP-MAP=MPEGTS:{ladder['start_pts']},LOCAL:00:00:00.000"
-        texts.append([cue.text for cue in subtitles.parse_vtt(segment.body)])
+        texts.append([cue.text for cue in subtitle_formats.parse_vtt(segment.body)])
     assert texts == [["first", "across the boundary"], ["across the boundary", "last"]]
     # start_pts is the PTS of the first video frame of the first segment.
     lowest = detail["resolutions"][-1]

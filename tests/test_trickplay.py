@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from media import PEOPLE, PARK, clip, ffmpeg, ffprobe_json, probe_facts
-from videoflix.media import is_sprite_name
+from videoflix.platform.media import is_sprite_name
 from videoflix.transcode import iframes, sprites
 from videoflix.transcode.ffmpeg import TranscodeSettings, build_command, prepare_output, run_ffmpeg, transcode
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.playlist import PlaylistError, parse_media_playlist
 from videoflix.transcode.probe import parse_probe, probe_file_sync
+
+from media import PARK, PEOPLE, clip, ffmpeg, ffprobe_json, probe_facts
 
 CUE_RE = re.compile(r"(\d\d):(\d\d):(\d\d)\.(\d{3}) --> (\d\d):(\d\d):(\d\d)\.(\d{3})")
 XYWH_RE = re.compile(r"(sprite_\d{3}\.jpg)#xywh=(\d+),(\d+),(\d+),(\d+)")

@@ -10,12 +10,13 @@ import re
 from urllib.parse import urljoin
 
 import pytest
-
-from helpers import login, make_ready_video, upload, wait_for_status
 from test_hls import get as raw_get
 from test_trickplay import parse_vtt
-from videoflix import media
+
+from videoflix.platform import media
 from videoflix.transcode import ladderfile
+
+from helpers import login, make_ready_video, upload, wait_for_status
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 

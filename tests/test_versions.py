@@ -19,14 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import login, upload, wait_for_status
-from media import ffprobe_json
-from videoflix import media, playback
-from videoflix.db import cursor
-from videoflix.sweeper import Sweeper
+from videoflix.delivery import playback
+from videoflix.library.sweeper import Sweeper
+from videoflix.platform import media
+from videoflix.platform.db import cursor
 from videoflix.tables import videos
 from videoflix.transcode import progress
 from videoflix.transcode.playlist import parse_media_playlist
+
+from helpers import login, upload, wait_for_status
+from media import ffprobe_json
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 

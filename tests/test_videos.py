@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import login, multipart, upload, wait_for_status
-from media import BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, clip
-from videoflix import media
-from videoflix.db import cursor
+from videoflix.app import make_runner
+from videoflix.platform import media
+from videoflix.platform.db import cursor
 from videoflix.tables import videos
 from videoflix.transcode import queue
-from videoflix.app import make_runner
+
+from helpers import login, multipart, upload, wait_for_status
+from media import BBB_ROTATED, BBB_WEBM, FIRE_VFR, PARK, PEOPLE, STREET, clip
 
 CATALOG_KEYS = ["id", "created_at", "title", "description", "thumbnail_url", "category"]
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import pytest
 
+from videoflix.platform.db import cursor
+
 from helpers import PASSWORD, admin_id, login, make_ready_video, register_user
-from videoflix.db import cursor
 
 
 @pytest.fixture

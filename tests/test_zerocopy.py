@@ -24,8 +24,10 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from videoflix.delivery import zerocopy
+from videoflix.platform import media
+
 from helpers import make_ready_video, open_fds_to, wait_until
-from videoflix import media, zerocopy
 
 BIG = 24 * 1024 * 1024 + 12345  # several MB and not a round number
 SMALL = 300_001

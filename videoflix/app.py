@@ -9,28 +9,39 @@ import tornado.httpserver
 import tornado.httputil
 import tornado.web
 
-from videoflix import metrics, openfiles, playback, videosubtitles
-from videoflix import videos as video_lifecycle
-from videoflix.assets import scan_assets
-from videoflix.changefeed import VideoFeed
-from videoflix.config import Config
-from videoflix.draining import Draining
-from videoflix.events import EventHub
-from videoflix.handlers import auth, docs, events, health, hls, pages, videos, watching
-from videoflix.handlers import subtitles as subtitle_handlers
-from videoflix.handlers import metrics as metrics_handlers
-from videoflix.handlers.base import NotFoundHandler, check_access_marks
-from videoflix.handlers.lane import SegmentLane
-from videoflix.handlers.observe import labelled_routes, request_finished
-from videoflix.migrate import apply_migrations
-from videoflix.services import Services, create_services
-from videoflix.sweeper import Sweeper
+from videoflix.accounts import passwords
+from videoflix.delivery import openfiles, playback
+from videoflix.library import lifecycle, subtitle_tracks
+from videoflix.library.changefeed import VideoFeed
+from videoflix.library.events import EventHub
+from videoflix.library.sweeper import Sweeper
+from videoflix.platform import metrics
+from videoflix.platform.config import Config
+from videoflix.platform.draining import Draining
+from videoflix.platform.migrate import apply_migrations
+from videoflix.platform.services import Services, create_services
 from videoflix.transcode.runner import TranscodeRunner
+from videoflix.web import (
+    account_handlers,
+    docs_handlers,
+    event_handlers,
+    health_handlers,
+    media_handlers,
+    metrics_handlers,
+    page_handlers,
+    progress_handlers,
+    subtitle_handlers,
+    video_handlers,
+)
+from videoflix.web.assets import scan_assets
+from videoflix.web.base import NotFoundHandler, check_access_marks
+from videoflix.web.observe import labelled_routes, request_finished
+from videoflix.web.segment_lane import SegmentLane
 
 log = logging.getLogger(__name__)
 
 # Subtitle routes before hls: /api/video/<id>/subtitles/<language>/ has the shape of a segment URL.
-ROUTE_MODULES = (auth, health, docs, watching, events, videos, subtitle_handlers, hls, pages, metrics_handlers)
+ROUTE_MODULES = (account_handlers, health_handlers, docs_handlers, progress_handlers, event_handlers, video_handlers, subtitle_handlers, media_handlers, page_handlers, metrics_handlers)
 
 
 def collect_routes() -> list:
@@ -43,8 +54,8 @@ def collect_routes() -> list:
 def make_runner(config: Config, services: Services, consumer: str | None = None) -> TranscodeRunner:
     """The transcode consumer, its "job changed a video" connected to the lifecycle."""
     runner = TranscodeRunner(config, services, consumer=consumer)
-    runner.on_video_changed.append(functools.partial(video_lifecycle.video_changed, services))
-    runner.on_outputs_ready.append(functools.partial(videosubtitles.import_result_tracks, config, services))
+    runner.on_video_changed.append(functools.partial(lifecycle.video_changed, services))
+    runner.on_outputs_ready.append(functools.partial(subtitle_tracks.import_result_tracks, config, services))
     metrics.of(services).watch_runner(runner)
     return runner
 
@@ -109,6 +120,8 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
     `with_http=False` is `videoflix worker`: the consumer alone.
     """
     services = await create_services(config)
+    # Made now, so the first login for an unknown address is not the slow one.
+    await passwords.dummy_hash(services.cpu_executor, config.bcrypt_rounds)
     runner = None
     cleaner = None
     admin = None

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import dotenv
 
-from videoflix import accounts, passwords, preflight
+from videoflix.accounts import flows, passwords
 from videoflix.app import serve
-from videoflix.config import Config, ConfigError
-from videoflix.db import cursor
-from videoflix.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
-from videoflix.log import setup_logging
-from videoflix.migrate import apply_migrations
-from videoflix.secretfile import read_or_create_secret
-from videoflix.services import create_services
+from videoflix.platform import preflight
+from videoflix.platform.config import Config, ConfigError
+from videoflix.platform.db import cursor
+from videoflix.platform.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
+from videoflix.platform.log import setup_logging
+from videoflix.platform.migrate import apply_migrations
+from videoflix.platform.secretfile import read_or_create_secret
+from videoflix.platform.services import create_services
 from videoflix.tables import users
 
 log = logging.getLogger(__name__)
@@ -95,13 +96,13 @@ async def _ensure_admin(config: Config, email: str, password: str) -> None:
     try:
         await apply_migrations(services.pool)
         async with cursor(services.pool) as cur:
-            existing = await users.get_user_by_email(cur, accounts.normalize_email(email) or "")
+            existing = await users.get_user_by_email(cur, flows.normalize_email(email) or "")
         if (existing and existing["is_admin"] and existing["is_active"]
                 and await passwords.check_password(services.cpu_executor, password, existing["password_hash"])):
             return
-        user_id = await accounts.ensure_admin(config, services, email, password)
+        user_id = await flows.ensure_admin(config, services, email, password)
         log.info("admin account %s (id %s) ready", email, user_id)
-    except accounts.FieldErrors as exc:
+    except flows.FieldErrors as exc:
         raise CommandError(f"admin account: {exc.errors}") from None
     finally:
         await services.close()

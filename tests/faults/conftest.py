@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
+from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+
 from faultkit import Database, Server, make_clip
 from helpers import MailSink
-from videoflix.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 SECRET = "fault-test-secret-key-that-is-long-enough-for-hs256"
 

@@ -8,7 +8,7 @@ import signal
 
 import requests
 
-from faultkit import Api, files_under, ffmpeg_pids, gone, make_user, redis_client, wait_for
+from faultkit import Api, ffmpeg_pids, files_under, gone, make_user, redis_client, wait_for
 
 
 def encoding(server, api, video_id):

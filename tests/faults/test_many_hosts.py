@@ -10,8 +10,10 @@ import json
 import re
 import time
 
+from videoflix.delivery import playback
+from videoflix.platform import rediskeys
+
 from faultkit import Api, ffmpeg_pids, make_user, redis_client, unique_email, wait_for
-from videoflix import playback, rediskeys
 
 # Well inside the playback row cache's TTL: only a message can make B see it this fast.
 PROMPT_SECONDS = 4.0

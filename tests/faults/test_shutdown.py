@@ -7,10 +7,9 @@ import signal
 import socket
 import urllib.parse
 
-import requests
-
-from faultkit import Api, files_under, ffmpeg_pids, gone, make_clip, make_user, redis_client, wait_for
 from videoflix.transcode import queue
+
+from faultkit import Api, ffmpeg_pids, files_under, gone, make_clip, make_user, redis_client, wait_for
 
 
 def test_sigterm_during_a_transcode_hands_the_job_back_and_exits_0(servers, db, media_dir, fault_redis,

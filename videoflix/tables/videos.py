@@ -6,8 +6,6 @@ from typing import Any
 COLUMNS = ("id, owner_id, title, description, category, visibility, status, error, source_name,"
            " source_size, duration, width, height, fps, has_audio, resolutions, attempts,"
            " created_at, updated_at, ready_at, live_version, building_version, version_seq, live_since")
-STATUSES = ("uploading", "queued", "processing", "ready", "failed")
-VISIBILITIES = ("public", "private")
 
 
 async def insert_video(cur: Any, *, owner_id: int, title: str, description: str, category: str,

@@ -50,7 +50,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import IO
 
-from videoflix.media import (
+from videoflix.platform.media import (
     LADDER_NAME,
     MEDIA_PLAYLIST_NAME,
     POSTER_NAME,
@@ -58,7 +58,7 @@ from videoflix.media import (
     THUMBNAIL_NAME,
     THUMBS_DIR,
 )
-from videoflix.proc import die_with_parent
+from videoflix.platform.proc import die_with_parent
 from videoflix.transcode import colour, iframes, ladderfile, sprites, subtracks
 from videoflix.transcode.errors import TranscodeError
 from videoflix.transcode.ladder import Rendition, pick_renditions

@@ -30,9 +30,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from videoflix.media import IFRAME_PLAYLIST_NAME, MEDIA_PLAYLIST_NAME
+from videoflix.platform.media import IFRAME_PLAYLIST_NAME, MEDIA_PLAYLIST_NAME
 from videoflix.transcode.playlist import (
-    PlaylistError, RenditionStats, Segment, Variant, parse_media_playlist, rendition_stats,
+    PlaylistError,
+    RenditionStats,
+    Segment,
+    Variant,
+    parse_media_playlist,
+    rendition_stats,
 )
 
 PACKET_SIZE = 188

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from videoflix.media import RUNGS
+from videoflix.platform.media import RUNGS
 from videoflix.transcode.probe import Probe
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """ladder.json: what a transcode run produces, written by the child, read by the loop side.
 
-The shape (PIPELINE_V2.md):
+The shape (README, Architecture: Transcode):
 
     {"complete": false|true,
      "variants": [{"name": "720p", "width": 1280, "height": 720, "fps": 30.0,

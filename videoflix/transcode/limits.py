@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:
-    from videoflix.config import Config
+    from videoflix.platform.config import Config
 
 MIB = 1024 * 1024
 PIXELS_1080P = 1920 * 1080

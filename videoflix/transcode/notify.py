@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from videoflix import rediskeys
+from videoflix.platform import rediskeys
 
 CHANNEL = rediskeys.VIDEO_EVENTS_CHANNEL
 

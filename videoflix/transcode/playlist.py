@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from videoflix.media import IFRAME_PLAYLIST_NAME, MEDIA_PLAYLIST_NAME, SUBTITLES_DIR_NAME
+from videoflix.platform.media import IFRAME_PLAYLIST_NAME, MEDIA_PLAYLIST_NAME, SUBTITLES_DIR_NAME
 
 log = logging.getLogger(__name__)
 

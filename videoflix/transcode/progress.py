@@ -9,7 +9,7 @@ from __future__ import annotations
 import redis
 import redis.asyncio
 
-from videoflix import rediskeys
+from videoflix.platform import rediskeys
 from videoflix.transcode import notify
 
 # Progress and cancel keys outlive any plausible job, then vanish.

@@ -38,7 +38,7 @@ from typing import Any
 import redis.asyncio
 from redis.exceptions import ResponseError
 
-from videoflix import rediskeys, requestid
+from videoflix.platform import rediskeys, requestid
 
 log = logging.getLogger(__name__)
 

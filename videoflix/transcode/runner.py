@@ -5,7 +5,7 @@ Redis stream, marks the row `processing`, and runs the whole job in a child of
 a forkserver ProcessPoolExecutor while it renews the job's lease. Each delivery
 gets a new version N (videos.mark_processing: the row's building_version) and
 writes media/<id>/v<N>/ in place, where the owner can already watch it
-(PIPELINE_V2.md); on success one UPDATE makes N the live version (the row says
+(README, Architecture: Transcode); on success one UPDATE makes N the live version (the row says
 `ready`) and only then is the entry acknowledged. The version that was live
 stays on disk for the sweeper to remove after VIDEOFLIX_VERSION_GRACE_SECONDS.
 
@@ -57,10 +57,10 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from videoflix import media, rediskeys, requestid
-from videoflix.config import Config
-from videoflix.db import cursor, transaction
-from videoflix.services import Services
+from videoflix.platform import media, rediskeys, requestid
+from videoflix.platform.config import Config
+from videoflix.platform.db import cursor, transaction
+from videoflix.platform.services import Services
 from videoflix.tables import videos
 from videoflix.transcode import progress, queue
 from videoflix.transcode.ffmpeg import TranscodeError, TranscodeSettings, public_reason, transcode

@@ -37,7 +37,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from videoflix.media import SPRITE_PATTERN, THUMBNAILS_VTT_NAME, THUMBS_DIR, is_sprite_name, sprite_name
+from videoflix.platform.media import SPRITE_PATTERN, THUMBNAILS_VTT_NAME, THUMBS_DIR, is_sprite_name, sprite_name
 
 # Tiles about 160 px wide (YouTube's storyboard size), one every 2-10 s: about
 # TARGET_TILES per video, so a short clip gets a tile every 2 s and a two-hour film one

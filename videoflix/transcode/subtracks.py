@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from videoflix.media import TRACKS_DIR_NAME, track_file_name
+from videoflix.platform.media import TRACKS_DIR_NAME, track_file_name
 from videoflix.transcode.errors import TranscodeError
 from videoflix.transcode.limits import ResourceLimits
 from videoflix.transcode.probe import Probe, SubtitleStream, input_options

@@ -1,0 +1,1 @@
+"""Who the users are: accounts, passwords, tokens, sessions."""

@@ -1,0 +1,1 @@
+"""Serving media files: who may play what, opening and sending the bytes."""

@@ -1,0 +1,299 @@
+"""Who may play which HLS file: the target of a path, the watch rule, stream URLs.
+
+Used by handlers/hls.py. Pure parts: `parse_hls_target`, `hls_file_parts`.
+Loop-side parts look rows up (`watchable_video`, `streamable_video`,
+`issue_stream_url`). Not found is media.VideoNotFound, as everywhere. The files
+themselves are opened and read by mediafiles.py (in the file executor).
+
+Video row cache: an HLS session fetches a segment every few seconds, so rows with
+a live version are kept in-process (a dict per Services, here) for
+VIDEO_CACHE_SECONDS. Code that changes a video's status, visibility or renditions,
+or deletes it, calls `forget_video(services, video_id)` so the next HLS request
+reads the row again. Rows without a live version are not cached, so a video turning
+ready is seen at once, and a request a cached row refuses reads the row again
+before it is refused (a version allocated or published since). A change made by
+another process (another server, a worker on another host) arrives on the
+process's VideoFeed, which calls forget_video too (app.py), or forget_all after a
+Redis reconnect; VIDEO_CACHE_SECONDS only bounds what no message announces (admin
+SQL) and what falls into a Redis outage. Signed stream URLs always read the row (and the user's
+token_version) from PostgreSQL: one query, so a deletion or a password change
+stops them on the next request; the logout of the session that asked for the URL
+stops it too (sessions.is_live).
+"""
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from videoflix.accounts import sessions, tokens
+from videoflix.platform import db, media
+from videoflix.platform.config import Config
+from videoflix.platform.services import Services
+from videoflix.tables import videos
+
+log = logging.getLogger(__name__)
+
+
+# Long enough that a playing session (a request every ~2 s per rendition) almost
+# never queries PostgreSQL; short enough that a change made outside this process
+# (admin SQL, another server) is seen soon. forget_video() makes it immediate here.
+VIDEO_CACHE_SECONDS = 10.0
+# Bounds the memory a scan over many ids could make the cache take.
+VIDEO_CACHE_MAX_ENTRIES = 10_000
+
+
+class InvalidStreamToken(Exception):
+    """A stream token that is malformed, forged, expired or revoked: 401."""
+
+
+@dataclass(frozen=True)
+class HLSTarget:
+    video_id: int
+    resolution: str | None  # None for the master playlist
+    name: str
+    version: int | None = None  # v<N> in the path; None for the unversioned paths (API.md §3, §4)
+    folder: str | None = None  # below a version when not a rendition's: thumbs/ (trick-play)
+
+
+# Kinds whose path names a version (v<N>): the versioned playlists and segments, and
+# trick-play's I-frame playlists and storyboard files.
+VERSIONED_KINDS = ("vplaylist", "vsegment", "iframes", "thumbs")
+
+
+def parse_hls_target(kind: str, args: tuple[str, ...]) -> HLSTarget:
+    """The validated (video id, version, resolution, file name) of an HLS path; pure,
+    so it runs before any database or disk access. `kind` is master | playlist |
+    segment | vplaylist | vsegment | iframes | thumbs; `args` the path parts after any
+    stream token."""
+    version = None
+    folder = None
+    if kind == "iframes":
+        (raw_id, raw_version, resolution), name = args, media.IFRAME_PLAYLIST_NAME
+        version = media.parse_version(raw_version)
+    elif kind == "thumbs":
+        (raw_id, raw_version, name), resolution, folder = args, None, media.THUMBS_DIR
+        version = media.parse_version(raw_version)
+        if not media.is_thumbs_file_name(name):
+            raise media.VideoNotFound()
+    elif kind == "master":
+        (raw_id,), resolution, name = args, None, media.MASTER_PLAYLIST_NAME
+    elif kind == "playlist":
+        (raw_id, resolution), name = args, media.MEDIA_PLAYLIST_NAME
+    elif kind == "vplaylist":
+        (raw_id, raw_version, resolution), name = args, media.MEDIA_PLAYLIST_NAME
+        version = media.parse_version(raw_version)
+    else:
+        if kind == "vsegment":
+            raw_id, raw_version, resolution, name = args
+            version = media.parse_version(raw_version)
+        else:
+            raw_id, resolution, name = args
+        if not media.is_segment_name(name):
+            raise media.VideoNotFound()
+    video_id = media.parse_video_id(raw_id)
+    if (video_id is None or (resolution is not None and resolution not in media.RESOLUTIONS)
+            or (kind in VERSIONED_KINDS and version is None)):
+        raise media.VideoNotFound()
+    return HLSTarget(video_id=video_id, resolution=resolution, name=name, version=version, folder=folder)
+
+
+@dataclass(frozen=True)
+class ServedFile:
+    """What to answer an HLS request with: `parts` below media.version_dir(version)."""
+
+    version: int
+    parts: tuple[str, ...]
+    building: bool  # the version is still being written (EVENT playlists, segments to come)
+
+    @property
+    def rendered_master(self) -> bool:
+        """A master rendered from the version's ladder.json (version 0 has its own file)."""
+        return self.parts == (media.MASTER_PLAYLIST_NAME,) and self.version != media.LEGACY_VERSION
+
+
+def resolve_file(video: dict, target: HLSTarget, user_id: int | None, is_admin: bool) -> ServedFile:
+    """Which version's file answers `target` for this caller (pure); VideoNotFound if none.
+
+    The master: the live version, or while nothing is live the one being built for
+    the owner and admins (media.default_version). API.md §3's unversioned paths: the
+    live version, a rendition above the highest produced served from the highest
+    (media.serve_resolution). Versioned paths: media.can_watch_version, exactly the
+    rendition named."""
+    building = video["building_version"]
+    if target.version is not None:
+        if not media.can_watch_version(video, target.version, user_id, is_admin):
+            raise media.VideoNotFound()
+        return ServedFile(target.version, (target.folder or target.resolution, target.name), target.version == building)
+    if target.resolution is None:
+        version = media.default_version(video, user_id, is_admin)
+        if version is None:
+            raise media.VideoNotFound()
+        return ServedFile(version, (target.name,), version == building and version != video["live_version"])
+    if not media.can_watch(video, user_id, is_admin):
+        raise media.VideoNotFound()
+    served = media.serve_resolution(target.resolution, list(video["resolutions"] or []))
+    if served is None:
+        raise media.VideoNotFound()
+    return ServedFile(video["live_version"], (served, target.name), False)
+
+
+# --- rows ----------------------------------------------------------------------
+
+# The row cache of each Services (one per server process; the tests make one per
+# test): {video_id: (expires_at, row)}. Kept here, by the module that fills it.
+_ROW_CACHES: weakref.WeakKeyDictionary[Services, dict[int, tuple[float, dict]]] = weakref.WeakKeyDictionary()
+
+
+def _row_cache(services: Services) -> dict[int, tuple[float, dict]]:
+    return _ROW_CACHES.setdefault(services, {})
+
+
+def forget_video(services: Services, video_id: int) -> None:
+    """Drop a cached video row: call after any change to a video's status,
+    visibility or renditions, and after deleting it."""
+    _row_cache(services).pop(int(video_id), None)
+
+
+def forget_all(services: Services) -> None:
+    """Drop every cached video row (changes may have been missed: changefeed.py)."""
+    _row_cache(services).clear()
+
+
+async def _cached_video(services: Services, video_id: int, fresh: bool = False) -> dict | None:
+    """The playback row (None if there is none); `fresh` skips the cache."""
+    cache = _row_cache(services)
+    hit = cache.get(video_id)
+    now = time.monotonic()
+    if not fresh and hit is not None and hit[0] > now:
+        return hit[1]
+    async with db.cursor(services.pool) as cur:
+        row = await videos.get_playback_video(cur, video_id)
+    if row is None or row["live_version"] is None:
+        cache.pop(video_id, None)
+        return row
+    if len(cache) >= VIDEO_CACHE_MAX_ENTRIES:
+        cache.pop(next(iter(cache)))  # the oldest insertion
+    cache[video_id] = (now + VIDEO_CACHE_SECONDS, row)
+    return row
+
+
+def _is_cached(services: Services, video_id: int) -> bool:
+    hit = _row_cache(services).get(video_id)
+    return hit is not None and hit[0] > time.monotonic()
+
+
+async def ready_video(services: Services, video_id: int) -> dict | None:
+    """The video's (cached) playback row if it has a live version, else None: images.py decides."""
+    row = await _cached_video(services, video_id)
+    return row if row is not None and row["live_version"] is not None else None
+
+
+def cached_watchable_file(services: Services, target: HLSTarget, claims: tokens.SessionClaims) -> ServedFile | None:
+    """watchable_file from a fresh cached row alone, without waiting; None when that
+    cannot say yes (no fresh row, or the row refuses: watchable_file reads it again)."""
+    hit = _row_cache(services).get(target.video_id)
+    if hit is None or hit[0] <= time.monotonic():
+        return None
+    try:
+        return resolve_file(hit[1], target, claims.user_id, claims.is_admin)
+    except media.VideoNotFound:
+        return None
+
+
+async def watchable_file(services: Services, target: HLSTarget, claims: tokens.SessionClaims) -> ServedFile:
+    """The file answering `target` for this session (resolve_file), else NotFound."""
+    cached = _is_cached(services, target.video_id)
+    video = await _cached_video(services, target.video_id)
+    while True:
+        try:
+            if video is None:
+                raise media.VideoNotFound(target.video_id)
+            return resolve_file(video, target, claims.user_id, claims.is_admin)
+        except media.VideoNotFound:
+            if not cached:
+                raise
+            # The cached row may predate a version allocated or published since.
+            cached = False
+            video = await _cached_video(services, target.video_id, fresh=True)
+
+
+async def watchable_video(services: Services, video_id: int, claims: tokens.SessionClaims) -> dict:
+    """The video's playback row if this session may watch its live version (media.can_watch), else NotFound."""
+    video = await _cached_video(services, video_id)
+    if video is None or not media.can_watch(video, claims.user_id, claims.is_admin):
+        raise media.VideoNotFound(video_id)
+    return video
+
+
+def _check_viewer(row: dict | None, user_id: int, token_version: int) -> dict:
+    """A get_stream_playback row: the user's tokens still valid, and something of the
+    video watchable by them (its live version, or the one being built for managers)."""
+    if row is None:
+        # The video or the user is gone. A deleted user's videos are deleted with
+        # them (ON DELETE CASCADE), so "no row" is a deleted video either way.
+        raise media.VideoNotFound()
+    if not row["viewer_is_active"] or row["viewer_token_version"] != token_version:
+        raise InvalidStreamToken()
+    if media.default_version(row, user_id, row["viewer_is_admin"]) is None:
+        raise media.VideoNotFound()
+    return row
+
+
+async def streamable_file(config: Config, services: Services, token: str, target: HLSTarget,
+                          now: int) -> ServedFile:
+    """The file answering `target` under a signed stream URL (streamable_video + resolve_file)."""
+    row, claims = await _stream_row(config, services, token, target.video_id, now)
+    return resolve_file(row, target, claims.user_id, row["viewer_is_admin"])
+
+
+async def streamable_video(config: Config, services: Services, token: str, video_id: int,
+                           now: int) -> dict:
+    """The video's playback row for a signed stream URL.
+
+    InvalidStreamToken (401) for a malformed, forged, expired or revoked token
+    (token_version moved on: the password changed; the user is gone or inactive);
+    NotFound (404) once the video is deleted or no longer watchable by that user.
+    """
+    return (await _stream_row(config, services, token, video_id, now))[0]
+
+
+async def _stream_row(config: Config, services: Services, token: str, video_id: int,
+                      now: int) -> tuple[dict, tokens.StreamClaims]:
+    try:
+        claims = tokens.read_stream_token(config.secret_key, token, video_id=video_id, now=now)
+    except tokens.TokenError:
+        raise InvalidStreamToken() from None
+    # The session that asked for the URL: its logout ends the URL too (sessions.py).
+    if not await sessions.is_live(services, claims.user_id, claims.token_version, claims.session_id):
+        raise InvalidStreamToken()
+    async with db.cursor(services.pool) as cur:
+        row = await videos.get_stream_playback(cur, video_id, claims.user_id)
+    return _check_viewer(row, claims.user_id, claims.token_version), claims
+
+
+@dataclass(frozen=True)
+class StreamURL:
+    url: str
+    expires_at: str  # ISO-8601 UTC
+
+
+async def issue_stream_url(config: Config, services: Services, video_id: int,
+                           claims: tokens.SessionClaims, now: int) -> StreamURL:
+    """A signed playback URL for a video this session may watch (API.md §4).
+
+    NotFound as for the HLS files; InvalidStreamToken when the session predates a
+    password change (its token_version is stale): such a session must not mint
+    URLs that outlive it."""
+    async with db.cursor(services.pool) as cur:
+        row = await videos.get_stream_playback(cur, video_id, claims.user_id)
+    row = _check_viewer(row, claims.user_id, claims.token_version)
+    token, expires_at = tokens.make_stream_token(
+        config.secret_key, video_id=video_id, user_id=claims.user_id,
+        token_version=row["viewer_token_version"], now=now, ttl_seconds=config.stream_token_ttl,
+        session_id=claims.session_id)
+    url = f"{config.public_url}/api/stream/{token}/{video_id}/{media.MASTER_PLAYLIST_NAME}"
+    stamp = datetime.fromtimestamp(expires_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return StreamURL(url=url, expires_at=stamp)

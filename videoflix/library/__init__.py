@@ -1,0 +1,1 @@
+"""The videos: lifecycle, uploads, catalog, subtitles, watching, live events."""

@@ -1,0 +1,162 @@
+"""Live video events for the studio (API.md §6, `GET /api/video/events/`).
+
+One EventHub per server process listens to the process's VideoFeed (changefeed.py:
+the one subscription to the channel of transcode/notify.py, however many browsers
+are connected), reads the changed row once per message, and hands the detail
+object to every subscriber allowed to see it: the owner, and admins. The hub
+listens only while someone is subscribed.
+
+A stream starts with a snapshot of the caller's videos in every state (read after
+the subscription is live, so nothing falls between the two), then follows changes;
+a client that reconnects gets a fresh snapshot, so missed messages never matter.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+from videoflix.library import catalog, trickplay
+from videoflix.library.changefeed import VideoFeed
+from videoflix.platform.config import Config
+from videoflix.platform.db import cursor
+from videoflix.platform.services import Services
+from videoflix.tables import videos
+from videoflix.transcode import notify, progress
+
+log = logging.getLogger(__name__)
+
+# The studio lists this many of the caller's (an admin's: everyone's) newest videos.
+SNAPSHOT_LIMIT = 200
+# Events a slow client may have waiting; past that its stream is ended (it
+# reconnects and starts again from a snapshot) instead of growing without bound.
+SUBSCRIBER_QUEUE = 256
+# A stream that cannot start listening within this long is refused (Redis down).
+SUBSCRIBE_TIMEOUT_SECONDS = 5.0
+
+# Event names on the stream (SSE `event:` lines).
+VIDEO_EVENT = "video"
+DELETED_EVENT = "video-deleted"
+
+
+def sse_message(event: str, data: Any) -> str:
+    """One Server-Sent Events message (one `data:` line: JSON has no raw newlines)."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
+
+
+class Subscription:
+    """One connected stream: its viewer and the events waiting for it."""
+
+    def __init__(self, user_id: int, is_admin: bool) -> None:
+        self.user_id = user_id
+        self.is_admin = is_admin
+        self.queue: asyncio.Queue[tuple[str, dict] | None] = asyncio.Queue(SUBSCRIBER_QUEUE + 1)
+        self.closed = False
+
+    def may_see(self, owner_id: int) -> bool:
+        return self.is_admin or owner_id == self.user_id
+
+    def put(self, event: str, data: dict) -> None:
+        if self.closed:
+            return
+        if self.queue.qsize() >= SUBSCRIBER_QUEUE:
+            log.info("event stream of user %s fell behind; ending it", self.user_id)
+            self.close()
+            return
+        self.queue.put_nowait((event, data))
+
+    def close(self) -> None:
+        """End the stream: the reader gets None next (the queue keeps one slot for it)."""
+        if not self.closed:
+            self.closed = True
+            self.queue.put_nowait(None)
+
+    async def next(self, timeout: float) -> tuple[str, dict] | None:
+        """The next event; None once closed; TimeoutError when nothing came in `timeout`."""
+        return await asyncio.wait_for(self.queue.get(), timeout)
+
+
+class EventHub:
+    def __init__(self, config: Config, services: Services, feed: VideoFeed) -> None:
+        self.config = config
+        self.services = services
+        self.feed = feed
+        self._subscribers: set[Subscription] = set()
+        self._listening = False
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    @property
+    def listening(self) -> bool:
+        """Whether the hub follows the feed (only while someone is subscribed)."""
+        return self._listening
+
+    async def subscribe(self, user_id: int, is_admin: bool) -> Subscription:
+        """A live subscription: returns once the channel is being listened to;
+        TimeoutError when that does not happen within SUBSCRIBE_TIMEOUT_SECONDS."""
+        subscription = Subscription(user_id, is_admin)
+        self._subscribers.add(subscription)
+        if not self._listening:
+            self._listening = True
+            self.feed.add_message_listener(self._dispatch)
+        self.feed.start()  # running already in a server (app.serve); a no-op then
+        try:
+            await self.feed.wait_listening(SUBSCRIBE_TIMEOUT_SECONDS)
+        except asyncio.TimeoutError:
+            self.unsubscribe(subscription)
+            raise
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.close()
+        self._subscribers.discard(subscription)
+        if not self._subscribers and self._listening:
+            self._listening = False
+            self.feed.remove_message_listener(self._dispatch)
+
+    async def close(self) -> None:
+        """Shutdown: end every stream and stop listening (the feed is closed by its owner)."""
+        for subscription in list(self._subscribers):
+            self.unsubscribe(subscription)
+
+    async def _dispatch(self, message: notify.VideoMessage) -> None:
+        if not self._subscribers:
+            return
+        try:
+            async with cursor(self.services.pool) as cur:
+                row = await videos.get_video(cur, message.video_id)
+            if row is None:
+                if message.owner_id is None:
+                    return  # late progress of a deleted video: the deletion was announced
+                event, data, owner_id = DELETED_EVENT, {"id": message.video_id}, message.owner_id
+            else:
+                percent = message.progress
+                if percent is None:
+                    percent = await progress.read(self.services.redis, message.video_id)
+                playable = await catalog.get_playable_version(self.services, row)
+                track = await trickplay.thumbnails_vtt(self.config, self.services, row)
+                event, data, owner_id = (VIDEO_EVENT,
+                                         catalog.detail_item(self.config, row, percent, None, playable, thumbnails_vtt=track),
+                                         row["owner_id"])
+        except Exception:
+            log.exception("video events: could not read video %s", message.video_id)
+            return
+        for subscription in list(self._subscribers):
+            if subscription.may_see(owner_id):
+                subscription.put(event, data)
+
+
+async def snapshot(config: Config, services: Services, user_id: int, is_admin: bool) -> list[dict]:
+    """Detail objects of the caller's videos in every state (admins: everyone's), newest first."""
+    async with cursor(services.pool) as cur:
+        rows = await videos.list_managed(cur, None if is_admin else user_id, SNAPSHOT_LIMIT)
+    unfinished = [row for row in rows if row["status"] in ("queued", "processing")]
+    percents = {row["id"]: await progress.read(services.redis, row["id"]) for row in unfinished}
+    playable = {row["id"]: await catalog.get_playable_version(services, row) for row in unfinished}
+    tracks = {row["id"]: await trickplay.thumbnails_vtt(config, services, row) for row in rows}
+    return [catalog.detail_item(config, row, percents.get(row["id"]), None, playable.get(row["id"]),
+                                thumbnails_vtt=tracks[row["id"]])
+            for row in rows]

@@ -1,0 +1,222 @@
+"""A video's lifecycle: create it from an upload, delete it, run it again, and
+"a video changed" (which drops what is cached about it).
+
+`create_from_upload` is the one upload use case: validate -> probe -> move ->
+enqueue, raising InvalidUpload / UploadRejected for the handler to map.
+
+Handlers call these; app.py connects the transcode runner's "job done" to
+`video_changed`. Listing and the JSON shape are catalog.py's.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from videoflix.delivery import playback
+from videoflix.library import catalog, uploads
+from videoflix.library.uploads import FIELD_LIMITS, UploadError, UploadReceiver
+from videoflix.platform import media
+from videoflix.platform.config import Config
+from videoflix.platform.db import cursor, transaction
+from videoflix.platform.services import Services
+from videoflix.tables import videos as video_rows
+from videoflix.transcode import notify, progress, queue
+from videoflix.transcode.limits import caps_from_config
+from videoflix.transcode.probe import Probe, ProbeError, probe_file
+
+log = logging.getLogger(__name__)
+
+
+class VideoBusy(Exception):
+    """The video is queued or processing: it cannot be re-run now."""
+
+
+class InvalidUpload(Exception):
+    """Field errors of an upload: {field: [message, ...]}."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+class UploadRejected(Exception):
+    """The upload cannot become a video; str() says why."""
+
+
+async def video_changed(services: Services, video_id: int, owner_id: int) -> None:
+    """Call after any change to a video (state, visibility, renditions, deletion):
+    drops its cached catalog scopes and its cached playback row."""
+    playback.forget_video(services, video_id)
+    await catalog.forget_scopes(services, owner_id)
+    await services.redis.publish(notify.CHANNEL, notify.changed_message(video_id, owner_id))
+
+
+def check_upload_fields(fields: dict[str, str], is_admin: bool,
+                        allow_public: bool) -> tuple[dict[str, str], str]:
+    """Validated title/description/category and the visibility to store (the
+    publish rule: only admins publish to everyone, unless the server allows it)."""
+    clean = {name: fields.get(name, "").strip() for name in ("title", "description", "category")}
+    errors: dict[str, list[str]] = {}
+    if not clean["title"]:
+        errors["title"] = ["This field is required."]
+    for name in ("title", "description", "category"):
+        limit = FIELD_LIMITS[name]
+        if len(clean[name]) > limit:
+            errors[name] = [f"Ensure this field has no more than {limit} characters."]
+    requested = fields.get("visibility", "").strip().lower()
+    if requested and requested not in ("public", "private"):
+        errors["visibility"] = ['Must be "public" or "private".']
+    elif requested == "public" and not (is_admin or allow_public):
+        errors["visibility"] = ["Only admins can publish videos to everyone on this server."]
+    if errors:
+        raise InvalidUpload(errors)
+    visibility = requested or ("public" if is_admin else "private")
+    return clean, visibility
+
+
+# What PATCH /api/video/<id>/ may change (API.md §6).
+EDITABLE_FIELDS = ("title", "description", "category", "visibility")
+
+
+def check_changes(body: dict, is_admin: bool, allow_public: bool) -> dict[str, str]:
+    """The changes of a PATCH, checked by the upload's own rules (check_upload_fields):
+    only the fields sent, each a string; InvalidUpload otherwise."""
+    given = {name: body[name] for name in EDITABLE_FIELDS if name in body}
+    errors = {name: ["Not a valid string."] for name, value in given.items() if not isinstance(value, str)}
+    if "visibility" in given and not errors.get("visibility") and not given["visibility"].strip():
+        errors["visibility"] = ['Must be "public" or "private".']
+    if errors:
+        raise InvalidUpload(errors)
+    if not given:
+        raise InvalidUpload({"detail": "Nothing to change: send title, description, category or visibility."})
+    # Fields not sent are stood in for by valid values, so only the sent ones can fail.
+    clean, visibility = check_upload_fields({"title": "-", **given}, is_admin, allow_public)
+    changes = {name: clean[name] for name in ("title", "description", "category") if name in given}
+    if "visibility" in given:
+        changes["visibility"] = visibility
+    return changes
+
+
+async def update_video(services: Services, video_id: int, user_id: int, is_admin: bool,
+                       changes: dict[str, str]) -> dict:
+    """Apply checked changes (check_changes) for the owner or an admin; returns the
+    updated row; media.VideoNotFound otherwise."""
+    async with transaction(services.pool) as cur:
+        video = await video_rows.get_video(cur, video_id)
+        if video is None or not media.can_manage(video, user_id, is_admin):
+            raise media.VideoNotFound()
+        updated = await video_rows.update_fields(cur, video_id, changes)
+    if updated is None:
+        raise media.VideoNotFound()
+    await video_changed(services, video_id, updated["owner_id"])
+    log.info("video %s edited by user %s (%s)", video_id, user_id, ", ".join(sorted(changes)))
+    return updated
+
+
+async def create_from_upload(config: Config, services: Services, upload: UploadReceiver, owner_id: int,
+                             is_admin: bool, client_gone: Callable[[], bool]) -> dict:
+    """A received upload becomes a queued video: validate -> probe -> move -> enqueue.
+
+    Returns the row as queued. InvalidUpload / UploadRejected when it cannot be;
+    on any failure the received file is removed.
+    """
+    try:
+        if not upload.has_file:
+            raise InvalidUpload({"file": ["No file was submitted."]})
+        fields, visibility = check_upload_fields(upload.fields(), is_admin, config.allow_public_user_uploads)
+        try:
+            probe = await probe_file(upload.temp_path, caps=caps_from_config(config))
+        except ProbeError as exc:
+            raise UploadRejected(str(exc)) from None
+        if client_gone():
+            raise UploadRejected("Client went away.")
+        return await _store(config, services, upload, owner_id, fields, visibility, probe)
+    except UploadError as exc:
+        upload.discard()
+        raise UploadRejected(str(exc)) from None
+    except BaseException:
+        upload.discard()
+        raise
+
+
+async def _store(config: Config, services: Services, upload: UploadReceiver, owner_id: int,
+                 fields: dict[str, str], visibility: str, probe: Probe) -> dict:
+    """Row + source file + queue entry, all in place before this returns (the job is durable)."""
+    async with transaction(services.pool) as cur:
+        video_id = await video_rows.insert_video(
+            cur, owner_id=owner_id, title=fields["title"], description=fields["description"],
+            category=fields["category"], visibility=visibility, status="queued",
+            source_name=upload.filename, source_size=upload.size, duration=probe.duration,
+            width=probe.width, height=probe.height,
+        )
+        # Read before enqueueing: the answer says "queued" even if a consumer
+        # picks the job up at once.
+        video = await video_rows.get_video(cur, video_id)
+    loop = asyncio.get_running_loop()
+    target = media.source_path(config.media_dir, video_id)
+    try:
+        await loop.run_in_executor(services.file_executor, _move_into_place, upload.temp_path, target)
+        await queue.enqueue(services.redis, video_id)
+    except BaseException:
+        async with cursor(services.pool) as cur:
+            await video_rows.delete_video(cur, video_id)
+        await loop.run_in_executor(services.file_executor, _remove_files, config.media_dir, video_id)
+        raise
+    log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, upload.size)
+    return video
+
+
+def _move_into_place(temp_path: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp_path.rename(target)
+    uploads.forget_upload(temp_path)
+
+
+def _remove_files(media_dir: str, video_id: int) -> None:
+    shutil.rmtree(media.video_dir(media_dir, video_id), ignore_errors=True)
+    media.source_path(media_dir, video_id).unlink(missing_ok=True)
+    work = media.work_dir(media_dir)
+    if work.is_dir():
+        for leftover in work.glob(f"{int(video_id)}-*"):  # lease fences (media.lease_fence)
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
+
+
+async def delete_video(config: Config, services: Services, video_id: int, user_id: int,
+                       is_admin: bool) -> None:
+    """Row, queue entries, source, renditions and pictures; a running job is told to stop."""
+    async with transaction(services.pool) as cur:
+        video = await video_rows.get_video(cur, video_id)
+        if video is None or not media.can_manage(video, user_id, is_admin):
+            raise media.VideoNotFound()
+        if not await video_rows.delete_video(cur, video_id):
+            raise media.VideoNotFound()
+    # The running child polls this flag and kills ffmpeg; the runner also
+    # discards any output whose row is gone.
+    await progress.request_cancel(services.redis, video_id)
+    await queue.remove_video(services.redis, video_id)
+    await asyncio.get_running_loop().run_in_executor(services.file_executor, _remove_files,
+                                                     config.media_dir, video_id)
+    await video_changed(services, video_id, video["owner_id"])
+    log.info("video %s deleted by user %s", video_id, user_id)
+
+
+async def retranscode(config: Config, services: Services, video_id: int) -> dict:
+    """Queue a ready or failed video again; returns the row as queued."""
+    async with transaction(services.pool) as cur:
+        video = await video_rows.get_video(cur, video_id)
+        if video is None:
+            raise media.VideoNotFound()
+        if not await video_rows.mark_queued(cur, video_id):
+            raise VideoBusy()
+        queued = await video_rows.get_video(cur, video_id)
+    await progress.reset(services.redis, video_id)
+    await queue.enqueue(services.redis, video_id)
+    await video_changed(services, video_id, video["owner_id"])
+    log.info("video %s queued again", video_id)
+    return queued

@@ -1,0 +1,380 @@
+"""A video's subtitles: add one from an upload, remove one, list them for the
+detail, import the text tracks a transcode extracted, and read the canonical file
+for the HLS subtitle playlists and segments (made per request, videosubtitles.hls_*).
+
+Parsing, checking and every file access run in `services.file_executor`; the
+rules themselves are subtitle_formats.py's (pure). Files: media.subtitle_path (one per
+language per video). A change goes through a transaction that locks the video's
+row, so two uploads of one video cannot interleave their label checks and files.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import os
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from videoflix.library import subtitle_formats
+from videoflix.platform import media
+from videoflix.platform.config import Config
+from videoflix.platform.db import cursor, transaction
+from videoflix.platform.services import Services
+from videoflix.tables import subtitles as subtitle_rows
+from videoflix.tables import videos as video_rows
+from videoflix.transcode import ladderfile
+from videoflix.transcode.playlist import SubtitleTrack
+
+log = logging.getLogger(__name__)
+
+LABEL_TAKEN = "Another subtitle track of this video has this label."
+# Extracted tracks of one source that are imported at most (a file may carry dozens).
+MAX_IMPORTED_TRACKS = 16
+
+
+class InvalidSubtitle(Exception):
+    """Field errors of a subtitle upload: {field: [message, ...]}."""
+
+    def __init__(self, errors: dict[str, list[str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
+class SubtitleNotFound(Exception):
+    """No subtitle of that language for this video (404)."""
+
+
+@dataclass(frozen=True)
+class CheckedUpload:
+    language: str
+    label: str  # given, or the language's name
+    label_given: bool
+    vtt: str
+    cue_count: int
+
+
+def check_upload(fields: dict[str, str], filename: str | None, data: bytes | None) -> CheckedUpload:
+    """Validate a subtitle upload (blocking CPU: run in the executor); InvalidSubtitle."""
+    errors: dict[str, list[str]] = {}
+    language = ""
+    raw_language = fields.get("language")
+    if raw_language is None or not raw_language.strip():
+        errors["language"] = ["This field is required."]
+    else:
+        try:
+            language = subtitle_formats.check_language(raw_language)
+        except subtitle_formats.SubtitleError as exc:
+            errors["language"] = [str(exc)]
+    label = None
+    if "label" in fields and fields["label"].strip():
+        try:
+            label = subtitle_formats.clean_label(fields["label"])
+        except subtitle_formats.SubtitleError as exc:
+            errors["label"] = [str(exc)]
+    cues: list[subtitle_formats.Cue] = []
+    if data is None or filename is None:
+        errors["file"] = ["No file was submitted."]
+    else:
+        try:
+            cues = subtitle_formats.parse_subtitles(data, subtitle_formats.file_kind(filename))
+        except subtitle_formats.SubtitleError as exc:
+            errors["file"] = [str(exc)]
+    if errors:
+        raise InvalidSubtitle(errors)
+    return CheckedUpload(language=language, label=label or subtitle_formats.default_label(language),
+                         label_given=label is not None, vtt=subtitle_formats.render_vtt(cues), cue_count=len(cues))
+
+
+def subtitle_url(config: Config, video_id: int, language: str) -> str:
+    """Where the whole WebVTT file is served (GET), and what DELETE removes."""
+    return f"{config.public_url}/api/video/{int(video_id)}/subtitles/{language}/"
+
+
+def item(config: Config, row: dict) -> dict[str, Any]:
+    """The detail's `subtitles` entry, and the upload's answer."""
+    return {"language": row["language"], "label": row["label"],
+            "url": subtitle_url(config, row["video_id"], row["language"])}
+
+
+async def list_items(config: Config, services: Services, video_id: int) -> list[dict[str, Any]]:
+    async with cursor(services.pool) as cur:
+        rows = await subtitle_rows.list_for_video(cur, video_id)
+    return [item(config, row) for row in rows]
+
+
+async def list_rows(services: Services, video_id: int) -> list[dict]:
+    """The rows (language, label, ...) for the master playlist."""
+    async with cursor(services.pool) as cur:
+        return await subtitle_rows.list_for_video(cur, video_id)
+
+
+# --- files (executor) -----------------------------------------------------------
+
+def _write_file(path: Path, text: str) -> None:
+    """Write atomically: a reader sees the old file or the new one, never half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def read_file(path: Path) -> bytes | None:
+    """A canonical file's bytes (our own serialization), None if there is none."""
+    try:
+        return path.read_bytes()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _remove_file(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+async def _in_executor(services: Services, function: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(services.file_executor, function, *args)
+
+
+# --- use cases ---------------------------------------------------------------------
+
+async def check_manageable(services: Services, video_id: int, user_id: int, is_admin: bool) -> None:
+    """media.VideoNotFound unless the caller may change this video's subtitles."""
+    async with cursor(services.pool) as cur:
+        row = await video_rows.get_video(cur, video_id)
+    if row is None or not media.can_manage(row, user_id, is_admin):
+        raise media.VideoNotFound()
+
+
+async def add_from_upload(config: Config, services: Services, video_id: int, user_id: int, is_admin: bool,
+                          fields: dict[str, str], filename: str | None, data: bytes | None) -> dict[str, Any]:
+    """Store an uploaded .srt/.vtt as the video's subtitles in that language; an
+    existing one of the same language is replaced (its label too). Returns the item.
+    media.VideoNotFound for a video the caller may not manage; InvalidSubtitle."""
+    checked: CheckedUpload = await _in_executor(services, check_upload, fields, filename, data)
+    path = media.subtitle_path(config.media_dir, video_id, checked.language)
+    async with transaction(services.pool) as cur:
+        video = await subtitle_rows.lock_video(cur, video_id)
+        if video is None or not media.can_manage(video, user_id, is_admin):
+            raise media.VideoNotFound()
+        others = {row["label"] for row in await subtitle_rows.list_for_video(cur, video_id)
+                  if row["language"] != checked.language}
+        label = checked.label
+        if label in others:
+            if checked.label_given:
+                raise InvalidSubtitle({"label": [LABEL_TAKEN]})
+            label = subtitle_formats.unique_label(label, others)
+        row = await subtitle_rows.upsert(cur, video_id, checked.language, label, "upload", checked.cue_count)
+        # Written while the row is locked; the transaction commits right after.
+        await _in_executor(services, _write_file, path, checked.vtt)
+    await _changed(services, video_id, video["owner_id"])
+    log.info("video %s: subtitles %s uploaded by user %s (%d cues)", video_id, checked.language, user_id,
+             checked.cue_count)
+    return item(config, row)
+
+
+async def remove(config: Config, services: Services, video_id: int, user_id: int, is_admin: bool,
+                 raw_language: str) -> None:
+    """Delete the video's subtitles in a language (any spelling of the tag).
+    media.VideoNotFound / SubtitleNotFound."""
+    try:
+        language = await _in_executor(services, subtitle_formats.check_language, raw_language)
+    except subtitle_formats.SubtitleError:
+        language = None
+    async with transaction(services.pool) as cur:
+        video = await subtitle_rows.lock_video(cur, video_id)
+        if video is None or not media.can_manage(video, user_id, is_admin):
+            raise media.VideoNotFound()
+        if language is None or not await subtitle_rows.delete(cur, video_id, language):
+            raise SubtitleNotFound()
+        await _in_executor(services, _remove_file, media.subtitle_path(config.media_dir, video_id, language))
+    await _changed(services, video_id, video["owner_id"])
+    log.info("video %s: subtitles %s deleted by user %s", video_id, language, user_id)
+
+
+async def _changed(services: Services, video_id: int, owner_id: int) -> None:
+    from videoflix.library import (
+        lifecycle as videos,  # the lifecycle's "a video changed" (imported late: videos imports much)
+    )
+
+    await videos.video_changed(services, video_id, owner_id)
+
+
+# --- tracks extracted from the source (transcode/subtracks.py) ---------------------
+
+@dataclass(frozen=True)
+class _Track:
+    language: str
+    label: str | None
+    vtt: str
+    cue_count: int
+
+
+def _read_tracks(version_dir: Path, tracks: list[dict]) -> list[_Track]:
+    """The usable extracted tracks, one per language, best first (executor).
+
+    The child wrote these files from hostile input: each is parsed and re-serialized
+    like an upload; a track that fails is skipped with a log line."""
+    chosen: dict[str, _Track] = {}
+    for track in tracks[:MAX_IMPORTED_TRACKS]:
+        language = subtitle_formats.container_language(track.get("language"))
+        if language in chosen:
+            continue
+        try:
+            if not media.is_track_file(str(track["file"])):
+                raise ValueError(f"not a track file name: {track['file']!r}")
+            data = (version_dir / track["file"]).read_bytes()
+            cues = subtitle_formats.parse_vtt(data)
+        except (OSError, KeyError, TypeError, ValueError) as exc:  # SubtitleError is a ValueError
+            log.info("%s: extracted track %s skipped: %s", version_dir, track.get("file"), exc)
+            continue
+        label = None
+        if track.get("title"):
+            try:
+                label = subtitle_formats.clean_label(str(track["title"]))
+            except subtitle_formats.SubtitleError:
+                label = None
+        chosen[language] = _Track(language, label or subtitle_formats.default_label(language),
+                                  subtitle_formats.render_vtt(cues), len(cues))
+    return list(chosen.values())
+
+
+async def import_tracks(config: Config, services: Services, video_id: int, version_dir: Path,
+                        tracks: list[dict]) -> list[str]:
+    """Make the extracted tracks the video's subtitle_formats, except in languages that have
+    an uploaded one (an upload always wins). Returns the languages imported. Never
+    raises for a bad track: the publish goes on without it."""
+    if not tracks:
+        return []
+    usable: list[_Track] = await _in_executor(services, _read_tracks, Path(version_dir), tracks)
+    imported = []
+    async with transaction(services.pool) as cur:
+        video = await subtitle_rows.lock_video(cur, video_id)
+        if video is None:
+            return []
+        existing = {row["language"]: row for row in await subtitle_rows.list_for_video(cur, video_id)}
+        for track in usable:
+            current = existing.get(track.language)
+            if current is not None and current["origin"] == "upload":
+                continue
+            taken = {row["label"] for language, row in existing.items() if language != track.language}
+            label = subtitle_formats.unique_label(track.label, taken)
+            row = await subtitle_rows.upsert(cur, video_id, track.language, label, "track", track.cue_count)
+            existing[track.language] = row
+            await _in_executor(services, _write_file,
+                               media.subtitle_path(config.media_dir, video_id, track.language), track.vtt)
+            imported.append(track.language)
+    if imported:
+        log.info("video %s: subtitles imported from the source: %s", video_id, ", ".join(imported))
+    return imported
+
+
+async def import_result_tracks(config: Config, services: Services, video_id: int, version_dir: Path,
+                               result: dict) -> None:
+    """The runner's on_outputs_ready hook: import what the run extracted (never raises
+    for the tracks' sake: a failure is logged and the publish goes on)."""
+    try:
+        await import_tracks(config, services, video_id, version_dir, list(result.get("subtitle_tracks") or []))
+    except (OSError, ValueError) as exc:
+        log.warning("video %s: subtitle tracks not imported: %s", video_id, exc)
+
+
+# --- HLS: playlists and segments per request ----------------------------------------
+
+# Parsed canonical files, keyed by path and identity (size, mtime, inode): a playing
+# session asks for a segment every few seconds, and parsing a large file each time
+# would cost tens of milliseconds of executor time.
+_CUE_CACHE_ENTRIES = 32
+_cue_cache: collections.OrderedDict[tuple, list[subtitle_formats.Cue]] = collections.OrderedDict()
+_cue_cache_lock = threading.Lock()
+
+
+def read_cues(path: Path) -> list[subtitle_formats.Cue] | None:
+    """The cues of a canonical file (executor), None if it is missing or unusable."""
+    try:
+        info = path.stat()
+        key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
+        with _cue_cache_lock:
+            cached = _cue_cache.get(key)
+            if cached is not None:
+                _cue_cache.move_to_end(key)
+                return cached
+        cues = subtitle_formats.parse_vtt(path.read_bytes())
+    except (OSError, subtitle_formats.SubtitleError) as exc:
+        log.info("subtitles %s unreadable: %s", path, exc)
+        return None
+    with _cue_cache_lock:
+        _cue_cache[key] = cues
+        while len(_cue_cache) > _CUE_CACHE_ENTRIES:
+            _cue_cache.popitem(last=False)
+    return cues
+
+
+class SubtitleUnavailable(Exception):
+    """No such subtitle playlist or segment (404)."""
+
+
+class SubtitleNotReady(Exception):
+    """The version being built has not measured its first PTS yet (503, retry)."""
+
+
+def _ladder_timing(ladder: dict) -> tuple[float, float, int, bool]:
+    """(duration, segment_seconds, start_pts, complete) of a version's ladder.json."""
+    try:
+        duration = float(ladder["duration"])
+        segment_seconds = float(ladder["segment_seconds"])
+        start_pts = int(ladder.get("start_pts") or 0)
+    except (KeyError, TypeError, ValueError):
+        raise SubtitleUnavailable() from None
+    if not (duration > 0 and segment_seconds > 0) or start_pts < 0:
+        raise SubtitleUnavailable()
+    return duration, segment_seconds, start_pts, bool(ladder.get("complete"))
+
+
+def render_hls_playlist(ladder: dict) -> str:
+    """The subtitle media playlist of a version (pure): its duration in segments of
+    its segment length. The duration is the source's (probed before the run), so the
+    playlist is whole even while the version is being built."""
+    duration, segment_seconds, _, _ = _ladder_timing(ladder)
+    return subtitle_formats.media_playlist(duration, segment_seconds, media.SUBTITLE_SEGMENT_PATTERN)
+
+
+def render_hls_segment(ladder: dict, cues: list[subtitle_formats.Cue], name: str) -> str:
+    """Subtitle segment `name` (seg_NNNNN.vtt) of a version (pure); SubtitleUnavailable
+    for a name outside the playlist."""
+    duration, segment_seconds, start_pts, _ = _ladder_timing(ladder)
+    if ladder.get("start_pts") is None:
+        raise SubtitleNotReady()
+    index = media.parse_subtitle_segment(name)
+    if index is None or index >= subtitle_formats.segment_count(duration, segment_seconds):
+        raise SubtitleUnavailable()
+    return subtitle_formats.render_segment(cues, index, segment_seconds, start_pts)
+
+
+def render_hls_file(media_dir: str, video_id: int, version: int, language: str, segment: str | None) -> bytes:
+    """The subtitle playlist (segment None) or one segment of `language` for a version
+    of the video, from the canonical file and the version's ladder.json (executor).
+    SubtitleUnavailable when the version has no ladder or the video no such track."""
+    ladder = ladderfile.read_ladder(media.ladder_path(media_dir, video_id, version))
+    try:
+        path = media.subtitle_path(media_dir, video_id, language)
+    except ValueError:
+        raise SubtitleUnavailable() from None
+    cues = read_cues(path)
+    if ladder is None or cues is None:
+        raise SubtitleUnavailable()
+    if segment is None:
+        return render_hls_playlist(ladder).encode()
+    return render_hls_segment(ladder, cues, segment).encode()
+
+
+async def master_tracks(services: Services, video_id: int) -> list[SubtitleTrack]:
+    """The master's SUBTITLES group of a video: every track, none DEFAULT (the viewer
+    turns them on), AUTOSELECT=YES (a player may pick the one matching its language)."""
+    return [SubtitleTrack(language=row["language"], label=row["label"])
+            for row in await list_rows(services, video_id)]

@@ -1,0 +1,223 @@
+"""Removing what crashed runs leave in MEDIA_DIR, at start-up and periodically.
+
+- media/.incoming/*.part: an upload whose process died (a live upload that sends
+  nothing for upload_idle_seconds is cut off anyway): removed once unchanged for
+  upload_idle_seconds, unless this process is receiving it.
+- media/.work/<id>-v<N>.lease (and anything else there, e.g. wave-1 work folders):
+  the fence of a run that died: removed once unchanged for the lease (a live run's
+  keeper rewrites it every third of the lease, wherever it runs), unless this
+  process runs it.
+- media/<id>/v<N>/ that is neither the row's live nor its building version:
+  - older than the live version (it was live, or a run before it): removed
+    VIDEOFLIX_VERSION_GRACE_SECONDS after the live version was published, so a
+    player that loaded it before the switch plays on meanwhile;
+  - newer (a run that died or was superseded, never published): removed once
+    unchanged for the lease;
+  and the wave-1 files of a version-0 video (master.m3u8, <res>/, poster.jpg,
+  thumbnail.jpg directly in media/<id>/) once another version has been live for the
+  grace period. Folders are listed before the rows are read: a version allocated
+  after the read cannot have a folder in the listing.
+
+Each removal is logged with what it was.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from videoflix.library import uploads
+from videoflix.platform import media
+from videoflix.platform.config import Config
+from videoflix.platform.db import cursor
+from videoflix.platform.services import Services
+from videoflix.tables import videos
+
+log = logging.getLogger(__name__)
+
+# Never sweep more often than this.
+MIN_INTERVAL_SECONDS = 1.0
+_VIDEO_DIR = re.compile(media.VIDEO_ID_PATTERN)
+# What a version-0 (wave-1) video keeps directly in media/<id>/.
+LEGACY_FILES = (media.MASTER_PLAYLIST_NAME, media.POSTER_NAME, media.THUMBNAIL_NAME)
+
+
+def _age(path: Path, now: float) -> float:
+    try:
+        return now - path.lstat().st_mtime
+    except FileNotFoundError:
+        return -1.0
+
+
+def sweep_incoming(media_dir: str, idle_seconds: float, live: set[str]) -> list[str]:
+    """Remove orphaned upload files; return their names (blocking)."""
+    incoming = media.incoming_dir(media_dir)
+    if not incoming.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for path in incoming.iterdir():
+        if path.name in live or _age(path, now) < idle_seconds:
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def sweep_work(media_dir: str, lease_seconds: float, keep: Callable[[str], bool]) -> list[str]:
+    """Remove orphaned work folders (and their fences) `keep` does not claim (blocking)."""
+    root = media.work_dir(media_dir)
+    if not root.is_dir():
+        return []
+    removed = []
+    now = time.time()
+    for path in root.iterdir():
+        name = path.name
+        for suffix in (media.LEASE_FENCE_SUFFIX + ".tmp", media.LEASE_FENCE_SUFFIX):
+            name = name.removesuffix(suffix)
+        if keep(name) or _age(path, now) < lease_seconds:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path.name)
+    return removed
+
+
+def _tree_age(path: Path, now: float) -> float:
+    """Seconds since anything directly in `path` or its subfolders last changed."""
+    try:
+        newest = max([path.lstat().st_mtime] + [child.lstat().st_mtime for child in path.iterdir()
+                                                if child.is_dir() and not child.is_symlink()])
+    except FileNotFoundError:
+        return -1.0
+    return now - newest
+
+
+def list_versions(media_dir: str) -> dict[int, list[int]]:
+    """{video id: [version folders]} under MEDIA_DIR, with 0 for wave-1 files (blocking)."""
+    root = Path(media_dir)
+    found: dict[int, list[int]] = {}
+    if not root.is_dir():
+        return found
+    for video in root.iterdir():
+        if not _VIDEO_DIR.fullmatch(video.name) or not video.is_dir() or video.is_symlink():
+            continue
+        versions = []
+        for child in video.iterdir():
+            version = media.parse_version(child.name)
+            if version is not None and child.is_dir() and not child.is_symlink():
+                versions.append(version)
+            elif child.name in LEGACY_FILES or child.name in media.RESOLUTIONS:
+                versions.append(media.LEGACY_VERSION)
+        found[int(video.name)] = sorted(set(versions))
+    return found
+
+
+def _remove_legacy(folder: Path) -> None:
+    for name in LEGACY_FILES:
+        (folder / name).unlink(missing_ok=True)
+    for name in media.RESOLUTIONS:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def sweep_versions(media_dir: str, found: dict[int, list[int]], rows: dict[int, dict], grace_seconds: float,
+                   lease_seconds: float) -> list[str]:
+    """Remove the versions `rows` (videos.version_states, read after `found` was listed)
+    no longer need; return what was removed (blocking)."""
+    removed = []
+    now = time.time()
+    for video_id, versions in found.items():
+        row = rows.get(video_id)
+        if row is None:
+            continue  # deleted: videos.delete_video removes its folder
+        live, building = row["live_version"], row["building_version"]
+        since = row["live_since"].timestamp() if row["live_since"] is not None else None
+        for version in versions:
+            if version in (live, building):
+                continue
+            folder = media.version_dir(media_dir, video_id, version)
+            if live is not None and version < live:
+                if since is None or now - since < grace_seconds:
+                    continue
+            elif _tree_age(folder, now) < lease_seconds:
+                continue
+            if version == media.LEGACY_VERSION:
+                _remove_legacy(folder)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+            removed.append(str(folder))
+    return removed
+
+
+class Sweeper:
+    """Runs `sweep` once now and then every `interval` seconds until stopped."""
+
+    def __init__(self, config: Config, services: Services, active_work: Callable[[], set[str]]) -> None:
+        self.config = config
+        self.services = services
+        self.active_work = active_work
+        self.interval = max(MIN_INTERVAL_SECONDS,
+                            min(config.upload_idle_seconds, config.transcode_lease_seconds) / 2)
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.sweep()
+        self._task = asyncio.create_task(self._periodically(), name="sweeper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def _periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep failed; trying again in %.0f s", self.interval)
+
+    async def sweep(self) -> list[str]:
+        loop = asyncio.get_running_loop()
+        executor = self.services.file_executor
+        config = self.config
+        removed = await loop.run_in_executor(executor, sweep_incoming, config.media_dir,
+                                             float(config.upload_idle_seconds), uploads.live_uploads())
+        for name in removed:
+            log.warning("sweep: removed %s, an upload nobody is receiving (idle over %ss)",
+                        media.incoming_dir(config.media_dir) / name, config.upload_idle_seconds)
+        active = self.active_work()
+        swept = await loop.run_in_executor(executor, sweep_work, config.media_dir,
+                                           float(config.transcode_lease_seconds), active.__contains__)
+        for name in swept:
+            log.warning("sweep: removed %s, left by a transcode run that is no longer alive",
+                        media.work_dir(config.media_dir) / name)
+        return removed + swept + await self.sweep_versions()
+
+    async def sweep_versions(self) -> list[str]:
+        loop = asyncio.get_running_loop()
+        executor = self.services.file_executor
+        config = self.config
+        found = await loop.run_in_executor(executor, list_versions, config.media_dir)
+        candidates = [video_id for video_id, versions in found.items() if versions]
+        if not candidates:
+            return []
+        async with cursor(self.services.pool) as cur:
+            rows = await videos.version_states(cur, candidates)
+        removed = await loop.run_in_executor(executor, sweep_versions, config.media_dir, found, rows,
+                                             float(config.version_grace_seconds),
+                                             float(config.transcode_lease_seconds))
+        for path in removed:
+            log.warning("sweep: removed %s, a version neither live nor being built", path)
+        return removed

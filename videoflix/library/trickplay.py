@@ -1,0 +1,59 @@
+"""Trick-play on the loop side: the detail's `thumbnails_vtt` (API.md §6).
+
+The transcode child records in a version's ladder.json whether it wrote a thumbnails
+track ("thumbnails_vtt", transcode/sprites.py); the detail links the LIVE version's
+track, or says null (nothing live, the wave-1 layout of version 0, or a run without
+sprites). A finished version's ladder never changes, so the answer is kept
+in-process per (video, version), bounded; the ladder is read in the file executor.
+The I-frame playlists need nothing here: the master lists them (playlist.render_master
+from the same ladder) and handlers/hls.py serves them with the segments' access rule.
+"""
+from __future__ import annotations
+
+import asyncio
+import weakref
+
+from videoflix.platform import media
+from videoflix.platform.config import Config
+from videoflix.platform.services import Services
+from videoflix.transcode import ladderfile
+
+# Bounds the memory the answers can take (one small entry per published version).
+TRACK_CACHE_MAX_ENTRIES = 10_000
+
+# {(video_id, version): has a track}, per Services (one per server process; tests make one per test).
+_TRACKS: weakref.WeakKeyDictionary[Services, dict[tuple[int, int], bool]] = weakref.WeakKeyDictionary()
+
+
+def thumbnails_vtt_url(config: Config, video_id: int, version: int) -> str:
+    """The absolute URL of a version's thumbnails track (pure); the sheets' URLs in it
+    are relative to it."""
+    return "%s/api/video/%d/%s/%s/%s" % (config.public_url, int(video_id), media.version_name(version),
+                                         media.THUMBS_DIR, media.THUMBNAILS_VTT_NAME)
+
+
+async def _has_track(config: Config, services: Services, video_id: int, version: int) -> bool:
+    cache = _TRACKS.setdefault(services, {})
+    known = cache.get((video_id, version))
+    if known is not None:
+        return known
+    path = media.ladder_path(config.media_dir, video_id, version)
+    ladder = await asyncio.get_running_loop().run_in_executor(services.file_executor, ladderfile.read_ladder, path)
+    # Only the name the transcoder writes counts: the file's text never makes a URL.
+    found = ladder is not None and ladder.get("thumbnails_vtt") == "%s/%s" % (media.THUMBS_DIR,
+                                                                               media.THUMBNAILS_VTT_NAME)
+    if ladder is not None and ladder.get("complete") is True:
+        if len(cache) >= TRACK_CACHE_MAX_ENTRIES:
+            cache.pop(next(iter(cache)))  # the oldest insertion
+        cache[(video_id, version)] = found
+    return found
+
+
+async def thumbnails_vtt(config: Config, services: Services, video: dict) -> str | None:
+    """The detail's `thumbnails_vtt`: the live version's track URL, or None."""
+    version = video["live_version"]
+    if version is None or version == media.LEGACY_VERSION:
+        return None
+    if not await _has_track(config, services, video["id"], version):
+        return None
+    return thumbnails_vtt_url(config, video["id"], version)

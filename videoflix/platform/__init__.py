@@ -1,0 +1,1 @@
+"""Running the service: configuration, clients, storage names, logs, metrics."""

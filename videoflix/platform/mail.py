@@ -1,0 +1,207 @@
+"""Email: Jinja2 rendering (HTML + text) and background delivery.
+
+`await Mailer.send()` returns once the message is durable: written and fsynced
+to <var>/outbox/spool/ (SMTP) or, without SMTP, to <var>/outbox/ itself. So an
+answer that promises a mail (a 201 after registering) is never sent for a mail a
+crash can lose. Delivery then runs as a tracked task and removes the spooled
+copy once the SMTP server took it; `resume()` (at start-up) delivers what a
+crashed process left in the spool (at least once: a crash between the SMTP
+server's "250" and the removal sends it again). SMTP calls (smtplib, blocking)
+and file writes run in the thread executor. A failed delivery is retried with
+backoff; when every attempt fails the message moves to <var>/outbox/undelivered/
+and is logged, so it is never lost.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import email.message
+import email.parser
+import email.policy
+import email.utils
+import logging
+import os
+import smtplib
+import ssl
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+
+from videoflix.platform.config import Config
+from videoflix.platform.secretfile import write_secret
+
+log = logging.getLogger(__name__)
+
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("videoflix", "templates/email"),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+# Seconds to wait before each retry of a failed SMTP delivery.
+RETRY_DELAYS = (2.0, 10.0, 60.0)
+SMTP_TIMEOUT_SECONDS = 30
+
+
+def _transfer_encoding(body: str) -> str:
+    return "7bit" if body.isascii() and all(len(line) < 990 for line in body.splitlines()) else "quoted-printable"
+
+
+def render_message(template: str, sender: str, to: str, context: dict) -> email.message.EmailMessage:
+    """A multipart/alternative message (text + HTML) from templates/email/<template>.*"""
+    context = {**context, "email": to}
+    message = email.message.EmailMessage()
+    message["Subject"] = TEMPLATES.get_template(f"{template}.subject.txt").render(context).strip()
+    message["From"] = sender
+    message["To"] = to
+    message["Date"] = email.utils.formatdate(localtime=False)
+    message["Message-ID"] = email.utils.make_msgid(domain="videoflix.local")
+    text = TEMPLATES.get_template(f"{template}.txt").render(context)
+    html = TEMPLATES.get_template(f"{template}.html").render(context)
+    # Plain 7bit keeps links greppable in .eml files; QP only when needed.
+    message.set_content(text, cte=_transfer_encoding(text))
+    message.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
+    return message
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_eml(directory: str, message: email.message.EmailMessage) -> Path:
+    """Write `message` as a new .eml in `directory`, durably (fsync file and folder)."""
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    name = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}.eml"
+    target = path / name
+    # Activation and reset links are credentials: 0600 from the first byte, and
+    # written under a temporary name, so readers never see a half-written file;
+    # write_secret fsyncs the file, the folder's fsync makes the new name durable.
+    write_secret(target, bytes(message))
+    _fsync_dir(path)
+    return target
+
+
+def _move(path: Path, directory: str) -> Path:
+    target = Path(directory)
+    target.mkdir(parents=True, exist_ok=True)
+    moved = target / path.name
+    path.rename(moved)
+    _fsync_dir(target)
+    return moved
+
+
+def _spooled(directory: str) -> list[tuple[Path, email.message.EmailMessage]]:
+    """The complete messages left in the spool, oldest first (temporary files skipped)."""
+    path = Path(directory)
+    if not path.is_dir():
+        return []
+    found = []
+    for item in sorted(path.glob("*.eml")):
+        message = email.parser.BytesParser(policy=email.policy.default).parsebytes(item.read_bytes())
+        found.append((item, message))
+    return found
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    host: str
+    port: int
+    user: str
+    password: str
+    starttls: bool
+
+
+def _smtp_send(settings: SmtpSettings, message: email.message.EmailMessage) -> None:
+    with smtplib.SMTP(settings.host, settings.port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
+        if settings.starttls:
+            smtp.starttls(context=ssl.create_default_context())
+        if settings.user:
+            smtp.login(settings.user, settings.password)
+        smtp.send_message(message)
+
+
+class Mailer:
+    def __init__(self, config: Config, executor: concurrent.futures.Executor,
+                 retry_delays: tuple[float, ...] = RETRY_DELAYS,
+                 store_executor: concurrent.futures.Executor | None = None) -> None:
+        self._config = config
+        self._executor = executor
+        # Spool and outbox writes: not behind SMTP calls that may hang for
+        # SMTP_TIMEOUT_SECONDS (None: the loop's default executor).
+        self._store_executor = store_executor
+        self._retry_delays = retry_delays
+        self._tasks: set[asyncio.Task] = set()
+        self._smtp = (
+            SmtpSettings(config.smtp_host, config.smtp_port, config.smtp_user,
+                         config.smtp_password, config.smtp_starttls)
+            if config.smtp_host else None
+        )
+
+    def link(self, page: str, uidb64: str, token: str) -> str:
+        return f"{self._config.frontend_url}/pages/auth/{page}?uid={uidb64}&token={token}"
+
+    @property
+    def spool_dir(self) -> str:
+        return str(Path(self._config.outbox_dir) / "spool")
+
+    async def send(self, template: str, to: str, context: dict) -> None:
+        """Render and store durably now; deliver in the background. Raises only when
+        the message could not be stored (the disk), never for delivery problems."""
+        message = render_message(template, self._config.default_from_email, to, context)
+        loop = asyncio.get_running_loop()
+        link = context.get("link", "")
+        if self._smtp is None:
+            path = await loop.run_in_executor(self._store_executor, _write_eml, self._config.outbox_dir,
+                                              message)
+            log.info("mail to %s written to %s; link: %s", to, path, link)
+            return
+        spooled = await loop.run_in_executor(self._store_executor, _write_eml, self.spool_dir, message)
+        self._start(message, spooled, link)
+
+    async def resume(self) -> int:
+        """Deliver the messages a previous process spooled but did not deliver."""
+        if self._smtp is None:
+            return 0
+        loop = asyncio.get_running_loop()
+        left = await loop.run_in_executor(self._store_executor, _spooled, self.spool_dir)
+        for path, message in left:
+            self._start(message, path, "")
+        if left:
+            log.warning("mail: delivering %d message(s) left in %s by an earlier run", len(left), self.spool_dir)
+        return len(left)
+
+    def _start(self, message: email.message.EmailMessage, spooled: Path, link: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(message, spooled, link))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait until every message handed to send() is delivered or set aside."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _deliver(self, message: email.message.EmailMessage, spooled: Path, link: str) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._smtp is not None
+        for attempt, delay in enumerate((0.0, *self._retry_delays), start=1):
+            if delay:
+                await asyncio.sleep(delay)
+            try:
+                await loop.run_in_executor(self._executor, _smtp_send, self._smtp, message)
+                await loop.run_in_executor(self._store_executor, spooled.unlink, True)
+                log.info("mail %r to %s delivered (attempt %d)", message["Subject"], message["To"], attempt)
+                return
+            except (OSError, smtplib.SMTPException) as exc:
+                log.warning("mail to %s failed (attempt %d): %s", message["To"], attempt, exc)
+        undelivered = str(Path(self._config.outbox_dir) / "undelivered")
+        path = await loop.run_in_executor(self._store_executor, _move, spooled, undelivered)
+        log.error("mail to %s undeliverable after %d attempts; kept in %s (link: %s)",
+                  message["To"], len(self._retry_delays) + 1, path, link)

@@ -1,0 +1,268 @@
+"""Where files live under MEDIA_DIR, every name in there, and who may watch what (pure).
+
+    media/.incoming/<random>.part     an upload being received
+    media/sources/<id>                the uploaded original
+    media/.work/<id>-v<N>.lease       the lease fence of the run writing version N: the
+                                      monotonic time its ffmpeg must stop by
+    media/<id>/v<N>/                  version N (>= 1): one transcode run's output, written
+                                      in place while it runs (README, Architecture: Transcode)
+    media/<id>/v<N>/ladder.json       what the run produces (transcode/ladderfile.py): the
+                                      master playlist is rendered from it per request
+    media/<id>/v<N>/<res>/index.m3u8  one media playlist per rendition (RUNGS: 1080p, 720p,
+                                      480p): EVENT while the run goes, VOD once it is done
+    media/<id>/v<N>/<res>/seg_NNNNN.ts  its MPEG-TS segments (each appears complete)
+    media/<id>/v<N>/poster.jpg        representative frame, long side <= 1280
+    media/<id>/v<N>/thumbnail.jpg     the same, long side <= 480 (the catalog's thumbnail_url)
+    media/<id>/v<N>/<res>/iframes.m3u8  I-frame playlist: byte ranges into the segments
+    media/<id>/v<N>/thumbs/sprite_NNN.jpg  storyboard sprite sheets
+    media/<id>/v<N>/thumbs/thumbnails.vtt  WebVTT track: cue -> sprite_NNN.jpg#xywh=x,y,w,h
+    media/<id>/master.m3u8, <res>/, poster.jpg, thumbnail.jpg
+                                      version 0: the wave-1 layout of videos made ready
+                                      before versions existed, served as it is
+
+The row (sql/004) says which version is live (served, listed) and which one is
+being built; `can_watch_version` is the access rule for a version.
+
+The transcoder writes these names and the HTTP layer serves them: both take them
+from here, and the serving rules (SEGMENT_NAME_RE, RESOLUTIONS) are derived from
+what is written, so the two cannot drift apart.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+MASTER_PLAYLIST_NAME = "master.m3u8"  # rendered per request; a file only in version 0
+MEDIA_PLAYLIST_NAME = "index.m3u8"
+LADDER_NAME = "ladder.json"
+IFRAME_PLAYLIST_NAME = "iframes.m3u8"  # per rendition (trickplay)
+# URL part of a version's subtitle playlists, and media/<id>/subtitles/ (subs)
+SUBTITLES_DIR_NAME = "subtitles"
+# The wave-1 layout: files directly in media/<id>/ (sql/004 gives such rows live_version 0).
+LEGACY_VERSION = 0
+POSTER_NAME = "poster.jpg"
+THUMBNAIL_NAME = "thumbnail.jpg"
+# ffmpeg's -hls_segment_filename pattern; 5 digits of 4 s segments cover 111 hours.
+SEGMENT_PATTERN = "seg_%05d.ts"
+# Trick-play (transcode/sprites.py, transcode/iframes.py): IFRAME_PLAYLIST_NAME above per
+# rendition beside its index.m3u8, and the storyboard in thumbs/: sprite sheets (ffmpeg's
+# image2 pattern, numbered from 0; 3 digits of 100-tile sheets at >= 2 s a tile cover
+# 55 hours) and the WebVTT track pointing into them.
+THUMBS_DIR = "thumbs"
+SPRITE_PATTERN = "sprite_%03d.jpg"
+THUMBNAILS_VTT_NAME = "thumbnails.vtt"
+
+
+def _segment_name_re(pattern: str) -> re.Pattern[str]:
+    """The names `pattern` (one %0Nd) writes, exactly: ASCII digits only, for
+    fullmatch (`\\d` takes Unicode digits, `$` a trailing newline: CWE-22)."""
+    head, width, tail = re.fullmatch(r"([^%]*)%0([1-9])d([^%]*)", pattern).groups()
+    return re.compile(f"{re.escape(head)}[0-9]{{{width}}}{re.escape(tail)}")
+
+
+SEGMENT_NAME_RE = _segment_name_re(SEGMENT_PATTERN)
+SPRITE_NAME_RE = _segment_name_re(SPRITE_PATTERN)
+
+
+@dataclass(frozen=True)
+class Rung:
+    name: str  # the rendition's folder under media/<id>/ and its URL part
+    short_side: int  # rungs are named by the shorter side, so portrait video ranks the same
+    max_kbps: int
+
+
+# The rendition ladder, highest first: adding a rung is one line here. 6000 and
+# 3000 kb/s are the 1080p and 720p rows of Apple's HLS authoring spec ladder; 1400
+# sits between its 432p and 540p rows. The cap keeps BANDWIDTH meaningful under CRF.
+RUNGS: tuple[Rung, ...] = (
+    Rung("1080p", 1080, 6000),
+    Rung("720p", 720, 3000),
+    Rung("480p", 480, 1400),
+)
+RESOLUTIONS = tuple(rung.name for rung in RUNGS)
+
+# A video id in a URL: decimal, no sign, no leading zero (one id has exactly one
+# URL), fits a bigint. Routes and parse_video_id both use it.
+VIDEO_ID_PATTERN = "[1-9][0-9]{0,17}"
+_VIDEO_ID_RE = re.compile(VIDEO_ID_PATTERN)
+
+
+class VideoNotFound(Exception):
+    """No such video for this caller (unknown, not visible, not ready, no such
+    file): always 404, so a private video cannot be told from a missing one."""
+
+
+def parse_video_id(raw: str) -> int | None:
+    return int(raw) if _VIDEO_ID_RE.fullmatch(raw) else None
+
+
+def is_segment_name(name: str) -> bool:
+    return SEGMENT_NAME_RE.fullmatch(name) is not None
+
+
+def is_sprite_name(name: str) -> bool:
+    return SPRITE_NAME_RE.fullmatch(name) is not None
+
+
+def sprite_name(index: int) -> str:
+    return SPRITE_PATTERN % index
+
+
+def is_thumbs_file_name(name: str) -> bool:
+    """A file below a version's thumbs/: the track or one of its sheets."""
+    return name == THUMBNAILS_VTT_NAME or is_sprite_name(name)
+
+
+def video_dir(media_dir: str, video_id: int) -> Path:
+    return Path(media_dir) / str(int(video_id))
+
+
+def source_path(media_dir: str, video_id: int) -> Path:
+    return Path(media_dir) / "sources" / str(int(video_id))
+
+
+def incoming_dir(media_dir: str) -> Path:
+    return Path(media_dir) / ".incoming"
+
+
+def work_dir(media_dir: str) -> Path:
+    return Path(media_dir) / ".work"
+
+
+# "v<N>": a version's folder and its URL part; N >= 1, no leading zero (one URL each).
+VERSION_PATTERN = "v[1-9][0-9]{0,8}"
+_VERSION_RE = re.compile(VERSION_PATTERN)
+
+
+def version_name(version: int) -> str:
+    if version < 1:
+        raise ValueError("versions on their own folder start at 1")
+    return f"v{int(version)}"
+
+
+def parse_version(raw: str) -> int | None:
+    """"v3" -> 3; None for anything else (v0, v03, 3, v-1)."""
+    return int(raw[1:]) if _VERSION_RE.fullmatch(raw) else None
+
+
+@functools.lru_cache(maxsize=4096)  # on every HLS request; pure
+def version_dir(media_dir: str, video_id: int, version: int) -> Path:
+    """media/<id>/v<N>/, or media/<id>/ itself for version 0 (the wave-1 layout)."""
+    base = video_dir(media_dir, video_id)
+    return base if version == LEGACY_VERSION else base / version_name(version)
+
+
+def version_prefix(version: int) -> str:
+    """What a rendered master puts before the rendition URIs: "v<N>/" ("" for version 0)."""
+    return "" if version == LEGACY_VERSION else version_name(version) + "/"
+
+
+def ladder_path(media_dir: str, video_id: int, version: int) -> Path:
+    return version_dir(media_dir, video_id, version) / LADDER_NAME
+
+
+LEASE_FENCE_SUFFIX = ".lease"
+
+
+def lease_fence(media_dir: str, video_id: int, version: int) -> Path:
+    """The fence of the run writing `version` (transcode/runner.py writes it, the child reads it)."""
+    return work_dir(media_dir) / f"{int(video_id)}-{version_name(version)}{LEASE_FENCE_SUFFIX}"
+
+
+def can_watch(video: dict, user_id: int | None, is_admin: bool) -> bool:
+    """A live version exists, and the video is public or the caller's own (admins see everything)."""
+    if video["live_version"] is None:
+        return False
+    return video["visibility"] == "public" or is_admin or (user_id is not None and video["owner_id"] == user_id)
+
+
+def can_watch_version(video: dict, version: int, user_id: int | None, is_admin: bool) -> bool:
+    """Version `version` of the video, for this caller: the live one (or an older one
+    still on disk, so a player that loaded it before a switch-over plays on until the
+    sweeper removes it) under can_watch; the one being built for the owner and admins."""
+    if version == video["building_version"] and user_id is not None and can_manage(video, user_id, is_admin):
+        return True
+    live = video["live_version"]
+    return live is not None and 1 <= version <= live and can_watch(video, user_id, is_admin)
+
+
+def default_version(video: dict, user_id: int | None, is_admin: bool) -> int | None:
+    """The version the unversioned master serves to this caller: the live one, or
+    while nothing is live the one being built, for the owner and admins."""
+    if can_watch(video, user_id, is_admin):
+        return video["live_version"]
+    if video["building_version"] is not None and user_id is not None and can_manage(video, user_id, is_admin):
+        return video["building_version"]
+    return None
+
+
+def can_manage(video: dict, user_id: int, is_admin: bool) -> bool:
+    """Owner or admin: delete, see the detail of a video that is not ready."""
+    return is_admin or video["owner_id"] == user_id
+
+
+def serve_resolution(requested: str, available: list[str]) -> str | None:
+    """The rendition to serve for `requested` (API.md §3): itself, or the highest
+    produced when the request is above it; None for unknown names or when a
+    lower rendition was asked for that does not exist."""
+    if requested not in RESOLUTIONS or not available:
+        return None
+    if requested in available:
+        return requested
+    ranked = [r for r in RESOLUTIONS if r in available]  # highest first
+    highest = ranked[0]
+    if RESOLUTIONS.index(requested) < RESOLUTIONS.index(highest):
+        return highest
+    return None
+
+
+# --- subtitles (API.md §6) ------------------------------------------------------
+#   media/<id>/subtitles/<language>.vtt   canonical WebVTT of one language, per video:
+#                                         it survives re-transcodes (versions come and go)
+#   <version dir>/tracks/<index>.vtt      a text track of the source, extracted by the
+#                                         transcode child, imported at publish
+# Subtitle playlists and segments are not files: they are made per request from the
+# canonical file and the version's ladder (videosubtitles.py), under these names.
+SUBTITLE_SUFFIX = ".vtt"
+TRACKS_DIR_NAME = "tracks"
+SUBTITLE_SEGMENT_PATTERN = "seg_%05d.vtt"
+SUBTITLE_SEGMENT_NAME_RE = _segment_name_re(SUBTITLE_SEGMENT_PATTERN)
+# A canonical BCP 47 tag (subtitles.check_language) is ASCII letters, digits and
+# hyphens, so it is a safe file name; this is checked again before any path is made.
+_LANGUAGE_FILE_RE = re.compile(r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8}){0,16}")
+
+
+def subtitles_dir(media_dir: str, video_id: int) -> Path:
+    return video_dir(media_dir, video_id) / SUBTITLES_DIR_NAME
+
+
+def subtitle_file_name(language: str) -> str:
+    if not _LANGUAGE_FILE_RE.fullmatch(language) or len(language) > 35:
+        raise ValueError("not a canonical language tag")
+    return language + SUBTITLE_SUFFIX
+
+
+def subtitle_path(media_dir: str, video_id: int, language: str) -> Path:
+    return subtitles_dir(media_dir, video_id) / subtitle_file_name(language)
+
+
+def track_file_name(stream_index: int) -> str:
+    """tracks/<index>.vtt relative to the version directory."""
+    return f"{TRACKS_DIR_NAME}/{int(stream_index)}{SUBTITLE_SUFFIX}"
+
+
+_TRACK_FILE_RE = re.compile(rf"{TRACKS_DIR_NAME}/[0-9]{{1,5}}\{SUBTITLE_SUFFIX}")
+
+
+def is_track_file(name: str) -> bool:
+    """A name track_file_name writes (and nothing else: no other path is read)."""
+    return _TRACK_FILE_RE.fullmatch(name) is not None
+
+
+def parse_subtitle_segment(name: str) -> int | None:
+    """The index of a subtitle segment name (seg_00003.vtt -> 3), None if not one."""
+    if SUBTITLE_SEGMENT_NAME_RE.fullmatch(name) is None:
+        return None
+    return int(name[len("seg_"):-len(SUBTITLE_SUFFIX)])

@@ -1,0 +1,1 @@
+"""Every HTTP face: handlers, the segment lane, pages, request rules, OpenAPI."""

@@ -1,0 +1,71 @@
+"""GET /metrics (API.md §6): Prometheus text format behind a bearer token, or on
+a separate listen address.
+
+On the main port: without VIDEOFLIX_METRICS_TOKEN the route answers 404 like an
+unknown path; with it, a request without `Authorization: Bearer <token>` gets 401.
+With VIDEOFLIX_METRICS_LISTEN, `serve` and `worker` also answer GET /metrics
+there, without a token (bind it to a private address), and nothing else.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import hmac
+import logging
+
+import tornado.httpserver
+import tornado.web
+
+from videoflix.platform import metrics
+from videoflix.platform.config import Config
+from videoflix.platform.services import Services
+from videoflix.transcode import queue
+from videoflix.web.base import APIError, BaseHandler, NotFoundHandler, public
+from videoflix.web.observe import labelled_routes, request_finished
+
+log = logging.getLogger(__name__)
+
+
+class MetricsHandler(BaseHandler):
+    requires_token = True
+
+    @public
+    async def get(self) -> None:
+        if self.requires_token:
+            self.check_token(self.config.metrics_token)
+        registry = metrics.of(self.services)
+        await registry.refresh(functools.partial(queue.stats, self.services.redis))
+        # Rendering is a few hundred lines of text: off the loop.
+        body = await asyncio.get_running_loop().run_in_executor(self.services.file_executor, registry.render)
+        self.set_header("Content-Type", metrics.CONTENT_TYPE_LATEST)
+        self.finish(body)
+
+    def check_token(self, token: str) -> None:
+        if not token:
+            raise APIError(404)
+        scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise APIError(401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+
+
+class AdminMetricsHandler(MetricsHandler):
+    """On the separate listen address: whoever reaches it may read the metrics."""
+
+    requires_token = False
+
+
+ROUTES = [(r"/metrics", MetricsHandler)]
+
+
+def listen_admin(config: Config, services: Services) -> tornado.httpserver.HTTPServer | None:
+    """The VIDEOFLIX_METRICS_LISTEN server (GET /metrics only), or None when unset."""
+    if not config.metrics_listen:
+        return None
+    host, _, port = config.metrics_listen.rpartition(":")
+    app = tornado.web.Application(labelled_routes([(r"/metrics", AdminMetricsHandler)]), config=config,
+                                  services=services, default_handler_class=NotFoundHandler,
+                                  log_function=request_finished, compress_response=False)
+    server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60)
+    server.listen(int(port), host)
+    log.info("metrics on http://%s/metrics", config.metrics_listen)
+    return server

@@ -1,0 +1,298 @@
+"""The segment lane: a plain segment GET answered without a RequestHandler.
+
+Segment GETs are nearly all of a streaming server's requests, and for them most
+of the time Tornado spends goes to RequestHandler's machinery (creating the
+handler, its header bookkeeping, the decorated coroutine, finish), not to the
+decisions. `SegmentLane` sits between the HTTPServer and the Application
+(app.http_delegate) and answers one shape of request itself:
+
+  a GET of a segment route (kind segment or vsegment, /api/video/...) over a
+  plain connection where sendfile works (zerocopy.usable), with no If-Range,
+  If-None-Match, If-Modified-Since or body, with no Range or one satisfiable
+  range, whose every decision is already in a warm cache: the access token
+  (the verified-token cache), the session's liveness (sessions.cached_liveness),
+  the video row and the file the caller may have (playback.cached_watchable_file:
+  a finished version only) and the open file (openfiles.py). Behind nginx
+  (VIDEOFLIX_ACCEL_REDIRECT) the answer names the file for nginx instead, which
+  answers ranges and revalidation itself: there only a body sends a request on.
+
+Anything else, including every refusal and every cache miss, goes to the
+Application exactly as if the lane were not there, so errors, 304s, 416s, the
+version being built and the first GET of a file stay the handlers' alone, and the
+next GET finds the caches warm. The route is the Application's own: the first
+rule of its router that matches the path (remembered per path: the routes never
+change), and only when that rule is handlers/hls.py's VideoFileHandler for a
+segment kind. Range rules are httpranges.py's, as in the handlers: a malformed,
+multiple or whole-file range is a plain 200. The answer's headers are made by the
+functions the handlers use (media_handlers.KINDS, file_etag, http_date, cors_headers,
+accel.location), and tests/test_lane.py compares the lane's answer with the
+handlers' answer to the same request, header by header.
+
+The body goes by zerocopy.Sender after Tornado's public HTTP1Connection.write_headers;
+the access log line and the metrics are request_finished's, as for any request.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import tornado
+import tornado.httputil
+import tornado.iostream
+import tornado.web
+
+from videoflix.accounts import sessions, tokens
+from videoflix.delivery import accel, httpranges, openfiles, playback, zerocopy
+from videoflix.platform import media, requestid
+from videoflix.platform.config import Config
+from videoflix.platform.log import request_summary
+from videoflix.platform.services import Services
+from videoflix.web import media_handlers
+from videoflix.web.base import access_token_of, cors_headers
+from videoflix.web.observe import request_finished
+
+log = logging.getLogger(__name__)
+
+# A request carrying any of these is the handlers' (a body; If-Range and revalidation,
+# except behind nginx, which answers those itself from the file: accel.py).
+BODY_HEADERS = ("Content-Length", "Transfer-Encoding")
+HANDLER_HEADERS = ("If-Range", "If-None-Match", "If-Modified-Since", *BODY_HEADERS)
+# Paths whose first matching route is remembered (the routes never change).
+ROUTE_MEMORY = 4096
+# Longer paths are matched afresh each time: the memory holds at most
+# ROUTE_MEMORY x this many characters of request text (a real segment path is < 100).
+ROUTE_MEMORY_PATH_LIMIT = 256
+LANE_PREFIX = "/api/video/"
+SERVER_HEADER = "TornadoServer/%s" % tornado.version  # as RequestHandler.clear sets it
+OK = tornado.httputil.ResponseStartLine("", 200, "OK")
+PARTIAL = tornado.httputil.ResponseStartLine("", 206, "Partial Content")
+
+# Answered here since start (tests: the lane was taken).
+answered = 0
+
+
+class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
+    """The HTTPServer's delegate in front of `app` (see the module docstring)."""
+
+    def __init__(self, app: tornado.web.Application) -> None:
+        self.app = app
+        self.settings = app.settings
+        self._routes: dict[str, tuple[Any, dict] | None] = {}
+
+    @property
+    def config(self) -> Config:  # read per request, as the handlers do (tests swap it)
+        return self.settings["config"]
+
+    @property
+    def services(self) -> Services:
+        return self.settings["services"]
+
+    def start_request(self, server_conn: Any, request_conn: Any) -> tornado.httputil.HTTPMessageDelegate:
+        return _Request(self, server_conn, request_conn)
+
+    def on_close(self, server_conn: Any) -> None:
+        self.app.on_close(server_conn)
+
+    @property
+    def open_files(self) -> openfiles.OpenFileCache:
+        return self.settings["open_files"]
+
+    def plan(self, request: tornado.httputil.HTTPServerRequest) -> "_Answer | None":
+        """The lane's answer to `request`, or None: the Application's."""
+        headers = request.headers
+        config = self.config
+        behind_nginx = bool(config.accel_redirect)
+        if (request.method != "GET" or not request.path.startswith(LANE_PREFIX)
+                or any(name in headers for name in (BODY_HEADERS if behind_nginx else HANDLER_HEADERS))
+                or not (behind_nginx or zerocopy.usable(request))):
+            return None
+        route = self.route(request)
+        if route is None:
+            return None
+        rule, found = route
+        kind = rule.target_kwargs["kind"]
+        try:
+            target = playback.parse_hls_target(kind, tuple(media_handlers.path_part(arg) for arg in found["path_args"]))
+            claims = tokens.read_access_token_cached(config.secret_key, access_token_of(request),
+                                                     int(time.time()))
+        except (media.VideoNotFound, tokens.TokenError):  # refusals are the handler's to answer
+            return None
+        if sessions.cached_liveness(self.services, claims.user_id, claims.token_version,
+                                    claims.session_id) is not True:
+            return None
+        served = playback.cached_watchable_file(self.services, target, claims)
+        if served is None or served.building or served.rendered_master:
+            return None
+        answer = _Answer(self, request, kind)
+        if behind_nginx and answer.policy.accel:
+            root = media.version_dir(config.media_dir, target.video_id, served.version)
+            answer.accel = accel.location(config.accel_redirect, config.media_dir, root, served.parts)
+            return answer
+        answer.entry = self.open_files.acquire((target.video_id, served.version, served.parts))
+        if answer.entry is None:
+            return None
+        size = answer.entry.file.stat.st_size
+        try:
+            wanted = headers.get("Range")
+            answer.span = (wanted and httpranges.parse_byte_range(wanted, size)) or (0, size)
+        except httpranges.RangeNotSatisfiable:
+            answer.release()  # 416 is the handler's
+            return None
+        return answer
+
+    def route(self, request: tornado.httputil.HTTPServerRequest) -> tuple[Any, dict] | None:
+        """(the rule, its match) when the Application's first rule matching the path is
+        a segment route of VideoFileHandler, else None; sets request.route_label."""
+        path = request.path
+        if path in self._routes:
+            route = self._routes[path]
+            if route is not None:
+                request.route_label = route[0].matcher.label  # type: ignore[attr-defined]
+            return route
+        route = None
+        for rule in self.app.wildcard_router.rules:
+            found = rule.matcher.match(request)  # (a RoutePattern: sets route_label)
+            if found is not None:
+                kind = (rule.target_kwargs or {}).get("kind")
+                if (rule.target is media_handlers.VideoFileHandler and media_handlers.KINDS[kind].unchanging
+                        and not found["path_kwargs"] and hasattr(rule.matcher, "label")):
+                    route = rule, found
+                break
+        if len(path) <= ROUTE_MEMORY_PATH_LIMIT:  # request text: bounded in count and length
+            if len(self._routes) >= ROUTE_MEMORY:
+                self._routes.pop(next(iter(self._routes)))
+            self._routes[path] = route
+        return route
+
+
+class _Answer:
+    """One lane answer; also what request_finished reads from a handler (duck-typed)."""
+
+    accel: str | None = None
+    entry: openfiles.Entry | None = None
+    span: tuple[int, int] = (0, 0)  # the bytes [start, end) of the file sent
+    sender: zerocopy.Sender | None = None
+    status = 200
+    body_bytes = 0
+
+    def __init__(self, lane: SegmentLane, request: tornado.httputil.HTTPServerRequest, kind: str) -> None:
+        self.lane = lane
+        self.settings = lane.settings
+        self.request = request
+        self.kind = kind
+        self.policy = media_handlers.KINDS[kind]  # (log.py reads it, as from the handlers)
+        self.request_id = requestid.from_header(request.headers.get(requestid.HEADER))
+
+    def get_status(self) -> int:
+        return self.status
+
+    def headers(self) -> tornado.httputil.HTTPHeaders:
+        """What the handlers would set on this answer (tests/test_lane.py compares them)."""
+        out = tornado.httputil.HTTPHeaders()
+        out["Server"] = SERVER_HEADER
+        out["Date"] = media_handlers.http_date(int(time.time()))
+        out["Content-Type"] = media_handlers.SEGMENT_TYPE
+        out.add("Vary", "Origin")
+        for name, value in cors_headers(self.request.headers.get("Origin"), self.lane.config.cors_origins):
+            out[name] = value
+        out[requestid.HEADER] = self.request_id
+        out["Cache-Control"] = self.policy.cache_control
+        if self.accel is not None:
+            out["X-Accel-Redirect"] = self.accel
+            out["Content-Length"] = "0"
+            return out
+        assert self.entry is not None
+        info = self.entry.file.stat
+        out["Accept-Ranges"] = "bytes"
+        out["Etag"] = media_handlers.file_etag(info)
+        out["Last-Modified"] = media_handlers.http_date(int(info.st_mtime))
+        start, end = self.span
+        if (start, end) != (0, info.st_size):
+            out["Content-Range"] = f"bytes {start}-{end - 1}/{info.st_size}"
+        out["Content-Length"] = str(end - start)
+        return out
+
+    def start_line(self) -> tornado.httputil.ResponseStartLine:
+        if self.entry is not None and self.span != (0, self.entry.file.stat.st_size):
+            return PARTIAL
+        return OK
+
+    async def respond(self) -> None:
+        global answered
+        connection = self.request.connection
+        connection.set_close_callback(self.abort)
+        try:
+            start_line = self.start_line()
+            self.status = start_line.code
+            written = connection.write_headers(start_line, self.headers())
+            if self.entry is not None:
+                await written
+                self.sender = zerocopy.Sender()
+                if not await self.sender.send_after_headers(connection, self.entry.file.fd, *self.span):
+                    raise RuntimeError("Tornado's body accounting changed under the lane")
+            connection.finish()
+            answered += 1
+        except (zerocopy.ClientGone, tornado.iostream.StreamClosedError):
+            pass  # the client left: as the handlers, quietly
+        except Exception:
+            log.exception("segment lane: %s", request_summary(self.request))
+            connection.stream.close()
+        finally:
+            if self.sender is not None:
+                self.body_bytes = self.sender.sent
+            self.release()
+            self.request._finish_time = time.time()  # request_time(), as RequestHandler.finish
+            request_finished(self)  # type: ignore[arg-type]
+
+    def abort(self) -> None:
+        if self.sender is not None:
+            self.sender.abort()
+
+    def release(self) -> None:
+        entry, self.entry = self.entry, None
+        if entry is not None:
+            self.lane.open_files.release(entry)
+
+
+class _Request(tornado.httputil.HTTPMessageDelegate):
+    """One request on a connection: the lane's answer, or the Application's delegate."""
+
+    inner: tornado.httputil.HTTPMessageDelegate | None = None
+    answer: _Answer | None = None
+    task: asyncio.Future | None = None
+
+    def __init__(self, lane: SegmentLane, server_conn: Any, request_conn: Any) -> None:
+        self.lane = lane
+        self.server_conn = server_conn
+        self.request_conn = request_conn
+
+    def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
+        if (isinstance(start_line, tornado.httputil.RequestStartLine) and start_line.method == "GET"
+                and start_line.path.startswith(LANE_PREFIX)):
+            request = tornado.httputil.HTTPServerRequest(
+                connection=self.request_conn, server_connection=self.server_conn, start_line=start_line,
+                headers=headers)
+            self.answer = self.lane.plan(request)
+        if self.answer is None:
+            self.inner = self.lane.app.start_request(self.server_conn, self.request_conn)
+            return self.inner.headers_received(start_line, headers)
+        return None
+
+    def data_received(self, chunk: bytes) -> Any:
+        if self.inner is not None:
+            return self.inner.data_received(chunk)
+        return None  # (the lane takes no request with a body)
+
+    def finish(self) -> None:
+        if self.inner is not None:
+            self.inner.finish()
+        elif self.answer is not None:
+            self.task = asyncio.ensure_future(self.answer.respond())
+
+    def on_connection_close(self) -> None:
+        if self.inner is not None:
+            self.inner.on_connection_close()
+        elif self.answer is not None and self.task is None:
+            self.answer.release()  # closed before the answer started

@@ -1,0 +1,269 @@
+"""Subtitles of a video (API.md §6): upload (multipart), delete, and the whole file.
+
+    POST   /api/video/<id>/subtitles/             file (.vtt/.srt), language, label?  -> 201
+    GET    /api/video/<id>/subtitles/<language>/  the canonical WebVTT file (text/vtt)
+    DELETE /api/video/<id>/subtitles/<language>/  -> 204
+
+The upload's body is small (subtitle_formats.MAX_FILE_BYTES) and streamed into memory
+through a capped parser; before a byte of it is read the caller is authenticated
+(401), the content type checked (415), a declared oversize refused (413) and the
+video looked up (404 unless owner or admin).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+
+import tornado.web
+
+from videoflix.delivery import playback
+from videoflix.library import catalog, subtitle_formats, subtitle_tracks, uploads
+from videoflix.library.uploads import FileTooLarge, SubtitleUploadReceiver, UploadError
+from videoflix.platform import media
+from videoflix.web import media_handlers, requestrules
+from videoflix.web.base import (
+    APIError,
+    AuthMixin,
+    BaseHandler,
+    CorsMixin,
+    JSONErrorsMixin,
+    ServicesMixin,
+    authenticated,
+    public,
+)
+from videoflix.web.observe import ObservedMixin
+
+log = logging.getLogger(__name__)
+
+# Multipart framing and the two text fields around a file of the maximum size.
+SUBTITLE_BODY_OVERHEAD_BYTES = 16 * 1024
+# A 2 MiB body arrives in seconds even on a slow line; a stalled one is cut off.
+SUBTITLE_BODY_TIMEOUT_SECONDS = 60.0
+VTT_TYPE = "text/vtt; charset=utf-8"
+# A language as it may appear in a subtitle URL: a canonical tag (media.subtitle_file_name).
+LANGUAGE_PART = re.compile(r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8}){0,16}")
+
+
+@tornado.web.stream_request_body
+class SubtitleListHandler(BaseHandler):
+    """POST /api/video/<id>/subtitles/"""
+
+    takes_json = False  # multipart, read below
+    receiver: SubtitleUploadReceiver | None = None
+    slot_user: int | None = None
+
+    async def prepare(self) -> None:
+        super().prepare()  # the origin rule (403)
+        if self.request.method != "POST":
+            return
+        user = await self.authenticate()
+        try:
+            requestrules.check_multipart_request(self.request.headers)
+        except requestrules.RuleViolation as exc:
+            raise APIError(exc.status, body=exc.body) from None
+        limit = subtitle_formats.MAX_FILE_BYTES + SUBTITLE_BODY_OVERHEAD_BYTES
+        length = self.request.headers.get("Content-Length")
+        if length is not None and (not length.strip().isdigit() or int(length) > limit):
+            raise APIError(413, f"File too large: the limit is {subtitle_formats.MAX_FILE_BYTES} bytes.")
+        video_id = media.parse_video_id(self.path_args[0])
+        if video_id is None:
+            raise APIError(404)
+        try:
+            await subtitle_tracks.check_manageable(self.services, video_id, user.user_id, user.is_admin)
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        if not uploads.take_upload_slot(self.services, user.user_id, self.config.max_concurrent_uploads):
+            raise APIError(429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} "
+                                "in progress per user.")
+        self.slot_user = user.user_id
+        self.request.connection.set_max_body_size(limit)
+        self.request.connection.set_body_timeout(SUBTITLE_BODY_TIMEOUT_SECONDS)
+        try:
+            self.receiver = SubtitleUploadReceiver(self.request.headers, subtitle_formats.MAX_FILE_BYTES)
+        except UploadError as exc:
+            raise APIError(400, str(exc)) from None
+
+    async def data_received(self, chunk: bytes) -> None:
+        receiver = self.receiver
+        if receiver is None:
+            return
+        limit = subtitle_formats.MAX_FILE_BYTES + SUBTITLE_BODY_OVERHEAD_BYTES
+        try:
+            if receiver.received_bytes + len(chunk) > limit:
+                raise FileTooLarge(f"File too large: the limit is {subtitle_formats.MAX_FILE_BYTES} bytes.")
+            await receiver.feed(chunk)
+        except FileTooLarge as exc:
+            self.refuse(APIError(413, str(exc)))
+        except UploadError as exc:
+            self.refuse(APIError(400, str(exc)))
+
+    def refuse(self, error: APIError) -> None:
+        """Answer now, mid-body; the rest of the body is ignored."""
+        self.receiver = None
+        self.send_error(error.status, exc_info=(type(error), error, None))
+
+    def on_finish(self) -> None:
+        if self.slot_user is not None:
+            uploads.release_upload_slot(self.services, self.slot_user)
+            self.slot_user = None
+
+    def on_connection_close(self) -> None:
+        self.receiver = None
+        self.on_finish()
+        super().on_connection_close()
+
+    @authenticated
+    async def post(self, raw_id: str) -> None:
+        video_id = media.parse_video_id(raw_id)  # checked in prepare already
+        receiver = self.receiver
+        if receiver is None:  # refused mid-body: the answer is out
+            return
+        user = self.current_user
+        try:
+            fields = receiver.fields()
+            data = receiver.file.value if receiver.has_file else None
+            filename = receiver.filename if receiver.has_file else None
+            answer = await subtitle_tracks.add_from_upload(self.config, self.services, video_id, user.user_id,
+                                                          user.is_admin, fields, filename, data)
+        except UploadError as exc:
+            raise APIError(400, str(exc)) from None
+        except subtitle_tracks.InvalidSubtitle as exc:
+            raise APIError(400, body=exc.errors) from None
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        self.write_json(answer, 201)
+
+
+class SubtitleHandler(BaseHandler):
+    """GET (the WebVTT file) and DELETE /api/video/<id>/subtitles/<language>/"""
+
+    def video_id(self, raw_id: str) -> int:
+        video_id = media.parse_video_id(raw_id)
+        if video_id is None:
+            raise APIError(404)
+        return video_id
+
+    @authenticated
+    async def get(self, raw_id: str, language: str) -> None:
+        user = self.current_user
+        video_id = self.video_id(raw_id)
+        try:
+            await catalog.get_visible_video(self.services, video_id, user.user_id, user.is_admin)
+            tag = await asyncio.get_running_loop().run_in_executor(
+                self.services.file_executor, subtitle_formats.check_language, language)
+            path = media.subtitle_path(self.config.media_dir, video_id, tag)
+            body = await asyncio.get_running_loop().run_in_executor(
+                self.services.file_executor, subtitle_tracks.read_file, path)
+        except (media.VideoNotFound, subtitle_formats.SubtitleError):
+            raise APIError(404) from None
+        if body is None:
+            raise APIError(404)
+        self.set_header("Content-Type", VTT_TYPE)
+        # Replaced by a new upload under the same URL: revalidate every time.
+        self.set_header("Cache-Control", "private, no-cache")
+        self.finish(body)
+
+    @authenticated
+    async def delete(self, raw_id: str, language: str) -> None:
+        user = self.current_user
+        video_id = self.video_id(raw_id)
+        try:
+            await subtitle_tracks.remove(self.config, self.services, video_id, user.user_id, user.is_admin,
+                                        language)
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        except subtitle_tracks.SubtitleNotFound:
+            raise APIError(404, "This video has no subtitles in that language.") from None
+        self.set_status(204)
+        self.finish()
+
+
+class SubtitleHLSHandler(media_handlers.HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
+                         tornado.web.RequestHandler):
+    """A version's subtitle playlist and segments, made per request from the canonical
+    WebVTT file and the version's ladder.json (parsing in the file executor), with the
+    access rules of that version's segments (playback.resolve_file):
+
+        /api/video/<id>/v<N>/subtitles/<language>/index.m3u8
+        /api/video/<id>/v<N>/subtitles/<language>/seg_NNNNN.vtt
+        and the same under /api/stream/<token>/
+
+    Not immutable although versioned: a new upload of that language changes them under
+    the same URL; ETag + `no-cache` make a revalidation a bodiless 304.
+    """
+
+    kind: str
+
+    def initialize(self, kind: str) -> None:  # type: ignore[override]
+        self.kind = kind
+
+    def target(self, raw_id: str, raw_version: str, language: str, name: str) -> tuple[playback.HLSTarget, str]:
+        video_id = media.parse_video_id(raw_id)
+        version = media.parse_version(raw_version)
+        if self.kind == "playlist":
+            name = media.MEDIA_PLAYLIST_NAME
+        elif media.parse_subtitle_segment(name) is None:
+            raise APIError(404)
+        if video_id is None or version is None or not LANGUAGE_PART.fullmatch(language):
+            raise APIError(404)
+        return playback.HLSTarget(video_id=video_id, resolution=None, name=name, version=version), language
+
+    async def answer(self, served: playback.ServedFile, target: playback.HLSTarget, language: str,
+                     include_body: bool) -> None:
+        segment = None if self.kind == "playlist" else target.name
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(
+                self.services.file_executor, subtitle_tracks.render_hls_file, self.config.media_dir,
+                target.video_id, served.version, language, segment)
+        except subtitle_tracks.SubtitleUnavailable:
+            raise APIError(404) from None
+        except subtitle_tracks.SubtitleNotReady:
+            raise APIError(503, "Not transcoded yet: try again shortly.",
+                           headers={"Retry-After": media_handlers.BUILDING_RETRY_AFTER}) from None
+        self.write_rendered(body, media_handlers.PLAYLIST_TYPE if self.kind == "playlist" else VTT_TYPE, include_body)
+
+
+class VideoSubtitleHLSHandler(SubtitleHLSHandler):
+    @authenticated
+    async def get(self, raw_id: str, raw_version: str, language: str, name: str = "",
+                  include_body: bool = True) -> None:
+        target, language = self.target(raw_id, raw_version, language, name)
+        try:
+            served = await playback.watchable_file(self.services, target, self.current_user)
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        await self.answer(served, target, language, include_body)
+
+    @authenticated
+    async def head(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        await self.get(raw_id, raw_version, language, name, include_body=False)
+
+
+class StreamSubtitleHLSHandler(SubtitleHLSHandler):
+    @public
+    async def get(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "",
+                  include_body: bool = True) -> None:
+        target, language = self.target(raw_id, raw_version, language, name)
+        served = await self.streamed_file(token, target)
+        await self.answer(served, target, language, include_body)
+
+    @public
+    async def head(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        await self.get(token, raw_id, raw_version, language, name, include_body=False)
+
+
+# Parts are matched loosely and validated in the handlers (JSON 404s): a strict id
+# pattern here would let /api/video/<19 digits>/subtitles/x/ fall through to the HLS
+# segment route (405 instead of 404).
+PART = r"([^/]+)"
+ROUTES = [
+    (rf"/api/video/{PART}/subtitles/", SubtitleListHandler),
+    (rf"/api/video/{PART}/subtitles/{PART}/", SubtitleHandler),
+    # A version's subtitle playlists and segments (README, Architecture: Transcode): <id>/v<N>/subtitles/<lang>/...
+    (rf"/api/video/{PART}/{PART}/subtitles/{PART}/index\.m3u8", VideoSubtitleHLSHandler, {"kind": "playlist"}),
+    (rf"/api/video/{PART}/{PART}/subtitles/{PART}/{PART}", VideoSubtitleHLSHandler, {"kind": "segment"}),
+    (rf"/api/stream/{PART}/{PART}/{PART}/subtitles/{PART}/index\.m3u8", StreamSubtitleHLSHandler,
+     {"kind": "playlist"}),
+    (rf"/api/stream/{PART}/{PART}/{PART}/subtitles/{PART}/{PART}", StreamSubtitleHLSHandler, {"kind": "segment"}),
+]

@@ -1,0 +1,201 @@
+"""Catalog, detail, upload, delete, re-run (API.md §2 and §4)."""
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+
+import tornado.web
+
+from videoflix.library import catalog, lifecycle, subtitle_tracks, trickplay, uploads, watching
+from videoflix.library.uploads import UploadError, UploadReceiver
+from videoflix.platform import media
+from videoflix.web.base import APIError, BaseHandler, admin, authenticated
+
+log = logging.getLogger(__name__)
+
+# Room for the multipart framing and text fields around a file of the maximum size.
+MULTIPART_OVERHEAD_BYTES = 1024 * 1024
+
+
+@tornado.web.stream_request_body
+class VideoListHandler(BaseHandler):
+    receiver: UploadReceiver | None = None
+    takes_json = False  # multipart, streamed to disk below
+    slot_user: int | None = None  # holds an upload slot of this user
+    idle_timer: asyncio.TimerHandle | None = None
+    last_data = 0.0
+
+    async def prepare(self) -> None:
+        super().prepare()
+        if self.request.method != "POST":
+            return
+        # Authenticate before a single body byte is accepted.
+        await self.authenticate()
+        limit = self.config.max_upload_bytes + MULTIPART_OVERHEAD_BYTES
+        length = self.request.headers.get("Content-Length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")
+        self.request.connection.set_max_body_size(limit)
+        user = self.current_user
+        if not uploads.take_upload_slot(self.services, user.user_id, self.config.max_concurrent_uploads):
+            raise APIError(429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} "
+                                "in progress per user.")
+        self.slot_user = user.user_id
+        try:
+            self.receiver = UploadReceiver(self.request.headers, self.config.media_dir, self.services.file_executor)
+        except UploadError as exc:
+            raise APIError(400, str(exc)) from None
+        self.last_data = asyncio.get_running_loop().time()
+        self.watch_idle()
+
+    def watch_idle(self) -> None:
+        """Cut off an upload that sends nothing for upload_idle_seconds (a stalled or
+        slow-loris body holds a connection, a slot and a .part file; CWE-400)."""
+        loop = asyncio.get_running_loop()
+        deadline = self.last_data + self.config.upload_idle_seconds
+        if loop.time() < deadline:
+            self.idle_timer = loop.call_at(deadline, self.watch_idle)
+            return
+        self.idle_timer = None
+        log.info("upload from %s idle for %ss: connection closed", self.request.remote_ip,
+                 self.config.upload_idle_seconds)
+        if self.receiver is not None:
+            self.receiver.discard()
+            self.receiver = None
+        self.release_upload()
+        self.request.connection.close()
+
+    def release_upload(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        if self.slot_user is not None:
+            uploads.release_upload_slot(self.services, self.slot_user)
+            self.slot_user = None
+
+    def on_finish(self) -> None:
+        self.release_upload()
+
+    async def data_received(self, chunk: bytes) -> None:
+        receiver = self.receiver
+        if receiver is None:
+            return
+        self.last_data = asyncio.get_running_loop().time()
+        try:
+            if receiver.received_bytes + len(chunk) > self.config.max_upload_bytes + MULTIPART_OVERHEAD_BYTES:
+                raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")
+            await receiver.feed(chunk)
+        except (APIError, UploadError) as exc:
+            self.refuse_upload(exc if isinstance(exc, APIError) else APIError(400, str(exc)))
+        except OSError as exc:
+            # Disk full or unwritable media dir: a JSON answer, not a dropped connection.
+            log.error("upload to %s failed: %s", receiver.temp_path, exc)
+            status = 507 if exc.errno == errno.ENOSPC else 500
+            self.refuse_upload(APIError(status, "Not enough storage to receive the upload."
+                                        if status == 507 else "Internal server error."))
+
+    def refuse_upload(self, error: APIError) -> None:
+        """Answer now, mid-body; the rest of the body is ignored."""
+        assert self.receiver is not None
+        self.receiver.discard()
+        self.receiver = None
+        self.send_error(error.status, exc_info=(type(error), error, None))
+
+    def on_connection_close(self) -> None:
+        # A client that goes away mid-upload leaves no file behind (and no row:
+        # rows are created only once the body is complete).
+        if self.receiver is not None and self.request.method == "POST":
+            self.receiver.discard()
+        self.release_upload()
+        super().on_connection_close()
+
+    @authenticated
+    async def get(self) -> None:
+        user = self.current_user
+        items = await catalog.list_catalog(self.config, self.services, user.user_id, user.is_admin)
+        self.write_json(items)
+
+    @authenticated
+    async def post(self) -> None:
+        if self.idle_timer is not None:  # the body is complete
+            self.idle_timer.cancel()
+            self.idle_timer = None
+        user = self.current_user
+        try:
+            video = await lifecycle.create_from_upload(self.config, self.services, self.receiver, user.user_id,
+                                                    user.is_admin, self.client_gone)
+        except lifecycle.InvalidUpload as exc:
+            raise APIError(400, body=exc.errors) from None
+        except lifecycle.UploadRejected as exc:
+            raise APIError(400, str(exc)) from None
+        self.write_json(catalog.detail_item(self.config, video, None, subtitles=[]), 201)
+
+    def client_gone(self) -> bool:
+        stream = self.request.connection.stream
+        return stream is None or stream.closed()
+
+
+class VideoDetailHandler(BaseHandler):
+    async def write_detail(self, video: dict, user_id: int) -> None:
+        """The detail object (API.md §4, §6) with the caller's progress and position."""
+        progress = await catalog.get_progress(self.services, video["id"])
+        position = await watching.get_position(self.services, video["id"], user_id)
+        playable = await catalog.get_playable_version(self.services, video)
+        tracks = await subtitle_tracks.list_items(self.config, self.services, video["id"])
+        thumbnails = await trickplay.thumbnails_vtt(self.config, self.services, video)
+        self.write_json(catalog.detail_item(self.config, video, progress, position, playable, tracks,
+                                            thumbnails_vtt=thumbnails))
+
+    @authenticated
+    async def get(self, video_id: str) -> None:
+        user = self.current_user
+        try:
+            video = await catalog.get_visible_video(self.services, int(video_id), user.user_id, user.is_admin)
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        await self.write_detail(video, user.user_id)
+
+    @authenticated
+    async def patch(self, video_id: str) -> None:
+        user = self.current_user
+        try:
+            changes = lifecycle.check_changes(self.json_body(lifecycle.EDITABLE_FIELDS), user.is_admin,
+                                           self.config.allow_public_user_uploads)
+            video = await lifecycle.update_video(self.services, int(video_id), user.user_id, user.is_admin, changes)
+        except lifecycle.InvalidUpload as exc:
+            raise APIError(400, body=exc.errors) from None
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        await self.write_detail(video, user.user_id)
+
+    @authenticated
+    async def delete(self, video_id: str) -> None:
+        user = self.current_user
+        try:
+            await lifecycle.delete_video(self.config, self.services, int(video_id), user.user_id, user.is_admin)
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        self.set_status(204)
+        self.finish()
+
+
+class VideoRetranscodeHandler(BaseHandler):
+    @admin
+    async def post(self, video_id: str) -> None:
+        try:
+            video = await lifecycle.retranscode(self.config, self.services, int(video_id))
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        except lifecycle.VideoBusy:
+            raise APIError(409, "The video is already queued or processing.") from None
+        self.write_json(catalog.detail_item(self.config, video, None), 202)
+
+
+# Ids are validated by the route: anything but a media.VIDEO_ID_PATTERN never reaches a handler (404).
+VIDEO_ID = rf"({media.VIDEO_ID_PATTERN})"
+ROUTES = [
+    (r"/api/video/", VideoListHandler),
+    (rf"/api/video/{VIDEO_ID}/", VideoDetailHandler),
+    (rf"/api/video/{VIDEO_ID}/retranscode/", VideoRetranscodeHandler),
+]
