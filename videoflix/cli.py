@@ -19,7 +19,7 @@ import dotenv
 from videoflix.accounts import flows, passwords
 from videoflix.app import serve
 from videoflix.platform import preflight
-from videoflix.platform.config import Config, ConfigError
+from videoflix.platform.config import Config, ConfigError, env_name
 from videoflix.platform.db import cursor
 from videoflix.platform.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
 from videoflix.platform.log import setup_logging
@@ -38,8 +38,7 @@ class CommandError(Exception):
 def _require(config: Config, *names: str) -> None:
     missing = [name for name in names if not getattr(config, name)]
     if missing:
-        env = {"database_url": "DATABASE_URL", "redis_url": "REDIS_URL", "secret_key": "SECRET_KEY"}
-        raise CommandError(f"{env[missing[0]]}: required (or run `videoflix dev` for embedded servers)")
+        raise CommandError(f"{env_name(missing[0])}: required (or run `videoflix dev` for embedded servers)")
 
 
 def _run_until_signalled(coro_factory) -> None:
@@ -162,7 +161,7 @@ def cmd_dev(config: Config) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videoflix", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="serve with DATABASE_URL and REDIS_URL")
+    sub.add_parser("serve", help=f"serve with {env_name('database_url')} and {env_name('redis_url')}")
     sub.add_parser("worker", help="run the transcode consumer only (more hosts, shared media dir)")
     sub.add_parser("dev", help="embedded PostgreSQL and Redis under ./var, then serve")
     sub.add_parser("check", help="print the effective configuration and verify PostgreSQL, Redis, "

@@ -28,10 +28,10 @@ import asyncio
 import logging
 import math
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
+import cachetools
 import psycopg2
 import redis
 
@@ -44,49 +44,39 @@ log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 5.0
 # Bounds the memory a flood of distinct tokens could make the cache take.
-MAX_ENTRIES = 20_000
+MAX_ENTRIES = 20_000  # each (least recently used first out)
 
 
 class Unavailable(Exception):
     """PostgreSQL or Redis did not answer a session check: 503, never a guess."""
 
 
+def _bounded() -> cachetools.LRUCache:
+    return cachetools.LRUCache(MAX_ENTRIES)
+
+
 @dataclass
 class SessionCache:
     # user id -> (fresh until (monotonic), token_version or None: no live token)
-    versions: dict[int, tuple[float, int | None]] = field(default_factory=dict)
+    versions: cachetools.LRUCache[int, tuple[float, int | None]] = field(default_factory=_bounded)
     # session id -> (fresh until (monotonic), revoked)
-    revoked: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    revoked: cachetools.LRUCache[str, tuple[float, bool]] = field(default_factory=_bounded)
     pending: dict[Any, asyncio.Future] = field(default_factory=dict)
 
     def store_version(self, user_id: int, fresh_until: float, version: int | None) -> None:
-        old = self.versions.pop(user_id, None)
+        old = self.versions.get(user_id)
         if old is not None and old[1] is not None and version is not None:
             version = max(old[1], version)
-        _bound(self.versions)
         self.versions[user_id] = (fresh_until, version)
 
     def store_revoked(self, session_id: str, fresh_until: float, revoked: bool) -> None:
-        old = self.revoked.pop(session_id, None)
+        old = self.revoked.get(session_id)
         revoked = revoked or (old is not None and old[1])
-        _bound(self.revoked)
         self.revoked[session_id] = (math.inf if revoked else fresh_until, revoked)
 
 
-# The cache of each Services (one per server process; the tests make one per test).
-_CACHES: weakref.WeakKeyDictionary[Services, SessionCache] = weakref.WeakKeyDictionary()
-
-
 def _cache(services: Services) -> SessionCache:
-    cache = _CACHES.get(services)
-    if cache is None:
-        cache = _CACHES[services] = SessionCache()
-    return cache
-
-
-def _bound(cache: dict) -> None:
-    while len(cache) >= MAX_ENTRIES:
-        cache.pop(next(iter(cache)))  # the oldest insertion
+    return services.state(SessionCache)
 
 
 async def _shared(cache: SessionCache, key: Any, lookup: Callable[[], Awaitable[Any]]) -> Any:

@@ -11,7 +11,8 @@ from the same ladder) and handlers/hls.py serves them with the segments' access 
 from __future__ import annotations
 
 import asyncio
-import weakref
+
+import cachetools
 
 from videoflix.platform import media
 from videoflix.platform.config import Config
@@ -21,8 +22,12 @@ from videoflix.transcode import ladderfile
 # Bounds the memory the answers can take (one small entry per published version).
 TRACK_CACHE_MAX_ENTRIES = 10_000
 
-# {(video_id, version): has a track}, per Services (one per server process; tests make one per test).
-_TRACKS: weakref.WeakKeyDictionary[Services, dict[tuple[int, int], bool]] = weakref.WeakKeyDictionary()
+
+class TrackCache(cachetools.LRUCache):
+    """{(video_id, version): has a track} of finished versions; one per Services."""
+
+    def __init__(self) -> None:
+        super().__init__(TRACK_CACHE_MAX_ENTRIES)
 
 
 def thumbnails_vtt_url(config: Config, video_id: int, version: int) -> str:
@@ -33,7 +38,7 @@ def thumbnails_vtt_url(config: Config, video_id: int, version: int) -> str:
 
 
 async def _has_track(config: Config, services: Services, video_id: int, version: int) -> bool:
-    cache = _TRACKS.setdefault(services, {})
+    cache = services.state(TrackCache)
     known = cache.get((video_id, version))
     if known is not None:
         return known
@@ -43,8 +48,6 @@ async def _has_track(config: Config, services: Services, video_id: int, version:
     found = ladder is not None and ladder.get("thumbnails_vtt") == "%s/%s" % (media.THUMBS_DIR,
                                                                                media.THUMBNAILS_VTT_NAME)
     if ladder is not None and ladder.get("complete") is True:
-        if len(cache) >= TRACK_CACHE_MAX_ENTRIES:
-            cache.pop(next(iter(cache)))  # the oldest insertion
         cache[(video_id, version)] = found
     return found
 

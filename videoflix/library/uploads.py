@@ -9,7 +9,6 @@ import collections
 import concurrent.futures
 import os
 import secrets
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Mapping
@@ -32,14 +31,14 @@ FIELD_LIMITS = {"title": 200, "description": 5000, "category": 100, "visibility"
 MAX_PARTS = 12
 
 
-# Uploads in flight per user, per process (one server process holds every upload
-# it receives). Keyed by Services, like playback's row cache: one per application.
-_IN_FLIGHT: weakref.WeakKeyDictionary[Services, collections.Counter[int]] = weakref.WeakKeyDictionary()
+class UploadsInFlight(collections.Counter):
+    """Uploads in flight per user id in this process (one server process holds every
+    upload it receives): `services.state(UploadsInFlight)`."""
 
 
 def take_upload_slot(services: Services, user_id: int, limit: int) -> bool:
     """Count one more upload of `user_id`, unless `limit` are already in flight."""
-    counts = _IN_FLIGHT.setdefault(services, collections.Counter())
+    counts = services.state(UploadsInFlight)
     if counts[user_id] >= limit:
         return False
     counts[user_id] += 1
@@ -47,8 +46,8 @@ def take_upload_slot(services: Services, user_id: int, limit: int) -> bool:
 
 
 def release_upload_slot(services: Services, user_id: int) -> None:
-    counts = _IN_FLIGHT.get(services)
-    if counts is not None and counts[user_id] > 0:
+    counts = services.state(UploadsInFlight)
+    if counts[user_id] > 0:
         counts[user_id] -= 1
         if not counts[user_id]:
             del counts[user_id]

@@ -161,6 +161,14 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
 )
 
 
+def env_name(field_name: str) -> str:
+    """The environment variable that sets Config.`field_name` (KeyError if none does)."""
+    return _ENV_NAMES[field_name]
+
+
+_ENV_NAMES = {name: var for name, var, _parse, _meaning in ENV_VARS}
+
+
 def _default_var_dir() -> str:
     return str(Path.cwd() / "var")
 

@@ -22,6 +22,8 @@ import tornado.web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from videoflix.platform.services import Services
+
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics", "of"]
 
 log = logging.getLogger(__name__)
@@ -156,12 +158,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-_BY_SERVICES: "weakref.WeakKeyDictionary[Any, Metrics]" = weakref.WeakKeyDictionary()
-
-
-def of(services: Any) -> Metrics:
+def of(services: Services) -> Metrics:
     """The Metrics of `services` (made on first use; goes with them)."""
-    metrics = _BY_SERVICES.get(services)
-    if metrics is None:
-        metrics = _BY_SERVICES[services] = Metrics()
-    return metrics
+    return services.state(Metrics)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio
 
 from videoflix.platform import db
-from videoflix.platform.config import ENV_VARS, Config
+from videoflix.platform.config import ENV_VARS, Config, env_name
 
 # HS256 keys: RFC 7518 §3.2 asks for a key at least as long as the hash (32 bytes).
 MIN_SECRET_KEY_BYTES = 32
@@ -33,13 +33,14 @@ CHECK_TIMEOUT_SECONDS = 10.0
 
 def unsafe_reason(config: Config) -> str | None:
     """Why `videoflix serve`/`worker` must not start with this configuration, or None."""
+    secret = env_name("secret_key")
     if not config.secret_key:
-        return "SECRET_KEY: required (at least 32 bytes, e.g. `openssl rand -base64 48`)"
+        return f"{secret}: required (at least 32 bytes, e.g. `openssl rand -base64 48`)"
     if len(config.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
-        return (f"SECRET_KEY: too short ({len(config.secret_key.encode())} bytes; at least "
+        return (f"{secret}: too short ({len(config.secret_key.encode())} bytes; at least "
                 f"{MIN_SECRET_KEY_BYTES}, e.g. `openssl rand -base64 48`)")
     if urlsplit(config.public_url).scheme == "https" and not config.cookie_secure:
-        return ("VIDEOFLIX_COOKIE_SECURE: must be true when VIDEOFLIX_PUBLIC_URL is https "
+        return (f"{env_name('cookie_secure')}: must be true when {env_name('public_url')} is https "
                 "(auth cookies would also be sent over plain http)")
     return None
 

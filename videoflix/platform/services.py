@@ -7,7 +7,8 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import aiopg
 import redis.asyncio
@@ -52,7 +53,10 @@ def _executor(workers: int, name: str, initializer: Callable[[], None] | None = 
                                                  initializer=initializer)
 
 
-@dataclass(eq=False)  # compared by identity: modules key their own state by it
+T = TypeVar("T")
+
+
+@dataclass(eq=False)
 class Services:
     pool: aiopg.Pool
     redis: redis.asyncio.Redis
@@ -60,6 +64,17 @@ class Services:
     cpu_executor: concurrent.futures.ThreadPoolExecutor
     file_executor: concurrent.futures.ThreadPoolExecutor
     mail_executor: concurrent.futures.ThreadPoolExecutor
+    _states: dict[type, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def state(self, kind: type[T]) -> T:
+        """The one `kind()` of these services, made on first use: in-process state
+        that lives as long as they do (a session cache, the metrics registry, uploads
+        in flight). It lives here, not in module globals, so each Services (one per
+        server process; the tests make one per test) has its own, and it goes with them."""
+        found = self._states.get(kind)
+        if found is None:
+            found = self._states[kind] = kind()
+        return found
 
     async def close(self) -> None:
         await self.mailer.drain()
