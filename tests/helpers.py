@@ -40,6 +40,7 @@ class MailSink:
 
     def __init__(self) -> None:
         self.messages: list[email.message.EmailMessage] = []
+        self.envelopes: list[list[str]] = []  # each message's RCPT TO addresses
         self.lock = threading.Lock()
         self.refuse = 0  # answer this many deliveries with a temporary failure
 
@@ -49,11 +50,13 @@ class MailSink:
                 self.refuse -= 1
                 return "451 Try again later"
             self.messages.append(email.message_from_bytes(envelope.content, policy=email.policy.default))
+            self.envelopes.append(list(envelope.rcpt_tos))
         return "250 OK"
 
     def clear(self) -> None:
         with self.lock:
             self.messages.clear()
+            self.envelopes.clear()
             self.refuse = 0
 
 

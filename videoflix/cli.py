@@ -147,7 +147,7 @@ def cmd_dev(config: Config) -> None:
                 changes["redis_url"] = redis_server.start()
         except EmbeddedError as exc:
             raise CommandError(str(exc)) from None
-        config = dataclasses.replace(config, **changes)
+        config = dataclasses.replace(config, **changes, dev_mode=True)
         password = config.admin_password
         if not password:
             password, created = read_or_create_secret(var / "admin-password", lambda: secrets.token_urlsafe(12))

@@ -6,7 +6,6 @@ which the auth handlers map to HTTP answers.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ from videoflix.accounts import passwords, sessions, throttle, tokens
 from videoflix.platform import clientaddr, rediskeys
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor, transaction
+from videoflix.platform.mail import plain_mailbox
 from videoflix.platform.services import Services
 from videoflix.tables import users
 
@@ -21,8 +21,6 @@ log = logging.getLogger(__name__)
 
 # Pragmatic RFC 5321 shape check: one @, no spaces, a dotted domain. Total
 # length capped at 254 (RFC 5321 §4.5.3.1.3 path limit minus the brackets).
-EMAIL_PATTERN = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
-MAX_EMAIL_LENGTH = 254
 # Login throttling (CWE-307; the policy is in the README). Every attempt is
 # reserved before its password check and stays counted when the password is
 # wrong; a right password hands its reservation back. Per 15-minute window:
@@ -93,13 +91,10 @@ def now() -> int:
 
 
 def normalize_email(value: object) -> str | None:
-    """Lower-cased address, or None when it is not a plausible email."""
-    if not isinstance(value, str):
-        return None
-    value = value.strip().lower()
-    if len(value) > MAX_EMAIL_LENGTH or not EMAIL_PATTERN.match(value):
-        return None
-    return value
+    """The one plain `local@domain` mailbox `value` names, lower-cased, or None
+    (mail.plain_mailbox: no display names, groups, commas, brackets or quotes).
+    Every budget, lookup and mail uses this form."""
+    return plain_mailbox(value)
 
 
 def _email_field(value: object) -> tuple[str | None, list[str]]:

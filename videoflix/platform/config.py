@@ -225,6 +225,9 @@ class Config:
     metrics_token: str = ""
     metrics_listen: str = ""
     accel_redirect: str = ""
+    # Set by `videoflix dev` alone (no variable): a developer's machine, where mail
+    # links may be logged for following from the terminal.
+    dev_mode: bool = False
 
     def __post_init__(self) -> None:
         # Derived defaults: computed once so every reader sees the same value.

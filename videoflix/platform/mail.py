@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import email.errors
+import email.headerregistry
 import email.message
 import email.parser
 import email.policy
 import email.utils
 import logging
 import os
+import re
 import smtplib
 import ssl
 import time
@@ -44,6 +47,37 @@ TEMPLATES = jinja2.Environment(
 # Seconds to wait before each retry of a failed SMTP delivery.
 RETRY_DELAYS = (2.0, 10.0, 60.0)
 SMTP_TIMEOUT_SECONDS = 30
+
+
+# An address we mail: one plain `local@domain` mailbox, lower-cased, at most 254
+# characters (RFC 5321 §4.5.3.1.3). The local part is a dot-atom of RFC 5322 §3.2.3
+# atext, so no display name, group, comma, angle bracket, colon, quote or space can
+# turn a To header into several recipients or another one (`k<victim@x`, `a,b@x`,
+# `x:y;z@x`: CWE-93, header smuggling); the domain is LDH labels with a dot.
+MAX_ADDRESS_LENGTH = 254
+_ATEXT = r"[a-z0-9!#$%&'*+/=?^_`{|}~-]"
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_PLAIN_MAILBOX = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_LABEL}(?:\.{_LABEL})+")
+MAX_LOCAL_PART_LENGTH = 64
+
+
+def plain_mailbox(value: object) -> str | None:
+    """`value` as the one plain mailbox it names (stripped, lower-cased), or None.
+
+    Accepted only when it round-trips through `email.headerregistry.Address`
+    unchanged: what we store is exactly what a To header and the SMTP envelope say."""
+    if not isinstance(value, str):
+        return None
+    address = value.strip().lower()
+    if len(address) > MAX_ADDRESS_LENGTH or not _PLAIN_MAILBOX.fullmatch(address):
+        return None
+    if len(address.partition("@")[0]) > MAX_LOCAL_PART_LENGTH:
+        return None
+    try:
+        parsed = email.headerregistry.Address(addr_spec=address)
+    except (ValueError, email.errors.MessageError):
+        return None
+    return address if str(parsed) == address and parsed.display_name == "" else None
 
 
 def _transfer_encoding(body: str) -> str:
@@ -119,13 +153,15 @@ class SmtpSettings:
     starttls: bool
 
 
-def _smtp_send(settings: SmtpSettings, message: email.message.EmailMessage) -> None:
+def _smtp_send(settings: SmtpSettings, message: email.message.EmailMessage, recipient: str) -> None:
+    """Deliver to `recipient` alone: the envelope is ours, never read from the
+    message's headers (smtplib's default would take every address in To/Cc/Bcc)."""
     with smtplib.SMTP(settings.host, settings.port, timeout=SMTP_TIMEOUT_SECONDS) as smtp:
         if settings.starttls:
             smtp.starttls(context=ssl.create_default_context())
         if settings.user:
             smtp.login(settings.user, settings.password)
-        smtp.send_message(message)
+        smtp.send_message(message, to_addrs=[recipient])
 
 
 class Mailer:
@@ -152,34 +188,50 @@ class Mailer:
     def spool_dir(self) -> str:
         return str(Path(self._config.outbox_dir) / "spool")
 
+    def _shown(self, link: str) -> str:
+        """A mail's link for a log line: only under `videoflix dev`, where the developer
+        follows it from the terminal; elsewhere a link is a credential (CWE-532)."""
+        return link if self._config.dev_mode and link else "(not logged)"
+
     async def send(self, template: str, to: str, context: dict) -> None:
         """Render and store durably now; deliver in the background. Raises only when
-        the message could not be stored (the disk), never for delivery problems."""
-        message = render_message(template, self._config.default_from_email, to, context)
+        the message could not be stored (the disk), never for delivery problems.
+        `to` is the stored address; ValueError unless it is a plain mailbox."""
+        recipient = plain_mailbox(to)
+        if recipient is None or recipient != to:
+            raise ValueError("mail: not a plain mailbox address")
+        message = render_message(template, self._config.default_from_email, recipient, context)
         loop = asyncio.get_running_loop()
         link = context.get("link", "")
         if self._smtp is None:
             path = await loop.run_in_executor(self._store_executor, _write_eml, self._config.outbox_dir,
                                               message)
-            log.info("mail to %s written to %s; link: %s", to, path, link)
+            log.info("mail to %s written to %s; link: %s", recipient, path, self._shown(link))
             return
         spooled = await loop.run_in_executor(self._store_executor, _write_eml, self.spool_dir, message)
-        self._start(message, spooled, link)
+        self._start(message, spooled, recipient, link)
 
     async def resume(self) -> int:
-        """Deliver the messages a previous process spooled but did not deliver."""
+        """Deliver the messages a previous process spooled but did not deliver. We wrote
+        their To header from a plain mailbox; one that is not exactly that is set aside."""
         if self._smtp is None:
             return 0
         loop = asyncio.get_running_loop()
         left = await loop.run_in_executor(self._store_executor, _spooled, self.spool_dir)
+        undelivered = str(Path(self._config.outbox_dir) / "undelivered")
         for path, message in left:
-            self._start(message, path, "")
+            to = str(message.get("To", ""))
+            if plain_mailbox(to) != to:
+                moved = await loop.run_in_executor(self._store_executor, _move, path, undelivered)
+                log.error("mail: %s names no plain recipient; kept in %s", path.name, moved)
+                continue
+            self._start(message, path, to, "")
         if left:
             log.warning("mail: delivering %d message(s) left in %s by an earlier run", len(left), self.spool_dir)
         return len(left)
 
-    def _start(self, message: email.message.EmailMessage, spooled: Path, link: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(message, spooled, link))
+    def _start(self, message: email.message.EmailMessage, spooled: Path, recipient: str, link: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._deliver(message, spooled, recipient, link))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -188,20 +240,21 @@ class Mailer:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _deliver(self, message: email.message.EmailMessage, spooled: Path, link: str) -> None:
+    async def _deliver(self, message: email.message.EmailMessage, spooled: Path, recipient: str,
+                       link: str) -> None:
         loop = asyncio.get_running_loop()
         assert self._smtp is not None
         for attempt, delay in enumerate((0.0, *self._retry_delays), start=1):
             if delay:
                 await asyncio.sleep(delay)
             try:
-                await loop.run_in_executor(self._executor, _smtp_send, self._smtp, message)
+                await loop.run_in_executor(self._executor, _smtp_send, self._smtp, message, recipient)
                 await loop.run_in_executor(self._store_executor, spooled.unlink, True)
-                log.info("mail %r to %s delivered (attempt %d)", message["Subject"], message["To"], attempt)
+                log.info("mail %r to %s delivered (attempt %d)", message["Subject"], recipient, attempt)
                 return
             except (OSError, smtplib.SMTPException) as exc:
-                log.warning("mail to %s failed (attempt %d): %s", message["To"], attempt, exc)
+                log.warning("mail to %s failed (attempt %d): %s", recipient, attempt, exc)
         undelivered = str(Path(self._config.outbox_dir) / "undelivered")
         path = await loop.run_in_executor(self._store_executor, _move, spooled, undelivered)
         log.error("mail to %s undeliverable after %d attempts; kept in %s (link: %s)",
-                  message["To"], len(self._retry_delays) + 1, path, link)
+                  recipient, len(self._retry_delays) + 1, path, self._shown(link))
