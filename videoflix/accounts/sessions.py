@@ -79,6 +79,45 @@ def _cache(services: Services) -> SessionCache:
     return services.state(SessionCache)
 
 
+@dataclass(frozen=True)
+class SessionEnd:
+    """Tokens that stop working: one session's (`session_id`), or every token of
+    `user_id` older than `token_version` (a password change or reset)."""
+
+    session_id: str | None = None
+    user_id: int | None = None
+    token_version: int | None = None
+
+    def ends(self, user_id: int, token_version: int, session_id: str | None) -> bool:
+        """Whether a token of (user_id, token_version, session_id) is one of them."""
+        if self.session_id is not None and session_id == self.session_id:
+            return True
+        return self.user_id == user_id and self.token_version is not None and token_version < self.token_version
+
+
+class SessionEnds:
+    """Who wants to know at once when sessions end in this process (a logout, a
+    password change or reset): the event streams (library/events.py) close theirs.
+    Ends made by other processes are found by `is_live` within CHECK_SECONDS."""
+
+    def __init__(self) -> None:
+        self._listeners: list[Callable[[SessionEnd], None]] = []
+
+    def add(self, listener: Callable[[SessionEnd], None]) -> None:
+        self._listeners.append(listener)
+
+    def remove(self, listener: Callable[[SessionEnd], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def announce(self, end: SessionEnd) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(end)
+            except Exception:  # a listener's fault must not undo the logout that called it
+                log.exception("session end listener failed")
+
+
 async def _shared(cache: SessionCache, key: Any, lookup: Callable[[], Awaitable[Any]]) -> Any:
     """One lookup per key at a time; concurrent callers wait for the same one."""
     pending = cache.pending.get(key)
@@ -155,6 +194,7 @@ async def revoke(services: Services, session_id: str, lifetime_seconds: int) -> 
     `lifetime_seconds` must cover the longest-lived token the session may have
     issued. False when it already was revoked."""
     _cache(services).store_revoked(session_id, math.inf, True)
+    services.state(SessionEnds).announce(SessionEnd(session_id=session_id))
     return bool(await services.redis.set(rediskeys.revoked_session(session_id), 1, nx=True, ex=lifetime_seconds))
 
 
@@ -170,3 +210,4 @@ def version_changed(services: Services, user_id: int, token_version: int) -> Non
     """The user's token_version is now `token_version` (committed): older tokens
     stop working in this process at once."""
     _cache(services).store_version(user_id, time.monotonic() + CHECK_SECONDS, token_version)
+    services.state(SessionEnds).announce(SessionEnd(user_id=user_id, token_version=token_version))

@@ -9,14 +9,23 @@ listens only while someone is subscribed.
 A stream starts with a snapshot of the caller's videos in every state (read after
 the subscription is live, so nothing falls between the two), then follows changes;
 a client that reconnects gets a fresh snapshot, so missed messages never matter.
+
+A stream lives only as long as the session that opened it (API.md §6; SECURITY.md):
+it carries the access token's claims and is ended when that session ends — at once
+for a logout, password change or reset made in this process (sessions.SessionEnds),
+and within STREAM_CHECK_SECONDS (+ sessions.CHECK_SECONDS) for one made elsewhere
+or a deactivation, or when the access token expires. A user may hold at most
+MAX_STREAMS_PER_USER streams and the process MAX_STREAMS.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 from typing import Any
 
+from videoflix.accounts import sessions, tokens
 from videoflix.library import catalog, trickplay
 from videoflix.library.changefeed import VideoFeed
 from videoflix.platform.config import Config
@@ -34,6 +43,14 @@ SNAPSHOT_LIMIT = 200
 SUBSCRIBER_QUEUE = 256
 # A stream that cannot start listening within this long is refused (Redis down).
 SUBSCRIBE_TIMEOUT_SECONDS = 5.0
+# Open streams: a studio tab holds one, a player page one; past these a new one is
+# refused (429 per user, 503 for the process) instead of holding sockets and tasks
+# without bound (CWE-770).
+MAX_STREAMS_PER_USER = 8
+MAX_STREAMS = 2000
+# A stream re-checks its session this often even when nothing happens (a logout or
+# deactivation made by another process ends it within this plus sessions.CHECK_SECONDS).
+STREAM_CHECK_SECONDS = 5.0
 
 # Event names on the stream (SSE `event:` lines).
 VIDEO_EVENT = "video"
@@ -45,14 +62,36 @@ def sse_message(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
 
 
-class Subscription:
-    """One connected stream: its viewer and the events waiting for it."""
+class TooManyStreams(Exception):
+    """The user holds MAX_STREAMS_PER_USER streams already (429)."""
 
-    def __init__(self, user_id: int, is_admin: bool) -> None:
-        self.user_id = user_id
-        self.is_admin = is_admin
+
+class StreamsFull(Exception):
+    """The process holds MAX_STREAMS streams already (503)."""
+
+
+class Subscription:
+    """One connected stream: its viewer (the access token's claims) and the events
+    waiting for it."""
+
+    def __init__(self, claims: tokens.SessionClaims) -> None:
+        self.claims = claims
+        self.user_id = claims.user_id
+        self.is_admin = claims.is_admin
         self.queue: asyncio.Queue[tuple[str, dict] | None] = asyncio.Queue(SUBSCRIBER_QUEUE + 1)
         self.closed = False
+
+    async def still_allowed(self, services: Services, now: float) -> bool:
+        """The session may still read: the access token has not expired, the session
+        is live (not logged out, no newer token version, user active). False also
+        when that cannot be checked (fail closed: the client reconnects)."""
+        claims = self.claims
+        if self.closed or now >= claims.expires_at:
+            return False
+        try:
+            return await sessions.is_live(services, claims.user_id, claims.token_version, claims.session_id)
+        except sessions.Unavailable:
+            return False
 
     def may_see(self, owner_id: int) -> bool:
         return self.is_admin or owner_id == self.user_id
@@ -83,7 +122,9 @@ class EventHub:
         self.services = services
         self.feed = feed
         self._subscribers: set[Subscription] = set()
+        self._per_user: collections.Counter[int] = collections.Counter()
         self._listening = False
+        services.state(sessions.SessionEnds).add(self._session_ended)
 
     @property
     def subscribers(self) -> int:
@@ -94,11 +135,17 @@ class EventHub:
         """Whether the hub follows the feed (only while someone is subscribed)."""
         return self._listening
 
-    async def subscribe(self, user_id: int, is_admin: bool) -> Subscription:
-        """A live subscription: returns once the channel is being listened to;
-        TimeoutError when that does not happen within SUBSCRIBE_TIMEOUT_SECONDS."""
-        subscription = Subscription(user_id, is_admin)
+    async def subscribe(self, claims: tokens.SessionClaims) -> Subscription:
+        """A live subscription for the bearer of `claims`: returns once the channel is
+        being listened to; TimeoutError when that does not happen within
+        SUBSCRIBE_TIMEOUT_SECONDS; TooManyStreams / StreamsFull past the caps."""
+        if self._per_user[claims.user_id] >= MAX_STREAMS_PER_USER:
+            raise TooManyStreams()
+        if len(self._subscribers) >= MAX_STREAMS:
+            raise StreamsFull()
+        subscription = Subscription(claims)
         self._subscribers.add(subscription)
+        self._per_user[claims.user_id] += 1
         if not self._listening:
             self._listening = True
             self.feed.add_message_listener(self._dispatch)
@@ -112,7 +159,11 @@ class EventHub:
 
     def unsubscribe(self, subscription: Subscription) -> None:
         subscription.close()
-        self._subscribers.discard(subscription)
+        if subscription in self._subscribers:
+            self._subscribers.discard(subscription)
+            self._per_user[subscription.user_id] -= 1
+            if self._per_user[subscription.user_id] <= 0:
+                del self._per_user[subscription.user_id]
         if not self._subscribers and self._listening:
             self._listening = False
             self.feed.remove_message_listener(self._dispatch)
@@ -121,6 +172,15 @@ class EventHub:
         """Shutdown: end every stream and stop listening (the feed is closed by its owner)."""
         for subscription in list(self._subscribers):
             self.unsubscribe(subscription)
+        self.services.state(sessions.SessionEnds).remove(self._session_ended)
+
+    def _session_ended(self, end: sessions.SessionEnd) -> None:
+        """A logout, password change or reset in this process: its streams end now."""
+        for subscription in list(self._subscribers):
+            claims = subscription.claims
+            if end.ends(claims.user_id, claims.token_version, claims.session_id):
+                log.info("event stream of user %s ended with its session", claims.user_id)
+                subscription.close()
 
     async def _dispatch(self, message: notify.VideoMessage) -> None:
         if not self._subscribers:

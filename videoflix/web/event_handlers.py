@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import tornado.iostream
 
@@ -13,6 +14,8 @@ from videoflix.web.base import APIError, BaseHandler, authenticated
 HEARTBEAT_SECONDS = 20
 # EventSource reconnects after this many milliseconds when the stream ends.
 RETRY_MILLISECONDS = 2000
+# What the loop sees when it woke with no event.
+IDLE = ("", {})
 
 
 class VideoEventsHandler(BaseHandler):
@@ -25,12 +28,16 @@ class VideoEventsHandler(BaseHandler):
     @authenticated
     async def get(self) -> None:
         user = self.current_user
+        try:
+            self.subscription = await self.hub.subscribe(user)
+        except events.TooManyStreams:
+            raise APIError(429, f"At most {events.MAX_STREAMS_PER_USER} event streams per user.",
+                           headers={"Retry-After": str(RETRY_MILLISECONDS // 1000)}) from None
+        except (events.StreamsFull, asyncio.TimeoutError):
+            raise APIError(503, headers={"Retry-After": str(RETRY_MILLISECONDS // 1000)}) from None
         self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
         self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
-        try:
-            self.subscription = await self.hub.subscribe(user.user_id, user.is_admin)
-        except asyncio.TimeoutError:
-            raise APIError(503) from None
+        subscription = self.subscription
         try:
             initial = await events.snapshot(self.config, self.services, user.user_id, user.is_admin)
             self.write(f"retry: {RETRY_MILLISECONDS}\n\n")
@@ -38,20 +45,29 @@ class VideoEventsHandler(BaseHandler):
                 self.write(events.sse_message(events.VIDEO_EVENT, detail))
             self.write(": snapshot done\n\n")
             await self.flush()
+            quiet_since = time.monotonic()
             while True:
+                # Wake for the next event, the next session check, or the access token's end.
+                wait = min(events.STREAM_CHECK_SECONDS, max(user.expires_at - time.time(), 0.0))
                 try:
-                    item = await self.subscription.next(HEARTBEAT_SECONDS)
+                    item = await subscription.next(wait)
                 except asyncio.TimeoutError:
+                    item = IDLE
+                # Every event and every wake-up re-checks the session (events.py).
+                if item is None or not await subscription.still_allowed(self.services, time.time()):
+                    break
+                if item is IDLE:
+                    if time.monotonic() - quiet_since < HEARTBEAT_SECONDS:
+                        continue
                     self.write(": keep-alive\n\n")
                 else:
-                    if item is None:
-                        break
                     self.write(events.sse_message(*item))
                 await self.flush()
+                quiet_since = time.monotonic()
         except tornado.iostream.StreamClosedError:
             return
         finally:
-            self.hub.unsubscribe(self.subscription)
+            self.hub.unsubscribe(subscription)
         self.finish()
 
     def on_connection_close(self) -> None:
