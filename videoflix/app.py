@@ -15,7 +15,7 @@ from videoflix.library import lifecycle, subtitle_tracks
 from videoflix.library.changefeed import VideoFeed
 from videoflix.library.events import EventHub
 from videoflix.library.sweeper import Sweeper
-from videoflix.platform import metrics
+from videoflix.platform import draining, metrics
 from videoflix.platform.config import Config
 from videoflix.platform.draining import Draining
 from videoflix.platform.migrate import apply_migrations
@@ -144,8 +144,8 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         feed = app.settings["video_feed"]
         feed.start()
         requests = Draining(http_delegate(app))
-        server = tornado.httpserver.HTTPServer(requests, max_body_size=MAX_JSON_BODY_BYTES,
-                                               idle_connection_timeout=120)
+        metrics.of(services).watch_requests(requests)
+        server = draining.Server(requests, max_body_size=MAX_JSON_BODY_BYTES, idle_connection_timeout=120)
         server.listen(config.port, config.host)
         log.info("serving on http://%s:%s (public URL %s)", config.host, config.port, config.public_url)
         if ready is not None:

@@ -7,13 +7,30 @@ request's headers arrive until the server asks for the next request on it
 or the connection closes. `wait_idle` then tells when every response in flight
 has finished, so shutdown can close the remaining (idle keep-alive) connections
 without cutting a download short.
+
+Tornado's HTTPServer does not pass a connection's close on to its delegate
+(`HTTPServer.on_close` only forgets the connection), so a connection that closed
+mid-request, or after a `Connection: close` answer, would stay "in flight" for
+ever, holding its buffers and making every SIGTERM wait the whole grace period.
+`Server` (an HTTPServer that does pass it on, through the same public
+`HTTPServerConnectionDelegate.on_close`) is what `serve` listens with.
 """
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
+import tornado.httpserver
 from tornado import httputil
+
+
+class Server(tornado.httpserver.HTTPServer):
+    """An HTTPServer whose delegate hears of every connection's close."""
+
+    def on_close(self, server_conn: object) -> None:
+        super().on_close(server_conn)
+        if isinstance(self.request_callback, httputil.HTTPServerConnectionDelegate):
+            self.request_callback.on_close(server_conn)
 
 
 class Draining(httputil.HTTPServerConnectionDelegate):

@@ -88,6 +88,10 @@ class Metrics:
                                   "Transcode pool workers running a job now", registry=r)
         self.pool_workers = Gauge("videoflix_transcode_pool_workers", "Transcode pool size (TRANSCODE_WORKERS)",
                                   registry=r)
+        self.in_flight = Gauge("videoflix_http_requests_in_flight",
+                               "Requests whose answer is not completely written yet", registry=r)
+        self._draining: weakref.WeakSet = weakref.WeakSet()
+        self.in_flight.set_function(lambda: sum(requests.in_flight for requests in self._draining))
         self._runners: weakref.WeakSet = weakref.WeakSet()
         self.busy_workers.set_function(lambda: sum(runner.busy for runner in self._runners))
         self.pool_workers.set_function(lambda: sum(runner.config.transcode_workers for runner in self._runners))
@@ -119,6 +123,10 @@ class Metrics:
                 self.throttled.labels(route).inc()
             elif route == LOGIN_ROUTE and method == "POST" and status in (400, 401, 403):
                 self.login_failures.inc()
+
+    def watch_requests(self, requests: Any) -> None:
+        """Report `requests.in_flight` (a draining.Draining) as a gauge."""
+        self._draining.add(requests)
 
     # --- transcoding ------------------------------------------------------------------
 
