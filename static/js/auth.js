@@ -11,10 +11,20 @@ function say(text, kind = '') {
   notice.textContent = text;
 }
 
-// Only a path on this site may follow the login (no open redirect).
+// Only a page of this site may follow the login (no open redirect, CWE-601): `next`
+// is resolved as the browser itself will resolve it (which forgives tabs, newlines
+// and backslashes) and followed only when it lands on our own origin.
 function nextPath() {
-  const next = params.get('next') || '/';
-  return next.startsWith('/') && !next.startsWith('//') && !next.startsWith('/\\') ? next : '/';
+  const next = params.get('next');
+  if (!next) return '/';
+  let target;
+  try {
+    target = new URL(next, location.origin);
+  } catch {
+    return '/';
+  }
+  if (target.origin !== location.origin) return '/';
+  return target.pathname + target.search + target.hash;
 }
 
 async function submit(event, call) {
