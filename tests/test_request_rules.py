@@ -210,7 +210,7 @@ async def raw_exchange(base_url: str, request: bytes, read_timeout: float = 15) 
 async def test_chunked_json_body_over_the_cap_is_413_json(client, base_url):
     chunk = b"x" * 16384
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(6)) + b"0\r\n\r\n"
-    request = (b"POST /api/login/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = (b"POST /api/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks)
     answer = await raw_exchange(base_url, request)
     head, _, body = answer.partition(b"\r\n\r\n")
@@ -220,7 +220,7 @@ async def test_chunked_json_body_over_the_cap_is_413_json(client, base_url):
 
 @pytest.mark.gen_test
 async def test_declared_oversize_json_is_refused_before_the_body_is_sent(http_server, base_url):
-    request = (b"POST /api/register/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    request = (b"POST /api/register/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                b"Content-Length: 100000000\r\n\r\n{")
     answer = await raw_exchange(base_url, request)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
@@ -233,7 +233,7 @@ async def test_a_stalled_json_body_is_cut_off_and_the_server_keeps_serving(clien
     stalled = []
     for _ in range(5):
         reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-        writer.write(b"POST /api/login/ HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        writer.write(b"POST /api/login/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                      b"Content-Length: 100\r\n\r\n{\"email\":")
         await writer.drain()
         stalled.append((reader, writer))
@@ -377,7 +377,7 @@ async def open_upload(base_url: str, cookie: str, declared: int, first: bytes):
     """An upload whose body stops after `first` (a stalled or slow client)."""
     parts = urlsplit(base_url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write((f"POST /api/video/ HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n"
+    writer.write((f"POST /api/video/ HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n"
                   f"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: {declared}\r\n\r\n").encode()
                  + first)
     await writer.drain()

@@ -35,6 +35,7 @@ from videoflix.web import (
 )
 from videoflix.web.assets import scan_assets
 from videoflix.web.base import NotFoundHandler, check_access_marks
+from videoflix.web.hosts import HostGuard
 from videoflix.web.observe import labelled_routes, request_finished
 from videoflix.web.segment_lane import SegmentLane
 
@@ -101,8 +102,9 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
 
 
 def http_delegate(app: tornado.web.Application) -> tornado.httputil.HTTPServerConnectionDelegate:
-    """What the HTTPServer talks to: the segment lane (handlers/lane.py) in front of `app`."""
-    return SegmentLane(app)
+    """What the HTTPServer talks to: the Host check (web/hosts.py), then the segment
+    lane (web/segment_lane.py) in front of `app`."""
+    return HostGuard(SegmentLane(app), app.settings)
 
 
 # JSON requests are small; the upload handler raises its own limit.

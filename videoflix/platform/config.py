@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping
@@ -67,6 +68,19 @@ def _parse_url(value: str) -> str:
     return value
 
 
+def _parse_hosts(value: str) -> tuple[str, ...]:
+    """Comma-separated host names or IP addresses ("videos.example.com, 10.0.0.5")."""
+    hosts = []
+    for item in value.split(","):
+        host = item.strip().lower().rstrip(".")
+        if not host:
+            continue
+        if not re.fullmatch(r"[a-z0-9.-]+|\[[0-9a-f:.]+\]", host):
+            raise ValueError(f"not a host name: {item.strip()!r} (no scheme, port or path)")
+        hosts.append(host)
+    return tuple(hosts)
+
+
 def _parse_origins(value: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
 
@@ -117,6 +131,7 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("port", "VIDEOFLIX_PORT", _parse_port, "port to listen on"),
     ("public_url", "VIDEOFLIX_PUBLIC_URL", _parse_url, "public base URL of this server (absolute URLs in JSON and emails)"),
     ("frontend_url", "FRONTEND_URL", _parse_url, "base of the links in emails; default: the public URL (built-in pages)"),
+    ("allowed_hosts", "VIDEOFLIX_ALLOWED_HOSTS", _parse_hosts, "more host names requests may name in Host (the public URL's host and 127.0.0.1, localhost, [::1] always may); any other Host is 400 (DNS rebinding)"),
     ("cors_origins", "VIDEOFLIX_CORS_ORIGINS", _parse_origins, "comma-separated origins allowed to call the API with credentials"),
     ("trusted_proxies", "VIDEOFLIX_TRUSTED_PROXIES", _parse_networks, "comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP are believed; default none"),
     ("cookie_secure", "VIDEOFLIX_COOKIE_SECURE", _parse_bool, "mark auth cookies Secure (turn on behind HTTPS)"),
@@ -182,6 +197,8 @@ class Config:
     port: int = 8000
     public_url: str = ""
     frontend_url: str = ""
+    # Host names besides the public URL's and the loopback names (web/hosts.py).
+    allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ("http://127.0.0.1:5500", "http://localhost:5500")
     # Only a peer in these networks may name the client (clientaddr.py).
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
