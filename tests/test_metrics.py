@@ -271,6 +271,29 @@ def test_handler_errors_log_a_bounded_summary_and_no_headers(caplog, error):
     assert (record.exc_info is not None) == isinstance(error, RuntimeError)
 
 
+# --- /metrics throttled (issue 18 item 11) ------------------------------------------
+
+@pytest.mark.gen_test(timeout=60)
+async def test_scrapes_past_the_budget_are_429(client):
+    from videoflix.web.metrics_handlers import SCRAPE_WINDOW_SECONDS, SCRAPES_PER_WINDOW
+
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    answers = [await client.get("/metrics", headers=headers, cookies=False) for _ in range(SCRAPES_PER_WINDOW + 5)]
+    statuses = [answer.status for answer in answers]
+    assert statuses == [200] * SCRAPES_PER_WINDOW + [429] * 5
+    assert 1 <= int(answers[-1].headers["Retry-After"]) <= SCRAPE_WINDOW_SECONDS
+    assert answers[-1].json() == {"detail": "Too many requests."}
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_refused_tokens_do_not_spend_the_scrape_budget(client):
+    from videoflix.web.metrics_handlers import SCRAPES_PER_WINDOW
+
+    for _ in range(SCRAPES_PER_WINDOW * 2):
+        assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"}, cookies=False)).status == 401
+    assert (await client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}, cookies=False)).status == 200
+
+
 # --- request ids ---------------------------------------------------------------------
 
 @pytest.mark.gen_test

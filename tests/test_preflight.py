@@ -55,6 +55,15 @@ def test_serve_with_secret_key_under_32_bytes_refuses_to_start(command, key, ser
     assert_refused(run_cli(tmp_path, command, **served), "SECRET_KEY", "too short")
 
 
+@pytest.mark.parametrize("command", ["serve", "worker"])
+@pytest.mark.parametrize("token", ["secret", "t" * 31, "\u00e9" * 15])
+def test_serve_with_a_metrics_token_under_32_bytes_refuses_to_start(command, token, served, tmp_path):
+    served["VIDEOFLIX_METRICS_TOKEN"] = token
+    done = run_cli(tmp_path, command, **served)
+    assert_refused(done, "VIDEOFLIX_METRICS_TOKEN", "too short")
+    assert token not in done.stderr
+
+
 @pytest.mark.parametrize("cookie_secure", [None, "false", "0", "no"])
 def test_serve_with_https_url_and_insecure_cookies_refuses_to_start(cookie_secure, served, tmp_path):
     served["VIDEOFLIX_PUBLIC_URL"] = "https://videos.example.com"

@@ -39,6 +39,9 @@ def unsafe_reason(config: Config) -> str | None:
     if len(config.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
         return (f"{secret}: too short ({len(config.secret_key.encode())} bytes; at least "
                 f"{MIN_SECRET_KEY_BYTES}, e.g. `openssl rand -base64 48`)")
+    if config.metrics_token and len(config.metrics_token.encode()) < MIN_SECRET_KEY_BYTES:
+        return (f"{env_name('metrics_token')}: too short ({len(config.metrics_token.encode())} bytes; at least "
+                f"{MIN_SECRET_KEY_BYTES}, e.g. `openssl rand -base64 48`)")
     if urlsplit(config.public_url).scheme == "https" and not config.cookie_secure:
         return (f"{env_name('cookie_secure')}: must be true when {env_name('public_url')} is https "
                 "(auth cookies would also be sent over plain http)")

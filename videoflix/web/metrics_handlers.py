@@ -9,9 +9,12 @@ there, without a token (bind it to a private address), and nothing else.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hmac
 import logging
+import math
+import time
 
 import tornado.httpserver
 import tornado.web
@@ -26,6 +29,25 @@ from videoflix.web.observe import labelled_routes, request_finished
 log = logging.getLogger(__name__)
 
 
+# Scrapes answered per process in any SCRAPE_WINDOW_SECONDS (two Prometheus replicas at a
+# 1 s interval fit); past that a scrape is 429. A scrape also costs a Redis round trip
+# and an executor render, so a token holder (or a leaked token) cannot spin it (CWE-770).
+SCRAPES_PER_WINDOW = 20
+SCRAPE_WINDOW_SECONDS = 10.0
+class ScrapeThrottle:
+    """The recent scrapes of one process (`services.state`)."""
+
+    def __init__(self) -> None:
+        self.answered: collections.deque[float] = collections.deque(maxlen=SCRAPES_PER_WINDOW)
+
+    def admit(self, now: float) -> float | None:
+        """None when a scrape may be answered now (and counts it), else seconds to wait."""
+        if len(self.answered) == SCRAPES_PER_WINDOW and now - self.answered[0] < SCRAPE_WINDOW_SECONDS:
+            return SCRAPE_WINDOW_SECONDS - (now - self.answered[0])
+        self.answered.append(now)
+        return None
+
+
 class MetricsHandler(BaseHandler):
     requires_token = True
 
@@ -33,6 +55,9 @@ class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         if self.requires_token:
             self.check_token(self.config.metrics_token)
+        wait = self.services.state(ScrapeThrottle).admit(time.monotonic())
+        if wait is not None:
+            raise APIError(429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
         registry = metrics.of(self.services)
         await registry.refresh(functools.partial(queue.stats, self.services.redis))
         # Rendering is a few hundred lines of text: off the loop.
