@@ -124,9 +124,39 @@ async def test_owner_success_clears_own_failures_but_not_the_shared_counts(clien
     # The owner's own typos are forgiven here...
     for _ in range(flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS):
         assert (await client.post(LOGIN, {"email": EMAIL, "password": WRONG})).status == 400
-    # ...but the per-email and per-address counts keep every failure.
-    assert int(await services.redis.get(rediskeys.login_attempts_by_email(EMAIL))) == 19
+    # ...the per-address count keeps every failure, and the per-email ceiling those from
+    # before the success: now that the address is the owner's, the ceiling no longer binds it.
+    assert int(await services.redis.get(rediskeys.login_attempts_by_email(EMAIL))) == 9
     assert int(await services.redis.get(rediskeys.login_attempts_by_address("127.0.0.1"))) == 19
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_a_distributed_guesser_cannot_lock_the_owner_out_where_they_log_in(new_client, make_user, services):
+    await make_user(EMAIL, log_in=False)
+    home = new_client("127.0.7.1")
+    await login(home, EMAIL)  # the owner's address: it has logged in successfully before
+    guessers = [new_client(f"127.0.8.{i}") for i in range(1, 11)]
+    for guesser in guessers:  # 100 failures from 10 addresses: the per-email ceiling is spent
+        for _ in range(flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS):
+            await guesser.post(LOGIN, {"email": EMAIL, "password": WRONG})
+    stranger = await new_client("127.0.9.1").post(LOGIN, {"email": EMAIL, "password": PASSWORD})
+    assert stranger.status == 429  # a new address still meets the ceiling (even with the password)
+    assert (await home.post(LOGIN, {"email": EMAIL, "password": PASSWORD})).status == 200
+    # The known address is still bound by its own budget: it is not a free pass for guessing.
+    statuses = [(await home.post(LOGIN, {"email": EMAIL, "password": WRONG})).status
+                for _ in range(flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS + 1)]
+    assert statuses == [400] * flows.MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS + [429]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_known_addresses_are_stored_as_digests_and_bounded(new_client, make_user, services):
+    await make_user(EMAIL, log_in=False)
+    for i in range(flows.MAX_KNOWN_ADDRESSES + 5):
+        await login(new_client(f"127.0.10.{i + 1}"), EMAIL)
+    members = await services.redis.smembers(rediskeys.known_login_addresses(EMAIL))
+    assert len(members) == flows.MAX_KNOWN_ADDRESSES
+    assert not any("127.0" in member for member in members)
+    assert 0 < await services.redis.ttl(rediskeys.known_login_addresses(EMAIL)) <= flows.KNOWN_ADDRESS_DAYS * 86400
 
 
 @pytest.mark.gen_test(timeout=120)

@@ -5,6 +5,8 @@ which the auth handlers map to HTTP answers.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -19,8 +21,6 @@ from videoflix.tables import users
 
 log = logging.getLogger(__name__)
 
-# Pragmatic RFC 5321 shape check: one @, no spaces, a dotted domain. Total
-# length capped at 254 (RFC 5321 §4.5.3.1.3 path limit minus the brackets).
 # Login throttling (CWE-307; the policy is in the README). Every attempt is
 # reserved before its password check and stays counted when the password is
 # wrong; a right password hands its reservation back. Per 15-minute window:
@@ -28,11 +28,18 @@ log = logging.getLogger(__name__)
 #   the owner elsewhere is not affected, and their success here clears it;
 # - per client address, across all emails: one address spraying many accounts;
 # - per email, across all addresses: the ceiling a distributed guesser reaches.
-#   Larger, so an attacker needs many addresses before the owner is locked out.
+#   Larger, so an attacker needs many addresses before the owner is locked out;
+#   and it does not bind the owner's own addresses: one that logged in to this
+#   account successfully in the last KNOWN_ADDRESS_DAYS keeps only the first two
+#   limits, so a distributed guesser cannot lock the owner out where they log in.
 LOGIN_WINDOW_SECONDS = 15 * 60
 MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS = 10
 MAX_LOGIN_FAILURES_PER_ADDRESS = 50
 MAX_LOGIN_FAILURES_PER_EMAIL = 100
+# Known addresses of an account: remembered this long after the last success there,
+# at most this many (a random one goes to make room); stored as keyed digests.
+KNOWN_ADDRESS_DAYS = 90
+MAX_KNOWN_ADDRESSES = 32
 # Mail flooding: emails (activation and reset together) per recipient and per
 # client address. A reset over either is answered as usual and no mail goes out,
 # so the answer says nothing about the account. A registration needs its
@@ -261,6 +268,23 @@ def _login_limits(email: str, address: str) -> tuple[throttle.Limit, throttle.Li
     )
 
 
+def _known_address_key(config: Config, address: str) -> str:
+    """A client unit as the known-address set stores it: a keyed digest, so Redis
+    holds no list of where a user logs in from."""
+    unit = clientaddr.limit_key(address)
+    return hmac.new(config.secret_key.encode(), f"known-address:{unit}".encode(), hashlib.sha256).hexdigest()[:32]
+
+
+async def _remember_address(services: Services, email: str, known: str) -> None:
+    key = rediskeys.known_login_addresses(email)
+    if not await services.redis.sismember(key, known) and await services.redis.scard(key) >= MAX_KNOWN_ADDRESSES:
+        await services.redis.spop(key)
+    async with services.redis.pipeline(transaction=True) as pipe:
+        pipe.sadd(key, known)
+        pipe.expire(key, KNOWN_ADDRESS_DAYS * 86400)
+        await pipe.execute()
+
+
 async def login(config: Config, services: Services, body: dict, address: str) -> tuple[dict, IssuedTokens]:
     password = body.get("password")
     email = normalize_email(body.get("email"))
@@ -270,9 +294,13 @@ async def login(config: Config, services: Services, body: dict, address: str) ->
         if not isinstance(password, str) or not password:
             errors["password"] = [REQUIRED]
         raise FieldErrors(errors)
-    pair, per_address, per_email = limits = _login_limits(email, address)
+    pair, per_address, per_email = _login_limits(email, address)
+    known = _known_address_key(config, address)
+    limits = [pair, per_address]
+    if not await services.redis.sismember(rediskeys.known_login_addresses(email), known):
+        limits.append(per_email)  # the owner's own addresses are not bound by the shared ceiling
     # Reserved before the password check, atomically: a burst cannot outrun the count.
-    wait = await throttle.reserve(services.redis, list(limits))
+    wait = await throttle.reserve(services.redis, limits)
     if wait is not None:
         raise Throttled(wait)
     wrong = True
@@ -287,8 +315,9 @@ async def login(config: Config, services: Services, body: dict, address: str) ->
         if not wrong:
             # The owner: this was no failure. The pair's count is theirs to clear;
             # the shared counts only get this attempt back.
-            await throttle.release(services.redis, [per_address, per_email])
+            await throttle.release(services.redis, limits[1:])
             await throttle.clear(services.redis, [pair])
+            await _remember_address(services, email, known)
     if wrong:
         raise InvalidCredentials()
     assert user is not None

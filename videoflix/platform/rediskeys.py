@@ -66,6 +66,12 @@ def login_attempts_by_email(email: str) -> str:
     return key("throttle", "login", "email", email)
 
 
+def known_login_addresses(email: str) -> str:
+    """accounts/flows.py: a set of keyed digests of the client units that logged in to
+    one email successfully (the owner's own addresses pass the per-email ceiling)."""
+    return key("login", "known", email)
+
+
 def mails_to(recipient: str) -> str:
     """accounts.py: activation and reset mails to one recipient."""
     return key("throttle", "mail", "to", recipient)
