@@ -455,12 +455,12 @@ def test_catalog_at_360_px(browser, live_server, steps):
         playwright_api.expect(page.locator("#catalog")).not_to_have_attribute("aria-busy", "true")
         path = steps.shot(page, "catalog-360", full_page=True)
         assert path.stat().st_size > 0
-        overflow = page.evaluate("() => document.scrollingElement.scrollWidth - innerWidth")
+        overflow = page.evaluate("() => document.scrollingElement.scrollWidth - 360")
         assert overflow <= 0, f"the page scrolls sideways by {overflow}px at 360px"
         for url in ("/studio", "/pages/auth/register.html"):
             page.goto(url)
             steps.shot(page, url.strip("/").replace("/", "-") + "-360", full_page=True)
-            assert page.evaluate("() => document.scrollingElement.scrollWidth - innerWidth") <= 0, url
+            assert page.evaluate("() => document.scrollingElement.scrollWidth - 360") <= 0, url
         page.goto("/")
         playwright_api.expect(page.locator("#catalog")).not_to_have_attribute("aria-busy", "true")
         readme_screenshot(page, "catalog-360.jpg")
