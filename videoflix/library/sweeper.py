@@ -2,7 +2,10 @@
 
 - media/.incoming/*.part: an upload whose process died (a live upload that sends
   nothing for upload_idle_seconds is cut off anyway): removed once unchanged for
-  upload_idle_seconds, unless this process is receiving it.
+  upload_idle_seconds, unless this process is receiving it. Whichever process
+  receives an upload writes what arrived at least every uploads.LIVENESS_WRITE_SECONDS,
+  so a live upload's file is never that old, even a trickle received by another
+  process on the same media directory.
 - media/.work/<id>-v<N>.lease (and anything else there, e.g. wave-1 work folders):
   the fence of a run that died: removed once unchanged for the lease (a live run's
   keeper rewrites it every third of the lease, wherever it runs), unless this

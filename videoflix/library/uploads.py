@@ -9,9 +9,10 @@ import collections
 import concurrent.futures
 import os
 import secrets
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Mapping
+from typing import BinaryIO, Mapping
 
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.parser import ParseFailedException
@@ -24,6 +25,12 @@ from videoflix.platform.services import Services
 # Bytes gathered before one write to disk on the executor: large enough that
 # thread hand-offs are rare, small enough to bound memory per upload.
 WRITE_BATCH_BYTES = 1024 * 1024
+# While body bytes keep coming, the .part file's mtime is renewed at least this often
+# (by the writes, else by touching it): that mtime is how any process (a worker's
+# sweeper on a shared media directory, too) tells an upload still being received from
+# an abandoned one. A trickle (50 bytes every 5 s, which the multipart parser may hold
+# back for a long time) keeps it as fresh as a fast upload does.
+LIVENESS_TOUCH_SECONDS = 1.0
 # Limits of the text fields (characters after decoding; bytes while parsing).
 FIELD_LIMITS = {"title": 200, "description": 5000, "category": 100, "visibility": 16}
 # Parts of any name in one body: the known fields, the file, and a few a form may add
@@ -160,6 +167,13 @@ class OtherPartTarget(NullTarget):
         await super().astart()
 
 
+def _append(handle: BinaryIO, data: bytes) -> None:
+    """Write `data` through to the file (executor): past Python's buffer, so the
+    file's size and mtime show it (the liveness the sweepers read)."""
+    handle.write(data)
+    handle.flush()
+
+
 class DiskFileTarget(BaseTarget):
     """streaming-form-data target that appends to a file through the executor."""
 
@@ -173,6 +187,7 @@ class DiskFileTarget(BaseTarget):
         self._buffer: list[bytes] = []
         self._buffered = 0
         self._handle = None
+        self._written_at = time.monotonic()
         self.received = False  # the part has started
         self.complete = False  # ... and ended, its bytes written and the file closed
 
@@ -194,13 +209,25 @@ class DiskFileTarget(BaseTarget):
         if self._buffered >= WRITE_BATCH_BYTES:
             await self._flush()
 
+    async def keep_alive(self) -> None:
+        """Body bytes arrived (maybe not yet for this part): renew the file's mtime if
+        it is LIVENESS_TOUCH_SECONDS old, writing what is buffered or touching it."""
+        if self._handle is None or time.monotonic() - self._written_at < LIVENESS_TOUCH_SECONDS:
+            return
+        if self._buffer:
+            await self._flush()
+        else:
+            self._written_at = time.monotonic()
+            await asyncio.get_running_loop().run_in_executor(self._executor, os.utime, self.path)
+
     async def _flush(self) -> None:
         if not self._buffer:
             return
         data = b"".join(self._buffer)
         self._buffer.clear()
         self._buffered = 0
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._handle.write, data)
+        self._written_at = time.monotonic()
+        await asyncio.get_running_loop().run_in_executor(self._executor, _append, self._handle, data)
 
     async def on_finish_async(self) -> None:
         await self._flush()
@@ -230,6 +257,10 @@ class UploadReceiver(MultipartForm):
 
     def fields(self) -> dict[str, str]:
         return self.decoded_fields(only_sent=False)
+
+    async def feed(self, chunk: bytes) -> None:
+        await super().feed(chunk)
+        await self.file.keep_alive()
 
     @property
     def has_file(self) -> bool:
