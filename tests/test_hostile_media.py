@@ -246,7 +246,7 @@ async def test_a_lying_content_length_keeps_nothing(lie, admin_client, corpus, c
     body, content_type = multipart({"title": "t"}, "a.mp4", corpus["moov_at_end"].read_bytes())
     declared = len(body) // 2 if lie == "shorter" else len(body) * 2
     cookie = "; ".join(f"{k}={v}" for k, v in admin_client.cookies.items())
-    head = (f"POST /api/video/ HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\nContent-Type: {content_type}\r\n"
+    head = (f"POST /api/video/ HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {declared}\r\nConnection: close\r\n\r\n").encode()
     answer = await raw_upload(base_url, head, body, close_write=lie == "longer")
     if answer:

@@ -173,7 +173,7 @@ async def test_declared_oversized_body_returns_413_before_reading_it(client, own
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     try:
         # Only the head is sent: the answer comes without the body.
-        writer.write((f"POST /api/video/{video_id}/subtitles/ HTTP/1.1\r\nHost: x\r\nCookie: {cookie}\r\n"
+        writer.write((f"POST /api/video/{video_id}/subtitles/ HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n"
                       "Content-Type: multipart/form-data; boundary=zz\r\n"
                       f"Content-Length: {subtitle_formats.MAX_FILE_BYTES * 2}\r\n\r\n").encode())
         await writer.drain()

@@ -34,8 +34,8 @@ from videoflix.web import (
     video_handlers,
 )
 from videoflix.web.assets import scan_assets
-from videoflix.web.base import NotFoundHandler, check_access_marks
-from videoflix.web.hosts import HostGuard
+from videoflix.web.base import JSON_BODY_TIMEOUT_SECONDS, NotFoundHandler, check_access_marks
+from videoflix.web.gate import RequestGate
 from videoflix.web.observe import labelled_routes, request_finished
 from videoflix.web.segment_lane import SegmentLane
 
@@ -102,13 +102,20 @@ def make_app(config: Config, services: Services) -> tornado.web.Application:
 
 
 def http_delegate(app: tornado.web.Application) -> tornado.httputil.HTTPServerConnectionDelegate:
-    """What the HTTPServer talks to: the Host check (web/hosts.py), then the segment
+    """What the HTTPServer talks to: the request gate (web/gate.py), then the segment
     lane (web/segment_lane.py) in front of `app`."""
-    return HostGuard(SegmentLane(app), app.settings)
+    return RequestGate(SegmentLane(app), app.settings)
 
 
 # JSON requests are small; the upload handler raises its own limit.
 MAX_JSON_BODY_BYTES = 1024 * 1024
+# Every body must arrive within this, whatever the route (the JSON handlers say the
+# same; the uploads set their own, with an idle cut-off): a slow body holds no
+# connection for long (CWE-400, slow POST). Bodies where none is taken are refused
+# by the gate before any byte is read (web/gate.py).
+BODY_TIMEOUT_SECONDS = JSON_BODY_TIMEOUT_SECONDS
+# Headers must arrive, and an idle keep-alive connection is closed, within this.
+IDLE_CONNECTION_SECONDS = 60
 
 
 async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None = None,
@@ -147,7 +154,8 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         feed.start()
         requests = Draining(http_delegate(app))
         metrics.of(services).watch_requests(requests)
-        server = draining.Server(requests, max_body_size=MAX_JSON_BODY_BYTES, idle_connection_timeout=120)
+        server = draining.Server(requests, max_body_size=MAX_JSON_BODY_BYTES, body_timeout=BODY_TIMEOUT_SECONDS,
+                                 idle_connection_timeout=IDLE_CONNECTION_SECONDS)
         server.listen(config.port, config.host)
         log.info("serving on http://%s:%s (public URL %s)", config.host, config.port, config.public_url)
         if ready is not None:

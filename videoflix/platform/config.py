@@ -197,7 +197,7 @@ class Config:
     port: int = 8000
     public_url: str = ""
     frontend_url: str = ""
-    # Host names besides the public URL's and the loopback names (web/hosts.py).
+    # Host names besides the public URL's and the loopback names (web/gate.py).
     allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ("http://127.0.0.1:5500", "http://localhost:5500")
     # Only a peer in these networks may name the client (clientaddr.py).

@@ -1,6 +1,7 @@
 """BaseHandler, APIError, access decorators, JSON errors and CORS for every route."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import json
@@ -237,6 +238,41 @@ class ServicesMixin:
 # A JSON body (64 KiB at most) arrives in well under this; a client that stalls
 # mid-body is cut off instead of holding a connection (CWE-400, slow POST).
 JSON_BODY_TIMEOUT_SECONDS = 10.0
+
+
+class IdleBodyMixin:
+    """A streamed body (an upload) that sends nothing for upload_idle_seconds is cut off:
+    a stalled or slow-loris body would hold a connection, an upload slot and maybe a
+    .part file (CWE-400). Call `watch_idle()` once the body is accepted, `body_arrived()`
+    on each chunk and `stop_watching_idle()` when done; `on_idle()` cleans up."""
+
+    idle_timer: asyncio.TimerHandle | None = None
+    last_data = 0.0
+
+    def watch_idle(self: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if self.idle_timer is None and not self.last_data:
+            self.last_data = loop.time()
+        deadline = self.last_data + self.config.upload_idle_seconds
+        if loop.time() < deadline:
+            self.idle_timer = loop.call_at(deadline, self.watch_idle)
+            return
+        self.idle_timer = None
+        log.info("upload from %s idle for %ss: connection closed", self.request.remote_ip,
+                 self.config.upload_idle_seconds)
+        self.on_idle()
+        self.request.connection.close()
+
+    def body_arrived(self) -> None:
+        self.last_data = asyncio.get_running_loop().time()
+
+    def stop_watching_idle(self) -> None:
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+            self.idle_timer = None
+
+    def on_idle(self) -> None:
+        """What to release when the body is cut off (the connection closes next)."""
 
 
 @functools.lru_cache(maxsize=8)

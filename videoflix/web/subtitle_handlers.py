@@ -27,6 +27,7 @@ from videoflix.web.base import (
     AuthMixin,
     BaseHandler,
     CorsMixin,
+    IdleBodyMixin,
     JSONErrorsMixin,
     ServicesMixin,
     authenticated,
@@ -46,7 +47,7 @@ LANGUAGE_PART = re.compile(r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8}){0,16}")
 
 
 @tornado.web.stream_request_body
-class SubtitleListHandler(BaseHandler):
+class SubtitleListHandler(IdleBodyMixin, BaseHandler):
     """POST /api/video/<id>/subtitles/"""
 
     takes_json = False  # multipart, read below
@@ -83,11 +84,17 @@ class SubtitleListHandler(BaseHandler):
             self.receiver = SubtitleUploadReceiver(self.request.headers, subtitle_formats.MAX_FILE_BYTES)
         except UploadError as exc:
             raise APIError(400, str(exc)) from None
+        self.watch_idle()
+
+    def on_idle(self) -> None:
+        self.receiver = None
+        self.on_finish()
 
     async def data_received(self, chunk: bytes) -> None:
         receiver = self.receiver
         if receiver is None:
             return
+        self.body_arrived()
         limit = subtitle_formats.MAX_FILE_BYTES + SUBTITLE_BODY_OVERHEAD_BYTES
         try:
             if receiver.received_bytes + len(chunk) > limit:
@@ -104,6 +111,7 @@ class SubtitleListHandler(BaseHandler):
         self.send_error(error.status, exc_info=(type(error), error, None))
 
     def on_finish(self) -> None:
+        self.stop_watching_idle()
         if self.slot_user is not None:
             uploads.release_upload_slot(self.services, self.slot_user)
             self.slot_user = None

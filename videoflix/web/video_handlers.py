@@ -1,7 +1,6 @@
 """Catalog, detail, upload, delete, re-run (API.md §2 and §4)."""
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 
@@ -10,7 +9,7 @@ import tornado.web
 from videoflix.library import catalog, lifecycle, subtitle_tracks, trickplay, uploads, watching
 from videoflix.library.uploads import UploadError, UploadReceiver
 from videoflix.platform import media
-from videoflix.web.base import APIError, BaseHandler, admin, authenticated
+from videoflix.web.base import APIError, BaseHandler, IdleBodyMixin, admin, authenticated
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +17,16 @@ log = logging.getLogger(__name__)
 MULTIPART_OVERHEAD_BYTES = 1024 * 1024
 
 
+# The slowest upload rate a whole upload may average (a stall is cut off sooner, by
+# the idle limit): bounds how long any upload can hold its connection.
+MIN_UPLOAD_BYTES_PER_SECOND = 16 * 1024
+
+
 @tornado.web.stream_request_body
-class VideoListHandler(BaseHandler):
+class VideoListHandler(IdleBodyMixin, BaseHandler):
     receiver: UploadReceiver | None = None
     takes_json = False  # multipart, streamed to disk below
     slot_user: int | None = None  # holds an upload slot of this user
-    idle_timer: asyncio.TimerHandle | None = None
-    last_data = 0.0
 
     async def prepare(self) -> None:
         super().prepare()
@@ -37,6 +39,9 @@ class VideoListHandler(BaseHandler):
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")
         self.request.connection.set_max_body_size(limit)
+        # The server's body deadline is for small bodies; an upload may take hours, and a
+        # stalled one is cut off by watch_idle instead.
+        self.request.connection.set_body_timeout(limit / MIN_UPLOAD_BYTES_PER_SECOND)
         user = self.current_user
         if not uploads.take_upload_slot(self.services, user.user_id, self.config.max_concurrent_uploads):
             raise APIError(429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} "
@@ -46,30 +51,16 @@ class VideoListHandler(BaseHandler):
             self.receiver = UploadReceiver(self.request.headers, self.config.media_dir, self.services.file_executor)
         except UploadError as exc:
             raise APIError(400, str(exc)) from None
-        self.last_data = asyncio.get_running_loop().time()
         self.watch_idle()
 
-    def watch_idle(self) -> None:
-        """Cut off an upload that sends nothing for upload_idle_seconds (a stalled or
-        slow-loris body holds a connection, a slot and a .part file; CWE-400)."""
-        loop = asyncio.get_running_loop()
-        deadline = self.last_data + self.config.upload_idle_seconds
-        if loop.time() < deadline:
-            self.idle_timer = loop.call_at(deadline, self.watch_idle)
-            return
-        self.idle_timer = None
-        log.info("upload from %s idle for %ss: connection closed", self.request.remote_ip,
-                 self.config.upload_idle_seconds)
+    def on_idle(self) -> None:
         if self.receiver is not None:
             self.receiver.discard()
             self.receiver = None
         self.release_upload()
-        self.request.connection.close()
 
     def release_upload(self) -> None:
-        if self.idle_timer is not None:
-            self.idle_timer.cancel()
-            self.idle_timer = None
+        self.stop_watching_idle()
         if self.slot_user is not None:
             uploads.release_upload_slot(self.services, self.slot_user)
             self.slot_user = None
@@ -81,7 +72,7 @@ class VideoListHandler(BaseHandler):
         receiver = self.receiver
         if receiver is None:
             return
-        self.last_data = asyncio.get_running_loop().time()
+        self.body_arrived()
         try:
             if receiver.received_bytes + len(chunk) > self.config.max_upload_bytes + MULTIPART_OVERHEAD_BYTES:
                 raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")

@@ -102,3 +102,38 @@ def test_allowed_hosts_are_bare_names(value):
 def test_allowed_hosts_are_read_lower_cased():
     config = Config.from_env({"VIDEOFLIX_ALLOWED_HOSTS": "Videos.Example.org, 10.0.0.5 ,[fd00::1]"})
     assert config.allowed_hosts == ("videos.example.org", "10.0.0.5", "[fd00::1]")
+
+
+# --- no body where none is taken (issue 18 item 3) --------------------------------------
+
+BODILESS = [
+    ("GET", "/api/health/"), ("HEAD", "/api/health/"), ("GET", "/api/video/1/720p/seg_00000.ts"),
+    ("GET", "/pages/auth/login.html"), ("GET", "/"), ("DELETE", "/api/video/1/"), ("OPTIONS", "/api/login/"),
+    ("GET", "/api/video/"), ("GET", "/no/such/path"),
+]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("method, path", BODILESS)
+@pytest.mark.parametrize("framing", ["Content-Length: 5\r\n", "Transfer-Encoding: chunked\r\n",
+                                     "Content-Length: 1000000000\r\n", "Content-Length: x\r\n"])
+async def test_a_body_where_none_is_taken_is_400_and_never_read(client, method, path, framing):
+    parts = urlsplit(client.base_url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    try:
+        writer.write(f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{framing}\r\n".encode())  # no body sent
+        await writer.drain()
+        data = await asyncio.wait_for(reader.read(), 10)  # answered and closed without waiting for it
+    finally:
+        writer.close()
+    assert data.startswith(b"HTTP/1.1 400 "), data[:200]
+    if method != "HEAD":
+        assert json.loads(data.partition(b"\r\n\r\n")[2]) == {"detail": "This request takes no body."}
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("method, path, expected", [("GET", "/api/health/", 200), ("OPTIONS", "/api/login/", 204),
+                                                    ("HEAD", "/api/video/1/720p/index.m3u8", 401)])
+async def test_an_empty_body_is_no_body(client, method, path, expected):
+    status, _, _ = await raw(client.base_url, method, path, "127.0.0.1", headers="Content-Length: 0\r\n")
+    assert status == expected

@@ -1,14 +1,19 @@
-"""Only our own Host: a request naming any other host is refused before any handler.
+"""The gate in front of everything: requests we never serve are refused before any
+handler, without reading their bodies.
 
-A page on evil.example whose name an attacker re-points at this server (DNS
-rebinding) makes the victim's browser send `Host: evil.example[:port]` with
-requests it considers same-origin: without this check our own-origin rule
-(requestrules.py) would take evil.example for ourselves. So the server answers
-only requests whose Host names the public URL's host, a name in
-VIDEOFLIX_ALLOWED_HOSTS, or a loopback name (127.0.0.1, localhost, [::1]: a page
-can only make a browser send those from a loopback origin, which is the server's
-own; health checks use them); anything else is a 400, answered by `HostGuard` in
-front of the segment lane and the Application, without reading a body.
+- Only our own Host. A page on evil.example whose name an attacker re-points at this
+  server (DNS rebinding) makes the victim's browser send `Host: evil.example[:port]`
+  with requests it considers same-origin: without this check our own-origin rule
+  (requestrules.py) would take evil.example for ourselves. So the server answers only
+  requests whose Host names the public URL's host, a name in VIDEOFLIX_ALLOWED_HOSTS,
+  or a loopback name (127.0.0.1, localhost, [::1]: a page can only make a browser send
+  those from a loopback origin, which is the server's own; health checks use them).
+- No body where none is taken. GET, HEAD, DELETE and OPTIONS take no body anywhere in
+  the API (pages, segments, health included): one announced with a Content-Length
+  over 0 or a Transfer-Encoding is refused (400), never read or buffered (CWE-400).
+
+Both are JSON 400s answered by `RequestGate` in front of the segment lane and the
+Application; the connection closes after the answer.
 """
 from __future__ import annotations
 
@@ -28,6 +33,9 @@ log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 INVALID_HOST = "Invalid Host header."
+NO_BODY = "This request takes no body."
+# Methods no Videoflix route takes a body with.
+BODILESS_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 _BAD_REQUEST = tornado.httputil.ResponseStartLine("HTTP/1.1", 400, "Bad Request")
 
 
@@ -53,9 +61,19 @@ def host_allowed(host_header: str | None, config: Config) -> bool:
     return name.rstrip(".") in allowed_hosts(config.public_url, config.allowed_hosts)
 
 
-class HostGuard(tornado.httputil.HTTPServerConnectionDelegate):
+def announces_body(headers: tornado.httputil.HTTPHeaders) -> bool:
+    """Whether a request says a body follows (RFC 9112 §6.3): a Transfer-Encoding, or a
+    Content-Length other than 0 (a malformed one too: Tornado would refuse it anyway)."""
+    if "Transfer-Encoding" in headers:
+        return True
+    length = headers.get("Content-Length")
+    return length is not None and length.strip() != "0"
+
+
+class RequestGate(tornado.httputil.HTTPServerConnectionDelegate):
     """The HTTPServer's delegate: `inner` (the segment lane and the Application) gets
-    only requests with an allowed Host; the others get a JSON 400 here."""
+    only requests with an allowed Host and no body where none is taken; the others get
+    a JSON 400 here."""
 
     def __init__(self, inner: tornado.httputil.HTTPServerConnectionDelegate, settings: dict[str, Any]) -> None:
         self.inner = inner
@@ -70,7 +88,7 @@ class HostGuard(tornado.httputil.HTTPServerConnectionDelegate):
 
 
 class _Guarded(tornado.httputil.HTTPMessageDelegate):
-    def __init__(self, guard: HostGuard, server_conn: object, request_conn: tornado.httputil.HTTPConnection) -> None:
+    def __init__(self, guard: RequestGate, server_conn: object, request_conn: tornado.httputil.HTTPConnection) -> None:
         self.guard = guard
         self.server_conn = server_conn
         self.request_conn = request_conn
@@ -78,15 +96,19 @@ class _Guarded(tornado.httputil.HTTPMessageDelegate):
 
     def headers_received(self, start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
                          headers: tornado.httputil.HTTPHeaders) -> Any:
-        if host_allowed(headers.get("Host"), self.guard.settings["config"]):
+        assert isinstance(start_line, tornado.httputil.RequestStartLine)
+        if not host_allowed(headers.get("Host"), self.guard.settings["config"]):
+            self._refuse(start_line, headers, INVALID_HOST, f"host {clip(headers.get('Host', ''), 128)}")
+        elif start_line.method in BODILESS_METHODS and announces_body(headers):
+            self._refuse(start_line, headers, NO_BODY, "a body")
+        else:
             self.inner = self.guard.inner.start_request(self.server_conn, self.request_conn)
             return self.inner.headers_received(start_line, headers)
-        assert isinstance(start_line, tornado.httputil.RequestStartLine)
-        self._refuse(start_line, headers)
         return None
 
-    def _refuse(self, start_line: tornado.httputil.RequestStartLine, headers: tornado.httputil.HTTPHeaders) -> None:
-        body = json.dumps({"detail": INVALID_HOST}).encode()
+    def _refuse(self, start_line: tornado.httputil.RequestStartLine, headers: tornado.httputil.HTTPHeaders,
+                detail: str, what: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
         out = tornado.httputil.HTTPHeaders({
             "Content-Type": "application/json; charset=UTF-8", "Content-Length": str(len(body)),
             "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Connection": "close",
@@ -95,10 +117,9 @@ class _Guarded(tornado.httputil.HTTPMessageDelegate):
         # The body is never read: finishing first makes Tornado close the connection after the answer.
         self.request_conn.write_headers(_BAD_REQUEST, out, None if start_line.method == "HEAD" else body)
         self.request_conn.finish()
-        access_log.warning("400 %s %s %s: host %s refused", clip(start_line.method, METHOD_LIMIT),
-                           clip(start_line.path, URI_LIMIT),
-                           clip(getattr(getattr(self.request_conn, "context", None), "remote_ip", "") or "", 128),
-                           clip(headers.get("Host", ""), 128))
+        context = getattr(self.request_conn, "context", None)  # (HTTP1Connection's _HTTPRequestContext)
+        access_log.warning("400 %s %s %s: %s refused", clip(start_line.method, METHOD_LIMIT),
+                           clip(start_line.path, URI_LIMIT), clip(getattr(context, "remote_ip", "") or "", 128), what)
         services = self.guard.settings.get("services")
         if services is not None:
             metrics.of(services).observe_request(metrics.UNMATCHED_ROUTE, start_line.method, 400, 0.0, len(body))
