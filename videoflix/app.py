@@ -15,6 +15,7 @@ from videoflix.library import lifecycle, subtitle_tracks
 from videoflix.library.changefeed import VideoFeed
 from videoflix.library.events import EventHub
 from videoflix.library.sweeper import Sweeper
+from videoflix.library.version_zero import move_wave1_videos
 from videoflix.platform import draining, metrics
 from videoflix.platform.config import Config
 from videoflix.platform.draining import Draining
@@ -122,7 +123,8 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
                 with_http: bool = True) -> None:
     """Start-up and shutdown order for one process; returns once `stop` is set.
 
-    Services, migrations, undelivered mail, the sweep of crashed runs' files, the
+    Services, migrations, undelivered mail, the wave-1 videos moved into version
+    folders (library/version_zero.py), the sweep of crashed runs' files, the
     transcode consumer, then HTTP. On `stop` (SIGTERM): no new connections, running
     jobs handed back to the queue at once, requests in flight get
     shutdown_grace_seconds to finish, then connections, consumer and pools close.
@@ -138,6 +140,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
     try:
         await apply_migrations(services.pool)
         await services.mailer.resume()
+        await move_wave1_videos(config, services)  # before anything serves or sweeps media/
         runner = make_runner(config, services)
         cleaner = Sweeper(config, services, runner.active_work)
         await cleaner.start()

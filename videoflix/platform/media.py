@@ -17,8 +17,10 @@
     media/<id>/v<N>/thumbs/sprite_NNN.jpg  storyboard sprite sheets
     media/<id>/v<N>/thumbs/thumbnails.vtt  WebVTT track: cue -> sprite_NNN.jpg#xywh=x,y,w,h
     media/<id>/master.m3u8, <res>/, poster.jpg, thumbnail.jpg
-                                      version 0: the wave-1 layout of videos made ready
-                                      before versions existed, served as it is
+                                      version 0, the wave-1 layout of videos made ready
+                                      before versions existed: moved into a version
+                                      folder at start-up (library/version_zero.py),
+                                      through media/<id>/.wave1-move-<tag>/
 
 The row (sql/004) says which version is live (served, listed) and which one is
 being built; `can_watch_version` is the access rule for a version.
@@ -169,6 +171,26 @@ LEASE_FENCE_SUFFIX = ".lease"
 def lease_fence(media_dir: str, video_id: int, version: int) -> Path:
     """The fence of the run writing `version` (transcode/runner.py writes it, the child reads it)."""
     return work_dir(media_dir) / f"{int(video_id)}-{version_name(version)}{LEASE_FENCE_SUFFIX}"
+
+
+# --- the wave-1 layout (version 0) -------------------------------------------------
+# Rows made ready before versions existed have live_version 0 (sql/004) and their
+# files directly in media/<id>/: these names, and a folder per rendition (RESOLUTIONS).
+# library/version_zero.py moves them into a version folder once, at start-up.
+WAVE1_VERSION = LEGACY_VERSION
+WAVE1_FILE_NAMES = (MASTER_PLAYLIST_NAME, POSTER_NAME, THUMBNAIL_NAME)
+# The version folder being made of a wave-1 video's files, renamed to v<N> once whole;
+# <tag> is the moving process's own, so two processes never build in one folder.
+WAVE1_MOVE_PREFIX = ".wave1-move-"
+
+
+def wave1_move_dir(media_dir: str, video_id: int, tag: str) -> Path:
+    return video_dir(media_dir, video_id) / f"{WAVE1_MOVE_PREFIX}{tag}"
+
+
+def is_wave1_name(name: str) -> bool:
+    """A name directly in media/<id>/ that belongs to the wave-1 layout or to its move."""
+    return name in WAVE1_FILE_NAMES or name in RESOLUTIONS or name.startswith(WAVE1_MOVE_PREFIX)
 
 
 def can_watch(video: dict, user_id: int | None, is_admin: bool) -> bool:

@@ -165,3 +165,28 @@ async def version_states(cur: Any, video_ids: list[int]) -> dict[int, dict]:
     await cur.execute("SELECT id, live_version, building_version, live_since FROM videos WHERE id = ANY(%s)",
                       (list(video_ids),))
     return {row["id"]: row for row in await cur.fetchall()}
+
+
+# --- the wave-1 layout (library/version_zero.py) ------------------------------
+# Rows made ready before versions existed have live_version 0 (sql/004).
+
+async def wave1_video_ids(cur: Any) -> list[int]:
+    await cur.execute("SELECT id FROM videos WHERE live_version = 0 ORDER BY id")
+    return [row["id"] for row in await cur.fetchall()]
+
+
+async def allocate_wave1_version(cur: Any, video_id: int) -> int | None:
+    """The next version number of a row still at version 0, taken as a transcode run
+    takes one (no run can be given it); None once the row is gone or moved."""
+    await cur.execute("UPDATE videos SET version_seq = version_seq + 1"
+                      " WHERE id = %s AND live_version = 0 RETURNING version_seq", (video_id,))
+    row = await cur.fetchone()
+    return None if row is None else row["version_seq"]
+
+
+async def publish_wave1_version(cur: Any, video_id: int, version: int) -> dict | None:
+    """Version `version` (the moved wave-1 files) becomes the live one where the row
+    still says 0: {owner_id}, or None when it no longer does."""
+    await cur.execute("UPDATE videos SET live_version = %s, live_since = now()"
+                      " WHERE id = %s AND live_version = 0 RETURNING owner_id", (version, video_id))
+    return await cur.fetchone()
