@@ -70,6 +70,8 @@ from videoflix.platform.config import Config  # noqa: E402
 
 SEGMENTS = 10
 SEGMENT_SECONDS = 2
+# The seeded video's one version (its first transcode's): its files are in media/<id>/v1/.
+VERSION = 1
 # 4 Mb/s constant bit rate x 2 s = ~1 MB per segment, the size the target names.
 VIDEO_BITRATE = "4000k"
 PASSWORD = "bench-password-9"
@@ -235,9 +237,9 @@ async def seed(config: Config) -> int:
                 await users.insert_user(cur, burst_email(n), hashed, is_active=True)
             video_id = await videos.insert_video(cur, owner_id=user_id, title="bench", description="",
                                                  category="Bench", visibility="public", status="queued")
-            await videos.mark_processing(cur, video_id)
-            await videos.mark_ready(cur, video_id, version=0, duration=float(SEGMENTS * SEGMENT_SECONDS), width=1280,
-                                    height=720, fps=25.0, has_audio=False, resolutions=["720p"])
+            assert (await videos.mark_processing(cur, video_id))["building_version"] == VERSION
+            await videos.mark_ready(cur, video_id, version=VERSION, duration=float(SEGMENTS * SEGMENT_SECONDS),
+                                    width=1280, height=720, fps=25.0, has_audio=False, resolutions=["720p"])
         return video_id
     finally:
         pool.close()
@@ -490,7 +492,9 @@ class Servers:
 async def measure(args: argparse.Namespace, work: Path, servers: Servers, video_id: int, cookie: str) -> bool:
     names = [f"720p/seg_{n:05d}.ts" for n in range(SEGMENTS)]
     our_paths = [f"/api/video/{video_id}/{name}" for name in names]
-    nginx_paths = [f"/{video_id}/{name}" for name in names]
+    # nginx alone and the floor trust the path: they are given the file's own (v<N>/ in it).
+    nginx_paths = [f"/{video_id}/v{VERSION}/{name}" for name in names]
+    floor_paths = [f"/api/video/{video_id}/v{VERSION}/{name}" for name in names]
     auth = {"Cookie": f"access_token={cookie}"}
     ranged = {**auth, "Range": RANGE}
     seconds = args.seconds
@@ -500,8 +504,8 @@ async def measure(args: argparse.Namespace, work: Path, servers: Servers, video_
     targets = (("embedded", servers.ours, our_paths, [servers.our_pid]),
                ("nginx", servers.nginx, nginx_paths, servers.nginx_pids),
                ("accel", servers.accel, our_paths, servers.accel_pids),
-               ("floor", servers.floor, our_paths, servers.floor_pids),
-               ("floor+ngx", servers.floor_accel, our_paths, servers.floor_accel_pids))
+               ("floor", servers.floor, floor_paths, servers.floor_pids),
+               ("floor+ngx", servers.floor_accel, floor_paths, servers.floor_accel_pids))
 
     # Rounds cycle the servers so that load from elsewhere on the machine hits all
     # alike; the verdicts use the median of the per-round ratios.
@@ -636,7 +640,7 @@ def main() -> int:
                         port=our_port, bcrypt_rounds=BCRYPT_ROUNDS, var_dir=str(state / "var"),
                         media_dir=str(state / "media"), log_level="WARNING")
         video_id = asyncio.run(seed(config))
-        segments = make_segments(Path(config.media_dir) / str(video_id) / "720p", args.bitrate)
+        segments = make_segments(Path(config.media_dir) / str(video_id) / f"v{VERSION}" / "720p", args.bitrate)
         sizes = [p.stat().st_size for p in segments]
         print(f"segments: {len(sizes)}, {min(sizes) / 1e6:.2f}-{max(sizes) / 1e6:.2f} MB")
 

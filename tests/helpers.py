@@ -248,13 +248,14 @@ def stop_process(proc: subprocess.Popen) -> int:
 
 async def make_ready_video(services, owner_id: int, *, title: str = "A film", visibility: str = "public",
                            duration: float = 100.0, category: str = "Drama") -> int:
-    """A row as the runner leaves it after a successful transcode (no files: not needed here)."""
+    """A row as the runner leaves it after a successful first transcode, live version 1
+    (media/<id>/v1/; no files: not needed here)."""
     async with cursor(services.pool) as cur:
         video_id = await video_rows.insert_video(cur, owner_id=owner_id, title=title, description="About it",
                                                  category=category, visibility=visibility, status="queued")
-        await video_rows.mark_processing(cur, video_id)
-        assert await video_rows.mark_ready(cur, video_id, version=0, duration=duration, width=1280, height=720,
-                                           fps=25.0, has_audio=True, resolutions=["720p", "480p"])
+        version = (await video_rows.mark_processing(cur, video_id))["building_version"]
+        assert await video_rows.mark_ready(cur, video_id, version=version, duration=duration, width=1280,
+                                           height=720, fps=25.0, has_audio=True, resolutions=["720p", "480p"])
     return video_id
 
 

@@ -261,10 +261,10 @@ async def _ready_video(services, user_id: int, media_dir: str) -> str:
     async with cursor(services.pool) as cur:
         video_id = await videos.insert_video(cur, owner_id=user_id, title="t", description="", category="c",
                                              visibility="private", status="queued")
-        await videos.mark_processing(cur, video_id)
-        await videos.mark_ready(cur, video_id, version=0, duration=2.0, width=1280, height=720, fps=25.0,
+        version = (await videos.mark_processing(cur, video_id))["building_version"]
+        await videos.mark_ready(cur, video_id, version=version, duration=2.0, width=1280, height=720, fps=25.0,
                                 has_audio=False, resolutions=["720p"])
-    folder = Path(media_dir) / str(video_id) / "720p"
+    folder = Path(media_dir) / str(video_id) / f"v{version}" / "720p"
     folder.mkdir(parents=True)
     (folder / "seg_00000.ts").write_bytes(b"\x47" * 188 * 10)
     (folder / "index.m3u8").write_text("#EXTM3U\n#EXTINF:2.0,\nseg_00000.ts\n#EXT-X-ENDLIST\n")
@@ -303,7 +303,8 @@ async def test_logout_ends_the_owner_access_to_private_images_at_once(client, ne
     user = await make_user(EMAIL)
     video_id = (await _ready_video(services, user["id"], config.media_dir)).split("/")[3]
     for name in ("thumbnail.jpg", "poster.jpg"):
-        (Path(config.media_dir) / video_id / name).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+        # In its live version, the first (_ready_video's).
+        (Path(config.media_dir) / video_id / "v1" / name).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     access = client.cookies["access_token"]
     paths = [f"/media/thumbnail/{video_id}.jpg", f"/media/poster/{video_id}.jpg"]
     credentials = ({"Authorization": f"Bearer {access}"}, {"Cookie": f"access_token={access}"})

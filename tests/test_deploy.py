@@ -250,7 +250,7 @@ def accel(app, config, http_port, tmp_path, io_loop, make_user, new_client, serv
 
     from videoflix.platform import media
 
-    from helpers import make_ready_video
+    from helpers import make_ready_version, make_ready_video
 
     media_root = Path(tempfile.mkdtemp(prefix="videoflix-accel-"))
     media_root.chmod(0o755)  # nginx's workers run as another user
@@ -266,15 +266,14 @@ def accel(app, config, http_port, tmp_path, io_loop, make_user, new_client, serv
         await make_user("stranger@example.com", log_in=False)
         for client, email in ((owner, "owner@example.com"), (stranger, "stranger@example.com")):
             assert (await client.post("/api/login/", {"email": email, "password": PASSWORD})).status == 200
-        video_id = await make_ready_video(services, user["id"], visibility="private")
-        folder = media.video_dir(str(media_root), video_id) / "720p"
+        video_id = await make_ready_video(services, user["id"], visibility="private")  # 720p and 480p
+        folder = media.version_dir(str(media_root), video_id, 1) / "720p"  # its first (and live) version
         folder.mkdir(parents=True)
         (folder / "seg_00000.ts").write_bytes(ACCEL_SEGMENT)
         (folder / "index.m3u8").write_bytes(ACCEL_PLAYLIST)
-        for path in (media_root, folder.parent, folder):
+        for path in (media_root, folder.parent.parent, folder.parent, folder):
             path.chmod(0o755)
-        # And a versioned one (media/<id>/v<N>/), as a transcode now leaves it.
-        from helpers import make_ready_version
+        # And one asked for by its versioned path (media/<id>/v<N>/).
         versioned, version = await make_ready_version(services, user["id"])
         vfolder = media.version_dir(str(media_root), versioned, version) / "720p"
         vfolder.mkdir(parents=True)
@@ -384,12 +383,13 @@ async def test_accel_redirect_refusals_are_videoflix_json_and_internal_location_
         assert ACCEL_SEGMENT[:64] not in response.body
     nul = await owner.get(f"/api/video/{video_id}/720p/seg_00000.ts%00.txt")  # nginx refuses %00 itself
     assert nul.status == 400 and ACCEL_SEGMENT[:64] not in nul.body
-    for direct in (f"/internal-media/{video_id}/720p/seg_00000.ts", f"/internal-media/{video_id}/720p/index.m3u8",
+    for direct in (f"/internal-media/{video_id}/v1/720p/seg_00000.ts",
+                   f"/internal-media/{video_id}/v1/720p/index.m3u8",
                    "/internal-media/", "/internal-media/../etc/passwd", "/INTERNAL-MEDIA/1/720p/seg_00000.ts"):
         response = await owner.get(direct)
         assert response.status == 404, direct
         assert ACCEL_SEGMENT[:64] not in response.body and b"#EXTM3U" not in response.body
     # A symlink planted below media/<id>/ is refused by nginx too (disable_symlinks).
-    (media_root / str(video_id) / "480p").symlink_to(media_root / str(video_id) / "720p")
+    (media_root / str(video_id) / "v1" / "480p").symlink_to(media_root / str(video_id) / "v1" / "720p")
     planted = await owner.get(f"/api/video/{video_id}/480p/seg_00000.ts")
     assert planted.status == 404 and ACCEL_SEGMENT[:64] not in planted.body

@@ -2,7 +2,7 @@
 
 The media are real: the transcoder's HLS ladder of the shared 1080p park clip
 (1080p, 720p, 480p MPEG-TS segments with AAC), made once per session and copied into
-each test's media directory under a real ready row. Players are real too: ffprobe and ffmpeg open the
+each test's media directory as the live version of a real ready row. Players are real too: ffprobe and ffmpeg open the
 signed stream URL without cookies.
 """
 from __future__ import annotations
@@ -26,8 +26,6 @@ from videoflix.platform import media
 from videoflix.platform.db import cursor
 from videoflix.tables import videos
 from videoflix.transcode.ffmpeg import TranscodeSettings, transcode
-from videoflix.transcode.ladderfile import read_ladder
-from videoflix.transcode.playlist import render_master
 
 from helpers import login
 from media import PARK, clip
@@ -41,8 +39,8 @@ SEGMENT = "seg_00000.ts"
 
 @pytest.fixture(scope="session")
 def hls_ladder():
-    """media/<id>/ as a transcode leaves it (master.m3u8, <res>/index.m3u8 and
-    seg_NNNNN.ts, poster.jpg, thumbnail.jpg), made once by the real transcoder from
+    """A version folder as a transcode leaves it (ladder.json, <res>/index.m3u8 and
+    seg_NNNNN.ts, poster.jpg, thumbnail.jpg, trick play), made once by the real transcoder from
     the 5.8 s 1080p park clip: 1080p, 720p, 480p, two segments each. `ultrafast`
     only to keep the session short; the layout is the same for every preset."""
     root = Path(tempfile.mkdtemp(prefix="videoflix-hls-"))
@@ -54,7 +52,8 @@ def hls_ladder():
 
 @pytest.fixture
 def make_video(services, config, hls_ladder):
-    """A video row (ready unless told otherwise) with the ladder's files in place."""
+    """A video row (ready unless told otherwise) with the ladder's files in place as
+    its version 1 (media/<id>/v1/: its first transcode's)."""
     ladder, result = hls_ladder
 
     async def make(owner_id: int, *, visibility: str = "public", ready: bool = True,
@@ -64,20 +63,23 @@ def make_video(services, config, hls_ladder):
                 cur, owner_id=owner_id, title="Test pattern", description="", category="Test",
                 visibility=visibility, status="queued")
             if ready:
-                assert await videos.mark_processing(cur, video_id)
-                assert await videos.mark_ready(cur, video_id, version=0, duration=result.duration, width=result.width,
-                                               height=result.height, fps=result.fps,
+                version = (await videos.mark_processing(cur, video_id))["building_version"]
+                assert await videos.mark_ready(cur, video_id, version=version, duration=result.duration,
+                                               width=result.width, height=result.height, fps=result.fps,
                                                has_audio=result.has_audio, resolutions=list(resolutions))
-        target = media.video_dir(config.media_dir, video_id)
+        target = version_dir(config, video_id)
         target.mkdir(parents=True)
-        # Version 0, the wave-1 layout: its own master.m3u8 beside the renditions.
-        (target / "master.m3u8").write_text(render_master(read_ladder(ladder / "ladder.json")))
-        for name in ("thumbnail.jpg", "poster.jpg"):
+        for name in ("ladder.json", "thumbnail.jpg", "poster.jpg"):
             shutil.copy2(ladder / name, target / name)
         for rendition in resolutions:
             shutil.copytree(ladder / rendition, target / rendition)
         return video_id
     return make
+
+
+def version_dir(config, video_id: int) -> Path:
+    """Where make_video puts the files: version 1, the one its row says is live."""
+    return media.version_dir(config.media_dir, video_id, 1)
 
 
 @pytest.fixture
@@ -102,7 +104,7 @@ async def get(client, path: str, *, method: str = "GET", headers: dict | None = 
 
 
 def segment_bytes(config, video_id: int, rendition: str = "720p", name: str = SEGMENT) -> bytes:
-    return (media.video_dir(config.media_dir, video_id) / rendition / name).read_bytes()
+    return (version_dir(config, video_id) / rendition / name).read_bytes()
 
 
 def assert_json_404(response) -> None:
@@ -165,7 +167,7 @@ async def test_media_playlist_is_served_with_hls_type_and_short_private_cache(cl
     assert "#EXT-X-ENDLIST" in body
     uris = [line for line in body.splitlines() if line and not line.startswith("#")]
     assert uris and all(media.is_segment_name(uri) for uri in uris)  # bare names (API.md §3)
-    assert response.body == (media.video_dir(config.media_dir, video_id) / "720p" / "index.m3u8").read_bytes()
+    assert response.body == (version_dir(config, video_id) / "720p" / "index.m3u8").read_bytes()
 
 
 @pytest.mark.gen_test
@@ -202,7 +204,8 @@ async def test_master_playlist_lists_the_renditions(client, owner, make_video):
     response = await get(client, f"/api/video/{video_id}/master.m3u8")
     assert response.code == 200
     assert response.headers["Content-Type"] == "application/vnd.apple.mpegurl"
-    assert response.headers["Cache-Control"] == "private, max-age=5"
+    # Rendered per request from the version's ladder.json: revalidated every time (a 304).
+    assert response.headers["Cache-Control"] == "private, no-cache"
     body = response.body.decode()
     assert "#EXT-X-STREAM-INF" in body and "#EXT-X-INDEPENDENT-SEGMENTS" in body
     assert all(f"{rendition}/index.m3u8" in body for rendition in LADDER)
@@ -237,7 +240,7 @@ async def test_every_segment_listed_in_the_playlist_is_served(client, owner, mak
     for rendition in LADDER:
         playlist = await get(client, f"/api/video/{video_id}/{rendition}/index.m3u8")
         names = [line for line in playlist.body.decode().splitlines() if line and not line.startswith("#")]
-        on_disk = sorted(p.name for p in (media.video_dir(config.media_dir, video_id) / rendition).glob("seg_*"))
+        on_disk = sorted(p.name for p in (version_dir(config, video_id) / rendition).glob("seg_*"))
         assert names == on_disk and len(names) >= 2
         for name in names:
             response = await get(client, f"/api/video/{video_id}/{rendition}/{name}")
@@ -315,6 +318,9 @@ async def test_head_is_get_without_a_body(client, owner, make_video, config):
         head = await get(client, path, method="HEAD")
         assert head.code == 200 and head.body == b""
         for name in ("Content-Length", "Content-Type", "Etag", "Last-Modified", "Cache-Control"):
+            if name == "Last-Modified" and path.endswith("master.m3u8"):
+                assert name not in head.headers and name not in full.headers  # rendered: no file date
+                continue
             assert head.headers[name] == full.headers[name], (path, name)
     ranged = await get(client, f"/api/video/{video_id}/720p/{SEGMENT}", method="HEAD",
                        headers={"Range": "bytes=0-99"})
@@ -349,7 +355,7 @@ async def test_etag_is_not_a_content_hash_and_follows_the_file(client, owner, ma
     video_id = await make_video(user["id"])
     path = f"/api/video/{video_id}/720p/{SEGMENT}"
     before = (await get(client, path)).headers["Etag"]
-    segment = media.video_dir(config.media_dir, video_id) / "720p" / SEGMENT
+    segment = version_dir(config, video_id) / "720p" / SEGMENT
     info = segment.stat()
     assert before == f'"{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}"'
     # A re-transcode renames a new file into place: a new ETag, no stale cache.
@@ -487,7 +493,7 @@ async def test_unknown_videos_and_ids_are_404(client, owner):
 async def test_rendition_above_the_highest_is_served_from_the_highest(client, owner, make_video, config):
     user = await owner()
     video_id = await make_video(user["id"], resolutions=("480p",))
-    lowest = media.video_dir(config.media_dir, video_id) / "480p"
+    lowest = version_dir(config, video_id) / "480p"
     for requested in ("720p", "1080p"):
         playlist = await get(client, f"/api/video/{video_id}/{requested}/index.m3u8")
         assert playlist.code == 200 and playlist.body == (lowest / "index.m3u8").read_bytes()
@@ -561,9 +567,9 @@ async def test_traversal_and_odd_names_are_404_json_and_touch_nothing_outside(
     user = await owner()
     video_id = await make_video(user["id"])
     neighbour = await make_video(user["id"])
-    rendition = media.video_dir(config.media_dir, video_id) / "720p"
+    rendition = version_dir(config, video_id) / "720p"
     (rendition / "seg_00099.ts").symlink_to("/etc/passwd")
-    (rendition / "seg_00098.ts").symlink_to(media.video_dir(config.media_dir, neighbour) / "720p" / SEGMENT)
+    (rendition / "seg_00098.ts").symlink_to(version_dir(config, neighbour) / "720p" / SEGMENT)
     os.mkfifo(rendition / "seg_00097.ts")
     (rendition / "seg_00096.ts").mkdir()
     for name in TRAVERSALS:
@@ -593,8 +599,9 @@ async def test_no_symlink_below_the_video_directory_is_followed(client, owner, m
     user = await owner()
     video_id = await make_video(user["id"], resolutions=("720p", "480p"))
     directory = media.video_dir(config.media_dir, video_id)
-    (directory / "720p" / "seg_00090.ts").symlink_to(directory / "720p" / SEGMENT)
-    (directory / "1080p").symlink_to(directory / "720p", target_is_directory=True)
+    version = version_dir(config, video_id)
+    (version / "720p" / "seg_00090.ts").symlink_to(version / "720p" / SEGMENT)
+    (version / "1080p").symlink_to(version / "720p", target_is_directory=True)
     async with cursor(services.pool) as cur:
         await cur.execute("UPDATE videos SET resolutions = %s WHERE id = %s",
                           (["1080p", "720p", "480p"], video_id))
@@ -605,7 +612,7 @@ async def test_no_symlink_below_the_video_directory_is_followed(client, owner, m
     directory.rename(moved)
     directory.symlink_to(moved, target_is_directory=True)
     response = await get(client, f"/api/video/{video_id}/720p/{SEGMENT}")
-    assert response.code == 200 and response.body == (moved / "720p" / SEGMENT).read_bytes()
+    assert response.code == 200 and response.body == (moved / version.name / "720p" / SEGMENT).read_bytes()
 
 
 @pytest.mark.gen_test
@@ -777,7 +784,7 @@ async def test_public_videos_thumbnail_and_poster_are_public_with_long_cache(cli
         assert response.headers["Content-Type"] == "image/jpeg"
         assert response.headers["Cache-Control"] == "public, max-age=604800"
         assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
-        assert response.body == (media.video_dir(config.media_dir, video_id) / name).read_bytes()
+        assert response.body == (version_dir(config, video_id) / name).read_bytes()
         assert response.body[:2] == b"\xff\xd8"
         again = await get(anonymous, f"/media/{kind}/{video_id}.jpg",
                           headers={"If-None-Match": response.headers["Etag"]})

@@ -4,8 +4,8 @@ RequestHandler once every decision is cached, everything else left to the handle
 - Parity: the lane's answer to a request equals the handlers' answer to the same
   request (every header but Date, and the body), for the cookie and the bearer
   token, with and without an allowed Origin, with a client's X-Request-ID, for
-  single, suffix, clipped, whole, multiple, reversed and foreign-unit ranges, for the
-  legacy and a versioned layout, and behind nginx (X-Accel-Redirect) in
+  single, suffix, clipped, whole, multiple, reversed and foreign-unit ranges, for an
+  unversioned (API.md §3) and a versioned path, and behind nginx (X-Accel-Redirect) in
   test_deploy.py's real-nginx tests, which go through the lane too.
 - What the lane must leave to the handlers (the lane's counter does not move,
   and the answer is the handlers' right one): 416, If-Range, revalidation, HEAD, no or a
@@ -26,22 +26,22 @@ from videoflix.delivery import playback
 from videoflix.platform import media, metrics
 from videoflix.web import segment_lane
 
-from helpers import login, make_ready_version, make_ready_video
+from helpers import login, make_ready_version
 
 SEGMENT_BYTES = 300_001
 
 
 @pytest.fixture
 def videos(io_loop, make_user, client, services, config):
-    """The logged-in owner's private video in the legacy layout and a versioned one,
-    each with a 720p segment and playlist; returns {"legacy"|"versioned": (id, url path, bytes)}."""
+    """Two private videos of the logged-in owner, each with a 720p segment and playlist
+    in its live version, one asked for by the unversioned path, one by the versioned;
+    returns {"unversioned"|"versioned": (id, url path, bytes)}."""
     async def make():
         user = await make_user()
         made = {}
-        legacy = await make_ready_video(services, user["id"], visibility="private")
-        versioned, version = await make_ready_version(services, user["id"])
-        for name, video_id, number, prefix in (("legacy", legacy, 0, ""), ("versioned", versioned, version,
-                                                                                   f"v{version}/")):
+        for name in ("unversioned", "versioned"):
+            video_id, number = await make_ready_version(services, user["id"])
+            prefix = f"v{number}/" if name == "versioned" else ""
             folder = media.version_dir(config.media_dir, video_id, number) / "720p"
             folder.mkdir(parents=True)
             data = os.urandom(SEGMENT_BYTES)
@@ -69,7 +69,7 @@ async def handler_then_lane(app, client, path: str, **headers: str):
     return by_handler, by_lane
 
 
-@pytest.mark.parametrize("layout", ["legacy", "versioned"])
+@pytest.mark.parametrize("layout", ["unversioned", "versioned"])
 @pytest.mark.gen_test(timeout=60)
 async def test_the_lane_answers_as_the_handlers_do(videos, app, client, config, layout):
     _, path, data = videos[layout]
@@ -93,7 +93,8 @@ async def test_the_lane_answers_as_the_handlers_do(videos, app, client, config, 
             by_handler.headers["X-Request-ID"] = by_lane.headers["X-Request-ID"] = "made"
         assert comparable(by_lane) == comparable(by_handler), headers
     cache_control = by_lane.headers["Cache-Control"]
-    assert cache_control == ("private, max-age=60" if layout == "legacy" else "private, max-age=31536000, immutable")
+    assert cache_control == ("private, max-age=60" if layout == "unversioned"
+                             else "private, max-age=31536000, immutable")
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -101,7 +102,7 @@ async def test_behind_nginx_the_lane_answers_as_the_handlers_do(videos, app, cli
     """VIDEOFLIX_ACCEL_REDIRECT: an empty answer naming the file for nginx (which
     answers ranges and revalidation itself: test_deploy.py runs the real one)."""
     app.settings["config"] = dataclasses.replace(config, accel_redirect="/internal-media/")
-    for layout in ("legacy", "versioned"):
+    for layout in ("unversioned", "versioned"):
         video_id, path, _ = videos[layout]
         for headers in ({}, {"Range": "bytes=0-99"}, {"If-None-Match": '"x"'}, {"Origin": "http://localhost:5500"}):
             by_handler, by_lane = await handler_then_lane(app, client, path, **headers)
@@ -114,7 +115,7 @@ async def test_behind_nginx_the_lane_answers_as_the_handlers_do(videos, app, cli
 
 @pytest.mark.gen_test(timeout=60)
 async def test_what_the_lane_leaves_to_the_handlers(videos, app, client, new_client, make_user):
-    video_id, path, data = videos["legacy"]
+    video_id, path, data = videos["unversioned"]
     assert (await client.get(path)).status == 200  # the file is open now, every cache warm
     stranger = new_client()
     forged = new_client()

@@ -107,7 +107,7 @@ def segment(io_loop, make_user, client, services, config):
     async def make():
         user = await make_user()
         video_id = await make_ready_video(services, user["id"], visibility="private")
-        folder = media.video_dir(config.media_dir, video_id) / "720p"
+        folder = media.version_dir(config.media_dir, video_id, 1) / "720p"  # its first (and live) version
         folder.mkdir(parents=True)
         (folder / "seg_00000.ts").write_bytes(os.urandom(200_000))
         (folder / "index.m3u8").write_text("#EXTM3U\n#EXT-X-ENDLIST\n")

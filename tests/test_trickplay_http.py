@@ -149,8 +149,8 @@ async def test_bad_or_unknown_trickplay_names_are_404(client, transcoded):
 @pytest.mark.gen_test
 async def test_thumbnails_vtt_is_null_without_a_versioned_track(client, make_user, services, small_clip):
     owner = await make_user("owner@example.com")
-    legacy = await make_ready_video(services, owner["id"])  # version 0, the wave-1 layout
-    assert (await client.get(f"/api/video/{legacy}/")).json()["thumbnails_vtt"] is None
+    trackless = await make_ready_video(services, owner["id"])  # live, no ladder.json: no track
+    assert (await client.get(f"/api/video/{trackless}/")).json()["thumbnails_vtt"] is None
     queued = await upload(client, small_clip, title="Waiting")  # no runner here: it stays queued
     assert queued.status == 201 and queued.json()["thumbnails_vtt"] is None
     assert (await client.get(f"/api/video/{queued.json()['id']}/")).json()["thumbnails_vtt"] is None

@@ -339,53 +339,28 @@ async def test_retranscode_keeps_the_old_version_listed_and_playing_then_switche
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_sweeper_removes_unpublished_versions_and_wave_one_files_but_keeps_live_and_building(
+async def test_sweeper_removes_old_and_unpublished_versions_but_keeps_live_and_building(
         client, make_user, services, config):
     user = await make_user("owner@example.com")
     async with cursor(services.pool) as cur:
         video_id = await videos.insert_video(cur, owner_id=user["id"], title="t", description="", category="c",
                                              visibility="private", status="queued")
-        # live 3, building 5: v1 (old), v4 (a dead run), v0 files (wave 1) may go; v3 and v5 stay.
+        # live 3, building 5: v1 (old) and v4 (a dead run) may go; v3 and v5 stay.
         await cur.execute("UPDATE videos SET live_version = 3, building_version = 5, version_seq = 5,"
                           " live_since = now() - interval '1 hour', status = 'processing' WHERE id = %s",
                           (video_id,))
     base = media.video_dir(config.media_dir, video_id)
     for version in (1, 3, 4, 5):
         (base / f"v{version}" / "480p").mkdir(parents=True)
-    (base / "480p").mkdir()
-    (base / "master.m3u8").write_text("#EXTM3U\n")
-    (base / "subtitles").mkdir()  # not ours: per video, kept
+    (base / "subtitles").mkdir()  # not a version: per video, kept
     old = time.time() - 3600
     os.utime(base / "v4" / "480p", (old, old))
     os.utime(base / "v4", (old, old))
     sweeper = Sweeper(dataclasses.replace(config, version_grace_seconds=60, transcode_lease_seconds=60),
                       services, lambda: set())
     removed = await sweeper.sweep_versions()
-    assert sorted(removed) == sorted([str(base), str(base / "v1"), str(base / "v4")])
+    assert sorted(removed) == sorted([str(base / "v1"), str(base / "v4")])
     assert sorted(p.name for p in base.iterdir()) == ["subtitles", "v3", "v5"]
     # A young dead run is left alone for now (it may belong to a run elsewhere, not yet fenced).
     (base / "v6").mkdir()
     assert await sweeper.sweep_versions() == []
-
-
-@pytest.mark.gen_test(timeout=60)
-async def test_wave_one_video_is_still_served_from_its_own_folder(client, make_user, services, config):
-    """Rows made ready before migration 004 have live_version 0: media/<id>/ as it was."""
-    user = await make_user("owner@example.com")
-    async with cursor(services.pool) as cur:
-        video_id = await videos.insert_video(cur, owner_id=user["id"], title="old", description="",
-                                             category="c", visibility="private", status="queued")
-        await cur.execute("UPDATE videos SET status = 'ready', live_version = 0, resolutions = '{480p}',"
-                          " live_since = now() WHERE id = %s", (video_id,))
-    base = media.video_dir(config.media_dir, video_id)
-    (base / "480p").mkdir(parents=True)
-    (base / "master.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\n480p/index.m3u8\n")
-    (base / "480p" / "index.m3u8").write_text("#EXTM3U\n#EXTINF:4.0,\nseg_00000.ts\n#EXT-X-ENDLIST\n")
-    (base / "480p" / "seg_00000.ts").write_bytes(b"\x47" * 188)
-    master = await client.get(f"/api/video/{video_id}/master.m3u8")
-    assert master.status == 200 and master.body == (base / "master.m3u8").read_bytes()
-    assert (await client.get(f"/api/video/{video_id}/480p/seg_00000.ts")).status == 200
-    # Version 0 has no versioned path.
-    assert (await client.get(f"/api/video/{video_id}/v0/480p/seg_00000.ts")).status == 404
-    assert [item["id"] for item in (await client.get("/api/video/")).json()] == [video_id]
-    assert (await detail(client, video_id))["playable"] is True

@@ -27,7 +27,7 @@ import tornado.web
 from videoflix.delivery import zerocopy
 from videoflix.platform import media
 
-from helpers import make_ready_video, open_fds_to, wait_until
+from helpers import make_ready_version, open_fds_to, wait_until
 
 BIG = 24 * 1024 * 1024 + 12345  # several MB and not a round number
 SMALL = 300_001
@@ -45,12 +45,12 @@ def payloads():
 
 @pytest.fixture
 def segments(io_loop, make_user, client, services, config, payloads):
-    """A ready video of the logged-in owner whose 720p segments are the payloads;
-    returns (video id, {name: path})."""
+    """A ready private video of the logged-in owner whose live version's 720p segments are
+    the payloads; returns (video id, {name: path})."""
     async def make():
         user = await make_user()
-        video_id = await make_ready_video(services, user["id"], visibility="private")
-        folder = media.video_dir(config.media_dir, video_id) / "720p"
+        video_id, version = await make_ready_version(services, user["id"])
+        folder = media.version_dir(config.media_dir, video_id, version) / "720p"
         folder.mkdir(parents=True)
         paths = {}
         for name, data in payloads.items():

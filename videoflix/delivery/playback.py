@@ -110,8 +110,8 @@ class ServedFile:
 
     @property
     def rendered_master(self) -> bool:
-        """A master rendered from the version's ladder.json (version 0 has its own file)."""
-        return self.parts == (media.MASTER_PLAYLIST_NAME,) and self.version != media.LEGACY_VERSION
+        """The master, rendered from the version's ladder.json (never a file)."""
+        return self.parts == (media.MASTER_PLAYLIST_NAME,)
 
 
 def resolve_file(video: dict, target: HLSTarget, user_id: int | None, is_admin: bool) -> ServedFile:

@@ -15,11 +15,10 @@
     VIDEOFLIX_VERSION_GRACE_SECONDS after the live version was published, so a
     player that loaded it before the switch plays on meanwhile;
   - newer (a run that died or was superseded, never published): removed once
-    unchanged for the lease;
-  and the wave-1 files of a version-0 video (master.m3u8, <res>/, poster.jpg,
-  thumbnail.jpg directly in media/<id>/) once another version has been live for the
-  grace period. Folders are listed before the rows are read: a version allocated
-  after the read cannot have a folder in the listing.
+    unchanged for the lease.
+  Folders are listed before the rows are read: a version allocated after the read
+  cannot have a folder in the listing. (The wave-1 layout is not a version:
+  library/version_zero.py moves and removes it at start-up.)
 
 Each removal is logged with what it was.
 """
@@ -45,8 +44,6 @@ log = logging.getLogger(__name__)
 # Never sweep more often than this.
 MIN_INTERVAL_SECONDS = 1.0
 _VIDEO_DIR = re.compile(media.VIDEO_ID_PATTERN)
-# What a version-0 (wave-1) video keeps directly in media/<id>/.
-LEGACY_FILES = (media.MASTER_PLAYLIST_NAME, media.POSTER_NAME, media.THUMBNAIL_NAME)
 
 
 def _age(path: Path, now: float) -> float:
@@ -103,7 +100,7 @@ def _tree_age(path: Path, now: float) -> float:
 
 
 def list_versions(media_dir: str) -> dict[int, list[int]]:
-    """{video id: [version folders]} under MEDIA_DIR, with 0 for wave-1 files (blocking)."""
+    """{video id: [version folders]} under MEDIA_DIR (blocking)."""
     root = Path(media_dir)
     found: dict[int, list[int]] = {}
     if not root.is_dir():
@@ -116,19 +113,8 @@ def list_versions(media_dir: str) -> dict[int, list[int]]:
             version = media.parse_version(child.name)
             if version is not None and child.is_dir() and not child.is_symlink():
                 versions.append(version)
-            elif child.name in LEGACY_FILES or child.name in media.RESOLUTIONS:
-                versions.append(media.LEGACY_VERSION)
-        found[int(video.name)] = sorted(set(versions))
+        found[int(video.name)] = sorted(versions)
     return found
-
-
-def _remove_legacy(folder: Path) -> None:
-    for name in LEGACY_FILES:
-        (folder / name).unlink(missing_ok=True)
-    for name in media.RESOLUTIONS:
-        path = folder / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
 
 
 def sweep_versions(media_dir: str, found: dict[int, list[int]], rows: dict[int, dict], grace_seconds: float,
@@ -152,10 +138,7 @@ def sweep_versions(media_dir: str, found: dict[int, list[int]], rows: dict[int, 
                     continue
             elif _tree_age(folder, now) < lease_seconds:
                 continue
-            if version == media.LEGACY_VERSION:
-                _remove_legacy(folder)
-            else:
-                shutil.rmtree(folder, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
             removed.append(str(folder))
     return removed
 

@@ -2,8 +2,8 @@
 
 The transcode child records in a version's ladder.json whether it wrote a thumbnails
 track ("thumbnails_vtt", transcode/sprites.py); the detail links the LIVE version's
-track, or says null (nothing live, the wave-1 layout of version 0, or a run without
-sprites). A finished version's ladder never changes, so the answer is kept
+track, or says null (nothing live, or a run without sprites: a video moved from the
+wave-1 layout has none). A finished version's ladder never changes, so the answer is kept
 in-process per (video, version), bounded; the ladder is read in the file executor.
 The I-frame playlists need nothing here: the master lists them (playlist.render_master
 from the same ladder) and handlers/hls.py serves them with the segments' access rule.
@@ -55,7 +55,7 @@ async def _has_track(config: Config, services: Services, video_id: int, version:
 async def thumbnails_vtt(config: Config, services: Services, video: dict) -> str | None:
     """The detail's `thumbnails_vtt`: the live version's track URL, or None."""
     version = video["live_version"]
-    if version is None or version == media.LEGACY_VERSION:
+    if version is None:
         return None
     if not await _has_track(config, services, video["id"], version):
         return None

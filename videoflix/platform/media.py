@@ -20,7 +20,7 @@
                                       version 0, the wave-1 layout of videos made ready
                                       before versions existed: moved into a version
                                       folder at start-up (library/version_zero.py),
-                                      through media/<id>/.wave1-move-<tag>/
+                                      through media/<id>/.wave1-move-<tag>/; never served
 
 The row (sql/004) says which version is live (served, listed) and which one is
 being built; `can_watch_version` is the access rule for a version.
@@ -36,14 +36,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-MASTER_PLAYLIST_NAME = "master.m3u8"  # rendered per request; a file only in version 0
+MASTER_PLAYLIST_NAME = "master.m3u8"  # rendered per request; a file only in the wave-1 layout
 MEDIA_PLAYLIST_NAME = "index.m3u8"
 LADDER_NAME = "ladder.json"
 IFRAME_PLAYLIST_NAME = "iframes.m3u8"  # per rendition (trickplay)
 # URL part of a version's subtitle playlists, and media/<id>/subtitles/ (subs)
 SUBTITLES_DIR_NAME = "subtitles"
-# The wave-1 layout: files directly in media/<id>/ (sql/004 gives such rows live_version 0).
-LEGACY_VERSION = 0
 POSTER_NAME = "poster.jpg"
 THUMBNAIL_NAME = "thumbnail.jpg"
 # ffmpeg's -hls_segment_filename pattern; 5 digits of 4 s segments cover 111 hours.
@@ -151,14 +149,13 @@ def parse_version(raw: str) -> int | None:
 
 @functools.lru_cache(maxsize=4096)  # on every HLS request; pure
 def version_dir(media_dir: str, video_id: int, version: int) -> Path:
-    """media/<id>/v<N>/, or media/<id>/ itself for version 0 (the wave-1 layout)."""
-    base = video_dir(media_dir, video_id)
-    return base if version == LEGACY_VERSION else base / version_name(version)
+    """media/<id>/v<N>/."""
+    return video_dir(media_dir, video_id) / version_name(version)
 
 
 def version_prefix(version: int) -> str:
-    """What a rendered master puts before the rendition URIs: "v<N>/" ("" for version 0)."""
-    return "" if version == LEGACY_VERSION else version_name(version) + "/"
+    """What a rendered master puts before the rendition URIs: "v<N>/"."""
+    return version_name(version) + "/"
 
 
 def ladder_path(media_dir: str, video_id: int, version: int) -> Path:
@@ -177,7 +174,7 @@ def lease_fence(media_dir: str, video_id: int, version: int) -> Path:
 # Rows made ready before versions existed have live_version 0 (sql/004) and their
 # files directly in media/<id>/: these names, and a folder per rendition (RESOLUTIONS).
 # library/version_zero.py moves them into a version folder once, at start-up.
-WAVE1_VERSION = LEGACY_VERSION
+WAVE1_VERSION = 0
 WAVE1_FILE_NAMES = (MASTER_PLAYLIST_NAME, POSTER_NAME, THUMBNAIL_NAME)
 # The version folder being made of a wave-1 video's files, renamed to v<N> once whole;
 # <tag> is the moving process's own, so two processes never build in one folder.

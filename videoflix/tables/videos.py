@@ -89,15 +89,13 @@ async def mark_ready(cur: Any, video_id: int, *, version: int, duration: float, 
                      fps: float, has_audio: bool, resolutions: list[str]) -> bool:
     """Publish: version `version` becomes the live one, in this one UPDATE (players of
     the old version switch at their next master request). Only the run that holds
-    the row's building_version may (version 0, the wave-1 layout, is for rows whose
-    files are already in media/<id>/: tests and benchmarks)."""
+    the row's building_version may."""
     await cur.execute(
         "UPDATE videos SET status = 'ready', error = NULL, duration = %s, width = %s, height = %s,"
         " fps = %s, has_audio = %s, resolutions = %s, updated_at = now(), ready_at = now(),"
         " live_version = %s, live_since = now(), building_version = NULL"
-        " WHERE id = %s AND status = 'processing'"
-        " AND (%s = 0 OR building_version = %s) RETURNING id",
-        (duration, width, height, fps, has_audio, resolutions, version, video_id, version, version),
+        " WHERE id = %s AND status = 'processing' AND building_version = %s RETURNING id",
+        (duration, width, height, fps, has_audio, resolutions, version, video_id, version),
     )
     return await cur.fetchone() is not None
 

@@ -36,8 +36,8 @@ the header hooks. Ours, and why:
   private video from a missing one, or a refused path from an absent file.
 - Versions (README, Architecture: Transcode): playback.resolve_file says which version's file answers
   (the live one; the one being built for the owner and admins). The master of a
-  version >= 1 is rendered per request from its ladder.json (playlist.render_master,
-  ETag + 304); version 0 (the wave-1 layout) has its own master.m3u8 file. A playlist
+  version is rendered per request from its ladder.json (playlist.render_master,
+  ETag + 304). A playlist
   or segment of the version being built that is not written yet is waited for up to
   BUILDING_WAIT_SECONDS, then answered 503 with Retry-After (hls.js retries a 5xx,
   not a 404); a finished version answers at once.
