@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from videoflix.delivery import answer
 from videoflix.platform.config import ENV_VARS, Config, ConfigError
-from videoflix.web import media_handlers
 
 from helpers import PASSWORD
 
@@ -311,7 +311,7 @@ async def test_accel_redirect_nginx_sends_segments_with_ranges_and_validators(ac
     headers = full.headers
     assert "X-Accel-Redirect" not in headers
     assert headers["Content-Type"] == "video/MP2T"
-    assert headers["Cache-Control"] == media_handlers.UNVERSIONED_SEGMENT_CACHE_CONTROL  # Videoflix's policy
+    assert headers["Cache-Control"] == answer.UNVERSIONED_SEGMENT_CACHE_CONTROL  # Videoflix's policy
     assert int(headers["Content-Length"]) == len(ACCEL_SEGMENT)
     assert headers["Accept-Ranges"] == "bytes"
     assert headers["X-Request-ID"] == "accel-1"  # Videoflix's, copied by the internal location
@@ -343,7 +343,7 @@ async def test_accel_redirect_nginx_sends_segments_with_ranges_and_validators(ac
     # A versioned segment (what a rendered master points at): immutable, ranges alike.
     versioned = await owner.get(accel_versioned[0], headers={"Range": "bytes=10-19"})
     assert (versioned.status, versioned.body) == (206, ACCEL_SEGMENT[10:20])
-    assert versioned.headers["Cache-Control"] == media_handlers.IMMUTABLE_CACHE_CONTROL
+    assert versioned.headers["Cache-Control"] == answer.IMMUTABLE_CACHE_CONTROL
     anonymous = new_client()
     anonymous.base_url = base
     assert (await anonymous.get(accel_versioned[0])).status == 401

@@ -1,4 +1,4 @@
-"""The pure RFC 7233/7232/7231 parsing of videoflix/delivery/httpranges.py (no HTTP)."""
+"""The pure RFC 7233/7232 and RFC 9110 §12.5.3 parsing of videoflix/delivery/httpranges.py (no HTTP)."""
 from __future__ import annotations
 
 from email.utils import parsedate_to_datetime
@@ -56,6 +56,9 @@ def test_if_range_matches_strong_etag_or_exact_date_only():
 @pytest.mark.parametrize("header, expected", [
     ("gzip", True), ("gzip, deflate, br", True), ("deflate;q=1, gzip;q=0.5", True),
     ("gzip;q=0", False), ("identity", False), ("", False), ("*", True), ("br, *;q=0", False),
+    # RFC 9110 §12.5.3: gzip's own entry decides, whatever `*` says; x-gzip is gzip.
+    ("*, gzip;q=0", False), ("gzip;q=0, *;q=1", False), ("*;q=0, gzip", True), ("x-gzip", True),
+    ("GZIP;Q=0.5", True), ("gzip;q=abc", False),
 ])
 def test_accepts_gzip(header, expected):
     assert accepts_gzip(header) is expected

@@ -120,6 +120,24 @@ async def test_assets_are_gzipped_when_accepted_and_revalidate_with_304(client, 
 
 
 @pytest.mark.gen_test
+@pytest.mark.parametrize("accept, gzipped", [
+    ("gzip", True), ("gzip;q=0", False), ("deflate, gzip;q=0", False), ("*, gzip;q=0", False),
+    ("br, *;q=0", False), ("identity", False), ("*", True),
+])
+async def test_pages_and_assets_are_gzipped_only_for_a_non_zero_q(client, app, accept, gzipped):
+    """`gzip;q=0` refuses gzip (RFC 9110 §12.5.3); pages used to take the word alone for a yes."""
+    for path in (f"/static/{app.settings['assets'].version}/css/app.css", "/pages/auth/login.html"):
+        identity = await client.http.fetch(client.base_url + path, decompress_response=False)
+        response = await client.http.fetch(client.base_url + path, headers={"Accept-Encoding": accept},
+                                           decompress_response=False)
+        assert response.code == 200 and response.headers["Vary"] == "Accept-Encoding"
+        assert (response.headers.get("Content-Encoding") == "gzip") is gzipped, (path, accept)
+        assert (gzip.decompress(response.body) if gzipped else response.body) == identity.body
+        # The gzip coding is another representation: its own ETag, as for playlists (RFC 9110 §8.8.3).
+        assert (response.headers["Etag"] == identity.headers["Etag"]) is not gzipped
+
+
+@pytest.mark.gen_test
 @pytest.mark.parametrize("suffix", [
     "css/../../videoflix/app.py", "css/%2e%2e/%2e%2e/setup.cfg", "..%2f..%2fsetup.cfg", "pages/index.html",
     "pages/auth/login.html", "css/missing.css", "js/", "", "/etc/passwd", "css/app.css/",

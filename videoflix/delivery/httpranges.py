@@ -1,7 +1,7 @@
 """HTTP range and content-coding rules (pure): RFC 7233 Range and If-Range,
-RFC 7232 validators as If-Range uses them, RFC 7231 Accept-Encoding.
+RFC 7232 validators as If-Range uses them, RFC 9110 §12.5.3 Accept-Encoding.
 
-No IO and no Tornado: handlers/hls.py feeds headers in and maps the results
+No IO and no Tornado: answer.py feeds headers in and maps the results
 (RangeNotSatisfiable is its 416).
 """
 from __future__ import annotations
@@ -59,25 +59,33 @@ def range_is_current(if_range: str | None, etag: str | None, modified: datetime.
     except (TypeError, ValueError):
         return False
     if date.tzinfo is None:
-        date = date.replace(tzinfo=datetime.timezone.utc)
+        date = date.replace(tzinfo=datetime.UTC)
     return date == modified
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
-    """True when Accept-Encoding lists gzip (or *) with a non-zero q (RFC 7231 §5.3.4)."""
+    """True when Accept-Encoding gives gzip a non-zero q (RFC 9110 §12.5.3): the q of its
+    own entry (or x-gzip's, the same coding: §8.4.1.3) when it has one, else that of `*`;
+    `gzip;q=0` refuses it whatever `*` says. A q that is not a number counts as 0."""
+    own: float | None = None
+    anything: float | None = None
     for item in accept_encoding.split(","):
         coding, _, params = item.partition(";")
         coding = coding.strip().lower()
-        if coding not in ("gzip", "x-gzip", "*"):
-            continue
-        q = 1.0
-        for param in params.split(";"):
-            key, _, value = param.partition("=")
-            if key.strip().lower() == "q":
-                try:
-                    q = float(value.strip())
-                except ValueError:
-                    q = 0.0
-        if q > 0:
-            return True
-    return False
+        if coding in ("gzip", "x-gzip"):
+            own = max(own or 0.0, _quality(params))
+        elif coding == "*":
+            anything = _quality(params)
+    q = own if own is not None else anything
+    return q is not None and q > 0
+
+
+def _quality(params: str) -> float:
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return 0.0
+    return 1.0

@@ -1,6 +1,6 @@
 """Opening and reading files inside a video's folder (blocking: executor only).
 
-Every function here blocks on the disk; handlers/hls.py calls them through
+Every function here blocks on the disk; web/media_handlers.py calls them through
 `services.file_executor`, never on the loop. Names come validated from
 playback.py / media.py; this module decides nothing about access.
 """
@@ -14,12 +14,9 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from videoflix.delivery.answer import GZIP_LEVEL
 
-# Playlists are gzipped in memory; a larger file (a 10-hour video at 2 s segments
-# is ~1 MB) is sent as is rather than held whole.
-MAX_GZIP_BYTES = 4 * 1024 * 1024
-GZIP_LEVEL = 6  # zlib's default: playlists are small, level 9 gains ~1% for 2x CPU
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

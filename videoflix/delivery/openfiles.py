@@ -25,8 +25,8 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Hashable
 from dataclasses import replace
-from typing import Hashable
 
 from videoflix.delivery.mediafiles import OpenFile
 
@@ -36,7 +36,7 @@ MAX_ENTRIES = 256
 
 
 class Entry:
-    __slots__ = ("key", "file", "expires", "users", "retired")
+    __slots__ = ("expires", "file", "key", "retired", "users")
 
     def __init__(self, key: Hashable, file: OpenFile, expires: float) -> None:
         self.key = key

@@ -1,6 +1,7 @@
 """Who may play which HLS file: the target of a path, the watch rule, stream URLs.
 
-Used by handlers/hls.py. Pure parts: `parse_hls_target`, `hls_file_parts`.
+Used by web/media_handlers.py and web/segment_lane.py. Pure parts:
+`parse_hls_target`, `resolve_file`.
 Loop-side parts look rows up (`watchable_video`, `streamable_video`,
 `issue_stream_url`). Not found is media.VideoNotFound, as everywhere. The files
 themselves are opened and read by mediafiles.py (in the file executor).
@@ -26,7 +27,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from videoflix.accounts import sessions, tokens
 from videoflix.platform import db, media
@@ -295,5 +296,5 @@ async def issue_stream_url(config: Config, services: Services, video_id: int,
         token_version=row["viewer_token_version"], now=now, ttl_seconds=config.stream_token_ttl,
         session_id=claims.session_id)
     url = f"{config.public_url}/api/stream/{token}/{video_id}/{media.MASTER_PLAYLIST_NAME}"
-    stamp = datetime.fromtimestamp(expires_at, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return StreamURL(url=url, expires_at=stamp)

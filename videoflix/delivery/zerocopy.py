@@ -3,11 +3,11 @@ socket, after Tornado has flushed the headers (the seam over Tornado's connectio
 
 Tornado has no sendfile: a body goes file -> bytes (a thread's pread) -> Tornado's
 write buffer -> socket. Here the kernel copies file pages to the socket itself,
-with no thread hop and no Python bytes. handlers/hls.py calls `send_body` for a
-file body it would otherwise read in chunks; everything around the body (access,
-Range, If-Range, 304, HEAD, gzip, Content-Length) stays the handler's. The segment
-lane (handlers/lane.py) writes its headers with HTTP1Connection.write_headers and
-calls `send_after_headers`.
+with no thread hop and no Python bytes. web/media_handlers.py calls `send_body` for
+a file body it would otherwise read in chunks; everything around the body (access,
+and answer.py's Range, If-Range, 304, HEAD, gzip, Content-Length) stays theirs. The
+segment lane (web/segment_lane.py) writes its headers with
+HTTP1Connection.write_headers and calls `send_after_headers`.
 
 How it meets Tornado:
 - `usable(request)` is False, and the handler keeps its chunked reads, where the
@@ -109,7 +109,7 @@ class Sender:
         return await self.send_after_headers(handler.request.connection, fd, start, end)
 
     async def send_after_headers(self, connection: Any, fd: int, start: int, end: int) -> bool:
-        """send_body once the headers are written (handlers/lane.py writes its own)."""
+        """send_body once the headers are written (web/segment_lane.py writes its own)."""
         if getattr(connection, PINNED_ATTRIBUTE, None) != end - start:
             # Tornado does not count the body as we expect (a changed Tornado,
             # or a transform that altered the headers): let Tornado write it.

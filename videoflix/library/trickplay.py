@@ -6,7 +6,7 @@ track, or says null (nothing live, or a run without sprites: a video moved from 
 wave-1 layout has none). A finished version's ladder never changes, so the answer is kept
 in-process per (video, version), bounded; the ladder is read in the file executor.
 The I-frame playlists need nothing here: the master lists them (playlist.render_master
-from the same ladder) and handlers/hls.py serves them with the segments' access rule.
+from the same ladder) and web/media_handlers.py serves them with the segments' access rule.
 """
 from __future__ import annotations
 

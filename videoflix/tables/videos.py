@@ -134,7 +134,7 @@ async def delete_video(cur: Any, video_id: int) -> bool:
     return await cur.fetchone() is not None
 
 
-# --- HLS delivery (handlers/hls.py via playback.py) ---------------------------
+# --- HLS delivery (web/media_handlers.py via delivery/playback.py) -----------
 # Only what the watch rule and the rendition choice need: one primary-key lookup
 # per uncached request.
 PLAYBACK_COLUMNS = "id, owner_id, visibility, status, resolutions, live_version, building_version"

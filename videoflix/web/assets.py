@@ -8,6 +8,7 @@
 Only files found by the scan at start-up are served (a fixed allow-list: no path from
 a request ever reaches the file system). Contents are read, and text gzipped, in the
 file executor on first use and then kept in memory: the whole set is well under 1 MB.
+Their ETags are delivery/answer.py's for bytes in memory (content_etag).
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from videoflix.delivery import answer
 
 log = logging.getLogger(__name__)
 
@@ -105,11 +108,11 @@ def _read_asset(path: Path, replacements: dict[str, str] | None) -> Asset:
         for placeholder, value in replacements.items():
             text = text.replace(placeholder, value)
         body = text.encode("utf-8")
-    gzipped = gzip.compress(body, 6, mtime=0) if path.suffix in GZIP_SUFFIXES else None
+    gzipped = gzip.compress(body, answer.GZIP_LEVEL, mtime=0) if path.suffix in GZIP_SUFFIXES else None
     if gzipped is not None and len(gzipped) >= len(body):
         gzipped = None
-    etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
-    return Asset(body, gzipped, CONTENT_TYPES.get(path.suffix, "application/octet-stream"), etag)
+    return Asset(body, gzipped, CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+                 answer.content_etag(body))
 
 
 def scan_assets(static_dir: Path = STATIC_DIR, node_modules: Path = NODE_MODULES_DIR) -> Assets:

@@ -1,61 +1,39 @@
 """HLS delivery, API.md §3 and §4: playlists, segments, signed stream URLs, images.
 
-The file handlers are `tornado.web.StaticFileHandler`s. Reused from it:
-`should_return_304` (If-None-Match first, else If-Modified-Since: RFC 7232 §6) and
-the header hooks. Ours, and why:
-- `get`: access is decided (asynchronously, one small query at most) before any file
-  is opened, and the file is opened and read in `services.file_executor`, in
-  FILE_CHUNK_BYTES chunks with one read ahead, never whole and never on the loop
-  (the parent reads synchronously on the loop). A plain GET reads its first chunk
-  in the same thread hop as the open, and that chunk leaves with the headers: a
-  ~1 MB segment costs one hop and one send. Range rules are the parent's (RFC 7233):
-  one range -> 206 + Content-Range, unsatisfiable -> 416 `bytes */size`, the full
-  range -> 200, a malformed Range (or several ranges) is ignored; plus If-Range (§3.2).
+Every answer is delivery/answer.py's (status, headers, body source, from the
+request's headers, the file's fstat and the kind's policy, KINDS); these handlers
+find the file, decide access, and carry the answer out:
+- Access is decided (asynchronously, one small query at most) before any file is
+  opened. Errors are JSON (JSONErrorsMixin) and are 404, never 403: a caller cannot
+  tell a private video from a missing one, or a refused path from an absent file.
 - Files are opened component by component with O_NOFOLLOW below media/<id>/
-  (mediafiles.open_inside): no symlink there is followed, no path is resolved and
-  then reopened.
-- `compute_etag`: size + mtime + inode from the one fstat, not the parent's SHA-512
-  of the whole file computed on the loop and cached forever. `set_headers`: the
-  parent's headers (Accept-Ranges, ETag, Last-Modified, Content-Type, then
-  set_extra_headers) without its Expires (Cache-Control is ours), Last-Modified
-  formatted once per mtime.
+  (mediafiles.open_inside), in `services.file_executor`, never on the loop: no
+  symlink there is followed, no path is resolved and then reopened.
+- Bodies on plain connections go by os.sendfile once the headers are flushed
+  (zerocopy.py): no thread reads and no copies. On TLS they are read in the file
+  executor, FILE_CHUNK_BYTES at a time with one read ahead; a plain GET reads its
+  first chunk in the same thread hop as the open, and it leaves with the headers.
+  A gzipped text file is compressed there too (mediafiles.read_gzipped).
 - Segments' open files are kept a few seconds (openfiles.py): a segment GET that
   finds its file open makes no thread hop. A plain segment GET whose every
-  decision is cached is answered before it reaches these handlers, by the
-  segment lane (lane.py), with the headers made by the same functions and
-  policy (KINDS, file_etag, http_date); everything else comes here.
-- Bodies on plain connections go by os.sendfile once the headers are flushed
-  (zerocopy.py): no thread reads and no copies; the chunked reads above remain for
-  TLS and gzip. With VIDEOFLIX_ACCEL_REDIRECT, playlists and segments are
-  authorised here and sent by nginx (accel.py, `_accel_redirect`).
-- Playlists are gzipped when the client accepts it (they are small and compress
-  ~5x). A gzipped answer ignores Range (RFC 7233 §3.1 lets a server ignore it) and
-  says `Accept-Ranges: none`; players never range-request playlists, and ranges of
-  the identity bytes are still served to clients that do not ask for gzip.
-- Errors are JSON (JSONErrorsMixin) and are 404, never 403: a caller cannot tell a
-  private video from a missing one, or a refused path from an absent file.
-- Versions (README, Architecture: Transcode): playback.resolve_file says which version's file answers
-  (the live one; the one being built for the owner and admins). The master of a
-  version is rendered per request from its ladder.json (playlist.render_master,
-  ETag + 304). A playlist
-  or segment of the version being built that is not written yet is waited for up to
-  BUILDING_WAIT_SECONDS, then answered 503 with Retry-After (hls.js retries a 5xx,
-  not a 404); a finished version answers at once.
+  decision is cached is answered before it reaches these handlers, by the segment
+  lane (segment_lane.py), with the same answer.py answer.
+- With VIDEOFLIX_ACCEL_REDIRECT, playlists and segments are authorised here and
+  sent by nginx (accel.py, answer.answer_accel).
+- Versions (README, Architecture: Transcode): playback.resolve_file says which
+  version's file answers (the live one; the one being built for the owner and
+  admins). The master of a version is rendered per request from its ladder.json
+  (playlist.render_master). A playlist or segment of the version being built that is
+  not written yet is waited for up to BUILDING_WAIT_SECONDS, then answered 503 with
+  Retry-After (hls.js retries a 5xx, not a 404); a finished version answers at once.
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime
-import email.utils
-import functools
-import gzip
-import hashlib
 import logging
-import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +41,12 @@ import tornado.iostream
 import tornado.web
 
 from videoflix.accounts import sessions, tokens
-from videoflix.delivery import accel, httpranges, mediafiles, openfiles, playback, zerocopy
+from videoflix.delivery import accel, answer, mediafiles, openfiles, playback, zerocopy
 from videoflix.library import images, subtitle_tracks
 from videoflix.platform import media
 from videoflix.transcode import ladderfile
 from videoflix.transcode.playlist import PlaylistError, render_master
+from videoflix.web.answer_writer import AnswerWriterMixin
 from videoflix.web.base import (
     INVALID_TOKEN,
     APIError,
@@ -87,80 +66,10 @@ log = logging.getLogger(__name__)
 # the headers. A download holds two chunks at most (one being sent, one read ahead).
 # 512 KiB measured ~20% slower in bench/serve.py, 2 MiB no faster.
 FILE_CHUNK_BYTES = 1024 * 1024
-# A versioned segment never changes (a re-transcode writes a new version), and only
-# this caller may keep it; so does the VOD playlist of a finished version.
-SEGMENT_CACHE_CONTROL = "private, max-age=31536000, immutable"
-IMMUTABLE_CACHE_CONTROL = SEGMENT_CACHE_CONTROL
-# API.md §3's unversioned segment paths are served from whichever version is live,
-# which a re-transcode changes under them: kept briefly, never immutable.
-UNVERSIONED_SEGMENT_CACHE_CONTROL = "private, max-age=60"
-# Playlists: `private` (access-controlled, no shared cache may keep them) and a few
-# seconds, so a re-transcode or a deletion shows soon; after that the browser
-# revalidates with If-None-Match and gets a bodiless 304.
-PLAYLIST_CACHE_CONTROL = "private, max-age=5"
-# A growing (EVENT) playlist and the rendered master: revalidated every time (304s).
-REVALIDATE_CACHE_CONTROL = "private, no-cache"
 # A not-yet-written file of the version being built: waited for this long, polled.
 BUILDING_WAIT_SECONDS = 3.0
 BUILDING_POLL_SECONDS = 0.2
 BUILDING_RETRY_AFTER = "1"
-# Thumbnails and posters: images.py sets Cache-Control by who may fetch them.
-PLAYLIST_TYPE = "application/vnd.apple.mpegurl"  # RFC 8216 §4
-SEGMENT_TYPE = "video/MP2T"  # RFC 8216 §3.2 / RFC 3555
-IMAGE_TYPE = "image/jpeg"
-VTT_TYPE = "text/vtt; charset=utf-8"  # the WebVTT spec's MIME type
-
-
-@dataclass(frozen=True)
-class KindPolicy:
-    """How the files of one route kind are served: one row of KINDS, read by these
-    handlers, the segment lane (lane.py) and the access log (log.py)."""
-
-    content_type: str
-    text: bool  # small text: gzipped for clients that take it, Vary: Accept-Encoding
-    cache_control: str  # once the file's version is finished ("": images.py decides)
-    building_cache_control: str  # while its version is being built
-    waits: bool  # of the version being built: a file not written yet is waited for, then 503
-    accel: bool  # with VIDEOFLIX_ACCEL_REDIRECT, sent by nginx (accel.py)
-    unchanging: bool  # never changes once written: kept open (openfiles.py), the segment lane's
-    bulk: bool = False  # the bulk of all requests: a successful one is logged at DEBUG
-
-    def cache_control_for(self, building: bool) -> str:
-        return self.building_cache_control if building else self.cache_control
-
-
-_PLAYLIST = KindPolicy(PLAYLIST_TYPE, text=True, cache_control=PLAYLIST_CACHE_CONTROL,
-                       building_cache_control=PLAYLIST_CACHE_CONTROL, waits=True, accel=True, unchanging=False)
-# Trick-play (transcode/sprites.py, iframes.py): <res>/iframes.m3u8 and thumbs/ of a
-# version, written when its run ends: never waited for, immutable once finished.
-_TRICKPLAY = dict(cache_control=IMMUTABLE_CACHE_CONTROL, building_cache_control=REVALIDATE_CACHE_CONTROL,
-                  waits=False, accel=False, unchanging=False)
-_IMAGE = KindPolicy(IMAGE_TYPE, text=False, cache_control="", building_cache_control="", waits=False,
-                    accel=False, unchanging=False)
-KINDS: dict[str, KindPolicy] = {
-    "master": _PLAYLIST,
-    "playlist": _PLAYLIST,
-    # A growing (EVENT) playlist while its version is built, then immutable.
-    "vplaylist": KindPolicy(PLAYLIST_TYPE, text=True, cache_control=IMMUTABLE_CACHE_CONTROL,
-                            building_cache_control=REVALIDATE_CACHE_CONTROL, waits=True, accel=True,
-                            unchanging=False),
-    "iframes": KindPolicy(PLAYLIST_TYPE, text=True, **_TRICKPLAY),
-    # JPEG sheets; the WebVTT track among them is text (MediaFileHandler.is_track).
-    "thumbs": KindPolicy(IMAGE_TYPE, text=False, **_TRICKPLAY),
-    "segment": KindPolicy(SEGMENT_TYPE, text=False, cache_control=UNVERSIONED_SEGMENT_CACHE_CONTROL,
-                          building_cache_control=UNVERSIONED_SEGMENT_CACHE_CONTROL, waits=True, accel=True,
-                          unchanging=True, bulk=True),
-    "vsegment": KindPolicy(SEGMENT_TYPE, text=False, cache_control=IMMUTABLE_CACHE_CONTROL,
-                           building_cache_control=IMMUTABLE_CACHE_CONTROL, waits=True, accel=True,
-                           unchanging=True, bulk=True),
-    "thumbnail": _IMAGE,
-    "poster": _IMAGE,
-}
-
-
-def file_etag(info: os.stat_result, gzipped: bool = False) -> str:
-    """Size + mtime + inode of the one fstat (see the module docstring)."""
-    return f'"{info.st_size:x}-{info.st_mtime_ns:x}-{info.st_ino:x}{"-gz" if gzipped else ""}"'
 
 
 def path_part(value: bytes) -> str:
@@ -168,17 +77,10 @@ def path_part(value: bytes) -> str:
     return value.decode("utf-8", errors="replace")
 
 
-@functools.lru_cache(maxsize=1024)
-def http_date(seconds: int) -> str:
-    """Last-Modified's IMF-fixdate (RFC 9110 §5.6.7); the files of a playing video share a few."""
-    return email.utils.formatdate(seconds, usegmt=True)
-
-
-class HLSRequestMixin:
-    """What every HLS answer shares (media files here, rendered subtitle playlists in
-    handlers/subtitles.py): CORS and request-id headers on every answer, cached
-    access-token checks, undecodable path parts as unknown names, and `write_rendered`
-    for bodies made per request."""
+class HLSRequestMixin(AnswerWriterMixin):
+    """What every HLS answer shares (media files, rendered subtitle playlists and
+    segments): CORS and request-id headers on every answer, cached access-token
+    checks, undecodable path parts as unknown names."""
 
     def set_default_headers(self) -> None:
         self.set_cors_headers()
@@ -189,6 +91,12 @@ class HLSRequestMixin:
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
         return path_part(value)
+
+    def compute_etag(self) -> str | None:
+        return None  # every validator is answer.py's (none on an X-Accel-Redirect answer)
+
+    def request_facts(self) -> answer.RequestFacts:
+        return answer.RequestFacts.of(self.request.method, self.request.headers)
 
     async def streamed_file(self, token: str, target: playback.HLSTarget) -> playback.ServedFile:
         """playback.streamable_file for a signed stream URL, its refusals as answers:
@@ -202,111 +110,41 @@ class HLSRequestMixin:
         except sessions.Unavailable:
             raise APIError(503) from None
 
-    def write_rendered(self, body: bytes, content_type: str, include_body: bool) -> None:
-        """A small body made per request (a master, a subtitle playlist or segment):
-        `private, no-cache` with an ETag of the text, 304 when it matches, gzip when
-        accepted (a few KB: microseconds)."""
-        self.set_header("Content-Type", content_type)
-        self.set_header("Cache-Control", REVALIDATE_CACHE_CONTROL)
-        self.add_header("Vary", "Accept-Encoding")
-        gzipped = httpranges.accepts_gzip(self.request.headers.get("Accept-Encoding", ""))
-        self.set_header("Etag", '"%s%s"' % (hashlib.sha256(body).hexdigest()[:32], "-gz" if gzipped else ""))
-        if self.check_etag_header():
-            self.set_status(304)
-            return
-        if gzipped:
-            body = gzip.compress(body, compresslevel=mediafiles.GZIP_LEVEL, mtime=0)
-            self.set_header("Content-Encoding", "gzip")
-        self.set_header("Content-Length", len(body))
-        if include_body:
-            self.write(body)
-
 
 class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
-                       tornado.web.StaticFileHandler):
+                       tornado.web.RequestHandler):
     """One file under media/<id>/, found by a subclass; see the module docstring.
 
-    Route kwargs: `kind` is master | playlist | segment | vplaylist | vsegment |
-    iframes | thumbs | thumbnail | poster.
+    Route kwargs: `kind` is a row of answer.KINDS.
     """
 
     kind: str
-    policy: KindPolicy
+    policy: answer.KindPolicy
     retry_expected = False  # answered 503: a file of the version being built is not written yet
-    served: playback.ServedFile | None = None  # what an HLS request resolved to
     file: mediafiles.OpenFile | None = None
     cached: openfiles.Entry | None = None  # `file` is lent by the open-file cache
     reading: concurrent.futures.Future | None = None  # the read in flight on `file`
     sender: zerocopy.Sender | None = None  # the sendfile in flight on `file`
-    use_gzip = False
 
     def initialize(self, kind: str) -> None:  # type: ignore[override]
-        super().initialize(path=self.settings["config"].media_dir)
         self.kind = kind
-        self.policy = KINDS[kind]
+        self.policy = answer.KINDS[kind]
 
-    # --- StaticFileHandler hooks --------------------------------------------------
-
-    def compute_etag(self) -> str | None:
-        return None if self.file is None else file_etag(self.file.stat, self.use_gzip)
-
-    def get_content_size(self) -> int:
-        assert self.file is not None
-        return self.file.stat.st_size
-
-    def get_modified_time(self) -> datetime.datetime | None:
-        assert self.file is not None
-        # Whole seconds, as the parent does: Last-Modified has no finer resolution.
-        return datetime.datetime.fromtimestamp(int(self.file.stat.st_mtime), datetime.timezone.utc)
-
-    def set_headers(self) -> None:
-        self.set_header("Accept-Ranges", "bytes")
-        self.set_etag_header()
-        assert self.file is not None
-        self.set_header("Last-Modified", http_date(int(self.file.stat.st_mtime)))
-        self.set_header("Content-Type", self.get_content_type())
-        self.set_extra_headers(self.path)
-
-    def get_content_type(self) -> str:
-        return VTT_TYPE if self.is_track() else self.policy.content_type
-
-    def is_track(self) -> bool:
-        """The thumbnails WebVTT track (thumbs/ also holds the JPEG sheets)."""
-        return self.kind == "thumbs" and self.path == media.THUMBNAILS_VTT_NAME
-
-    def is_text(self) -> bool:
-        """Playlists and the track: small text, gzipped for clients that take it."""
-        return self.policy.text or self.is_track()
-
-    def get_cache_time(self, path: str, modified: datetime.datetime | None, mime_type: str) -> int:
-        return 0  # Cache-Control is set whole in set_extra_headers
-
-    def cache_control(self) -> str:
-        return self.policy.cache_control_for(self.served is not None and self.served.building)
-
-    def set_extra_headers(self, path: str) -> None:
-        self.set_header("Cache-Control", self.cache_control())
-        if self.is_text():
-            # The body depends on Accept-Encoding whether or not this one is gzipped.
-            self.add_header("Vary", "Accept-Encoding")
-
-    # --- serving ------------------------------------------------------------------
-
-    async def serve_hls(self, video_id: int, served: playback.ServedFile, include_body: bool) -> None:
+    async def serve_hls(self, video_id: int, served: playback.ServedFile) -> None:
         """Answer an HLS request resolved by playback.resolve_file."""
-        self.served = served
         if served.rendered_master:
-            await self.serve_master(video_id, served.version, include_body)
+            await self.serve_master(video_id, served)
             return
         root = media.version_dir(self.config.media_dir, video_id, served.version)
         # Segments never change once written: their open files are kept (openfiles.py).
         cache_key = (video_id, served.version, served.parts) if self.policy.unchanging else None
-        await self.serve_file(root, served.parts, include_body, wait=served.building and self.policy.waits,
-                              cache_key=cache_key)
+        await self.serve_file(root, served.parts, answer.media_policy(self.kind, served.parts[-1], served.building),
+                              wait=served.building and self.policy.waits, cache_key=cache_key)
 
-    async def serve_master(self, video_id: int, version: int, include_body: bool) -> None:
+    async def serve_master(self, video_id: int, served: playback.ServedFile) -> None:
         """The master of a version, rendered from its ladder.json (one owner of the text:
-        playlist.render_master); ETag from the text, 304 when it matches."""
+        playlist.render_master)."""
+        version = served.version
         path = media.ladder_path(self.config.media_dir, video_id, version)
         ladder = await asyncio.get_running_loop().run_in_executor(
             self.services.file_executor, ladderfile.read_ladder, path)
@@ -318,15 +156,33 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         except PlaylistError:
             log.error("video %s version %s: unusable %s", video_id, version, path)
             raise APIError(404) from None
-        self.write_rendered(body, PLAYLIST_TYPE, include_body)
+        policy = answer.media_policy(self.kind, served.parts[-1], served.building)
+        self.write_answer(answer.answer_rendered(self.request_facts(), policy, body))
 
-    async def serve_file(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False,
+    async def serve_file(self, root: Path, parts: tuple[str, ...], policy: answer.Policy, wait: bool = False,
                          cache_key: tuple | None = None) -> None:
         """Answer with root/<parts...> (validated names, no symlink followed); `wait`:
         the file may still be coming (the version being built); `cache_key`: the
         file never changes, keep it open (openfiles.py)."""
+        facts = self.request_facts()
+        if self.config.accel_redirect and self.policy.accel and not wait:
+            # (A version still being built is ours: a file not written yet is waited for.)
+            location = accel.location(self.config.accel_redirect, self.config.media_dir, root, parts)
+            self.write_answer(answer.answer_accel(facts, policy, location))
+            return
         try:
-            await self._serve(root, parts, include_body, wait, cache_key)
+            await self._open(root, parts, not facts.head, wait, cache_key)
+            if self.file is None:
+                raise APIError(404)
+            result = answer.answer_file(facts, policy, self.file.stat)
+            if isinstance(result.body, answer.GzippedFile):
+                data = await asyncio.get_running_loop().run_in_executor(
+                    self.services.file_executor, mediafiles.read_gzipped, self.file.fd, self.file.stat.st_size)
+                result = answer.with_gzipped(result, data)
+            self.write_answer(result)
+            body = result.body
+            if result.with_body and isinstance(body, answer.FileRange) and body.end > body.start:
+                await self._stream(body.start, body.end)
         finally:
             opened, self.file = self.file, None
             cached, self.cached = self.cached, None
@@ -385,63 +241,6 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             self.retry_expected = True  # an expected "retry shortly": logged at INFO (log.py)
             raise APIError(503, "Not transcoded yet: try again shortly.",
                            headers={"Retry-After": BUILDING_RETRY_AFTER})
-
-    async def _serve(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool = False,
-                     cache_key: tuple | None = None) -> None:
-        if self.config.accel_redirect and self.policy.accel and not wait:
-            # (A version still being built is ours: a file not written yet is waited for.)
-            self._accel_redirect(root, parts)
-            return
-        loop = asyncio.get_running_loop()
-        executor = self.services.file_executor
-        await self._open(root, parts, include_body, wait, cache_key)
-        if self.file is None:
-            raise APIError(404)
-        self.path = parts[-1]
-        self.absolute_path = self.file.path
-        self.modified = self.get_modified_time()
-        size = self.get_content_size()
-        self.use_gzip = (self.is_text() and size <= mediafiles.MAX_GZIP_BYTES
-                         and httpranges.accepts_gzip(self.request.headers.get("Accept-Encoding", "")))
-        self.set_headers()
-        if self.should_return_304():
-            self.set_status(304)
-            return
-        if self.use_gzip:
-            body = await loop.run_in_executor(executor, mediafiles.read_gzipped, self.file.fd, size)
-            self.set_header("Content-Encoding", "gzip")
-            self.set_header("Accept-Ranges", "none")
-            self.set_header("Content-Length", len(body))
-            if include_body:
-                self.write(body)
-            return
-        start, end = self._requested_range(size)
-        self.set_header("Content-Length", end - start)
-        if include_body and end > start:
-            await self._stream(start, end)
-
-    def _accel_redirect(self, root: Path, parts: tuple[str, ...]) -> None:
-        """Behind nginx: the policy headers, and nginx sends the file (accel.py)."""
-        self.set_header("Content-Type", self.get_content_type())
-        self.set_extra_headers(parts[-1])
-        self.set_header("X-Accel-Redirect", accel.location(self.config.accel_redirect, self.config.media_dir,
-                                                           root, parts))
-
-    def _requested_range(self, size: int) -> tuple[int, int]:
-        header = self.request.headers.get("Range")
-        if not header or not httpranges.range_is_current(self.request.headers.get("If-Range"),
-                                              self.compute_etag(), self.modified):
-            return 0, size
-        try:
-            byte_range = httpranges.parse_byte_range(header, size)
-        except httpranges.RangeNotSatisfiable:
-            raise APIError(416, headers={"Content-Range": f"bytes */{size}"}) from None
-        if byte_range is None or byte_range == (0, size):
-            return 0, size  # a full range is a plain 200 (Chrome refuses a 206 for bytes=0-)
-        start, end = byte_range
-        self.set_status(206)
-        self.set_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
-        return start, end
 
     async def _stream(self, start: int, end: int) -> None:
         """Write bytes [start, end) of the open file, reading the next chunk in a
@@ -502,17 +301,17 @@ class VideoFileHandler(MediaFileHandler):
     """/api/video/<id>/... with the access cookie or `Authorization: Bearer`."""
 
     @authenticated
-    async def get(self, *args: str, include_body: bool = True) -> None:  # type: ignore[override]
+    async def get(self, *args: str) -> None:
         target = self.target(args)  # before any DB or disk access
         try:
             served = await playback.watchable_file(self.services, target, self.current_user)
         except media.VideoNotFound:
             raise APIError(404) from None
-        await self.serve_hls(target.video_id, served, include_body)
+        await self.serve_hls(target.video_id, served)
 
     @authenticated
-    async def head(self, *args: str) -> None:  # type: ignore[override]
-        await self.get(*args, include_body=False)
+    async def head(self, *args: str) -> None:
+        await self.get(*args)
 
 
 class StreamFileHandler(MediaFileHandler):
@@ -525,14 +324,14 @@ class StreamFileHandler(MediaFileHandler):
     """
 
     @public
-    async def get(self, token: str, *args: str, include_body: bool = True) -> None:  # type: ignore[override]
+    async def get(self, token: str, *args: str) -> None:
         target = self.target(args)
         served = await self.streamed_file(token, target)
-        await self.serve_hls(target.video_id, served, include_body)
+        await self.serve_hls(target.video_id, served)
 
     @public
-    async def head(self, token: str, *args: str) -> None:  # type: ignore[override]
-        await self.get(token, *args, include_body=False)
+    async def head(self, token: str, *args: str) -> None:
+        await self.get(token, *args)
 
 
 class MediaImageHandler(MediaFileHandler):
@@ -543,15 +342,13 @@ class MediaImageHandler(MediaFileHandler):
     They exist only once a transcode has put them in place and go with the video.
     """
 
-    access: images.ImageAccess | None = None
-
     @public
-    async def get(self, name: str, include_body: bool = True) -> None:  # type: ignore[override]
+    async def get(self, name: str) -> None:
         request = images.parse_image_name(name)
         if request is None:
             raise APIError(404)
         try:
-            self.access = await images.image_access(self.config, self.services, request, self.current_user)
+            access = await images.image_access(self.config, self.services, request, self.current_user)
         except media.VideoNotFound:
             if self._auth_problem == INVALID_TOKEN:
                 # A stale or forged token says so, as for the HLS files; a private video
@@ -560,18 +357,15 @@ class MediaImageHandler(MediaFileHandler):
             raise APIError(404) from None
         except sessions.Unavailable:
             raise APIError(503) from None
-        root = media.version_dir(self.config.media_dir, request.video_id, self.access.version)
-        await self.serve_file(root, (images.file_name(self.kind),), include_body)
-
-    def set_extra_headers(self, path: str) -> None:
-        assert self.access is not None
-        self.set_header("Cache-Control", self.access.cache_control)
-        if self.access.vary:
-            self.add_header("Vary", self.access.vary)
+        root = media.version_dir(self.config.media_dir, request.video_id, access.version)
+        # Cached as images.py says for this caller (its own Vary when it answers by credentials).
+        policy = answer.Policy(self.policy.content_type, access.cache_control,
+                               extra=(("Vary", access.vary),) if access.vary else ())
+        await self.serve_file(root, (images.file_name(self.kind),), policy)
 
     @public
-    async def head(self, name: str) -> None:  # type: ignore[override]
-        await self.get(name, include_body=False)
+    async def head(self, name: str) -> None:
+        await self.get(name)
 
 
 class VideoStreamURLHandler(BaseHandler):

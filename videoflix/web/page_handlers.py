@@ -2,7 +2,8 @@
 
 Pages are HTML under stable URLs, `no-cache` (revalidated with their ETag); the
 CSS, JavaScript and hls.js they load are under versioned URLs and `immutable`
-(videoflix/assets.py). The pages talk to the public JSON API only, like any
+(web/assets.py). Every answer is delivery/answer.py's (ETag, 304, gzip when
+Accept-Encoding gives it a non-zero q), as for the media files. The pages talk to the public JSON API only, like any
 external frontend. A page that needs a session sends a visitor without any
 session cookie to the login page; an expired session is the page's business
 (it refreshes the access token, or goes to login itself).
@@ -13,6 +14,8 @@ from urllib.parse import urlencode, urlsplit
 
 import tornado.web
 
+from videoflix.delivery import answer
+from videoflix.web.answer_writer import AnswerWriterMixin
 from videoflix.web.assets import Asset, AssetNotFound, Assets
 from videoflix.web.base import APIError, JSONErrorsMixin, ServicesMixin, public
 from videoflix.web.video_handlers import VIDEO_ID
@@ -21,6 +24,8 @@ LOGIN_PAGE = "/pages/auth/login.html"
 ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
 # Pages change with the code: always revalidate (a 304 costs nothing).
 PAGE_CACHE_CONTROL = "no-cache"
+# Every page and asset: no type sniffing (API.md §7).
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
 
 
 def content_security_policy(public_url: str) -> str:
@@ -46,28 +51,16 @@ def content_security_policy(public_url: str) -> str:
     ))
 
 
-class FileResponseMixin(ServicesMixin, JSONErrorsMixin):
+class FileResponseMixin(AnswerWriterMixin, ServicesMixin, JSONErrorsMixin):
     @property
     def assets(self) -> Assets:
         return self.settings["assets"]
 
-    def write_asset(self, asset: Asset, cache_control: str) -> None:
-        self.set_header("Content-Type", asset.content_type)
-        self.set_header("Cache-Control", cache_control)
-        self.set_header("ETag", asset.etag)
-        self.set_header("X-Content-Type-Options", "nosniff")
-        if asset.gzipped is not None:
-            self.set_header("Vary", "Accept-Encoding")
-        if_none_match = self.request.headers.get("If-None-Match", "")
-        if asset.etag in [tag.strip() for tag in if_none_match.split(",")]:
-            self.set_status(304)
-            self.finish()
-            return
-        body = asset.body
-        if asset.gzipped is not None and "gzip" in self.request.headers.get("Accept-Encoding", ""):
-            self.set_header("Content-Encoding", "gzip")
-            body = asset.gzipped
-        self.finish(body)
+    def write_asset(self, asset: Asset, cache_control: str, *extra: tuple[str, str]) -> None:
+        policy = answer.Policy(asset.content_type, cache_control, compressible=asset.gzipped is not None,
+                               extra=(*extra, NOSNIFF))
+        facts = answer.RequestFacts.of(self.request.method, self.request.headers)
+        self.write_answer(answer.answer_rendered(facts, policy, asset.body, asset.etag, asset.gzipped))
 
 
 class PageHandler(FileResponseMixin, tornado.web.RequestHandler):
@@ -84,10 +77,9 @@ class PageHandler(FileResponseMixin, tornado.web.RequestHandler):
             asset = await self.assets.page(self.services.file_executor, self.page)
         except AssetNotFound:
             raise APIError(404) from None
-        self.set_header("Content-Security-Policy", content_security_policy(self.config.public_url))
-        self.set_header("X-Frame-Options", "DENY")
-        self.set_header("Referrer-Policy", "same-origin")
-        self.write_asset(asset, PAGE_CACHE_CONTROL)
+        self.write_asset(asset, PAGE_CACHE_CONTROL,
+                         ("Content-Security-Policy", content_security_policy(self.config.public_url)),
+                         ("X-Frame-Options", "DENY"), ("Referrer-Policy", "same-origin"))
 
 
 class StaticAssetHandler(FileResponseMixin, tornado.web.RequestHandler):

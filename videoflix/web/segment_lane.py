@@ -8,25 +8,25 @@ decisions. `SegmentLane` sits between the HTTPServer and the Application
 
   a GET of a segment route (kind segment or vsegment, /api/video/...) over a
   plain connection where sendfile works (zerocopy.usable), with no If-Range,
-  If-None-Match, If-Modified-Since or body, with no Range or one satisfiable
-  range, whose every decision is already in a warm cache: the access token
-  (the verified-token cache), the session's liveness (sessions.cached_liveness),
-  the video row and the file the caller may have (playback.cached_watchable_file:
-  a finished version only) and the open file (openfiles.py). Behind nginx
-  (VIDEOFLIX_ACCEL_REDIRECT) the answer names the file for nginx instead, which
-  answers ranges and revalidation itself: there only a body sends a request on.
+  If-None-Match, If-Modified-Since or body, whose every decision is already in a
+  warm cache: the access token (the verified-token cache), the session's
+  liveness (sessions.cached_liveness), the video row and the file the caller may
+  have (playback.cached_watchable_file: a finished version only) and the open file
+  (openfiles.py). Behind nginx (VIDEOFLIX_ACCEL_REDIRECT) the answer names the
+  file for nginx instead, which answers ranges and revalidation itself: there
+  only a body sends a request on.
 
-Anything else, including every refusal and every cache miss, goes to the
-Application exactly as if the lane were not there, so errors, 304s, 416s, the
-version being built and the first GET of a file stay the handlers' alone, and the
-next GET finds the caches warm. The route is the Application's own: the first
-rule of its router that matches the path (remembered per path: the routes never
-change), and only when that rule is handlers/hls.py's VideoFileHandler for a
-segment kind. Range rules are httpranges.py's, as in the handlers: a malformed,
-multiple or whole-file range is a plain 200. The answer's headers are made by the
-functions the handlers use (media_handlers.KINDS, file_etag, http_date, cors_headers,
-accel.location), and tests/test_lane.py compares the lane's answer with the
-handlers' answer to the same request, header by header.
+The answer is delivery/answer.py's, the very function the handlers carry out
+(answer_file, answer_accel), so the two cannot disagree; the lane takes it only
+when it is a file range (200 or 206) or an X-Accel-Redirect, and leaves anything
+else (a 416), every refusal and every cache miss to the Application exactly as if
+the lane were not there. So errors, 304s, 416s, the version being built and the
+first GET of a file stay the handlers' alone, and the next GET finds the caches
+warm. The route is the Application's own: the first rule of its router that
+matches the path (remembered per path: the routes never change), and only when
+that rule is media_handlers.VideoFileHandler for a kind answer.KINDS keeps open.
+Besides the answer's headers the lane writes those every handler's answer
+starts with (Server, Date, Vary: Origin and CORS, X-Request-ID).
 
 The body goes by zerocopy.Sender after Tornado's public HTTP1Connection.write_headers;
 the access log line and the metrics are request_finished's, as for any request.
@@ -44,7 +44,7 @@ import tornado.iostream
 import tornado.web
 
 from videoflix.accounts import sessions, tokens
-from videoflix.delivery import accel, httpranges, openfiles, playback, zerocopy
+from videoflix.delivery import accel, answer, openfiles, playback, zerocopy
 from videoflix.platform import media, requestid
 from videoflix.platform.config import Config
 from videoflix.platform.log import request_summary
@@ -65,9 +65,9 @@ ROUTE_MEMORY = 4096
 # ROUTE_MEMORY x this many characters of request text (a real segment path is < 100).
 ROUTE_MEMORY_PATH_LIMIT = 256
 LANE_PREFIX = "/api/video/"
-SERVER_HEADER = "TornadoServer/%s" % tornado.version  # as RequestHandler.clear sets it
-OK = tornado.httputil.ResponseStartLine("", 200, "OK")
-PARTIAL = tornado.httputil.ResponseStartLine("", 206, "Partial Content")
+SERVER_HEADER = f"TornadoServer/{tornado.version}"  # as RequestHandler.clear sets it
+START_LINES = {status: tornado.httputil.ResponseStartLine("", status, tornado.httputil.responses[status])
+               for status in (200, 206)}
 
 # Answered here since start (tests: the lane was taken).
 answered = 0
@@ -99,7 +99,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
     def open_files(self) -> openfiles.OpenFileCache:
         return self.settings["open_files"]
 
-    def plan(self, request: tornado.httputil.HTTPServerRequest) -> "_Answer | None":
+    def plan(self, request: tornado.httputil.HTTPServerRequest) -> _LaneAnswer | None:
         """The lane's answer to `request`, or None: the Application's."""
         headers = request.headers
         config = self.config
@@ -125,22 +125,21 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         served = playback.cached_watchable_file(self.services, target, claims)
         if served is None or served.building or served.rendered_master:
             return None
-        answer = _Answer(self, request, kind)
-        if behind_nginx and answer.policy.accel:
+        kind_policy = answer.KINDS[kind]
+        policy = answer.media_policy(kind, served.parts[-1], False)
+        facts = answer.RequestFacts.of("GET", headers)
+        if behind_nginx and kind_policy.accel:
             root = media.version_dir(config.media_dir, target.video_id, served.version)
-            answer.accel = accel.location(config.accel_redirect, config.media_dir, root, served.parts)
-            return answer
-        answer.entry = self.open_files.acquire((target.video_id, served.version, served.parts))
-        if answer.entry is None:
+            location = accel.location(config.accel_redirect, config.media_dir, root, served.parts)
+            return _LaneAnswer(self, request, kind_policy, answer.answer_accel(facts, policy, location))
+        entry = self.open_files.acquire((target.video_id, served.version, served.parts))
+        if entry is None:
             return None
-        size = answer.entry.file.stat.st_size
-        try:
-            wanted = headers.get("Range")
-            answer.span = (wanted and httpranges.parse_byte_range(wanted, size)) or (0, size)
-        except httpranges.RangeNotSatisfiable:
-            answer.release()  # 416 is the handler's
+        planned = answer.answer_file(facts, policy, entry.file.stat)
+        if not isinstance(planned.body, answer.FileRange):  # a 416: the handler's
+            self.open_files.release(entry)
             return None
-        return answer
+        return _LaneAnswer(self, request, kind_policy, planned, entry)
 
     def route(self, request: tornado.httputil.HTTPServerRequest) -> tuple[Any, dict] | None:
         """(the rule, its match) when the Application's first rule matching the path is
@@ -156,7 +155,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
             found = rule.matcher.match(request)  # (a RoutePattern: sets route_label)
             if found is not None:
                 kind = (rule.target_kwargs or {}).get("kind")
-                if (rule.target is media_handlers.VideoFileHandler and media_handlers.KINDS[kind].unchanging
+                if (rule.target is media_handlers.VideoFileHandler and answer.KINDS[kind].unchanging
                         and not found["path_kwargs"] and hasattr(rule.matcher, "label")):
                     route = rule, found
                 break
@@ -167,70 +166,54 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         return route
 
 
-class _Answer:
-    """One lane answer; also what request_finished reads from a handler (duck-typed)."""
+class _LaneAnswer:
+    """One answer.py answer carried out by the lane; also what request_finished reads
+    from a handler (duck-typed)."""
 
-    accel: str | None = None
-    entry: openfiles.Entry | None = None
-    span: tuple[int, int] = (0, 0)  # the bytes [start, end) of the file sent
     sender: zerocopy.Sender | None = None
     status = 200
     body_bytes = 0
 
-    def __init__(self, lane: SegmentLane, request: tornado.httputil.HTTPServerRequest, kind: str) -> None:
+    def __init__(self, lane: SegmentLane, request: tornado.httputil.HTTPServerRequest, policy: answer.KindPolicy,
+                 planned: answer.Answer, entry: openfiles.Entry | None = None) -> None:
         self.lane = lane
         self.settings = lane.settings
         self.request = request
-        self.kind = kind
-        self.policy = media_handlers.KINDS[kind]  # (log.py reads it, as from the handlers)
+        self.policy = policy  # (log.py reads it, as from the handlers)
+        self.planned = planned
+        self.entry = entry  # the open file of a FileRange body, lent by the open-file cache
         self.request_id = requestid.from_header(request.headers.get(requestid.HEADER))
 
-    def get_status(self) -> int:
-        return self.status
-
     def headers(self) -> tornado.httputil.HTTPHeaders:
-        """What the handlers would set on this answer (tests/test_lane.py compares them)."""
+        """Those every handler's answer starts with (RequestHandler.clear, CorsMixin,
+        ObservedMixin), then the answer's own."""
         out = tornado.httputil.HTTPHeaders()
         out["Server"] = SERVER_HEADER
-        out["Date"] = media_handlers.http_date(int(time.time()))
-        out["Content-Type"] = media_handlers.SEGMENT_TYPE
+        out["Date"] = answer.http_date(int(time.time()))
         out.add("Vary", "Origin")
         for name, value in cors_headers(self.request.headers.get("Origin"), self.lane.config.cors_origins):
             out[name] = value
         out[requestid.HEADER] = self.request_id
-        out["Cache-Control"] = self.policy.cache_control
-        if self.accel is not None:
-            out["X-Accel-Redirect"] = self.accel
-            out["Content-Length"] = "0"
-            return out
-        assert self.entry is not None
-        info = self.entry.file.stat
-        out["Accept-Ranges"] = "bytes"
-        out["Etag"] = media_handlers.file_etag(info)
-        out["Last-Modified"] = media_handlers.http_date(int(info.st_mtime))
-        start, end = self.span
-        if (start, end) != (0, info.st_size):
-            out["Content-Range"] = f"bytes {start}-{end - 1}/{info.st_size}"
-        out["Content-Length"] = str(end - start)
+        for name, value in self.planned.headers:
+            if name == "Vary":
+                out.add(name, value)
+            else:
+                out[name] = value
         return out
-
-    def start_line(self) -> tornado.httputil.ResponseStartLine:
-        if self.entry is not None and self.span != (0, self.entry.file.stat.st_size):
-            return PARTIAL
-        return OK
 
     async def respond(self) -> None:
         global answered
         connection = self.request.connection
         connection.set_close_callback(self.abort)
         try:
-            start_line = self.start_line()
-            self.status = start_line.code
-            written = connection.write_headers(start_line, self.headers())
-            if self.entry is not None:
+            self.status = self.planned.status
+            written = connection.write_headers(START_LINES[self.status], self.headers())
+            body = self.planned.body
+            if isinstance(body, answer.FileRange):
+                assert self.entry is not None
                 await written
                 self.sender = zerocopy.Sender()
-                if not await self.sender.send_after_headers(connection, self.entry.file.fd, *self.span):
+                if not await self.sender.send_after_headers(connection, self.entry.file.fd, body.start, body.end):
                     raise RuntimeError("Tornado's body accounting changed under the lane")
             connection.finish()
             answered += 1
@@ -246,6 +229,9 @@ class _Answer:
             self.request._finish_time = time.time()  # request_time(), as RequestHandler.finish
             request_finished(self)  # type: ignore[arg-type]
 
+    def get_status(self) -> int:
+        return self.status
+
     def abort(self) -> None:
         if self.sender is not None:
             self.sender.abort()
@@ -260,7 +246,7 @@ class _Request(tornado.httputil.HTTPMessageDelegate):
     """One request on a connection: the lane's answer, or the Application's delegate."""
 
     inner: tornado.httputil.HTTPMessageDelegate | None = None
-    answer: _Answer | None = None
+    answer: _LaneAnswer | None = None
     task: asyncio.Future | None = None
 
     def __init__(self, lane: SegmentLane, server_conn: Any, request_conn: Any) -> None:

@@ -17,7 +17,7 @@ import re
 
 import tornado.web
 
-from videoflix.delivery import playback
+from videoflix.delivery import answer, playback
 from videoflix.library import catalog, subtitle_formats, subtitle_tracks, uploads
 from videoflix.library.uploads import FileTooLarge, SubtitleUploadReceiver, UploadError
 from videoflix.platform import media
@@ -41,7 +41,6 @@ log = logging.getLogger(__name__)
 SUBTITLE_BODY_OVERHEAD_BYTES = 16 * 1024
 # A 2 MiB body arrives in seconds even on a slow line; a stalled one is cut off.
 SUBTITLE_BODY_TIMEOUT_SECONDS = 60.0
-VTT_TYPE = "text/vtt; charset=utf-8"
 # A language as it may appear in a subtitle URL: a canonical tag (media.subtitle_file_name).
 LANGUAGE_PART = re.compile(r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8}){0,16}")
 
@@ -167,7 +166,7 @@ class SubtitleHandler(BaseHandler):
             raise APIError(404) from None
         if body is None:
             raise APIError(404)
-        self.set_header("Content-Type", VTT_TYPE)
+        self.set_header("Content-Type", answer.VTT_TYPE)
         # Replaced by a new upload under the same URL: revalidate every time.
         self.set_header("Cache-Control", "private, no-cache")
         self.finish(body)
@@ -187,8 +186,8 @@ class SubtitleHandler(BaseHandler):
         self.finish()
 
 
-class SubtitleHLSHandler(media_handlers.HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
-                         tornado.web.RequestHandler):
+class SubtitleHLSHandler(media_handlers.HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
+                         AuthMixin, tornado.web.RequestHandler):
     """A version's subtitle playlist and segments, made per request from the canonical
     WebVTT file and the version's ladder.json (parsing in the file executor), with the
     access rules of that version's segments (playback.resolve_file):
@@ -198,7 +197,9 @@ class SubtitleHLSHandler(media_handlers.HLSRequestMixin, ObservedMixin, Services
         and the same under /api/stream/<token>/
 
     Not immutable although versioned: a new upload of that language changes them under
-    the same URL; ETag + `no-cache` make a revalidation a bodiless 304.
+    the same URL; ETag + `no-cache` make a revalidation a bodiless 304 (answer.KINDS).
+
+    Route kwargs: `kind` is subtitles (the playlist) or subsegment.
     """
 
     kind: str
@@ -209,7 +210,7 @@ class SubtitleHLSHandler(media_handlers.HLSRequestMixin, ObservedMixin, Services
     def target(self, raw_id: str, raw_version: str, language: str, name: str) -> tuple[playback.HLSTarget, str]:
         video_id = media.parse_video_id(raw_id)
         version = media.parse_version(raw_version)
-        if self.kind == "playlist":
+        if self.kind == "subtitles":
             name = media.MEDIA_PLAYLIST_NAME
         elif media.parse_subtitle_segment(name) is None:
             raise APIError(404)
@@ -217,9 +218,8 @@ class SubtitleHLSHandler(media_handlers.HLSRequestMixin, ObservedMixin, Services
             raise APIError(404)
         return playback.HLSTarget(video_id=video_id, resolution=None, name=name, version=version), language
 
-    async def answer(self, served: playback.ServedFile, target: playback.HLSTarget, language: str,
-                     include_body: bool) -> None:
-        segment = None if self.kind == "playlist" else target.name
+    async def serve(self, served: playback.ServedFile, target: playback.HLSTarget, language: str) -> None:
+        segment = None if self.kind == "subtitles" else target.name
         try:
             body = await asyncio.get_running_loop().run_in_executor(
                 self.services.file_executor, subtitle_tracks.render_hls_file, self.config.media_dir,
@@ -229,36 +229,35 @@ class SubtitleHLSHandler(media_handlers.HLSRequestMixin, ObservedMixin, Services
         except subtitle_tracks.SubtitleNotReady:
             raise APIError(503, "Not transcoded yet: try again shortly.",
                            headers={"Retry-After": media_handlers.BUILDING_RETRY_AFTER}) from None
-        self.write_rendered(body, media_handlers.PLAYLIST_TYPE if self.kind == "playlist" else VTT_TYPE, include_body)
+        self.write_answer(answer.answer_rendered(self.request_facts(), answer.media_policy(self.kind, target.name,
+                                                                                          served.building), body))
 
 
 class VideoSubtitleHLSHandler(SubtitleHLSHandler):
     @authenticated
-    async def get(self, raw_id: str, raw_version: str, language: str, name: str = "",
-                  include_body: bool = True) -> None:
+    async def get(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
         target, language = self.target(raw_id, raw_version, language, name)
         try:
             served = await playback.watchable_file(self.services, target, self.current_user)
         except media.VideoNotFound:
             raise APIError(404) from None
-        await self.answer(served, target, language, include_body)
+        await self.serve(served, target, language)
 
     @authenticated
     async def head(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
-        await self.get(raw_id, raw_version, language, name, include_body=False)
+        await self.get(raw_id, raw_version, language, name)
 
 
 class StreamSubtitleHLSHandler(SubtitleHLSHandler):
     @public
-    async def get(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "",
-                  include_body: bool = True) -> None:
+    async def get(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
         target, language = self.target(raw_id, raw_version, language, name)
         served = await self.streamed_file(token, target)
-        await self.answer(served, target, language, include_body)
+        await self.serve(served, target, language)
 
     @public
     async def head(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
-        await self.get(token, raw_id, raw_version, language, name, include_body=False)
+        await self.get(token, raw_id, raw_version, language, name)
 
 
 # Parts are matched loosely and validated in the handlers (JSON 404s): a strict id
@@ -269,9 +268,9 @@ ROUTES = [
     (rf"/api/video/{PART}/subtitles/", SubtitleListHandler),
     (rf"/api/video/{PART}/subtitles/{PART}/", SubtitleHandler),
     # A version's subtitle playlists and segments (README, Architecture: Transcode): <id>/v<N>/subtitles/<lang>/...
-    (rf"/api/video/{PART}/{PART}/subtitles/{PART}/index\.m3u8", VideoSubtitleHLSHandler, {"kind": "playlist"}),
-    (rf"/api/video/{PART}/{PART}/subtitles/{PART}/{PART}", VideoSubtitleHLSHandler, {"kind": "segment"}),
+    (rf"/api/video/{PART}/{PART}/subtitles/{PART}/index\.m3u8", VideoSubtitleHLSHandler, {"kind": "subtitles"}),
+    (rf"/api/video/{PART}/{PART}/subtitles/{PART}/{PART}", VideoSubtitleHLSHandler, {"kind": "subsegment"}),
     (rf"/api/stream/{PART}/{PART}/{PART}/subtitles/{PART}/index\.m3u8", StreamSubtitleHLSHandler,
-     {"kind": "playlist"}),
-    (rf"/api/stream/{PART}/{PART}/{PART}/subtitles/{PART}/{PART}", StreamSubtitleHLSHandler, {"kind": "segment"}),
+     {"kind": "subtitles"}),
+    (rf"/api/stream/{PART}/{PART}/{PART}/subtitles/{PART}/{PART}", StreamSubtitleHLSHandler, {"kind": "subsegment"}),
 ]
