@@ -4,15 +4,18 @@ VIDEOFLIX_LOG_FORMAT=json writes one JSON object per line (python-json-logger):
 time, level, logger, message, the request id of the request (or transcode job)
 being served, and for access lines status, method, path, route, client,
 duration_ms and bytes. Segment GETs are logged at DEBUG, other answers at INFO
-(WARNING for 4xx, ERROR for 5xx).
+(WARNING for 4xx, ERROR for 5xx). An access line is written from an AccessRecord,
+which whatever answered the request makes (web/observe.py for the handlers, the
+segment lane for its own answers).
 """
 from __future__ import annotations
 
 import logging
 import re
 import sys
+from dataclasses import dataclass
 
-import tornado.web
+import tornado.httputil
 from pythonjsonlogger.json import JsonFormatter
 
 from videoflix.platform import clientaddr, requestid
@@ -59,39 +62,48 @@ def scrub_uri(uri: str) -> str:
     return path + sep + _SECRET_QUERY.sub(r"\1***", query)
 
 
-def client_of(handler: tornado.web.RequestHandler) -> str:
+def client_of(request: tornado.httputil.HTTPServerRequest, trusted_proxies: tuple[clientaddr.IPNetwork, ...]) -> str:
     """The client as the login and mail limits see it (clientaddr.py); behind a
     trusted proxy `<client> via <proxy>`; each address bounded and escaped."""
-    peer = clip(handler.request.remote_ip or "", CLIENT_LIMIT)
-    config = handler.settings.get("config")
-    trusted = config.trusted_proxies if config is not None else ()
-    if not trusted:
+    peer = clip(request.remote_ip or "", CLIENT_LIMIT)
+    if not trusted_proxies:
         return peer
-    client = clip(clientaddr.client_address(peer, handler.request.headers, trusted), CLIENT_LIMIT)
+    client = clip(clientaddr.client_address(peer, request.headers, trusted_proxies), CLIENT_LIMIT)
     peer_address = clientaddr.parse_address(peer)
     return client if peer_address is None or client == str(peer_address) else f"{client} via {peer}"
 
 
-def log_request(handler: tornado.web.RequestHandler) -> None:
-    status = handler.get_status()
+@dataclass(frozen=True, slots=True)
+class AccessRecord:
+    """One answered request, as the access log and the metrics take it."""
+
+    request: tornado.httputil.HTTPServerRequest
+    status: int
+    route: str | None = None  # the matched route's pattern (web/observe.py), None when none matched
+    request_id: str | None = None
+    body_bytes: int = 0
+    bulk: bool = False  # the bulk of all requests (segments): a success is logged at DEBUG
+    retry_expected: bool = False  # a 503 that means "not transcoded yet, retry shortly": INFO
+
+
+def log_request(record: AccessRecord, trusted_proxies: tuple[clientaddr.IPNetwork, ...] = ()) -> None:
+    status = record.status
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
-    policy = getattr(handler, "policy", None)  # the HLS handlers' KindPolicy
-    if level == logging.INFO and policy is not None and policy.bulk:
+    if level == logging.INFO and record.bulk:
         level = logging.DEBUG  # segments, the bulk of all requests: only when asked for
-    elif status == 503 and getattr(handler, "retry_expected", False):
-        level = logging.INFO  # not transcoded yet: an expected "retry shortly" (handlers/hls.py)
+    elif status == 503 and record.retry_expected:
+        level = logging.INFO  # an expected "retry shortly" (web/media_handlers.py)
     if not access_log.isEnabledFor(level):
         return
-    request = handler.request
+    request = record.request
     uri = clip(scrub_uri(request.uri or ""), URI_LIMIT)
     method = clip(request.method or "", METHOD_LIMIT)
-    client = client_of(handler)
+    client = client_of(request, trusted_proxies)
     milliseconds = 1000.0 * request.request_time()
     access_log.log(level, "%d %s %s %s %.1fms", status, method, uri, client, milliseconds,
-                   extra={"request_id": getattr(handler, "request_id", None), "status": status,
-                          "method": method, "path": uri, "route": getattr(request, "route_label", None),
-                          "client": client, "duration_ms": round(milliseconds, 2),
-                          "bytes": getattr(handler, "body_bytes", 0)})
+                   extra={"request_id": record.request_id, "status": status, "method": method, "path": uri,
+                          "route": record.route, "client": client, "duration_ms": round(milliseconds, 2),
+                          "bytes": record.body_bytes})
 
 
 def request_summary(request: object) -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import re
 import time
@@ -44,6 +45,7 @@ from videoflix.accounts import sessions, tokens
 from videoflix.delivery import accel, answer, mediafiles, openfiles, playback, zerocopy
 from videoflix.library import images, subtitle_tracks
 from videoflix.platform import media
+from videoflix.platform.log import AccessRecord
 from videoflix.transcode import ladderfile
 from videoflix.transcode.playlist import PlaylistError, render_master
 from videoflix.web.answer_writer import AnswerWriterMixin
@@ -289,6 +291,10 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         if self.sender is not None:
             self.sender.abort()
         super().on_connection_close()
+
+    def access_record(self) -> AccessRecord:
+        return dataclasses.replace(super().access_record(), bulk=self.policy.bulk,
+                                   retry_expected=self.retry_expected)
 
     def target(self, args: tuple[str, ...]) -> playback.HLSTarget:
         try:

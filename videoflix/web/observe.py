@@ -5,8 +5,11 @@
   by route pattern, not by path (bounded label values), at no extra matching cost.
 - `ObservedMixin` (in BaseHandler and the HLS file handlers) sets X-Request-ID on
   every response, errors included (API.md §6), binds it for the logs of the
-  handler's task (and a transcode job it enqueues), and counts body bytes.
-- `request_finished` is the Application's log_function: access log, then metrics.
+  handler's task (and a transcode job it enqueues), counts body bytes, and says
+  what its answer leaves behind (`access_record`).
+- `request_finished` is the Application's log_function: the handler's AccessRecord
+  to `record_answered` (access log, then metrics), where the segment lane hands its
+  own answers' records too.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import tornado.routing
 import tornado.web
 
 from videoflix.platform import metrics, requestid
-from videoflix.platform.log import log_request
+from videoflix.platform.log import AccessRecord, log_request
 
 _GROUP = re.compile(r"\((?:[^()\\]|\\.)*\)")
 
@@ -47,9 +50,19 @@ def labelled_routes(routes: list) -> list:
     return [(RoutePattern(route[0]), *route[1:]) if isinstance(route[0], str) else route for route in routes]
 
 
+def route_of(request: tornado.httputil.HTTPServerRequest) -> str | None:
+    """The pattern label RoutePattern noted on the request, None when no route matched."""
+    return getattr(request, "route_label", None)
+
+
 class ObservedMixin:
     request_id: str | None = None
     body_bytes = 0
+
+    def access_record(self: Any) -> AccessRecord:
+        """What this answer leaves in the access log and the metrics."""
+        return AccessRecord(self.request, self.get_status(), route_of(self.request), self.request_id,
+                            self.body_bytes)
 
     def set_request_id_header(self: Any) -> None:
         """From set_default_headers: also after send_error's clear(), so on every answer."""
@@ -69,8 +82,18 @@ class ObservedMixin:
 
 
 def request_finished(handler: tornado.web.RequestHandler) -> None:
-    log_request(handler)
-    request = handler.request
-    metrics.of(handler.settings["services"]).observe_request(
-        getattr(request, "route_label", metrics.UNMATCHED_ROUTE), request.method or "",
-        handler.get_status(), request.request_time(), getattr(handler, "body_bytes", 0))
+    if isinstance(handler, ObservedMixin):
+        record = handler.access_record()
+    else:  # Tornado's own and the page handlers: no request id, no body count
+        record = AccessRecord(handler.request, handler.get_status(), route_of(handler.request))
+    record_answered(handler.settings, record)
+
+
+def record_answered(settings: dict[str, Any], record: AccessRecord) -> None:
+    """The access log line, then the metrics, of one answered request."""
+    config = settings.get("config")
+    log_request(record, config.trusted_proxies if config is not None else ())
+    request = record.request
+    metrics.of(settings["services"]).observe_request(
+        record.route or metrics.UNMATCHED_ROUTE, request.method or "", record.status, request.request_time(),
+        record.body_bytes)

@@ -29,7 +29,8 @@ Besides the answer's headers the lane writes those every handler's answer
 starts with (Server, Date, Vary: Origin and CORS, X-Request-ID).
 
 The body goes by zerocopy.Sender after Tornado's public HTTP1Connection.write_headers;
-the access log line and the metrics are request_finished's, as for any request.
+the access log line and the metrics come from the lane's AccessRecord, through
+observe.record_answered as every handler's.
 """
 from __future__ import annotations
 
@@ -47,11 +48,11 @@ from videoflix.accounts import sessions, tokens
 from videoflix.delivery import accel, answer, openfiles, playback, zerocopy
 from videoflix.platform import media, requestid
 from videoflix.platform.config import Config
-from videoflix.platform.log import request_summary
+from videoflix.platform.log import AccessRecord, request_summary
 from videoflix.platform.services import Services
 from videoflix.web import media_handlers
 from videoflix.web.base import access_token_of, cors_headers
-from videoflix.web.observe import request_finished
+from videoflix.web.observe import record_answered, route_of
 
 log = logging.getLogger(__name__)
 
@@ -167,19 +168,16 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
 
 
 class _LaneAnswer:
-    """One answer.py answer carried out by the lane; also what request_finished reads
-    from a handler (duck-typed)."""
+    """One answer.py answer carried out by the lane."""
 
     sender: zerocopy.Sender | None = None
-    status = 200
-    body_bytes = 0
 
     def __init__(self, lane: SegmentLane, request: tornado.httputil.HTTPServerRequest, policy: answer.KindPolicy,
                  planned: answer.Answer, entry: openfiles.Entry | None = None) -> None:
         self.lane = lane
         self.settings = lane.settings
         self.request = request
-        self.policy = policy  # (log.py reads it, as from the handlers)
+        self.policy = policy
         self.planned = planned
         self.entry = entry  # the open file of a FileRange body, lent by the open-file cache
         self.request_id = requestid.from_header(request.headers.get(requestid.HEADER))
@@ -206,8 +204,7 @@ class _LaneAnswer:
         connection = self.request.connection
         connection.set_close_callback(self.abort)
         try:
-            self.status = self.planned.status
-            written = connection.write_headers(START_LINES[self.status], self.headers())
+            written = connection.write_headers(START_LINES[self.planned.status], self.headers())
             body = self.planned.body
             if isinstance(body, answer.FileRange):
                 assert self.entry is not None
@@ -223,14 +220,11 @@ class _LaneAnswer:
             log.exception("segment lane: %s", request_summary(self.request))
             connection.stream.close()
         finally:
-            if self.sender is not None:
-                self.body_bytes = self.sender.sent
             self.release()
             self.request._finish_time = time.time()  # request_time(), as RequestHandler.finish
-            request_finished(self)  # type: ignore[arg-type]
-
-    def get_status(self) -> int:
-        return self.status
+            record_answered(self.settings, AccessRecord(
+                self.request, self.planned.status, route_of(self.request), self.request_id,
+                self.sender.sent if self.sender is not None else 0, bulk=self.policy.bulk))
 
     def abort(self) -> None:
         if self.sender is not None:
