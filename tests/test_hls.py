@@ -150,6 +150,46 @@ def test_segment_names_are_strict(name, ok):
     assert media.is_segment_name(name) is ok
 
 
+@pytest.mark.parametrize("path, handler, kind", [
+    ("/api/video/7/subtitles/en/", "SubtitleHandler", None),  # has the shape of a segment path
+    ("/api/video/7/v1/720p/iframes.m3u8", "VideoFileHandler", "iframes"),
+    ("/api/video/7/v1/thumbs/sprite_000.jpg", "VideoFileHandler", "thumbs"),
+    ("/api/video/7/v1/720p/index.m3u8", "VideoFileHandler", "vplaylist"),
+    ("/api/video/7/720p/index.m3u8", "VideoFileHandler", "playlist"),
+    ("/api/video/7/v1/subtitles/en/seg_00000.vtt", "VideoSubtitleHLSHandler", "subsegment"),
+    ("/api/video/7/v1/720p/seg_00000.ts/", "VideoFileHandler", "vsegment"),
+    ("/api/video/7/720p/seg_00000.ts", "VideoFileHandler", "segment"),
+    ("/api/stream/t.k/7/v1/720p/iframes.m3u8", "StreamFileHandler", "iframes"),
+    ("/api/stream/t.k/7/720p/index.m3u8", "StreamFileHandler", "playlist"),
+    ("/api/stream/t.k/7/v1/subtitles/en/index.m3u8", "StreamSubtitleHLSHandler", "subtitles"),
+    ("/api/stream/t.k/7/720p/seg_00000.ts", "StreamFileHandler", "segment"),
+])
+def test_the_first_route_matching_a_path_is_its_own_whatever_the_module(path, handler, kind):
+    """The segment routes take any name, so they come after every other route
+    (app.collect_routes), and every HLS route has a twin per credential."""
+    import re
+
+    from videoflix.app import collect_routes
+
+    route = next(route for route in collect_routes() if re.fullmatch(route[0], path))
+    assert (route[1].__name__, (route[2] if len(route) > 2 else {}).get("kind")) == (handler, kind)
+
+
+def test_every_hls_route_has_one_twin_per_credential():
+    from videoflix.web import media_handlers
+
+    tails: dict[str, list[str]] = {}
+    for pattern, handler, kwargs in media_handlers.ROUTES[1:-2] + media_handlers.CATCH_ALL_ROUTES:
+        credential = "cookie" if pattern.startswith("/api/video/") else "stream token"
+        prefix = "/api/video/([^/]+)/" if credential == "cookie" else "/api/stream/([^/]+)/([^/]+)/"
+        assert pattern.startswith(prefix)
+        tail = pattern.removeprefix(prefix)
+        tails.setdefault(f"{kwargs['kind']} {tail}", []).append(f"{credential} {handler.__name__}")
+    assert len(tails) == 9 and {tuple(sorted(both)) for both in tails.values()} == {
+        ("cookie VideoFileHandler", "stream token StreamFileHandler"),
+        ("cookie VideoSubtitleHLSHandler", "stream token StreamSubtitleHLSHandler")}
+
+
 # --- playlists -----------------------------------------------------------------------
 
 @pytest.mark.gen_test

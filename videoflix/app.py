@@ -42,15 +42,15 @@ from videoflix.web.segment_lane import SegmentLane
 
 log = logging.getLogger(__name__)
 
-# Subtitle routes before hls: /api/video/<id>/subtitles/<language>/ has the shape of a segment URL.
-ROUTE_MODULES = (account_handlers, health_handlers, docs_handlers, progress_handlers, event_handlers, video_handlers, subtitle_handlers, media_handlers, page_handlers, metrics_handlers)
+ROUTE_MODULES = (account_handlers, health_handlers, docs_handlers, progress_handlers, event_handlers,
+                 video_handlers, subtitle_handlers, media_handlers, page_handlers, metrics_handlers)
 
 
 def collect_routes() -> list:
-    routes = []
-    for module in ROUTE_MODULES:
-        routes.extend(module.ROUTES)
-    return routes
+    """Every module's routes, then the HLS segment routes, which take any name: every
+    route naming a file or folder of its own is matched before them, whatever its
+    module (media_handlers.SEGMENT_ROUTES)."""
+    return [route for module in ROUTE_MODULES for route in module.ROUTES] + media_handlers.CATCH_ALL_ROUTES
 
 
 def make_runner(config: Config, services: Services, consumer: str | None = None) -> TranscodeRunner:

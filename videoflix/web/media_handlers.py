@@ -1,8 +1,11 @@
-"""HLS delivery, API.md §3 and §4: playlists, segments, signed stream URLs, images.
+"""HLS delivery, API.md §3, §4 and §6: playlists, segments, trick play, subtitle
+playlists and segments, signed stream URLs, images.
 
 Every answer is delivery/answer.py's (status, headers, body source, from the
 request's headers, the file's fstat and the kind's policy, KINDS); these handlers
 find the file, decide access, and carry the answer out:
+- Every route exists once per credential (CREDENTIALS: the access cookie or a
+  stream token), generated from one table (`twins`).
 - Access is decided (asynchronously, one small query at most) before any file is
   opened. Errors are JSON (JSONErrorsMixin) and are 404, never 403: a caller cannot
   tell a private video from a missing one, or a refused path from an absent file.
@@ -23,9 +26,11 @@ find the file, decide access, and carry the answer out:
 - Versions (README, Architecture: Transcode): playback.resolve_file says which
   version's file answers (the live one; the one being built for the owner and
   admins). The master of a version is rendered per request from its ladder.json
-  (playlist.render_master). A playlist or segment of the version being built that is
-  not written yet is waited for up to BUILDING_WAIT_SECONDS, then answered 503 with
-  Retry-After (hls.js retries a 5xx, not a 404); a finished version answers at once.
+  (playlist.render_master), its subtitle playlists and segments from the canonical
+  WebVTT file (subtitle_tracks.render_hls_file). A playlist or segment of the
+  version being built that is not written yet is waited for up to
+  BUILDING_WAIT_SECONDS, then answered 503 with Retry-After (hls.js retries a 5xx,
+  not a 404); a finished version answers at once.
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ import dataclasses
 import logging
 import re
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +79,8 @@ FILE_CHUNK_BYTES = 1024 * 1024
 BUILDING_WAIT_SECONDS = 3.0
 BUILDING_POLL_SECONDS = 0.2
 BUILDING_RETRY_AFTER = "1"
+# A language as it may appear in a subtitle URL: a canonical tag (media.subtitle_file_name).
+LANGUAGE_PART = re.compile(r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8}){0,16}")
 
 
 def path_part(value: bytes) -> str:
@@ -374,6 +383,80 @@ class MediaImageHandler(MediaFileHandler):
         await self.get(name)
 
 
+class SubtitleHLSHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
+                         tornado.web.RequestHandler):
+    """A version's subtitle playlist and segments, made per request from the canonical
+    WebVTT file and the version's ladder.json (parsing in the file executor), with the
+    access rules of that version's segments (playback.resolve_file):
+
+        /api/video/<id>/v<N>/subtitles/<language>/index.m3u8
+        /api/video/<id>/v<N>/subtitles/<language>/seg_NNNNN.vtt
+        and the same under /api/stream/<token>/
+
+    Not immutable although versioned: a new upload of that language changes them under
+    the same URL; ETag + `no-cache` make a revalidation a bodiless 304 (answer.KINDS).
+
+    Route kwargs: `kind` is subtitles (the playlist) or subsegment.
+    """
+
+    kind: str
+
+    def initialize(self, kind: str) -> None:  # type: ignore[override]
+        self.kind = kind
+
+    def target(self, raw_id: str, raw_version: str, language: str, name: str) -> tuple[playback.HLSTarget, str]:
+        video_id = media.parse_video_id(raw_id)
+        version = media.parse_version(raw_version)
+        if self.kind == "subtitles":
+            name = media.MEDIA_PLAYLIST_NAME
+        elif media.parse_subtitle_segment(name) is None:
+            raise APIError(404)
+        if video_id is None or version is None or not LANGUAGE_PART.fullmatch(language):
+            raise APIError(404)
+        return playback.HLSTarget(video_id=video_id, resolution=None, name=name, version=version), language
+
+    async def serve(self, served: playback.ServedFile, target: playback.HLSTarget, language: str) -> None:
+        segment = None if self.kind == "subtitles" else target.name
+        try:
+            body = await asyncio.get_running_loop().run_in_executor(
+                self.services.file_executor, subtitle_tracks.render_hls_file, self.config.media_dir,
+                target.video_id, served.version, language, segment)
+        except subtitle_tracks.SubtitleUnavailable:
+            raise APIError(404) from None
+        except subtitle_tracks.SubtitleNotReady:
+            raise APIError(503, "Not transcoded yet: try again shortly.",
+                           headers={"Retry-After": BUILDING_RETRY_AFTER}) from None
+        self.write_answer(answer.answer_rendered(self.request_facts(), answer.media_policy(self.kind, target.name,
+                                                                                          served.building), body))
+
+
+class VideoSubtitleHLSHandler(SubtitleHLSHandler):
+    @authenticated
+    async def get(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        target, language = self.target(raw_id, raw_version, language, name)
+        try:
+            served = await playback.watchable_file(self.services, target, self.current_user)
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        await self.serve(served, target, language)
+
+    @authenticated
+    async def head(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        await self.get(raw_id, raw_version, language, name)
+
+
+class StreamSubtitleHLSHandler(SubtitleHLSHandler):
+    @public
+    async def get(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        target, language = self.target(raw_id, raw_version, language, name)
+        served = await self.streamed_file(token, target)
+        await self.serve(served, target, language)
+
+    @public
+    async def head(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        await self.get(token, raw_id, raw_version, language, name)
+
+
 class VideoStreamURLHandler(BaseHandler):
     """GET /api/video/<id>/stream/ -> a signed playback URL (API.md §4)."""
 
@@ -392,32 +475,68 @@ class VideoStreamURLHandler(BaseHandler):
         self.write_json({"url": issued.url, "expires_at": issued.expires_at})
 
 
+# --- routes ---------------------------------------------------------------------------
 # Path parts are matched loosely and validated in the handlers (JSON 404s, and the
 # same checks whatever the router lets through); Tornado percent-decodes each part
 # after matching, so %2F never splits a part and is refused by the name rules.
-# Versioned paths (/v<N>/...) come first; a route for another file kind under a
-# version (iframes.m3u8, thumbs/, subtitles/) must come before the versioned segment
-# route, which takes any name and refuses what is not a segment name.
 PART = r"([^/]+)"
 VERSION = r"(v[^/]*)"
 IFRAMES = re.escape(media.IFRAME_PLAYLIST_NAME)
 THUMBS = re.escape(media.THUMBS_DIR)
+SUBTITLES = re.escape(media.SUBTITLES_DIR_NAME)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """How an HLS path says who may play: what comes before the video id, and the
+    handlers that check it (API.md §3: the access cookie or Bearer token; §4: a signed
+    stream token in the path, for players without cookies)."""
+
+    prefix: str
+    files: type[MediaFileHandler]
+    subtitles: type[SubtitleHLSHandler]
+
+
+CREDENTIALS = (
+    Credential("/api/video/", VideoFileHandler, VideoSubtitleHLSHandler),
+    Credential(rf"/api/stream/{PART}/", StreamFileHandler, StreamSubtitleHLSHandler),
+)
+# Every HLS route, as (the path after <prefix><id>/, its kind in answer.KINDS), and the
+# handler family serving it; each becomes one route per credential (`twins`).
+FILE_ROUTES = (
+    (r"master\.m3u8", "master"),
+    (rf"{VERSION}/{PART}/{IFRAMES}", "iframes"),
+    (rf"{VERSION}/{THUMBS}/{PART}", "thumbs"),
+    (rf"{VERSION}/{PART}/index\.m3u8", "vplaylist"),
+    (rf"{PART}/index\.m3u8", "playlist"),
+)
+SUBTITLE_ROUTES = (
+    (rf"{PART}/{SUBTITLES}/{PART}/index\.m3u8", "subtitles"),
+    (rf"{PART}/{SUBTITLES}/{PART}/{PART}", "subsegment"),
+)
+# Segments take any name (and refuse what is not one), with or without a trailing
+# slash (API.md §3), so every route naming a file or folder of its own must be matched
+# before them, whichever module has it (index.m3u8, iframes.m3u8, thumbs/, and the
+# subtitle file at /api/video/<id>/subtitles/<language>/): app.collect_routes puts
+# these after every other route.
+SEGMENT_ROUTES = (
+    (rf"{VERSION}/{PART}/{PART}/?", "vsegment"),
+    (rf"{PART}/{PART}/?", "segment"),
+)
+
+
+def twins(table: tuple[tuple[str, str], ...], handler: Callable[[Credential], type]) -> list[Any]:
+    """One route per credential for each (path, kind) of `table`, served by `handler`
+    of the credential."""
+    return [(f"{credential.prefix}{PART}/{path}", handler(credential), {"kind": kind})
+            for credential in CREDENTIALS for path, kind in table]
+
+
 ROUTES: list[Any] = [
     (rf"/api/video/{PART}/stream/", VideoStreamURLHandler),
-    (rf"/api/video/{PART}/master\.m3u8", VideoFileHandler, {"kind": "master"}),
-    (rf"/api/video/{PART}/{VERSION}/{PART}/{IFRAMES}", VideoFileHandler, {"kind": "iframes"}),
-    (rf"/api/video/{PART}/{VERSION}/{THUMBS}/{PART}", VideoFileHandler, {"kind": "thumbs"}),
-    (rf"/api/video/{PART}/{VERSION}/{PART}/index\.m3u8", VideoFileHandler, {"kind": "vplaylist"}),
-    (rf"/api/video/{PART}/{VERSION}/{PART}/{PART}/?", VideoFileHandler, {"kind": "vsegment"}),
-    (rf"/api/video/{PART}/{PART}/index\.m3u8", VideoFileHandler, {"kind": "playlist"}),
-    (rf"/api/video/{PART}/{PART}/{PART}/?", VideoFileHandler, {"kind": "segment"}),
-    (rf"/api/stream/{PART}/{PART}/master\.m3u8", StreamFileHandler, {"kind": "master"}),
-    (rf"/api/stream/{PART}/{PART}/{VERSION}/{PART}/{IFRAMES}", StreamFileHandler, {"kind": "iframes"}),
-    (rf"/api/stream/{PART}/{PART}/{VERSION}/{THUMBS}/{PART}", StreamFileHandler, {"kind": "thumbs"}),
-    (rf"/api/stream/{PART}/{PART}/{VERSION}/{PART}/index\.m3u8", StreamFileHandler, {"kind": "vplaylist"}),
-    (rf"/api/stream/{PART}/{PART}/{VERSION}/{PART}/{PART}/?", StreamFileHandler, {"kind": "vsegment"}),
-    (rf"/api/stream/{PART}/{PART}/{PART}/index\.m3u8", StreamFileHandler, {"kind": "playlist"}),
-    (rf"/api/stream/{PART}/{PART}/{PART}/{PART}/?", StreamFileHandler, {"kind": "segment"}),
+    *twins(FILE_ROUTES, lambda credential: credential.files),
+    *twins(SUBTITLE_ROUTES, lambda credential: credential.subtitles),
     (rf"/media/thumbnail/{PART}", MediaImageHandler, {"kind": "thumbnail"}),
     (rf"/media/poster/{PART}", MediaImageHandler, {"kind": "poster"}),
 ]
+CATCH_ALL_ROUTES: list[Any] = twins(SEGMENT_ROUTES, lambda credential: credential.files)

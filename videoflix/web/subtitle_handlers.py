@@ -4,6 +4,8 @@
     GET    /api/video/<id>/subtitles/<language>/  the canonical WebVTT file (text/vtt)
     DELETE /api/video/<id>/subtitles/<language>/  -> 204
 
+A version's subtitle playlists and segments are HLS files: web/media_handlers.py.
+
 The upload's body is small (subtitle_formats.MAX_FILE_BYTES) and streamed into memory
 through a capped parser; before a byte of it is read the caller is authenticated
 (401), the content type checked (415), a declared oversize refused (413) and the
@@ -13,27 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 
 import tornado.web
 
-from videoflix.delivery import answer, playback
+from videoflix.delivery import answer
 from videoflix.library import catalog, subtitle_formats, subtitle_tracks, uploads
 from videoflix.library.uploads import FileTooLarge, SubtitleUploadReceiver, UploadError
 from videoflix.platform import media
-from videoflix.web import media_handlers, requestrules
-from videoflix.web.base import (
-    APIError,
-    AuthMixin,
-    BaseHandler,
-    CorsMixin,
-    IdleBodyMixin,
-    JSONErrorsMixin,
-    ServicesMixin,
-    authenticated,
-    public,
-)
-from videoflix.web.observe import ObservedMixin
+from videoflix.web import requestrules
+from videoflix.web.base import APIError, BaseHandler, IdleBodyMixin, authenticated
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +31,6 @@ log = logging.getLogger(__name__)
 SUBTITLE_BODY_OVERHEAD_BYTES = 16 * 1024
 # A 2 MiB body arrives in seconds even on a slow line; a stalled one is cut off.
 SUBTITLE_BODY_TIMEOUT_SECONDS = 60.0
-# A language as it may appear in a subtitle URL: a canonical tag (media.subtitle_file_name).
-LANGUAGE_PART = re.compile(r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8}){0,16}")
 
 
 @tornado.web.stream_request_body
@@ -186,91 +174,12 @@ class SubtitleHandler(BaseHandler):
         self.finish()
 
 
-class SubtitleHLSHandler(media_handlers.HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin,
-                         AuthMixin, tornado.web.RequestHandler):
-    """A version's subtitle playlist and segments, made per request from the canonical
-    WebVTT file and the version's ladder.json (parsing in the file executor), with the
-    access rules of that version's segments (playback.resolve_file):
-
-        /api/video/<id>/v<N>/subtitles/<language>/index.m3u8
-        /api/video/<id>/v<N>/subtitles/<language>/seg_NNNNN.vtt
-        and the same under /api/stream/<token>/
-
-    Not immutable although versioned: a new upload of that language changes them under
-    the same URL; ETag + `no-cache` make a revalidation a bodiless 304 (answer.KINDS).
-
-    Route kwargs: `kind` is subtitles (the playlist) or subsegment.
-    """
-
-    kind: str
-
-    def initialize(self, kind: str) -> None:  # type: ignore[override]
-        self.kind = kind
-
-    def target(self, raw_id: str, raw_version: str, language: str, name: str) -> tuple[playback.HLSTarget, str]:
-        video_id = media.parse_video_id(raw_id)
-        version = media.parse_version(raw_version)
-        if self.kind == "subtitles":
-            name = media.MEDIA_PLAYLIST_NAME
-        elif media.parse_subtitle_segment(name) is None:
-            raise APIError(404)
-        if video_id is None or version is None or not LANGUAGE_PART.fullmatch(language):
-            raise APIError(404)
-        return playback.HLSTarget(video_id=video_id, resolution=None, name=name, version=version), language
-
-    async def serve(self, served: playback.ServedFile, target: playback.HLSTarget, language: str) -> None:
-        segment = None if self.kind == "subtitles" else target.name
-        try:
-            body = await asyncio.get_running_loop().run_in_executor(
-                self.services.file_executor, subtitle_tracks.render_hls_file, self.config.media_dir,
-                target.video_id, served.version, language, segment)
-        except subtitle_tracks.SubtitleUnavailable:
-            raise APIError(404) from None
-        except subtitle_tracks.SubtitleNotReady:
-            raise APIError(503, "Not transcoded yet: try again shortly.",
-                           headers={"Retry-After": media_handlers.BUILDING_RETRY_AFTER}) from None
-        self.write_answer(answer.answer_rendered(self.request_facts(), answer.media_policy(self.kind, target.name,
-                                                                                          served.building), body))
-
-
-class VideoSubtitleHLSHandler(SubtitleHLSHandler):
-    @authenticated
-    async def get(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
-        target, language = self.target(raw_id, raw_version, language, name)
-        try:
-            served = await playback.watchable_file(self.services, target, self.current_user)
-        except media.VideoNotFound:
-            raise APIError(404) from None
-        await self.serve(served, target, language)
-
-    @authenticated
-    async def head(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
-        await self.get(raw_id, raw_version, language, name)
-
-
-class StreamSubtitleHLSHandler(SubtitleHLSHandler):
-    @public
-    async def get(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
-        target, language = self.target(raw_id, raw_version, language, name)
-        served = await self.streamed_file(token, target)
-        await self.serve(served, target, language)
-
-    @public
-    async def head(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
-        await self.get(token, raw_id, raw_version, language, name)
-
-
 # Parts are matched loosely and validated in the handlers (JSON 404s): a strict id
 # pattern here would let /api/video/<19 digits>/subtitles/x/ fall through to the HLS
-# segment route (405 instead of 404).
+# segment route (405 instead of 404). (That route comes after these whatever their
+# module's place: media_handlers.CATCH_ALL_ROUTES.)
 PART = r"([^/]+)"
 ROUTES = [
     (rf"/api/video/{PART}/subtitles/", SubtitleListHandler),
     (rf"/api/video/{PART}/subtitles/{PART}/", SubtitleHandler),
-    # A version's subtitle playlists and segments (README, Architecture: Transcode): <id>/v<N>/subtitles/<lang>/...
-    (rf"/api/video/{PART}/{PART}/subtitles/{PART}/index\.m3u8", VideoSubtitleHLSHandler, {"kind": "subtitles"}),
-    (rf"/api/video/{PART}/{PART}/subtitles/{PART}/{PART}", VideoSubtitleHLSHandler, {"kind": "subsegment"}),
-    (rf"/api/stream/{PART}/{PART}/{PART}/subtitles/{PART}/index\.m3u8", StreamSubtitleHLSHandler,
-     {"kind": "subtitles"}),
-    (rf"/api/stream/{PART}/{PART}/{PART}/subtitles/{PART}/{PART}", StreamSubtitleHLSHandler, {"kind": "subsegment"}),
 ]
