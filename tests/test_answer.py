@@ -39,6 +39,7 @@ def test_a_plain_get_of_a_file_is_the_whole_file_with_its_validators():
     assert (result.status, result.body, result.with_body) == (200, FileRange(0, 1000), True)
     assert result.headers == [("Accept-Ranges", "bytes"), ("Etag", ETAG), ("Last-Modified", DATE),
                               ("Content-Type", "video/MP2T"),
+                              ("X-Content-Type-Options", "nosniff"),
                               ("Cache-Control", "private, max-age=31536000, immutable"), ("Content-Length", "1000")]
 
 
@@ -101,7 +102,8 @@ def test_conditional_gets(headers, status):
     if status == 304:
         assert result.body is None and result.with_body is False
         # Validators and caching as the 200's, no representation metadata (RFC 9110 §15.4.5).
-        assert [name for name, _ in result.headers] == ["Accept-Ranges", "Etag", "Last-Modified", "Cache-Control"]
+        assert [name for name, _ in result.headers] == ["Accept-Ranges", "Etag", "Last-Modified",
+                                                        "X-Content-Type-Options", "Cache-Control"]
 
 
 def test_text_is_gzipped_when_accepted_as_another_representation():
@@ -138,7 +140,8 @@ def test_bytes_made_in_memory_have_a_content_tag_and_revalidate():
     policy = answer.media_policy("master", "master.m3u8", building=False)
     plain = answer.answer_rendered(get(), policy, data)
     assert (plain.status, plain.body) == (200, Rendered(data))
-    assert plain.headers == [("Content-Type", "application/vnd.apple.mpegurl"), ("Cache-Control", "private, no-cache"),
+    assert plain.headers == [("Content-Type", "application/vnd.apple.mpegurl"), ("X-Content-Type-Options", "nosniff"),
+                             ("Cache-Control", "private, no-cache"),
                              ("Etag", answer.content_etag(data)), ("Vary", "Accept-Encoding"),
                              ("Content-Length", str(len(data)))]
     zipped = answer.answer_rendered(get(**{"Accept-Encoding": "gzip"}), policy, data)
@@ -163,7 +166,8 @@ def test_behind_nginx_the_answer_names_the_file():
     result = answer.answer_accel(get(Range="bytes=0-9"), PLAYLIST, location)
     assert (result.status, result.body) == (200, Accel(location))
     assert result.headers == [("Content-Type", "application/vnd.apple.mpegurl"),
-                              ("Cache-Control", "private, max-age=5"), ("Vary", "Accept-Encoding"),
+                              ("X-Content-Type-Options", "nosniff"), ("Cache-Control", "private, max-age=5"),
+                              ("Vary", "Accept-Encoding"),
                               ("X-Accel-Redirect", location), ("Content-Length", "0")]
 
 

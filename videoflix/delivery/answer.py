@@ -62,6 +62,9 @@ REVALIDATE_CACHE_CONTROL = "private, no-cache"
 MAX_GZIP_BYTES = 4 * 1024 * 1024
 GZIP_LEVEL = 6  # zlib's default: playlists are small, level 9 gains ~1% for 2x CPU
 GZIP_TAG = "-gz"
+# On every answer, ours and the handlers' (web/base.py): a browser renders nothing of
+# ours as another type than the one we say, e.g. an uploaded file sniffed as HTML (CWE-430).
+NOSNIFF = ("X-Content-Type-Options", "nosniff")
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,7 @@ def _policy_headers(policy: Policy, with_type: bool = True, etag: str | None = N
     # A 304 carries the 200's validators and caching headers but not its representation
     # metadata (RFC 9110 §15.4.5; Tornado drops a 304's Content-Type too).
     headers = [("Content-Type", policy.content_type)] if with_type else []
+    headers.append(NOSNIFF)
     headers.append(("Cache-Control", policy.cache_control))
     if etag is not None:
         headers.append(("Etag", etag))

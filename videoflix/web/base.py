@@ -12,6 +12,7 @@ from typing import Any, Callable
 import tornado.web
 
 from videoflix.accounts import sessions, tokens
+from videoflix.delivery.answer import NOSNIFF
 from videoflix.platform import outage
 from videoflix.platform.config import Config
 from videoflix.platform.log import request_summary
@@ -298,6 +299,7 @@ class BaseHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, Auth
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.set_header("Cache-Control", "no-store")
+        self.set_header(*NOSNIFF)
         self.set_cors_headers()
         self.set_request_id_header()
 

@@ -58,6 +58,7 @@ from videoflix.transcode.playlist import PlaylistError, render_master
 from videoflix.web.answer_writer import AnswerWriterMixin
 from videoflix.web.base import (
     INVALID_TOKEN,
+    NOSNIFF,
     APIError,
     AuthMixin,
     BaseHandler,
@@ -94,6 +95,7 @@ class HLSRequestMixin(AnswerWriterMixin):
     checks, undecodable path parts as unknown names."""
 
     def set_default_headers(self) -> None:
+        self.set_header(*NOSNIFF)  # (errors too: they are answered after clear())
         self.set_cors_headers()
         self.set_request_id_header()
 

@@ -17,7 +17,7 @@ import tornado.web
 from videoflix.delivery import answer
 from videoflix.web.answer_writer import AnswerWriterMixin
 from videoflix.web.assets import Asset, AssetNotFound, Assets
-from videoflix.web.base import APIError, JSONErrorsMixin, ServicesMixin, public
+from videoflix.web.base import NOSNIFF, APIError, JSONErrorsMixin, ServicesMixin, public
 from videoflix.web.video_handlers import VIDEO_ID
 
 LOGIN_PAGE = "/pages/auth/login.html"
@@ -25,7 +25,6 @@ ASSET_CACHE_CONTROL = "public, max-age=31536000, immutable"
 # Pages change with the code: always revalidate (a 304 costs nothing).
 PAGE_CACHE_CONTROL = "no-cache"
 # Every page and asset: no type sniffing (API.md §7).
-NOSNIFF = ("X-Content-Type-Options", "nosniff")
 
 
 def content_security_policy(public_url: str) -> str:
@@ -52,13 +51,16 @@ def content_security_policy(public_url: str) -> str:
 
 
 class FileResponseMixin(AnswerWriterMixin, ServicesMixin, JSONErrorsMixin):
+    def set_default_headers(self) -> None:
+        self.set_header(*NOSNIFF)  # (errors too: they are answered after clear())
+
     @property
     def assets(self) -> Assets:
         return self.settings["assets"]
 
     def write_asset(self, asset: Asset, cache_control: str, *extra: tuple[str, str]) -> None:
         policy = answer.Policy(asset.content_type, cache_control, compressible=asset.gzipped is not None,
-                               extra=(*extra, NOSNIFF))
+                               extra=tuple(extra))
         facts = answer.RequestFacts.of(self.request.method, self.request.headers)
         self.write_answer(answer.answer_rendered(facts, policy, asset.body, asset.etag, asset.gzipped))
 
