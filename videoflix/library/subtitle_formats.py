@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import struct
 from dataclasses import dataclass
 
 import langcodes
@@ -30,6 +31,12 @@ MAX_CUES = 36_000
 MAX_CUE_CHARS = 2_000
 # Cues may not start or end past this (sane times; WebVTT hours are unbounded).
 MAX_TIME_MS = 100 * 3600 * 1000
+# Hour digits read as a number at most: more is past MAX_TIME_MS whatever they say (and
+# int() refuses over 4,300 digits: a timing of any length must be a clean error).
+MAX_HOUR_DIGITS = 4
+# A track cut into HLS segments (cut_segments) repeats a cue in every segment it spans:
+# bounded, so a file of long overlapping cues cannot make a huge cut (CWE-400).
+MAX_CUT_BYTES = 32 * 1024 * 1024
 # RFC 5646 §4.4.1: implementations need not keep tags longer than 35 characters.
 MAX_LANGUAGE_CHARS = 35
 MAX_LABEL_CHARS = 64
@@ -232,6 +239,8 @@ def parse_vtt(data: bytes) -> list[Cue]:
             raise SubtitleError(f"Line {number + timing_at}: expected a cue timing such as "
                                 "'00:01.000 --> 00:02.500'.")
         groups = match.groups()
+        if len(groups[0] or "") > MAX_HOUR_DIGITS or len(groups[4] or "") > MAX_HOUR_DIGITS:
+            raise SubtitleError(f"Line {number + timing_at}: the cue ends after {MAX_TIME_MS // 3_600_000} hours.")
         start, end = _ms(*groups[:4]), _ms(*groups[4:8])
         payload = block[timing_at + 1:]
         for offset, line in enumerate(payload):
@@ -377,6 +386,91 @@ def media_playlist(duration: float, segment_seconds: float, segment_name: str, *
         lines.append(segment_name % index)
     lines.append("#EXT-X-ENDLIST")
     return "\n".join(lines) + "\n"
+
+
+# A cut track (cut_segments): this header, then count + 1 offsets (little-endian
+# uint64, from the start of the bodies), then the bodies: the cue blocks of each
+# segment, ready to follow a segment's own header. The canonical file's size and
+# mtime say which file it was cut from (a replaced file makes it stale).
+CUT_MAGIC = b"VFXCUT01"
+_CUT_HEAD = struct.Struct("<8sIIqq")  # magic, segment_ms, count, source size, source mtime_ns
+_CUT_OFFSET = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class CutHead:
+    segment_ms: int
+    count: int
+    source_size: int
+    source_mtime_ns: int
+
+    @property
+    def bodies_at(self) -> int:
+        """Where the bodies start in the cut file."""
+        return _CUT_HEAD.size + (self.count + 1) * _CUT_OFFSET.size
+
+
+CUT_HEAD_BYTES = _CUT_HEAD.size
+CUT_OFFSET_BYTES = _CUT_OFFSET.size
+
+
+def cut_segments(cues: list[Cue], segment_ms: int, source_size: int, source_mtime_ns: int) -> bytes:
+    """`cues` cut into segments of `segment_ms` once, so that serving a segment reads
+    one small range instead of parsing the file: segment i holds every cue that
+    overlaps [i*S, (i+1)*S) (render_segment's rule). SubtitleError when the cut would
+    pass MAX_CUT_BYTES (long cues repeated in many segments)."""
+    if segment_ms <= 0:
+        raise ValueError("segment_ms must be positive")
+    last_end = max((cue.end_ms for cue in cues), default=0)
+    count = max(1, math.ceil(last_end / segment_ms))
+    blocks = [(cue.start_ms // segment_ms, (cue.end_ms - 1) // segment_ms, _cue_block(cue).encode())
+              for cue in cues]
+    total = sum((last - first + 1) * (len(block) + 1) for first, last, block in blocks)
+    if total > MAX_CUT_BYTES:
+        raise SubtitleError("The cues overlap too much: long cues repeated in every segment they span "
+                            f"would make more than {MAX_CUT_BYTES // (1024 * 1024)} MiB.")
+    bodies: list[list[bytes]] = [[] for _ in range(count)]
+    for first, last, block in blocks:
+        for index in range(first, min(last, count - 1) + 1):
+            bodies[index].append(block)
+    joined = [b"\n".join([b"", *body]) for body in bodies]  # each block after a blank line
+    offsets = [0]
+    for body in joined:
+        offsets.append(offsets[-1] + len(body))
+    return b"".join([_CUT_HEAD.pack(CUT_MAGIC, segment_ms, count, source_size, source_mtime_ns),
+                     *(_CUT_OFFSET.pack(offset) for offset in offsets), *joined])
+
+
+def with_source(cut: bytes, source_size: int, source_mtime_ns: int) -> bytes:
+    """`cut` (made before its canonical file was written) naming that file's identity."""
+    head = read_cut_head(cut[:_CUT_HEAD.size])
+    return _CUT_HEAD.pack(CUT_MAGIC, head.segment_ms, head.count, source_size, source_mtime_ns) + cut[_CUT_HEAD.size:]
+
+
+def read_cut_head(data: bytes) -> CutHead:
+    """The head of a cut file (its first CUT_HEAD_BYTES); ValueError if it is not one."""
+    magic, segment_ms, count, size, mtime_ns = _CUT_HEAD.unpack(data)
+    if magic != CUT_MAGIC or segment_ms <= 0 or count <= 0:
+        raise ValueError("not a cut subtitle file")
+    return CutHead(segment_ms, count, size, mtime_ns)
+
+
+def cut_offsets_at(index: int) -> int:
+    """Where the offsets of segment `index` and the next one are in a cut file."""
+    return _CUT_HEAD.size + index * _CUT_OFFSET.size
+
+
+def read_cut_span(data: bytes) -> tuple[int, int]:
+    """(start, end) of a segment's body from its two offsets (2 * CUT_OFFSET_BYTES)."""
+    start, end = struct.unpack("<QQ", data)
+    if end < start:
+        raise ValueError("corrupt cut subtitle file")
+    return start, end
+
+
+def segment_head(start_pts: int) -> bytes:
+    """What every subtitle segment starts with: the signature and the timestamp map."""
+    return f"WEBVTT\n{timestamp_map(start_pts)}\n".encode()
 
 
 def timestamp_map(start_pts: int) -> str:

@@ -1,39 +1,55 @@
 """A video's subtitles: add one from an upload, remove one, list them for the
-detail, import the text tracks a transcode extracted, and read the canonical file
-for the HLS subtitle playlists and segments (made per request, videosubtitles.hls_*).
+detail, import the text tracks a transcode extracted, and answer the HLS subtitle
+playlists and segments.
 
 Parsing, checking and every file access run in `services.file_executor`; the
 rules themselves are subtitle_formats.py's (pure). Files: media.subtitle_path (one per
-language per video). A change goes through a transaction that locks the video's
-row, so two uploads of one video cannot interleave their label checks and files.
+language per video) and its cut (media.subtitle_cut_path): a track is parsed and cut
+into segments once, when it is stored, so a segment request reads one small range
+and parses nothing, however large the track and however many tracks are played
+(a cut for another segment length, or one left stale by a replaced file, is made
+once, on its first request). A change goes through a transaction that locks the
+video's row, so two uploads of one video cannot interleave their label checks and files.
+Limits: MAX_TRACKS_PER_VIDEO per video, subtitle_formats.MAX_FILE_BYTES per file and
+MAX_CUT_BYTES per cut, SUBTITLE_UPLOADS_PER_HOUR per user (admins exempt).
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import os
 import secrets
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from videoflix.accounts import throttle
 from videoflix.library import subtitle_formats
-from videoflix.platform import media
+from videoflix.platform import media, rediskeys
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor, transaction
 from videoflix.platform.services import Services
 from videoflix.tables import subtitles as subtitle_rows
 from videoflix.tables import videos as video_rows
 from videoflix.transcode import ladderfile
+from videoflix.transcode.ffmpeg import TranscodeSettings
 from videoflix.transcode.playlist import SubtitleTrack
 
 log = logging.getLogger(__name__)
 
 LABEL_TAKEN = "Another subtitle track of this video has this label."
+# Tracks of one video, uploaded and imported together (a menu of 16 languages is
+# plenty; each costs a file, a cut and a row): a new language past it is refused.
+MAX_TRACKS_PER_VIDEO = 16
 # Extracted tracks of one source that are imported at most (a file may carry dozens).
-MAX_IMPORTED_TRACKS = 16
+MAX_IMPORTED_TRACKS = MAX_TRACKS_PER_VIDEO
+# Subtitle uploads one user may make per hour (each is a parse and a cut of up to
+# 2 MiB: CPU); admins are not counted.
+SUBTITLE_UPLOADS_PER_HOUR = 60
+# The segment length tracks are cut for when stored: the transcoder's (a version made
+# with another length gets its cut on first request).
+DEFAULT_SEGMENT_MS = TranscodeSettings().segment_seconds * 1000
 
 
 class InvalidSubtitle(Exception):
@@ -48,6 +64,18 @@ class SubtitleNotFound(Exception):
     """No subtitle of that language for this video (404)."""
 
 
+class TooManyTracks(Exception):
+    """The video has MAX_TRACKS_PER_VIDEO tracks already and this is a new language (409)."""
+
+
+class UploadsThrottled(Exception):
+    """The user made SUBTITLE_UPLOADS_PER_HOUR subtitle uploads this hour (429)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(retry_after)
+        self.retry_after = retry_after
+
+
 @dataclass(frozen=True)
 class CheckedUpload:
     language: str
@@ -55,6 +83,7 @@ class CheckedUpload:
     label_given: bool
     vtt: str
     cue_count: int
+    cut: bytes  # subtitle_formats.cut_segments at DEFAULT_SEGMENT_MS, source identity unset
 
 
 def check_upload(fields: dict[str, str], filename: str | None, data: bytes | None) -> CheckedUpload:
@@ -76,17 +105,20 @@ def check_upload(fields: dict[str, str], filename: str | None, data: bytes | Non
         except subtitle_formats.SubtitleError as exc:
             errors["label"] = [str(exc)]
     cues: list[subtitle_formats.Cue] = []
+    cut = b""
     if data is None or filename is None:
         errors["file"] = ["No file was submitted."]
     else:
         try:
             cues = subtitle_formats.parse_subtitles(data, subtitle_formats.file_kind(filename))
+            cut = subtitle_formats.cut_segments(cues, DEFAULT_SEGMENT_MS, 0, 0)
         except subtitle_formats.SubtitleError as exc:
             errors["file"] = [str(exc)]
     if errors:
         raise InvalidSubtitle(errors)
     return CheckedUpload(language=language, label=label or subtitle_formats.default_label(language),
-                         label_given=label is not None, vtt=subtitle_formats.render_vtt(cues), cue_count=len(cues))
+                         label_given=label is not None, vtt=subtitle_formats.render_vtt(cues), cue_count=len(cues),
+                         cut=cut)
 
 
 def subtitle_url(config: Config, video_id: int, language: str) -> str:
@@ -114,15 +146,43 @@ async def list_rows(services: Services, video_id: int) -> list[dict]:
 
 # --- files (executor) -----------------------------------------------------------
 
-def _write_file(path: Path, text: str) -> None:
-    """Write atomically: a reader sees the old file or the new one, never half."""
+def _write_file(path: Path, data: bytes) -> os.stat_result:
+    """Write atomically: a reader sees the old file or the new one, never half.
+    Returns the new file's fstat."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     try:
-        temporary.write_text(text, encoding="utf-8")
+        with open(temporary, "wb") as handle:
+            handle.write(data)
+            info = os.fstat(handle.fileno())
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+    return info
+
+
+def _store_track(media_dir: str, video_id: int, language: str, vtt: str, cut: bytes) -> None:
+    """The canonical file, then its cut naming it (executor); older cuts go."""
+    info = _write_file(media.subtitle_path(media_dir, video_id, language), vtt.encode())
+    for stale in _cut_paths(media_dir, video_id, language):
+        stale.unlink(missing_ok=True)
+    head = subtitle_formats.read_cut_head(cut[:subtitle_formats.CUT_HEAD_BYTES])
+    _write_file(media.subtitle_cut_path(media_dir, video_id, language, head.segment_ms),
+                subtitle_formats.with_source(cut, info.st_size, info.st_mtime_ns))
+
+
+def _cut_paths(media_dir: str, video_id: int, language: str) -> list[Path]:
+    folder = media.subtitles_dir(media_dir, video_id)
+    try:
+        return [folder / name for name in os.listdir(folder) if media.is_subtitle_cut_of(language, name)]
+    except FileNotFoundError:
+        return []
+
+
+def _remove_track(media_dir: str, video_id: int, language: str) -> None:
+    for path in _cut_paths(media_dir, video_id, language):
+        path.unlink(missing_ok=True)
+    media.subtitle_path(media_dir, video_id, language).unlink(missing_ok=True)
 
 
 def read_file(path: Path) -> bytes | None:
@@ -131,10 +191,6 @@ def read_file(path: Path) -> bytes | None:
         return path.read_bytes()
     except (FileNotFoundError, NotADirectoryError):
         return None
-
-
-def _remove_file(path: Path) -> None:
-    path.unlink(missing_ok=True)
 
 
 async def _in_executor(services: Services, function: Any, *args: Any) -> Any:
@@ -151,19 +207,32 @@ async def check_manageable(services: Services, video_id: int, user_id: int, is_a
         raise media.VideoNotFound()
 
 
+async def reserve_upload(services: Services, user_id: int, is_admin: bool) -> None:
+    """Count one subtitle upload of the user against SUBTITLE_UPLOADS_PER_HOUR before its
+    body is read (admins are not counted); UploadsThrottled when spent."""
+    if is_admin:
+        return
+    wait = await throttle.reserve(services.redis, [throttle.Limit(
+        rediskeys.subtitle_uploads(user_id), SUBTITLE_UPLOADS_PER_HOUR, 3600)])
+    if wait is not None:
+        raise UploadsThrottled(wait)
+
+
 async def add_from_upload(config: Config, services: Services, video_id: int, user_id: int, is_admin: bool,
                           fields: dict[str, str], filename: str | None, data: bytes | None) -> dict[str, Any]:
     """Store an uploaded .srt/.vtt as the video's subtitles in that language; an
     existing one of the same language is replaced (its label too). Returns the item.
     media.VideoNotFound for a video the caller may not manage; InvalidSubtitle."""
     checked: CheckedUpload = await _in_executor(services, check_upload, fields, filename, data)
-    path = media.subtitle_path(config.media_dir, video_id, checked.language)
     async with transaction(services.pool) as cur:
         video = await subtitle_rows.lock_video(cur, video_id)
         if video is None or not media.can_manage(video, user_id, is_admin):
             raise media.VideoNotFound()
-        others = {row["label"] for row in await subtitle_rows.list_for_video(cur, video_id)
-                  if row["language"] != checked.language}
+        current = await subtitle_rows.list_for_video(cur, video_id)
+        if (len(current) >= MAX_TRACKS_PER_VIDEO
+                and all(row["language"] != checked.language for row in current)):
+            raise TooManyTracks()
+        others = {row["label"] for row in current if row["language"] != checked.language}
         label = checked.label
         if label in others:
             if checked.label_given:
@@ -171,7 +240,8 @@ async def add_from_upload(config: Config, services: Services, video_id: int, use
             label = subtitle_formats.unique_label(label, others)
         row = await subtitle_rows.upsert(cur, video_id, checked.language, label, "upload", checked.cue_count)
         # Written while the row is locked; the transaction commits right after.
-        await _in_executor(services, _write_file, path, checked.vtt)
+        await _in_executor(services, _store_track, config.media_dir, video_id, checked.language, checked.vtt,
+                           checked.cut)
     await _changed(services, video_id, video["owner_id"])
     log.info("video %s: subtitles %s uploaded by user %s (%d cues)", video_id, checked.language, user_id,
              checked.cue_count)
@@ -192,7 +262,7 @@ async def remove(config: Config, services: Services, video_id: int, user_id: int
             raise media.VideoNotFound()
         if language is None or not await subtitle_rows.delete(cur, video_id, language):
             raise SubtitleNotFound()
-        await _in_executor(services, _remove_file, media.subtitle_path(config.media_dir, video_id, language))
+        await _in_executor(services, _remove_track, config.media_dir, video_id, language)
     await _changed(services, video_id, video["owner_id"])
     log.info("video %s: subtitles %s deleted by user %s", video_id, language, user_id)
 
@@ -213,6 +283,7 @@ class _Track:
     label: str | None
     vtt: str
     cue_count: int
+    cut: bytes
 
 
 def _read_tracks(version_dir: Path, tracks: list[dict]) -> list[_Track]:
@@ -230,6 +301,7 @@ def _read_tracks(version_dir: Path, tracks: list[dict]) -> list[_Track]:
                 raise ValueError(f"not a track file name: {track['file']!r}")
             data = (version_dir / track["file"]).read_bytes()
             cues = subtitle_formats.parse_vtt(data)
+            cut = subtitle_formats.cut_segments(cues, DEFAULT_SEGMENT_MS, 0, 0)
         except (OSError, KeyError, TypeError, ValueError) as exc:  # SubtitleError is a ValueError
             log.info("%s: extracted track %s skipped: %s", version_dir, track.get("file"), exc)
             continue
@@ -240,7 +312,7 @@ def _read_tracks(version_dir: Path, tracks: list[dict]) -> list[_Track]:
             except subtitle_formats.SubtitleError:
                 label = None
         chosen[language] = _Track(language, label or subtitle_formats.default_label(language),
-                                  subtitle_formats.render_vtt(cues), len(cues))
+                                  subtitle_formats.render_vtt(cues), len(cues), cut)
     return list(chosen.values())
 
 
@@ -262,12 +334,14 @@ async def import_tracks(config: Config, services: Services, video_id: int, versi
             current = existing.get(track.language)
             if current is not None and current["origin"] == "upload":
                 continue
+            if current is None and len(existing) >= MAX_TRACKS_PER_VIDEO:
+                continue
             taken = {row["label"] for language, row in existing.items() if language != track.language}
             label = subtitle_formats.unique_label(track.label, taken)
             row = await subtitle_rows.upsert(cur, video_id, track.language, label, "track", track.cue_count)
             existing[track.language] = row
-            await _in_executor(services, _write_file,
-                               media.subtitle_path(config.media_dir, video_id, track.language), track.vtt)
+            await _in_executor(services, _store_track, config.media_dir, video_id, track.language, track.vtt,
+                               track.cut)
             imported.append(track.language)
     if imported:
         log.info("video %s: subtitles imported from the source: %s", video_id, ", ".join(imported))
@@ -284,35 +358,69 @@ async def import_result_tracks(config: Config, services: Services, video_id: int
         log.warning("video %s: subtitle tracks not imported: %s", video_id, exc)
 
 
-# --- HLS: playlists and segments per request ----------------------------------------
+# --- HLS: playlists and segments ---------------------------------------------------
 
-# Parsed canonical files, keyed by path and identity (size, mtime, inode): a playing
-# session asks for a segment every few seconds, and parsing a large file each time
-# would cost tens of milliseconds of executor time.
-_CUE_CACHE_ENTRIES = 32
-_cue_cache: collections.OrderedDict[tuple, list[subtitle_formats.Cue]] = collections.OrderedDict()
-_cue_cache_lock = threading.Lock()
+# Cuts made on a request (another segment length, or a stale cut) are made one at a
+# time: a burst of requests for one track parses it once, not once each.
+_recut_lock = threading.Lock()
 
 
-def read_cues(path: Path) -> list[subtitle_formats.Cue] | None:
-    """The cues of a canonical file (executor), None if it is missing or unusable."""
+def _read_range(handle: BinaryIO, offset: int, length: int) -> bytes:
+    data = os.pread(handle.fileno(), length, offset)
+    if len(data) != length:
+        raise ValueError("short read of a cut subtitle file")
+    return data
+
+
+def _cut_body(path: Path, index: int, source: os.stat_result, segment_ms: int) -> bytes | None:
+    """Segment `index`'s body from the cut at `path` if it was cut from `source` at
+    `segment_ms`, else None (missing or stale). A segment past the last cue: b""."""
     try:
-        info = path.stat()
-        key = (str(path), info.st_size, info.st_mtime_ns, info.st_ino)
-        with _cue_cache_lock:
-            cached = _cue_cache.get(key)
-            if cached is not None:
-                _cue_cache.move_to_end(key)
-                return cached
-        cues = subtitle_formats.parse_vtt(path.read_bytes())
-    except (OSError, subtitle_formats.SubtitleError) as exc:
-        log.info("subtitles %s unreadable: %s", path, exc)
+        with open(path, "rb") as handle:
+            head = subtitle_formats.read_cut_head(_read_range(handle, 0, subtitle_formats.CUT_HEAD_BYTES))
+            if (head.segment_ms, head.source_size, head.source_mtime_ns) != (
+                    segment_ms, source.st_size, source.st_mtime_ns):
+                return None
+            if index >= head.count:
+                return b""
+            start, end = subtitle_formats.read_cut_span(_read_range(
+                handle, subtitle_formats.cut_offsets_at(index), 2 * subtitle_formats.CUT_OFFSET_BYTES))
+            return _read_range(handle, head.bodies_at + start, end - start)
+    except FileNotFoundError:
         return None
-    with _cue_cache_lock:
-        _cue_cache[key] = cues
-        while len(_cue_cache) > _CUE_CACHE_ENTRIES:
-            _cue_cache.popitem(last=False)
-    return cues
+    except (OSError, ValueError) as exc:
+        log.warning("subtitle cut %s unreadable (cut again): %s", path, exc)
+        return None
+
+
+def _segment_body(media_dir: str, video_id: int, language: str, index: int, segment_ms: int) -> bytes:
+    """Segment `index` of `language`'s track cut at `segment_ms` (executor): one read
+    of its cut; the cut is made first when it is missing or stale (then once)."""
+    try:
+        source_path = media.subtitle_path(media_dir, video_id, language)
+        cut_path = media.subtitle_cut_path(media_dir, video_id, language, segment_ms)
+        source = source_path.stat()
+    except (ValueError, OSError):
+        raise SubtitleUnavailable() from None
+    body = _cut_body(cut_path, index, source, segment_ms)
+    if body is not None:
+        return body
+    with _recut_lock:
+        body = _cut_body(cut_path, index, source, segment_ms)  # cut meanwhile by another request
+        if body is not None:
+            return body
+        try:
+            cues = subtitle_formats.parse_vtt(source_path.read_bytes())
+            cut = subtitle_formats.cut_segments(cues, segment_ms, source.st_size, source.st_mtime_ns)
+        except (OSError, ValueError) as exc:  # SubtitleError is a ValueError
+            log.info("subtitles %s unusable: %s", source_path, exc)
+            raise SubtitleUnavailable() from None
+        _write_file(cut_path, cut)
+        log.info("subtitles %s cut at %d ms", source_path, segment_ms)
+    body = _cut_body(cut_path, index, source, segment_ms)
+    if body is None:
+        raise SubtitleUnavailable()
+    return body
 
 
 class SubtitleUnavailable(Exception):
@@ -344,33 +452,36 @@ def render_hls_playlist(ladder: dict) -> str:
     return subtitle_formats.media_playlist(duration, segment_seconds, media.SUBTITLE_SEGMENT_PATTERN)
 
 
-def render_hls_segment(ladder: dict, cues: list[subtitle_formats.Cue], name: str) -> str:
-    """Subtitle segment `name` (seg_NNNNN.vtt) of a version (pure); SubtitleUnavailable
-    for a name outside the playlist."""
+def segment_of(ladder: dict, name: str) -> tuple[int, int, int]:
+    """(index, segment_ms, start_pts) of subtitle segment `name` (seg_NNNNN.vtt) of a
+    version (pure); SubtitleUnavailable for a name outside the playlist,
+    SubtitleNotReady while the version has not measured its first PTS."""
     duration, segment_seconds, start_pts, _ = _ladder_timing(ladder)
     if ladder.get("start_pts") is None:
         raise SubtitleNotReady()
     index = media.parse_subtitle_segment(name)
     if index is None or index >= subtitle_formats.segment_count(duration, segment_seconds):
         raise SubtitleUnavailable()
-    return subtitle_formats.render_segment(cues, index, segment_seconds, start_pts)
+    return index, round(segment_seconds * 1000), start_pts
 
 
 def render_hls_file(media_dir: str, video_id: int, version: int, language: str, segment: str | None) -> bytes:
     """The subtitle playlist (segment None) or one segment of `language` for a version
-    of the video, from the canonical file and the version's ladder.json (executor).
-    SubtitleUnavailable when the version has no ladder or the video no such track."""
+    of the video (executor): the playlist from the version's ladder.json, a segment
+    from the track's cut. SubtitleUnavailable when the version has no ladder or the
+    video no such track."""
     ladder = ladderfile.read_ladder(media.ladder_path(media_dir, video_id, version))
-    try:
-        path = media.subtitle_path(media_dir, video_id, language)
-    except ValueError:
-        raise SubtitleUnavailable() from None
-    cues = read_cues(path)
-    if ladder is None or cues is None:
+    if ladder is None:
         raise SubtitleUnavailable()
     if segment is None:
+        try:
+            if not media.subtitle_path(media_dir, video_id, language).is_file():
+                raise SubtitleUnavailable()
+        except ValueError:
+            raise SubtitleUnavailable() from None
         return render_hls_playlist(ladder).encode()
-    return render_hls_segment(ladder, cues, segment).encode()
+    index, segment_ms, start_pts = segment_of(ladder, segment)
+    return subtitle_formats.segment_head(start_pts) + _segment_body(media_dir, video_id, language, index, segment_ms)
 
 
 async def master_tracks(services: Services, video_id: int) -> list[SubtitleTrack]:

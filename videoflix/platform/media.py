@@ -240,11 +240,16 @@ def serve_resolution(requested: str, available: list[str]) -> str | None:
 # --- subtitles (API.md §6) ------------------------------------------------------
 #   media/<id>/subtitles/<language>.vtt   canonical WebVTT of one language, per video:
 #                                         it survives re-transcodes (versions come and go)
+#   media/<id>/subtitles/<language>.<ms>.cut  that file cut once into segments of <ms>
+#                                         milliseconds (subtitle_formats.cut_segments):
+#                                         a segment is one small read, never a parse
 #   <version dir>/tracks/<index>.vtt      a text track of the source, extracted by the
 #                                         transcode child, imported at publish
-# Subtitle playlists and segments are not files: they are made per request from the
-# canonical file and the version's ladder (videosubtitles.py), under these names.
+# Subtitle playlists and segments are served under these names: the playlist is made
+# from the version's ladder, a segment is the cut's body after its own header
+# (library/subtitle_tracks.py).
 SUBTITLE_SUFFIX = ".vtt"
+SUBTITLE_CUT_SUFFIX = ".cut"
 TRACKS_DIR_NAME = "tracks"
 SUBTITLE_SEGMENT_PATTERN = "seg_%05d.vtt"
 SUBTITLE_SEGMENT_NAME_RE = _segment_name_re(SUBTITLE_SEGMENT_PATTERN)
@@ -265,6 +270,20 @@ def subtitle_file_name(language: str) -> str:
 
 def subtitle_path(media_dir: str, video_id: int, language: str) -> Path:
     return subtitles_dir(media_dir, video_id) / subtitle_file_name(language)
+
+
+def subtitle_cut_path(media_dir: str, video_id: int, language: str, segment_ms: int) -> Path:
+    """The canonical file of `language` cut into segments of `segment_ms`."""
+    name = subtitle_file_name(language).removesuffix(SUBTITLE_SUFFIX)
+    return subtitles_dir(media_dir, video_id) / f"{name}.{int(segment_ms)}{SUBTITLE_CUT_SUFFIX}"
+
+
+def is_subtitle_cut_of(language: str, name: str) -> bool:
+    """Whether `name` (in subtitles_dir) is a cut of `language`'s file, of any length."""
+    stem = subtitle_file_name(language).removesuffix(SUBTITLE_SUFFIX)
+    rest = name.removeprefix(stem + ".")
+    return (rest != name and rest.endswith(SUBTITLE_CUT_SUFFIX)
+            and rest.removesuffix(SUBTITLE_CUT_SUFFIX).isdigit() and rest.isascii())
 
 
 def track_file_name(stream_index: int) -> str:

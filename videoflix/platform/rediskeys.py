@@ -72,6 +72,11 @@ def known_login_addresses(email: str) -> str:
     return key("login", "known", email)
 
 
+def subtitle_uploads(user_id: int) -> str:
+    """library/subtitle_tracks.py: one user's subtitle uploads this hour."""
+    return key("throttle", "subtitles", int(user_id))
+
+
 def mails_to(recipient: str) -> str:
     """accounts.py: activation and reset mails to one recipient."""
     return key("throttle", "mail", "to", recipient)

@@ -61,6 +61,11 @@ class SubtitleListHandler(IdleBodyMixin, BaseHandler):
             await subtitle_tracks.check_manageable(self.services, video_id, user.user_id, user.is_admin)
         except media.VideoNotFound:
             raise APIError(404) from None
+        try:
+            await subtitle_tracks.reserve_upload(self.services, user.user_id, user.is_admin)
+        except subtitle_tracks.UploadsThrottled as exc:
+            raise APIError(429, f"Too many subtitle uploads: at most {subtitle_tracks.SUBTITLE_UPLOADS_PER_HOUR} "
+                                "an hour.", headers={"Retry-After": str(exc.retry_after)}) from None
         if not uploads.take_upload_slot(self.services, user.user_id, self.config.max_concurrent_uploads):
             raise APIError(429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} "
                                 "in progress per user.")
@@ -125,6 +130,9 @@ class SubtitleListHandler(IdleBodyMixin, BaseHandler):
             raise APIError(400, str(exc)) from None
         except subtitle_tracks.InvalidSubtitle as exc:
             raise APIError(400, body=exc.errors) from None
+        except subtitle_tracks.TooManyTracks:
+            raise APIError(409, f"This video has {subtitle_tracks.MAX_TRACKS_PER_VIDEO} subtitle tracks already: "
+                                "remove one before adding another language.") from None
         except media.VideoNotFound:
             raise APIError(404) from None
         self.write_json(answer, 201)
