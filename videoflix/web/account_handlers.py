@@ -5,7 +5,9 @@ import secrets
 
 from videoflix.accounts import flows
 from videoflix.platform import clientaddr
+from videoflix.web import schemas
 from videoflix.web.base import APIError, BaseHandler, public
+from videoflix.web.operation import Response, operation
 
 INVALID_REFRESH = "Invalid refresh token."
 REFRESH_MISSING = "Refresh token missing."
@@ -40,6 +42,11 @@ class AuthHandler(BaseHandler):
 
 
 class RegisterHandler(AuthHandler):
+    @operation("Create an inactive account and email its activation link",
+               json=schemas.strings(REGISTER_FIELDS, required=REGISTER_FIELDS),
+               responses={201: schemas.REGISTERED,
+                          400: "Field errors: an invalid or taken email, passwords that differ or a weak one",
+                          429: "The client's mail budget is spent (Retry-After); nothing was created"})
     @public
     async def post(self) -> None:
         try:
@@ -54,6 +61,8 @@ class RegisterHandler(AuthHandler):
 
 
 class ActivateHandler(AuthHandler):
+    @operation("Activate an account from the emailed link", params=(schemas.LINK_UID, schemas.LINK_TOKEN),
+               responses={200: Response("Activated (or already active)", schemas.MESSAGE), 400: INVALID_LINK})
     @public
     async def get(self, uidb64: str, token: str) -> None:
         try:
@@ -65,6 +74,10 @@ class ActivateHandler(AuthHandler):
 
 
 class LoginHandler(AuthHandler):
+    @operation("Log in: sets the access_token, refresh_token and csrftoken cookies",
+               json=schemas.strings(LOGIN_FIELDS, required=LOGIN_FIELDS),
+               responses={200: schemas.LOGIN, 400: "Invalid email or password, or an inactive account",
+                          429: "Too many failed attempts (Retry-After)"})
     @public
     async def post(self) -> None:
         try:
@@ -86,6 +99,9 @@ class LoginHandler(AuthHandler):
 
 
 class LogoutHandler(AuthHandler):
+    @operation("End the session of the refresh cookie: every token of it, at once", security=schemas.REFRESH_COOKIE,
+               responses={200: Response("Logged out; the cookies deleted", schemas.MESSAGE),
+                          400: f"{REFRESH_MISSING} / {INVALID_REFRESH}"})
     @public
     async def post(self) -> None:
         try:
@@ -98,6 +114,10 @@ class LogoutHandler(AuthHandler):
 
 
 class TokenRefreshHandler(AuthHandler):
+    @operation("A new access token (and cookie) from the refresh cookie, which rotates",
+               security=schemas.REFRESH_COOKIE,
+               responses={200: schemas.REFRESHED, 400: REFRESH_MISSING,
+                          401: f"{INVALID_REFRESH} (expired, forged or spent)"})
     @public
     async def post(self) -> None:
         try:
@@ -109,6 +129,10 @@ class TokenRefreshHandler(AuthHandler):
 
 
 class PasswordResetHandler(AuthHandler):
+    @operation("Email a password-reset link (the same answer for an unknown address or a spent mail budget)",
+               json=schemas.strings(RESET_FIELDS, required=RESET_FIELDS),
+               responses={200: Response("Sent if the account exists", schemas.MESSAGE),
+                          400: "Not a valid email address"})
     @public
     async def post(self) -> None:
         try:
@@ -120,6 +144,11 @@ class PasswordResetHandler(AuthHandler):
 
 
 class PasswordConfirmHandler(AuthHandler):
+    @operation("Set a new password from the emailed link; every session ends",
+               params=(schemas.LINK_UID, schemas.LINK_TOKEN),
+               json=schemas.strings(CONFIRM_FIELDS, required=CONFIRM_FIELDS),
+               responses={200: Response("Password changed", schemas.MESSAGE),
+                          400: f"Passwords that differ or a weak one (field errors), or {INVALID_RESET_LINK!r}"})
     @public
     async def post(self, uidb64: str, token: str) -> None:
         body = self.json_body(CONFIRM_FIELDS)

@@ -8,6 +8,7 @@ import tornado.iostream
 
 from videoflix.library import events
 from videoflix.web.base import APIError, BaseHandler, authenticated
+from videoflix.web.operation import Response, operation
 
 # A comment line this often keeps proxies from timing the stream out and finds
 # clients that went away without closing.
@@ -25,6 +26,12 @@ class VideoEventsHandler(BaseHandler):
     def hub(self) -> events.EventHub:
         return self.settings["events"]
 
+    @operation("Server-Sent Events: a snapshot of the caller's videos (admins: all), then `video` (the detail) "
+               "on every change and progress step, `video-deleted`",
+               responses={200: Response("An event stream, until the session or its access token ends",
+                                        media_types=("text/event-stream",)),
+                          429: f"{events.MAX_STREAMS_PER_USER} streams of the caller open already (Retry-After)",
+                          503: f"{events.MAX_STREAMS} streams open in this process already (Retry-After)"})
     @authenticated
     async def get(self) -> None:
         user = self.current_user

@@ -55,6 +55,7 @@ from videoflix.platform import media
 from videoflix.platform.log import AccessRecord
 from videoflix.transcode import ladderfile
 from videoflix.transcode.playlist import PlaylistError, render_master
+from videoflix.web import schemas
 from videoflix.web.answer_writer import AnswerWriterMixin
 from videoflix.web.base import (
     INVALID_TOKEN,
@@ -69,6 +70,7 @@ from videoflix.web.base import (
     public,
 )
 from videoflix.web.observe import ObservedMixin
+from videoflix.web.operation import media_file, operation
 
 log = logging.getLogger(__name__)
 
@@ -314,9 +316,47 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             raise APIError(404) from None
 
 
+# What each route kind serves, for the OpenAPI document (web/operation.py): its path
+# parameters after the credential's, and its words; the answers are answer.KINDS'.
+MEDIA_FILES = {kind: media_file(kind, *declared) for kind, declared in {
+    "master": ("Master playlist", (schemas.VIDEO_ID,),
+               "Of the live version (measured BANDWIDTH), or while nothing is live of the version being built for "
+               "the owner and admins (BANDWIDTH from the caps until measured); its URIs name the version."),
+    "iframes": ("I-frame playlist of one rendition of one version", (schemas.VIDEO_ID, schemas.VERSION,
+                                                                      schemas.RESOLUTION),
+                "Trick play: #EXT-X-I-FRAMES-ONLY, byte ranges into its segments; listed by the master as "
+                "#EXT-X-I-FRAME-STREAM-INF once the version is done."),
+    "thumbs": ("Seek-bar previews of one version", (schemas.VIDEO_ID, schemas.VERSION, schemas.THUMBS_FILE),
+               "The WebVTT track (cues `sprite_NNN.jpg#xywh=x,y,w,h`, relative to it) or one of its sprite "
+               "sheets; the detail's thumbnails_vtt links the live version's track.", (answer.VTT_TYPE.split(";")[0],)),
+    "vplaylist": ("Media playlist of one rendition of one version", (schemas.VIDEO_ID, schemas.VERSION,
+                                                                      schemas.RESOLUTION),
+                  "The live version (or an older one kept for a grace period), or the one being built for the "
+                  "owner and admins (EVENT, growing, until it is done)."),
+    "playlist": ("Media playlist of one rendition of the live version", (schemas.VIDEO_ID, schemas.RESOLUTION),
+                 "A rendition above the highest one produced is served from the highest (API.md §3)."),
+    "vsegment": ("MPEG-TS segment of one version", (schemas.VIDEO_ID, schemas.VERSION, schemas.RESOLUTION,
+                                                     schemas.SEGMENT), "Immutable."),
+    "segment": ("MPEG-TS segment of the live version", (schemas.VIDEO_ID, schemas.RESOLUTION, schemas.SEGMENT),
+                "Follows the live version: cached briefly."),
+    "subtitles": ("Subtitle playlist of one language of one version", (schemas.VIDEO_ID, schemas.VERSION,
+                                                                        schemas.LANGUAGE),
+                  "Covers the whole duration; made per request from the WebVTT file."),
+    "subsegment": ("WebVTT segment of a subtitle playlist", (schemas.VIDEO_ID, schemas.VERSION, schemas.LANGUAGE,
+                                                              schemas.SUBTITLE_SEGMENT), "With X-TIMESTAMP-MAP."),
+    "thumbnail": ("Catalog thumbnail", (schemas.IMAGE_NAME,),
+                  "<id>.jpg: a public video's for anyone, a private video's for its owner and admins; "
+                  "<id>-<key>.jpg (a private video's thumbnail_url): for whoever holds the key."),
+    "poster": ("Poster", (schemas.IMAGE_NAME,), "Access as for the thumbnail."),
+}.items()}
+UNWATCHABLE = "No such file, or a video the caller may not watch"
+BAD_STREAM_TOKEN = "A bad, expired or revoked stream token"
+
+
 class VideoFileHandler(MediaFileHandler):
     """/api/video/<id>/... with the access cookie or `Authorization: Bearer`."""
 
+    @operation(kinds=MEDIA_FILES, responses={404: UNWATCHABLE})
     @authenticated
     async def get(self, *args: str) -> None:
         target = self.target(args)  # before any DB or disk access
@@ -340,6 +380,8 @@ class StreamFileHandler(MediaFileHandler):
     while 404 keeps meaning the video itself is gone or not watchable.
     """
 
+    @operation("under a signed stream URL", params=(schemas.STREAM_TOKEN,), kinds=MEDIA_FILES,
+               responses={401: BAD_STREAM_TOKEN, 404: UNWATCHABLE})
     @public
     async def get(self, token: str, *args: str) -> None:
         target = self.target(args)
@@ -359,6 +401,9 @@ class MediaImageHandler(MediaFileHandler):
     They exist only once a transcode has put them in place and go with the video.
     """
 
+    @operation(security=schemas.ANYONE_OR_ACCESS_TOKEN, kinds=MEDIA_FILES,
+               responses={401: f"{INVALID_TOKEN} (a stale or forged access token)",
+                          404: "No such image, or a video the caller may not see"})
     @public
     async def get(self, name: str) -> None:
         request = images.parse_image_name(name)
@@ -383,6 +428,9 @@ class MediaImageHandler(MediaFileHandler):
     @public
     async def head(self, name: str) -> None:
         await self.get(name)
+
+
+SUBTITLES_NOT_READY = "Of the version being built: not ready yet (Retry-After)"
 
 
 class SubtitleHLSHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
@@ -433,6 +481,7 @@ class SubtitleHLSHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErro
 
 
 class VideoSubtitleHLSHandler(SubtitleHLSHandler):
+    @operation(kinds=MEDIA_FILES, responses={404: UNWATCHABLE, 503: SUBTITLES_NOT_READY})
     @authenticated
     async def get(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
         target, language = self.target(raw_id, raw_version, language, name)
@@ -448,6 +497,8 @@ class VideoSubtitleHLSHandler(SubtitleHLSHandler):
 
 
 class StreamSubtitleHLSHandler(SubtitleHLSHandler):
+    @operation("under a signed stream URL", params=(schemas.STREAM_TOKEN,), kinds=MEDIA_FILES,
+               responses={401: BAD_STREAM_TOKEN, 404: UNWATCHABLE, 503: SUBTITLES_NOT_READY})
     @public
     async def get(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
         target, language = self.target(raw_id, raw_version, language, name)
@@ -462,6 +513,8 @@ class StreamSubtitleHLSHandler(SubtitleHLSHandler):
 class VideoStreamURLHandler(BaseHandler):
     """GET /api/video/<id>/stream/ -> a signed playback URL (API.md §4)."""
 
+    @operation("A signed, expiring playback URL for any HLS player", params=(schemas.VIDEO_ID,),
+               responses={200: schemas.STREAM_URL, 404: "Unknown video, or one the caller may not watch"})
     @authenticated
     async def get(self, raw_id: str) -> None:
         video_id = media.parse_video_id(raw_id)

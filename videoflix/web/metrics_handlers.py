@@ -23,8 +23,10 @@ from videoflix.platform import metrics
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
 from videoflix.transcode import queue
+from videoflix.web import schemas
 from videoflix.web.base import APIError, BaseHandler, NotFoundHandler, public
 from videoflix.web.observe import labelled_routes, request_finished
+from videoflix.web.operation import Response, operation
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,11 @@ class ScrapeThrottle:
 class MetricsHandler(BaseHandler):
     requires_token = True
 
+    @operation("Prometheus metrics", security=schemas.METRICS_TOKEN,
+               responses={200: Response("The text exposition format",
+                                        media_types=(metrics.CONTENT_TYPE_LATEST.split(";")[0],)),
+                          401: "Missing or wrong token", 404: "No VIDEOFLIX_METRICS_TOKEN is set",
+                          429: f"Over {SCRAPES_PER_WINDOW} scrapes in {SCRAPE_WINDOW_SECONDS:g} s (Retry-After)"})
     @public
     async def get(self) -> None:
         if self.requires_token:

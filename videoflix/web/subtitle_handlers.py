@@ -22,8 +22,9 @@ from videoflix.delivery import answer
 from videoflix.library import catalog, subtitle_formats, subtitle_tracks, uploads
 from videoflix.library.uploads import FileTooLarge, SubtitleUploadReceiver, UploadError
 from videoflix.platform import media
-from videoflix.web import requestrules
+from videoflix.web import requestrules, schemas
 from videoflix.web.base import APIError, BaseHandler, IdleBodyMixin, authenticated
+from videoflix.web.operation import Response, operation
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,14 @@ class SubtitleListHandler(IdleBodyMixin, BaseHandler):
         self.on_finish()
         super().on_connection_close()
 
+    @operation("Add subtitles in a language (owner or admin): a .vtt or .srt file; an existing track of that "
+               "language is replaced", params=(schemas.VIDEO_ID,), form=schemas.SUBTITLE_UPLOAD,
+               responses={201: Response("Stored", schemas.SUBTITLE),
+                          400: "Field errors: the file (the error names the line), the language or the label",
+                          404: "Unknown video, or not the caller's",
+                          413: f"A file over {subtitle_formats.MAX_FILE_BYTES} bytes",
+                          415: requestrules.EXPECTED_MULTIPART,
+                          429: lambda config: f"{config.max_concurrent_uploads} uploads of the caller in progress"})
     @authenticated
     async def post(self, raw_id: str) -> None:
         video_id = media.parse_video_id(raw_id)  # checked in prepare already
@@ -147,6 +156,10 @@ class SubtitleHandler(BaseHandler):
             raise APIError(404)
         return video_id
 
+    @operation("The WebVTT file of one language (whoever may see the video)",
+               params=(schemas.VIDEO_ID, schemas.LANGUAGE),
+               responses={200: Response("WebVTT", media_types=(answer.VTT_TYPE.split(";")[0],)),
+                          404: "Unknown video or language, or a video the caller may not see"})
     @authenticated
     async def get(self, raw_id: str, language: str) -> None:
         user = self.current_user
@@ -167,6 +180,8 @@ class SubtitleHandler(BaseHandler):
         self.set_header("Cache-Control", "private, no-cache")
         self.finish(body)
 
+    @operation("Remove the subtitles of one language (owner or admin)",
+               responses={204: "Deleted", 404: "Unknown video or language, or not the caller's video"})
     @authenticated
     async def delete(self, raw_id: str, language: str) -> None:
         user = self.current_user

@@ -9,7 +9,9 @@ import tornado.web
 from videoflix.library import catalog, lifecycle, subtitle_tracks, trickplay, uploads, watching
 from videoflix.library.uploads import UploadError, UploadReceiver
 from videoflix.platform import media
+from videoflix.web import schemas
 from videoflix.web.base import APIError, BaseHandler, IdleBodyMixin, admin, authenticated
+from videoflix.web.operation import Response, operation
 
 log = logging.getLogger(__name__)
 
@@ -101,12 +103,20 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
         self.release_upload()
         super().on_connection_close()
 
+    @operation("Catalog: ready videos the caller may watch, newest first",
+               responses={200: {"type": "array", "items": schemas.CATALOG_ITEM}})
     @authenticated
     async def get(self) -> None:
         user = self.current_user
         items = await catalog.list_catalog(self.config, self.services, user.user_id, user.is_admin)
         self.write_json(items)
 
+    @operation("Upload a video (multipart, streamed to disk); queued for transcoding", form=schemas.UPLOAD,
+               responses={201: Response("Queued", schemas.VIDEO_DETAIL),
+                          400: "Field errors, or a file that is not a video this server takes",
+                          413: lambda config: f"A file over {config.max_upload_bytes} bytes",
+                          429: lambda config: f"{config.max_concurrent_uploads} uploads of the caller in progress",
+                          507: "Not enough storage to receive it"})
     @authenticated
     async def post(self) -> None:
         if self.idle_timer is not None:  # the body is complete
@@ -138,6 +148,8 @@ class VideoDetailHandler(BaseHandler):
         self.write_json(catalog.detail_item(self.config, video, progress, position, playable, tracks,
                                             thumbnails_vtt=thumbnails))
 
+    @operation("Detail of a video the caller may see", params=(schemas.VIDEO_ID,),
+               responses={200: schemas.VIDEO_DETAIL, 404: "Unknown video, or one the caller may not see"})
     @authenticated
     async def get(self, video_id: str) -> None:
         user = self.current_user
@@ -147,6 +159,9 @@ class VideoDetailHandler(BaseHandler):
             raise APIError(404) from None
         await self.write_detail(video, user.user_id)
 
+    @operation("Edit title, description, category or visibility (owner or admin)", json=schemas.VIDEO_CHANGES,
+               responses={200: schemas.VIDEO_DETAIL, 400: "Field errors (the upload's rules), or nothing to change",
+                          404: "Unknown video, or not the caller's"})
     @authenticated
     async def patch(self, video_id: str) -> None:
         user = self.current_user
@@ -160,6 +175,8 @@ class VideoDetailHandler(BaseHandler):
             raise APIError(404) from None
         await self.write_detail(video, user.user_id)
 
+    @operation("Delete a video (owner or admin): row, source, renditions, images",
+               responses={204: "Deleted", 404: "Unknown video, or not the caller's"})
     @authenticated
     async def delete(self, video_id: str) -> None:
         user = self.current_user
@@ -172,6 +189,9 @@ class VideoDetailHandler(BaseHandler):
 
 
 class VideoRetranscodeHandler(BaseHandler):
+    @operation("Transcode again", params=(schemas.VIDEO_ID,),
+               responses={202: Response("Queued again", schemas.VIDEO_DETAIL), 404: "Unknown video",
+                          409: "Already queued or processing"})
     @admin
     async def post(self, video_id: str) -> None:
         try:
