@@ -1,441 +1,237 @@
-"""The OpenAPI 3.1 description of the HTTP API (API.md §4), built as plain data.
+"""The OpenAPI 3.1 document (API.md §4), assembled from the route table.
 
-`openapi_document(public_url)` is pure. tests/test_openapi.py fails when a route of the
-application is missing here, and a bounded schemathesis run checks the live server
-against it (no 5xx, every error a JSON body, every response matching its schema).
+`openapi_document(routes, config)` is pure. It describes nothing itself: each route
+whose handler methods carry a declaration (web/operation.py) becomes one path, each
+method one operation, and what the code says already is derived here:
+- the path from the route's pattern, a group becoming `{name}` of the declared
+  parameter and its pattern that parameter's schema (a trailing `/?` is noted);
+- the security from the access mark (@public: none, @authenticated and @admin: the
+  access token as cookie or Bearer), unless the declaration names other credentials;
+- the shared error answers: 401 for @authenticated and @admin, 403 for @admin; on an
+  unsafe method 403 cross-site (API.md §5), and where it takes a JSON body
+  (`takes_json`; web/gate.py refuses a body on GET, HEAD and DELETE) 413 and 415,
+  and 400 when it reads a declared one; every error's body is the Error schema;
+- HEAD as its GET without bodies (RFC 9110 §9.3.2), unless declared itself.
+Routes whose handlers declare nothing (the web app's pages and files) are not API.
+tests/test_openapi.py checks both ways that every route and method is here, and a
+bounded schemathesis run holds the live server to the document.
 """
 from __future__ import annotations
 
+import http
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-JSON = "application/json"
-M3U8 = "application/vnd.apple.mpegurl"
+import tornado.web
+
+from videoflix.platform import outage
+from videoflix.platform.config import Config
+from videoflix.web import gate, requestrules, schemas
+from videoflix.web.base import HTTP_METHODS, INVALID_TOKEN, NOT_AUTHENTICATED, STATUS_DETAILS, BaseHandler
+from videoflix.web.operation import (
+    JSON,
+    MULTIPART,
+    Operation,
+    Param,
+    Response,
+    ResponseValue,
+    Schema,
+    Shape,
+    declaration_of,
+    text,
+)
+
+# (pattern, handler class[, route kwargs]), as app.collect_routes gives them.
+Route = Sequence[Any]
+
+# A route's capturing group (route patterns nest none), as web/observe.py reads them.
+_GROUP = re.compile(r"\((?:[^()\\]|\\.)*\)")
+_REGEX_SYNTAX = re.compile(r"[.^$*+?{}\[\]|()]")
+# Segment routes take their name with or without a trailing slash (API.md §3).
+_OPTIONAL_SLASH = "/?"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+class _Schemas:
+    """The named schemas met while assembling: components/schemas, each `$ref`'d."""
+
+    def __init__(self) -> None:
+        self.named: dict[str, Schema] = {}
+        self.bodies: dict[str, Any] = {}
+
+    def resolve(self, shape: Any) -> Any:
+        """`shape` as JSON: every Schema inside it a `$ref`, registered once."""
+        if isinstance(shape, Schema):
+            known = self.named.setdefault(shape.name, shape)
+            if known != shape:
+                raise ValueError(f"two schemas are named {shape.name}")
+            if shape.name not in self.bodies:
+                self.bodies[shape.name] = self.resolve(shape.body)
+            return {"$ref": f"#/components/schemas/{shape.name}"}
+        if isinstance(shape, Mapping):
+            return {key: self.resolve(value) for key, value in shape.items()}
+        if isinstance(shape, (list, tuple)):
+            return [self.resolve(value) for value in shape]
+        return shape
 
 
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+def path_template(pattern: str, params: Sequence[Param]) -> tuple[str, list[dict[str, Any]], bool]:
+    """The OpenAPI path of a route pattern, its path parameters (named by `params`, in
+    the order of the groups, each of its group's pattern), and whether a trailing slash
+    is taken too. ValueError for a count that differs or a pattern that is not a path."""
+    optional_slash = pattern.endswith(_OPTIONAL_SLASH)
+    pattern = pattern.removesuffix(_OPTIONAL_SLASH) if optional_slash else pattern
+    groups = _GROUP.findall(pattern)
+    if len(groups) != len(params):
+        raise ValueError(f"{pattern}: {len(groups)} group(s), {len(params)} parameter(s) declared")
+    pieces = _GROUP.split(pattern)
+    if any(_REGEX_SYNTAX.search(re.sub(r"\\.", "", piece)) for piece in pieces):
+        raise ValueError(f"{pattern}: not a plain path with groups")
+    literal = [re.sub(r"\\(.)", r"\1", piece) for piece in pieces]
+    template = literal[0] + "".join(f"{{{param.name}}}{rest}" for param, rest in zip(params, literal[1:], strict=True))
+    parameters = [{"name": param.name, "in": "path", "required": True, "description": param.description,
+                   "schema": {"type": "string", "pattern": f"^{group[1:-1]}$"}}
+                  for param, group in zip(params, groups, strict=True)]
+    return template, parameters, optional_slash
 
 
-def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+def _declared(handler: type, kind: str | None) -> dict[str, Operation]:
+    """The declaration of each HTTP method `handler` defines (HEAD: its own, else its
+    GET's), of route kind `kind`; empty when it declares none (not API)."""
+    defined = [name for name in HTTP_METHODS
+               if getattr(handler, name, None) is not getattr(tornado.web.RequestHandler, name, None)]
+    found = {name: declaration_of(getattr(handler, name)) for name in defined}
+    if not any(found.values()):
+        return {}
+    if "head" in found and found["head"] is None:
+        found["head"] = found.get("get")
+    missing = [name for name, declared in found.items() if declared is None]
+    if missing:
+        raise ValueError(f"{handler.__name__}: no @operation on {', '.join(missing)}")
+    return {name: declared.of_kind(kind) for name, declared in found.items() if declared is not None}
 
 
-def _errors(*statuses: int) -> dict[str, Any]:
-    """The JSON error answers shared by many operations."""
-    texts = {
-        400: "Bad request: `detail` or field errors",
-        401: "Missing, invalid or expired credentials",
-        403: "Not allowed (admin only, or a cross-site request: API.md §5)",
-        404: "Unknown or invisible video",
-        405: "Method not allowed",
-        409: "The video is busy",
-        413: "Body too large",
-        415: "Body of the wrong content type",
-        429: "Too many attempts; see Retry-After",
-        503: "A dependency is down",
+def _shared_errors(method: str, handler: type, declared: Operation, access: str) -> dict[int, tuple[str, list[str]]]:
+    """What the access mark, the method and the handler's flags answer: status ->
+    (description, the `detail`s it says)."""
+    shared: dict[int, tuple[str, list[str]]] = {}
+
+    def add(status: int, description: str, *details: str) -> None:
+        before, examples = shared.get(status, ("", []))
+        shared[status] = (". ".join(filter(None, (before, description))), [*examples, *details])
+
+    if access in ("authenticated", "admin"):
+        add(401, "Missing, invalid or expired credentials", NOT_AUTHENTICATED, INVALID_TOKEN)
+    if access == "admin":
+        add(403, "Not an admin", STATUS_DETAILS[403])
+    verb = method.upper()
+    if verb in requestrules.UNSAFE_METHODS and issubclass(handler, BaseHandler):
+        add(403, "A cross-site request, refused (API.md §5)", requestrules.CROSS_SITE)
+        if verb not in gate.BODILESS_METHODS and handler.takes_json:
+            add(413, "The body is too large", requestrules.TOO_LARGE)
+            add(415, "A body that is not JSON", requestrules.EXPECTED_JSON)
+            if declared.json is not None:
+                add(400, "A malformed JSON body", requestrules.INVALID_JSON)
+    return shared
+
+
+def _response(status: int, value: ResponseValue, config: Config, refs: _Schemas) -> dict[str, Any]:
+    if not isinstance(value, Response):
+        value = Response(value) if isinstance(value, str) or callable(value) else Response(
+            http.HTTPStatus(status).phrase, shape=value)
+    shaped: dict[str, Any] = {"description": text(value.description, config)}
+    if value.shape is not None:
+        shaped["content"] = {JSON: {"schema": refs.resolve(value.shape)}}
+    elif value.media_types:
+        shaped["content"] = {media_type: {} for media_type in value.media_types}
+    elif status >= 400:
+        shaped["content"] = {JSON: {"schema": refs.resolve(schemas.ERROR)}}
+    return shaped
+
+
+def _operation(method: str, handler: type, declared: Operation, config: Config, refs: _Schemas,
+               optional_slash: bool) -> dict[str, Any]:
+    access = getattr(handler, method).access
+    responses = {status: _response(status, value, config, refs) for status, value in declared.responses.items()}
+    for status, (description, details) in _shared_errors(method, handler, declared, access).items():
+        response = responses.setdefault(status, _response(status, "", config, refs))
+        response["description"] = ". ".join(filter(None, (description, response["description"])))
+        content = response.get("content", {}).get(JSON)
+        if details and content is not None:
+            content["examples"] = {
+                f"{status}-{number}": {"value": {"detail": detail}} for number, detail in enumerate(details)}
+    description = text(declared.description, config)
+    if optional_slash:
+        description = " ".join(filter(None, (description, "Also with a trailing slash.")))
+    security = declared.security if declared.security is not None else (
+        schemas.ANYONE if access == "public" else schemas.ACCESS_TOKEN)
+    shaped: dict[str, Any] = {
+        "tags": [handler.__module__.rsplit(".", 1)[-1].removesuffix("_handlers")],
+        "summary": text(declared.summary, config),
+        **({"description": description} if description else {}),
+        "security": [dict(requirement) for requirement in security],
     }
-    return {str(status): _error(texts[status]) for status in statuses}
+    body = _request_body(handler, declared, refs)
+    if body is not None and method != "head":
+        shaped["requestBody"] = body
+    if method == "head":  # the GET's answers, without their bodies
+        responses = {status: {"description": response["description"]} for status, response in responses.items()}
+    shaped["responses"] = {str(status): responses[status] for status in sorted(responses)}
+    return shaped
 
 
-def _body(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"required": True, "content": {JSON: {"schema": schema}}}
+def _request_body(handler: type, declared: Operation, refs: _Schemas) -> dict[str, Any] | None:
+    takes_json = getattr(handler, "takes_json", False)
+    if declared.json is not None and not takes_json:
+        raise ValueError(f"{handler.__name__} declares a JSON body but does not take JSON")
+    if declared.form is not None and takes_json:
+        raise ValueError(f"{handler.__name__} declares a form body but takes JSON")
+    shape: Shape | None = declared.json if declared.json is not None else declared.form
+    if shape is None:
+        return None
+    return {"required": True, "content": {JSON if declared.json is not None else MULTIPART:
+                                          {"schema": refs.resolve(shape)}}}
 
 
-def _strings(*names: str, required: tuple[str, ...] = ()) -> dict[str, Any]:
-    return {"type": "object", "properties": {name: {"type": "string"} for name in names},
-            "required": list(required)}
+def _path_params(handler: type, operations: Mapping[str, Operation]) -> tuple[Param, ...]:
+    """The one list of path parameters the methods of a route declare (any may say it)."""
+    declared = {operation.params for operation in operations.values() if operation.params}
+    if len(declared) > 1:
+        raise ValueError(f"{handler.__name__}: its methods declare different path parameters")
+    return declared.pop() if declared else ()
 
 
-# Unsafe methods are answered 403 cross-site, 413 oversize, 415 non-JSON (API.md §5).
-_RULES = (403, 413, 415)
-_AUTHENTICATED = [{"cookieAuth": []}, {"bearerAuth": []}]
-# Anonymous, or either credential (images: a private video's need its owner's).
-_OPTIONAL_AUTH = [{}, *_AUTHENTICATED]
-_VIDEO_ID = {"name": "id", "in": "path", "required": True,
-             "schema": {"type": "integer", "minimum": 1, "maximum": 999999999999999999}}
-_LINK = [{"name": "uidb64", "in": "path", "required": True, "schema": {"type": "string"}},
-         {"name": "token", "in": "path", "required": True, "schema": {"type": "string"}}]
-_HLS_ERRORS = _errors(401, 404, 405)
-
-
-def _path_param(name: str, description: str) -> dict[str, Any]:
-    return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": {"type": "string", "pattern": "^[^/]+$"}}
-
-
-def _playlist(description: str) -> dict[str, Any]:
-    return {"description": description, "content": {M3U8: {"schema": {"type": "string"}}}}
-
-
-def _file_get(summary: str, ok: dict[str, Any], params: list[dict[str, Any]], *,
-              ranged: bool = False, security: list | None = None, building: bool = False) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": ok, "304": {"description": "Not modified"}, **_HLS_ERRORS}
-    if building:
-        responses["503"] = _error("Of the version being built, not written yet: retry after Retry-After seconds")
-    if ranged:
-        responses["206"] = {**ok, "description": "One byte range (RFC 7233)"}
-        responses["416"] = _error("Unsatisfiable range")
-    operation: dict[str, Any] = {"summary": summary, "parameters": params, "responses": responses}
-    if security is not None:
-        operation["security"] = security
-    return {"get": operation}
-
-
-def _schemas() -> dict[str, Any]:
-    nullable_string = {"type": ["string", "null"]}
-    catalog_item = {
-        "type": "object",
-        "required": ["id", "created_at", "title", "description", "thumbnail_url", "category"],
-        "properties": {
-            "id": {"type": "integer"},
-            "created_at": {"type": "string", "format": "date-time"},
-            "title": {"type": "string"},
-            "description": {"type": "string"},
-            "thumbnail_url": {"type": ["string", "null"], "format": "uri"},
-            "category": {"type": "string"},
-        },
-    }
-    detail = {
-        "allOf": [_ref("CatalogItem"), {
-            "type": "object",
-            "required": ["status", "progress", "error", "duration", "width", "height", "resolutions",
-                         "visibility", "master_url"],
-            "properties": {
-                "status": {"enum": ["uploading", "queued", "processing", "ready", "failed"]},
-                "progress": {"type": "integer", "minimum": 0, "maximum": 100},
-                "error": nullable_string,
-                "duration": {"type": ["number", "null"]},
-                "width": {"type": ["integer", "null"]},
-                "height": {"type": ["integer", "null"]},
-                "resolutions": {"type": "array", "items": {"type": "string"}},
-                "visibility": {"enum": ["public", "private"]},
-                "master_url": nullable_string,
-                "position": {"type": ["number", "null"]},
-                "playable": {"type": "boolean",
-                             "description": "A live version exists, or the one being built lists a "
-                                            "segment in every rendition (master_url is then set)"},
-                "subtitles": {"type": "array", "items": _ref("Subtitle")},
-                "thumbnails_vtt": {"type": ["string", "null"], "format": "uri",
-                                   "description": "The live version's WebVTT thumbnails track (cues point "
-                                                  "into sprite sheets with #xywh=), or null"},
-            },
-        }],
-    }
-    return {
-        "Error": {
-            "description": "`{\"detail\": message}` or field errors `{field: [messages]}`",
-            "type": "object",
-            "anyOf": [
-                {"required": ["detail"], "properties": {"detail": {"type": "string"}}},
-                {"additionalProperties": {"type": "array", "items": {"type": "string"}}},
-            ],
-        },
-        "Message": _strings("detail", "message"),
-        "CatalogItem": catalog_item,
-        "VideoDetail": detail,
-        "ContinueItem": {"allOf": [_ref("CatalogItem"), {
-            "type": "object", "required": ["position", "duration"],
-            "properties": {"position": {"type": "number"}, "duration": {"type": ["number", "null"]}},
-        }]},
-        "VideoChanges": {
-            "type": "object",
-            "description": "Any of the upload's text fields, validated by the same rules",
-            "properties": {
-                "title": {"type": "string", "maxLength": 200},
-                "description": {"type": "string", "maxLength": 5000},
-                "category": {"type": "string", "maxLength": 100},
-                "visibility": {"enum": ["public", "private"]},
-            },
-        },
-        "Subtitle": {
-            "type": "object", "required": ["language", "label", "url"],
-            "properties": {"language": {"type": "string", "description": "BCP 47, canonical form"},
-                           "label": {"type": "string", "maxLength": 64},
-                           "url": {"type": "string", "format": "uri",
-                                   "description": "GET: the WebVTT file; DELETE: remove it"}},
-        },
-        "SubtitleUpload": {
-            "type": "object",
-            "required": ["file", "language"],
-            "properties": {
-                "file": {"type": "string", "contentMediaType": "application/octet-stream",
-                         "description": ".vtt or .srt, UTF-8, at most 2 MiB"},
-                "language": {"type": "string", "description": "BCP 47 tag, e.g. en, pt-BR"},
-                "label": {"type": "string", "maxLength": 64,
-                          "description": "Menu name; default: the language's English name"},
-            },
-        },
-        "Upload": {
-            "type": "object",
-            "required": ["title", "file"],
-            "properties": {
-                "title": {"type": "string", "maxLength": 200},
-                "description": {"type": "string", "maxLength": 5000},
-                "category": {"type": "string", "maxLength": 100},
-                "visibility": {"enum": ["public", "private"]},
-                "file": {"type": "string", "contentMediaType": "application/octet-stream"},
-            },
-        },
-    }
-
-
-def _subtitle_paths(video_id: list[dict[str, Any]]) -> dict[str, Any]:
-    """API.md §6: a video's subtitles (handlers/subtitles.py)."""
-    language = _path_param("language", "BCP 47 tag, any case (en, en-us, pt-BR)")
-    return {
-        "/api/video/{id}/subtitles/": {
-            "parameters": video_id,
-            "post": {"summary": "Add subtitles in a language (owner or admin): a .vtt or .srt file; "
-                                "an existing one of that language is replaced (201 as well)",
-                     "requestBody": {"required": True,
-                                     "content": {"multipart/form-data": {"schema": _ref("SubtitleUpload")}}},
-                     "responses": {"201": _json(_ref("Subtitle"), "Stored"),
-                                   **_errors(400, 401, 403, 404, 413, 415, 429)}},
-        },
-        "/api/video/{id}/subtitles/{language}/": {
-            "parameters": [*video_id, language],
-            "get": {"summary": "The WebVTT file of one language (whoever may see the video)",
-                    "responses": {"200": {"description": "WebVTT",
-                                          "content": {"text/vtt": {"schema": {"type": "string"}}}},
-                                  **_errors(401, 404)}},
-            "delete": {"summary": "Remove the subtitles of one language (owner or admin)",
-                       "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)}},
-        },
-        **_subtitle_hls_paths(),
-    }
-
-
-def _subtitle_hls_paths() -> dict[str, Any]:
-    """A version's subtitle playlists and WebVTT segments (made per request; access as
-    for that version's segments)."""
-    video = _path_param("id", "Video id (digits)")
-    version = _path_param("version", "A version of the renditions: v1, v2, ... (as the master names it)")
-    language = _path_param("language", "BCP 47 tag as the master names it")
-    segment = _path_param("segment", "seg_NNNNN.vtt")
-    token = _path_param("token", "Signed stream token from GET /api/video/{id}/stream/")
-    vtt = {"description": "WebVTT segment with X-TIMESTAMP-MAP", "content": {"text/vtt": {"schema": {"type": "string"}}}}
-    playlist = _playlist("Subtitle media playlist covering the whole duration")
-    return {
-        "/api/video/{id}/{version}/subtitles/{language}/index.m3u8": _file_get(
-            "Subtitle playlist of one language for one version", playlist, [video, version, language],
-            building=True),
-        "/api/video/{id}/{version}/subtitles/{language}/{segment}": _file_get(
-            "WebVTT segment of a subtitle playlist", vtt, [video, version, language, segment], building=True),
-        "/api/stream/{token}/{id}/{version}/subtitles/{language}/index.m3u8": _file_get(
-            "Subtitle playlist under a signed URL", playlist, [token, video, version, language], security=[],
-            building=True),
-        "/api/stream/{token}/{id}/{version}/subtitles/{language}/{segment}": _file_get(
-            "WebVTT segment under a signed URL", vtt, [token, video, version, language, segment], security=[],
-            building=True),
-    }
-
-
-def openapi_document(public_url: str) -> dict[str, Any]:
-    user = {"type": "object", "required": ["id", "email"],
-            "properties": {"id": {"type": "integer"}, "email": {"type": "string"}}}
-    login_user = {"type": "object", "required": ["id", "username"],
-                  "properties": {"id": {"type": "integer"}, "username": {"type": "string"}}}
-    message = _ref("Message")
-    video_id = [_VIDEO_ID]
-    video = _path_param("id", "Video id (digits)")
-    resolution = _path_param("resolution", "480p, 720p or 1080p")
-    segment = _path_param("segment", "Segment file name, e.g. seg_00000.ts")
-    token = _path_param("token", "Signed stream token from GET /api/video/{id}/stream/")
-    version = _path_param("version", "A version of the renditions: v1, v2, ... (as the master names it)")
-    segment_ok = {"description": "Segment bytes", "content": {"video/MP2T": {}}}
-    thumbs_file = _path_param("name", "thumbnails.vtt or sprite_NNN.jpg (three digits, from 000)")
-    thumbs_ok = {"description": "The WebVTT track or a JPEG sprite sheet",
-                 "content": {"text/vtt": {"schema": {"type": "string"}}, "image/jpeg": {}}}
-    paths: dict[str, Any] = {
-        "/api/register/": {"post": {
-            "summary": "Create an inactive account and email its activation link",
-            "security": [],
-            "requestBody": _body(_strings("email", "password", "confirmed_password",
-                                          required=("email", "password", "confirmed_password"))),
-            "responses": {"201": _json({"type": "object", "required": ["user"],
-                                        "properties": {"user": user}}, "Registered"),
-                          **_errors(400, 429, *_RULES)},
-        }},
-        "/api/activate/{uidb64}/{token}/": {"get": {
-            "summary": "Activate an account from the emailed link", "security": [], "parameters": _LINK,
-            "responses": {"200": _json(message, "Activated (or already active)"), **_errors(400)},
-        }},
-        "/api/login/": {"post": {
-            "summary": "Log in: sets access_token, refresh_token and csrftoken cookies",
-            "security": [],
-            "requestBody": _body(_strings("email", "password", required=("email", "password"))),
-            "responses": {"200": _json({"type": "object", "required": ["detail", "user"],
-                                        "properties": {"detail": {"type": "string"}, "user": login_user}},
-                                       "Logged in"),
-                          **_errors(400, 429, *_RULES)},
-        }},
-        "/api/logout/": {"post": {
-            "summary": "End the session of the refresh cookie", "security": [{"refreshCookie": []}],
-            "responses": {"200": _json(message, "Logged out"), **_errors(400, *_RULES)},
-        }},
-        "/api/token/refresh/": {"post": {
-            "summary": "A new access token from the refresh cookie", "security": [{"refreshCookie": []}],
-            "responses": {"200": _json({"type": "object", "required": ["detail", "access"],
-                                        "properties": {"detail": {"type": "string"},
-                                                       "access": {"type": "string"}}}, "Refreshed"),
-                          **_errors(400, 401, *_RULES)},
-        }},
-        "/api/password_reset/": {"post": {
-            "summary": "Email a password-reset link (same answer for unknown addresses)", "security": [],
-            "requestBody": _body(_strings("email", required=("email",))),
-            "responses": {"200": _json(message, "Sent if the account exists"), **_errors(400, 429, *_RULES)},
-        }},
-        "/api/password_confirm/{uidb64}/{token}/": {"post": {
-            "summary": "Set a new password from the emailed link", "security": [], "parameters": _LINK,
-            "requestBody": _body(_strings("new_password", "confirm_password",
-                                          required=("new_password", "confirm_password"))),
-            "responses": {"200": _json(message, "Password changed"), **_errors(400, *_RULES)},
-        }},
-        "/api/health/": {"get": {
-            "summary": "Liveness of the server, PostgreSQL and Redis", "security": [],
-            "responses": {"200": _json(_strings("status", "database", "redis"), "All up"),
-                          "503": _json(_strings("status", "database", "redis"), "A dependency is down")},
-        }},
-        "/metrics": {"get": {
-            "summary": "Prometheus metrics (text format): 404 unless VIDEOFLIX_METRICS_TOKEN is set, then "
-                       "`Authorization: Bearer <that token>`", "security": [],
-            "responses": {"200": {"description": "Prometheus text exposition format",
-                                  "content": {"text/plain": {"schema": {"type": "string"}}}},
-                          **_errors(401, 404)},
-        }},
-        "/api/openapi.json": {"get": {
-            "summary": "This document", "security": [],
-            "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
-        }},
-        "/api/video/": {
-            "get": {"summary": "Catalog: ready videos the caller may watch, newest first",
-                    "responses": {"200": _json({"type": "array", "items": _ref("CatalogItem")}, "Catalog"),
-                                  **_errors(401)}},
-            "post": {"summary": "Upload a video (multipart, streamed to disk); queued for transcoding",
-                     "requestBody": {"required": True,
-                                     "content": {"multipart/form-data": {"schema": _ref("Upload")}}},
-                     "responses": {"201": _json(_ref("VideoDetail"), "Queued"),
-                                   **_errors(400, 401, 403, 413, 429, 503)}},
-        },
-        "/api/video/{id}/": {
-            "parameters": video_id,
-            "get": {"summary": "Detail of a video the caller may see",
-                    "responses": {"200": _json(_ref("VideoDetail"), "Detail"), **_errors(401, 404)}},
-            "delete": {"summary": "Delete a video (owner or admin): row, source, renditions, images",
-                       "responses": {"204": {"description": "Deleted"}, **_errors(401, 403, 404)}},
-            "patch": {"summary": "Edit title, description, category or visibility (owner or admin)",
-                      "requestBody": _body(_ref("VideoChanges")),
-                      "responses": {"200": _json(_ref("VideoDetail"), "Changed"),
-                                    **_errors(400, 401, 404, *_RULES)}},
-        },
-        "/api/video/{id}/progress/": {
-            "parameters": video_id,
-            "put": {"summary": "Store the caller's position in the video (seconds)",
-                    "requestBody": _body({"type": "object", "required": ["position"],
-                                          "properties": {"position": {"type": "number", "minimum": 0}}}),
-                    "responses": {"204": {"description": "Stored"}, **_errors(400, 401, 404, *_RULES)}},
-            "post": {"summary": "The same as PUT, for navigator.sendBeacon (which can only POST)",
-                     "requestBody": _body({"type": "object", "required": ["position"],
-                                           "properties": {"position": {"type": "number", "minimum": 0}}}),
-                     "responses": {"204": {"description": "Stored"}, **_errors(400, 401, 404, *_RULES)}},
-        },
-        "/api/video/continue/": {"get": {
-            "summary": "Started and unfinished (< 95 %) videos, most recently watched first",
-            "responses": {"200": _json({"type": "array", "items": _ref("ContinueItem")}, "Continue watching"),
-                          **_errors(401)},
-        }},
-        "/api/video/events/": {"get": {
-            "summary": "Server-Sent Events: a snapshot of the caller's videos (admins: all), then "
-                       "`video` (the detail) on every change and progress step, `video-deleted`",
-            "responses": {"200": {"description": "An endless event stream",
-                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-                          **_errors(401, 503)},
-        }},
-        "/api/video/{id}/retranscode/": {
-            "parameters": video_id,
-            "post": {"summary": "Transcode again (admin)",
-                     "responses": {"202": _json(_ref("VideoDetail"), "Queued again"),
-                                   **_errors(401, 404, 409, *_RULES)}},
-        },
-        **_subtitle_paths(video_id),
-        "/api/video/{id}/stream/": {"get": {
-            "summary": "A signed, expiring playback URL for any HLS player", "parameters": [video],
-            "responses": {"200": _json(_strings("url", "expires_at", required=("url", "expires_at")),
-                                       "Signed URL"), **_errors(401, 404)},
-        }},
-        "/api/video/{id}/master.m3u8": _file_get(
-            "Master playlist (measured BANDWIDTH) of the live version, or while nothing is live of the "
-            "version being built for the owner and admins (BANDWIDTH from the caps until measured); its "
-            "URIs name the version", _playlist("Master playlist"), [video]),
-        "/api/video/{id}/{version}/{resolution}/index.m3u8": _file_get(
-            "Media playlist of one rendition of one version: the live one (or an older one kept for a "
-            "grace period), or the one being built (owner and admins; EVENT, growing, until it is done)",
-            _playlist("Media playlist"), [video, version, resolution], building=True),
-        "/api/video/{id}/{version}/{resolution}/{segment}": _file_get(
-            "MPEG-TS segment of one version (immutable)", segment_ok, [video, version, resolution, segment],
-            ranged=True, building=True),
-        "/api/video/{id}/{version}/{resolution}/iframes.m3u8": _file_get(
-            "I-frame playlist of one rendition of one version (trick play: #EXT-X-I-FRAMES-ONLY, byte "
-            "ranges into its segments; listed by the master as #EXT-X-I-FRAME-STREAM-INF), once the "
-            "version is done", _playlist("I-frame playlist"), [video, version, resolution]),
-        "/api/video/{id}/{version}/thumbs/{name}": _file_get(
-            "Seek-bar previews of one version: thumbnails.vtt (WebVTT cues `sprite_NNN.jpg#xywh=x,y,w,h`, "
-            "relative to the track) or one of its sprite sheets sprite_NNN.jpg; the detail's "
-            "thumbnails_vtt links the live version's track", thumbs_ok, [video, version, thumbs_file]),
-        "/api/stream/{token}/{id}/{version}/{resolution}/iframes.m3u8": _file_get(
-            "Versioned I-frame playlist under a signed URL", _playlist("I-frame playlist"),
-            [token, video, version, resolution], security=[]),
-        "/api/stream/{token}/{id}/{version}/thumbs/{name}": _file_get(
-            "Versioned thumbnails track or sprite sheet under a signed URL", thumbs_ok,
-            [token, video, version, thumbs_file], security=[]),
-        "/api/stream/{token}/{id}/{version}/{resolution}/index.m3u8": _file_get(
-            "Versioned media playlist under a signed URL", _playlist("Media playlist"),
-            [token, video, version, resolution], security=[], building=True),
-        "/api/stream/{token}/{id}/{version}/{resolution}/{segment}": _file_get(
-            "Versioned segment under a signed URL", segment_ok, [token, video, version, resolution, segment],
-            ranged=True, security=[], building=True),
-        "/api/video/{id}/{resolution}/index.m3u8": _file_get(
-            "Media playlist of one rendition", _playlist("Media playlist"), [video, resolution]),
-        "/api/video/{id}/{resolution}/{segment}": _file_get(
-            "MPEG-TS segment", {"description": "Segment bytes", "content": {"video/MP2T": {}}},
-            [video, resolution, segment], ranged=True),
-        "/api/stream/{token}/{id}/master.m3u8": _file_get(
-            "Master playlist under a signed URL (no cookies)", _playlist("Master playlist"),
-            [token, video], security=[]),
-        "/api/stream/{token}/{id}/{resolution}/index.m3u8": _file_get(
-            "Media playlist under a signed URL", _playlist("Media playlist"), [token, video, resolution],
-            security=[]),
-        "/api/stream/{token}/{id}/{resolution}/{segment}": _file_get(
-            "Segment under a signed URL", {"description": "Segment bytes", "content": {"video/MP2T": {}}},
-            [token, video, resolution, segment], ranged=True, security=[]),
-        "/media/thumbnail/{name}": _file_get(
-            "Catalog thumbnail (JPEG). <id>.jpg: a public video's for anyone, a private video's "
-            "for its owner and admins; <id>-<key>.jpg (the thumbnail_url of a private video): "
-            "for whoever holds the key", {"description": "JPEG", "content": {"image/jpeg": {}}},
-            [_path_param("name", "<id>.jpg or <id>-<key>.jpg")], security=_OPTIONAL_AUTH),
-        "/media/poster/{name}": _file_get(
-            "Poster (JPEG); access as for the thumbnail", {"description": "JPEG", "content": {"image/jpeg": {}}},
-            [_path_param("name", "<id>.jpg or <id>-<key>.jpg")], security=_OPTIONAL_AUTH),
-    }
+def openapi_document(routes: Iterable[Route], config: Config) -> dict[str, Any]:
+    refs = _Schemas()
+    paths: dict[str, Any] = {}
+    for route in routes:
+        pattern, handler = route[0], route[1]
+        kwargs = route[2] if len(route) > 2 else {}
+        operations = _declared(handler, (kwargs or {}).get("kind"))
+        if not operations:
+            continue
+        template, parameters, optional_slash = path_template(pattern, _path_params(handler, operations))
+        if template in paths:
+            raise ValueError(f"two routes are documented as {template}")
+        item: dict[str, Any] = {"parameters": parameters} if parameters else {}
+        for method, declared in operations.items():
+            item[method] = _operation(method, handler, declared, config, refs, optional_slash)
+        paths[template] = item
     return {
         "openapi": "3.1.0",
-        "info": {"title": "Videoflix", "version": "2",
-                 "description": "Self-hosted video streaming: accounts, catalog, upload, HLS delivery. "
-                                "The contract in prose is API.md."},
-        "servers": [{"url": public_url}],
-        "security": _AUTHENTICATED,
+        "info": {
+            "title": "Videoflix", "version": "2",
+            "description": "Self-hosted video streaming: accounts, catalog, upload, HLS delivery. The contract "
+                           "in prose is API.md. Besides each operation's answers: OPTIONS on any path is the "
+                           "CORS preflight (204, no credentials); any request may be answered 400 "
+                           f"({gate.INVALID_HOST!r}, {gate.NO_BODY!r}) for a Host that is not ours or a body "
+                           f"on {', '.join(sorted(gate.BODILESS_METHODS))}, and 503 "
+                           f"({outage.DETAIL!r}, with Retry-After) while PostgreSQL or Redis is down.",
+        },
+        "servers": [{"url": config.public_url}],
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
-            "securitySchemes": {
-                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "access_token",
-                               "description": "Access JWT set by POST /api/login/"},
-                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
-                "refreshCookie": {"type": "apiKey", "in": "cookie", "name": "refresh_token"},
-            },
+            "schemas": {name: refs.bodies[name] for name in sorted(refs.bodies)},
+            "securitySchemes": schemas.SECURITY_SCHEMES,
         },
     }
