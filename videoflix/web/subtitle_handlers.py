@@ -119,9 +119,12 @@ class SubtitleListHandler(IdleBodyMixin, BaseHandler):
                responses={201: Response("Stored", schemas.SUBTITLE),
                           400: "Field errors: the file (the error names the line), the language or the label",
                           404: "Unknown video, or not the caller's",
+                          409: f"A new language on a video with {subtitle_tracks.MAX_TRACKS_PER_VIDEO} tracks",
                           413: f"A file over {subtitle_formats.MAX_FILE_BYTES} bytes",
                           415: requestrules.EXPECTED_MULTIPART,
-                          429: lambda config: f"{config.max_concurrent_uploads} uploads of the caller in progress"})
+                          429: lambda config: f"{subtitle_tracks.SUBTITLE_UPLOADS_PER_HOUR} uploads of the caller "
+                                             "this hour (Retry-After; admins are not counted), or "
+                                             f"{config.max_concurrent_uploads} in progress"})
     @authenticated
     async def post(self, raw_id: str) -> None:
         video_id = media.parse_video_id(raw_id)  # checked in prepare already
