@@ -114,7 +114,7 @@ async def run_server() -> None:
     """Child process: our server as app.serve runs it, minus the transcode consumer."""
     import tornado.httpserver
 
-    from videoflix.app import MAX_JSON_BODY_BYTES, http_delegate, make_app
+    from videoflix.app import MAX_BODY_BYTES, http_delegate, make_app
     from videoflix.platform.log import setup_logging
     from videoflix.platform.services import create_services
 
@@ -125,7 +125,7 @@ async def run_server() -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     app = make_app(config, services)
-    server = tornado.httpserver.HTTPServer(http_delegate(app), max_body_size=MAX_JSON_BODY_BYTES,
+    server = tornado.httpserver.HTTPServer(http_delegate(app), max_body_size=MAX_BODY_BYTES,
                                            idle_connection_timeout=120)
     server.listen(config.port, config.host)
     try:

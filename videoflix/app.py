@@ -108,8 +108,9 @@ def http_delegate(app: tornado.web.Application) -> tornado.httputil.HTTPServerCo
     return RequestGate(SegmentLane(app), app.settings)
 
 
-# JSON requests are small; the upload handler raises its own limit.
-MAX_JSON_BODY_BYTES = 1024 * 1024
+# Any body, unless its handler raises the limit (the uploads do): JSON bodies are far
+# smaller (requestrules.MAX_JSON_BODY_BYTES, checked by the handlers).
+MAX_BODY_BYTES = 1024 * 1024
 # Every body must arrive within this, whatever the route (the JSON handlers say the
 # same; the uploads set their own, with an idle cut-off): a slow body holds no
 # connection for long (CWE-400, slow POST). Bodies where none is taken are refused
@@ -157,7 +158,7 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         feed.start()
         requests = Draining(http_delegate(app))
         metrics.of(services).watch_requests(requests)
-        server = draining.Server(requests, max_body_size=MAX_JSON_BODY_BYTES, body_timeout=BODY_TIMEOUT_SECONDS,
+        server = draining.Server(requests, max_body_size=MAX_BODY_BYTES, body_timeout=BODY_TIMEOUT_SECONDS,
                                  idle_connection_timeout=IDLE_CONNECTION_SECONDS)
         server.listen(config.port, config.host)
         log.info("serving on http://%s:%s (public URL %s)", config.host, config.port, config.public_url)

@@ -2,8 +2,8 @@
 that serves it, assembled from its own route table (web/openapi.py)."""
 from __future__ import annotations
 
+import asyncio
 import json
-import weakref
 
 import tornado.routing
 import tornado.web
@@ -12,9 +12,9 @@ from videoflix.web.base import BaseHandler, public
 from videoflix.web.openapi import Route, openapi_document
 from videoflix.web.operation import Response, operation
 
-# One text per application, made at its first request (the routes and settings it
-# describes do not change while it runs).
-_TEXTS: weakref.WeakKeyDictionary[tornado.web.Application, str] = weakref.WeakKeyDictionary()
+# Where the application keeps its document's text, made at its first request (the
+# routes and settings it describes do not change while it runs).
+DOCUMENT_SETTING = "openapi_text"
 
 
 def served_routes(application: tornado.web.Application) -> list[Route]:
@@ -24,19 +24,23 @@ def served_routes(application: tornado.web.Application) -> list[Route]:
 
 
 def document_text(application: tornado.web.Application) -> str:
-    text = _TEXTS.get(application)
-    if text is None:
-        document = openapi_document(served_routes(application), application.settings["config"])
-        text = _TEXTS[application] = json.dumps(document, separators=(",", ":"))
-    return text
+    """The document as JSON text (blocking CPU: assembling and serialising ~60 operations)."""
+    return json.dumps(openapi_document(served_routes(application), application.settings["config"]),
+                      separators=(",", ":"))
 
 
 class OpenAPIHandler(BaseHandler):
     @operation("This document", responses={200: Response("OpenAPI 3.1", {"type": "object"})})
     @public
-    def get(self) -> None:
+    async def get(self) -> None:
+        settings = self.application.settings
+        text = settings.get(DOCUMENT_SETTING)
+        if text is None:
+            text = await asyncio.get_running_loop().run_in_executor(
+                self.services.cpu_executor, document_text, self.application)
+            settings[DOCUMENT_SETTING] = text
         self.set_header("Cache-Control", "no-cache")
-        self.finish(document_text(self.application))
+        self.finish(text)
 
 
 ROUTES = [(r"/api/openapi\.json", OpenAPIHandler)]
