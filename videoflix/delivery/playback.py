@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
+
+import cachetools
 
 from videoflix.accounts import sessions, tokens
 from videoflix.platform import db, media
@@ -143,13 +144,16 @@ def resolve_file(video: dict, target: HLSTarget, user_id: int | None, is_admin: 
 
 # --- rows ----------------------------------------------------------------------
 
-# The row cache of each Services (one per server process; the tests make one per
-# test): {video_id: (expires_at, row)}. Kept here, by the module that fills it.
-_ROW_CACHES: weakref.WeakKeyDictionary[Services, dict[int, tuple[float, dict]]] = weakref.WeakKeyDictionary()
+class RowCache(cachetools.TTLCache):
+    """{video_id: playback row} of one Services (`services.state(RowCache)`): each row
+    kept VIDEO_CACHE_SECONDS, at most VIDEO_CACHE_MAX_ENTRIES (least recently used out)."""
+
+    def __init__(self) -> None:
+        super().__init__(VIDEO_CACHE_MAX_ENTRIES, VIDEO_CACHE_SECONDS, timer=time.monotonic)
 
 
-def _row_cache(services: Services) -> dict[int, tuple[float, dict]]:
-    return _ROW_CACHES.setdefault(services, {})
+def _row_cache(services: Services) -> RowCache:
+    return services.state(RowCache)
 
 
 def forget_video(services: Services, video_id: int) -> None:
@@ -166,24 +170,21 @@ def forget_all(services: Services) -> None:
 async def _cached_video(services: Services, video_id: int, fresh: bool = False) -> dict | None:
     """The playback row (None if there is none); `fresh` skips the cache."""
     cache = _row_cache(services)
-    hit = cache.get(video_id)
-    now = time.monotonic()
-    if not fresh and hit is not None and hit[0] > now:
-        return hit[1]
+    if not fresh:
+        hit = cache.get(video_id)
+        if hit is not None:
+            return hit
     async with db.cursor(services.pool) as cur:
         row = await videos.get_playback_video(cur, video_id)
     if row is None or row["live_version"] is None:
         cache.pop(video_id, None)
         return row
-    if len(cache) >= VIDEO_CACHE_MAX_ENTRIES:
-        cache.pop(next(iter(cache)))  # the oldest insertion
-    cache[video_id] = (now + VIDEO_CACHE_SECONDS, row)
+    cache[video_id] = row
     return row
 
 
 def _is_cached(services: Services, video_id: int) -> bool:
-    hit = _row_cache(services).get(video_id)
-    return hit is not None and hit[0] > time.monotonic()
+    return video_id in _row_cache(services)
 
 
 async def ready_video(services: Services, video_id: int) -> dict | None:
@@ -196,10 +197,10 @@ def cached_watchable_file(services: Services, target: HLSTarget, claims: tokens.
     """watchable_file from a fresh cached row alone, without waiting; None when that
     cannot say yes (no fresh row, or the row refuses: watchable_file reads it again)."""
     hit = _row_cache(services).get(target.video_id)
-    if hit is None or hit[0] <= time.monotonic():
+    if hit is None:
         return None
     try:
-        return resolve_file(hit[1], target, claims.user_id, claims.is_admin)
+        return resolve_file(hit, target, claims.user_id, claims.is_admin)
     except media.VideoNotFound:
         return None
 
