@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from videoflix.platform.media import MEDIA_PLAYLIST_NAME, SEGMENT_PATTERN, THUMBS_DIR  # noqa: E402
-from videoflix.transcode.ffmpeg import (  # noqa: E402
+from videoflix.transcode.command import (  # noqa: E402
     AUDIO_CHANNELS,
     AUDIO_PROFILE,
     AUDIO_SAMPLE_RATE,

@@ -18,18 +18,10 @@ from pathlib import Path
 import pytest
 
 from videoflix.transcode import iframes
-from videoflix.transcode.ffmpeg import (
-    TranscodeError,
-    TranscodeResult,
-    TranscodeSettings,
-    build_command,
-    build_poster_command,
-    check_complete,
-    parse_progress,
-    run_ffmpeg,
-    time_limit_seconds,
-    transcode,
-)
+from videoflix.transcode.command import TranscodeSettings, build_command, build_poster_command, time_limit_seconds
+from videoflix.transcode.errors import TranscodeError
+from videoflix.transcode.ffmpeg import parse_progress, run_ffmpeg
+from videoflix.transcode.job import TranscodeResult, check_complete, transcode
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.ladderfile import provisional_variants, read_ladder
 from videoflix.transcode.playlist import (

@@ -16,7 +16,8 @@ import pytest
 
 from videoflix.platform.media import SEGMENT_PATTERN
 from videoflix.transcode import colour
-from videoflix.transcode.ffmpeg import TranscodeSettings, build_command, build_poster_command, transcode
+from videoflix.transcode.command import TranscodeSettings, build_command, build_poster_command
+from videoflix.transcode.job import transcode
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.probe import parse_probe, probe_file_sync
 

@@ -25,7 +25,8 @@ from videoflix.delivery import playback
 from videoflix.platform import media
 from videoflix.platform.db import cursor
 from videoflix.tables import videos
-from videoflix.transcode.ffmpeg import TranscodeSettings, transcode
+from videoflix.transcode.command import TranscodeSettings
+from videoflix.transcode.job import transcode
 
 from helpers import login
 from media import PARK, clip

@@ -21,15 +21,10 @@ import pytest
 from videoflix.platform import media
 from videoflix.platform.db import cursor
 from videoflix.transcode import queue
-from videoflix.transcode.ffmpeg import (
-    TranscodeError,
-    TranscodeSettings,
-    build_command,
-    job_limits,
-    prepare_output,
-    run_ffmpeg,
-    transcode,
-)
+from videoflix.transcode.command import TranscodeSettings, build_command, job_limits, prepare_output
+from videoflix.transcode.errors import TranscodeError
+from videoflix.transcode.ffmpeg import run_ffmpeg
+from videoflix.transcode.job import transcode
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.limits import (
     CPU_HARD_GRACE_SECONDS,

@@ -14,16 +14,10 @@ import pytest
 
 from videoflix.platform import media
 from videoflix.platform.db import cursor
-from videoflix.transcode.ffmpeg import (
-    TranscodeError,
-    TranscodeSettings,
-    build_command,
-    build_poster_command,
-    prepare_output,
-    public_reason,
-    run_ffmpeg,
-    transcode,
-)
+from videoflix.transcode.command import TranscodeSettings, build_command, build_poster_command, prepare_output
+from videoflix.transcode.errors import TranscodeError, public_reason
+from videoflix.transcode.ffmpeg import run_ffmpeg
+from videoflix.transcode.job import transcode
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.probe import (
     ALLOWED_DEMUXERS,

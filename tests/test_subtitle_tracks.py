@@ -10,7 +10,8 @@ from test_subtitles_api import VTT, post_subtitles
 from videoflix.library import subtitle_formats, subtitle_tracks
 from videoflix.platform import media
 from videoflix.transcode import subtracks
-from videoflix.transcode.ffmpeg import TranscodeSettings, transcode
+from videoflix.transcode.command import TranscodeSettings
+from videoflix.transcode.job import transcode
 from videoflix.transcode.probe import SubtitleStream, parse_probe, probe_file_sync
 
 from helpers import upload, wait_for_status

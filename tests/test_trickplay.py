@@ -17,7 +17,9 @@ import pytest
 
 from videoflix.platform.media import is_sprite_name
 from videoflix.transcode import iframes, sprites
-from videoflix.transcode.ffmpeg import TranscodeSettings, build_command, prepare_output, run_ffmpeg, transcode
+from videoflix.transcode.command import TranscodeSettings, build_command, prepare_output
+from videoflix.transcode.ffmpeg import run_ffmpeg
+from videoflix.transcode.job import transcode
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.playlist import PlaylistError, parse_media_playlist
 from videoflix.transcode.probe import parse_probe, probe_file_sync

@@ -24,9 +24,11 @@ from videoflix.library.sweeper import Sweeper
 from videoflix.platform import media
 from videoflix.platform.db import cursor
 from videoflix.tables import videos
-from videoflix.transcode.ffmpeg import TranscodeSettings, first_video_pts, transcode
+from videoflix.transcode.command import TranscodeSettings
+from videoflix.transcode.job import transcode
 from videoflix.transcode.ladderfile import read_ladder
 from videoflix.transcode.playlist import render_master
+from videoflix.transcode.probe import first_video_pts
 
 from helpers import cli_env, stop_process, wait_until
 

@@ -33,7 +33,7 @@ from videoflix.platform.services import Services
 from videoflix.tables import subtitles as subtitle_rows
 from videoflix.tables import videos as video_rows
 from videoflix.transcode import ladderfile
-from videoflix.transcode.ffmpeg import TranscodeSettings
+from videoflix.transcode.command import TranscodeSettings
 from videoflix.transcode.playlist import SubtitleTrack
 
 log = logging.getLogger(__name__)

@@ -42,8 +42,9 @@ from videoflix.platform import db, media
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
 from videoflix.tables import videos
-from videoflix.transcode import ffmpeg, ladderfile
+from videoflix.transcode import ladderfile
 from videoflix.transcode.playlist import PlaylistError, Variant, parse_media_playlist
+from videoflix.transcode.probe import first_video_pts
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ def read_ladder_of(folder: Path) -> dict[str, Any] | None:
     variants = wave1_variants(master)
     if not variants:
         return None
-    # The lowest rendition's first segment, as a transcode run measures it (ffmpeg.py).
+    # The lowest rendition's first segment, as a transcode run measures it (job.py).
     lowest = min(variants, key=lambda variant: min(variant.width, variant.height))
     try:
         playlist = (folder / lowest.name / media.MEDIA_PLAYLIST_NAME).read_text(encoding="utf-8")
@@ -134,7 +135,7 @@ def read_ladder_of(folder: Path) -> dict[str, Any] | None:
         return None
     segment = folder / lowest.name / first
     # ffprobe in this executor thread: start-up work, the loop is not waiting on it.
-    start_pts = ffmpeg.first_video_pts(segment) if media.is_segment_name(first) and _is_real_file(segment) else None
+    start_pts = first_video_pts(segment) if media.is_segment_name(first) and _is_real_file(segment) else None
     return wave1_ladder(master, playlist, start_pts)
 
 

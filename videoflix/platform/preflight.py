@@ -25,7 +25,7 @@ from videoflix.platform.config import ENV_VARS, Config, env_name
 MIN_SECRET_KEY_BYTES = 32
 # Fields printed as *** (set) or "" (unset) by `videoflix check`.
 SECRET_FIELDS = frozenset({"secret_key", "smtp_password", "admin_password", "metrics_token"})
-# Encoders the transcode pipeline uses (transcode/ffmpeg.py).
+# Encoders the transcode pipeline uses (transcode/command.py).
 REQUIRED_ENCODERS = ("libx264", "aac")
 # Each probe of `videoflix check` gives up after this long.
 CHECK_TIMEOUT_SECONDS = 10.0

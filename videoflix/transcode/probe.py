@@ -1,8 +1,10 @@
-"""ffprobe: run it (IO at the edge) and turn its JSON into a `Probe` (pure).
+"""ffprobe: run it (IO at the edge) and turn its JSON into a `Probe` (pure). Every
+ffprobe of the code base runs from here.
 
 `parse_probe` is pure and is what the tests exercise with the facts quoted in
 shared/media/README.md; `probe_file` (asyncio, for the loop) and `probe_file_sync`
-(for the transcode child process) only run ffprobe and hand its JSON over.
+(for the transcode child process) only run ffprobe and hand its JSON over;
+`first_video_pts` reads one packet time of a segment the transcode wrote.
 """
 
 from __future__ import annotations
@@ -422,3 +424,19 @@ def probe_file_sync(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT
         log.warning("ffprobe timed out after %s s on %s", timeout, path)
         raise ProbeError("Timed out reading the media file.") from None
     return check_caps(_parse_output(path, done.returncode, done.stdout, done.stderr, limits), caps)
+
+
+def first_video_pts(segment: str | os.PathLike[str], timeout: float = 30.0) -> int | None:
+    """The 90 kHz PTS of the first video packet of an MPEG-TS segment (ffprobe), or None."""
+    try:
+        done = subprocess.run(
+            ["ffprobe", "-v", "error", "-f", "mpegts", "-select_streams", "v:0", "-show_entries", "packet=pts",
+             "-read_intervals", "%+#1", "-of", "csv=p=0", "file:" + os.fspath(segment)],
+            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return None
+    for line in done.stdout.decode("ascii", "replace").split():
+        value = line.strip().strip(",")
+        if value.isdigit():
+            return int(value)
+    return None

@@ -63,7 +63,9 @@ from videoflix.platform.db import cursor, transaction
 from videoflix.platform.services import Services
 from videoflix.tables import videos
 from videoflix.transcode import progress, queue
-from videoflix.transcode.ffmpeg import TranscodeError, TranscodeSettings, public_reason, transcode
+from videoflix.transcode.command import TranscodeSettings
+from videoflix.transcode.errors import TranscodeError, public_reason
+from videoflix.transcode.job import transcode
 from videoflix.transcode.limits import caps_from_config
 
 log = logging.getLogger(__name__)

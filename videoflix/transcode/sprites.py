@@ -16,7 +16,7 @@ writes it with its first image: with a 10x10 sheet of 10 s tiles that would be a
 with the first frame instead. Likewise the sheets' output gets the video's frame rate
 (`-r`), so that a sheet's packet lasts one frame: ffmpeg's out_time is the end of its
 furthest stream, and a sheet lasting its 100 tiles would push it past the real end
-(hiding a truncated source from ffmpeg.check_complete).
+(hiding a truncated source from job.check_complete).
 
 What ffmpeg 5.1 does, relied on here (tests/test_trickplay.py checks it on real runs):
 - `fps` with start_time=0 starts its ticks at 0 even when the video starts later than
@@ -115,7 +115,7 @@ def filter_chain(plan: SpritePlan, source: str, output: str) -> str:
 def output_args(label: str, out_dir: str, rate: str) -> list[str]:
     """The image2 output writing pad `label`'s sheets into <out_dir>/thumbs/.
 
-    `out_dir` is already safe for ffmpeg's argv (ffmpeg._path_arg, no '%'); `rate` is
+    `out_dir` is already safe for ffmpeg's argv (command._path_arg, no '%'); `rate` is
     the video's frame rate (see the module docstring). One JPEG per sheet, numbered from
     0; passthrough timestamps: a sheet is written once, never duplicated or dropped to
     keep a constant rate; atomic writing (a .tmp renamed into place): a sheet is served

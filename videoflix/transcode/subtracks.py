@@ -6,7 +6,7 @@ writes every text track (probe.TEXT_SUBTITLE_CODECS) to `<out>/tracks/<index>.vt
 run (probe.input_options). If that run fails, each track is tried alone, so one
 broken track does not lose the others; a track that still fails is skipped: the
 video is fine without it. The loop side imports the files at publish
-(videosubtitles.import_tracks), parsing them as strictly as an upload.
+(library/subtitle_tracks.import_tracks), parsing them as strictly as an upload.
 
 `build_extract_command` and `order_streams` are pure.
 """
@@ -14,18 +14,16 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from videoflix.platform.media import TRACKS_DIR_NAME, track_file_name
 from videoflix.transcode.errors import TranscodeError
+from videoflix.transcode.ffmpeg import run_quiet
 from videoflix.transcode.limits import ResourceLimits
 from videoflix.transcode.probe import Probe, SubtitleStream, input_options
 
 log = logging.getLogger(__name__)
-
-# ffmpeg._run_quiet with the job's niceness: (argv, timeout seconds, limits) -> None.
-RunQuiet = Callable[[Sequence[str], float, "ResourceLimits | None"], None]
 
 # Tracks extracted at most (a file may carry dozens of languages).
 MAX_TRACKS = 16
@@ -56,7 +54,7 @@ def build_extract_command(source: str | os.PathLike[str], out_dir: str | os.Path
 
 
 def extract_tracks(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
-                   run: RunQuiet, limits: ResourceLimits | None = None) -> list[dict]:
+                   nice: int, limits: ResourceLimits | None = None) -> list[dict]:
     """Extract the text tracks; returns [{"file", "language", "title", "index"}] for
     each one written, in import preference order. Never raises for a bad track."""
     streams = order_streams(probe.subtitle_streams)
@@ -67,13 +65,13 @@ def extract_tracks(source: str | os.PathLike[str], out_dir: str | os.PathLike[st
     timeout = EXTRACT_BASE_SECONDS + EXTRACT_SECONDS_PER_SECOND * probe.duration
 
     try:
-        run(build_extract_command(source, out, probe, streams), timeout, limits)
+        run_quiet(build_extract_command(source, out, probe, streams), timeout, nice, limits)
     except TranscodeError as error:
         log.info("%s: extracting %d subtitle track(s) together failed (%s); one by one", source,
                  len(streams), error)
         for stream in streams:
             try:
-                run(build_extract_command(source, out, probe, [stream]), timeout, limits)
+                run_quiet(build_extract_command(source, out, probe, [stream]), timeout, nice, limits)
             except TranscodeError as single:
                 log.info("%s: subtitle stream %d skipped: %s", source, stream.index, single)
                 (out / track_file_name(stream.index)).unlink(missing_ok=True)

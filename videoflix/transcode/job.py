@@ -1,0 +1,254 @@
+"""One transcode job as the pool child runs it: from the source file to a finished version.
+
+`transcode` probes the source (refusing what exceeds the media caps), writes a
+provisional ladder.json, runs the ladder's one ffmpeg (command.py) under the watchdog
+and the job's memory/CPU-time limits (ffmpeg.py, limits.py), says when the version
+becomes playable, makes the poster and thumbnail, extracts the source's text
+subtitle tracks (subtracks.py), measures the segments, turns the media playlists into
+VOD and writes the final ladder.json. It never writes outside `out_dir`.
+
+Output layout inside out_dir (one version, media.version_dir):
+    ladder.json               ours (transcode/ladderfile.py): provisional, then final
+    <res>/index.m3u8          media playlist, bare segment names: EVENT, then VOD
+    <res>/seg_00000.ts ...    MPEG-TS, each starting with an IDR frame
+    poster.jpg                long side <= 1280
+    thumbnail.jpg             long side <= 480
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from videoflix.platform.media import LADDER_NAME, MEDIA_PLAYLIST_NAME, POSTER_NAME, SEGMENT_PATTERN, THUMBNAIL_NAME
+from videoflix.transcode import iframes, ladderfile, sprites, subtracks
+from videoflix.transcode.command import (
+    MIN_TIME_LIMIT_SECONDS,
+    TranscodeSettings,
+    build_command,
+    build_poster_command,
+    job_limits,
+    prepare_output,
+    sprite_plan,
+    time_limit_seconds,
+)
+from videoflix.transcode.errors import TranscodeError, public_reason
+from videoflix.transcode.ffmpeg import ProgressCallback, run_ffmpeg, run_quiet
+from videoflix.transcode.ladder import Rendition, pick_renditions
+from videoflix.transcode.limits import ResourceLimits
+from videoflix.transcode.playlist import PlaylistError, Variant, codecs_attribute, measure_rendition, vod_playlist
+from videoflix.transcode.probe import Probe, ProbeError, first_video_pts, probe_file_sync
+
+log = logging.getLogger(__name__)
+
+# Called once, from the progress callback's thread, when every rendition lists a segment.
+PlayableCallback = Callable[[], None]
+
+# Output that ends this much before the source did means ffmpeg hit a truncated or
+# corrupt file (it exits 0 after decode errors at EOF): max(1 s, 2% of the duration).
+TRUNCATION_MIN_SECONDS = 1.0
+TRUNCATION_FRACTION = 0.02
+# ffmpeg's share of the progress bar; posters, measuring and the master take the rest.
+FFMPEG_PROGRESS_SHARE = 98.0
+
+
+@dataclass(frozen=True)
+class TranscodeResult:
+    duration: float  # seconds, of the source
+    width: int  # of the highest rendition
+    height: int
+    fps: float  # constant output frame rate
+    resolutions: list[str]  # highest first
+    has_audio: bool
+    # Text subtitle tracks written to tracks/ (subtracks.extract_tracks), imported at publish.
+    subtitle_tracks: list[dict] = field(default_factory=list)
+
+
+def make_posters(
+    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
+    settings: TranscodeSettings, limits: ResourceLimits | None = None,
+) -> None:
+    timeout = min(settings.stall_seconds, MIN_TIME_LIMIT_SECONDS)
+    poster = Path(out_dir) / POSTER_NAME
+    run_quiet(build_poster_command(source, out_dir, probe), timeout, settings.nice, limits)
+    if not poster.exists():
+        # A third of the way in lies past the last video frame (a long audio tail):
+        # fall back to the start.
+        log.info("no frame a third into %s; poster from the start", source)
+        run_quiet(build_poster_command(source, out_dir, probe, start_seconds=0.0),
+                  timeout, settings.nice, limits)
+    if not poster.exists() or not (Path(out_dir) / THUMBNAIL_NAME).exists():
+        raise TranscodeError("Could not extract a poster frame.")
+
+
+def _variant(out_dir: Path, rendition: Rendition, has_audio: bool) -> Variant:
+    directory = out_dir / rendition.name
+    stats = measure_rendition(directory)
+    # CODECS must describe the real stream: the level is the one x264 chose.
+    first_segment = directory / (SEGMENT_PATTERN % 0)
+    segment = probe_file_sync(first_segment, demuxer="mpegts")
+    return Variant(
+        name=rendition.name,
+        width=segment.width,
+        height=segment.height,
+        fps=rendition.fps,
+        codecs=codecs_attribute(segment.video_profile, segment.video_level, has_audio),
+        peak_bps=stats.peak_bps,
+        average_bps=stats.average_bps,
+    )
+
+
+@dataclass(frozen=True)
+class Trickplay:
+    """What write_trickplay made: one I-frame stream per rendition, the thumbnails track."""
+
+    iframes: list[iframes.IFrameStream]
+    thumbnails_vtt: str | None  # relative to the output folder, or None without sheets
+
+
+def write_trickplay(out: Path, variants: Sequence[Variant], plan: sprites.SpritePlan | None) -> Trickplay:
+    """After ffmpeg: <res>/iframes.m3u8 for every rendition, thumbs/thumbnails.vtt for
+    the sheets (spanning the smallest rendition's measured duration)."""
+    streams = [iframes.IFrameStream.of(v, iframes.write_iframe_playlist(out / v.name)) for v in variants]
+    vtt = None
+    if plan is not None:
+        vtt = sprites.write_thumbnails_vtt(out, plan, measure_rendition(out / variants[-1].name).duration)
+    return Trickplay(streams, vtt)
+
+
+def check_complete(produced: float, duration: float) -> None:
+    """Raise when the output ends well before the source's duration (pure)."""
+    missing = duration - produced
+    if missing > max(TRUNCATION_MIN_SECONDS, TRUNCATION_FRACTION * duration):
+        raise TranscodeError(
+            "The video stops at %.1f s of %.1f s: the file is truncated or corrupt."
+            % (produced, duration)
+        )
+
+
+def playable(out_dir: Path, renditions: Sequence[Rendition]) -> bool:
+    """Every rendition's playlist exists and lists a segment (blocking)."""
+    for rendition in renditions:
+        try:
+            text = (out_dir / rendition.name / MEDIA_PLAYLIST_NAME).read_text(encoding="utf-8")
+        except OSError:
+            return False
+        if "\n#EXTINF:" not in text:
+            return False
+    return True
+
+
+def finish_playlists(out_dir: Path, renditions: Sequence[Rendition]) -> None:
+    """EVENT -> VOD with the same segments, each playlist replaced atomically: a player
+    that is watching has already seen ffmpeg's #EXT-X-ENDLIST and stopped reloading;
+    new players get a VOD playlist."""
+    for rendition in renditions:
+        path = out_dir / rendition.name / MEDIA_PLAYLIST_NAME
+        temporary = path.with_name(path.name + ".vod")
+        temporary.write_text(vod_playlist(path.read_text(encoding="utf-8")), encoding="utf-8")
+        temporary.replace(path)
+
+
+def transcode(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    settings: TranscodeSettings = TranscodeSettings(),
+    on_progress: ProgressCallback | None = None,
+    on_playable: PlayableCallback | None = None,
+) -> TranscodeResult:
+    """Transcode `source` into the HLS ladder in `out_dir` (run in a child process)."""
+    try:
+        return _transcode(source, Path(out_dir), settings, on_progress, on_playable)
+    except TranscodeError as error:
+        raise TranscodeError(public_reason(str(error))) from error
+
+
+def _transcode(
+    source: str | os.PathLike[str], out: Path, settings: TranscodeSettings,
+    on_progress: ProgressCallback | None, on_playable: PlayableCallback | None = None,
+) -> TranscodeResult:
+    # The allow-listed probe decides the demuxer; every ffmpeg run below forces it. The
+    # caps are checked again: the job may be older than the configured caps, or the
+    # source replaced behind the upload's back.
+    try:
+        probe = probe_file_sync(source, caps=settings.caps)
+    except ProbeError as error:
+        raise TranscodeError(str(error)) from error
+    limits = job_limits(probe, settings)
+    renditions = pick_renditions(probe)
+    log.info(
+        "transcoding %s: %dx%d %.3f fps %.1f s audio=%s -> %s",
+        source, probe.width, probe.height, probe.fps, probe.duration, probe.has_audio,
+        ", ".join("%s %dx%d@%.3f" % (r.name, r.width, r.height, r.fps) for r in renditions),
+    )
+    prepare_output(out, probe, renditions, settings)
+    plan = sprite_plan(probe, renditions, settings)
+    provisional = ladderfile.provisional_variants(renditions, probe.has_audio, settings.audio_kbps)
+    ladder_file = out / LADDER_NAME
+    ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
+        provisional, complete=False, duration=probe.duration, segment_seconds=settings.segment_seconds))
+    start_pts: list[int | None] = [None]  # measured once the first segments exist
+    reported = [False]
+
+    def ffmpeg_progress(percent: float) -> None:
+        if on_progress is not None:
+            on_progress(percent * FFMPEG_PROGRESS_SHARE / 100.0)
+        if not reported[0] and playable(out, renditions):
+            reported[0] = True
+            start_pts[0] = first_video_pts(out / renditions[-1].name / (SEGMENT_PATTERN % 0))
+            ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
+                provisional, complete=False, duration=probe.duration, segment_seconds=settings.segment_seconds,
+                start_pts=start_pts[0]))
+            if on_playable is not None:
+                on_playable()
+
+    started = time.monotonic()
+    produced = run_ffmpeg(
+        build_command(source, out, probe, renditions, settings),
+        duration=probe.duration,
+        stall_seconds=settings.stall_seconds,
+        time_limit=time_limit_seconds(probe.duration, settings),
+        nice=settings.nice,
+        on_progress=ffmpeg_progress,
+        limits=limits,
+    )
+    check_complete(produced, probe.duration)
+    log.info("encoded %s in %.1f s (%.1f s of video)", source, time.monotonic() - started, produced)
+
+    try:
+        finish_playlists(out, renditions)
+    except (OSError, PlaylistError) as error:
+        raise TranscodeError("Unusable output: %s" % error) from error
+    if not reported[0]:  # a run too short for a progress report after its first segment
+        reported[0] = True
+        start_pts[0] = first_video_pts(out / renditions[-1].name / (SEGMENT_PATTERN % 0))
+        if on_playable is not None:
+            on_playable()
+    make_posters(source, out, probe, settings, limits)
+    subtitle_tracks = subtracks.extract_tracks(source, out, probe, settings.nice, limits)
+    try:
+        variants = [_variant(out, r, probe.has_audio) for r in renditions]
+        trickplay = write_trickplay(out, variants, plan)
+    except (PlaylistError, ProbeError) as error:
+        raise TranscodeError("Unusable output: %s" % error) from error
+    ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
+        variants, complete=True, duration=probe.duration, segment_seconds=settings.segment_seconds,
+        start_pts=start_pts[0], iframes=[dataclasses.asdict(stream) for stream in trickplay.iframes],
+        thumbnails_vtt=trickplay.thumbnails_vtt))
+    if on_progress is not None:
+        on_progress(100.0)
+    top = renditions[0]
+    return TranscodeResult(
+        duration=probe.duration,
+        width=top.width,
+        height=top.height,
+        fps=top.fps,
+        resolutions=[r.name for r in renditions],
+        has_audio=probe.has_audio,
+        subtitle_tracks=subtitle_tracks,
+    )
