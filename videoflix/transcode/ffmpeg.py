@@ -149,7 +149,7 @@ def run_ffmpeg(
         proc.stdout.close()
         proc.stderr.close()
     if returncode == -signal.SIGXFSZ:
-        # RLIMIT_FSIZE (runner.py): the stand-in for a full media disk.
+        # RLIMIT_FSIZE (limits.limit_file_size): the stand-in for a full media disk.
         raise TranscodeError("Not enough space for the renditions: an output file reached the "
                              "file-size limit.")
     if returncode != 0:

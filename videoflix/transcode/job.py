@@ -1,11 +1,18 @@
 """One transcode job as the pool child runs it: from the source file to a finished version.
 
+`run_child_job` is the pool child's entry point (module-level, its ChildJob picklable):
+it caps the size of any file the run writes (limits.limit_file_size), runs `transcode`
+and reports into Redis as it goes (progress.py): the progress, the moment the version
+becomes playable. At every progress report it stops the run (and so its ffmpeg) once
+the video was deleted (JobCancelled) or the lease fence has passed (LeaseLost, fence.py).
+
 `transcode` probes the source (refusing what exceeds the media caps), writes a
 provisional ladder.json, runs the ladder's one ffmpeg (command.py) under the watchdog
 and the job's memory/CPU-time limits (ffmpeg.py, limits.py), says when the version
 becomes playable, makes the poster and thumbnail, extracts the source's text
 subtitle tracks (subtracks.py), measures the segments, turns the media playlists into
-VOD and writes the final ladder.json. It never writes outside `out_dir`.
+VOD and writes the final ladder.json. It never writes outside `out_dir`; it needs no
+Redis (the tests and benchmarks call it directly).
 
 Output layout inside out_dir (one version, media.version_dir):
     ladder.json               ours (transcode/ladderfile.py): provisional, then final
@@ -25,8 +32,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
 from videoflix.platform.media import LADDER_NAME, MEDIA_PLAYLIST_NAME, POSTER_NAME, SEGMENT_PATTERN, THUMBNAIL_NAME
-from videoflix.transcode import iframes, ladderfile, sprites, subtracks
+from videoflix.transcode import iframes, ladderfile, progress, sprites, subtracks
 from videoflix.transcode.command import (
     MIN_TIME_LIMIT_SECONDS,
     TranscodeSettings,
@@ -38,9 +49,10 @@ from videoflix.transcode.command import (
     time_limit_seconds,
 )
 from videoflix.transcode.errors import TranscodeError, public_reason
+from videoflix.transcode.fence import fence_passed
 from videoflix.transcode.ffmpeg import ProgressCallback, run_ffmpeg, run_quiet
 from videoflix.transcode.ladder import Rendition, pick_renditions
-from videoflix.transcode.limits import ResourceLimits
+from videoflix.transcode.limits import ResourceLimits, limit_file_size
 from videoflix.transcode.playlist import PlaylistError, Variant, codecs_attribute, measure_rendition, vod_playlist
 from videoflix.transcode.probe import Probe, ProbeError, first_video_pts, probe_file_sync
 
@@ -55,6 +67,8 @@ TRUNCATION_MIN_SECONDS = 1.0
 TRUNCATION_FRACTION = 0.02
 # ffmpeg's share of the progress bar; posters, measuring and the master take the rest.
 FFMPEG_PROGRESS_SHARE = 98.0
+# Progress is written to Redis at most this often per job.
+PROGRESS_INTERVAL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,66 @@ class TranscodeResult:
     has_audio: bool
     # Text subtitle tracks written to tracks/ (subtracks.extract_tracks), imported at publish.
     subtitle_tracks: list[dict] = field(default_factory=list)
+
+
+class JobCancelled(Exception):
+    """The video was deleted while its job ran."""
+
+
+class LeaseLost(Exception):
+    """The job's lease ended (taken over, or not renewable in time): the run stopped
+    its ffmpeg, or finished but may not publish."""
+
+
+@dataclass(frozen=True)
+class ChildJob:
+    """Everything the child process needs (picklable)."""
+
+    video_id: int
+    source: str
+    work_dir: str  # media.version_dir of the version this run writes
+    redis_url: str
+    settings: TranscodeSettings
+    fence: str = ""  # media.lease_fence of that version
+    max_file_bytes: int = 0  # RLIMIT_FSIZE of the run's ffmpeg (0: unchanged)
+    version: int = 0  # the version written (reported as playable once it is)
+
+
+def run_child_job(job: ChildJob) -> dict:
+    """Runs in a pool process: the whole transcode, progress into Redis."""
+    limit_file_size(job.max_file_bytes)
+    # Fail fast: a progress report must never hold up the watchdog loop.
+    client = redis.Redis.from_url(job.redis_url, socket_connect_timeout=1, socket_timeout=2,
+                                  retry=Retry(NoBackoff(), 0))
+    last = [0.0]
+
+    def on_progress(percent: float) -> None:
+        if job.fence and fence_passed(job.fence):
+            raise LeaseLost(f"video {job.video_id}: the lease ended; ffmpeg stopped")
+        now = time.monotonic()
+        if now - last[0] < PROGRESS_INTERVAL_SECONDS and percent < 100.0:
+            return
+        last[0] = now
+        try:
+            progress.record(client, job.video_id, percent)
+            cancelled = progress.cancel_requested(client, job.video_id)
+        except redis.RedisError as exc:
+            logging.getLogger(__name__).warning("video %s: progress not recorded: %s", job.video_id, exc)
+            return
+        if cancelled:
+            raise JobCancelled(f"video {job.video_id} was deleted")
+
+    def on_playable() -> None:
+        try:
+            progress.record_playable(client, job.video_id, job.version)
+        except redis.RedisError as exc:
+            logging.getLogger(__name__).warning("video %s: playable not recorded: %s", job.video_id, exc)
+
+    try:
+        result = transcode(job.source, job.work_dir, job.settings, on_progress, on_playable)
+    finally:
+        client.close()
+    return dataclasses.asdict(result)
 
 
 def make_posters(

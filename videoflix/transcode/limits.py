@@ -200,6 +200,17 @@ def ffmpeg_limits(pixels: int, duration: float, *, memory_mb: int = 0, cpu_facto
     return ResourceLimits(memory_bytes=memory, cpu_seconds=cpu)
 
 
+def limit_file_size(max_bytes: int) -> None:
+    """RLIMIT_FSIZE for this process (the pool worker) and so for the ffmpeg it starts
+    (limits are inherited across fork and exec): a write past it kills ffmpeg (SIGXFSZ),
+    so a full disk or a runaway output fails the job instead of the server. 0: unchanged."""
+    if max_bytes <= 0:
+        return
+    _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limit = max_bytes if hard == resource.RLIM_INFINITY else min(max_bytes, hard)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+
+
 def caps_from_config(config: Config) -> MediaCaps:
     return MediaCaps(
         max_width=config.max_video_width, max_height=config.max_video_height,

@@ -15,7 +15,7 @@ from videoflix.transcode import notify
 # Progress and cancel keys outlive any plausible job, then vanish.
 PROGRESS_TTL_SECONDS = 24 * 3600
 # A deleted video's job sees the flag at its next progress report (every
-# PROGRESS_INTERVAL_SECONDS in the runner); an hour covers a job still queued.
+# PROGRESS_INTERVAL_SECONDS in job.py); an hour covers a job still queued.
 CANCEL_TTL_SECONDS = 3600
 
 

@@ -1,8 +1,9 @@
-"""The transcode consumer, loop side: claim -> process pool -> record the outcome.
+"""The transcode consumer, server side: claim -> process pool -> record the outcome.
 
-Each of `TRANSCODE_WORKERS` consumer tasks takes one job at a time from the
-Redis stream, marks the row `processing`, and runs the whole job in a child of
-a forkserver ProcessPoolExecutor while it renews the job's lease. Each delivery
+Everything here runs on the server's loop (or its file executor). Each of
+`TRANSCODE_WORKERS` consumer tasks takes one job at a time from the Redis stream,
+marks the row `processing`, and runs the whole job (job.run_child_job) in a child
+of the forkserver process pool (pool.py) while it renews the job's lease. Each delivery
 gets a new version N (videos.mark_processing: the row's building_version) and
 writes media/<id>/v<N>/ in place, where the owner can already watch it
 (README, Architecture: Transcode); on success one UPDATE makes N the live version (the row says
@@ -18,7 +19,7 @@ Failures:
   the dead-letter stream and the video to `failed`.
 
 The lease is fenced: after each renewal the keeper writes into the job's fence
-file (media.lease_fence) the monotonic time by which the run must stop unless
+file (media.lease_fence, fence.py) the monotonic time by which the run must stop unless
 renewed again, FENCE_FRACTION of the lease after the renewal was sent, so
 before any other consumer can take the job over. The child checks it at every
 progress report and kills its ffmpeg once it has passed (also when this loop is
@@ -34,17 +35,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
-import multiprocessing
-import multiprocessing.queues
 import os
-import resource
-import select
 import shutil
 import signal
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
@@ -55,7 +50,6 @@ import redis
 import redis.asyncio
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from videoflix.platform import media, rediskeys, requestid
 from videoflix.platform.config import Config
@@ -65,15 +59,15 @@ from videoflix.tables import videos
 from videoflix.transcode import progress, queue
 from videoflix.transcode.command import TranscodeSettings
 from videoflix.transcode.errors import TranscodeError, public_reason
-from videoflix.transcode.job import transcode
+from videoflix.transcode.fence import write_fence
+from videoflix.transcode.job import ChildJob, JobCancelled, LeaseLost, run_child_job
 from videoflix.transcode.limits import caps_from_config
+from videoflix.transcode.pool import TranscodePool
 
 log = logging.getLogger(__name__)
 
 # How long claim() blocks on an empty stream before looking again (and noticing shutdown).
 CLAIM_BLOCK_MS = 2000
-# Progress is written to Redis at most this often per job.
-PROGRESS_INTERVAL_SECONDS = 0.5
 # Renewals come every RENEW_FRACTION of the lease; a run must stop by
 # FENCE_FRACTION of the lease after the last renewal was sent (takeover is
 # possible only after the whole lease).
@@ -87,151 +81,11 @@ RECONCILE_MIN_SECONDS = 1.0
 RECONCILE_ROW_AGE_SECONDS = 5.0
 
 
-class JobCancelled(Exception):
-    """The video was deleted while its job ran."""
-
-
-class LeaseLost(Exception):
-    """The job's lease ended (taken over, or not renewable in time): the run stopped
-    its ffmpeg, or finished but may not publish."""
-
-
-@dataclass(frozen=True)
-class ChildJob:
-    """Everything the child process needs (picklable)."""
-
-    video_id: int
-    source: str
-    work_dir: str  # media.version_dir of the version this run writes
-    redis_url: str
-    settings: TranscodeSettings
-    fence: str = ""  # media.lease_fence of that version
-    max_file_bytes: int = 0  # RLIMIT_FSIZE of the run's ffmpeg (0: unchanged)
-    version: int = 0  # the version written (reported as playable once it is)
-
-
-def _exit_with_server(server_pid: int) -> None:
-    """Thread body in a pool worker: SIGKILL ourselves once the server is gone.
-
-    The forkserver outlives a killed server while any worker holds its "alive"
-    pipe, so the worker watches the server itself; its ffmpeg (spawned with a
-    parent-death signal) goes with it: no orphan encode after a crash.
-    """
-    try:
-        pidfd = os.pidfd_open(server_pid)
-        select.select([pidfd], [], [])  # readable once the process has exited
-    except OSError:
-        while True:
-            time.sleep(1)
-            try:
-                os.kill(server_pid, 0)
-            except ProcessLookupError:
-                break
-    os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _child_init(server_pid: int, reports: multiprocessing.queues.SimpleQueue) -> None:
-    reports.put((os.getpid(), os.getppid()))  # so the runner can kill us (TranscodePool.worker_pids)
-    threading.Thread(target=_exit_with_server, args=(server_pid,), name="server-watch", daemon=True).start()
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-class TranscodePool(concurrent.futures.ProcessPoolExecutor):
-    """The forkserver process pool, plus the pids of its workers as each worker's
-    initializer reports them: stop() kills running encodes through them, with no
-    private attribute of ProcessPoolExecutor."""
-
-    def __init__(self, workers: int) -> None:
-        # forkserver: forking a process that runs threads (executor, redis) is unsafe.
-        context = multiprocessing.get_context("forkserver")
-        self.worker_reports = context.SimpleQueue()
-        self.known_workers: dict[int, int] = {}  # pid -> the forkserver's pid
-        super().__init__(max_workers=workers, mp_context=context, initializer=_child_init,
-                         initargs=(os.getpid(), self.worker_reports))
-
-    def worker_pids(self) -> list[int]:
-        """Pids of the workers still alive (a pid whose parent changed was reused)."""
-        while not self.worker_reports.empty():
-            pid, parent = self.worker_reports.get()
-            self.known_workers[pid] = parent
-        return [pid for pid, parent in self.known_workers.items() if _parent_of(pid) == parent]
-
-
-def _fence_passed(fence: str) -> bool:
-    """True once the keeper's deadline in `fence` is past (or the file is gone)."""
-    try:
-        with open(fence, encoding="ascii") as handle:
-            deadline = float(handle.read() or 0)
-    except (OSError, ValueError):
-        return True
-    return time.monotonic() > deadline
-
-
-def _limit_file_size(max_bytes: int) -> None:
-    """RLIMIT_FSIZE for this worker and so for the ffmpeg it starts (limits are
-    inherited across fork and exec): a write past it kills ffmpeg (SIGXFSZ), so a
-    full disk or a runaway output fails the job instead of the server."""
-    if max_bytes <= 0:
-        return
-    _soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    limit = max_bytes if hard == resource.RLIM_INFINITY else min(max_bytes, hard)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-
-
-def run_child_job(job: ChildJob) -> dict:
-    """Runs in a pool process: the whole transcode, progress into Redis."""
-    _limit_file_size(job.max_file_bytes)
-    # Fail fast: a progress report must never hold up the watchdog loop.
-    client = redis.Redis.from_url(job.redis_url, socket_connect_timeout=1, socket_timeout=2,
-                                  retry=Retry(NoBackoff(), 0))
-    last = [0.0]
-
-    def on_progress(percent: float) -> None:
-        if job.fence and _fence_passed(job.fence):
-            raise LeaseLost(f"video {job.video_id}: the lease ended; ffmpeg stopped")
-        now = time.monotonic()
-        if now - last[0] < PROGRESS_INTERVAL_SECONDS and percent < 100.0:
-            return
-        last[0] = now
-        try:
-            progress.record(client, job.video_id, percent)
-            cancelled = progress.cancel_requested(client, job.video_id)
-        except redis.RedisError as exc:
-            logging.getLogger(__name__).warning("video %s: progress not recorded: %s", job.video_id, exc)
-            return
-        if cancelled:
-            raise JobCancelled(f"video {job.video_id} was deleted")
-
-    def on_playable() -> None:
-        try:
-            progress.record_playable(client, job.video_id, job.version)
-        except redis.RedisError as exc:
-            logging.getLogger(__name__).warning("video %s: playable not recorded: %s", job.video_id, exc)
-
-    try:
-        result = transcode(job.source, job.work_dir, job.settings, on_progress, on_playable)
-    finally:
-        client.close()
-    return dataclasses.asdict(result)
-
-
-def _write_fence(fence: Path, deadline: float) -> None:
-    temporary = fence.with_name(fence.name + ".tmp")
-    temporary.write_text(repr(deadline), encoding="ascii")
-    temporary.replace(fence)  # the child never reads a half-written deadline
-
-
 def _prepare_work_dir(path: Path, fence: Path, deadline: float) -> None:
     shutil.rmtree(path, ignore_errors=True)  # a new version: nothing there, unless a bug
     path.mkdir(parents=True)
     fence.parent.mkdir(parents=True, exist_ok=True)
-    _write_fence(fence, deadline)
+    write_fence(fence, deadline)
 
 
 def _remove_work(path: Path | None, fence: Path) -> None:
@@ -253,10 +107,6 @@ class _Running:
     work: Path  # the version folder it writes
     fence: Path
     lost: bool = False
-
-
-def make_process_pool(workers: int) -> TranscodePool:
-    return TranscodePool(workers)
 
 
 def settings_from_config(config: Config) -> TranscodeSettings:
@@ -281,7 +131,7 @@ class TranscodeRunner:
         self.lease_seconds = config.transcode_lease_seconds
         self.reconcile_seconds = max(RECONCILE_MIN_SECONDS, float(self.lease_seconds))
         self.redis = redis_client(config.redis_url)
-        self.pool = make_process_pool(config.transcode_workers)
+        self.pool = TranscodePool(config.transcode_workers)
         self._tasks: list[asyncio.Task] = []
         self._running: dict[str, _Running] = {}
         self._stopping = False
@@ -393,7 +243,7 @@ class TranscodeRunner:
 
     async def _set_fence(self, running: _Running, deadline: float) -> None:
         await asyncio.get_running_loop().run_in_executor(
-            self.services.file_executor, _write_fence, running.fence, deadline)
+            self.services.file_executor, write_fence, running.fence, deadline)
 
     async def _keep_lease(self, running: _Running, deadline: float) -> None:
         """Renew every RENEW_FRACTION of the lease, moving the fence on; retry Redis
@@ -476,7 +326,7 @@ class TranscodeRunner:
             log.error("video %s job %s: worker process died; the job will be reclaimed after its lease",
                       video_id, job.entry_id)
             if self.pool is pool and not self._stopping:
-                self.pool = make_process_pool(self.config.transcode_workers)
+                self.pool = TranscodePool(self.config.transcode_workers)
         else:
             # Shutdown (CancelledError) or a bug: leave the entry pending.
             raise exc
