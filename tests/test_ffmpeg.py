@@ -21,7 +21,7 @@ from videoflix.transcode import iframes
 from videoflix.transcode.command import TranscodeSettings, build_command, build_poster_command, time_limit_seconds
 from videoflix.transcode.errors import TranscodeError
 from videoflix.transcode.ffmpeg import parse_progress, run_ffmpeg
-from videoflix.transcode.job import TranscodeResult, check_complete, transcode
+from videoflix.transcode.job import JobResult, check_complete, transcode
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.ladderfile import provisional_variants, read_ladder
 from videoflix.transcode.playlist import (
@@ -195,7 +195,7 @@ def prepare_source(name: str, scratch: Path) -> Path:
 @dataclass
 class Job:
     out: Path
-    result: TranscodeResult
+    result: JobResult
     progress: list[float] = field(default_factory=list)
 
 

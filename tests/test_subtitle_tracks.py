@@ -13,6 +13,7 @@ from videoflix.transcode import subtracks
 from videoflix.transcode.command import TranscodeSettings
 from videoflix.transcode.job import transcode
 from videoflix.transcode.probe import SubtitleStream, parse_probe, probe_file_sync
+from videoflix.transcode.subtracks import ExtractedTrack
 
 from helpers import upload, wait_for_status
 from media import PARK, ffmpeg, probe_facts
@@ -91,10 +92,10 @@ def test_extract_command_forces_the_probed_demuxer_and_writes_into_tracks(source
 def test_transcode_extracts_each_text_track_to_webvtt(sources, tmp_path, kind, expected):
     result = transcode(sources[kind], tmp_path, TranscodeSettings(preset="ultrafast"))
     tracks = result.subtitle_tracks
-    assert [track["language"] for track in tracks] == [raw for raw, _ in expected]
-    assert [subtitle_formats.container_language(track["language"]) for track in tracks] == [bcp for _, bcp in expected]
+    assert [track.language for track in tracks] == [raw for raw, _ in expected]
+    assert [subtitle_formats.container_language(track.language) for track in tracks] == [bcp for _, bcp in expected]
     for track in tracks:
-        cues = subtitle_formats.parse_vtt((tmp_path / track["file"]).read_bytes())
+        cues = subtitle_formats.parse_vtt((tmp_path / track.file).read_bytes())
         # ffmpeg shifts every output by the file's start time (an MKV whose AAC
         # priming starts at -23 ms moves the cues by +23 ms, as it moves the video).
         starts_ends = [(cue.start_ms, cue.end_ms) for cue in cues]
@@ -103,7 +104,7 @@ def test_transcode_extracts_each_text_track_to_webvtt(sources, tmp_path, kind, e
             assert abs(start - want_start) <= 50 and end - start == want_end - want_start
         assert cues[0].text == "Hello" and "World" in cues[1].text
     if kind == "mkv":
-        assert tracks[0]["title"] == "Deutsch"
+        assert tracks[0].title == "Deutsch"
 
 
 @pytest.mark.slow
@@ -129,13 +130,13 @@ async def test_import_skips_broken_tracks_and_keeps_uploads(tmp_path, config, se
     (version / "tracks" / "4.vtt").write_bytes(b"WEBVTT\n\n00:01.000 --> 00:02.000\nsin idioma\n")
     await subtitle_tracks.add_from_upload(config, services, video_id, user["id"], False,
                                          {"language": "de", "label": "Deutsch"}, "de.vtt", VTT)
-    tracks = [{"file": "tracks/1.vtt", "language": "eng", "title": "English"},
-              {"file": "tracks/2.vtt", "language": "fre", "title": None},
-              {"file": "tracks/3.vtt", "language": "eng", "title": "Second"},
-              {"file": "tracks/4.vtt", "language": None, "title": 'Bad "quoted" title'},
-              {"file": "tracks/5.vtt", "language": "spa", "title": None},  # never written
-              {"file": "tracks/1.vtt", "language": "ger", "title": "Deutsch"},  # uploaded one wins
-              {"file": "../../../etc/passwd", "language": "ita", "title": None}]
+    tracks = [ExtractedTrack("tracks/1.vtt", "eng", "English", 1),
+              ExtractedTrack("tracks/2.vtt", "fre", None, 2),
+              ExtractedTrack("tracks/3.vtt", "eng", "Second", 3),
+              ExtractedTrack("tracks/4.vtt", None, 'Bad "quoted" title', 4),
+              ExtractedTrack("tracks/5.vtt", "spa", None, 5),  # never written
+              ExtractedTrack("tracks/1.vtt", "ger", "Deutsch", 1),  # uploaded one wins
+              ExtractedTrack("../../../etc/passwd", "ita", None, 6)]
     imported = await subtitle_tracks.import_tracks(config, services, video_id, version, tracks)
     assert imported == ["en", "und"]
     items = {item["language"]: item["label"] for item in await subtitle_tracks.list_items(config, services, video_id)}

@@ -20,6 +20,7 @@ import logging
 import os
 import secrets
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -34,7 +35,9 @@ from videoflix.tables import subtitles as subtitle_rows
 from videoflix.tables import videos as video_rows
 from videoflix.transcode import ladderfile
 from videoflix.transcode.command import TranscodeSettings
+from videoflix.transcode.job import JobResult
 from videoflix.transcode.playlist import SubtitleTrack
+from videoflix.transcode.subtracks import ExtractedTrack
 
 log = logging.getLogger(__name__)
 
@@ -286,29 +289,29 @@ class _Track:
     cut: bytes
 
 
-def _read_tracks(version_dir: Path, tracks: list[dict]) -> list[_Track]:
+def _read_tracks(version_dir: Path, tracks: Sequence[ExtractedTrack]) -> list[_Track]:
     """The usable extracted tracks, one per language, best first (executor).
 
     The child wrote these files from hostile input: each is parsed and re-serialized
     like an upload; a track that fails is skipped with a log line."""
     chosen: dict[str, _Track] = {}
     for track in tracks[:MAX_IMPORTED_TRACKS]:
-        language = subtitle_formats.container_language(track.get("language"))
+        language = subtitle_formats.container_language(track.language)
         if language in chosen:
             continue
         try:
-            if not media.is_track_file(str(track["file"])):
-                raise ValueError(f"not a track file name: {track['file']!r}")
-            data = (version_dir / track["file"]).read_bytes()
+            if not media.is_track_file(str(track.file)):
+                raise ValueError(f"not a track file name: {track.file!r}")
+            data = (version_dir / track.file).read_bytes()
             cues = subtitle_formats.parse_vtt(data)
             cut = subtitle_formats.cut_segments(cues, DEFAULT_SEGMENT_MS, 0, 0)
-        except (OSError, KeyError, TypeError, ValueError) as exc:  # SubtitleError is a ValueError
-            log.info("%s: extracted track %s skipped: %s", version_dir, track.get("file"), exc)
+        except (OSError, TypeError, ValueError) as exc:  # SubtitleError is a ValueError
+            log.info("%s: extracted track %s skipped: %s", version_dir, track.file, exc)
             continue
         label = None
-        if track.get("title"):
+        if track.title:
             try:
-                label = subtitle_formats.clean_label(str(track["title"]))
+                label = subtitle_formats.clean_label(str(track.title))
             except subtitle_formats.SubtitleError:
                 label = None
         chosen[language] = _Track(language, label or subtitle_formats.default_label(language),
@@ -317,7 +320,7 @@ def _read_tracks(version_dir: Path, tracks: list[dict]) -> list[_Track]:
 
 
 async def import_tracks(config: Config, services: Services, video_id: int, version_dir: Path,
-                        tracks: list[dict]) -> list[str]:
+                        tracks: Sequence[ExtractedTrack]) -> list[str]:
     """Make the extracted tracks the video's subtitle_formats, except in languages that have
     an uploaded one (an upload always wins). Returns the languages imported. Never
     raises for a bad track: the publish goes on without it."""
@@ -349,11 +352,11 @@ async def import_tracks(config: Config, services: Services, video_id: int, versi
 
 
 async def import_result_tracks(config: Config, services: Services, video_id: int, version_dir: Path,
-                               result: dict) -> None:
+                               result: JobResult) -> None:
     """The runner's on_outputs_ready hook: import what the run extracted (never raises
     for the tracks' sake: a failure is logged and the publish goes on)."""
     try:
-        await import_tracks(config, services, video_id, version_dir, list(result.get("subtitle_tracks") or []))
+        await import_tracks(config, services, video_id, version_dir, result.subtitle_tracks)
     except (OSError, ValueError) as exc:
         log.warning("video %s: subtitle tracks not imported: %s", video_id, exc)
 

@@ -55,6 +55,7 @@ from videoflix.transcode.ladder import Rendition, pick_renditions
 from videoflix.transcode.limits import ResourceLimits, limit_file_size
 from videoflix.transcode.playlist import PlaylistError, Variant, codecs_attribute, measure_rendition, vod_playlist
 from videoflix.transcode.probe import Probe, ProbeError, first_video_pts, probe_file_sync
+from videoflix.transcode.subtracks import ExtractedTrack
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,10 @@ PROGRESS_INTERVAL_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
-class TranscodeResult:
+class JobResult:
+    """What a finished run made: the row's new facts, and the tracks to import at publish
+    (returned by `transcode`, and by `run_child_job` across the process boundary)."""
+
     duration: float  # seconds, of the source
     width: int  # of the highest rendition
     height: int
@@ -80,7 +84,7 @@ class TranscodeResult:
     resolutions: list[str]  # highest first
     has_audio: bool
     # Text subtitle tracks written to tracks/ (subtracks.extract_tracks), imported at publish.
-    subtitle_tracks: list[dict] = field(default_factory=list)
+    subtitle_tracks: list[ExtractedTrack] = field(default_factory=list)
 
 
 class JobCancelled(Exception):
@@ -106,7 +110,7 @@ class ChildJob:
     version: int = 0  # the version written (reported as playable once it is)
 
 
-def run_child_job(job: ChildJob) -> dict:
+def run_child_job(job: ChildJob) -> JobResult:
     """Runs in a pool process: the whole transcode, progress into Redis."""
     limit_file_size(job.max_file_bytes)
     # Fail fast: a progress report must never hold up the watchdog loop.
@@ -137,10 +141,9 @@ def run_child_job(job: ChildJob) -> dict:
             logging.getLogger(__name__).warning("video %s: playable not recorded: %s", job.video_id, exc)
 
     try:
-        result = transcode(job.source, job.work_dir, job.settings, on_progress, on_playable)
+        return transcode(job.source, job.work_dir, job.settings, on_progress, on_playable)
     finally:
         client.close()
-    return dataclasses.asdict(result)
 
 
 def make_posters(
@@ -234,7 +237,7 @@ def transcode(
     settings: TranscodeSettings = TranscodeSettings(),
     on_progress: ProgressCallback | None = None,
     on_playable: PlayableCallback | None = None,
-) -> TranscodeResult:
+) -> JobResult:
     """Transcode `source` into the HLS ladder in `out_dir` (run in a child process)."""
     try:
         return _transcode(source, Path(out_dir), settings, on_progress, on_playable)
@@ -245,7 +248,7 @@ def transcode(
 def _transcode(
     source: str | os.PathLike[str], out: Path, settings: TranscodeSettings,
     on_progress: ProgressCallback | None, on_playable: PlayableCallback | None = None,
-) -> TranscodeResult:
+) -> JobResult:
     # The allow-listed probe decides the demuxer; every ffmpeg run below forces it. The
     # caps are checked again: the job may be older than the configured caps, or the
     # source replaced behind the upload's back.
@@ -317,7 +320,7 @@ def _transcode(
     if on_progress is not None:
         on_progress(100.0)
     top = renditions[0]
-    return TranscodeResult(
+    return JobResult(
         duration=probe.duration,
         width=top.width,
         height=top.height,

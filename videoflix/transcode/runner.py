@@ -60,7 +60,7 @@ from videoflix.transcode import progress, queue
 from videoflix.transcode.command import TranscodeSettings
 from videoflix.transcode.errors import TranscodeError, public_reason
 from videoflix.transcode.fence import write_fence
-from videoflix.transcode.job import ChildJob, JobCancelled, LeaseLost, run_child_job
+from videoflix.transcode.job import ChildJob, JobCancelled, JobResult, LeaseLost, run_child_job
 from videoflix.transcode.limits import caps_from_config
 from videoflix.transcode.pool import TranscodePool
 
@@ -144,7 +144,7 @@ class TranscodeRunner:
         self.on_video_changed: list[Callable[[int, int], Awaitable[None]]] = []
         # Awaited as hook(video_id, version_dir, result) once a run's outputs are in place,
         # before the row says ready (app.py: the extracted subtitle tracks are imported).
-        self.on_outputs_ready: list[Callable[[int, Path, dict], Awaitable[object]]] = []
+        self.on_outputs_ready: list[Callable[[int, Path, JobResult], Awaitable[object]]] = []
         # Called as callback(wall_seconds, media_seconds) after a successful transcode (metrics).
         self.on_transcoded: list[Callable[[float, float], None]] = []
         # Jobs running in the process pool right now.
@@ -372,7 +372,7 @@ class TranscodeRunner:
         started = time.monotonic()
         self.busy += 1
         try:
-            result = await loop.run_in_executor(pool, run_child_job, child_job)
+            result: JobResult = await loop.run_in_executor(pool, run_child_job, child_job)
             lease.cancel()
             if not await self._still_ours(running):
                 raise LeaseLost("the lease ended while the job ran")
@@ -387,15 +387,15 @@ class TranscodeRunner:
             lease.cancel()
             self._running.pop(job.entry_id, None)
         for callback in self.on_transcoded:
-            callback(time.monotonic() - started, float(result["duration"] or 0.0))
+            callback(time.monotonic() - started, float(result.duration or 0.0))
         # Just renewed: the job is ours for a whole lease, far longer than this takes.
         for hook in self.on_outputs_ready:  # e.g. the extracted subtitle tracks, before the switch
             await hook(video_id, work, result)
         # Publish: one UPDATE makes the version live (only if it is still the row's building one).
         async with cursor(self.services.pool) as cur:
-            ready = await videos.mark_ready(cur, video_id, version=version, duration=result["duration"],
-                                            width=result["width"], height=result["height"], fps=result["fps"],
-                                            has_audio=result["has_audio"], resolutions=result["resolutions"])
+            ready = await videos.mark_ready(cur, video_id, version=version, duration=result.duration,
+                                            width=result.width, height=result.height, fps=result.fps,
+                                            has_audio=result.has_audio, resolutions=result.resolutions)
         if not ready:
             # Deleted (or re-queued) while we worked: our outputs must not linger.
             log.info("video %s job %s: row changed during the job; discarding outputs", video_id, job.entry_id)
@@ -410,5 +410,5 @@ class TranscodeRunner:
         await queue.ack(redis_client, job)
         await progress.clear_progress(redis_client, video_id)
         await self._changed(video_id, row["owner_id"])
-        log.info("video %s job %s: ready (%s)", video_id, job.entry_id, ", ".join(result["resolutions"]))
+        log.info("video %s job %s: ready (%s)", video_id, job.entry_id, ", ".join(result.resolutions))
         self._notify(video_id, "ready")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from videoflix.platform.media import TRACKS_DIR_NAME, track_file_name
@@ -30,6 +31,17 @@ MAX_TRACKS = 16
 # Demuxing reads the whole file; a minute plus a tenth of the duration is plenty.
 EXTRACT_BASE_SECONDS = 60.0
 EXTRACT_SECONDS_PER_SECOND = 0.1
+
+
+@dataclass(frozen=True)
+class ExtractedTrack:
+    """A text track the run wrote: its file (relative to the version folder) and what the
+    container said about it (as is: the library cleans the language and title at import)."""
+
+    file: str  # media.track_file_name(index)
+    language: str | None
+    title: str | None
+    index: int  # the source's stream index
 
 
 def order_streams(streams: Sequence[SubtitleStream]) -> list[SubtitleStream]:
@@ -54,9 +66,9 @@ def build_extract_command(source: str | os.PathLike[str], out_dir: str | os.Path
 
 
 def extract_tracks(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
-                   nice: int, limits: ResourceLimits | None = None) -> list[dict]:
-    """Extract the text tracks; returns [{"file", "language", "title", "index"}] for
-    each one written, in import preference order. Never raises for a bad track."""
+                   nice: int, limits: ResourceLimits | None = None) -> list[ExtractedTrack]:
+    """Extract the text tracks; returns each one written, in import preference order.
+    Never raises for a bad track."""
     streams = order_streams(probe.subtitle_streams)
     if not streams:
         return []
@@ -79,7 +91,7 @@ def extract_tracks(source: str | os.PathLike[str], out_dir: str | os.PathLike[st
     for stream in streams:
         path = out / track_file_name(stream.index)
         if path.is_file() and path.stat().st_size > 0:
-            written.append({"file": track_file_name(stream.index), "language": stream.language,
-                            "title": stream.title, "index": stream.index})
+            written.append(ExtractedTrack(track_file_name(stream.index), stream.language, stream.title,
+                                          stream.index))
     return written
 
