@@ -297,7 +297,7 @@ async def test_delete_while_transcoding_stops_the_job_and_leaves_nothing(admin_c
     detail = await wait_for_status(admin_client, video_id, "processing")
     assert detail["status"] == "processing"
     finished = asyncio.get_running_loop().create_future()
-    runner.on_job_done.append(lambda vid, outcome: finished.done() or finished.set_result(outcome))
+    runner.on_outcome.append(lambda outcome: finished.done() or finished.set_result(outcome.kind))
     assert (await admin_client.fetch("DELETE", f"/api/video/{video_id}/")).status == 204
     # The running job notices (cancel key, or its work dir vanishing) and ends
     # without publishing anything.

@@ -54,10 +54,12 @@ def collect_routes() -> list:
 
 
 def make_runner(config: Config, services: Services, consumer: str | None = None) -> TranscodeRunner:
-    """The transcode consumer, its "job changed a video" connected to the lifecycle."""
+    """The transcode consumer, wired to the library: the extracted subtitle tracks are
+    imported before a version goes live; each job's outcome goes to the lifecycle (a
+    row the job changed), then to the metrics."""
     runner = TranscodeRunner(config, services, consumer=consumer)
-    runner.on_video_changed.append(functools.partial(lifecycle.video_changed, services))
-    runner.on_outputs_ready.append(functools.partial(subtitle_tracks.import_result_tracks, config, services))
+    runner.before_publish = functools.partial(subtitle_tracks.import_result_tracks, config, services)
+    runner.on_outcome.append(functools.partial(lifecycle.job_finished, services))
     metrics.of(services).watch_runner(runner)
     return runner
 

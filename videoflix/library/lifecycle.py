@@ -4,8 +4,8 @@
 `create_from_upload` is the one upload use case: validate -> probe -> move ->
 enqueue, raising InvalidUpload / UploadRejected for the handler to map.
 
-Handlers call these; app.py connects the transcode runner's "job done" to
-`video_changed`. Listing and the JSON shape are catalog.py's.
+Handlers call these; app.py subscribes `job_finished` to the transcode runner's
+outcomes. Listing and the JSON shape are catalog.py's.
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from videoflix.tables import videos as video_rows
 from videoflix.transcode import notify, progress, queue
 from videoflix.transcode.limits import caps_from_config
 from videoflix.transcode.probe import Probe, ProbeError, probe_file
+from videoflix.transcode.runner import JobOutcome
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,13 @@ async def video_changed(services: Services, video_id: int, owner_id: int) -> Non
     playback.forget_video(services, video_id)
     await catalog.forget_scopes(services, owner_id)
     await services.redis.publish(notify.CHANNEL, notify.changed_message(video_id, owner_id))
+
+
+async def job_finished(services: Services, outcome: JobOutcome) -> None:
+    """The transcode runner's outcome subscriber (app.make_runner): a job that changed
+    a video's row (ready, failed) changed the video."""
+    if outcome.owner_id is not None:
+        await video_changed(services, outcome.video_id, outcome.owner_id)
 
 
 def check_upload_fields(fields: dict[str, str], is_admin: bool,

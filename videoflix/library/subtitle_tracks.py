@@ -353,7 +353,7 @@ async def import_tracks(config: Config, services: Services, video_id: int, versi
 
 async def import_result_tracks(config: Config, services: Services, video_id: int, version_dir: Path,
                                result: JobResult) -> None:
-    """The runner's on_outputs_ready hook: import what the run extracted (never raises
+    """The runner's before_publish step: import what the run extracted (never raises
     for the tracks' sake: a failure is logged and the publish goes on)."""
     try:
         await import_tracks(config, services, video_id, version_dir, result.subtitle_tracks)

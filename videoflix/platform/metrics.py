@@ -2,8 +2,8 @@
 
 `of(services)` is the Metrics of that process's services: the HTTP layer feeds it
 from the access-log hook (`observe_request`), the transcode runner through its
-hooks (`watch_runner`), and GET /metrics reads the queue sizes from Redis when it
-is scraped. Nothing is registered in prometheus_client's global registry.
+outcome event (`watch_runner`), and GET /metrics reads the queue sizes from Redis
+when it is scraped. Nothing is registered in prometheus_client's global registry.
 
 Hot path: a finished request costs two dictionary look-ups of cached label
 children and three increments (no label validation, no lock on the lookup).
@@ -16,7 +16,7 @@ import logging
 import math
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import tornado.web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -44,6 +44,18 @@ OTHER_METHOD = "other"
 # Statuses: the registered codes (http.HTTPStatus), anything else by its class ("5xx").
 _KNOWN_STATUSES = frozenset(int(status) for status in http.HTTPStatus)
 LOGIN_ROUTE = "/api/login/"
+
+
+class FinishedJob(Protocol):
+    """What the metrics read of a transcode job's outcome (transcode/runner.JobOutcome,
+    described here: platform/ imports nothing above it)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def wall_seconds(self) -> float | None: ...
+    @property
+    def media_seconds(self) -> float: ...
 
 
 def status_label(status: int) -> str:
@@ -133,17 +145,16 @@ class Metrics:
     def watch_runner(self, runner: Any) -> None:
         """Count `runner`'s jobs, transcode times and busy workers."""
         self._runners.add(runner)
-        runner.on_job_done.append(self._job_done)
-        runner.on_transcoded.append(self._transcoded)
+        runner.on_outcome.append(self._job_finished)
 
-    def _job_done(self, video_id: int, outcome: str) -> None:
-        self.jobs.labels(outcome).inc()
-
-    def _transcoded(self, wall_seconds: float, media_seconds: float) -> None:
-        self.transcode_seconds.observe(wall_seconds)
-        self.media_seconds.inc(media_seconds)
-        if wall_seconds > 0:
-            self.transcode_speed.observe(media_seconds / wall_seconds)
+    def _job_finished(self, outcome: FinishedJob) -> None:
+        wall_seconds = outcome.wall_seconds
+        if wall_seconds is not None:  # the child finished its transcode (ready, or discarded after)
+            self.transcode_seconds.observe(wall_seconds)
+            self.media_seconds.inc(outcome.media_seconds)
+            if wall_seconds > 0:
+                self.transcode_speed.observe(outcome.media_seconds / wall_seconds)
+        self.jobs.labels(outcome.kind).inc()
 
     # --- scraping ---------------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import logging
 import os
 import shutil
@@ -45,6 +46,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import redis
 import redis.asyncio
@@ -79,6 +81,34 @@ RENEW_RETRY_FIRST_SECONDS = 0.1
 # and only once unchanged this long (an upload's row exists a moment before its entry).
 RECONCILE_MIN_SECONDS = 1.0
 RECONCILE_ROW_AGE_SECONDS = 5.0
+
+# How a job ended (JobOutcome.kind); the metrics count jobs by it, so the set is closed.
+OutcomeKind = Literal["ready", "failed", "cancelled", "discarded", "abandoned"]
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How one job ended, told once to every `TranscodeRunner.on_outcome` subscriber.
+
+    ready      the version is live (the row says ready)
+    failed     the video is `failed` with the reason (refused, or delivered too many times)
+    cancelled  the video was deleted while the job ran
+    discarded  the run finished but the row had changed meanwhile (deleted or re-queued)
+    abandoned  the lease ended: another consumer has or will have the job
+    A job whose worker died does not end here: it is reclaimed after its lease.
+    """
+
+    kind: OutcomeKind
+    video_id: int
+    version: int | None = None  # the version the run wrote (None: it never started)
+    owner_id: int | None = None  # the owner of the row this job changed (ready, failed); None: no row changed
+    wall_seconds: float | None = None  # how long the child ran, when it finished (ready, discarded)
+    result: JobResult | None = None  # what it made, when it finished
+
+    @property
+    def media_seconds(self) -> float:
+        """Seconds of video transcoded (0 when the child did not finish)."""
+        return float(self.result.duration or 0.0) if self.result is not None else 0.0
 
 
 def _prepare_work_dir(path: Path, fence: Path, deadline: float) -> None:
@@ -135,18 +165,14 @@ class TranscodeRunner:
         self._tasks: list[asyncio.Task] = []
         self._running: dict[str, _Running] = {}
         self._stopping = False
-        # Called as callback(video_id, outcome) when a job ends: "ready", "failed",
-        # "cancelled" (video deleted mid-job), "discarded" (row gone at the end) or
-        # "abandoned" (lease lost: another consumer has or will have the job).
-        self.on_job_done: list = []
-        # Awaited as hook(video_id, owner_id) after a job changed a video's row
-        # (ready or failed); app.py connects it to videos.video_changed.
-        self.on_video_changed: list[Callable[[int, int], Awaitable[None]]] = []
-        # Awaited as hook(video_id, version_dir, result) once a run's outputs are in place,
-        # before the row says ready (app.py: the extracted subtitle tracks are imported).
-        self.on_outputs_ready: list[Callable[[int, Path, JobResult], Awaitable[object]]] = []
-        # Called as callback(wall_seconds, media_seconds) after a successful transcode (metrics).
-        self.on_transcoded: list[Callable[[float, float], None]] = []
+        # Called with the JobOutcome of every job that ends here, once, in the order
+        # appended (and awaited when it returns an awaitable): app.py subscribes the
+        # library's lifecycle (a row the job changed), then the metrics.
+        self.on_outcome: list[Callable[[JobOutcome], Awaitable[None] | None]] = []
+        # Awaited as before_publish(video_id, version_dir, result) once a run's outputs are
+        # in place, before the row says ready: app.py has the library import the extracted
+        # subtitle tracks (their checks are the library's, and the switch must see them).
+        self.before_publish: Callable[[int, Path, JobResult], Awaitable[object]] | None = None
         # Jobs running in the process pool right now.
         self.busy = 0
 
@@ -288,39 +314,36 @@ class TranscodeRunner:
                         running.job.entry_id, exc or type(exc).__name__)
             return False
 
-    async def _changed(self, video_id: int, owner_id: int) -> None:
-        for hook in self.on_video_changed:
-            await hook(video_id, owner_id)
+    async def _tell(self, outcome: JobOutcome) -> None:
+        for subscriber in self.on_outcome:
+            returned = subscriber(outcome)
+            if inspect.isawaitable(returned):
+                await returned
 
-    def _notify(self, video_id: int, status: str) -> None:
-        for callback in self.on_job_done:
-            callback(video_id, status)
-
-    async def _fail(self, job: queue.Job, reason: str) -> None:
+    async def _fail(self, job: queue.Job, reason: str, version: int | None = None) -> None:
         async with transaction(self.services.pool) as cur:
             video = await videos.get_video(cur, job.video_id)
             await videos.mark_failed(cur, job.video_id, reason)
-        if video is not None:
-            await self._changed(job.video_id, video["owner_id"])
-        self._notify(job.video_id, "failed")
+        await self._tell(JobOutcome("failed", job.video_id, version,
+                                    owner_id=video["owner_id"] if video is not None else None))
 
-    async def _handle_failure(self, job: queue.Job, pool: concurrent.futures.Executor,
+    async def _handle_failure(self, job: queue.Job, version: int, pool: concurrent.futures.Executor,
                               exc: BaseException) -> None:
         video_id = job.video_id
         if isinstance(exc, JobCancelled):
             log.info("video %s job %s: cancelled (video deleted)", video_id, job.entry_id)
             await queue.ack(self.redis, job)
-            self._notify(video_id, "cancelled")
+            await self._tell(JobOutcome("cancelled", video_id, version))
         elif isinstance(exc, LeaseLost):
             log.warning("video %s job %s: abandoned, nothing published (%s)", video_id, job.entry_id, exc)
             try:  # if nobody took it over yet (this loop stalled), it can run again at once
                 await queue.release(self.redis, self.consumer, job)
             except (redis.RedisError, OSError) as error:
                 log.warning("video %s job %s: not handed back (%s)", video_id, job.entry_id, error)
-            self._notify(video_id, "abandoned")
+            await self._tell(JobOutcome("abandoned", video_id, version))
         elif isinstance(exc, TranscodeError):
             log.warning("video %s job %s: failed: %s", video_id, job.entry_id, exc)
-            await self._fail(job, public_reason(str(exc)))
+            await self._fail(job, public_reason(str(exc)), version)
             await queue.ack(self.redis, job)
         elif isinstance(exc, BrokenProcessPool):
             log.error("video %s job %s: worker process died; the job will be reclaimed after its lease",
@@ -380,17 +403,16 @@ class TranscodeRunner:
             lease.cancel()
             # A later delivery writes a new version: this one will never be published.
             await loop.run_in_executor(executor, _remove_work, work, fence)
-            await self._handle_failure(job, pool, exc)
+            await self._handle_failure(job, version, pool, exc)
             return
         finally:
             self.busy -= 1
             lease.cancel()
             self._running.pop(job.entry_id, None)
-        for callback in self.on_transcoded:
-            callback(time.monotonic() - started, float(result.duration or 0.0))
+        wall_seconds = time.monotonic() - started
         # Just renewed: the job is ours for a whole lease, far longer than this takes.
-        for hook in self.on_outputs_ready:  # e.g. the extracted subtitle tracks, before the switch
-            await hook(video_id, work, result)
+        if self.before_publish is not None:  # e.g. the extracted subtitle tracks, before the switch
+            await self.before_publish(video_id, work, result)
         # Publish: one UPDATE makes the version live (only if it is still the row's building one).
         async with cursor(self.services.pool) as cur:
             ready = await videos.mark_ready(cur, video_id, version=version, duration=result.duration,
@@ -404,11 +426,11 @@ class TranscodeRunner:
             target = work if still_there is not None else media.video_dir(self.config.media_dir, video_id)
             await loop.run_in_executor(executor, _remove_work, target, fence)
             await queue.ack(redis_client, job)
-            self._notify(video_id, "discarded")
+            await self._tell(JobOutcome("discarded", video_id, version, wall_seconds=wall_seconds, result=result))
             return
         await loop.run_in_executor(executor, _remove_work, None, fence)
         await queue.ack(redis_client, job)
         await progress.clear_progress(redis_client, video_id)
-        await self._changed(video_id, row["owner_id"])
         log.info("video %s job %s: ready (%s)", video_id, job.entry_id, ", ".join(result.resolutions))
-        self._notify(video_id, "ready")
+        await self._tell(JobOutcome("ready", video_id, version, owner_id=row["owner_id"],
+                                    wall_seconds=wall_seconds, result=result))
