@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -76,7 +76,7 @@ class TranscodeSettings:
     stall_seconds: float = 60.0
     time_limit_factor: float = 10.0  # limit = max(MIN_TIME_LIMIT_SECONDS, factor * duration)
     nice: int = 10
-    caps: MediaCaps = MediaCaps()  # checked again here: the upload's check may be older
+    caps: MediaCaps = field(default_factory=MediaCaps)  # checked again here: the upload's check may be older
     memory_mb: int = 0  # address-space limit of each ffmpeg run; 0 = sized from the job
     cpu_factor: float = 30.0  # CPU-seconds per second of 1080p video (limits.ffmpeg_limits)
 
@@ -119,7 +119,7 @@ def _tee_quote(value: str) -> str:
 
 def fps_arg(fps: float) -> str:
     rate = Fraction(fps).limit_denominator(1001)
-    return str(rate.numerator) if rate.denominator == 1 else "%d/%d" % (rate.numerator, rate.denominator)
+    return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
 
 
 def tone_map_filters(probe: Probe, size: tuple[int, int]) -> list[str]:
@@ -137,7 +137,7 @@ def _hls_slave(
 ) -> str:
     """One tee slave: an HLS muxer for one rendition (its video + the shared audio)."""
     directory = os.path.join(_path_arg(out_dir), rendition.name)
-    select = str(video_index) if audio_index is None else "%d,%d" % (video_index, audio_index)
+    select = str(video_index) if audio_index is None else f"{video_index},{audio_index}"
     options = [
         ("f", "hls"),
         ("select", select),  # tee output stream indexes
@@ -150,10 +150,8 @@ def _hls_slave(
         ("hls_flags", "independent_segments+temp_file"),
         ("hls_segment_filename", os.path.join(directory, SEGMENT_PATTERN)),
     ]
-    spec = "[%s]%s" % (
-        ":".join("%s=%s" % (key, _tee_quote(value)) for key, value in options),
-        os.path.join(directory, MEDIA_PLAYLIST_NAME),
-    )
+    muxer_options = ":".join(f"{key}={_tee_quote(value)}" for key, value in options)
+    spec = f"[{muxer_options}]{os.path.join(directory, MEDIA_PLAYLIST_NAME)}"
     # Two unescaping levels: the tee splits slaves with av_get_token, then each option
     # value goes through av_get_token again.
     return _tee_quote(spec)
@@ -191,17 +189,18 @@ def build_command(
     plan = sprite_plan(probe, renditions, settings)
     # HDR sources are tone mapped once, at the top rendition's size, before the cascade.
     tone_map = tone_map_filters(probe, (renditions[0].width, renditions[0].height))
-    chains = ["[0:%d]%s[c0]" % (probe.video_stream_index, ",".join(["fps=%s" % fps_arg(fps), *tone_map]))]
+    decoded = ",".join([f"fps={fps_arg(fps)}", *tone_map])
+    chains = [f"[0:{probe.video_stream_index}]{decoded}[c0]"]
     for i, r in enumerate(renditions):
-        scaled = "[c%d]scale=%d:%d,setsar=1,format=%s" % (i, r.width, r.height, PIXEL_FORMAT)
+        scaled = f"[c{i}]scale={r.width}:{r.height},setsar=1,format={PIXEL_FORMAT}"
         last = i == count - 1
         if not last:
-            chains.append(scaled + ",split=2[v%d][c%d]" % (i, i + 1))
+            chains.append(f"{scaled},split=2[v{i}][c{i + 1}]")
         elif plan is None:
-            chains.append(scaled + "[v%d]" % i)
+            chains.append(f"{scaled}[v{i}]")
         else:
             # The storyboard branches off the smallest rendition: the fewest pixels to scale.
-            chains.append(scaled + ",split=2[v%d][%s]" % (i, SPRITE_SOURCE_PAD))
+            chains.append(f"{scaled},split=2[v{i}][{SPRITE_SOURCE_PAD}]")
             chains.append(sprites.filter_chain(plan, SPRITE_SOURCE_PAD, SPRITE_OUTPUT_PAD))
     gop = _gop_frames(fps, settings)
     command = [
@@ -212,25 +211,25 @@ def build_command(
         "-filter_complex", ";".join(chains),
     ]
     for i in range(count):
-        command += ["-map", "[v%d]" % i]
+        command += ["-map", f"[v{i}]"]
     audio_index = None
     if probe.has_audio and probe.audio_stream_index is not None:
         audio_index = count  # tee output stream index: after the videos
-        command += ["-map", "0:%d" % probe.audio_stream_index]
+        command += ["-map", f"0:{probe.audio_stream_index}"]
     command += [
         "-map_metadata", "-1", "-map_chapters", "-1",  # no GPS tags or titles leak out
         "-c:v", "libx264", "-preset", settings.preset, "-crf", str(settings.crf),
         "-profile:v", VIDEO_PROFILE,
         "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
         "-flags:v", "+cgop", "-forced-idr", "1",
-        "-force_key_frames:v", "expr:gte(t,n_forced*%d)" % settings.gop_seconds,
+        "-force_key_frames:v", f"expr:gte(t,n_forced*{settings.gop_seconds})",
         *colour.output_args(tone_map),
     ]
     for i, r in enumerate(renditions):
-        command += ["-maxrate:v:%d" % i, "%dk" % r.max_kbps, "-bufsize:v:%d" % i, "%dk" % r.bufsize_kbps]
+        command += [f"-maxrate:v:{i}", f"{r.max_kbps}k", f"-bufsize:v:{i}", f"{r.bufsize_kbps}k"]
     if audio_index is not None:
         command += [
-            "-c:a", "aac", "-profile:a", AUDIO_PROFILE, "-b:a", "%dk" % settings.audio_kbps,
+            "-c:a", "aac", "-profile:a", AUDIO_PROFILE, "-b:a", f"{settings.audio_kbps}k",
             "-ac", str(AUDIO_CHANNELS), "-ar", str(AUDIO_SAMPLE_RATE),
         ]
     slaves = [_hls_slave(out_dir, r, i, audio_index, settings) for i, r in enumerate(renditions)]
@@ -277,16 +276,16 @@ def build_poster_command(
     poster_w, poster_h = _fit(probe.width, probe.height, POSTER_MAX_SIDE)
     thumb_w, thumb_h = _fit(probe.width, probe.height, THUMBNAIL_MAX_SIDE)
     tone_map = tone_map_filters(probe, (poster_w, poster_h))
+    tone_mapped = "".join(f + "," for f in tone_map)
     graph = (
-        "[0:%d]%sscale=%d:%d,setsar=1,thumbnail=n=%d,split=2[poster][t];[t]scale=%d:%d[thumb]"
-        % (probe.video_stream_index, "".join(f + "," for f in tone_map), poster_w, poster_h,
-           candidates, thumb_w, thumb_h)
+        f"[0:{probe.video_stream_index}]{tone_mapped}scale={poster_w}:{poster_h},setsar=1,"
+        f"thumbnail=n={candidates},split=2[poster][t];[t]scale={thumb_w}:{thumb_h}[thumb]"
     )
     directory = _path_arg(out_dir)
     return [
         "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
         *input_options(probe.demuxer),
-        "-ss", "%.3f" % start_seconds, "-i", _input_arg(source),
+        "-ss", f"{start_seconds:.3f}", "-i", _input_arg(source),
         "-filter_complex", graph,
         "-map", "[poster]", "-frames:v", "1", "-q:v", "2", "-update", "1",
         os.path.join(directory, POSTER_NAME),

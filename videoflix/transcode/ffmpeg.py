@@ -118,9 +118,9 @@ def run_ffmpeg(
         while True:
             now = time.monotonic()
             if now - started > time_limit:
-                raise TranscodeError("ffmpeg exceeded the time limit of %g s." % time_limit)
+                raise TranscodeError(f"ffmpeg exceeded the time limit of {time_limit:g} s.")
             if now - last_advance > stall_seconds:
-                raise TranscodeError("ffmpeg stalled: no progress for %g s." % stall_seconds)
+                raise TranscodeError(f"ffmpeg stalled: no progress for {stall_seconds:g} s.")
             if not selector.select(WATCHDOG_POLL_SECONDS):
                 continue
             chunk = os.read(proc.stdout.fileno(), 65536)
@@ -139,7 +139,7 @@ def run_ffmpeg(
         try:
             returncode, cpu_used = _reap(proc, remaining)
         except subprocess.TimeoutExpired:
-            raise TranscodeError("ffmpeg exceeded the time limit of %g s." % time_limit) from None
+            raise TranscodeError(f"ffmpeg exceeded the time limit of {time_limit:g} s.") from None
     finally:
         selector.close()
         if proc.poll() is None:
@@ -156,8 +156,8 @@ def run_ffmpeg(
         detail = " | ".join(tail) or "no error output"
         hit = limits.failure(returncode, cpu_used, detail) if limits is not None else None
         if hit is not None:
-            raise TranscodeError("ffmpeg %s." % hit)
-        raise TranscodeError("ffmpeg failed (exit %d): %s" % (returncode, detail))
+            raise TranscodeError(f"ffmpeg {hit}.")
+        raise TranscodeError(f"ffmpeg failed (exit {returncode}): {detail}")
     return out_time
 
 

@@ -203,8 +203,7 @@ def check_complete(produced: float, duration: float) -> None:
     missing = duration - produced
     if missing > max(TRUNCATION_MIN_SECONDS, TRUNCATION_FRACTION * duration):
         raise TranscodeError(
-            "The video stops at %.1f s of %.1f s: the file is truncated or corrupt."
-            % (produced, duration)
+            f"The video stops at {produced:.1f} s of {duration:.1f} s: the file is truncated or corrupt."
         )
 
 
@@ -234,13 +233,14 @@ def finish_playlists(out_dir: Path, renditions: Sequence[Rendition]) -> None:
 def transcode(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
-    settings: TranscodeSettings = TranscodeSettings(),
+    settings: TranscodeSettings | None = None,
     on_progress: ProgressCallback | None = None,
     on_playable: PlayableCallback | None = None,
 ) -> JobResult:
-    """Transcode `source` into the HLS ladder in `out_dir` (run in a child process)."""
+    """Transcode `source` into the HLS ladder in `out_dir` (run in a child process);
+    `settings` None: the defaults."""
     try:
-        return _transcode(source, Path(out_dir), settings, on_progress, on_playable)
+        return _transcode(source, Path(out_dir), settings or TranscodeSettings(), on_progress, on_playable)
     except TranscodeError as error:
         raise TranscodeError(public_reason(str(error))) from error
 
@@ -261,7 +261,7 @@ def _transcode(
     log.info(
         "transcoding %s: %dx%d %.3f fps %.1f s audio=%s -> %s",
         source, probe.width, probe.height, probe.fps, probe.duration, probe.has_audio,
-        ", ".join("%s %dx%d@%.3f" % (r.name, r.width, r.height, r.fps) for r in renditions),
+        ", ".join(f"{r.name} {r.width}x{r.height}@{r.fps:.3f}" for r in renditions),
     )
     prepare_output(out, probe, renditions, settings)
     plan = sprite_plan(probe, renditions, settings)
@@ -300,7 +300,7 @@ def _transcode(
     try:
         finish_playlists(out, renditions)
     except (OSError, PlaylistError) as error:
-        raise TranscodeError("Unusable output: %s" % error) from error
+        raise TranscodeError(f"Unusable output: {error}") from error
     if not reported[0]:  # a run too short for a progress report after its first segment
         reported[0] = True
         start_pts[0] = first_video_pts(out / renditions[-1].name / (SEGMENT_PATTERN % 0))
@@ -312,7 +312,7 @@ def _transcode(
         variants = [_variant(out, r, probe.has_audio) for r in renditions]
         trickplay = write_trickplay(out, variants, plan)
     except (PlaylistError, ProbeError) as error:
-        raise TranscodeError("Unusable output: %s" % error) from error
+        raise TranscodeError(f"Unusable output: {error}") from error
     ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
         variants, complete=True, duration=probe.duration, segment_seconds=settings.segment_seconds,
         start_pts=start_pts[0], iframes=[dataclasses.asdict(stream) for stream in trickplay.iframes],

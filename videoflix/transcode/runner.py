@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
 import logging
 import os
@@ -122,10 +123,8 @@ def _remove_work(path: Path | None, fence: Path) -> None:
     """The run's version folder (None: keep it, it is published) and its fence."""
     if path is not None:
         shutil.rmtree(path, ignore_errors=True)
-        try:
-            path.parent.rmdir()  # media/<id>/ when nothing else is in it
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # media/<id>/ goes when nothing else is in it
+            path.parent.rmdir()
     fence.unlink(missing_ok=True)
 
 
@@ -237,10 +236,8 @@ class TranscodeRunner:
         pids = self.pool.worker_pids()
         self.pool.shutdown(wait=False, cancel_futures=True)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     async def _consume(self) -> None:
         while not self._stopping:
@@ -283,7 +280,7 @@ class TranscodeRunner:
                 sent = loop.time()
                 try:
                     held = await self._renew(job)
-                except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+                except (redis.RedisError, OSError, TimeoutError) as exc:
                     if loop.time() + backoff < deadline:
                         log.warning("video %s job %s: lease not renewed (%s); retrying in %.1f s",
                                     job.video_id, job.entry_id, exc or type(exc).__name__, backoff)
@@ -309,7 +306,7 @@ class TranscodeRunner:
             return False
         try:
             return await self._renew(running.job)
-        except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+        except (redis.RedisError, OSError, TimeoutError) as exc:
             log.warning("video %s job %s: lease not confirmed (%s)", running.job.video_id,
                         running.job.entry_id, exc or type(exc).__name__)
             return False

@@ -60,7 +60,7 @@ def build_extract_command(source: str | os.PathLike[str], out_dir: str | os.Path
         "-i", "file:" + os.fspath(source),
     ]
     for stream in streams:
-        command += ["-map", "0:%d" % stream.index, "-map_metadata", "-1", "-c:s", "webvtt", "-f", "webvtt",
+        command += ["-map", f"0:{stream.index}", "-map_metadata", "-1", "-c:s", "webvtt", "-f", "webvtt",
                     os.path.join(os.fspath(out_dir), track_file_name(stream.index))]
     return command
 
