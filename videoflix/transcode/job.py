@@ -12,7 +12,7 @@ and the job's memory/CPU-time limits (ffmpeg.py, limits.py), says when the versi
 becomes playable, makes the poster and thumbnail, extracts the source's text
 subtitle tracks (subtracks.py), measures the segments, turns the media playlists into
 VOD and writes the final ladder.json. It never writes outside `out_dir`; it needs no
-Redis (the tests and benchmarks call it directly).
+Redis (the tests call it directly).
 
 Output layout inside out_dir (one version, media.version_dir):
     ladder.json               ours (transcode/ladderfile.py): provisional, then final
@@ -129,7 +129,7 @@ def run_child_job(job: ChildJob) -> JobResult:
             progress.record(client, job.video_id, percent)
             cancelled = progress.cancel_requested(client, job.video_id)
         except redis.RedisError as exc:
-            logging.getLogger(__name__).warning("video %s: progress not recorded: %s", job.video_id, exc)
+            log.warning("video %s: progress not recorded: %s", job.video_id, exc)
             return
         if cancelled:
             raise JobCancelled(f"video {job.video_id} was deleted")
@@ -138,7 +138,7 @@ def run_child_job(job: ChildJob) -> JobResult:
         try:
             progress.record_playable(client, job.video_id, job.version)
         except redis.RedisError as exc:
-            logging.getLogger(__name__).warning("video %s: playable not recorded: %s", job.video_id, exc)
+            log.warning("video %s: playable not recorded: %s", job.video_id, exc)
 
     try:
         return transcode(job.source, job.work_dir, job.settings, on_progress, on_playable)

@@ -1,5 +1,6 @@
 """ffprobe: run it (IO at the edge) and turn its JSON into a `Probe` (pure). Every
-ffprobe of the code base runs from here.
+ffprobe that reads a media file runs from here (platform/preflight.py only asks for
+its version).
 
 `parse_probe` is pure and is what the tests exercise with the facts quoted in
 shared/media/README.md; `probe_file` (asyncio, for the loop) and `probe_file_sync`
