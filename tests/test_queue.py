@@ -304,3 +304,82 @@ async def test_pending_job_survives_a_client_reconnect(r, redis_server):
         assert taken == Job(entry_id=entry_id, video_id=8, deliveries=2)
     finally:
         await second.aclose()
+
+
+# --- fairness: one owner's jobs do not starve another's (issue 18 item 10) ---------------------
+
+async def serve_in_order(r: redis.asyncio.Redis) -> list[int]:
+    """Claim and acknowledge one job at a time until none is left: the video ids in the
+    order a lone worker would transcode them."""
+    served = []
+    while (job := await queue.claim(r, "worker", 0)) is not None:
+        served.append(job.video_id)
+        await queue.ack(r, job)
+    return served
+
+
+@pytest.mark.gen_test
+async def test_a_users_first_job_waits_behind_at_most_a_share_of_anothers_hundred(r):
+    for video_id in range(1, 101):
+        await queue.enqueue(r, video_id, owner_id=7)
+    await queue.enqueue(r, 1000, owner_id=8)
+    order = await serve_in_order(r)
+    assert sorted(order) == [*range(1, 101), 1000]  # nothing lost, nothing twice
+    assert order.index(1000) <= queue.USER_SHARE
+    assert [video_id for video_id in order if video_id != 1000] == list(range(1, 101))  # each owner's own order
+
+
+@pytest.mark.gen_test
+async def test_owners_are_served_in_turn(r):
+    for owner in (1, 2, 3):
+        for n in range(5):
+            await queue.enqueue(r, owner * 100 + n, owner_id=owner)
+    order = await serve_in_order(r)
+    owners = [video_id // 100 for video_id in order]
+    assert sorted(order) == sorted(owner * 100 + n for owner in (1, 2, 3) for n in range(5))
+    # Every window of three consecutive jobs after the first shares holds no one owner's
+    # whole batch: no owner ever waits for another's five.
+    firsts = {owner: owners.index(owner) for owner in (1, 2, 3)}
+    assert max(firsts.values()) <= 2 * queue.USER_SHARE
+    for owner in (1, 2, 3):
+        assert [v for v in order if v // 100 == owner] == [owner * 100 + n for n in range(5)]
+
+
+@pytest.mark.gen_test
+async def test_waiting_jobs_are_counted_found_and_removable(r):
+    for video_id in range(1, 6):
+        await queue.enqueue(r, video_id, owner_id=7)
+    assert await r.xlen(STREAM) == queue.USER_SHARE  # the rest wait their turn
+    assert await queue.pending_video_ids(r) == {1, 2, 3, 4, 5}
+    assert (await queue.stats(r)).length == 5
+    assert await queue.remove_video(r, 4) == 1  # a waiting one
+    assert await queue.remove_video(r, 1) == 1  # one in the stream: the next waiting one moves up
+    assert await queue.pending_video_ids(r) == {2, 3, 5}
+    assert await serve_in_order(r) == [2, 3, 5]
+    assert (await queue.stats(r)).length == 0
+
+
+@pytest.mark.gen_test
+async def test_a_turn_lost_in_a_crash_is_given_by_the_next_reconciliation(r):
+    for video_id in range(1, 5):
+        await queue.enqueue(r, video_id, owner_id=7)
+    job = await queue.claim(r, "worker", 0)
+    # The job is done and its entry deleted, and the process dies before moving the next
+    # waiting job up: the owner now has room in the stream and jobs still waiting.
+    async with r.pipeline(transaction=True) as pipe:
+        pipe.xack(STREAM, GROUP, job.entry_id)
+        pipe.xdel(STREAM, job.entry_id)
+        await pipe.execute()
+    assert await r.xlen(STREAM) == queue.USER_SHARE - 1
+    assert await queue.promote_waiting(r) == 1
+    assert await serve_in_order(r) == [2, 3, 4]
+
+
+@pytest.mark.gen_test
+async def test_a_dead_lettered_job_makes_room_for_the_owners_next(r):
+    for video_id in range(1, 4):
+        await queue.enqueue(r, video_id, owner_id=7)
+    job = await queue.claim(r, "worker", 0)
+    await queue.dead_letter(r, job, "it kept crashing")
+    assert await queue.pending_video_ids(r) == {2, 3}
+    assert await r.xlen(STREAM) == queue.USER_SHARE

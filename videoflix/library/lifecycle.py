@@ -22,6 +22,7 @@ from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor, transaction
 from videoflix.platform.services import Services
+from videoflix.tables import users
 from videoflix.tables import videos as video_rows
 from videoflix.transcode import notify, progress, queue
 from videoflix.transcode.limits import caps_from_config
@@ -45,6 +46,40 @@ class InvalidUpload(Exception):
 
 class UploadRejected(Exception):
     """The upload cannot become a video; str() says why."""
+
+
+class QuotaExceeded(Exception):
+    """An upload past the owner's quota: `status` 429 (videos waiting to be transcoded)
+    or 413 (bytes stored), `detail` says which and how much."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+def _gib(size: int) -> str:
+    return f"{size / 1024 ** 3:.1f} GiB"
+
+
+async def check_quota(config: Config, services: Services, owner_id: int, is_admin: bool, incoming_bytes: int,
+                      cur: object | None = None) -> None:
+    """QuotaExceeded when one more upload of `incoming_bytes` would take the owner past
+    VIDEOFLIX_MAX_QUEUED_PER_USER videos waiting to be transcoded or past
+    VIDEOFLIX_MAX_USER_BYTES of sources stored (0: no limit). Admins have none."""
+    if is_admin:
+        return
+    if cur is None:
+        async with cursor(services.pool) as own:
+            unfinished, stored = await video_rows.usage(own, owner_id)
+    else:
+        unfinished, stored = await video_rows.usage(cur, owner_id)
+    if config.max_queued_per_user and unfinished >= config.max_queued_per_user:
+        raise QuotaExceeded(429, f"You have {unfinished} videos waiting to be transcoded (at most "
+                                 f"{config.max_queued_per_user}): upload more once they are ready.")
+    if config.max_user_bytes and stored + incoming_bytes > config.max_user_bytes:
+        raise QuotaExceeded(413, f"This upload would pass your storage quota of {_gib(config.max_user_bytes)} "
+                                 f"({_gib(stored)} used): delete videos to make room.")
 
 
 async def video_changed(services: Services, video_id: int, owner_id: int) -> None:
@@ -126,10 +161,10 @@ async def update_video(services: Services, video_id: int, user_id: int, is_admin
 
 async def create_from_upload(config: Config, services: Services, upload: UploadReceiver, owner_id: int,
                              is_admin: bool, client_gone: Callable[[], bool]) -> dict:
-    """A received upload becomes a queued video: validate -> probe -> move -> enqueue.
+    """A received upload becomes a queued video: validate -> probe -> quota -> move -> enqueue.
 
-    Returns the row as queued. InvalidUpload / UploadRejected when it cannot be;
-    on any failure the received file is removed.
+    Returns the row as queued. InvalidUpload / UploadRejected / QuotaExceeded when it
+    cannot be; on any failure the received file is removed.
     """
     try:
         if not upload.has_file:
@@ -141,7 +176,7 @@ async def create_from_upload(config: Config, services: Services, upload: UploadR
             raise UploadRejected(str(exc)) from None
         if client_gone():
             raise UploadRejected("Client went away.")
-        return await _store(config, services, upload, owner_id, fields, visibility, probe)
+        return await _store(config, services, upload, owner_id, is_admin, fields, visibility, probe)
     except UploadError as exc:
         upload.discard()
         raise UploadRejected(str(exc)) from None
@@ -150,10 +185,14 @@ async def create_from_upload(config: Config, services: Services, upload: UploadR
         raise
 
 
-async def _store(config: Config, services: Services, upload: UploadReceiver, owner_id: int,
+async def _store(config: Config, services: Services, upload: UploadReceiver, owner_id: int, is_admin: bool,
                  fields: dict[str, str], visibility: str, probe: Probe) -> dict:
     """Row + source file + queue entry, all in place before this returns (the job is durable)."""
     async with transaction(services.pool) as cur:
+        # The quota again, with the real size, the owner's row locked: two uploads of one
+        # user finishing together cannot both pass it.
+        await users.lock_user(cur, owner_id)
+        await check_quota(config, services, owner_id, is_admin, upload.size, cur)
         video_id = await video_rows.insert_video(
             cur, owner_id=owner_id, title=fields["title"], description=fields["description"],
             category=fields["category"], visibility=visibility, status="queued",
@@ -167,7 +206,7 @@ async def _store(config: Config, services: Services, upload: UploadReceiver, own
     target = media.source_path(config.media_dir, video_id)
     try:
         await loop.run_in_executor(services.file_executor, _move_into_place, upload.temp_path, target)
-        await queue.enqueue(services.redis, video_id)
+        await queue.enqueue(services.redis, video_id, owner_id)
     except BaseException:
         async with cursor(services.pool) as cur:
             await video_rows.delete_video(cur, video_id)
@@ -224,7 +263,7 @@ async def retranscode(config: Config, services: Services, video_id: int) -> dict
             raise VideoBusy()
         queued = await video_rows.get_video(cur, video_id)
     await progress.reset(services.redis, video_id)
-    await queue.enqueue(services.redis, video_id)
+    await queue.enqueue(services.redis, video_id, video["owner_id"])
     await video_changed(services, video_id, video["owner_id"])
     log.info("video %s queued again", video_id)
     return queued

@@ -151,6 +151,8 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("max_upload_bytes", "MAX_UPLOAD_BYTES", _parse_positive_int, "largest accepted upload (413 above)"),
     ("allow_public_user_uploads", "ALLOW_PUBLIC_USER_UPLOADS", _parse_bool, "let non-admin users publish to everyone"),
     ("max_concurrent_uploads", "VIDEOFLIX_MAX_CONCURRENT_UPLOADS", _parse_positive_int, "uploads one user may have in flight at once (429 above)"),
+    ("max_queued_per_user", "VIDEOFLIX_MAX_QUEUED_PER_USER", _parse_non_negative_int, "videos of one user waiting to be transcoded at once; another upload is 429 (admins: no limit; 0: none)"),
+    ("max_user_bytes", "VIDEOFLIX_MAX_USER_BYTES", _parse_non_negative_int, "bytes of sources one user may store; an upload past it is 413 (admins: no limit; 0: none)"),
     ("upload_idle_seconds", "VIDEOFLIX_UPLOAD_IDLE_SECONDS", _parse_positive_int, "an upload that sends nothing this long is cut off"),
     ("transcode_workers", "TRANSCODE_WORKERS", _parse_positive_int, "ffmpeg jobs run at once (process pool size)"),
     ("transcode_stall_seconds", "TRANSCODE_STALL_SECONDS", _parse_positive_int, "kill ffmpeg after this long without progress"),
@@ -219,6 +221,9 @@ class Config:
     max_upload_bytes: int = 20 * 1024**3
     allow_public_user_uploads: bool = False
     max_concurrent_uploads: int = 2
+    # Per-user quotas (library/lifecycle.check_quota); admins are exempt, 0 = no limit.
+    max_queued_per_user: int = 10
+    max_user_bytes: int = 100 * 1024**3
     upload_idle_seconds: int = 60
     transcode_workers: int = 1
     transcode_stall_seconds: int = 60

@@ -16,6 +16,15 @@ def key(*parts: object) -> str:
 # transcode/queue.py: the job stream and its dead letters.
 TRANSCODE_STREAM = key("transcode")
 TRANSCODE_DEAD_LETTER = key("transcode", "dead")
+# transcode/queue.py: the owners with jobs waiting their turn, and each one's waiting jobs.
+TRANSCODE_BACKLOG_OWNERS = key("transcode", "backlog-owners")
+
+
+def transcode_backlog(owner: str) -> str:
+    """transcode/queue.py: one owner's jobs waiting their turn (a list, oldest first)."""
+    return key("transcode", "backlog", owner)
+
+
 # transcode/runner.py: held by the one process reconciling rows and stream right now.
 TRANSCODE_RECONCILE_LOCK = key("transcode", "reconcile")
 

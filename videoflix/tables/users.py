@@ -81,3 +81,8 @@ async def set_admin_password(cur: Any, email: str, password_hash: str) -> int:
 
 async def record_login(cur: Any, user_id: int) -> None:
     await cur.execute("UPDATE users SET last_login_at = now() WHERE id = %s", (user_id,))
+
+
+async def lock_user(cur: Any, user_id: int) -> None:
+    """Hold the user's row until the transaction ends (serialises their quota checks)."""
+    await cur.execute("SELECT id FROM users WHERE id = %s FOR UPDATE", (user_id,))

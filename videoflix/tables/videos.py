@@ -120,13 +120,21 @@ async def mark_queued(cur: Any, video_id: int) -> bool:
     return await cur.fetchone() is not None
 
 
-async def unfinished_video_ids(cur: Any, unchanged_for_seconds: float = 0.0) -> list[int]:
-    """Queued or processing rows, optionally only those unchanged for a while (a
-    row just inserted may not have its queue entry yet)."""
-    await cur.execute("SELECT id FROM videos WHERE status IN ('queued', 'processing')"
+async def unfinished_videos(cur: Any, unchanged_for_seconds: float = 0.0) -> list[tuple[int, int]]:
+    """(id, owner id) of queued or processing rows, optionally only those unchanged for
+    a while (a row just inserted may not have its queue entry yet)."""
+    await cur.execute("SELECT id, owner_id FROM videos WHERE status IN ('queued', 'processing')"
                       " AND updated_at <= now() - make_interval(secs => %s) ORDER BY id",
                       (float(unchanged_for_seconds),))
-    return [row["id"] for row in await cur.fetchall()]
+    return [(row["id"], row["owner_id"]) for row in await cur.fetchall()]
+
+
+async def usage(cur: Any, owner_id: int) -> tuple[int, int]:
+    """(videos queued or being transcoded, bytes of sources stored) of one owner."""
+    await cur.execute("SELECT count(*) FILTER (WHERE status IN ('queued', 'processing')) AS unfinished,"
+                      " COALESCE(sum(source_size), 0) AS stored FROM videos WHERE owner_id = %s", (owner_id,))
+    row = await cur.fetchone()
+    return int(row["unfinished"]), int(row["stored"])
 
 
 async def delete_video(cur: Any, video_id: int) -> bool:

@@ -18,6 +18,15 @@ Life of a job:
   when the job cannot succeed. Both delete the entry, so STREAM only ever holds
   live jobs: not yet delivered, or delivered and pending.
 
+Fairness: a job carries its video's owner. STREAM holds at most USER_SHARE jobs of
+one owner (waiting or running); the owner's further jobs wait in a backlog list of
+their own, oldest first, and one moves into STREAM each time one of theirs leaves it
+(`ack`, `dead_letter`, `remove_video`; `promote_waiting` also catches up after a
+crash between the two). So consumers, which take STREAM's oldest job first, serve
+the owners in turn: one user's hundred uploads delay another's first one by at most
+USER_SHARE jobs. Moves between backlog and STREAM are Lua scripts, atomic: a job is
+always in exactly one of them. Jobs enqueued without an owner skip the backlog.
+
 Redelivery limit: `claim` never refuses a job. It returns the job with its
 delivery count (1 on first delivery, +1 for each takeover), and the *caller*
 dead-letters it when ``job.deliveries > MAX_DELIVERIES`` (and marks the video
@@ -30,6 +39,7 @@ the ``block_ms`` given to `claim`.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -63,6 +73,9 @@ MAX_DELIVERIES = 3
 # (renewals come every LEASE_SECONDS / 3), short enough that a crashed
 # worker's video restarts within about a minute.
 LEASE_SECONDS = 60.0
+# Jobs of one owner in STREAM at once (see the module docstring): two keep two
+# workers busy for a lone uploader, and another user's job waits behind at most two.
+USER_SHARE = 2
 # Entries read per XRANGE round trip when scanning the whole stream.
 SCAN_PAGE = 500
 # XAUTOCLAIM's cursor value meaning "scanned the whole PEL".
@@ -93,6 +106,61 @@ end
 return #redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4],
                    'RETRYCOUNT', ARGV[5], 'JUSTID')
 """
+# How many jobs of ARGV[1] (an owner) STREAM (KEYS[1]) holds: a Lua prelude.
+_COUNT_MINE = """
+local function count_mine(stream, owner)
+  local mine = 0
+  for _, entry in ipairs(redis.call('XRANGE', stream, '-', '+')) do
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'owner' and fields[i + 1] == owner then
+        mine = mine + 1
+      end
+    end
+  end
+  return mine
+end
+local function dispatch(stream, owner, video_id, request_id)
+  if request_id ~= '' then
+    return redis.call('XADD', stream, '*', 'video_id', video_id, 'owner', owner, 'request_id', request_id)
+  end
+  return redis.call('XADD', stream, '*', 'video_id', video_id, 'owner', owner)
+end
+"""
+# Enqueue for an owner: into STREAM when the owner has fewer than ARGV[2] jobs there
+# and none waiting (never ahead of its own older jobs), else at the end of its backlog.
+# KEYS: STREAM, the owner's backlog, the backlog owners; ARGV: owner, share, video id,
+# request id. Returns the entry id, or "" when the job waits in the backlog.
+_ENQUEUE_SCRIPT = _COUNT_MINE + """
+if redis.call('LLEN', KEYS[2]) == 0 and count_mine(KEYS[1], ARGV[1]) < tonumber(ARGV[2]) then
+  return dispatch(KEYS[1], ARGV[1], ARGV[3], ARGV[4])
+end
+redis.call('RPUSH', KEYS[2], cjson.encode({video_id = ARGV[3], request_id = ARGV[4]}))
+redis.call('SADD', KEYS[3], ARGV[1])
+return ''
+"""
+# Move an owner's oldest waiting jobs into STREAM while it has fewer than ARGV[2] there.
+# KEYS: STREAM, the owner's backlog, the backlog owners; ARGV: owner, share. Returns
+# how many moved.
+_PROMOTE_SCRIPT = _COUNT_MINE + """
+local mine = count_mine(KEYS[1], ARGV[1])
+local moved = 0
+while mine < tonumber(ARGV[2]) do
+  local item = redis.call('LPOP', KEYS[2])
+  if not item then
+    break
+  end
+  local job = cjson.decode(item)
+  dispatch(KEYS[1], ARGV[1], tostring(job.video_id), tostring(job.request_id or ''))
+  mine = mine + 1
+  moved = moved + 1
+end
+if redis.call('LLEN', KEYS[2]) == 0 then
+  redis.call('SREM', KEYS[3], ARGV[1])
+end
+return moved
+"""
+
 # The idle time a released job gets: far beyond any lease, well below "now"
 # (Redis ignores an IDLE that would date the delivery before the epoch).
 _RELEASED_IDLE_MS = 365 * 24 * 3600 * 1000
@@ -106,6 +174,8 @@ class Job:
     deliveries: int
     # The X-Request-ID of the request that enqueued it ("" if none): its logs carry it.
     request_id: str = ""
+    # Its video's owner (str of the user id), "" when enqueued without one.
+    owner: str = ""
 
 
 async def ensure_group(r: redis.asyncio.Redis) -> None:
@@ -123,19 +193,58 @@ async def ensure_group(r: redis.asyncio.Redis) -> None:
         log.info("transcode queue: created group %s on %s", GROUP, STREAM)
 
 
-async def enqueue(r: redis.asyncio.Redis, video_id: int) -> str:
-    """Append a transcode job for `video_id`; return its entry id.
+async def enqueue(r: redis.asyncio.Redis, video_id: int, owner_id: int | None = None) -> str:
+    """Append a transcode job for `video_id` of the user `owner_id`; return its entry
+    id, or "" when it waits in the owner's backlog for its turn (module docstring).
 
     The job is stored in Redis when this returns. It does not need the group to
     exist yet (see `ensure_group`).
     """
-    fields = {"video_id": str(video_id)}
-    request_id = requestid.current.get()
-    if request_id:
-        fields["request_id"] = request_id
-    entry_id: str = await r.xadd(STREAM, fields)
-    log.info("transcode: queued video %s as job %s", video_id, entry_id)
+    request_id = requestid.current.get() or ""
+    if owner_id is None:
+        fields = {"video_id": str(video_id)}
+        if request_id:
+            fields["request_id"] = request_id
+        entry_id: str = await r.xadd(STREAM, fields)
+    else:
+        owner = str(int(owner_id))
+        entry_id = await r.eval(_ENQUEUE_SCRIPT, 3, STREAM, rediskeys.transcode_backlog(owner),
+                                rediskeys.TRANSCODE_BACKLOG_OWNERS, owner, USER_SHARE, str(int(video_id)),
+                                request_id)
+    if entry_id:
+        log.info("transcode: queued video %s as job %s", video_id, entry_id)
+    else:
+        log.info("transcode: video %s waits its turn behind user %s's earlier jobs", video_id, owner_id)
     return entry_id
+
+
+async def promote(r: redis.asyncio.Redis, owner: str) -> int:
+    """Move `owner`'s waiting jobs into STREAM while they have room; how many moved."""
+    if not owner:
+        return 0
+    moved = int(await r.eval(_PROMOTE_SCRIPT, 3, STREAM, rediskeys.transcode_backlog(owner),
+                             rediskeys.TRANSCODE_BACKLOG_OWNERS, owner, USER_SHARE))
+    if moved:
+        log.info("transcode: %d waiting job(s) of user %s queued", moved, owner)
+    return moved
+
+
+async def promote_waiting(r: redis.asyncio.Redis) -> int:
+    """`promote` every owner with waiting jobs (after a crash between a job's end and
+    its owner's promotion, say); how many moved."""
+    return sum([await promote(r, owner) for owner in await r.smembers(rediskeys.TRANSCODE_BACKLOG_OWNERS)])
+
+
+async def _backlog(r: redis.asyncio.Redis) -> list[tuple[str, str, int]]:
+    """Every waiting job: (owner, its raw list item, video id)."""
+    found = []
+    for owner in await r.smembers(rediskeys.TRANSCODE_BACKLOG_OWNERS):
+        for item in await r.lrange(rediskeys.transcode_backlog(owner), 0, -1):
+            try:
+                found.append((owner, item, int(json.loads(item)["video_id"])))
+            except (ValueError, KeyError, TypeError):
+                log.warning("transcode: waiting job %r of user %s is malformed; ignoring it", item, owner)
+    return found
 
 
 async def claim(r: redis.asyncio.Redis, consumer: str, block_ms: int,
@@ -256,7 +365,7 @@ async def _job_from_entry(r: redis.asyncio.Redis, entry_id: str, fields: dict[st
         return None
     try:
         return Job(entry_id=entry_id, video_id=int(fields["video_id"]), deliveries=deliveries,
-                   request_id=fields.get("request_id", ""))
+                   request_id=fields.get("request_id", ""), owner=fields.get("owner", ""))
     except (KeyError, ValueError):
         # Not written by `enqueue`: keep it for an operator instead of retrying it.
         log.error("transcode: job %s is malformed (%r); dead-lettering it", entry_id, fields)
@@ -333,6 +442,7 @@ async def ack(r: redis.asyncio.Redis, job: Job) -> bool:
     acked = await _ack_and_delete(r, [job.entry_id])
     log.info("transcode: video %s job %s acknowledged%s", job.video_id, job.entry_id,
              "" if acked else " (was no longer pending)")
+    await promote(r, job.owner)
     return bool(acked)
 
 
@@ -351,33 +461,39 @@ async def dead_letter(r: redis.asyncio.Redis, job: Job, reason: str) -> str:
         dead_id, _acked, _deleted = await pipe.execute()
     log.warning("transcode: video %s job %s dead-lettered as %s after %s deliveries: %s",
                 job.video_id, job.entry_id, dead_id, job.deliveries, reason)
+    await promote(r, job.owner)
     return dead_id
 
 
 @dataclass(frozen=True)
 class QueueStats:
-    length: int  # entries in STREAM: waiting or running (acknowledged ones are deleted)
+    length: int  # jobs waiting (in STREAM or a backlog) or running (acknowledged ones are deleted)
     pending: int  # delivered to a consumer and not yet acknowledged
     dead_letters: int
 
 
 async def stats(r: redis.asyncio.Redis) -> QueueStats:
-    """Sizes for /metrics: three O(1) Redis calls in one round trip."""
+    """Sizes for /metrics: a few O(1) Redis calls per owner with waiting jobs."""
+    owners = list(await r.smembers(rediskeys.TRANSCODE_BACKLOG_OWNERS))
     async with r.pipeline(transaction=False) as pipe:
         pipe.xlen(STREAM)
         pipe.xpending(STREAM, GROUP)
         pipe.xlen(DEAD_LETTER)
-        length, pending, dead = await pipe.execute(raise_on_error=False)
+        for owner in owners:
+            pipe.llen(rediskeys.transcode_backlog(owner))
+        length, pending, dead, *waiting = await pipe.execute(raise_on_error=False)
     if isinstance(pending, ResponseError) and "NOGROUP" in str(pending):
         pending = {"pending": 0}  # no consumer has started yet
-    for reply in (length, pending, dead):
+    for reply in (length, pending, dead, *waiting):
         if isinstance(reply, Exception):
             raise reply
-    return QueueStats(length=int(length), pending=int(pending["pending"]), dead_letters=int(dead))
+    return QueueStats(length=int(length) + sum(int(count) for count in waiting), pending=int(pending["pending"]),
+                      dead_letters=int(dead))
 
 
 async def pending_video_ids(r: redis.asyncio.Redis) -> set[int]:
-    """Ids of the videos with a live job: not yet delivered, or delivered and pending.
+    """Ids of the videos with a live job: waiting its turn, not yet delivered, or
+    delivered and pending.
 
     Every way out of the queue (`ack`, `dead_letter`, `remove_video`) deletes
     the entry in the same transaction as the XACK, so the stream's entries are
@@ -390,20 +506,28 @@ async def pending_video_ids(r: redis.asyncio.Redis) -> set[int]:
             video_ids.add(int(fields["video_id"]))
         except (KeyError, ValueError):
             log.warning("transcode: job %s is malformed (%r); ignoring it", entry_id, fields)
+    video_ids.update(video_id for _owner, _item, video_id in await _backlog(r))
     return video_ids
 
 
 async def remove_video(r: redis.asyncio.Redis, video_id: int) -> int:
-    """Drop every job of `video_id` (pending or not yet delivered); return how many.
-
-    A consumer working on one learns it at its next `renew`.
+    """Drop every job of `video_id` (waiting its turn, pending or not yet delivered);
+    return how many. A consumer working on one learns it at its next `renew`.
     """
     wanted = str(video_id)
-    entry_ids = [entry_id async for entry_id, fields in _scan(r) if fields.get("video_id") == wanted]
-    if entry_ids:
-        await _ack_and_delete(r, entry_ids)
-        log.info("transcode: video %s removed from the queue (jobs %s)", video_id, ", ".join(entry_ids))
-    return len(entry_ids)
+    found = [(entry_id, fields.get("owner", "")) async for entry_id, fields in _scan(r)
+             if fields.get("video_id") == wanted]
+    removed = len(found)
+    for owner, item, waiting_id in await _backlog(r):
+        if waiting_id == video_id:
+            removed += int(await r.lrem(rediskeys.transcode_backlog(owner), 0, item))
+    if found:
+        await _ack_and_delete(r, [entry_id for entry_id, _owner in found])
+        for owner in {owner for _entry, owner in found}:
+            await promote(r, owner)
+    if removed:
+        log.info("transcode: video %s removed from the queue (%d job(s))", video_id, removed)
+    return removed
 
 
 async def _scan(r: redis.asyncio.Redis) -> AsyncIterator[tuple[str, dict[str, str]]]:

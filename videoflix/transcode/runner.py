@@ -191,15 +191,16 @@ class TranscodeRunner:
     async def recover(self, unchanged_for_seconds: float = 0.0) -> list[int]:
         """Re-enqueue rows stuck in queued/processing that have no stream entry."""
         async with cursor(self.services.pool) as cur:
-            unfinished = await videos.unfinished_video_ids(cur, unchanged_for_seconds)
+            unfinished = await videos.unfinished_videos(cur, unchanged_for_seconds)
+        await queue.promote_waiting(self.redis)  # jobs whose turn came while a process died
         if not unfinished:
             return []
         in_stream = await queue.pending_video_ids(self.redis)
-        lost = [video_id for video_id in unfinished if video_id not in in_stream]
-        for video_id in lost:
-            await queue.enqueue(self.redis, video_id)
+        lost = [(video_id, owner_id) for video_id, owner_id in unfinished if video_id not in in_stream]
+        for video_id, owner_id in lost:
+            await queue.enqueue(self.redis, video_id, owner_id)
             log.warning("video %s: no queue entry for an unfinished row; enqueued again", video_id)
-        return lost
+        return [video_id for video_id, _owner in lost]
 
     async def _reconcile_periodically(self) -> None:
         """`recover` every reconcile_seconds, by one process at a time (a Redis lock),

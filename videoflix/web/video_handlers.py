@@ -45,6 +45,11 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
         # stalled one is cut off by watch_idle instead.
         self.request.connection.set_body_timeout(limit / MIN_UPLOAD_BYTES_PER_SECOND)
         user = self.current_user
+        try:  # before a byte of the body: the declared size counts (the real one is checked at the end)
+            await lifecycle.check_quota(self.config, self.services, user.user_id, user.is_admin,
+                                        int(length) if length is not None else 0)
+        except lifecycle.QuotaExceeded as exc:
+            raise APIError(exc.status, exc.detail) from None
         if not uploads.take_upload_slot(self.services, user.user_id, self.config.max_concurrent_uploads):
             raise APIError(429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} "
                                 "in progress per user.")
@@ -114,8 +119,12 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
     @operation("Upload a video (multipart, streamed to disk); queued for transcoding", form=schemas.UPLOAD,
                responses={201: Response("Queued", schemas.VIDEO_DETAIL),
                           400: "Field errors, or a file that is not a video this server takes",
-                          413: lambda config: f"A file over {config.max_upload_bytes} bytes",
-                          429: lambda config: f"{config.max_concurrent_uploads} uploads of the caller in progress",
+                          413: lambda config: (f"A file over {config.max_upload_bytes} bytes, or one past the "
+                                               f"caller's storage quota ({config.max_user_bytes} bytes; admins "
+                                               "exempt)"),
+                          429: lambda config: (f"{config.max_concurrent_uploads} uploads of the caller in progress, "
+                                               f"or {config.max_queued_per_user} of their videos waiting to be "
+                                               "transcoded (admins exempt)"),
                           507: "Not enough storage to receive it"})
     @authenticated
     async def post(self) -> None:
@@ -130,6 +139,8 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
             raise APIError(400, body=exc.errors) from None
         except lifecycle.UploadRejected as exc:
             raise APIError(400, str(exc)) from None
+        except lifecycle.QuotaExceeded as exc:
+            raise APIError(exc.status, exc.detail) from None
         self.write_json(catalog.detail_item(self.config, video, None, subtitles=[]), 201)
 
     def client_gone(self) -> bool:
