@@ -39,6 +39,7 @@ import logging
 import time
 from typing import Any
 
+import cachetools
 import tornado
 import tornado.httputil
 import tornado.iostream
@@ -65,6 +66,7 @@ ROUTE_MEMORY = 4096
 # Longer paths are matched afresh each time: the memory holds at most
 # ROUTE_MEMORY x this many characters of request text (a real segment path is < 100).
 ROUTE_MEMORY_PATH_LIMIT = 256
+_UNKNOWN = object()  # a path the route memory has no answer for (None is an answer: not the lane's)
 LANE_PREFIX = "/api/video/"
 SERVER_HEADER = f"TornadoServer/{tornado.version}"  # as RequestHandler.clear sets it
 START_LINES = {status: tornado.httputil.ResponseStartLine("", status, tornado.httputil.responses[status])
@@ -80,7 +82,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
     def __init__(self, app: tornado.web.Application) -> None:
         self.app = app
         self.settings = app.settings
-        self._routes: dict[str, tuple[Any, dict] | None] = {}
+        self._routes: cachetools.LRUCache[str, tuple[Any, dict] | None] = cachetools.LRUCache(ROUTE_MEMORY)
 
     @property
     def config(self) -> Config:  # read per request, as the handlers do (tests swap it)
@@ -146,11 +148,11 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         """(the rule, its match) when the Application's first rule matching the path is
         a segment route of VideoFileHandler, else None; sets request.route_label."""
         path = request.path
-        if path in self._routes:
-            route = self._routes[path]
-            if route is not None:
-                request.route_label = route[0].matcher.label  # type: ignore[attr-defined]
-            return route
+        remembered = self._routes.get(path, _UNKNOWN)
+        if remembered is not _UNKNOWN:
+            if remembered is not None:
+                request.route_label = remembered[0].matcher.label  # type: ignore[attr-defined]
+            return remembered
         route = None
         for rule in self.app.wildcard_router.rules:
             found = rule.matcher.match(request)  # (a RoutePattern: sets route_label)
@@ -161,8 +163,6 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
                     route = rule, found
                 break
         if len(path) <= ROUTE_MEMORY_PATH_LIMIT:  # request text: bounded in count and length
-            if len(self._routes) >= ROUTE_MEMORY:
-                self._routes.pop(next(iter(self._routes)))
             self._routes[path] = route
         return route
 
