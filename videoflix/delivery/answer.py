@@ -90,30 +90,34 @@ _PLAYLIST = KindPolicy(PLAYLIST_TYPE, text=True, cache_control=PLAYLIST_CACHE_CO
                        building_cache_control=PLAYLIST_CACHE_CONTROL, waits=True, accel=True)
 # Trick-play (transcode/sprites.py, iframes.py): <res>/iframes.m3u8 and thumbs/ of a
 # version, written when its run ends: never waited for, immutable once finished.
-_TRICKPLAY = dict(cache_control=IMMUTABLE_CACHE_CONTROL, building_cache_control=REVALIDATE_CACHE_CONTROL)
+_TRICKPLAY_CACHE = (IMMUTABLE_CACHE_CONTROL, REVALIDATE_CACHE_CONTROL)  # (finished, building)
 _IMAGE = KindPolicy(IMAGE_TYPE, text=False, cache_control="", building_cache_control="")
 # The master (from the version's ladder.json) and a version's subtitle playlists and
 # segments (from the canonical WebVTT file): a new subtitle upload changes them under
 # the same URL, so they are revalidated every time, versioned or not.
-_RENDERED = dict(text=True, cache_control=REVALIDATE_CACHE_CONTROL, building_cache_control=REVALIDATE_CACHE_CONTROL,
-                 rendered=True)
+def _rendered(content_type: str) -> KindPolicy:
+    return KindPolicy(content_type, text=True, cache_control=REVALIDATE_CACHE_CONTROL,
+                      building_cache_control=REVALIDATE_CACHE_CONTROL, rendered=True)
+
+
+
 KINDS: dict[str, KindPolicy] = {
-    "master": KindPolicy(PLAYLIST_TYPE, **_RENDERED),
+    "master": _rendered(PLAYLIST_TYPE),
     "playlist": _PLAYLIST,
     # A growing (EVENT) playlist while its version is built, then immutable.
     "vplaylist": KindPolicy(PLAYLIST_TYPE, text=True, cache_control=IMMUTABLE_CACHE_CONTROL,
                             building_cache_control=REVALIDATE_CACHE_CONTROL, waits=True, accel=True),
-    "iframes": KindPolicy(PLAYLIST_TYPE, text=True, **_TRICKPLAY),
+    "iframes": KindPolicy(PLAYLIST_TYPE, True, *_TRICKPLAY_CACHE),
     # JPEG sheets; the WebVTT track among them is text (media_policy).
-    "thumbs": KindPolicy(IMAGE_TYPE, text=False, **_TRICKPLAY),
+    "thumbs": KindPolicy(IMAGE_TYPE, False, *_TRICKPLAY_CACHE),
     "segment": KindPolicy(SEGMENT_TYPE, text=False, cache_control=UNVERSIONED_SEGMENT_CACHE_CONTROL,
                           building_cache_control=UNVERSIONED_SEGMENT_CACHE_CONTROL, waits=True, accel=True,
                           unchanging=True, bulk=True),
     "vsegment": KindPolicy(SEGMENT_TYPE, text=False, cache_control=IMMUTABLE_CACHE_CONTROL,
                            building_cache_control=IMMUTABLE_CACHE_CONTROL, waits=True, accel=True,
                            unchanging=True, bulk=True),
-    "subtitles": KindPolicy(PLAYLIST_TYPE, **_RENDERED),
-    "subsegment": KindPolicy(VTT_TYPE, **_RENDERED),
+    "subtitles": _rendered(PLAYLIST_TYPE),
+    "subsegment": _rendered(VTT_TYPE),
     "thumbnail": _IMAGE,
     "poster": _IMAGE,
 }

@@ -162,7 +162,7 @@ class Sender:
     async def _writable(self, out: int) -> None:
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
-        loop.add_writer(out, lambda: ready.done() or ready.set_result(None))
+        loop.add_writer(out, lambda: None if ready.done() else ready.set_result(None))
         try:
             await asyncio.wait((ready, self._aborted), return_when=asyncio.FIRST_COMPLETED)
         finally:

@@ -179,7 +179,7 @@ def parse_srt(data: bytes) -> list[Cue]:
     text = decode_text(data)
     if text.lstrip().startswith("WEBVTT"):
         raise SubtitleError("This is a WebVTT file: upload it with the .vtt extension.")
-    cues = []
+    cues: list[Cue] = []
     for number, block in _blocks(text.split("\n")):
         if len(cues) >= MAX_CUES:
             raise SubtitleError(f"Too many cues: at most {MAX_CUES}.")
@@ -224,7 +224,7 @@ def parse_vtt(data: bytes) -> list[Cue]:
         if "-->" in lines[header_end]:
             raise SubtitleError(f"Line {header_end + 1}: a blank line must separate the header from the cues.")
         header_end += 1
-    cues = []
+    cues: list[Cue] = []
     for number, block in _blocks(lines, header_end):
         first = block[0]
         if first in ("NOTE", "STYLE", "REGION") or first.startswith(("NOTE ", "NOTE\t")):

@@ -137,7 +137,7 @@ def video_pid(data: bytes) -> int:
 
 
 def _pes_pts(payload: memoryview) -> int:
-    if len(payload) < 14 or payload[0:3] != b"\x00\x00\x01":
+    if len(payload) < 14 or bytes(payload[0:3]) != b"\x00\x00\x01":
         raise TSError("no PES header at a unit start")
     if not payload[7] & 0x80:
         raise TSError("PES without PTS")

@@ -64,16 +64,24 @@ DEFAULT_MAX_STREAMS = 16
 
 
 class ProbedMedia(Protocol):
-    """What the caps look at (probe.Probe has these)."""
+    """What the caps look at (probe.Probe has these, read-only)."""
 
-    width: int
-    height: int
-    fps: float
-    duration: float
-    stream_count: int
-    video_sizes: tuple[tuple[int, int], ...]
-    claimed_fps: float
-    claimed_duration: float
+    @property
+    def width(self) -> int: ...
+    @property
+    def height(self) -> int: ...
+    @property
+    def fps(self) -> float: ...
+    @property
+    def duration(self) -> float: ...
+    @property
+    def stream_count(self) -> int: ...
+    @property
+    def video_sizes(self) -> tuple[tuple[int, int], ...]: ...
+    @property
+    def claimed_fps(self) -> float: ...
+    @property
+    def claimed_duration(self) -> float: ...
 
 
 def _clock(seconds: float) -> str:

@@ -332,7 +332,8 @@ def _subtitle_streams(streams: list[dict[str, Any]]) -> tuple[SubtitleStream, ..
         index = _int(stream.get("index"))
         if stream.get("codec_type") != "subtitle" or codec not in TEXT_SUBTITLE_CODECS or index is None:
             continue
-        disposition = stream.get("disposition") if isinstance(stream.get("disposition"), dict) else {}
+        raw = stream.get("disposition")
+        disposition: dict[str, Any] = raw if isinstance(raw, dict) else {}
         found.append(SubtitleStream(index=index, codec=str(codec), language=_tag(stream, "language"),
                                     title=_tag(stream, "title"), default=bool(disposition.get("default")),
                                     forced=bool(disposition.get("forced"))))

@@ -202,15 +202,15 @@ async def enqueue(r: redis.asyncio.Redis, video_id: int, owner_id: int | None = 
     """
     request_id = requestid.current.get() or ""
     if owner_id is None:
-        fields = {"video_id": str(video_id)}
+        fields: dict[Any, Any] = {"video_id": str(video_id)}
         if request_id:
             fields["request_id"] = request_id
-        entry_id: str = await r.xadd(STREAM, fields)
+        entry_id = _text(await r.xadd(STREAM, fields))
     else:
         owner = str(int(owner_id))
-        entry_id = await r.eval(_ENQUEUE_SCRIPT, 3, STREAM, rediskeys.transcode_backlog(owner),
-                                rediskeys.TRANSCODE_BACKLOG_OWNERS, owner, USER_SHARE, str(int(video_id)),
-                                request_id)
+        entry_id = _text(await r.eval(_ENQUEUE_SCRIPT, 3, STREAM, rediskeys.transcode_backlog(owner),
+                                      rediskeys.TRANSCODE_BACKLOG_OWNERS, owner, USER_SHARE, str(int(video_id)),
+                                      request_id))
     if entry_id:
         log.info("transcode: queued video %s as job %s", video_id, entry_id)
     else:
@@ -232,14 +232,28 @@ async def promote(r: redis.asyncio.Redis, owner: str) -> int:
 async def promote_waiting(r: redis.asyncio.Redis) -> int:
     """`promote` every owner with waiting jobs (after a crash between a job's end and
     its owner's promotion, say); how many moved."""
-    return sum([await promote(r, owner) for owner in await r.smembers(rediskeys.TRANSCODE_BACKLOG_OWNERS)])
+    moved = 0
+    for owner in await _owners(r):
+        moved += await promote(r, owner)
+    return moved
+
+
+def _text(value: object) -> str:
+    """A Redis reply as text (the clients here decode replies: redis-py types them str | bytes)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def _owners(r: redis.asyncio.Redis) -> list[str]:
+    """The owners with waiting jobs."""
+    return [_text(owner) for owner in await r.smembers(rediskeys.TRANSCODE_BACKLOG_OWNERS)]
 
 
 async def _backlog(r: redis.asyncio.Redis) -> list[tuple[str, str, int]]:
     """Every waiting job: (owner, its raw list item, video id)."""
     found = []
-    for owner in await r.smembers(rediskeys.TRANSCODE_BACKLOG_OWNERS):
-        for item in await r.lrange(rediskeys.transcode_backlog(owner), 0, -1):
+    for owner in await _owners(r):
+        for raw in await r.lrange(rediskeys.transcode_backlog(owner), 0, -1):
+            item = _text(raw)
             try:
                 found.append((owner, item, int(json.loads(item)["video_id"])))
             except (ValueError, KeyError, TypeError):
@@ -425,11 +439,11 @@ async def lease_holders(r: redis.asyncio.Redis) -> dict[str, tuple[str, int, int
     while True:
         rows = await r.xpending_range(STREAM, GROUP, min=start, max="+", count=SCAN_PAGE)
         for row in rows:
-            holders[row["message_id"]] = (row["consumer"], int(row["time_since_delivered"]),
-                                          int(row["times_delivered"]))
+            holders[_text(row["message_id"])] = (_text(row["consumer"]), int(row["time_since_delivered"]),
+                                                 int(row["times_delivered"]))
         if len(rows) < SCAN_PAGE:
             return holders
-        start = "(" + rows[-1]["message_id"]
+        start = "(" + _text(rows[-1]["message_id"])
 
 
 async def ack(r: redis.asyncio.Redis, job: Job) -> bool:
@@ -474,7 +488,7 @@ class QueueStats:
 
 async def stats(r: redis.asyncio.Redis) -> QueueStats:
     """Sizes for /metrics: a few O(1) Redis calls per owner with waiting jobs."""
-    owners = list(await r.smembers(rediskeys.TRANSCODE_BACKLOG_OWNERS))
+    owners = await _owners(r)
     async with r.pipeline(transaction=False) as pipe:
         pipe.xlen(STREAM)
         pipe.xpending(STREAM, GROUP)
@@ -534,12 +548,12 @@ async def _scan(r: redis.asyncio.Redis) -> AsyncIterator[tuple[str, dict[str, st
     """Every (id, fields) of STREAM, oldest first, a page at a time."""
     start = "-"
     while True:
-        page = await r.xrange(STREAM, min=start, max="+", count=SCAN_PAGE)
+        page = await r.xrange(STREAM, min=start, max="+", count=SCAN_PAGE) or []
         for entry_id, fields in page:
-            yield entry_id, fields or {}
+            yield _text(entry_id), {_text(name): _text(value) for name, value in (fields or {}).items()}
         if len(page) < SCAN_PAGE:
             return
-        start = "(" + page[-1][0]
+        start = "(" + _text(page[-1][0])
 
 
 async def _ack_and_delete(r: redis.asyncio.Redis, entry_ids: list[str]) -> int:

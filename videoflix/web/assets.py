@@ -140,8 +140,8 @@ def scan_assets(static_dir: Path = STATIC_DIR, node_modules: Path = NODE_MODULES
             log.warning("%s is not installed (run `npm ci`): the player page cannot play", package)
             vendor_urls[name] = ""
             continue
-        path = f"{name}/{version}/{Path(inner).name}"
-        vendor_files[path] = node_modules / package / inner
-        vendor_urls[name] = f"/vendor/{path}"
+        url_path = f"{name}/{version}/{Path(inner).name}"
+        vendor_files[url_path] = node_modules / package / inner
+        vendor_urls[name] = f"/vendor/{url_path}"
     return Assets(version=digest.hexdigest()[:VERSION_CHARS], static_files=static_files,
                   vendor_files=vendor_files, pages=pages, vendor_urls=vendor_urls)

@@ -96,12 +96,12 @@ class HLSRequestMixin(AnswerWriterMixin):
     segments): CORS and request-id headers on every answer, cached access-token
     checks, undecodable path parts as unknown names."""
 
-    def set_default_headers(self) -> None:
+    def set_default_headers(self: Any) -> None:
         self.set_header(*NOSNIFF)  # (errors too: they are answered after clear())
         self.set_cors_headers()
         self.set_request_id_header()
 
-    def read_access_token(self, token: str, now: int) -> tokens.SessionClaims:
+    def read_access_token(self: Any, token: str, now: int) -> tokens.SessionClaims:
         return tokens.read_access_token_cached(self.config.secret_key, token, now)
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
@@ -110,10 +110,10 @@ class HLSRequestMixin(AnswerWriterMixin):
     def compute_etag(self) -> str | None:
         return None  # every validator is answer.py's (none on an X-Accel-Redirect answer)
 
-    def request_facts(self) -> answer.RequestFacts:
+    def request_facts(self: Any) -> answer.RequestFacts:
         return answer.RequestFacts.of(self.request.method, self.request.headers)
 
-    async def streamed_file(self, token: str, target: playback.HLSTarget) -> playback.ServedFile:
+    async def streamed_file(self: Any, token: str, target: playback.HLSTarget) -> playback.ServedFile:
         """playback.streamable_file for a signed stream URL, its refusals as answers:
         a bad, expired or revoked token 401, a video gone or not watchable 404."""
         try:
@@ -141,7 +141,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
     reading: concurrent.futures.Future | None = None  # the read in flight on `file`
     sender: zerocopy.Sender | None = None  # the sendfile in flight on `file`
 
-    def initialize(self, kind: str) -> None:  # type: ignore[override]
+    def initialize(self, kind: str) -> None:
         self.kind = kind
         self.policy = answer.KINDS[kind]
 
@@ -318,7 +318,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
 
 # What each route kind serves, for the OpenAPI document (web/operation.py): its path
 # parameters after the credential's, and its words; the answers are answer.KINDS'.
-MEDIA_FILES = {kind: media_file(kind, *declared) for kind, declared in {
+_MEDIA_FILE_WORDS: dict[str, tuple[Any, ...]] = {
     "master": ("Master playlist", (schemas.VIDEO_ID,),
                "Of the live version (measured BANDWIDTH), or while nothing is live of the version being built for "
                "the owner and admins (BANDWIDTH from the caps until measured); its URIs name the version."),
@@ -348,7 +348,8 @@ MEDIA_FILES = {kind: media_file(kind, *declared) for kind, declared in {
                   "<id>.jpg: a public video's for anyone, a private video's for its owner and admins; "
                   "<id>-<key>.jpg (a private video's thumbnail_url): for whoever holds the key."),
     "poster": ("Poster", (schemas.IMAGE_NAME,), "Access as for the thumbnail."),
-}.items()}
+}
+MEDIA_FILES = {kind: media_file(kind, *declared) for kind, declared in _MEDIA_FILE_WORDS.items()}
 UNWATCHABLE = "No such file, or a video the caller may not watch"
 BAD_STREAM_TOKEN = "A bad, expired or revoked stream token"
 
@@ -451,7 +452,7 @@ class SubtitleHLSHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErro
 
     kind: str
 
-    def initialize(self, kind: str) -> None:  # type: ignore[override]
+    def initialize(self, kind: str) -> None:
         self.kind = kind
 
     def target(self, raw_id: str, raw_version: str, language: str, name: str) -> tuple[playback.HLSTarget, str]:

@@ -88,7 +88,7 @@ class Operation:
         """This declaration with the part of route kind `kind` added (itself without kinds)."""
         if not self.kinds:
             return self
-        if kind not in self.kinds:
+        if kind is None or kind not in self.kinds:
             raise ValueError(f"no declaration for route kind {kind!r}")
         part = self.kinds[kind]
         return dataclasses.replace(

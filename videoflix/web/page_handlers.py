@@ -10,6 +10,7 @@ session cookie to the login page; an expired session is the page's business
 """
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import tornado.web
@@ -51,14 +52,14 @@ def content_security_policy(public_url: str) -> str:
 
 
 class FileResponseMixin(AnswerWriterMixin, ServicesMixin, JSONErrorsMixin):
-    def set_default_headers(self) -> None:
+    def set_default_headers(self: Any) -> None:
         self.set_header(*NOSNIFF)  # (errors too: they are answered after clear())
 
     @property
-    def assets(self) -> Assets:
+    def assets(self: Any) -> Assets:
         return self.settings["assets"]
 
-    def write_asset(self, asset: Asset, cache_control: str, *extra: tuple[str, str]) -> None:
+    def write_asset(self: Any, asset: Asset, cache_control: str, *extra: tuple[str, str]) -> None:
         policy = answer.Policy(asset.content_type, cache_control, compressible=asset.gzipped is not None,
                                extra=tuple(extra))
         facts = answer.RequestFacts.of(self.request.method, self.request.headers)

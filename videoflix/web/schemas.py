@@ -142,9 +142,9 @@ SECURITY_SCHEMES = {
     "metricsToken": {"type": "http", "scheme": "bearer",
                      "description": "VIDEOFLIX_METRICS_TOKEN; without it set, GET /metrics answers 404"},
 }
-ACCESS_TOKEN = [{"cookieAuth": []}, {"bearerAuth": []}]
+ACCESS_TOKEN: list[dict[str, list[str]]] = [{"cookieAuth": []}, {"bearerAuth": []}]
 ANYONE: list[dict[str, list[str]]] = []
 # Anonymous, or either credential (a private video's images need its owner's or an admin's).
 ANYONE_OR_ACCESS_TOKEN = [{}, *ACCESS_TOKEN]
-REFRESH_COOKIE = [{"refreshCookie": []}]
-METRICS_TOKEN = [{"metricsToken": []}]
+REFRESH_COOKIE: list[dict[str, list[str]]] = [{"refreshCookie": []}]
+METRICS_TOKEN: list[dict[str, list[str]]] = [{"metricsToken": []}]
