@@ -1,11 +1,70 @@
-"""Every SQL statement touching the videos table. Functions take the cursor first."""
+"""Every SQL statement touching the videos table. Functions take the cursor first.
+
+A row travels as a `Video` (every column, typed); the two queries that read less,
+or more than one table, have their own small shapes (`VersionState`, `StreamPlayback`).
+"""
 from __future__ import annotations
 
-from typing import Any
+import operator
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, Literal
 
-COLUMNS = ("id, owner_id, title, description, category, visibility, status, error, source_name,"
-           " source_size, duration, width, height, fps, has_audio, resolutions, attempts,"
-           " created_at, updated_at, ready_at, live_version, building_version, version_seq, live_since")
+# The values sql/002's CHECK constraints allow.
+Status = Literal["uploading", "queued", "processing", "ready", "failed"]
+Visibility = Literal["public", "private"]
+
+
+@dataclass(frozen=True, slots=True)
+class Video:
+    """One row of the videos table. Frozen (resolutions a tuple): the playback row
+    cache hands the same object to every request of a session."""
+
+    id: int
+    owner_id: int
+    title: str
+    description: str
+    category: str
+    visibility: Visibility
+    status: Status
+    error: str | None
+    source_name: str
+    source_size: int
+    duration: float | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    has_audio: bool | None
+    resolutions: tuple[str, ...]
+    attempts: int
+    created_at: datetime
+    updated_at: datetime
+    ready_at: datetime | None
+    live_version: int | None  # None until a run publishes (sql/004); 0: the wave-1 layout
+    building_version: int | None  # the version a run is writing, None when none is
+    version_seq: int
+    live_since: datetime | None
+
+
+# Every column, in Video's order: the select list of a whole row.
+COLUMNS = ", ".join(column.name for column in fields(Video))
+# Positional, not Video(**row): a row may carry other columns (a join's), and this is
+# the faster of the two on lists (the catalog).
+_VIDEO_VALUES = operator.itemgetter(*(column.name for column in fields(Video)))
+_RESOLUTIONS_AT = [column.name for column in fields(Video)].index("resolutions")
+
+
+def from_row(row: Mapping[str, Any]) -> Video:
+    """The Video of a dict row holding every column (other keys are ignored); text[]
+    arrives as a list."""
+    values = list(_VIDEO_VALUES(row))
+    values[_RESOLUTIONS_AT] = tuple(values[_RESOLUTIONS_AT])
+    return Video(*values)
+
+
+def _video_or_none(row: Mapping[str, Any] | None) -> Video | None:
+    return None if row is None else from_row(row)
 
 
 async def insert_video(cur: Any, *, owner_id: int, title: str, description: str, category: str,
