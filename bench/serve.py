@@ -237,7 +237,7 @@ async def seed(config: Config) -> int:
                 await users.insert_user(cur, burst_email(n), hashed, is_active=True)
             video_id = await videos.insert_video(cur, owner_id=user_id, title="bench", description="",
                                                  category="Bench", visibility="public", status="queued")
-            assert (await videos.mark_processing(cur, video_id))["building_version"] == VERSION
+            assert (await videos.mark_processing(cur, video_id)).building_version == VERSION
             await videos.mark_ready(cur, video_id, version=VERSION, duration=float(SEGMENTS * SEGMENT_SECONDS),
                                     width=1280, height=720, fps=25.0, has_audio=False, resolutions=["720p"])
         return video_id

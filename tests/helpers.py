@@ -253,7 +253,7 @@ async def make_ready_video(services, owner_id: int, *, title: str = "A film", vi
     async with cursor(services.pool) as cur:
         video_id = await video_rows.insert_video(cur, owner_id=owner_id, title=title, description="About it",
                                                  category=category, visibility=visibility, status="queued")
-        version = (await video_rows.mark_processing(cur, video_id))["building_version"]
+        version = (await video_rows.mark_processing(cur, video_id)).building_version
         assert await video_rows.mark_ready(cur, video_id, version=version, duration=duration, width=1280,
                                            height=720, fps=25.0, has_audio=True, resolutions=["720p", "480p"])
     return video_id
@@ -265,7 +265,7 @@ async def make_ready_version(services, owner_id: int, *, visibility: str = "priv
     async with cursor(services.pool) as cur:
         video_id = await video_rows.insert_video(cur, owner_id=owner_id, title="v", description="",
                                                  category="Test", visibility=visibility, status="queued")
-        version = (await video_rows.mark_processing(cur, video_id))["building_version"]
+        version = (await video_rows.mark_processing(cur, video_id)).building_version
         assert await video_rows.mark_ready(cur, video_id, version=version, duration=8.0, width=1280,
                                            height=720, fps=25.0, has_audio=True, resolutions=["720p"])
     return video_id, version

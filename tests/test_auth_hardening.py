@@ -261,7 +261,7 @@ async def _ready_video(services, user_id: int, media_dir: str) -> str:
     async with cursor(services.pool) as cur:
         video_id = await videos.insert_video(cur, owner_id=user_id, title="t", description="", category="c",
                                              visibility="private", status="queued")
-        version = (await videos.mark_processing(cur, video_id))["building_version"]
+        version = (await videos.mark_processing(cur, video_id)).building_version
         await videos.mark_ready(cur, video_id, version=version, duration=2.0, width=1280, height=720, fps=25.0,
                                 has_audio=False, resolutions=["720p"])
     folder = Path(media_dir) / str(video_id) / f"v{version}" / "720p"

@@ -64,7 +64,7 @@ def make_video(services, config, hls_ladder):
                 cur, owner_id=owner_id, title="Test pattern", description="", category="Test",
                 visibility=visibility, status="queued")
             if ready:
-                version = (await videos.mark_processing(cur, video_id))["building_version"]
+                version = (await videos.mark_processing(cur, video_id)).building_version
                 assert await videos.mark_ready(cur, video_id, version=version, duration=result.duration,
                                                width=result.width, height=result.height, fps=result.fps,
                                                has_audio=result.has_audio, resolutions=list(resolutions))

@@ -42,7 +42,7 @@ def make_video(services, config, jpegs):
             video_id = await videos.insert_video(cur, owner_id=owner_id, title="Holiday", description="",
                                                  category="Home", visibility=visibility, status="queued")
             if ready:
-                version = (await videos.mark_processing(cur, video_id))["building_version"]
+                version = (await videos.mark_processing(cur, video_id)).building_version
                 assert await videos.mark_ready(cur, video_id, version=version, duration=5.0, width=1280, height=720,
                                                fps=25.0, has_audio=False, resolutions=["720p"])
         directory = media.version_dir(config.media_dir, video_id, 1)  # its first (and live) version

@@ -91,7 +91,7 @@ def make_wave1_video(services, config, transcoded):
     return make
 
 
-async def row_of(services, video_id: int) -> dict:
+async def row_of(services, video_id: int) -> videos.Video:
     async with cursor(services.pool) as cur:
         return await videos.get_video(cur, video_id)
 
@@ -99,7 +99,7 @@ async def row_of(services, video_id: int) -> dict:
 async def whole(services, config, video_id: int, originals: dict[str, tuple[int, int]]) -> int:
     """The live version, once the video is found whole: 0 with every wave-1 file where
     it was, or N with every one of them (the very same files) and a ladder in v<N>."""
-    live = (await row_of(services, video_id))["live_version"]
+    live = (await row_of(services, video_id)).live_version
     base = media.video_dir(config.media_dir, video_id)
     if live == 0:
         assert identities(base, originals) == originals
@@ -171,7 +171,7 @@ async def test_a_wave1_video_is_moved_to_v1_once_and_plays_at_the_same_urls(
     caplog.set_level(logging.INFO, logger="videoflix.library.version_zero")
     assert await version_zero.move_wave1_videos(config, services) == {video_id: 1}
     row = await row_of(services, video_id)
-    assert (row["live_version"], row["version_seq"], row["building_version"]) == (1, 1, None)
+    assert (row.live_version, row.version_seq, row.building_version) == (1, 1, None)
     assert await whole(services, config, video_id, originals) == 1
     base = media.video_dir(config.media_dir, video_id)
     assert sorted(path.name for path in base.iterdir()) == ["v1"]  # nothing of the wave-1 layout is left
@@ -211,7 +211,7 @@ async def test_a_video_moved_by_another_process_meanwhile_is_left_to_it(make_use
     assert await version_zero.move_video(config, services, video_id) is None
     base = media.video_dir(config.media_dir, video_id)
     assert not [path for path in base.iterdir() if path.name.startswith(media.WAVE1_MOVE_PREFIX)]
-    assert (await row_of(services, video_id))["version_seq"] == 3
+    assert (await row_of(services, video_id)).version_seq == 3
 
 
 # The move in a real process, killed with SIGKILL right after the named call (the n-th).
@@ -305,7 +305,7 @@ async def test_videoflix_worker_moves_wave1_videos_before_it_transcodes(make_use
     try:
         async def moved() -> bool:
             assert worker.poll() is None, log_file.read_text()
-            return (await row_of(services, video_id))["live_version"] == 1
+            return (await row_of(services, video_id)).live_version == 1
         await wait_until(moved, "the worker to move the wave-1 video", 60)
     finally:
         assert stop_process(worker) == 0

@@ -108,7 +108,7 @@ def held(pids: list[int]):
                 os.kill(pid, signal.SIGCONT)
 
 
-async def row(services, video_id: int) -> dict:
+async def row(services, video_id: int) -> videos.Video:
     async with cursor(services.pool) as cur:
         return await videos.get_video(cur, video_id)
 
@@ -161,8 +161,8 @@ async def test_building_version_is_watchable_by_its_owner_as_a_growing_event_pla
 
     pids, shown = await hold_when_playable(runner, client, video_id)
     state = await row(services, video_id)
-    assert shown["status"] == "processing" and state["live_version"] is None
-    version = state["building_version"]
+    assert shown["status"] == "processing" and state.live_version is None
+    version = state.building_version
     assert version == 1 and shown["master_url"] == f"{config.public_url}/api/video/{video_id}/master.m3u8"
     folder = media.version_dir(config.media_dir, video_id, version)
     assert folder == Path(config.media_dir) / str(video_id) / "v1"  # written in place
@@ -241,7 +241,7 @@ async def test_building_version_is_watchable_by_its_owner_as_a_growing_event_pla
     ready = await wait_for_status(client, video_id, "ready", timeout=240)
     assert ready["playable"] is True
     state = await row(services, video_id)
-    assert (state["live_version"], state["building_version"]) == (1, None)
+    assert (state.live_version, state.building_version) == (1, None)
     for rung in ("1080p", "720p", "480p"):
         text = (folder / rung / "index.m3u8").read_text()
         assert "#EXT-X-PLAYLIST-TYPE:VOD" in text and text.endswith("#EXT-X-ENDLIST\n")
@@ -301,7 +301,7 @@ async def test_retranscode_keeps_the_old_version_listed_and_playing_then_switche
     pids = await hold_when(runner, second_version_playable, "version 2 to become playable")
     with held(pids):
         state = await row(services, video_id)
-        assert (state["status"], state["live_version"], state["building_version"]) == ("processing", 1, 2)
+        assert (state.status, state.live_version, state.building_version) == ("processing", 1, 2)
         # Still listed, still the old version for everyone (the admin too: the live one wins).
         assert [item["id"] for item in (await viewer.get("/api/video/")).json()] == [video_id]
         assert (await master_uris(viewer, video_id))[0] == "v1/720p/index.m3u8"
@@ -316,7 +316,7 @@ async def test_retranscode_keeps_the_old_version_listed_and_playing_then_switche
 
     await wait_for_status(admin_client, video_id, "ready", timeout=240)
     state = await row(services, video_id)
-    assert (state["live_version"], state["building_version"]) == (2, None)
+    assert (state.live_version, state.building_version) == (2, None)
     assert await master_uris(viewer, video_id) == ["v2/720p/index.m3u8", "v2/1080p/index.m3u8",
                                                    "v2/480p/index.m3u8"]
     # A player that loaded v1 before the switch plays on during the grace period.

@@ -342,7 +342,7 @@ async def test_job_whose_worker_is_killed_mid_encode_is_rerun_to_ready(admin_cli
     detail = await wait_for_status(admin_client, video_id, "ready", timeout=170)
     async with cursor(services.pool) as cur:
         row = await videos.get_video(cur, video_id)
-    assert row["attempts"] == 2
+    assert row.attempts == 2
     assert detail["resolutions"] == ["480p"]
 
 
@@ -353,7 +353,7 @@ async def test_server_restart_mid_job_loses_nothing(admin_client, runner, servic
     # Crash: the consumer vanishes without acknowledging anything.
     await runner.stop()
     async with cursor(services.pool) as cur:
-        assert (await videos.get_video(cur, video_id))["status"] == "processing"
+        assert (await videos.get_video(cur, video_id)).status == "processing"
     restarted = make_runner(config, services, consumer="after-restart")
     await restarted.start()
     try:

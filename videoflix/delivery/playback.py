@@ -35,6 +35,7 @@ from videoflix.platform import db, media
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
 from videoflix.tables import videos
+from videoflix.tables.videos import PlaybackVideo, StreamPlayback
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class ServedFile:
         return self.parts == (media.MASTER_PLAYLIST_NAME,)
 
 
-def resolve_file(video: dict, target: HLSTarget, user_id: int | None, is_admin: bool) -> ServedFile:
+def resolve_file(video: PlaybackVideo, target: HLSTarget, user_id: int | None, is_admin: bool) -> ServedFile:
     """Which version's file answers `target` for this caller (pure); VideoNotFound if none.
 
     The master: the live version, or while nothing is live the one being built for
@@ -124,7 +125,7 @@ def resolve_file(video: dict, target: HLSTarget, user_id: int | None, is_admin: 
     live version, a rendition above the highest produced served from the highest
     (media.serve_resolution). Versioned paths: media.can_watch_version, exactly the
     rendition named."""
-    building = video["building_version"]
+    building = video.building_version
     if target.version is not None:
         if not media.can_watch_version(video, target.version, user_id, is_admin):
             raise media.VideoNotFound()
@@ -133,19 +134,20 @@ def resolve_file(video: dict, target: HLSTarget, user_id: int | None, is_admin: 
         version = media.default_version(video, user_id, is_admin)
         if version is None:
             raise media.VideoNotFound()
-        return ServedFile(version, (target.name,), version == building and version != video["live_version"])
-    if not media.can_watch(video, user_id, is_admin):
+        return ServedFile(version, (target.name,), version == building and version != video.live_version)
+    live = video.live_version
+    if live is None or not media.can_watch(video, user_id, is_admin):
         raise media.VideoNotFound()
-    served = media.serve_resolution(target.resolution, list(video["resolutions"] or []))
+    served = media.serve_resolution(target.resolution, list(video.resolutions))
     if served is None:
         raise media.VideoNotFound()
-    return ServedFile(video["live_version"], (served, target.name), False)
+    return ServedFile(live, (served, target.name), False)
 
 
 # --- rows ----------------------------------------------------------------------
 
 class RowCache(cachetools.TTLCache):
-    """{video_id: playback row} of one Services (`services.state(RowCache)`): each row
+    """{video_id: PlaybackVideo} of one Services (`services.state(RowCache)`): each row
     kept VIDEO_CACHE_SECONDS, at most VIDEO_CACHE_MAX_ENTRIES (least recently used out)."""
 
     def __init__(self) -> None:
@@ -167,7 +169,7 @@ def forget_all(services: Services) -> None:
     _row_cache(services).clear()
 
 
-async def _cached_video(services: Services, video_id: int, fresh: bool = False) -> dict | None:
+async def _cached_video(services: Services, video_id: int, fresh: bool = False) -> PlaybackVideo | None:
     """The playback row (None if there is none); `fresh` skips the cache."""
     cache = _row_cache(services)
     if not fresh:
@@ -176,7 +178,7 @@ async def _cached_video(services: Services, video_id: int, fresh: bool = False) 
             return hit
     async with db.cursor(services.pool) as cur:
         row = await videos.get_playback_video(cur, video_id)
-    if row is None or row["live_version"] is None:
+    if row is None or row.live_version is None:
         cache.pop(video_id, None)
         return row
     cache[video_id] = row
@@ -187,10 +189,10 @@ def _is_cached(services: Services, video_id: int) -> bool:
     return video_id in _row_cache(services)
 
 
-async def ready_video(services: Services, video_id: int) -> dict | None:
+async def ready_video(services: Services, video_id: int) -> PlaybackVideo | None:
     """The video's (cached) playback row if it has a live version, else None: images.py decides."""
     row = await _cached_video(services, video_id)
-    return row if row is not None and row["live_version"] is not None else None
+    return row if row is not None and row.live_version is not None else None
 
 
 def cached_watchable_file(services: Services, target: HLSTarget, claims: tokens.SessionClaims) -> ServedFile | None:
@@ -222,7 +224,7 @@ async def watchable_file(services: Services, target: HLSTarget, claims: tokens.S
             video = await _cached_video(services, target.video_id, fresh=True)
 
 
-async def watchable_video(services: Services, video_id: int, claims: tokens.SessionClaims) -> dict:
+async def watchable_video(services: Services, video_id: int, claims: tokens.SessionClaims) -> PlaybackVideo:
     """The video's playback row if this session may watch its live version (media.can_watch), else NotFound."""
     video = await _cached_video(services, video_id)
     if video is None or not media.can_watch(video, claims.user_id, claims.is_admin):
@@ -230,16 +232,16 @@ async def watchable_video(services: Services, video_id: int, claims: tokens.Sess
     return video
 
 
-def _check_viewer(row: dict | None, user_id: int, token_version: int) -> dict:
+def _check_viewer(row: StreamPlayback | None, user_id: int, token_version: int) -> StreamPlayback:
     """A get_stream_playback row: the user's tokens still valid, and something of the
     video watchable by them (its live version, or the one being built for managers)."""
     if row is None:
         # The video or the user is gone. A deleted user's videos are deleted with
         # them (ON DELETE CASCADE), so "no row" is a deleted video either way.
         raise media.VideoNotFound()
-    if not row["viewer_is_active"] or row["viewer_token_version"] != token_version:
+    if not row.viewer_is_active or row.viewer_token_version != token_version:
         raise InvalidStreamToken()
-    if media.default_version(row, user_id, row["viewer_is_admin"]) is None:
+    if media.default_version(row.video, user_id, row.viewer_is_admin) is None:
         raise media.VideoNotFound()
     return row
 
@@ -248,22 +250,22 @@ async def streamable_file(config: Config, services: Services, token: str, target
                           now: int) -> ServedFile:
     """The file answering `target` under a signed stream URL (streamable_video + resolve_file)."""
     row, claims = await _stream_row(config, services, token, target.video_id, now)
-    return resolve_file(row, target, claims.user_id, row["viewer_is_admin"])
+    return resolve_file(row.video, target, claims.user_id, row.viewer_is_admin)
 
 
 async def streamable_video(config: Config, services: Services, token: str, video_id: int,
-                           now: int) -> dict:
+                           now: int) -> PlaybackVideo:
     """The video's playback row for a signed stream URL.
 
     InvalidStreamToken (401) for a malformed, forged, expired or revoked token
     (token_version moved on: the password changed; the user is gone or inactive);
     NotFound (404) once the video is deleted or no longer watchable by that user.
     """
-    return (await _stream_row(config, services, token, video_id, now))[0]
+    return (await _stream_row(config, services, token, video_id, now))[0].video
 
 
 async def _stream_row(config: Config, services: Services, token: str, video_id: int,
-                      now: int) -> tuple[dict, tokens.StreamClaims]:
+                      now: int) -> tuple[StreamPlayback, tokens.StreamClaims]:
     try:
         claims = tokens.read_stream_token(config.secret_key, token, video_id=video_id, now=now)
     except tokens.TokenError:
@@ -294,7 +296,7 @@ async def issue_stream_url(config: Config, services: Services, video_id: int,
     row = _check_viewer(row, claims.user_id, claims.token_version)
     token, expires_at = tokens.make_stream_token(
         config.secret_key, video_id=video_id, user_id=claims.user_id,
-        token_version=row["viewer_token_version"], now=now, ttl_seconds=config.stream_token_ttl,
+        token_version=row.viewer_token_version, now=now, ttl_seconds=config.stream_token_ttl,
         session_id=claims.session_id)
     url = f"{config.public_url}/api/stream/{token}/{video_id}/{media.MASTER_PLAYLIST_NAME}"
     stamp = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

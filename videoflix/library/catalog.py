@@ -22,6 +22,7 @@ from videoflix.platform.config import Config
 from videoflix.platform.db import cursor
 from videoflix.platform.services import Services
 from videoflix.tables import videos
+from videoflix.tables.videos import Video
 from videoflix.transcode import progress
 
 log = logging.getLogger(__name__)
@@ -35,37 +36,37 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def catalog_item(config: Config, video: dict) -> dict[str, Any]:
+def catalog_item(config: Config, video: Video) -> dict[str, Any]:
     """The six catalog keys, in API.md §2's order."""
-    live = video["live_version"] is not None
+    live = video.live_version is not None
     return {
-        "id": video["id"],
-        "created_at": iso_utc(video["created_at"]),
-        "title": video["title"],
-        "description": video["description"],
+        "id": video.id,
+        "created_at": iso_utc(video.created_at),
+        "title": video.title,
+        "description": video.description,
         # Private videos' images live under an unguessable URL (images.py).
         "thumbnail_url": images.image_url(config, video) if live else None,
-        "category": video["category"] or "",
+        "category": video.category or "",
     }
 
 
-def is_playable(video: dict, playable_version: int | None) -> bool:
+def is_playable(video: Video, playable_version: int | None) -> bool:
     """A live version exists, or the one being built lists a segment in every rendition
     (`playable_version`: progress.read_playable, what the transcode child reported)."""
-    building = video["building_version"]
-    return video["live_version"] is not None or (building is not None and playable_version == building)
+    building = video.building_version
+    return video.live_version is not None or (building is not None and playable_version == building)
 
 
-def detail_item(config: Config, video: dict, progress: float | None,
+def detail_item(config: Config, video: Video, progress: float | None,
                 position: float | None = None, playable_version: int | None = None,
                 subtitles: list[dict] | None = None, thumbnails_vtt: str | None = None) -> dict[str, Any]:
     """API.md §4's detail, plus §6's `position` (the caller's, or None), `playable`,
-    `subtitles` (videosubtitles.item each; only when the caller looked them up) and
+    `subtitles` (subtitle_tracks.item each; only when the caller looked them up) and
     `thumbnails_vtt` (the live version's track: trickplay.thumbnails_vtt, or None).
     The detail is shown to the owner and admins, or to those who may watch the live
     version, so `master_url` is given whenever something is playable (the master
     serves the live version, or the one being built to the owner and admins)."""
-    ready = video["status"] == "ready"
+    ready = video.status == "ready"
     playable = is_playable(video, playable_version)
     if ready:
         percent = 100
@@ -75,15 +76,15 @@ def detail_item(config: Config, video: dict, progress: float | None,
         percent = 0
     return {
         **catalog_item(config, video),
-        "status": video["status"],
+        "status": video.status,
         "progress": percent,
-        "error": video["error"],
-        "duration": video["duration"],
-        "width": video["width"],
-        "height": video["height"],
-        "resolutions": list(video["resolutions"] or []),
-        "visibility": video["visibility"],
-        "master_url": f"{config.public_url}/api/video/{video['id']}/{media.MASTER_PLAYLIST_NAME}" if playable else None,
+        "error": video.error,
+        "duration": video.duration,
+        "width": video.width,
+        "height": video.height,
+        "resolutions": list(video.resolutions),
+        "visibility": video.visibility,
+        "master_url": f"{config.public_url}/api/video/{video.id}/{media.MASTER_PLAYLIST_NAME}" if playable else None,
         "position": position,
         "playable": playable,
         **({"subtitles": subtitles} if subtitles is not None else {}),
@@ -95,7 +96,7 @@ def _scopes(user_id: int, is_admin: bool) -> list[str]:
     return ["all"] if is_admin else ["public", f"own:{user_id}"]
 
 
-async def _scope_from_db(services: Services, scope: str) -> list[dict]:
+async def _scope_from_db(services: Services, scope: str) -> list[Video]:
     async with cursor(services.pool) as cur:
         if scope == "all":
             rows = await videos.list_ready_all(cur)
@@ -118,7 +119,7 @@ async def list_catalog(config: Config, services: Services, user_id: int, is_admi
         if blob is not None:
             parts.append(json.loads(blob))
             continue
-        items = [{**catalog_item(config, row), "_sort": [row["created_at"].timestamp(), row["id"]]}
+        items = [{**catalog_item(config, row), "_sort": [row.created_at.timestamp(), row.id]}
                  for row in await _scope_from_db(services, scope)]
         await redis.set(key, json.dumps(items), ex=CATALOG_TTL_SECONDS)
         parts.append(items)
@@ -138,14 +139,14 @@ async def get_progress(services: Services, video_id: int) -> float | None:
     return await progress.read(services.redis, video_id)
 
 
-async def get_playable_version(services: Services, video: dict) -> int | None:
+async def get_playable_version(services: Services, video: Video) -> int | None:
     """The building version the transcode child reported playable (None if none is building)."""
-    if video["building_version"] is None:
+    if video.building_version is None:
         return None
-    return await progress.read_playable(services.redis, video["id"])
+    return await progress.read_playable(services.redis, video.id)
 
 
-async def get_visible_video(services: Services, video_id: int, user_id: int, is_admin: bool) -> dict:
+async def get_visible_video(services: Services, video_id: int, user_id: int, is_admin: bool) -> Video:
     """The row if the caller may see its detail (watchers, owner, admin); else media.VideoNotFound."""
     async with cursor(services.pool) as cur:
         video = await videos.get_video(cur, video_id)

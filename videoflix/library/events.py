@@ -200,7 +200,7 @@ class EventHub:
                 track = await trickplay.thumbnails_vtt(self.config, self.services, row)
                 event, data, owner_id = (VIDEO_EVENT,
                                          catalog.detail_item(self.config, row, percent, None, playable, thumbnails_vtt=track),
-                                         row["owner_id"])
+                                         row.owner_id)
         except Exception:
             log.exception("video events: could not read video %s", message.video_id)
             return
@@ -213,10 +213,10 @@ async def snapshot(config: Config, services: Services, user_id: int, is_admin: b
     """Detail objects of the caller's videos in every state (admins: everyone's), newest first."""
     async with cursor(services.pool) as cur:
         rows = await videos.list_managed(cur, None if is_admin else user_id, SNAPSHOT_LIMIT)
-    unfinished = [row for row in rows if row["status"] in ("queued", "processing")]
-    percents = {row["id"]: await progress.read(services.redis, row["id"]) for row in unfinished}
-    playable = {row["id"]: await catalog.get_playable_version(services, row) for row in unfinished}
-    tracks = {row["id"]: await trickplay.thumbnails_vtt(config, services, row) for row in rows}
-    return [catalog.detail_item(config, row, percents.get(row["id"]), None, playable.get(row["id"]),
-                                thumbnails_vtt=tracks[row["id"]])
+    unfinished = [row for row in rows if row.status in ("queued", "processing")]
+    percents = {row.id: await progress.read(services.redis, row.id) for row in unfinished}
+    playable = {row.id: await catalog.get_playable_version(services, row) for row in unfinished}
+    tracks = {row.id: await trickplay.thumbnails_vtt(config, services, row) for row in rows}
+    return [catalog.detail_item(config, row, percents.get(row.id), None, playable.get(row.id),
+                                thumbnails_vtt=tracks[row.id])
             for row in rows]

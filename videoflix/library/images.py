@@ -30,6 +30,7 @@ from videoflix.delivery import playback
 from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
+from videoflix.tables.videos import Video
 
 THUMBNAIL_KIND = "thumbnail"
 POSTER_KIND = "poster"
@@ -63,10 +64,10 @@ def file_name(kind: str) -> str:
     return media.THUMBNAIL_NAME if kind == THUMBNAIL_KIND else media.POSTER_NAME
 
 
-def image_url(config: Config, video: dict, kind: str = THUMBNAIL_KIND) -> str:
+def image_url(config: Config, video: Video, kind: str = THUMBNAIL_KIND) -> str:
     """The absolute URL of a video's image for someone who may see the video."""
-    video_id = int(video["id"])
-    if video["visibility"] == "public":
+    video_id = int(video.id)
+    if video.visibility == "public":
         return f"{config.public_url}/media/{kind}/{video_id}.jpg"
     return f"{config.public_url}/media/{kind}/{video_id}-{tokens.image_key(config.secret_key, video_id)}.jpg"
 
@@ -87,12 +88,12 @@ async def image_access(config: Config, services: Services, request: ImageRequest
     if request.key is not None and not tokens.check_image_key(config.secret_key, request.video_id, request.key):
         raise media.VideoNotFound(request.video_id)  # before any database access
     video = await playback.ready_video(services, request.video_id)
-    if video is None:
+    if video is None or video.live_version is None:
         raise media.VideoNotFound(request.video_id)
-    version = video["live_version"]
+    version = video.live_version
     if request.key is not None:
         return ImageAccess(KEYED_CACHE_CONTROL, version)
-    if video["visibility"] == "public":
+    if video.visibility == "public":
         return ImageAccess(PUBLIC_CACHE_CONTROL, version)
     if (claims is not None and media.can_watch(video, claims.user_id, claims.is_admin)
             and await sessions.is_live(services, claims.user_id, claims.token_version, claims.session_id)):

@@ -24,6 +24,7 @@ from videoflix.platform.db import cursor, transaction
 from videoflix.platform.services import Services
 from videoflix.tables import users
 from videoflix.tables import videos as video_rows
+from videoflix.tables.videos import Video
 from videoflix.transcode import notify, progress, queue
 from videoflix.transcode.limits import caps_from_config
 from videoflix.transcode.probe import Probe, ProbeError, probe_file
@@ -144,7 +145,7 @@ def check_changes(body: dict, is_admin: bool, allow_public: bool) -> dict[str, s
 
 
 async def update_video(services: Services, video_id: int, user_id: int, is_admin: bool,
-                       changes: dict[str, str]) -> dict:
+                       changes: dict[str, str]) -> Video:
     """Apply checked changes (check_changes) for the owner or an admin; returns the
     updated row; media.VideoNotFound otherwise."""
     async with transaction(services.pool) as cur:
@@ -154,13 +155,13 @@ async def update_video(services: Services, video_id: int, user_id: int, is_admin
         updated = await video_rows.update_fields(cur, video_id, changes)
     if updated is None:
         raise media.VideoNotFound()
-    await video_changed(services, video_id, updated["owner_id"])
+    await video_changed(services, video_id, updated.owner_id)
     log.info("video %s edited by user %s (%s)", video_id, user_id, ", ".join(sorted(changes)))
     return updated
 
 
 async def create_from_upload(config: Config, services: Services, upload: UploadReceiver, owner_id: int,
-                             is_admin: bool, client_gone: Callable[[], bool]) -> dict:
+                             is_admin: bool, client_gone: Callable[[], bool]) -> Video:
     """A received upload becomes a queued video: validate -> probe -> quota -> move -> enqueue.
 
     Returns the row as queued. InvalidUpload / UploadRejected / QuotaExceeded when it
@@ -186,7 +187,7 @@ async def create_from_upload(config: Config, services: Services, upload: UploadR
 
 
 async def _store(config: Config, services: Services, upload: UploadReceiver, owner_id: int, is_admin: bool,
-                 fields: dict[str, str], visibility: str, probe: Probe) -> dict:
+                 fields: dict[str, str], visibility: str, probe: Probe) -> Video:
     """Row + source file + queue entry, all in place before this returns (the job is durable)."""
     async with transaction(services.pool) as cur:
         # The quota again, with the real size, the owner's row locked: two uploads of one
@@ -249,11 +250,11 @@ async def delete_video(config: Config, services: Services, video_id: int, user_i
     await queue.remove_video(services.redis, video_id)
     await asyncio.get_running_loop().run_in_executor(services.file_executor, _remove_files,
                                                      config.media_dir, video_id)
-    await video_changed(services, video_id, video["owner_id"])
+    await video_changed(services, video_id, video.owner_id)
     log.info("video %s deleted by user %s", video_id, user_id)
 
 
-async def retranscode(config: Config, services: Services, video_id: int) -> dict:
+async def retranscode(config: Config, services: Services, video_id: int) -> Video:
     """Queue a ready or failed video again; returns the row as queued."""
     async with transaction(services.pool) as cur:
         video = await video_rows.get_video(cur, video_id)
@@ -263,7 +264,7 @@ async def retranscode(config: Config, services: Services, video_id: int) -> dict
             raise VideoBusy()
         queued = await video_rows.get_video(cur, video_id)
     await progress.reset(services.redis, video_id)
-    await queue.enqueue(services.redis, video_id, video["owner_id"])
-    await video_changed(services, video_id, video["owner_id"])
+    await queue.enqueue(services.redis, video_id, video.owner_id)
+    await video_changed(services, video_id, video.owner_id)
     log.info("video %s queued again", video_id)
     return queued

@@ -245,7 +245,7 @@ async def add_from_upload(config: Config, services: Services, video_id: int, use
         # Written while the row is locked; the transaction commits right after.
         await _in_executor(services, _store_track, config.media_dir, video_id, checked.language, checked.vtt,
                            checked.cut)
-    await _changed(services, video_id, video["owner_id"])
+    await _changed(services, video_id, video.owner_id)
     log.info("video %s: subtitles %s uploaded by user %s (%d cues)", video_id, checked.language, user_id,
              checked.cue_count)
     return item(config, row)
@@ -266,7 +266,7 @@ async def remove(config: Config, services: Services, video_id: int, user_id: int
         if language is None or not await subtitle_rows.delete(cur, video_id, language):
             raise SubtitleNotFound()
         await _in_executor(services, _remove_track, config.media_dir, video_id, language)
-    await _changed(services, video_id, video["owner_id"])
+    await _changed(services, video_id, video.owner_id)
     log.info("video %s: subtitles %s deleted by user %s", video_id, language, user_id)
 
 

@@ -38,6 +38,7 @@ from videoflix.platform.config import Config
 from videoflix.platform.db import cursor
 from videoflix.platform.services import Services
 from videoflix.tables import videos
+from videoflix.tables.videos import VersionState
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def list_versions(media_dir: str) -> dict[int, list[int]]:
     return found
 
 
-def sweep_versions(media_dir: str, found: dict[int, list[int]], rows: dict[int, dict], grace_seconds: float,
+def sweep_versions(media_dir: str, found: dict[int, list[int]], rows: dict[int, VersionState], grace_seconds: float,
                    lease_seconds: float) -> list[str]:
     """Remove the versions `rows` (videos.version_states, read after `found` was listed)
     no longer need; return what was removed (blocking)."""
@@ -127,8 +128,8 @@ def sweep_versions(media_dir: str, found: dict[int, list[int]], rows: dict[int, 
         row = rows.get(video_id)
         if row is None:
             continue  # deleted: videos.delete_video removes its folder
-        live, building = row["live_version"], row["building_version"]
-        since = row["live_since"].timestamp() if row["live_since"] is not None else None
+        live, building = row.live_version, row.building_version
+        since = row.live_since.timestamp() if row.live_since is not None else None
         for version in versions:
             if version in (live, building):
                 continue

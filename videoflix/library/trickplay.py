@@ -17,6 +17,7 @@ import cachetools
 from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
+from videoflix.tables.videos import Video
 from videoflix.transcode import ladderfile
 
 # Bounds the memory the answers can take (one small entry per published version).
@@ -52,11 +53,11 @@ async def _has_track(config: Config, services: Services, video_id: int, version:
     return found
 
 
-async def thumbnails_vtt(config: Config, services: Services, video: dict) -> str | None:
+async def thumbnails_vtt(config: Config, services: Services, video: Video) -> str | None:
     """The detail's `thumbnails_vtt`: the live version's track URL, or None."""
-    version = video["live_version"]
+    version = video.live_version
     if version is None:
         return None
-    if not await _has_track(config, services, video["id"], version):
+    if not await _has_track(config, services, video.id, version):
         return None
-    return thumbnails_vtt_url(config, video["id"], version)
+    return thumbnails_vtt_url(config, video.id, version)

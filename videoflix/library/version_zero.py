@@ -213,7 +213,7 @@ def wave1_leftovers(media_dir: str) -> list[int]:
 async def _still_wave1(services: Services, video_id: int) -> bool:
     async with db.cursor(services.pool) as cur:
         row = (await videos.version_states(cur, [video_id])).get(video_id)
-    return row is not None and row["live_version"] == media.WAVE1_VERSION
+    return row is not None and row.live_version == media.WAVE1_VERSION
 
 
 async def move_video(config: Config, services: Services, video_id: int) -> int | None:
@@ -238,11 +238,11 @@ async def move_video(config: Config, services: Services, video_id: int) -> int |
         await loop.run_in_executor(executor, remove_tree, folder)
         return None
     async with db.cursor(services.pool) as cur:
-        published = await videos.publish_wave1_version(cur, video_id, version)
-    if published is None:
+        owner_id = await videos.publish_wave1_version(cur, video_id, version)
+    if owner_id is None:
         await loop.run_in_executor(executor, remove_tree, media.version_dir(config.media_dir, video_id, version))
         return None
-    await lifecycle.video_changed(services, video_id, published["owner_id"])
+    await lifecycle.video_changed(services, video_id, owner_id)
     await loop.run_in_executor(executor, remove_wave1_names, config.media_dir, video_id)
     log.info("video %s: moved from the wave-1 layout (version 0) to %s", video_id,
              media.version_dir(config.media_dir, video_id, version))
@@ -266,7 +266,7 @@ async def move_wave1_videos(config: Config, services: Services) -> dict[int, int
             rows = await videos.version_states(cur, left)
         for video_id in left:
             row = rows.get(video_id)
-            if row is None or row["live_version"] == media.WAVE1_VERSION:
+            if row is None or row.live_version == media.WAVE1_VERSION:
                 continue  # deleted (its folder goes with it), or still to move (another process's)
             names = await loop.run_in_executor(services.file_executor, remove_wave1_names, config.media_dir,
                                                video_id)

@@ -1,6 +1,6 @@
 """Watch progress (API.md §6): where each user stopped in each video, and "Continue watching".
 
-Positions live in PostgreSQL (tables/progress.py), one row per user and video. A
+Positions live in PostgreSQL (tables/watch_progress.py), one row per user and video. A
 video counts as finished, and leaves "Continue watching", once the position reaches
 FINISHED_FRACTION of its duration (the credits need not be sat through).
 """
@@ -52,8 +52,8 @@ async def save_position(services: Services, video_id: int, user_id: int, is_admi
     A position past the end (players report a little over) is stored as the end.
     """
     video = await catalog.get_visible_video(services, video_id, user_id, is_admin)
-    if video["duration"]:
-        position = min(position, float(video["duration"]))
+    if video.duration:
+        position = min(position, float(video.duration))
     async with cursor(services.pool) as cur:
         await watch_progress.save_position(cur, user_id, video_id, position)
 
@@ -77,10 +77,11 @@ async def list_continue(config: Config, services: Services, user_id: int, is_adm
         rows = await watch_progress.list_recent(cur, user_id, CONTINUE_SCAN)
     items = []
     for row in rows:
-        if not media.can_watch(row, user_id, is_admin) or not is_unfinished(row["position"], row["duration"]):
+        video = row.video
+        if not media.can_watch(video, user_id, is_admin) or not is_unfinished(row.position, video.duration):
             continue
-        items.append({**catalog.catalog_item(config, row), "position": row["position"],
-                      "duration": row["duration"]})
+        items.append({**catalog.catalog_item(config, video), "position": row.position,
+                      "duration": video.duration})
         if len(items) == CONTINUE_LIMIT:
             break
     return items

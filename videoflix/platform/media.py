@@ -36,6 +36,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from videoflix.tables.videos import PlaybackVideo, Video
+
 MASTER_PLAYLIST_NAME = "master.m3u8"  # rendered per request; a file only in the wave-1 layout
 MEDIA_PLAYLIST_NAME = "index.m3u8"
 LADDER_NAME = "ladder.json"
@@ -190,36 +192,41 @@ def is_wave1_name(name: str) -> bool:
     return name in WAVE1_FILE_NAMES or name in RESOLUTIONS or name.startswith(WAVE1_MOVE_PREFIX)
 
 
-def can_watch(video: dict, user_id: int | None, is_admin: bool) -> bool:
+# The rules below read owner_id, visibility, live_version and building_version, which
+# a whole row and a playback row (delivery/playback.py's cached one) both hold.
+AccessRow = Video | PlaybackVideo
+
+
+def can_watch(video: AccessRow, user_id: int | None, is_admin: bool) -> bool:
     """A live version exists, and the video is public or the caller's own (admins see everything)."""
-    if video["live_version"] is None:
+    if video.live_version is None:
         return False
-    return video["visibility"] == "public" or is_admin or (user_id is not None and video["owner_id"] == user_id)
+    return video.visibility == "public" or is_admin or (user_id is not None and video.owner_id == user_id)
 
 
-def can_watch_version(video: dict, version: int, user_id: int | None, is_admin: bool) -> bool:
+def can_watch_version(video: AccessRow, version: int, user_id: int | None, is_admin: bool) -> bool:
     """Version `version` of the video, for this caller: the live one (or an older one
     still on disk, so a player that loaded it before a switch-over plays on until the
     sweeper removes it) under can_watch; the one being built for the owner and admins."""
-    if version == video["building_version"] and user_id is not None and can_manage(video, user_id, is_admin):
+    if version == video.building_version and user_id is not None and can_manage(video, user_id, is_admin):
         return True
-    live = video["live_version"]
+    live = video.live_version
     return live is not None and 1 <= version <= live and can_watch(video, user_id, is_admin)
 
 
-def default_version(video: dict, user_id: int | None, is_admin: bool) -> int | None:
+def default_version(video: AccessRow, user_id: int | None, is_admin: bool) -> int | None:
     """The version the unversioned master serves to this caller: the live one, or
     while nothing is live the one being built, for the owner and admins."""
     if can_watch(video, user_id, is_admin):
-        return video["live_version"]
-    if video["building_version"] is not None and user_id is not None and can_manage(video, user_id, is_admin):
-        return video["building_version"]
+        return video.live_version
+    if video.building_version is not None and user_id is not None and can_manage(video, user_id, is_admin):
+        return video.building_version
     return None
 
 
-def can_manage(video: dict, user_id: int, is_admin: bool) -> bool:
+def can_manage(video: AccessRow, user_id: int, is_admin: bool) -> bool:
     """Owner or admin: delete, see the detail of a video that is not ready."""
-    return is_admin or video["owner_id"] == user_id
+    return is_admin or video.owner_id == user_id
 
 
 def serve_resolution(requested: str, available: list[str]) -> str | None:

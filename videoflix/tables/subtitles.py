@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from videoflix.tables.videos import COLUMNS as VIDEO_COLUMNS
+from videoflix.tables.videos import Video, from_row
+
 COLUMNS = "video_id, language, label, origin, cue_count, created_at, updated_at"
 ORIGINS = ("upload", "track")
 
@@ -43,8 +46,9 @@ async def delete(cur: Any, video_id: int, language: str) -> bool:
     return await cur.fetchone() is not None
 
 
-async def lock_video(cur: Any, video_id: int) -> dict | None:
+async def lock_video(cur: Any, video_id: int) -> Video | None:
     """Lock the video's row (inside a transaction): one subtitle change per video at a
     time, so the label check and the write cannot interleave with another's."""
-    await cur.execute("SELECT id, owner_id FROM videos WHERE id = %s FOR UPDATE", (video_id,))
-    return await cur.fetchone()
+    await cur.execute(f"SELECT {VIDEO_COLUMNS} FROM videos WHERE id = %s FOR UPDATE", (video_id,))
+    row = await cur.fetchone()
+    return None if row is None else from_row(row)

@@ -81,36 +81,36 @@ async def insert_video(cur: Any, *, owner_id: int, title: str, description: str,
     return (await cur.fetchone())["id"]
 
 
-async def get_video(cur: Any, video_id: int) -> dict | None:
+async def get_video(cur: Any, video_id: int) -> Video | None:
     await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE id = %s", (video_id,))
-    return await cur.fetchone()
+    return _video_or_none(await cur.fetchone())
 
 
 # "Listed" means a live version exists (sql/004): a video being re-transcoded stays listed.
-async def list_ready_all(cur: Any) -> list[dict]:
+async def list_ready_all(cur: Any) -> list[Video]:
     """Every video with a live version (what admins see), newest first."""
     await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL"
                       " ORDER BY created_at DESC, id DESC")
-    return await cur.fetchall()
+    return [from_row(row) for row in await cur.fetchall()]
 
 
-async def list_ready_public(cur: Any) -> list[dict]:
+async def list_ready_public(cur: Any) -> list[Video]:
     await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL AND visibility = 'public'"
                       " ORDER BY created_at DESC, id DESC")
-    return await cur.fetchall()
+    return [from_row(row) for row in await cur.fetchall()]
 
 
-async def list_ready_private_of(cur: Any, owner_id: int) -> list[dict]:
+async def list_ready_private_of(cur: Any, owner_id: int) -> list[Video]:
     await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL AND visibility = 'private'"
                       " AND owner_id = %s ORDER BY created_at DESC, id DESC", (owner_id,))
-    return await cur.fetchall()
+    return [from_row(row) for row in await cur.fetchall()]
 
 
 # Columns a PATCH may change (API.md §6); the only names update_fields interpolates.
 EDITABLE_COLUMNS = ("title", "description", "category", "visibility")
 
 
-async def update_fields(cur: Any, video_id: int, changes: dict[str, str]) -> dict | None:
+async def update_fields(cur: Any, video_id: int, changes: dict[str, str]) -> Video | None:
     """Set the given editable columns; the updated row, or None if it is gone."""
     names = [name for name in EDITABLE_COLUMNS if name in changes]
     if not names:
@@ -118,20 +118,20 @@ async def update_fields(cur: Any, video_id: int, changes: dict[str, str]) -> dic
     assignments = ", ".join(f"{name} = %s" for name in names)
     await cur.execute(f"UPDATE videos SET {assignments}, updated_at = now() WHERE id = %s RETURNING {COLUMNS}",
                       (*[changes[name] for name in names], video_id))
-    return await cur.fetchone()
+    return _video_or_none(await cur.fetchone())
 
 
-async def list_managed(cur: Any, owner_id: int | None, limit: int) -> list[dict]:
+async def list_managed(cur: Any, owner_id: int | None, limit: int) -> list[Video]:
     """Videos in every state, newest first: one owner's, or everyone's (owner_id None)."""
     if owner_id is None:
         await cur.execute(f"SELECT {COLUMNS} FROM videos ORDER BY created_at DESC, id DESC LIMIT %s", (limit,))
     else:
         await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE owner_id = %s"
                           " ORDER BY created_at DESC, id DESC LIMIT %s", (owner_id, limit))
-    return await cur.fetchall()
+    return [from_row(row) for row in await cur.fetchall()]
 
 
-async def mark_processing(cur: Any, video_id: int) -> dict | None:
+async def mark_processing(cur: Any, video_id: int) -> Video | None:
     """queued/processing -> processing, counting the attempt and allocating the run's
     version (`building_version`, a new one per delivery: a crashed run's partial
     folder is never written again); None if the row is gone or settled."""
@@ -141,7 +141,7 @@ async def mark_processing(cur: Any, video_id: int) -> dict | None:
         f" WHERE id = %s AND status IN ('queued', 'processing') RETURNING {COLUMNS}",
         (video_id,),
     )
-    return await cur.fetchone()
+    return _video_or_none(await cur.fetchone())
 
 
 async def mark_ready(cur: Any, video_id: int, *, version: int, duration: float, width: int, height: int,
@@ -203,18 +203,50 @@ async def delete_video(cur: Any, video_id: int) -> bool:
 
 # --- HLS delivery (web/media_handlers.py via delivery/playback.py) -----------
 # Only what the watch rule and the rendition choice need: one primary-key lookup
-# per uncached request.
+# per uncached request. Selecting the whole row instead (a 5,000-character
+# description with it) made that lookup about a third slower.
 PLAYBACK_COLUMNS = "id, owner_id, visibility, status, resolutions, live_version, building_version"
 
 
-async def get_playback_video(cur: Any, video_id: int) -> dict | None:
+@dataclass(frozen=True, slots=True)
+class PlaybackVideo:
+    """The PLAYBACK_COLUMNS of a video row; the access rules (platform/media.py) take
+    it as they take a Video. Frozen: the playback row cache shares it."""
+
+    id: int
+    owner_id: int
+    visibility: Visibility
+    status: Status
+    resolutions: tuple[str, ...]
+    live_version: int | None
+    building_version: int | None
+
+
+def _playback_video(row: Mapping[str, Any]) -> PlaybackVideo:
+    return PlaybackVideo(row["id"], row["owner_id"], row["visibility"], row["status"], tuple(row["resolutions"]),
+                         row["live_version"], row["building_version"])
+
+
+async def get_playback_video(cur: Any, video_id: int) -> PlaybackVideo | None:
     await cur.execute(f"SELECT {PLAYBACK_COLUMNS} FROM videos WHERE id = %s", (video_id,))
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    return None if row is None else _playback_video(row)
 
 
-async def get_stream_playback(cur: Any, video_id: int, viewer_id: int) -> dict | None:
-    """The playback columns plus the viewer's token_version, is_admin and is_active
-    (a signed stream URL checks both rows), in one query; None if either is missing."""
+@dataclass(frozen=True, slots=True)
+class StreamPlayback:
+    """A video's playback columns and its viewer's token state, read together (a
+    signed stream URL checks both rows)."""
+
+    video: PlaybackVideo
+    viewer_token_version: int
+    viewer_is_admin: bool
+    viewer_is_active: bool
+
+
+async def get_stream_playback(cur: Any, video_id: int, viewer_id: int) -> StreamPlayback | None:
+    """The playback columns plus the viewer's token_version, is_admin and is_active,
+    in one query; None if either row is missing."""
     await cur.execute(
         "SELECT v.id, v.owner_id, v.visibility, v.status, v.resolutions, v.live_version, v.building_version,"
         " u.token_version AS viewer_token_version, u.is_admin AS viewer_is_admin,"
@@ -222,14 +254,28 @@ async def get_stream_playback(cur: Any, video_id: int, viewer_id: int) -> dict |
         " FROM videos v JOIN users u ON u.id = %s WHERE v.id = %s",
         (viewer_id, video_id),
     )
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    return StreamPlayback(_playback_video(row), row["viewer_token_version"], row["viewer_is_admin"],
+                          row["viewer_is_active"])
 
 
-async def version_states(cur: Any, video_ids: list[int]) -> dict[int, dict]:
-    """{id: {live_version, building_version, live_since}} of those rows that exist (the sweeper)."""
+@dataclass(frozen=True, slots=True)
+class VersionState:
+    """Which of a video's version folders are in use (the sweeper, version_zero.py)."""
+
+    live_version: int | None
+    building_version: int | None
+    live_since: datetime | None
+
+
+async def version_states(cur: Any, video_ids: list[int]) -> dict[int, VersionState]:
+    """{id: its VersionState} of those rows that exist."""
     await cur.execute("SELECT id, live_version, building_version, live_since FROM videos WHERE id = ANY(%s)",
                       (list(video_ids),))
-    return {row["id"]: row for row in await cur.fetchall()}
+    return {row["id"]: VersionState(row["live_version"], row["building_version"], row["live_since"])
+            for row in await cur.fetchall()}
 
 
 # --- the wave-1 layout (library/version_zero.py) ------------------------------
@@ -249,9 +295,10 @@ async def allocate_wave1_version(cur: Any, video_id: int) -> int | None:
     return None if row is None else row["version_seq"]
 
 
-async def publish_wave1_version(cur: Any, video_id: int, version: int) -> dict | None:
+async def publish_wave1_version(cur: Any, video_id: int, version: int) -> int | None:
     """Version `version` (the moved wave-1 files) becomes the live one where the row
-    still says 0: {owner_id}, or None when it no longer does."""
+    still says 0: the video's owner_id, or None when it no longer does."""
     await cur.execute("UPDATE videos SET live_version = %s, live_since = now()"
                       " WHERE id = %s AND live_version = 0 RETURNING owner_id", (version, video_id))
-    return await cur.fetchone()
+    row = await cur.fetchone()
+    return None if row is None else row["owner_id"]

@@ -1,9 +1,12 @@
 """Every SQL statement touching the watch_progress table. Functions take the cursor first."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from videoflix.tables.videos import COLUMNS as VIDEO_COLUMNS
+from videoflix.tables.videos import Video, from_row
 
 
 async def save_position(cur: Any, user_id: int, video_id: int, position: float) -> None:
@@ -22,8 +25,17 @@ async def get_position(cur: Any, user_id: int, video_id: int) -> float | None:
     return row["position"] if row is not None else None
 
 
-async def list_recent(cur: Any, user_id: int, limit: int) -> list[dict]:
-    """The user's watched videos (full video rows plus `position`), most recent first."""
+@dataclass(frozen=True, slots=True)
+class WatchedVideo:
+    """A video the user watched, and where they stopped."""
+
+    video: Video
+    position: float
+    watched_at: datetime
+
+
+async def list_recent(cur: Any, user_id: int, limit: int) -> list[WatchedVideo]:
+    """The user's watched videos, most recent first."""
     columns = ", ".join(f"v.{name.strip()}" for name in VIDEO_COLUMNS.split(","))
     await cur.execute(
         f"SELECT {columns}, p.position, p.updated_at AS watched_at"
@@ -31,4 +43,4 @@ async def list_recent(cur: Any, user_id: int, limit: int) -> list[dict]:
         " WHERE p.user_id = %s ORDER BY p.updated_at DESC, p.video_id DESC LIMIT %s",
         (user_id, limit),
     )
-    return await cur.fetchall()
+    return [WatchedVideo(from_row(row), row["position"], row["watched_at"]) for row in await cur.fetchall()]

@@ -323,7 +323,7 @@ class TranscodeRunner:
             video = await videos.get_video(cur, job.video_id)
             await videos.mark_failed(cur, job.video_id, reason)
         await self._tell(JobOutcome("failed", job.video_id, version,
-                                    owner_id=video["owner_id"] if video is not None else None))
+                                    owner_id=video.owner_id if video is not None else None))
 
     async def _handle_failure(self, job: queue.Job, version: int, pool: concurrent.futures.Executor,
                               exc: BaseException) -> None:
@@ -370,7 +370,8 @@ class TranscodeRunner:
             return
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
-        version = row["building_version"]
+        version = row.building_version
+        assert version is not None  # allocated by mark_processing's own UPDATE
         work = media.version_dir(self.config.media_dir, video_id, version)
         fence = media.lease_fence(self.config.media_dir, video_id, version)
         # The lease clock starts at a known moment: a renewal sent now.
@@ -430,5 +431,5 @@ class TranscodeRunner:
         await queue.ack(redis_client, job)
         await progress.clear_progress(redis_client, video_id)
         log.info("video %s job %s: ready (%s)", video_id, job.entry_id, ", ".join(result.resolutions))
-        await self._tell(JobOutcome("ready", video_id, version, owner_id=row["owner_id"],
+        await self._tell(JobOutcome("ready", video_id, version, owner_id=row.owner_id,
                                     wall_seconds=wall_seconds, result=result))

@@ -9,6 +9,7 @@ import tornado.web
 from videoflix.library import catalog, lifecycle, subtitle_tracks, trickplay, uploads, watching
 from videoflix.library.uploads import UploadError, UploadReceiver
 from videoflix.platform import media
+from videoflix.tables.videos import Video
 from videoflix.web import schemas
 from videoflix.web.base import APIError, BaseHandler, IdleBodyMixin, admin, authenticated
 from videoflix.web.operation import Response, operation
@@ -149,12 +150,12 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
 
 
 class VideoDetailHandler(BaseHandler):
-    async def write_detail(self, video: dict, user_id: int) -> None:
+    async def write_detail(self, video: Video, user_id: int) -> None:
         """The detail object (API.md §4, §6) with the caller's progress and position."""
-        progress = await catalog.get_progress(self.services, video["id"])
-        position = await watching.get_position(self.services, video["id"], user_id)
+        progress = await catalog.get_progress(self.services, video.id)
+        position = await watching.get_position(self.services, video.id, user_id)
         playable = await catalog.get_playable_version(self.services, video)
-        tracks = await subtitle_tracks.list_items(self.config, self.services, video["id"])
+        tracks = await subtitle_tracks.list_items(self.config, self.services, video.id)
         thumbnails = await trickplay.thumbnails_vtt(self.config, self.services, video)
         self.write_json(catalog.detail_item(self.config, video, progress, position, playable, tracks,
                                             thumbnails_vtt=thumbnails))
