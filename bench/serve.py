@@ -11,7 +11,7 @@ One run, everything on 127.0.0.1 and bounded in time (about 6 minutes):
    - "embedded": our server (create_services + make_app + HTTPServer over
      app.http_delegate, as app.serve does, without the transcode consumer), logging
      at WARNING: segment bodies by os.sendfile (zerocopy.py), warm segment GETs by
-     the segment lane (handlers/lane.py);
+     the segment lane (web/segment_lane.py);
    - "nginx": nginx alone (Debian's), `sendfile on`, access log off, serving the
      media directory directly (no authorisation: the ceiling);
    - "accel": the shipped deploy/nginx.conf in front of a second server of ours

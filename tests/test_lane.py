@@ -1,4 +1,4 @@
-"""The segment lane (handlers/lane.py): plain segment GETs answered without a
+"""The segment lane (web/segment_lane.py): plain segment GETs answered without a
 RequestHandler once every decision is cached, everything else left to the handlers.
 
 - Parity: the lane's answer to a request equals the handlers' answer to the same

@@ -1,4 +1,4 @@
-"""Segments' open files kept a few seconds (openfiles.py, used by handlers/hls.py).
+"""Segments' open files kept a few seconds (openfiles.py, used by web/media_handlers.py).
 
 The cache on its own, with real descriptors: lending, giving back, expiry, eviction
 and shutdown close exactly the descriptors they should, a lent one only at its

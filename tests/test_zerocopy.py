@@ -1,4 +1,4 @@
-"""Segment bodies by os.sendfile (zerocopy.py, used by handlers/hls.py), over real sockets.
+"""Segment bodies by os.sendfile (zerocopy.py, used by web/media_handlers.py), over real sockets.
 
 Byte-exact bodies for full and ranged GETs, HEAD and 304 (several on one keep-alive
 connection, so the framing after each is checked too), a file of several MB read

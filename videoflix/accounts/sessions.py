@@ -153,7 +153,7 @@ async def _lookup_revoked(services: Services, session_id: str) -> None:
 def cached_liveness(services: Services, user_id: int, token_version: int, session_id: str | None,
                     now: float | None = None) -> bool | None:
     """is_live from the cache alone, without waiting: None when it would have to ask
-    PostgreSQL or Redis (handlers/lane.py then leaves the request to the full path)."""
+    PostgreSQL or Redis (web/segment_lane.py then leaves the request to the full path)."""
     cache = _cache(services)
     now = time.monotonic() if now is None else now
     version = cache.versions.get(user_id)

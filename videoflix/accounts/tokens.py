@@ -197,7 +197,7 @@ def read_stream_token(secret: str, token: str, *, video_id: int, now: int) -> St
     return StreamClaims(user_id=user_id, token_version=version, expires_at=expires_at, session_id=parts[3])
 
 
-# --- verified access tokens, cached (handlers/hls.py) ---------------------------
+# --- verified access tokens, cached (web/media_handlers.py, web/segment_lane.py) --
 
 # A player sends the same access JWT with every segment, and verifying it (base64,
 # JSON, HMAC) was ~10% of a segment GET's time on the loop: the claims of recently

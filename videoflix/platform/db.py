@@ -4,8 +4,8 @@ aiopg connections are in autocommit mode: a single statement commits by itself,
 and multi-statement writes must go through `transaction()`, which issues an
 explicit BEGIN/COMMIT (ROLLBACK on any exception) on one connection. A write
 together with the reads it depends on or answers with (insert then read back,
-check then delete, mark then read) is such a unit: videos.py, accounts.register,
-the runner's _fail.
+check then delete, mark then read) is such a unit: library/lifecycle.py,
+accounts/flows.register, the runner's _fail.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 PostgreSQL or Redis refusing, dropping or timing out a connection is an outage,
 not a bug: the request is answered with a JSON 503 and one log line
-(handlers/base.py), and the next request simply tries again (the aiopg pool
+(web/base.py), and the next request simply tries again (the aiopg pool
 and the redis client reconnect by themselves, db.py and services.py).
 """
 from __future__ import annotations

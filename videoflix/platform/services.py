@@ -38,7 +38,7 @@ FILE_THREAD_WORKERS = 4
 # two threads suffice and a hanging server can hold no more than two.
 MAIL_THREAD_WORKERS = 2
 # The request path's Redis client fails fast when Redis is down (a JSON 503 within
-# a second, handlers/base.py), instead of redis-py's default 10 retries with
+# a second, web/base.py), instead of redis-py's default 10 retries with
 # backoff and 5 s timeouts: one immediate retry replaces a connection Redis
 # closed (a restart), a refused connection fails in milliseconds. Blocking
 # readers need longer: the transcode consumer has its own client (runner.py), and

@@ -151,7 +151,7 @@ class AuthMixin:
             return None
 
     def read_access_token(self: Any, token: str, now: int) -> tokens.SessionClaims:
-        """The claims of a valid access JWT, else TokenError (a hook: hls.py caches it)."""
+        """The claims of a valid access JWT, else TokenError (a hook: media_handlers.py caches it)."""
         return tokens.read_session_token(self.settings["config"].secret_key, token, kind="access", now=now)
 
     async def authenticate(self: Any, admin: bool = False) -> tokens.SessionClaims:
