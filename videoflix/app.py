@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from typing import Any
 
 import tornado.httpserver
 import tornado.httputil
@@ -21,6 +22,7 @@ from videoflix.platform.config import Config
 from videoflix.platform.draining import Draining
 from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import Services, create_services
+from videoflix.transcode import notify
 from videoflix.transcode.runner import TranscodeRunner
 from videoflix.web import (
     account_handlers,
@@ -46,7 +48,7 @@ ROUTE_MODULES = (account_handlers, health_handlers, docs_handlers, progress_hand
                  video_handlers, subtitle_handlers, media_handlers, page_handlers, metrics_handlers)
 
 
-def collect_routes() -> list:
+def collect_routes() -> list[Any]:
     """Every module's routes, then the HLS segment routes, which take any name: every
     route naming a file or folder of its own is matched before them, whatever its
     module (media_handlers.SEGMENT_ROUTES)."""
@@ -69,7 +71,7 @@ def make_feed(services: Services) -> VideoFeed:
     connected: a change announced by any process drops the row here at once."""
     feed = VideoFeed(services)
 
-    def forget(message) -> None:
+    def forget(message: notify.VideoMessage) -> None:
         if message.owner_id is not None:  # a state change, not a progress tick
             playback.forget_video(services, message.video_id)
 

@@ -11,8 +11,10 @@ import os
 import secrets
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import dotenv
 
@@ -41,7 +43,7 @@ def _require(config: Config, *names: str) -> None:
         raise CommandError(f"{env_name(missing[0])}: required (or run `videoflix dev` for embedded servers)")
 
 
-def _run_until_signalled(coro_factory) -> None:
+def _run_until_signalled(coro_factory: Callable[[asyncio.Event], Awaitable[None]]) -> None:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -133,7 +135,7 @@ def cmd_dev(config: Config) -> None:
     var.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         _lock_var_dir(var, stack)
-        changes: dict[str, str] = {}
+        changes: dict[str, Any] = {}
         if not config.secret_key:
             changes["secret_key"], _ = read_or_create_secret(var / "secret-key", lambda: secrets.token_urlsafe(48))
         try:

@@ -10,6 +10,7 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from videoflix.accounts import passwords, sessions, throttle, tokens
 from videoflix.platform import clientaddr, rediskeys
@@ -104,11 +105,12 @@ def normalize_email(value: object) -> str | None:
     return plain_mailbox(value)
 
 
-def _email_field(value: object) -> tuple[str | None, list[str]]:
+def _email_field(value: object) -> tuple[str, list[str]]:
+    """(the normalised address, []) or ("", its field errors)."""
     if value is None or value == "":
-        return None, [REQUIRED]
+        return "", [REQUIRED]
     email = normalize_email(value)
-    return email, ([] if email else ["Enter a valid email address."])
+    return (email, []) if email else ("", ["Enter a valid email address."])
 
 
 def _new_password_errors(password: object, confirm: object, password_field: str,
@@ -124,12 +126,12 @@ def _new_password_errors(password: object, confirm: object, password_field: str,
     return errors
 
 
-def _reset_state(user: dict) -> str:
+def _reset_state(user: dict[str, Any]) -> str:
     # The password hash and version are in the state: the link dies once used.
     return f"{user['id']}:{user['password_hash']}:{user['token_version']}"
 
 
-def _activation_state(user: dict) -> str:
+def _activation_state(user: dict[str, Any]) -> str:
     return f"{user['id']}:{user['email']}"
 
 
@@ -140,7 +142,7 @@ def session_lifetime(config: Config) -> int:
                config.stream_token_ttl) + 60
 
 
-def issue_tokens(config: Config, user: dict, session_id: str) -> IssuedTokens:
+def issue_tokens(config: Config, user: dict[str, Any], session_id: str) -> IssuedTokens:
     access_ttl = config.access_token_minutes * 60
     refresh_ttl = config.refresh_token_days * 24 * 3600
     issued = now()
@@ -170,7 +172,7 @@ async def _may_mail(services: Services, recipient: str, address: str) -> bool:
     return True
 
 
-async def register(config: Config, services: Services, body: dict, address: str) -> dict:
+async def register(config: Config, services: Services, body: dict[str, Any], address: str) -> dict[str, Any]:
     """Create an inactive account and mail its activation link. Throttled (nothing
     created) when the client `address` has spent its mail budget."""
     email, email_errors = _email_field(body.get("email"))
@@ -198,6 +200,7 @@ async def register(config: Config, services: Services, body: dict, address: str)
             async with transaction(services.pool) as cur:
                 user_id = await users.insert_user(cur, email, hashed)
                 user = await users.get_user(cur, user_id)
+                assert user is not None  # (inserted in this transaction)
         except users.EmailTaken:
             raise FieldErrors({"email": ["A user with this email already exists."]}) from None
         created = True
@@ -221,7 +224,7 @@ LINKS = {
 }
 
 
-async def _user_for_link(config: Config, services: Services, purpose: str, uidb64: str, token: str) -> dict:
+async def _user_for_link(config: Config, services: Services, purpose: str, uidb64: str, token: str) -> dict[str, Any]:
     """The user an emailed link names, if its token is genuine and fresh; else InvalidLink."""
     try:
         user_id = tokens.decode_uid(uidb64)
@@ -239,7 +242,7 @@ async def _user_for_link(config: Config, services: Services, purpose: str, uidb6
     return user
 
 
-def make_link(config: Config, services: Services, purpose: str, page: str, user: dict) -> str:
+def make_link(config: Config, services: Services, purpose: str, page: str, user: dict[str, Any]) -> str:
     state, _ = LINKS[purpose]
     token = tokens.make_link_token(config.secret_key, purpose, state(user), now())
     return services.mailer.link(page, tokens.encode_uid(user["id"]), token)
@@ -285,7 +288,7 @@ async def _remember_address(services: Services, email: str, known: str) -> None:
         await pipe.execute()
 
 
-async def login(config: Config, services: Services, body: dict, address: str) -> tuple[dict, IssuedTokens]:
+async def login(config: Config, services: Services, body: dict[str, Any], address: str) -> tuple[dict[str, Any], IssuedTokens]:
     password = body.get("password")
     email = normalize_email(body.get("email"))
     if email is None or not isinstance(password, str) or not password:
@@ -344,7 +347,7 @@ async def _spend(services: Services, claims: tokens.SessionClaims) -> int | None
         return None
     spent = await services.redis.get(key)
     try:
-        return int(spent)
+        return int(spent)  # type: ignore[arg-type]  # (None: gone in between, below)
     except (TypeError, ValueError):
         return 0  # an old-style mark, or gone in between: long spent
 
@@ -378,7 +381,7 @@ async def logout(config: Config, services: Services, token: str) -> None:
         raise InvalidRefreshToken()
 
 
-async def request_password_reset(config: Config, services: Services, body: dict, address: str) -> None:
+async def request_password_reset(config: Config, services: Services, body: dict[str, Any], address: str) -> None:
     email, email_errors = _email_field(body.get("email"))
     if email_errors:
         raise FieldErrors({"email": email_errors})
@@ -395,13 +398,14 @@ async def request_password_reset(config: Config, services: Services, body: dict,
 
 
 async def confirm_password_reset(config: Config, services: Services, uidb64: str, token: str,
-                                 body: dict) -> None:
+                                 body: dict[str, Any]) -> None:
     user = await _user_for_link(config, services, "reset", uidb64, token)
     new_password = body.get("new_password")
     errors = _new_password_errors(new_password, body.get("confirm_password"),
                                   "new_password", "confirm_password")
     if errors:
         raise FieldErrors(errors)
+    assert isinstance(new_password, str)  # (_new_password_errors refused anything else)
     hashed = await passwords.hash_password(services.cpu_executor, new_password, config.bcrypt_rounds)
     async with cursor(services.pool) as cur:
         version = await users.replace_password(cur, user["id"], user["password_hash"], hashed)

@@ -51,7 +51,7 @@ class Unavailable(Exception):
     """PostgreSQL or Redis did not answer a session check: 503, never a guess."""
 
 
-def _bounded() -> cachetools.LRUCache:
+def _bounded() -> cachetools.LRUCache[Any, Any]:
     return cachetools.LRUCache(MAX_ENTRIES)
 
 
@@ -61,7 +61,7 @@ class SessionCache:
     versions: cachetools.LRUCache[int, tuple[float, int | None]] = field(default_factory=_bounded)
     # session id -> (fresh until (monotonic), revoked)
     revoked: cachetools.LRUCache[str, tuple[float, bool]] = field(default_factory=_bounded)
-    pending: dict[Any, asyncio.Future] = field(default_factory=dict)
+    pending: dict[Any, asyncio.Future[Any]] = field(default_factory=dict)
 
     def store_version(self, user_id: int, fresh_until: float, version: int | None) -> None:
         old = self.versions.get(user_id)
@@ -157,19 +157,19 @@ def cached_liveness(services: Services, user_id: int, token_version: int, sessio
     cache = _cache(services)
     now = time.monotonic() if now is None else now
     version = cache.versions.get(user_id)
-    if _stale(version, now):
+    if version is None or _stale(version, now):
         return None
     if version[1] != token_version:
         return False
     if session_id is None:
         return True
     revoked = cache.revoked.get(session_id)
-    if _stale(revoked, now):
+    if revoked is None or _stale(revoked, now):
         return None
     return not revoked[1]
 
 
-def _stale(entry: tuple | None, now: float) -> bool:
+def _stale(entry: tuple[float, Any] | None, now: float) -> bool:
     return entry is None or entry[0] <= now
 
 
@@ -185,6 +185,7 @@ async def is_live(services: Services, user_id: int, token_version: int, session_
         if _stale(cache.versions.get(user_id), now):
             await _shared(cache, ("v", user_id), lambda: _lookup_version(services, user_id))
         else:
+            assert session_id is not None  # (a token without a session is judged by its version alone)
             await _shared(cache, ("s", session_id), lambda: _lookup_revoked(services, session_id))
     return known
 

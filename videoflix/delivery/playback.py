@@ -27,6 +27,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import cachetools
 
@@ -129,7 +130,9 @@ def resolve_file(video: PlaybackVideo, target: HLSTarget, user_id: int | None, i
     if target.version is not None:
         if not media.can_watch_version(video, target.version, user_id, is_admin):
             raise media.VideoNotFound()
-        return ServedFile(target.version, (target.folder or target.resolution, target.name), target.version == building)
+        folder = target.folder or target.resolution  # (None for a version's subtitles: no file of ours)
+        parts = (target.name,) if folder is None else (folder, target.name)
+        return ServedFile(target.version, parts, target.version == building)
     if target.resolution is None:
         version = media.default_version(video, user_id, is_admin)
         if version is None:
@@ -146,7 +149,7 @@ def resolve_file(video: PlaybackVideo, target: HLSTarget, user_id: int | None, i
 
 # --- rows ----------------------------------------------------------------------
 
-class RowCache(cachetools.TTLCache):
+class RowCache(cachetools.TTLCache[Any, Any]):
     """{video_id: PlaybackVideo} of one Services (`services.state(RowCache)`): each row
     kept VIDEO_CACHE_SECONDS, at most VIDEO_CACHE_MAX_ENTRIES (least recently used out)."""
 
@@ -173,7 +176,7 @@ async def _cached_video(services: Services, video_id: int, fresh: bool = False) 
     """The playback row (None if there is none); `fresh` skips the cache."""
     cache = _row_cache(services)
     if not fresh:
-        hit = cache.get(video_id)
+        hit: videos.PlaybackVideo | None = cache.get(video_id)
         if hit is not None:
             return hit
     async with db.cursor(services.pool) as cur:

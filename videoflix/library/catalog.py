@@ -59,7 +59,7 @@ def is_playable(video: Video, playable_version: int | None) -> bool:
 
 def detail_item(config: Config, video: Video, progress: float | None,
                 position: float | None = None, playable_version: int | None = None,
-                subtitles: list[dict] | None = None, thumbnails_vtt: str | None = None) -> dict[str, Any]:
+                subtitles: list[dict[str, Any]] | None = None, thumbnails_vtt: str | None = None) -> dict[str, Any]:
     """API.md §4's detail, plus §6's `position` (the caller's, or None), `playable`,
     `subtitles` (subtitle_tracks.item each; only when the caller looked them up) and
     `thumbnails_vtt` (the live version's track: trickplay.thumbnails_vtt, or None).
@@ -107,14 +107,14 @@ async def _scope_from_db(services: Services, scope: str) -> list[Video]:
     return rows
 
 
-async def list_catalog(config: Config, services: Services, user_id: int, is_admin: bool) -> list[dict]:
+async def list_catalog(config: Config, services: Services, user_id: int, is_admin: bool) -> list[dict[str, Any]]:
     """Ready videos the caller may watch, newest first; served from the cache when warm."""
     scopes = _scopes(user_id, is_admin)
     redis = services.redis
     versions = await redis.mget([rediskeys.catalog_version(s) for s in scopes])
     keys = [rediskeys.catalog_items(s, v or 0) for s, v in zip(scopes, versions)]
     cached = await redis.mget(keys)
-    parts: list[list[dict]] = []
+    parts: list[list[dict[str, Any]]] = []
     for scope, key, blob in zip(scopes, keys, cached):
         if blob is not None:
             parts.append(json.loads(blob))

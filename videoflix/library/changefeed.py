@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from videoflix.platform.services import Services
 from videoflix.transcode import notify
@@ -39,7 +40,7 @@ class VideoFeed:
         self.services = services
         self._message_listeners: list[MessageListener] = []
         self._resubscribed_listeners: list[Callable[[], None]] = []
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
         self._listening = asyncio.Event()
         # How many times the subscription was made (1 after the first): tests and logs.
         self.subscriptions = 0

@@ -78,7 +78,7 @@ class Subscription:
         self.claims = claims
         self.user_id = claims.user_id
         self.is_admin = claims.is_admin
-        self.queue: asyncio.Queue[tuple[str, dict] | None] = asyncio.Queue(SUBSCRIBER_QUEUE + 1)
+        self.queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue(SUBSCRIBER_QUEUE + 1)
         self.closed = False
 
     async def still_allowed(self, services: Services, now: float) -> bool:
@@ -96,7 +96,7 @@ class Subscription:
     def may_see(self, owner_id: int) -> bool:
         return self.is_admin or owner_id == self.user_id
 
-    def put(self, event: str, data: dict) -> None:
+    def put(self, event: str, data: dict[str, Any]) -> None:
         if self.closed:
             return
         if self.queue.qsize() >= SUBSCRIBER_QUEUE:
@@ -111,7 +111,7 @@ class Subscription:
             self.closed = True
             self.queue.put_nowait(None)
 
-    async def next(self, timeout: float) -> tuple[str, dict] | None:
+    async def next(self, timeout: float) -> tuple[str, dict[str, Any]] | None:
         """The next event; None once closed; TimeoutError when nothing came in `timeout`."""
         return await asyncio.wait_for(self.queue.get(), timeout)
 
@@ -209,7 +209,7 @@ class EventHub:
                 subscription.put(event, data)
 
 
-async def snapshot(config: Config, services: Services, user_id: int, is_admin: bool) -> list[dict]:
+async def snapshot(config: Config, services: Services, user_id: int, is_admin: bool) -> list[dict[str, Any]]:
     """Detail objects of the caller's videos in every state (admins: everyone's), newest first."""
     async with cursor(services.pool) as cur:
         rows = await videos.list_managed(cur, None if is_admin else user_id, SNAPSHOT_LIMIT)

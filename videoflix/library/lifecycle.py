@@ -14,6 +14,7 @@ import logging
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from videoflix.delivery import playback
 from videoflix.library import catalog, uploads
@@ -38,9 +39,9 @@ class VideoBusy(Exception):
 
 
 class InvalidUpload(Exception):
-    """Field errors of an upload: {field: [message, ...]}."""
+    """Field errors of an upload: {field: [message, ...]} (or {"detail": message})."""
 
-    def __init__(self, errors: dict[str, list[str]]) -> None:
+    def __init__(self, errors: dict[str, list[str]] | dict[str, str]) -> None:
         super().__init__(errors)
         self.errors = errors
 
@@ -125,11 +126,12 @@ def check_upload_fields(fields: dict[str, str], is_admin: bool,
 EDITABLE_FIELDS = ("title", "description", "category", "visibility")
 
 
-def check_changes(body: dict, is_admin: bool, allow_public: bool) -> dict[str, str]:
+def check_changes(body: dict[str, Any], is_admin: bool, allow_public: bool) -> dict[str, str]:
     """The changes of a PATCH, checked by the upload's own rules (check_upload_fields):
     only the fields sent, each a string; InvalidUpload otherwise."""
     given = {name: body[name] for name in EDITABLE_FIELDS if name in body}
-    errors = {name: ["Not a valid string."] for name, value in given.items() if not isinstance(value, str)}
+    errors: dict[str, list[str]] = {name: ["Not a valid string."] for name, value in given.items()
+                                    if not isinstance(value, str)}
     if "visibility" in given and not errors.get("visibility") and not given["visibility"].strip():
         errors["visibility"] = ['Must be "public" or "private".']
     if errors:
@@ -138,7 +140,7 @@ def check_changes(body: dict, is_admin: bool, allow_public: bool) -> dict[str, s
         raise InvalidUpload({"detail": "Nothing to change: send title, description, category or visibility."})
     # Fields not sent are stood in for by valid values, so only the sent ones can fail.
     clean, visibility = check_upload_fields({"title": "-", **given}, is_admin, allow_public)
-    changes = {name: clean[name] for name in ("title", "description", "category") if name in given}
+    changes: dict[str, str] = {name: clean[name] for name in ("title", "description", "category") if name in given}
     if "visibility" in given:
         changes["visibility"] = visibility
     return changes
@@ -214,6 +216,7 @@ async def _store(config: Config, services: Services, upload: UploadReceiver, own
         await loop.run_in_executor(services.file_executor, _remove_files, config.media_dir, video_id)
         raise
     log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, upload.size)
+    assert video is not None  # (read in the transaction that inserted it)
     return video
 
 
@@ -263,6 +266,7 @@ async def retranscode(config: Config, services: Services, video_id: int) -> Vide
         if not await video_rows.mark_queued(cur, video_id):
             raise VideoBusy()
         queued = await video_rows.get_video(cur, video_id)
+    assert queued is not None  # (read in the transaction that marked it)
     await progress.reset(services.redis, video_id)
     await queue.enqueue(services.redis, video_id, video.owner_id)
     await video_changed(services, video_id, video.owner_id)

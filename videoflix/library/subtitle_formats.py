@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass
 
 import langcodes
+from langcodes.tag_parser import LanguageTagError
 
 # A feature film's SRT is 50-150 KB; 2 MiB leaves room for dense karaoke files and
 # bounds the memory one upload may hold and the CPU it may cost (CWE-400).
@@ -302,7 +303,7 @@ def check_language(raw: str) -> str:
         if not langcodes.tag_is_valid(tag):
             raise SubtitleError("Unknown language tag: its subtags are not in the IANA registry.")
         canonical = langcodes.standardize_tag(tag)
-    except (langcodes.LanguageTagError, ValueError) as exc:
+    except (LanguageTagError, ValueError) as exc:
         if isinstance(exc, SubtitleError):
             raise
         raise SubtitleError("Not a BCP 47 language tag (e.g. en, de, pt-BR, zh-Hant).") from None
@@ -324,7 +325,7 @@ def default_label(language: str) -> str:
     """"English", "Portuguese (Brazil)", in English (langcodes' CLDR names)."""
     try:
         name = langcodes.Language.get(language).display_name()
-    except (langcodes.LanguageTagError, ValueError, LookupError):
+    except (LanguageTagError, ValueError, LookupError):
         name = language
     return clean_label(name) if name else language
 

@@ -129,7 +129,7 @@ def subtitle_url(config: Config, video_id: int, language: str) -> str:
     return f"{config.public_url}/api/video/{int(video_id)}/subtitles/{language}/"
 
 
-def item(config: Config, row: dict) -> dict[str, Any]:
+def item(config: Config, row: dict[str, Any]) -> dict[str, Any]:
     """The detail's `subtitles` entry, and the upload's answer."""
     return {"language": row["language"], "label": row["label"],
             "url": subtitle_url(config, row["video_id"], row["language"])}
@@ -141,7 +141,7 @@ async def list_items(config: Config, services: Services, video_id: int) -> list[
     return [item(config, row) for row in rows]
 
 
-async def list_rows(services: Services, video_id: int) -> list[dict]:
+async def list_rows(services: Services, video_id: int) -> list[dict[str, Any]]:
     """The rows (language, label, ...) for the master playlist."""
     async with cursor(services.pool) as cur:
         return await subtitle_rows.list_for_video(cur, video_id)
@@ -340,7 +340,8 @@ async def import_tracks(config: Config, services: Services, video_id: int, versi
             if current is None and len(existing) >= MAX_TRACKS_PER_VIDEO:
                 continue
             taken = {row["label"] for language, row in existing.items() if language != track.language}
-            label = subtitle_formats.unique_label(track.label, taken)
+            label = subtitle_formats.unique_label(track.label or subtitle_formats.default_label(track.language),
+                                                  taken)
             row = await subtitle_rows.upsert(cur, video_id, track.language, label, "track", track.cue_count)
             existing[track.language] = row
             await _in_executor(services, _store_track, config.media_dir, video_id, track.language, track.vtt,
@@ -434,7 +435,7 @@ class SubtitleNotReady(Exception):
     """The version being built has not measured its first PTS yet (503, retry)."""
 
 
-def _ladder_timing(ladder: dict) -> tuple[float, float, int, bool]:
+def _ladder_timing(ladder: dict[str, Any]) -> tuple[float, float, int, bool]:
     """(duration, segment_seconds, start_pts, complete) of a version's ladder.json."""
     try:
         duration = float(ladder["duration"])
@@ -447,7 +448,7 @@ def _ladder_timing(ladder: dict) -> tuple[float, float, int, bool]:
     return duration, segment_seconds, start_pts, bool(ladder.get("complete"))
 
 
-def render_hls_playlist(ladder: dict) -> str:
+def render_hls_playlist(ladder: dict[str, Any]) -> str:
     """The subtitle media playlist of a version (pure): its duration in segments of
     its segment length. The duration is the source's (probed before the run), so the
     playlist is whole even while the version is being built."""
@@ -455,7 +456,7 @@ def render_hls_playlist(ladder: dict) -> str:
     return subtitle_formats.media_playlist(duration, segment_seconds, media.SUBTITLE_SEGMENT_PATTERN)
 
 
-def segment_of(ladder: dict, name: str) -> tuple[int, int, int]:
+def segment_of(ladder: dict[str, Any], name: str) -> tuple[int, int, int]:
     """(index, segment_ms, start_pts) of subtitle segment `name` (seg_NNNNN.vtt) of a
     version (pure); SubtitleUnavailable for a name outside the playlist,
     SubtitleNotReady while the version has not measured its first PTS."""

@@ -31,6 +31,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from videoflix.library import uploads
 from videoflix.platform import media
@@ -153,7 +154,7 @@ class Sweeper:
         self.active_work = active_work
         self.interval = max(MIN_INTERVAL_SECONDS,
                             min(config.upload_idle_seconds, config.transcode_lease_seconds) / 2)
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[Any] | None = None
 
     async def start(self) -> None:
         await self.sweep()

@@ -11,6 +11,7 @@ from the same ladder) and web/media_handlers.py serves them with the segments' a
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import cachetools
 
@@ -24,7 +25,7 @@ from videoflix.transcode import ladderfile
 TRACK_CACHE_MAX_ENTRIES = 10_000
 
 
-class TrackCache(cachetools.LRUCache):
+class TrackCache(cachetools.LRUCache[Any, Any]):
     """{(video_id, version): has a track} of finished versions; one per Services."""
 
     def __init__(self) -> None:
@@ -40,7 +41,7 @@ def thumbnails_vtt_url(config: Config, video_id: int, version: int) -> str:
 
 async def _has_track(config: Config, services: Services, video_id: int, version: int) -> bool:
     cache = services.state(TrackCache)
-    known = cache.get((video_id, version))
+    known: bool | None = cache.get((video_id, version))
     if known is not None:
         return known
     path = media.ladder_path(config.media_dir, video_id, version)

@@ -38,7 +38,7 @@ FIELD_LIMITS = {"title": 200, "description": 5000, "category": 100, "visibility"
 MAX_PARTS = 12
 
 
-class UploadsInFlight(collections.Counter):
+class UploadsInFlight(collections.Counter[int]):
     """Uploads in flight per user id in this process (one server process holds every
     upload it receives): `services.state(UploadsInFlight)`."""
 
@@ -167,6 +167,10 @@ class OtherPartTarget(NullTarget):
         await super().astart()
 
 
+def _open_for_writing(path: Path) -> BinaryIO:
+    return open(path, "wb")  # noqa: SIM115 (closed by on_finish_async or close_quietly)
+
+
 def _append(handle: BinaryIO, data: bytes) -> None:
     """Write `data` through to the file (executor): past Python's buffer, so the
     file's size and mtime show it (the liveness the sweepers read)."""
@@ -186,7 +190,7 @@ class DiskFileTarget(BaseTarget):
         self._executor = executor
         self._buffer: list[bytes] = []
         self._buffered = 0
-        self._handle = None
+        self._handle: BinaryIO | None = None
         self._written_at = time.monotonic()
         self.received = False  # the part has started
         self.complete = False  # ... and ended, its bytes written and the file closed
@@ -200,7 +204,7 @@ class DiskFileTarget(BaseTarget):
     async def on_start_async(self) -> None:
         self.received = True
         loop = asyncio.get_running_loop()
-        self._handle = await loop.run_in_executor(self._executor, open, self.path, "wb")
+        self._handle = await loop.run_in_executor(self._executor, _open_for_writing, self.path)
 
     async def on_data_received_async(self, chunk: bytes) -> None:
         self._buffer.append(chunk)
@@ -227,11 +231,13 @@ class DiskFileTarget(BaseTarget):
         self._buffer.clear()
         self._buffered = 0
         self._written_at = time.monotonic()
+        assert self._handle is not None  # (opened when the part started)
         await asyncio.get_running_loop().run_in_executor(self._executor, _append, self._handle, data)
 
     async def on_finish_async(self) -> None:
         await self._flush()
         handle, self._handle = self._handle, None
+        assert handle is not None  # (opened when the part started)
         await asyncio.get_running_loop().run_in_executor(self._executor, handle.close)
         self.complete = True
 

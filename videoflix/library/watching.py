@@ -70,7 +70,7 @@ def is_unfinished(position: float, duration: float | None) -> bool:
     return not duration or position < FINISHED_FRACTION * duration
 
 
-async def list_continue(config: Config, services: Services, user_id: int, is_admin: bool) -> list[dict]:
+async def list_continue(config: Config, services: Services, user_id: int, is_admin: bool) -> list[dict[str, Any]]:
     """Catalog items plus `position` and `duration` of what the caller started and did
     not finish, most recently watched first; only videos the caller may still watch."""
     async with cursor(services.pool) as cur:

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import psycopg2
@@ -69,7 +70,7 @@ def find_postgres_bindir() -> Path:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        return int(sock.getsockname()[1])
 
 
 def _unprivileged_account() -> pwd.struct_passwd | None:
@@ -85,7 +86,7 @@ def _unprivileged_account() -> pwd.struct_passwd | None:
 
 
 @contextmanager
-def _reachable(directory: Path, account: pwd.struct_passwd | None) -> Iterator[tuple[str, dict]]:
+def _reachable(directory: Path, account: pwd.struct_passwd | None) -> Iterator[tuple[str, dict[str, Any]]]:
     """The path under which a child run as `account` finds `directory`, and Popen kwargs.
 
     For ourselves, the directory's own path. For another account, /proc/self/fd/N of a
@@ -104,7 +105,7 @@ def _reachable(directory: Path, account: pwd.struct_passwd | None) -> Iterator[t
         os.close(fd)
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen, what: str, log_path: Path) -> None:
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log_path: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -118,7 +119,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen, what: str, log_path: Path)
     raise EmbeddedError(f"{what} did not accept connections on port {port} within {START_TIMEOUT_SECONDS}s")
 
 
-def _stop_process(proc: subprocess.Popen | None, sig: int) -> None:
+def _stop_process(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(sig)
@@ -137,7 +138,7 @@ class EmbeddedPostgres:
     port: int
     # Tests trade durability for speed; dev keeps PostgreSQL's defaults.
     durable: bool = True
-    proc: subprocess.Popen | None = field(default=None, init=False)
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
     def password_file(self) -> Path:
@@ -148,7 +149,7 @@ class EmbeddedPostgres:
         password = quote(self.password_file.read_text().strip(), safe="")
         return f"postgresql://{DATABASE_USER}:{password}@127.0.0.1:{self.port}/{DATABASE_NAME}"
 
-    def _run_kwargs(self) -> dict:
+    def _run_kwargs(self) -> dict[str, Any]:
         account = _unprivileged_account()
         if account is None:
             return {}
@@ -243,7 +244,7 @@ class EmbeddedRedis:
     data_dir: Path
     port: int
     appendonly: bool = True
-    proc: subprocess.Popen | None = field(default=None, init=False)
+    proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
     def password_file(self) -> Path:

@@ -42,7 +42,7 @@ _PLAIN = re.compile(r"[\x21-\x5b\x5d-\x7e]*")
 _NOT_PLAIN = re.compile(r"[^\x21-\x5b\x5d-\x7e]")
 
 
-def _escape(match: re.Match) -> str:
+def _escape(match: re.Match[str]) -> str:
     code = ord(match.group())
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
@@ -84,6 +84,10 @@ class AccessRecord:
     body_bytes: int = 0
     bulk: bool = False  # the bulk of all requests (segments): a success is logged at DEBUG
     retry_expected: bool = False  # a 503 that means "not transcoded yet, retry shortly": INFO
+    seconds: float | None = None  # how long it took; None: the request's own request_time()
+
+    def duration(self) -> float:
+        return self.request.request_time() if self.seconds is None else self.seconds
 
 
 def log_request(record: AccessRecord, trusted_proxies: tuple[clientaddr.IPNetwork, ...] = ()) -> None:
@@ -99,7 +103,7 @@ def log_request(record: AccessRecord, trusted_proxies: tuple[clientaddr.IPNetwor
     uri = clip(scrub_uri(request.uri or ""), URI_LIMIT)
     method = clip(request.method or "", METHOD_LIMIT)
     client = client_of(request, trusted_proxies)
-    milliseconds = 1000.0 * request.request_time()
+    milliseconds = 1000.0 * record.duration()
     access_log.log(level, "%d %s %s %s %.1fms", status, method, uri, client, milliseconds,
                    extra={"request_id": record.request_id, "status": status, "method": method, "path": uri,
                           "route": record.route, "client": client, "duration_ms": round(milliseconds, 2),

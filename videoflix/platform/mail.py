@@ -30,6 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jinja2
 
@@ -84,7 +85,7 @@ def _transfer_encoding(body: str) -> str:
     return "7bit" if body.isascii() and all(len(line) < 990 for line in body.splitlines()) else "quoted-printable"
 
 
-def render_message(template: str, sender: str, to: str, context: dict) -> email.message.EmailMessage:
+def render_message(template: str, sender: str, to: str, context: dict[str, Any]) -> email.message.EmailMessage:
     """A multipart/alternative message (text + HTML) from templates/email/<template>.*"""
     context = {**context, "email": to}
     message = email.message.EmailMessage()
@@ -174,7 +175,7 @@ class Mailer:
         # SMTP_TIMEOUT_SECONDS (None: the loop's default executor).
         self._store_executor = store_executor
         self._retry_delays = retry_delays
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._smtp = (
             SmtpSettings(config.smtp_host, config.smtp_port, config.smtp_user,
                          config.smtp_password, config.smtp_starttls)
@@ -193,7 +194,7 @@ class Mailer:
         follows it from the terminal; elsewhere a link is a credential (CWE-532)."""
         return link if self._config.dev_mode and link else "(not logged)"
 
-    async def send(self, template: str, to: str, context: dict) -> None:
+    async def send(self, template: str, to: str, context: dict[str, Any]) -> None:
         """Render and store durably now; deliver in the background. Raises only when
         the message could not be stored (the disk), never for delivery problems.
         `to` is the stored address; ValueError unless it is a plain mailbox."""

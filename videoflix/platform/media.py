@@ -60,7 +60,9 @@ THUMBNAILS_VTT_NAME = "thumbnails.vtt"
 def _segment_name_re(pattern: str) -> re.Pattern[str]:
     """The names `pattern` (one %0Nd) writes, exactly: ASCII digits only, for
     fullmatch (`\\d` takes Unicode digits, `$` a trailing newline: CWE-22)."""
-    head, width, tail = re.fullmatch(r"([^%]*)%0([1-9])d([^%]*)", pattern).groups()
+    match = re.fullmatch(r"([^%]*)%0([1-9])d([^%]*)", pattern)
+    assert match is not None, pattern
+    head, width, tail = match.groups()
     return re.compile(f"{re.escape(head)}[0-9]{{{width}}}{re.escape(tail)}")
 
 

@@ -102,9 +102,9 @@ class Metrics:
                                   registry=r)
         self.in_flight = Gauge("videoflix_http_requests_in_flight",
                                "Requests whose answer is not completely written yet", registry=r)
-        self._draining: weakref.WeakSet = weakref.WeakSet()
+        self._draining: weakref.WeakSet[Any] = weakref.WeakSet()
         self.in_flight.set_function(lambda: sum(requests.in_flight for requests in self._draining))
-        self._runners: weakref.WeakSet = weakref.WeakSet()
+        self._runners: weakref.WeakSet[Any] = weakref.WeakSet()
         self.busy_workers.set_function(lambda: sum(runner.busy for runner in self._runners))
         self.pool_workers.set_function(lambda: sum(runner.config.transcode_workers for runner in self._runners))
         self._request_children: dict[tuple[str, str, int], Any] = {}

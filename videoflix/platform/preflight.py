@@ -13,7 +13,7 @@ import re
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio
@@ -148,7 +148,7 @@ async def _check_media_dir(config: Config) -> str:
 
 
 # (name, the setting it needs or "", check)
-CHECKS: tuple[tuple[str, str, Callable], ...] = (
+CHECKS: tuple[tuple[str, str, Callable[..., Any]], ...] = (
     ("postgresql", "database_url", _check_postgres),
     ("redis", "redis_url", _check_redis),
     ("ffmpeg", "", _check_ffmpeg),

@@ -10,26 +10,29 @@ COLUMNS = "video_id, language, label, origin, cue_count, created_at, updated_at"
 ORIGINS = ("upload", "track")
 
 
-async def list_for_video(cur: Any, video_id: int) -> list[dict]:
+async def list_for_video(cur: Any, video_id: int) -> list[dict[str, Any]]:
     """A video's subtitles, by label (the menu's order)."""
     await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = %s ORDER BY label, language",
                       (video_id,))
-    return await cur.fetchall()
+    rows: list[dict[str, Any]] = await cur.fetchall()
+    return rows
 
 
-async def list_for_videos(cur: Any, video_ids: list[int]) -> list[dict]:
+async def list_for_videos(cur: Any, video_ids: list[int]) -> list[dict[str, Any]]:
     await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = ANY(%s) ORDER BY video_id, label, language",
                       (list(video_ids),))
-    return await cur.fetchall()
+    rows: list[dict[str, Any]] = await cur.fetchall()
+    return rows
 
 
-async def get(cur: Any, video_id: int, language: str) -> dict | None:
+async def get(cur: Any, video_id: int, language: str) -> dict[str, Any] | None:
     await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = %s AND language = %s",
                       (video_id, language))
-    return await cur.fetchone()
+    row: dict[str, Any] | None = await cur.fetchone()
+    return row
 
 
-async def upsert(cur: Any, video_id: int, language: str, label: str, origin: str, cue_count: int) -> dict:
+async def upsert(cur: Any, video_id: int, language: str, label: str, origin: str, cue_count: int) -> dict[str, Any]:
     """Insert, or replace the row of that language (label, origin and count)."""
     await cur.execute(
         "INSERT INTO subtitles (video_id, language, label, origin, cue_count) VALUES (%s, %s, %s, %s, %s)"
@@ -37,7 +40,8 @@ async def upsert(cur: Any, video_id: int, language: str, label: str, origin: str
         f" cue_count = EXCLUDED.cue_count, updated_at = now() RETURNING {COLUMNS}",
         (video_id, language, label, origin, cue_count),
     )
-    return await cur.fetchone()
+    row: dict[str, Any] = await cur.fetchone()
+    return row
 
 
 async def delete(cur: Any, video_id: int, language: str) -> bool:

@@ -25,17 +25,19 @@ async def insert_user(cur: Any, email: str, password_hash: str, *, is_active: bo
         if exc.pgcode == psycopg2.errorcodes.UNIQUE_VIOLATION:
             raise EmailTaken(email) from None
         raise
-    return (await cur.fetchone())["id"]
+    return int((await cur.fetchone())["id"])
 
 
-async def get_user_by_email(cur: Any, email: str) -> dict | None:
+async def get_user_by_email(cur: Any, email: str) -> dict[str, Any] | None:
     await cur.execute(f"SELECT {COLUMNS} FROM users WHERE email = %s", (email,))
-    return await cur.fetchone()
+    row: dict[str, Any] | None = await cur.fetchone()
+    return row
 
 
-async def get_user(cur: Any, user_id: int) -> dict | None:
+async def get_user(cur: Any, user_id: int) -> dict[str, Any] | None:
     await cur.execute(f"SELECT {COLUMNS} FROM users WHERE id = %s", (user_id,))
-    return await cur.fetchone()
+    row: dict[str, Any] | None = await cur.fetchone()
+    return row
 
 
 async def activate_user(cur: Any, user_id: int) -> bool:
@@ -60,10 +62,11 @@ async def replace_password(cur: Any, user_id: int, old_hash: str, new_hash: str)
     return None if row is None else row["token_version"]
 
 
-async def get_session_state(cur: Any, user_id: int) -> dict | None:
+async def get_session_state(cur: Any, user_id: int) -> dict[str, Any] | None:
     """What decides whether the user's tokens are live (videoflix/sessions.py)."""
     await cur.execute("SELECT token_version, is_active FROM users WHERE id = %s", (user_id,))
-    return await cur.fetchone()
+    row: dict[str, Any] | None = await cur.fetchone()
+    return row
 
 
 async def set_admin_password(cur: Any, email: str, password_hash: str) -> int:
@@ -76,7 +79,7 @@ async def set_admin_password(cur: Any, email: str, password_hash: str) -> int:
         " RETURNING id",
         (email, password_hash),
     )
-    return (await cur.fetchone())["id"]
+    return int((await cur.fetchone())["id"])
 
 
 async def record_login(cur: Any, user_id: int) -> None:

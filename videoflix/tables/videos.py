@@ -78,7 +78,7 @@ async def insert_video(cur: Any, *, owner_id: int, title: str, description: str,
         (owner_id, title, description, category, visibility, status, source_name, source_size,
          duration, width, height),
     )
-    return (await cur.fetchone())["id"]
+    return int((await cur.fetchone())["id"])
 
 
 async def get_video(cur: Any, video_id: int) -> Video | None:

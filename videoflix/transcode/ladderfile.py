@@ -85,7 +85,7 @@ def provisional_variants(renditions: Sequence[Rendition], has_audio: bool, audio
 
 
 def make_ladder(variants: Iterable[Variant], *, complete: bool, duration: float, segment_seconds: int,
-                start_pts: int | None = None, iframes: Sequence[dict] = (),
+                start_pts: int | None = None, iframes: Sequence[dict[str, Any]] = (),
                 thumbnails_vtt: str | None = None) -> dict[str, Any]:
     return {
         "complete": bool(complete),

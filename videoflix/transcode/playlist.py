@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from videoflix.platform.media import IFRAME_PLAYLIST_NAME, MEDIA_PLAYLIST_NAME, SUBTITLES_DIR_NAME
 
@@ -245,13 +246,13 @@ def master_playlist(variants: Iterable[Variant], *, prefix: str = "", subtitles:
     return "\n".join(lines) + "\n"
 
 
-def _variant_of(item: dict) -> Variant:
+def _variant_of(item: dict[str, Any]) -> Variant:
     return Variant(name=str(item["name"]), width=int(item["width"]), height=int(item["height"]),
                    fps=float(item.get("fps") or 0.0), codecs=str(item["codecs"]), peak_bps=int(item["peak_bps"]),
                    average_bps=int(item["average_bps"]))
 
 
-def render_master(ladder: dict, subtitles: Sequence[SubtitleTrack] = (), prefix: str = "") -> str:
+def render_master(ladder: dict[str, Any], subtitles: Sequence[SubtitleTrack] = (), prefix: str = "") -> str:
     """The master playlist of one version from its ladder.json (transcode/ladderfile.py),
     rendered per request: `prefix` is "v<N>/" so every URI names the version;
     I-frame playlists come from the ladder's `iframes`. PlaylistError when the

@@ -16,6 +16,7 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def _exit_with_server(server_pid: int) -> None:
@@ -38,7 +39,7 @@ def _exit_with_server(server_pid: int) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _child_init(server_pid: int, reports: multiprocessing.queues.SimpleQueue) -> None:
+def _child_init(server_pid: int, reports: multiprocessing.queues.SimpleQueue[Any]) -> None:
     reports.put((os.getpid(), os.getppid()))  # so the runner can kill us (TranscodePool.worker_pids)
     threading.Thread(target=_exit_with_server, args=(server_pid,), name="server-watch", daemon=True).start()
 

@@ -476,7 +476,7 @@ async def dead_letter(r: redis.asyncio.Redis, job: Job, reason: str) -> str:
     log.warning("transcode: video %s job %s dead-lettered as %s after %s deliveries: %s",
                 job.video_id, job.entry_id, dead_id, job.deliveries, reason)
     await promote(r, job.owner)
-    return dead_id
+    return _text(dead_id)
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import redis
 import redis.asyncio
@@ -161,7 +161,7 @@ class TranscodeRunner:
         self.reconcile_seconds = max(RECONCILE_MIN_SECONDS, float(self.lease_seconds))
         self.redis = redis_client(config.redis_url)
         self.pool = TranscodePool(config.transcode_workers)
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: list[asyncio.Task[Any]] = []
         self._running: dict[str, _Running] = {}
         self._stopping = False
         # Called with the JobOutcome of every job that ends here, once, in the order

@@ -7,8 +7,11 @@ import inspect
 import json
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Awaitable
+from typing import Any, Callable, cast
 
+import tornado.http1connection
+import tornado.httputil
 import tornado.web
 
 from videoflix.accounts import sessions, tokens
@@ -51,7 +54,7 @@ class APIError(tornado.web.HTTPError):
     An HTTPError, so Tornado's public error path (send_error -> write_error)
     answers it, logging nothing: these are expected answers, not faults."""
 
-    def __init__(self, status: int, detail: str | None = None, *, body: dict | None = None,
+    def __init__(self, status: int, detail: str | None = None, *, body: dict[str, Any] | None = None,
                  headers: dict[str, str] | None = None) -> None:
         super().__init__(status)
         self.status = status
@@ -59,8 +62,8 @@ class APIError(tornado.web.HTTPError):
         self.headers = headers or {}
 
 
-def _mark(access: str) -> Callable:
-    def decorator(method: Callable) -> Callable:
+def _mark(access: str) -> Callable[..., Any]:
+    def decorator(method: Callable[..., Any]) -> Callable[..., Any]:
         if access == "public":
             method.access = access  # type: ignore[attr-defined]
             return method
@@ -105,6 +108,13 @@ def cors_headers(origin: str | None, cors_origins: Any) -> tuple[tuple[str, str]
     return ()
 
 
+def http1(request: tornado.httputil.HTTPServerRequest) -> tornado.http1connection.HTTP1Connection:
+    """The request's connection: always HTTP/1 here (its body limits and callbacks live on it)."""
+    connection = request.connection
+    assert isinstance(connection, tornado.http1connection.HTTP1Connection)
+    return connection
+
+
 def access_token_of(request: Any) -> str:
     """The access JWT a request carries: `Authorization: Bearer` (any other scheme:
     none), else the access_token cookie; "" when there is none."""
@@ -145,7 +155,8 @@ class AuthMixin:
             self._auth_problem = NOT_AUTHENTICATED
             return None
         try:
-            return self.read_access_token(token, int(time.time()))
+            claims: tokens.SessionClaims = self.read_access_token(token, int(time.time()))
+            return claims
         except tokens.TokenError:
             self._auth_problem = INVALID_TOKEN
             return None
@@ -167,7 +178,7 @@ class AuthMixin:
             raise APIError(401, INVALID_TOKEN)
         if admin and not user.is_admin:
             raise APIError(403)
-        return user
+        return cast(tokens.SessionClaims, user)
 
     def require_user(self: Any, admin: bool = False) -> tokens.SessionClaims:
         user = self.current_user
@@ -175,7 +186,7 @@ class AuthMixin:
             raise APIError(401, self._auth_problem or NOT_AUTHENTICATED)
         if admin and not user.is_admin:
             raise APIError(403)
-        return user
+        return cast(tokens.SessionClaims, user)
 
 
 class JSONErrorsMixin:
@@ -229,11 +240,11 @@ class ServicesMixin:
 
     @property
     def config(self: Any) -> Config:
-        return self.settings["config"]
+        return cast(Config, self.settings["config"])
 
     @property
     def services(self: Any) -> Services:
-        return self.settings["services"]
+        return cast(Services, self.settings["services"])
 
 
 # A JSON body (64 KiB at most) arrives in well under this; a client that stalls
@@ -303,9 +314,9 @@ class BaseHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, Auth
         self.set_cors_headers()
         self.set_request_id_header()
 
-    def prepare(self) -> None:
+    def prepare(self) -> Awaitable[None] | None:  # (a subclass may make it a coroutine)
         if self.request.method not in requestrules.UNSAFE_METHODS:
-            return
+            return None
         config = self.config
         try:
             requestrules.check_origin(self.request.headers,
@@ -316,21 +327,23 @@ class BaseHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, Auth
         except requestrules.RuleViolation as exc:
             raise APIError(exc.status, body=exc.body) from None
         if self.takes_json:
-            self.request.connection.set_body_timeout(JSON_BODY_TIMEOUT_SECONDS)
+            http1(self.request).set_body_timeout(JSON_BODY_TIMEOUT_SECONDS)
+        return None
 
-    def data_received(self, chunk: bytes) -> None:
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:  # (a subclass may make it a coroutine)
         # A chunked body has no declared length: count what arrives.
         if self._body_too_large:
-            return
+            return None
         if self._body is None:
             self._body = bytearray()
         if len(self._body) + len(chunk) > requestrules.MAX_JSON_BODY_BYTES:
             self._body_too_large = True
             self._body = None
-            return
+            return None
         self._body += chunk
+        return None
 
-    def json_body(self, fields: tuple[str, ...] | None = None) -> dict:
+    def json_body(self, fields: tuple[str, ...] | None = None) -> dict[str, Any]:
         """The JSON object sent, limited to `fields` when given (unknown keys are
         ignored), each checked for NULs, lone surrogates and nesting (API.md §5)."""
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any, cast
 
 import tornado.iostream
 
@@ -16,7 +17,7 @@ HEARTBEAT_SECONDS = 20
 # EventSource reconnects after this many milliseconds when the stream ends.
 RETRY_MILLISECONDS = 2000
 # What the loop sees when it woke with no event.
-IDLE = ("", {})
+IDLE: tuple[str, dict[str, Any]] = ("", {})
 
 
 class VideoEventsHandler(BaseHandler):
@@ -24,7 +25,7 @@ class VideoEventsHandler(BaseHandler):
 
     @property
     def hub(self) -> events.EventHub:
-        return self.settings["events"]
+        return cast(events.EventHub, self.settings["events"])
 
     @operation("Server-Sent Events: a snapshot of the caller's videos (admins: all), then `video` (the detail) "
                "on every change and progress step, `video-deleted`",

@@ -43,13 +43,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import tornado.iostream
 import tornado.web
 
 from videoflix.accounts import sessions, tokens
 from videoflix.delivery import accel, answer, mediafiles, openfiles, playback, zerocopy
+from videoflix.delivery.answer import NOSNIFF
 from videoflix.library import images, subtitle_tracks
 from videoflix.platform import media
 from videoflix.platform.log import AccessRecord
@@ -59,7 +60,6 @@ from videoflix.web import schemas
 from videoflix.web.answer_writer import AnswerWriterMixin
 from videoflix.web.base import (
     INVALID_TOKEN,
-    NOSNIFF,
     APIError,
     AuthMixin,
     BaseHandler,
@@ -138,7 +138,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
     retry_expected = False  # answered 503: a file of the version being built is not written yet
     file: mediafiles.OpenFile | None = None
     cached: openfiles.Entry | None = None  # `file` is lent by the open-file cache
-    reading: concurrent.futures.Future | None = None  # the read in flight on `file`
+    reading: concurrent.futures.Future[Any] | None = None  # the read in flight on `file`
     sender: zerocopy.Sender | None = None  # the sendfile in flight on `file`
 
     def initialize(self, kind: str) -> None:
@@ -175,7 +175,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         self.write_answer(answer.answer_rendered(self.request_facts(), policy, body))
 
     async def serve_file(self, root: Path, parts: tuple[str, ...], policy: answer.Policy, wait: bool = False,
-                         cache_key: tuple | None = None) -> None:
+                         cache_key: tuple[Any, ...] | None = None) -> None:
         """Answer with root/<parts...> (validated names, no symlink followed); `wait`:
         the file may still be coming (the version being built); `cache_key`: the
         file never changes, keep it open (openfiles.py)."""
@@ -203,8 +203,12 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             cached, self.cached = self.cached, None
             reading, self.reading = self.reading, None
             if opened is not None:
-                done = (lambda: self.open_files.release(cached)) if cached is not None else (
-                    lambda: mediafiles.close_file(opened))
+                def done() -> None:
+                    if cached is not None:
+                        self.open_files.release(cached)
+                    else:
+                        mediafiles.close_file(opened)
+
                 if reading is not None and not reading.done():
                     # Cancelled (server shutdown) while a thread reads this fd: close
                     # it when the read ends (a closed fd number is reused at once).
@@ -214,7 +218,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
 
     @property
     def open_files(self) -> openfiles.OpenFileCache:
-        return self.settings["open_files"]
+        return cast(openfiles.OpenFileCache, self.settings["open_files"])
 
     def _prefetch_bytes(self, include_body: bool) -> int:
         """How much to read in the same thread hop as the open: the first chunk of
@@ -226,7 +230,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         return FILE_CHUNK_BYTES
 
     async def _open(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool,
-                    cache_key: tuple | None) -> None:
+                    cache_key: tuple[Any, ...] | None) -> None:
         if cache_key is not None:
             self.cached = self.open_files.acquire(cache_key)
             if self.cached is not None:  # no thread hop
@@ -274,7 +278,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
                 self.body_bytes += sender.sent  # ObservedMixin counts what write() saw; this bypassed it
         executor = self.services.file_executor
 
-        def read(offset: int) -> asyncio.Future:
+        def read(offset: int) -> asyncio.Future[Any]:
             self.reading = executor.submit(mediafiles.read_chunk, fd, offset, min(FILE_CHUNK_BYTES, end - offset))
             return asyncio.wrap_future(self.reading)
 

@@ -46,7 +46,7 @@ class RoutePattern(tornado.routing.PathMatches):
         return found
 
 
-def labelled_routes(routes: list) -> list:
+def labelled_routes(routes: list[Any]) -> list[Any]:
     return [(RoutePattern(route[0]), *route[1:]) if isinstance(route[0], str) else route for route in routes]
 
 
@@ -73,7 +73,7 @@ class ObservedMixin:
             requestid.current.set(request_id)
         self.set_header(requestid.HEADER, request_id)
 
-    def write(self: Any, chunk: str | bytes | dict) -> None:
+    def write(self: Any, chunk: str | bytes | dict[str, Any]) -> None:
         if isinstance(chunk, str):
             chunk = chunk.encode()
         if isinstance(chunk, bytes):
@@ -95,5 +95,5 @@ def record_answered(settings: dict[str, Any], record: AccessRecord) -> None:
     log_request(record, config.trusted_proxies if config is not None else ())
     request = record.request
     metrics.of(settings["services"]).observe_request(
-        record.route or metrics.UNMATCHED_ROUTE, request.method or "", record.status, request.request_time(),
+        record.route or metrics.UNMATCHED_ROUTE, request.method or "", record.status, record.duration(),
         record.body_bytes)

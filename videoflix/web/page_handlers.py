@@ -10,15 +10,16 @@ session cookie to the login page; an expired session is the page's business
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode, urlsplit
 
 import tornado.web
 
 from videoflix.delivery import answer
+from videoflix.delivery.answer import NOSNIFF
 from videoflix.web.answer_writer import AnswerWriterMixin
 from videoflix.web.assets import Asset, AssetNotFound, Assets
-from videoflix.web.base import NOSNIFF, APIError, JSONErrorsMixin, ServicesMixin, public
+from videoflix.web.base import APIError, JSONErrorsMixin, ServicesMixin, public
 from videoflix.web.video_handlers import VIDEO_ID
 
 LOGIN_PAGE = "/pages/auth/login.html"
@@ -57,7 +58,7 @@ class FileResponseMixin(AnswerWriterMixin, ServicesMixin, JSONErrorsMixin):
 
     @property
     def assets(self: Any) -> Assets:
-        return self.settings["assets"]
+        return cast(Assets, self.settings["assets"])
 
     def write_asset(self: Any, asset: Asset, cache_control: str, *extra: tuple[str, str]) -> None:
         policy = answer.Policy(asset.content_type, cache_control, compressible=asset.gzipped is not None,

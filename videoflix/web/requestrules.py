@@ -40,7 +40,7 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 class RuleViolation(Exception):
     """A request rule was broken: answer `status` with `body`."""
 
-    def __init__(self, status: int, detail: str | None = None, *, body: dict | None = None) -> None:
+    def __init__(self, status: int, detail: str | None = None, *, body: dict[str, Any] | None = None) -> None:
         super().__init__(status, detail)
         self.status = status
         self.body = body if body is not None else {"detail": detail}
@@ -129,7 +129,7 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # NaN, Infinity, -Infinity (RFC 8259 §6)
 
 
-def parse_json_object(body: bytes) -> dict:
+def parse_json_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object, or RuleViolation(400, INVALID_JSON)."""
     if len(body) > MAX_JSON_BODY_BYTES:
         raise RuleViolation(413, TOO_LARGE)
@@ -165,7 +165,7 @@ def _problem(value: Any, depth: int = 0) -> str | None:
     return None
 
 
-def clean_fields(body: dict, fields: Iterable[str] | None = None) -> dict:
+def clean_fields(body: dict[str, Any], fields: Iterable[str] | None = None) -> dict[str, Any]:
     """`body` limited to `fields` (unknown keys are ignored, API.md conventions), or
     RuleViolation(400) with field errors for NULs, lone surrogates and deep nesting."""
     if fields is not None:

@@ -35,9 +35,10 @@ observe.record_answered as every handler's.
 from __future__ import annotations
 
 import asyncio
+import http
 import logging
 import time
-from typing import Any
+from typing import Any, cast
 
 import cachetools
 import tornado
@@ -52,7 +53,7 @@ from videoflix.platform.config import Config
 from videoflix.platform.log import AccessRecord, request_summary
 from videoflix.platform.services import Services
 from videoflix.web import media_handlers
-from videoflix.web.base import access_token_of, cors_headers
+from videoflix.web.base import access_token_of, cors_headers, http1
 from videoflix.web.observe import record_answered, route_of
 
 log = logging.getLogger(__name__)
@@ -66,10 +67,9 @@ ROUTE_MEMORY = 4096
 # Longer paths are matched afresh each time: the memory holds at most
 # ROUTE_MEMORY x this many characters of request text (a real segment path is < 100).
 ROUTE_MEMORY_PATH_LIMIT = 256
-_UNKNOWN = object()  # a path the route memory has no answer for (None is an answer: not the lane's)
 LANE_PREFIX = "/api/video/"
 SERVER_HEADER = f"TornadoServer/{tornado.version}"  # as RequestHandler.clear sets it
-START_LINES = {status: tornado.httputil.ResponseStartLine("", status, tornado.httputil.responses[status])
+START_LINES = {status: tornado.httputil.ResponseStartLine("", status, http.HTTPStatus(status).phrase)
                for status in (200, 206)}
 
 # Answered here since start (tests: the lane was taken).
@@ -82,15 +82,15 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
     def __init__(self, app: tornado.web.Application) -> None:
         self.app = app
         self.settings = app.settings
-        self._routes: cachetools.LRUCache[str, tuple[Any, dict] | None] = cachetools.LRUCache(ROUTE_MEMORY)
+        self._routes: cachetools.LRUCache[str, tuple[Any, dict[str, Any]] | None] = cachetools.LRUCache(ROUTE_MEMORY)
 
     @property
     def config(self) -> Config:  # read per request, as the handlers do (tests swap it)
-        return self.settings["config"]
+        return cast(Config, self.settings["config"])
 
     @property
     def services(self) -> Services:
-        return self.settings["services"]
+        return cast(Services, self.settings["services"])
 
     def start_request(self, server_conn: Any, request_conn: Any) -> tornado.httputil.HTTPMessageDelegate:
         return _Request(self, server_conn, request_conn)
@@ -100,7 +100,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
 
     @property
     def open_files(self) -> openfiles.OpenFileCache:
-        return self.settings["open_files"]
+        return cast(openfiles.OpenFileCache, self.settings["open_files"])
 
     def plan(self, request: tornado.httputil.HTTPServerRequest) -> _LaneAnswer | None:
         """The lane's answer to `request`, or None: the Application's."""
@@ -144,12 +144,12 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
             return None
         return _LaneAnswer(self, request, kind_policy, planned, entry)
 
-    def route(self, request: tornado.httputil.HTTPServerRequest) -> tuple[Any, dict] | None:
+    def route(self, request: tornado.httputil.HTTPServerRequest) -> tuple[Any, dict[str, Any]] | None:
         """(the rule, its match) when the Application's first rule matching the path is
         a segment route of VideoFileHandler, else None; sets request.route_label."""
         path = request.path
-        remembered = self._routes.get(path, _UNKNOWN)
-        if remembered is not _UNKNOWN:
+        if path in self._routes:
+            remembered = self._routes[path]
             if remembered is not None:
                 request.route_label = remembered[0].matcher.label  # type: ignore[attr-defined]
             return remembered
@@ -157,7 +157,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         for rule in self.app.wildcard_router.rules:
             found = rule.matcher.match(request)  # (a RoutePattern: sets route_label)
             if found is not None:
-                kind = (rule.target_kwargs or {}).get("kind")
+                kind = (rule.target_kwargs or {}).get("kind", "")
                 if (rule.target is media_handlers.VideoFileHandler and answer.KINDS[kind].unchanging
                         and not found["path_kwargs"] and hasattr(rule.matcher, "label")):
                     route = rule, found
@@ -181,6 +181,7 @@ class _LaneAnswer:
         self.planned = planned
         self.entry = entry  # the open file of a FileRange body, lent by the open-file cache
         self.request_id = requestid.from_header(request.headers.get(requestid.HEADER))
+        self.started = time.monotonic()  # (the request's own clock is Tornado's private state)
 
     def headers(self) -> tornado.httputil.HTTPHeaders:
         """Those every handler's answer starts with (RequestHandler.clear, CorsMixin,
@@ -201,7 +202,7 @@ class _LaneAnswer:
 
     async def respond(self) -> None:
         global answered
-        connection = self.request.connection
+        connection = http1(self.request)
         connection.set_close_callback(self.abort)
         try:
             written = connection.write_headers(START_LINES[self.planned.status], self.headers())
@@ -221,10 +222,10 @@ class _LaneAnswer:
             connection.stream.close()
         finally:
             self.release()
-            self.request._finish_time = time.time()  # request_time(), as RequestHandler.finish
             record_answered(self.settings, AccessRecord(
                 self.request, self.planned.status, route_of(self.request), self.request_id,
-                self.sender.sent if self.sender is not None else 0, bulk=self.policy.bulk))
+                self.sender.sent if self.sender is not None else 0, bulk=self.policy.bulk,
+                seconds=time.monotonic() - self.started))
 
     def abort(self) -> None:
         if self.sender is not None:
@@ -241,7 +242,7 @@ class _Request(tornado.httputil.HTTPMessageDelegate):
 
     inner: tornado.httputil.HTTPMessageDelegate | None = None
     answer: _LaneAnswer | None = None
-    task: asyncio.Future | None = None
+    task: asyncio.Future[Any] | None = None
 
     def __init__(self, lane: SegmentLane, server_conn: Any, request_conn: Any) -> None:
         self.lane = lane

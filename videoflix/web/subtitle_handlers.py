@@ -23,7 +23,7 @@ from videoflix.library import catalog, subtitle_formats, subtitle_tracks, upload
 from videoflix.library.uploads import FileTooLarge, SubtitleUploadReceiver, UploadError
 from videoflix.platform import media
 from videoflix.web import requestrules, schemas
-from videoflix.web.base import APIError, BaseHandler, IdleBodyMixin, authenticated
+from videoflix.web.base import APIError, BaseHandler, IdleBodyMixin, authenticated, http1
 from videoflix.web.operation import Response, operation
 
 log = logging.getLogger(__name__)
@@ -71,8 +71,8 @@ class SubtitleListHandler(IdleBodyMixin, BaseHandler):
             raise APIError(429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} "
                                 "in progress per user.")
         self.slot_user = user.user_id
-        self.request.connection.set_max_body_size(limit)
-        self.request.connection.set_body_timeout(SUBTITLE_BODY_TIMEOUT_SECONDS)
+        http1(self.request).set_max_body_size(limit)
+        http1(self.request).set_body_timeout(SUBTITLE_BODY_TIMEOUT_SECONDS)
         try:
             self.receiver = SubtitleUploadReceiver(self.request.headers, subtitle_formats.MAX_FILE_BYTES)
         except UploadError as exc:
@@ -128,6 +128,7 @@ class SubtitleListHandler(IdleBodyMixin, BaseHandler):
     @authenticated
     async def post(self, raw_id: str) -> None:
         video_id = media.parse_video_id(raw_id)  # checked in prepare already
+        assert video_id is not None
         receiver = self.receiver
         if receiver is None:  # refused mid-body: the answer is out
             return

@@ -11,7 +11,7 @@ from videoflix.library.uploads import UploadError, UploadReceiver
 from videoflix.platform import media
 from videoflix.tables.videos import Video
 from videoflix.web import schemas
-from videoflix.web.base import APIError, BaseHandler, IdleBodyMixin, admin, authenticated
+from videoflix.web.base import APIError, BaseHandler, IdleBodyMixin, admin, authenticated, http1
 from videoflix.web.operation import Response, operation
 
 log = logging.getLogger(__name__)
@@ -41,10 +41,10 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
         length = self.request.headers.get("Content-Length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             raise APIError(413, f"File too large: the limit is {self.config.max_upload_bytes} bytes.")
-        self.request.connection.set_max_body_size(limit)
+        http1(self.request).set_max_body_size(limit)
         # The server's body deadline is for small bodies; an upload may take hours, and a
         # stalled one is cut off by watch_idle instead.
-        self.request.connection.set_body_timeout(limit / MIN_UPLOAD_BYTES_PER_SECOND)
+        http1(self.request).set_body_timeout(limit / MIN_UPLOAD_BYTES_PER_SECOND)
         user = self.current_user
         try:  # before a byte of the body: the declared size counts (the real one is checked at the end)
             await lifecycle.check_quota(self.config, self.services, user.user_id, user.is_admin,
@@ -134,6 +134,7 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
             self.idle_timer = None
         user = self.current_user
         try:
+            assert self.receiver is not None  # (the body is complete: prepare made it)
             video = await lifecycle.create_from_upload(self.config, self.services, self.receiver, user.user_id,
                                                     user.is_admin, self.client_gone)
         except lifecycle.InvalidUpload as exc:
@@ -145,7 +146,7 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
         self.write_json(catalog.detail_item(self.config, video, None, subtitles=[]), 201)
 
     def client_gone(self) -> bool:
-        stream = self.request.connection.stream
+        stream = http1(self.request).stream
         return stream is None or stream.closed()
 
 
