@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh Debian/Ubuntu machine:
 #   make run    install what is missing, then serve on 127.0.0.1:8000 (embedded PostgreSQL + Redis in ./var)
 #   make test   the same set-up, then the whole test suite
+#   make test-fast  the suite without transcodes of seconds, browsers, fault processes and the load run
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -11,13 +12,20 @@ CHROMIUM := /usr/bin/chromium
 # npm ci writes this file last: newer than the lock file means node_modules/ matches it.
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: run test setup system-deps test-deps apt-install bench clean
+.PHONY: run test test-fast setup system-deps test-deps nginx-dep apt-install bench clean
 
 run: setup
 	$(VENV)/bin/videoflix dev
 
+# The 25 slowest tests are listed at the end: where the next minute of the run goes.
 test: setup test-deps
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest --durations=25
+
+# The loop while editing: everything but the markers below (setup.cfg), still on real
+# PostgreSQL, Redis, SMTP, ffmpeg and nginx; `make test` before pushing runs them all.
+FAST_MARKERS := not slow and not browser and not faults and not load
+test-fast: setup nginx-dep
+	$(VENV)/bin/python -m pytest -m "$(FAST_MARKERS)"
 
 setup: system-deps $(STAMP) $(NODE_STAMP)
 
@@ -31,13 +39,18 @@ system-deps:
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
 
-# Only for `make test` (`make run` needs neither): the distribution's Chromium for the
-# browser tests, and nginx, which tests/test_deploy.py runs in front of the app.
+# Only for the tests (`make run` needs neither): the distribution's Chromium for
+# `make test`'s browser tests, and nginx, which tests/test_deploy.py runs in front of the app.
+# `make test-fast` needs only nginx. One apt-get run when both are missing.
+HAS_NGINX := command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]
 test-deps:
 	@missing=""; \
 	[ -x $(CHROMIUM) ] || missing="chromium"; \
-	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
+	$(HAS_NGINX) || missing="$$missing nginx"; \
 	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
+
+nginx-dep:
+	@$(HAS_NGINX) || $(MAKE) --no-print-directory apt-install PACKAGES="nginx"
 
 # apt-get install $(PACKAGES) (nothing when empty), as root or through password-less sudo.
 apt-install:

@@ -25,6 +25,15 @@ from videoflix.platform.services import create_services
 from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, Client, MailSink, login, register_user
 
 
+def pytest_collection_modifyitems(items):
+    # Whatever its module, a test that drives Chromium (the `browser` fixture of
+    # test_browser.py, imported by the other browser modules) is a browser test:
+    # `-m "not browser"` (make test-fast) leaves it out.
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 @pytest.fixture(scope="session")
 def state_dir():
     # Mode 0700 (mkdtemp's): PostgreSQL, run as another account when the suite runs

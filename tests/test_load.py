@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.load
 @pytest.mark.slow
 def test_fifty_players_for_fifteen_seconds_see_no_errors_while_transcoding():
     done = subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), "--players", "50", "--seconds", "15"],

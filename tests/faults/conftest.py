@@ -15,6 +15,15 @@ from faultkit import Database, Server, make_clip
 from helpers import MailSink
 
 SECRET = "fault-test-secret-key-that-is-long-enough-for-hs256"
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items):
+    # Every test in this folder drives real server processes: `-m "not faults"` (make
+    # test-fast) leaves them out. The hook sees the whole session's items: mark ours only.
+    for item in items:
+        if HERE in item.path.parents:
+            item.add_marker(pytest.mark.faults)
 
 
 @pytest.fixture(scope="session")
