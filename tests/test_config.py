@@ -24,10 +24,16 @@ def test_values_are_parsed():
 
 @pytest.mark.parametrize("var, value", [("VIDEOFLIX_PORT", "eighty"), ("VIDEOFLIX_PORT", "70000"),
                                         ("VIDEOFLIX_COOKIE_SECURE", "maybe"), ("MAX_UPLOAD_BYTES", "-1"),
-                                        ("FRONTEND_URL", "not a url"), ("TRANSCODE_WORKERS", "0")])
+                                        ("FRONTEND_URL", "not a url"), ("TRANSCODE_WORKERS", "0"),
+                                        ("VIDEOFLIX_X264_PRESET", "turbo")])
 def test_bad_value_names_the_variable(var, value):
     with pytest.raises(ConfigError, match=var):
         Config.from_env({var: value})
+
+
+def test_x264_preset_is_one_of_x264s_names():
+    assert Config().x264_preset == "veryfast"
+    assert Config.from_env({"VIDEOFLIX_X264_PRESET": " UltraFast "}).x264_preset == "ultrafast"
 
 
 def test_readme_documents_every_variable():

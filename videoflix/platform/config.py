@@ -115,6 +115,18 @@ def _parse_accel_prefix(value: str) -> str:
     return value
 
 
+# x264's presets (x264 --fullhelp), fastest first: any other name makes ffmpeg fail every job.
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
+
+
+def _parse_x264_preset(value: str) -> str:
+    value = value.strip().lower()
+    if value not in X264_PRESETS:
+        raise ValueError("expected one of " + ", ".join(X264_PRESETS))
+    return value
+
+
 def _parse_log_format(value: str) -> str:
     value = value.strip().lower()
     if value not in ("text", "json"):
@@ -160,7 +172,7 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("version_grace_seconds", "VIDEOFLIX_VERSION_GRACE_SECONDS", _parse_non_negative_int, "how long a replaced version stays on disk (and playable) after a re-transcode published a new one"),
     ("transcode_max_file_bytes", "TRANSCODE_MAX_FILE_BYTES", _parse_positive_int, "largest file one ffmpeg run may write (RLIMIT_FSIZE): a runaway job fails instead of filling the disk"),
     ("shutdown_grace_seconds", "VIDEOFLIX_SHUTDOWN_GRACE_SECONDS", _parse_positive_int, "on SIGTERM, how long requests in flight get to finish"),
-    ("x264_preset", "VIDEOFLIX_X264_PRESET", _parse_str, "libx264 preset"),
+    ("x264_preset", "VIDEOFLIX_X264_PRESET", _parse_x264_preset, "libx264 preset, ultrafast ... placebo"),
     ("max_video_width", "MAX_VIDEO_WIDTH", _parse_positive_int, "widest accepted picture (pixels, as displayed; 400 above)"),
     ("max_video_height", "MAX_VIDEO_HEIGHT", _parse_positive_int, "tallest accepted picture (pixels, as displayed; 400 above)"),
     ("max_video_pixels", "MAX_VIDEO_PIXELS", _parse_positive_int, "most pixels per frame (width x height; 400 above)"),
