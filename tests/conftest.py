@@ -22,7 +22,7 @@ from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis, free_po
 from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import create_services
 
-from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, Client, MailSink, login, register_user
+from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, MailSink, login, register_user
 
 
 def pytest_collection_modifyitems(items):
@@ -100,6 +100,7 @@ def config(database_url, redis_server, smtp_server, tmp_path, http_port):
         port=http_port,
         public_url=f"http://127.0.0.1:{http_port}",
         bcrypt_rounds=TEST_BCRYPT_ROUNDS,
+        x264_preset=TEST_X264_PRESET,
         var_dir=str(tmp_path / "var"),
         smtp_host="127.0.0.1",
         smtp_port=smtp_server.port,

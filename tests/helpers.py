@@ -32,6 +32,13 @@ from videoflix.tables import videos as video_rows
 
 # Kept low so the suite is fast; one test raises it to measure real bcrypt cost.
 TEST_BCRYPT_ROUNDS = 4
+# The config fixture's libx264 preset: x264's fastest (40-60 % of veryfast's CPU time on
+# the shared clips), for tests that need a real ladder but do not measure what the
+# encoder made (its output is Constrained Baseline, not High). A test that measures it
+# (profile, level, bit rates, quality) sets the shipped default back:
+# dataclasses.replace(config, x264_preset=Config.x264_preset). test_ffmpeg, test_hdr and
+# test_trickplay build their TranscodeSettings themselves and keep its default, veryfast.
+TEST_X264_PRESET = "ultrafast"
 PASSWORD = "correct-horse-9"
 
 
