@@ -107,20 +107,45 @@ def config(database_url, redis_server, smtp_server, tmp_path, http_port):
     )
 
 
-async def _reset_state(services) -> None:
+@pytest.fixture(scope="session")
+def reset_sql(database_url) -> str:
+    """The statements that give each test an empty database: every table emptied
+    (referencing tables first) and every sequence restarted, in one round trip.
+
+    DELETE, not TRUNCATE: TRUNCATE gives each table, index and TOAST table a new file,
+    ~50 ms a test here, where deleting the few rows a test left takes a millisecond."""
+    import graphlib
+
+    import psycopg2
+
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+                    " AND tablename <> 'schema_migrations'")
+        order: dict[str, set[str]] = {row[0]: set() for row in cur.fetchall()}
+        cur.execute("SELECT confrelid::regclass::text, conrelid::regclass::text FROM pg_constraint"
+                    " WHERE contype = 'f' AND connamespace = 'public'::regnamespace")
+        for referenced, referencing in cur.fetchall():
+            if referenced != referencing:
+                order[referenced].add(referencing)  # emptied after the tables pointing at it
+        cur.execute("SELECT quote_ident(sequencename) FROM pg_sequences WHERE schemaname = 'public'")
+        sequences = [row[0] for row in cur.fetchall()]
+    conn.close()
+    statements = [f'DELETE FROM "{table}"' for table in graphlib.TopologicalSorter(order).static_order()]
+    if sequences:
+        statements.append("SELECT " + ", ".join(f"setval('{name}', 1, false)" for name in sequences))
+    return "; ".join(statements)
+
+
+async def _reset_state(services, reset_sql: str) -> None:
     async with cursor(services.pool) as cur:
-        await cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-                          " AND tablename <> 'schema_migrations'")
-        tables = [row["tablename"] for row in await cur.fetchall()]
-        if tables:
-            await cur.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+        await cur.execute(reset_sql)
     await services.redis.flushdb()
 
 
 @pytest.fixture
-def services(io_loop, config):
+def services(io_loop, config, reset_sql):
     made = io_loop.run_sync(lambda: create_services(config))
-    io_loop.run_sync(lambda: _reset_state(made))
+    io_loop.run_sync(lambda: _reset_state(made, reset_sql))
     yield made
     io_loop.run_sync(made.close)
 
