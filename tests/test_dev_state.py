@@ -149,6 +149,7 @@ def test_a_failed_write_keeps_the_old_secret_and_leaves_no_temp(tmp_path):
 
 # --- the embedded servers, in this process -----------------------------------------------
 
+@pytest.mark.slow
 @as_root
 def test_embedded_servers_keep_secrets_0600_and_change_no_mode_above_var(private_base, umask_000, chmods):
     var = private_base / "var"
@@ -175,6 +176,7 @@ def test_embedded_servers_keep_secrets_0600_and_change_no_mode_above_var(private
     assert sorted(p.name for p in var.iterdir()) == ["postgres", "postgres-password", "postgres.log", "redis"]
 
 
+@pytest.mark.slow
 @as_root
 def test_cluster_below_a_private_directory_restarts(private_base):
     var = private_base / "var"
@@ -206,6 +208,7 @@ sys.exit(main(["dev"]))
 """ % (CHMOD_EVENTS,)
 
 
+@pytest.mark.slow
 @as_root
 def test_videoflix_dev_as_root_under_umask_000_keeps_secrets_private(private_base):
     port = free_port()

@@ -135,6 +135,7 @@ async def test_admin_snapshot_has_everyones_videos_in_every_state(admin_client, 
         stream.close()
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=EVENT_TIMEOUT + 60)
 async def test_upload_pushes_progress_and_ready_to_owner_and_admin_not_others(
         admin_client, client, new_client, make_user, services, mailbox, runner, small_clip):

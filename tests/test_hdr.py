@@ -144,12 +144,14 @@ def test_hdr_command_tone_maps_once_before_the_ladder_and_tags_the_output():
 
 # --- real HDR sources through the real pipeline (slow) ----------------------------------
 
+@pytest.mark.slow
 def test_the_measure_tells_washed_out_from_right(hdr_clip, reference):
     """Decoding PQ as if it were SDR (no tone mapping) fails the bounds the tests use."""
     washed_out = picture_stats(hdr_clip("pq-hevc"), "scale")
     assert washed_out["SATAVG"] < MIN_SATURATION_RATIO * reference["SATAVG"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", sorted(HDR_CLIPS))
 def test_hdr_source_becomes_tagged_bt709_sdr_close_to_the_original(kind, hdr_clip, reference, tmp_path):
     source = hdr_clip(kind)
@@ -171,6 +173,7 @@ def test_hdr_source_becomes_tagged_bt709_sdr_close_to_the_original(kind, hdr_cli
     assert poster["SATAVG"] >= MIN_SATURATION_RATIO * reference["SATAVG"], (poster, reference)
 
 
+@pytest.mark.slow
 def test_sdr_source_output_keeps_the_original_brightness(reference, tmp_path):
     source = tmp_path / "sdr.mp4"
     run("ffmpeg", "-v", "error", "-y", "-t", str(SECONDS), "-i", str(clip(PARK)), "-vf",

@@ -335,6 +335,7 @@ async def test_request_ids_differ_per_request(client):
 
 # --- a transcode: metrics, the request id in its logs, log levels ---------------------
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_transcode_is_measured_and_logs_carry_the_uploads_request_id(admin_client, runner, small_clip,
                                                                            caplog, client):

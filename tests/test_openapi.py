@@ -165,6 +165,7 @@ async def test_openapi_json_is_served_with_the_public_url(client, config):
     assert document == json.loads(json.dumps(openapi_document(collect_routes(), config)))
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=int(os.environ.get("VIDEOFLIX_FUZZ_TIMEOUT", "600")))
 async def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(client, make_user, config, tmp_path):
     """A bounded fuzz of every operation, authenticated as a user (Bearer)."""

@@ -51,6 +51,7 @@ def transcoded(io_loop, client, new_client, make_user, runner, config, services,
     return io_loop.run_sync(make, timeout=300)
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_detail_links_the_live_versions_thumbnails_track_and_its_sheets_are_served(
         client, config, transcoded):
@@ -77,6 +78,7 @@ async def test_detail_links_the_live_versions_thumbnails_track_and_its_sheets_ar
     assert gzip.decompress(zipped.body) == response.body
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_master_lists_an_iframe_stream_per_rendition_and_each_playlist_is_served(
         client, config, transcoded):
@@ -106,6 +108,7 @@ async def test_master_lists_an_iframe_stream_per_rendition_and_each_playlist_is_
         assert segment.status == 206 and segment.body[0] == 0x47 and len(segment.body) == int(length)
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_trickplay_files_follow_the_segments_access_rules(client, new_client, config, transcoded):
     video_id, stranger = transcoded
@@ -137,6 +140,7 @@ BAD_TAILS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_bad_or_unknown_trickplay_names_are_404(client, transcoded):
     video_id, _ = transcoded

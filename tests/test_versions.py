@@ -143,6 +143,7 @@ async def hold_when_playable(runner, browser, video_id: int) -> tuple[list[int],
 
 # --- watch while it transcodes ---------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=300)
 async def test_building_version_is_watchable_by_its_owner_as_a_growing_event_playlist(
         client, new_client, make_user, make_admin, runner, services, config, park_17s, caplog):
@@ -256,6 +257,7 @@ async def test_building_version_is_watchable_by_its_owner_as_a_growing_event_pla
     assert (await stranger.get(f"/api/video/{video_id}/v1/480p/index.m3u8")).status == 404  # still private
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_playable_change_is_published_on_the_event_stream(client, make_user, runner, services, park_17s):
     from test_events import EventStream
@@ -276,6 +278,7 @@ async def test_playable_change_is_published_on_the_event_stream(client, make_use
 
 # --- versions: re-transcode, switch-over, grace ------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=300)
 async def test_retranscode_keeps_the_old_version_listed_and_playing_then_switches_and_sweeps_it(
         admin_client, new_client, make_user, runner, services, config, park_17s):

@@ -218,6 +218,7 @@ async def test_each_shared_clip_uploads_to_a_correct_ladder(admin_client, runner
         assert f"v1/{resolution}/index.m3u8" in master
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_private_video_is_listed_only_for_its_owner_and_admins(client, new_client, make_user, make_admin,
                                                                      runner, small_clip):
@@ -235,6 +236,7 @@ async def test_private_video_is_listed_only_for_its_owner_and_admins(client, new
     assert [v["id"] for v in (await admin.get("/api/video/")).json()] == [video_id]
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=180)
 async def test_catalog_is_newest_first_and_cache_is_invalidated(admin_client, runner, services, small_clip,
                                                                  config):
@@ -256,6 +258,7 @@ async def test_catalog_is_newest_first_and_cache_is_invalidated(admin_client, ru
     assert [v["id"] for v in (await admin_client.get("/api/video/")).json()] == [second]
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_delete_removes_row_source_renditions_and_pictures(client, new_client, make_user, runner,
                                                                  services, config, small_clip):
@@ -308,6 +311,7 @@ async def test_delete_while_transcoding_stops_the_job_and_leaves_nothing(admin_c
     assert await count_rows(services) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_unreadable_source_fails_cleanly_with_reason(admin_client, services, config, runner, small_clip):
     await runner.stop()  # hold the queue while we damage the source
@@ -324,6 +328,7 @@ async def test_unreadable_source_fails_cleanly_with_reason(admin_client, service
     assert not (media.video_dir(config.media_dir, video_id)).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=180)
 async def test_job_whose_worker_is_killed_mid_encode_is_rerun_to_ready(admin_client, runner, services):
     video_id = (await upload(admin_client, clip(PEOPLE), filename="long.mp4")).json()["id"]
@@ -346,6 +351,7 @@ async def test_job_whose_worker_is_killed_mid_encode_is_rerun_to_ready(admin_cli
     assert detail["resolutions"] == ["480p"]
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=180)
 async def test_server_restart_mid_job_loses_nothing(admin_client, runner, services, config, small_clip):
     video_id = (await upload(admin_client, clip(PEOPLE), filename="long.mp4")).json()["id"]
@@ -362,6 +368,7 @@ async def test_server_restart_mid_job_loses_nothing(admin_client, runner, servic
         await restarted.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_startup_re_enqueues_rows_without_stream_entry(admin_client, services, config, runner, small_clip):
     await runner.stop()
@@ -396,6 +403,7 @@ async def test_job_delivered_too_often_goes_to_dead_letter_and_fails(admin_clien
     assert await queue.pending_video_ids(services.redis) == set()
 
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_admin_can_retranscode_a_ready_video(admin_client, client, make_user, runner, small_clip):
     video_id = (await upload(admin_client, small_clip)).json()["id"]
