@@ -12,7 +12,7 @@ from aiosmtpd.controller import Controller
 from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
 from faultkit import Database, Server, make_clip
-from helpers import MailSink
+from helpers import TEST_X264_PRESET, MailSink
 
 SECRET = "fault-test-secret-key-that-is-long-enough-for-hs256"
 HERE = Path(__file__).parent
@@ -109,6 +109,9 @@ def servers(db, fault_postgres, fault_redis, fault_smtp, var_dir, tmp_path):
             "TRANSCODE_STALL_SECONDS": "30",
             "VIDEOFLIX_SHUTDOWN_GRACE_SECONDS": "20",
             "VIDEOFLIX_LOG_LEVEL": "INFO",
+            # As in the other tests' config: no fault test measures the encoder. A test whose
+            # fault must land while a run still goes asks for the shipped veryfast instead.
+            "VIDEOFLIX_X264_PRESET": TEST_X264_PRESET,
         }
         env.update({key: str(value) for key, value in overrides.items()})
         server = Server(env, tmp_path / f"server-{len(started)}-{command}.log", command)

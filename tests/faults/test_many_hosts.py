@@ -56,7 +56,8 @@ def test_worker_on_another_host_announces_the_videos_it_finishes(servers, db, fa
     listener = redis_client(fault_redis.url).pubsub(ignore_subscribe_messages=True)
     listener.subscribe(rediskeys.VIDEO_EVENTS_CHANNEL)
     try:
-        web = servers()  # one consumer (TRANSCODE_WORKERS=1) ...
+        # veryfast: its long transcode lasts until the worker has started and taken the next job.
+        web = servers(VIDEOFLIX_X264_PRESET="veryfast")  # one consumer (TRANSCODE_WORKERS=1) ...
         owner = Api(web.base)
         make_user(owner, db)
         user_id = db.query("SELECT id FROM users WHERE email = 'owner@example.com'")[0]["id"]
