@@ -17,15 +17,22 @@ NODE_STAMP := node_modules/.package-lock.json
 run: setup
 	$(VENV)/bin/videoflix dev
 
+# Most of a test's time is spent waiting on ffmpeg, servers and browsers: two pytest
+# processes (pytest-xdist) keep both cores busy. Each has its own PostgreSQL, Redis and
+# SMTP (session fixtures); whole files go to one process (module fixtures start once).
+# TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= 2
+PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+
 # The 25 slowest tests are listed at the end: where the next minute of the run goes.
 test: setup test-deps
-	$(VENV)/bin/python -m pytest --durations=25
+	$(PYTEST) --durations=25
 
 # The loop while editing: everything but the markers below (setup.cfg), still on real
 # PostgreSQL, Redis, SMTP, ffmpeg and nginx; `make test` before pushing runs them all.
 FAST_MARKERS := not slow and not browser and not faults and not load
 test-fast: setup nginx-dep
-	$(VENV)/bin/python -m pytest -m "$(FAST_MARKERS)"
+	$(PYTEST) -m "$(FAST_MARKERS)"
 
 setup: system-deps $(STAMP) $(NODE_STAMP)
 
