@@ -217,6 +217,19 @@ def small_clip(state_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def small_ladder(small_clip, state_dir):
+    """small_clip transcoded once per session by the real transcoder, as the runner
+    transcodes it with the tests' config (one rendition, 480p, with trick play):
+    (version folder, TranscodeResult). Publish a copy with helpers.publish_ladder
+    where a test needs a ready video's files but not the run that made them."""
+    from videoflix.transcode.command import TranscodeSettings
+    from videoflix.transcode.job import transcode
+
+    folder = state_dir / "small-ladder"
+    return folder, transcode(small_clip, folder, TranscodeSettings(preset=TEST_X264_PRESET))
+
+
+@pytest.fixture(scope="session")
 def park_17s(state_dir) -> Path:
     """The 1080p park clip (with sound) three times in a row: 17 s, 3 renditions, 5 segments."""
     from media import PARK, looped

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from typing import Any
 
 import tornado.httpclient
 
+from videoflix.platform import media
 from videoflix.platform.db import cursor
 from videoflix.tables import videos as video_rows
 
@@ -276,6 +278,23 @@ async def make_ready_version(services, owner_id: int, *, visibility: str = "priv
         assert await video_rows.mark_ready(cur, video_id, version=version, duration=8.0, width=1280,
                                            height=720, fps=25.0, has_audio=True, resolutions=["720p"])
     return video_id, version
+
+
+async def publish_ladder(services, config, owner_id: int, ladder: Path, result, *, title: str = "A clip",
+                        visibility: str = "private") -> int:
+    """A video whose first run published `ladder` (a finished version folder and its
+    TranscodeResult, e.g. the small_ladder fixture): its row as the runner leaves it,
+    a copy of the files in media/<id>/v<N>/. Returns the video id."""
+    async with cursor(services.pool) as cur:
+        video_id = await video_rows.insert_video(cur, owner_id=owner_id, title=title, description="",
+                                                 category="Test", visibility=visibility, status="queued")
+        version = (await video_rows.mark_processing(cur, video_id)).building_version
+    shutil.copytree(ladder, media.version_dir(config.media_dir, video_id, version))
+    async with cursor(services.pool) as cur:
+        assert await video_rows.mark_ready(cur, video_id, version=version, duration=result.duration,
+                                           width=result.width, height=result.height, fps=result.fps,
+                                           has_audio=result.has_audio, resolutions=result.resolutions)
+    return video_id
 
 
 def open_fds_to(path: Path) -> int:

@@ -1,6 +1,7 @@
 """Trick-play over HTTP (issue 12 item 3, API.md §6): the detail's thumbnails_vtt, the
 master's I-frame streams, and the track, sheets and I-frame playlists served with the
-segments' access rules, from a real upload transcoded by the real runner.
+segments' access rules, on the files of a real transcode of a real clip (made once per
+session) published as the runner publishes them.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from test_trickplay import parse_vtt
 from videoflix.platform import media
 from videoflix.transcode import ladderfile
 
-from helpers import login, make_ready_video, upload, wait_for_status
+from helpers import login, make_ready_video, publish_ladder, upload
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 
@@ -37,13 +38,13 @@ def iframe_streams(master: str) -> list[dict[str, str]]:
 
 
 @pytest.fixture
-def transcoded(io_loop, client, new_client, make_user, runner, config, services, small_clip):
+def transcoded(io_loop, client, new_client, make_user, config, services, small_ladder):
     """A private video of owner@example.com (on `client`), transcoded: (id, stranger's client).
-    The small 640x360 clip: one rendition (480p), transcoded in seconds even on a busy box."""
+    The small 640x360 clip: one rendition (480p); its ladder is the session's (conftest)."""
     async def make() -> tuple[int, object]:
-        await make_user("owner@example.com")
-        video_id = (await upload(client, small_clip, title="Small", visibility="private")).json()["id"]
-        await wait_for_status(client, video_id, "ready", timeout=240)
+        owner = await make_user("owner@example.com")
+        video_id = await publish_ladder(services, config, owner["id"], *small_ladder, title="Small",
+                                        visibility="private")
         stranger = new_client()
         await make_user("stranger@example.com", log_in=False)
         await login(stranger, "stranger@example.com")
@@ -51,7 +52,6 @@ def transcoded(io_loop, client, new_client, make_user, runner, config, services,
     return io_loop.run_sync(make, timeout=300)
 
 
-@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_detail_links_the_live_versions_thumbnails_track_and_its_sheets_are_served(
         client, config, transcoded):
@@ -78,7 +78,6 @@ async def test_detail_links_the_live_versions_thumbnails_track_and_its_sheets_ar
     assert gzip.decompress(zipped.body) == response.body
 
 
-@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_master_lists_an_iframe_stream_per_rendition_and_each_playlist_is_served(
         client, config, transcoded):
@@ -108,7 +107,6 @@ async def test_master_lists_an_iframe_stream_per_rendition_and_each_playlist_is_
         assert segment.status == 206 and segment.body[0] == 0x47 and len(segment.body) == int(length)
 
 
-@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_trickplay_files_follow_the_segments_access_rules(client, new_client, config, transcoded):
     video_id, stranger = transcoded
@@ -140,7 +138,6 @@ BAD_TAILS = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.gen_test(timeout=120)
 async def test_bad_or_unknown_trickplay_names_are_404(client, transcoded):
     video_id, _ = transcoded
