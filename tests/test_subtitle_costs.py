@@ -191,6 +191,7 @@ async def test_subtitle_uploads_per_hour_are_bounded_for_users_not_admins(client
 
 # --- one user's 40 large tracks do not slow anyone else down ---------------------------------
 
+@pytest.mark.slow
 @pytest.mark.gen_test(timeout=300)
 async def test_other_users_segment_latency_stays_flat_while_one_cycles_through_forty_large_tracks(
         client, new_client, make_user, versions, services, config):
