@@ -2,6 +2,7 @@
 #   make run    install what is missing, then serve on 127.0.0.1:8000 (embedded PostgreSQL + Redis in ./var)
 #   make test   the same set-up, then the whole test suite
 #   make test-fast  the suite without transcodes of seconds, browsers, fault processes and the load run
+#   make lint   ruff (lint, format check) and mypy --strict over videoflix/
 PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
@@ -12,7 +13,7 @@ CHROMIUM := /usr/bin/chromium
 # npm ci writes this file last: newer than the lock file means node_modules/ matches it.
 NODE_STAMP := node_modules/.package-lock.json
 
-.PHONY: run test test-fast setup system-deps test-deps nginx-dep apt-install bench clean
+.PHONY: run test test-fast lint setup system-deps test-deps nginx-dep apt-install bench clean
 
 run: setup
 	$(VENV)/bin/videoflix dev
@@ -33,6 +34,13 @@ test: setup test-deps
 FAST_MARKERS := not slow and not browser and not faults and not load
 test-fast: setup nginx-dep
 	$(PYTEST) -m "$(FAST_MARKERS)"
+
+# The house rules a machine can check (pyproject.toml): ruff's lint and format, then
+# mypy --strict, over videoflix/. CI runs it before the tests.
+lint: setup
+	$(VENV)/bin/ruff check videoflix
+	$(VENV)/bin/ruff format --check videoflix
+	$(VENV)/bin/mypy
 
 setup: system-deps $(STAMP) $(NODE_STAMP)
 

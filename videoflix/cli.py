@@ -117,7 +117,7 @@ def cmd_createadmin(config: Config, email: str) -> None:
 
 def _lock_var_dir(var: Path, stack: ExitStack) -> None:
     lock_path = var / "dev.lock"
-    handle = stack.enter_context(open(lock_path, "a+"))
+    handle = stack.enter_context(open(lock_path, "a+"))  # noqa: SIM115 (the stack closes it)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

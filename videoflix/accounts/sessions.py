@@ -28,8 +28,9 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import cachetools
 import psycopg2
@@ -133,7 +134,7 @@ async def _lookup_version(services: Services, user_id: int) -> None:
     try:
         async with cursor(services.pool) as cur:
             state = await users.get_session_state(cur, user_id)
-    except (psycopg2.Error, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, psycopg2.Error, OSError) as exc:
         log.warning("session check: database unavailable: %s", exc)
         raise Unavailable() from None
     version = state["token_version"] if state is not None and state["is_active"] else None
@@ -144,7 +145,7 @@ async def _lookup_revoked(services: Services, session_id: str) -> None:
     started = time.monotonic()
     try:
         revoked = bool(await services.redis.exists(rediskeys.revoked_session(session_id)))
-    except (redis.RedisError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, redis.RedisError, OSError) as exc:
         log.warning("session check: redis unavailable: %s", exc)
         raise Unavailable() from None
     _cache(services).store_revoked(session_id, started + CHECK_SECONDS, revoked)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from videoflix.library import images
@@ -33,7 +33,7 @@ CATALOG_TTL_SECONDS = 300
 
 def iso_utc(moment: datetime) -> str:
     """2026-01-06T10:15:30.123456Z (API.md §2)."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def catalog_item(config: Config, video: Video) -> dict[str, Any]:
@@ -112,10 +112,10 @@ async def list_catalog(config: Config, services: Services, user_id: int, is_admi
     scopes = _scopes(user_id, is_admin)
     redis = services.redis
     versions = await redis.mget([rediskeys.catalog_version(s) for s in scopes])
-    keys = [rediskeys.catalog_items(s, v or 0) for s, v in zip(scopes, versions)]
+    keys = [rediskeys.catalog_items(s, v or 0) for s, v in zip(scopes, versions, strict=False)]
     cached = await redis.mget(keys)
     parts: list[list[dict[str, Any]]] = []
-    for scope, key, blob in zip(scopes, keys, cached):
+    for scope, key, blob in zip(scopes, keys, cached, strict=False):
         if blob is not None:
             parts.append(json.loads(blob))
             continue

@@ -152,7 +152,7 @@ class EventHub:
         self.feed.start()  # running already in a server (app.serve); a no-op then
         try:
             await self.feed.wait_listening(SUBSCRIBE_TIMEOUT_SECONDS)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.unsubscribe(subscription)
             raise
         return subscription

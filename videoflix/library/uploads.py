@@ -10,9 +10,9 @@ import concurrent.futures
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import BinaryIO, Mapping
+from typing import BinaryIO
 
 from streaming_form_data import StreamingFormDataParser
 from streaming_form_data.parser import ParseFailedException
@@ -168,7 +168,7 @@ class OtherPartTarget(NullTarget):
 
 
 def _open_for_writing(path: Path) -> BinaryIO:
-    return open(path, "wb")  # noqa: SIM115 (closed by on_finish_async or close_quietly)
+    return open(path, "wb")
 
 
 def _append(handle: BinaryIO, data: bytes) -> None:

@@ -13,7 +13,7 @@ socket peer: the server runs without `xheaders`) and the headers.
 from __future__ import annotations
 
 import ipaddress
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

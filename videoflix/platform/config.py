@@ -9,9 +9,9 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 
@@ -277,7 +277,7 @@ class Config:
         return str(Path(self.var_dir) / "outbox")
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Config":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         environ = os.environ if environ is None else environ
         values: dict[str, object] = {}
         for name, var, parse, _meaning in ENV_VARS:

@@ -10,7 +10,7 @@ accounts/flows.register, the runner's _fail.
 from __future__ import annotations
 
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 import aiopg
 import psycopg2.extras
@@ -36,15 +36,14 @@ async def _discard_dead_connections(pool: aiopg.Pool) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def cursor(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
     """A dict-row cursor on a pooled connection (autocommit)."""
-    async with _discard_dead_connections(pool), pool.acquire() as conn:
-        async with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            yield cur
+    async with (_discard_dead_connections(pool), pool.acquire() as conn,
+                conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur):
+        yield cur
 
 
 @contextlib.asynccontextmanager
 async def transaction(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
     """A dict-row cursor inside BEGIN ... COMMIT; rolls back on any exception."""
-    async with _discard_dead_connections(pool), pool.acquire() as conn:
-        async with conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
-            async with cur.begin():
-                yield cur
+    async with (_discard_dead_connections(pool), pool.acquire() as conn,
+                conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur, cur.begin()):
+        yield cur

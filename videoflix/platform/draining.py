@@ -66,7 +66,7 @@ class Draining(httputil.HTTPServerConnectionDelegate):
         """True once no request is in flight; False if some still are after `timeout`."""
         try:
             await asyncio.wait_for(self._idle.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 

@@ -45,30 +45,29 @@ async def apply_migrations(pool: aiopg.Pool, sql_dir: Path = SQL_DIR) -> list[st
     """Apply pending migrations; returns the file names applied."""
     migrations = list_migrations(sql_dir)
     applied_now: list[str] = []
-    async with pool.acquire() as conn:
-        async with conn.cursor() as cur:
-            await cur.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
-            try:
-                await cur.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                    " version integer PRIMARY KEY,"
-                    " name text NOT NULL,"
-                    " applied_at timestamptz NOT NULL DEFAULT now())"
-                )
-                await cur.execute("SELECT version FROM schema_migrations")
-                done = {row[0] for row in await cur.fetchall()}
-                for migration in migrations:
-                    if migration.version in done:
-                        continue
-                    sql = migration.path.read_text(encoding="utf-8")
-                    async with cur.begin():
-                        await cur.execute(sql)
-                        await cur.execute(
-                            "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                            (migration.version, migration.name),
-                        )
-                    log.info("applied migration %s", migration.path.name)
-                    applied_now.append(migration.path.name)
-            finally:
-                await cur.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute("SELECT pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        try:
+            await cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version integer PRIMARY KEY,"
+                " name text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            await cur.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for migration in migrations:
+                if migration.version in done:
+                    continue
+                sql = migration.path.read_text(encoding="utf-8")
+                async with cur.begin():
+                    await cur.execute(sql)
+                    await cur.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                        (migration.version, migration.name),
+                    )
+                log.info("applied migration %s", migration.path.name)
+                applied_now.append(migration.path.name)
+        finally:
+            await cur.execute("SELECT pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
     return applied_now

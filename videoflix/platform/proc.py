@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import ctypes
-from typing import Callable
+from collections.abc import Callable
 
 # prctl(2) option: signal to deliver to this process when its parent dies.
 PR_SET_PDEATHSIG = 1

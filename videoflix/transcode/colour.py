@@ -63,7 +63,7 @@ def tone_map_filters(color_transfer: str | None, color_primaries: str | None,
     first = ["tin=%s" % transfer, "pin=%s" % primaries, "min=%s" % matrix, "t=linear",
              "npl=%d" % REFERENCE_WHITE_NITS]
     if size is not None:
-        first = ["w=%d" % size[0], "h=%d" % size[1]] + first
+        first = ["w=%d" % size[0], "h=%d" % size[1], *first]
     return [
         "zscale=" + ":".join(first),
         "format=gbrpf32le",

@@ -49,7 +49,7 @@ def _even_floor(value: float) -> int:
 
 
 def _even_nearest(value: float) -> int:
-    return max(2, int(round(value / 2.0)) * 2)
+    return max(2, round(value / 2.0) * 2)
 
 
 def output_fps(probe: Probe) -> float:

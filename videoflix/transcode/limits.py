@@ -23,8 +23,9 @@ from __future__ import annotations
 import os
 import resource
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from videoflix.platform.config import Config

@@ -122,7 +122,7 @@ def vod_playlist(text: str) -> str:
             typed = True
     if not typed:
         lines.insert(1, PLAYLIST_TYPE_TAG + "VOD")
-    return "\n".join(lines + [ENDLIST_TAG]) + "\n"
+    return "\n".join([*lines, ENDLIST_TAG]) + "\n"
 
 
 def _bitrate(segments: Sequence[Segment]) -> float:

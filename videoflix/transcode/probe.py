@@ -167,7 +167,7 @@ def input_options(demuxer: str | None) -> list[str]:
     """
     options = ["-protocol_whitelist", PROTOCOL_WHITELIST]
     if demuxer is None:
-        return options + ["-format_whitelist", FORMAT_WHITELIST]
+        return [*options, "-format_whitelist", FORMAT_WHITELIST]
     if demuxer not in ALLOWED_DEMUXERS:
         raise ProbeError(UNSUPPORTED_FORMAT_MESSAGE)
     options += ["-format_whitelist", demuxer, "-f", demuxer]
@@ -216,7 +216,7 @@ def _rotation(stream: dict[str, Any]) -> int:
         tag = _float(tags.get("rotate")) if isinstance(tags, dict) else None
         # The legacy tag counts clockwise, the display matrix counter-clockwise.
         degrees = -tag if tag is not None else 0.0
-    return int(round(degrees / 90.0)) * 90 % 360
+    return round(degrees / 90.0) * 90 % 360
 
 
 def _is_attached_picture(stream: dict[str, Any]) -> bool:
@@ -402,7 +402,7 @@ async def probe_file(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOU
     )
     try:
         stdout, stderr = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         log.warning("ffprobe timed out after %s s on %s", timeout, path)
         raise ProbeError("Timed out reading the media file.") from None
     finally:

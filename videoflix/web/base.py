@@ -7,8 +7,8 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable
-from typing import Any, Callable, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 import tornado.http1connection
 import tornado.httputil
@@ -69,7 +69,7 @@ def _mark(access: str) -> Callable[..., Any]:
             return method
 
         @functools.wraps(method)
-        async def wrapper(self: "BaseHandler", *args: Any, **kwargs: Any) -> Any:
+        async def wrapper(self: BaseHandler, *args: Any, **kwargs: Any) -> Any:
             await self.authenticate(admin=access == "admin")
             result = method(self, *args, **kwargs)
             if inspect.isawaitable(result):

@@ -1,7 +1,6 @@
 """`GET /api/video/events/`: Server-Sent Events of the caller's videos (API.md §6)."""
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any, cast
 
@@ -41,7 +40,7 @@ class VideoEventsHandler(BaseHandler):
         except events.TooManyStreams:
             raise APIError(429, f"At most {events.MAX_STREAMS_PER_USER} event streams per user.",
                            headers={"Retry-After": str(RETRY_MILLISECONDS // 1000)}) from None
-        except (events.StreamsFull, asyncio.TimeoutError):
+        except (TimeoutError, events.StreamsFull):
             raise APIError(503, headers={"Retry-After": str(RETRY_MILLISECONDS // 1000)}) from None
         self.set_header("Content-Type", "text/event-stream; charset=UTF-8")
         self.set_header("X-Accel-Buffering", "no")  # nginx: do not buffer the stream
@@ -59,7 +58,7 @@ class VideoEventsHandler(BaseHandler):
                 wait = min(events.STREAM_CHECK_SECONDS, max(user.expires_at - time.time(), 0.0))
                 try:
                     item = await subscription.next(wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     item = IDLE
                 # Every event and every wake-up re-checks the session (events.py).
                 if item is None or not await subscription.still_allowed(self.services, time.time()):
