@@ -1,4 +1,5 @@
 """make_app(config, services) -> Application: routes, settings, access checks."""
+
 from __future__ import annotations
 
 import asyncio
@@ -44,8 +45,18 @@ from videoflix.web.segment_lane import SegmentLane
 
 log = logging.getLogger(__name__)
 
-ROUTE_MODULES = (account_handlers, health_handlers, docs_handlers, progress_handlers, event_handlers,
-                 video_handlers, subtitle_handlers, media_handlers, page_handlers, metrics_handlers)
+ROUTE_MODULES = (
+    account_handlers,
+    health_handlers,
+    docs_handlers,
+    progress_handlers,
+    event_handlers,
+    video_handlers,
+    subtitle_handlers,
+    media_handlers,
+    page_handlers,
+    metrics_handlers,
+)
 
 
 def collect_routes() -> list[Any]:
@@ -124,8 +135,9 @@ BODY_TIMEOUT_SECONDS = JSON_BODY_TIMEOUT_SECONDS
 IDLE_CONNECTION_SECONDS = 60
 
 
-async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None = None,
-                with_http: bool = True) -> None:
+async def serve(
+    config: Config, stop: asyncio.Event, ready: asyncio.Event | None = None, with_http: bool = True
+) -> None:
     """Start-up and shutdown order for one process; returns once `stop` is set.
 
     Services, migrations, undelivered mail, the wave-1 videos moved into version
@@ -162,21 +174,31 @@ async def serve(config: Config, stop: asyncio.Event, ready: asyncio.Event | None
         feed.start()
         requests = Draining(http_delegate(app))
         metrics.of(services).watch_requests(requests)
-        server = draining.Server(requests, max_body_size=MAX_BODY_BYTES, body_timeout=BODY_TIMEOUT_SECONDS,
-                                 idle_connection_timeout=IDLE_CONNECTION_SECONDS)
+        server = draining.Server(
+            requests,
+            max_body_size=MAX_BODY_BYTES,
+            body_timeout=BODY_TIMEOUT_SECONDS,
+            idle_connection_timeout=IDLE_CONNECTION_SECONDS,
+        )
         server.listen(config.port, config.host)
         log.info("serving on http://%s:%s (public URL %s)", config.host, config.port, config.public_url)
         if ready is not None:
             ready.set()
         await stop.wait()
         server.stop()
-        log.info("shutting down: no new connections; %d request(s) in flight get up to %ss",
-                 requests.in_flight, config.shutdown_grace_seconds)
+        log.info(
+            "shutting down: no new connections; %d request(s) in flight get up to %ss",
+            requests.in_flight,
+            config.shutdown_grace_seconds,
+        )
         handing_back = asyncio.create_task(runner.stop())
         await app.settings["events"].close()  # event streams never end by themselves: end them now
         if not await requests.wait_idle(config.shutdown_grace_seconds):
-            log.warning("shutting down: %d request(s) still in flight after %ss; closing them",
-                        requests.in_flight, config.shutdown_grace_seconds)
+            log.warning(
+                "shutting down: %d request(s) still in flight after %ss; closing them",
+                requests.in_flight,
+                config.shutdown_grace_seconds,
+            )
         await asyncio.wait_for(server.close_all_connections(), timeout=10)
         await handing_back
         runner = None

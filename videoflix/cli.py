@@ -1,4 +1,5 @@
 """Command line: videoflix serve | worker | dev | check | migrate | createadmin EMAIL."""
+
 from __future__ import annotations
 
 import argparse
@@ -98,8 +99,12 @@ async def _ensure_admin(config: Config, email: str, password: str) -> None:
         await apply_migrations(services.pool)
         async with cursor(services.pool) as cur:
             existing = await users.get_user_by_email(cur, flows.normalize_email(email) or "")
-        if (existing and existing["is_admin"] and existing["is_active"]
-                and await passwords.check_password(services.cpu_executor, password, existing["password_hash"])):
+        if (
+            existing
+            and existing["is_admin"]
+            and existing["is_active"]
+            and await passwords.check_password(services.cpu_executor, password, existing["password_hash"])
+        ):
             return
         user_id = await flows.ensure_admin(config, services, email, password)
         log.info("admin account %s (id %s) ready", email, user_id)
@@ -154,8 +159,10 @@ def cmd_dev(config: Config) -> None:
         if not password:
             password, created = read_or_create_secret(var / "admin-password", lambda: secrets.token_urlsafe(12))
             if created:
-                sys.stderr.write(f"\nAdmin account: {config.admin_email}\nPassword (shown once, kept in "
-                                 f"{var / 'admin-password'}): {password}\n\n")
+                sys.stderr.write(
+                    f"\nAdmin account: {config.admin_email}\nPassword (shown once, kept in "
+                    f"{var / 'admin-password'}): {password}\n\n"
+                )
         asyncio.run(_ensure_admin(config, config.admin_email, password))
         _run_until_signalled(lambda stop: serve(config, stop))
 
@@ -166,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", help=f"serve with {env_name('database_url')} and {env_name('redis_url')}")
     sub.add_parser("worker", help="run the transcode consumer only (more hosts, shared media dir)")
     sub.add_parser("dev", help="embedded PostgreSQL and Redis under ./var, then serve")
-    sub.add_parser("check", help="print the effective configuration and verify PostgreSQL, Redis, "
-                                 "ffmpeg and the media directory")
+    sub.add_parser(
+        "check", help="print the effective configuration and verify PostgreSQL, Redis, ffmpeg and the media directory"
+    )
     sub.add_parser("migrate", help="apply pending SQL migrations")
     create = sub.add_parser("createadmin", help="create or update an admin account")
     create.add_argument("email")

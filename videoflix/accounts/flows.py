@@ -3,6 +3,7 @@
 Plain async functions over the services; they raise the domain errors below,
 which the auth handlers map to HTTP answers.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -113,8 +114,9 @@ def _email_field(value: object) -> tuple[str, list[str]]:
     return (email, []) if email else ("", ["Enter a valid email address."])
 
 
-def _new_password_errors(password: object, confirm: object, password_field: str,
-                         confirm_field: str) -> dict[str, list[str]]:
+def _new_password_errors(
+    password: object, confirm: object, password_field: str, confirm_field: str
+) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
     problems = passwords.password_problems(password)
     if problems:
@@ -138,16 +140,20 @@ def _activation_state(user: dict[str, Any]) -> str:
 def session_lifetime(config: Config) -> int:
     """Seconds that cover every token a session may still hold (refresh, access,
     stream): how long its revocation mark must last."""
-    return max(config.refresh_token_days * 24 * 3600, config.access_token_minutes * 60,
-               config.stream_token_ttl) + 60
+    return max(config.refresh_token_days * 24 * 3600, config.access_token_minutes * 60, config.stream_token_ttl) + 60
 
 
 def issue_tokens(config: Config, user: dict[str, Any], session_id: str) -> IssuedTokens:
     access_ttl = config.access_token_minutes * 60
     refresh_ttl = config.refresh_token_days * 24 * 3600
     issued = now()
-    common = {"user_id": user["id"], "now": issued, "is_admin": user["is_admin"],
-              "token_version": user["token_version"], "session_id": session_id}
+    common = {
+        "user_id": user["id"],
+        "now": issued,
+        "is_admin": user["is_admin"],
+        "token_version": user["token_version"],
+        "session_id": session_id,
+    }
     access, _ = tokens.make_session_token(config.secret_key, kind="access", ttl_seconds=access_ttl, **common)
     refresh, _ = tokens.make_session_token(config.secret_key, kind="refresh", ttl_seconds=refresh_ttl, **common)
     return IssuedTokens(access, refresh, access_ttl, refresh_ttl)
@@ -158,8 +164,9 @@ def _recipient_mail_limit(recipient: str) -> throttle.Limit:
 
 
 def _client_mail_limit(address: str) -> throttle.Limit:
-    return throttle.Limit(rediskeys.mails_from(clientaddr.limit_key(address)), MAX_MAILS_PER_ADDRESS,
-                          MAIL_WINDOW_SECONDS)
+    return throttle.Limit(
+        rediskeys.mails_from(clientaddr.limit_key(address)), MAX_MAILS_PER_ADDRESS, MAIL_WINDOW_SECONDS
+    )
 
 
 async def _may_mail(services: Services, recipient: str, address: str) -> bool:
@@ -176,8 +183,9 @@ async def register(config: Config, services: Services, body: dict[str, Any], add
     """Create an inactive account and mail its activation link. Throttled (nothing
     created) when the client `address` has spent its mail budget."""
     email, email_errors = _email_field(body.get("email"))
-    errors = _new_password_errors(body.get("password"), body.get("confirmed_password"),
-                                  "password", "confirmed_password")
+    errors = _new_password_errors(
+        body.get("password"), body.get("confirmed_password"), "password", "confirmed_password"
+    )
     if email_errors:
         errors["email"] = email_errors
     else:
@@ -262,12 +270,13 @@ def _login_limits(email: str, address: str) -> tuple[throttle.Limit, throttle.Li
     """(per email and address, per address, per email)."""
     unit = clientaddr.limit_key(address)
     return (
-        throttle.Limit(rediskeys.login_attempts_by_pair(unit, email), MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS,
-                       LOGIN_WINDOW_SECONDS),
-        throttle.Limit(rediskeys.login_attempts_by_address(unit), MAX_LOGIN_FAILURES_PER_ADDRESS,
-                       LOGIN_WINDOW_SECONDS),
-        throttle.Limit(rediskeys.login_attempts_by_email(email), MAX_LOGIN_FAILURES_PER_EMAIL,
-                       LOGIN_WINDOW_SECONDS),
+        throttle.Limit(
+            rediskeys.login_attempts_by_pair(unit, email),
+            MAX_LOGIN_FAILURES_PER_EMAIL_AND_ADDRESS,
+            LOGIN_WINDOW_SECONDS,
+        ),
+        throttle.Limit(rediskeys.login_attempts_by_address(unit), MAX_LOGIN_FAILURES_PER_ADDRESS, LOGIN_WINDOW_SECONDS),
+        throttle.Limit(rediskeys.login_attempts_by_email(email), MAX_LOGIN_FAILURES_PER_EMAIL, LOGIN_WINDOW_SECONDS),
     )
 
 
@@ -288,7 +297,9 @@ async def _remember_address(services: Services, email: str, known: str) -> None:
         await pipe.execute()
 
 
-async def login(config: Config, services: Services, body: dict[str, Any], address: str) -> tuple[dict[str, Any], IssuedTokens]:
+async def login(
+    config: Config, services: Services, body: dict[str, Any], address: str
+) -> tuple[dict[str, Any], IssuedTokens]:
     password = body.get("password")
     email = normalize_email(body.get("email"))
     if email is None or not isinstance(password, str) or not password:
@@ -311,8 +322,9 @@ async def login(config: Config, services: Services, body: dict[str, Any], addres
         async with cursor(services.pool) as cur:
             user = await users.get_user_by_email(cur, email)
         # Unknown emails still pay for one bcrypt check: same timing class (CWE-208).
-        hashed = user["password_hash"] if user else await passwords.dummy_hash(services.cpu_executor,
-                                                                                 config.bcrypt_rounds)
+        hashed = (
+            user["password_hash"] if user else await passwords.dummy_hash(services.cpu_executor, config.bcrypt_rounds)
+        )
         wrong = not await passwords.check_password(services.cpu_executor, password, hashed) or user is None
     finally:
         if not wrong:
@@ -397,12 +409,12 @@ async def request_password_reset(config: Config, services: Services, body: dict[
     await services.mailer.send("password_reset", email, {"link": link})
 
 
-async def confirm_password_reset(config: Config, services: Services, uidb64: str, token: str,
-                                 body: dict[str, Any]) -> None:
+async def confirm_password_reset(
+    config: Config, services: Services, uidb64: str, token: str, body: dict[str, Any]
+) -> None:
     user = await _user_for_link(config, services, "reset", uidb64, token)
     new_password = body.get("new_password")
-    errors = _new_password_errors(new_password, body.get("confirm_password"),
-                                  "new_password", "confirm_password")
+    errors = _new_password_errors(new_password, body.get("confirm_password"), "new_password", "confirm_password")
     if errors:
         raise FieldErrors(errors)
     assert isinstance(new_password, str)  # (_new_password_errors refused anything else)

@@ -1,4 +1,5 @@
 """bcrypt hashing, always off the event loop, and the password policy."""
+
 from __future__ import annotations
 
 import asyncio

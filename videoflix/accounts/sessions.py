@@ -22,6 +22,7 @@ the module that fills it):
 - Concurrent misses for one key share one lookup; the hot path (a cached
   answer) is two dict reads and no await that suspends.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -151,8 +152,9 @@ async def _lookup_revoked(services: Services, session_id: str) -> None:
     _cache(services).store_revoked(session_id, started + CHECK_SECONDS, revoked)
 
 
-def cached_liveness(services: Services, user_id: int, token_version: int, session_id: str | None,
-                    now: float | None = None) -> bool | None:
+def cached_liveness(
+    services: Services, user_id: int, token_version: int, session_id: str | None, now: float | None = None
+) -> bool | None:
     """is_live from the cache alone, without waiting: None when it would have to ask
     PostgreSQL or Redis (web/segment_lane.py then leaves the request to the full path)."""
     cache = _cache(services)

@@ -12,6 +12,7 @@ counted: it does no work and must not extend anyone's lock-out.
 owner's); `clear` forgets a counter. The callers (accounts.py) pass the keys,
 built in rediskeys.py like every other.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

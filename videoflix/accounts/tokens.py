@@ -2,6 +2,7 @@
 
 Pure functions: every one takes the secret and the current time explicitly.
 """
+
 from __future__ import annotations
 
 import base64
@@ -64,17 +65,34 @@ def decode_uid(uidb64: str) -> int:
 
 
 def make_session_token(
-    secret: str, *, user_id: int, kind: str, now: int, ttl_seconds: int,
-    is_admin: bool, token_version: int, session_id: str,
+    secret: str,
+    *,
+    user_id: int,
+    kind: str,
+    now: int,
+    ttl_seconds: int,
+    is_admin: bool,
+    token_version: int,
+    session_id: str,
 ) -> tuple[str, SessionClaims]:
     claims = SessionClaims(
-        user_id=user_id, kind=kind, jti=secrets.token_urlsafe(16),
-        expires_at=now + ttl_seconds, is_admin=is_admin, token_version=token_version,
+        user_id=user_id,
+        kind=kind,
+        jti=secrets.token_urlsafe(16),
+        expires_at=now + ttl_seconds,
+        is_admin=is_admin,
+        token_version=token_version,
         session_id=session_id,
     )
     payload = {
-        "sub": str(user_id), "typ": kind, "jti": claims.jti, "iat": now,
-        "exp": claims.expires_at, "adm": is_admin, "ver": token_version, "sid": session_id,
+        "sub": str(user_id),
+        "typ": kind,
+        "jti": claims.jti,
+        "iat": now,
+        "exp": claims.expires_at,
+        "adm": is_admin,
+        "ver": token_version,
+        "sid": session_id,
     }
     return jwt.encode(payload, secret, algorithm=ALGORITHM), claims
 
@@ -82,7 +100,9 @@ def make_session_token(
 def read_session_token(secret: str, token: str, *, kind: str, now: int) -> SessionClaims:
     try:
         payload = jwt.decode(
-            token, secret, algorithms=[ALGORITHM],
+            token,
+            secret,
+            algorithms=[ALGORITHM],
             options={"require": ["sub", "typ", "jti", "exp", "ver", "sid"], "verify_exp": False},
         )
     except jwt.PyJWTError:
@@ -100,8 +120,13 @@ def read_session_token(secret: str, token: str, *, kind: str, now: int) -> Sessi
     if expires_at <= now:
         raise TokenError("expired")
     return SessionClaims(
-        user_id=user_id, kind=kind, jti=str(payload["jti"]), expires_at=expires_at,
-        is_admin=bool(payload.get("adm")), token_version=version, session_id=payload["sid"],
+        user_id=user_id,
+        kind=kind,
+        jti=str(payload["jti"]),
+        expires_at=expires_at,
+        is_admin=bool(payload.get("adm")),
+        token_version=version,
+        session_id=payload["sid"],
     )
 
 
@@ -161,8 +186,9 @@ class StreamClaims:
     session_id: str
 
 
-def make_stream_token(secret: str, *, video_id: int, user_id: int, token_version: int, now: int,
-                      ttl_seconds: int, session_id: str) -> tuple[str, int]:
+def make_stream_token(
+    secret: str, *, video_id: int, user_id: int, token_version: int, now: int, ttl_seconds: int, session_id: str
+) -> tuple[str, int]:
     """A URL-safe `<user36>.<version36>.<expiry36>.<session>.<mac>` token for one
     video and one user.
 
@@ -185,8 +211,11 @@ def read_stream_token(secret: str, token: str, *, video_id: int, now: int) -> St
     if not token or len(token) > STREAM_TOKEN_MAX_LENGTH or not token.isascii():
         raise TokenError("malformed")
     parts = token.split(".")
-    if (len(parts) != 5 or not all(p and len(p) <= 13 and set(p) <= _STREAM_FIELD_CHARS for p in parts[:3])
-            or not is_session_id(parts[3])):
+    if (
+        len(parts) != 5
+        or not all(p and len(p) <= 13 and set(p) <= _STREAM_FIELD_CHARS for p in parts[:3])
+        or not is_session_id(parts[3])
+    ):
         raise TokenError("malformed")
     fields, mac = ".".join(parts[:4]), parts[4]
     if not hmac.compare_digest(_mac(secret, "stream", f"{int(video_id)}:{fields}"), mac):

@@ -14,6 +14,7 @@ internal redirect by themselves).
 Who may fetch what stays here: the path is built from names the handlers have
 validated, and the internal location cannot be requested from outside.
 """
+
 from __future__ import annotations
 
 import functools

@@ -26,6 +26,7 @@ The rules, and where they come from:
   is gzipped.
 - HEAD is GET without the body (RFC 9110 §9.3.2): the same status and headers.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -86,36 +87,68 @@ class KindPolicy:
         return self.building_cache_control if building else self.cache_control
 
 
-_PLAYLIST = KindPolicy(PLAYLIST_TYPE, text=True, cache_control=PLAYLIST_CACHE_CONTROL,
-                       building_cache_control=PLAYLIST_CACHE_CONTROL, waits=True, accel=True)
+_PLAYLIST = KindPolicy(
+    PLAYLIST_TYPE,
+    text=True,
+    cache_control=PLAYLIST_CACHE_CONTROL,
+    building_cache_control=PLAYLIST_CACHE_CONTROL,
+    waits=True,
+    accel=True,
+)
 # Trick-play (transcode/sprites.py, iframes.py): <res>/iframes.m3u8 and thumbs/ of a
 # version, written when its run ends: never waited for, immutable once finished.
 _TRICKPLAY_CACHE = (IMMUTABLE_CACHE_CONTROL, REVALIDATE_CACHE_CONTROL)  # (finished, building)
 _IMAGE = KindPolicy(IMAGE_TYPE, text=False, cache_control="", building_cache_control="")
+
+
 # The master (from the version's ladder.json) and a version's subtitle playlists and
 # segments (from the canonical WebVTT file): a new subtitle upload changes them under
 # the same URL, so they are revalidated every time, versioned or not.
 def _rendered(content_type: str) -> KindPolicy:
-    return KindPolicy(content_type, text=True, cache_control=REVALIDATE_CACHE_CONTROL,
-                      building_cache_control=REVALIDATE_CACHE_CONTROL, rendered=True)
-
+    return KindPolicy(
+        content_type,
+        text=True,
+        cache_control=REVALIDATE_CACHE_CONTROL,
+        building_cache_control=REVALIDATE_CACHE_CONTROL,
+        rendered=True,
+    )
 
 
 KINDS: dict[str, KindPolicy] = {
     "master": _rendered(PLAYLIST_TYPE),
     "playlist": _PLAYLIST,
     # A growing (EVENT) playlist while its version is built, then immutable.
-    "vplaylist": KindPolicy(PLAYLIST_TYPE, text=True, cache_control=IMMUTABLE_CACHE_CONTROL,
-                            building_cache_control=REVALIDATE_CACHE_CONTROL, waits=True, accel=True),
+    "vplaylist": KindPolicy(
+        PLAYLIST_TYPE,
+        text=True,
+        cache_control=IMMUTABLE_CACHE_CONTROL,
+        building_cache_control=REVALIDATE_CACHE_CONTROL,
+        waits=True,
+        accel=True,
+    ),
     "iframes": KindPolicy(PLAYLIST_TYPE, True, *_TRICKPLAY_CACHE),
     # JPEG sheets; the WebVTT track among them is text (media_policy).
     "thumbs": KindPolicy(IMAGE_TYPE, False, *_TRICKPLAY_CACHE),
-    "segment": KindPolicy(SEGMENT_TYPE, text=False, cache_control=UNVERSIONED_SEGMENT_CACHE_CONTROL,
-                          building_cache_control=UNVERSIONED_SEGMENT_CACHE_CONTROL, waits=True, accel=True,
-                          unchanging=True, bulk=True),
-    "vsegment": KindPolicy(SEGMENT_TYPE, text=False, cache_control=IMMUTABLE_CACHE_CONTROL,
-                           building_cache_control=IMMUTABLE_CACHE_CONTROL, waits=True, accel=True,
-                           unchanging=True, bulk=True),
+    "segment": KindPolicy(
+        SEGMENT_TYPE,
+        text=False,
+        cache_control=UNVERSIONED_SEGMENT_CACHE_CONTROL,
+        building_cache_control=UNVERSIONED_SEGMENT_CACHE_CONTROL,
+        waits=True,
+        accel=True,
+        unchanging=True,
+        bulk=True,
+    ),
+    "vsegment": KindPolicy(
+        SEGMENT_TYPE,
+        text=False,
+        cache_control=IMMUTABLE_CACHE_CONTROL,
+        building_cache_control=IMMUTABLE_CACHE_CONTROL,
+        waits=True,
+        accel=True,
+        unchanging=True,
+        bulk=True,
+    ),
     "subtitles": _rendered(PLAYLIST_TYPE),
     "subsegment": _rendered(VTT_TYPE),
     "thumbnail": _IMAGE,
@@ -161,8 +194,14 @@ class RequestFacts:
     def of(cls, method: str | None, headers: Mapping[str, str]) -> RequestFacts:
         """From a request's method and headers (a case-insensitive mapping: HTTPHeaders)."""
         get = headers.get
-        return cls(method == "HEAD", get("Range"), get("If-Range"), get("If-None-Match"), get("If-Modified-Since"),
-                   get("Accept-Encoding") or "")
+        return cls(
+            method == "HEAD",
+            get("Range"),
+            get("If-Range"),
+            get("If-None-Match"),
+            get("If-Modified-Since"),
+            get("Accept-Encoding") or "",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +254,7 @@ NOT_MODIFIED = 304
 
 
 # --- validators -----------------------------------------------------------------------
+
 
 def file_etag(info: os.stat_result, gzipped: bool = False) -> str:
     """Size + mtime + inode of the one fstat (see the module docstring)."""
@@ -270,25 +310,45 @@ def not_modified(request: RequestFacts, etag: str, modified: int | None) -> bool
 
 # --- answers --------------------------------------------------------------------------
 
+
 def answer_file(request: RequestFacts, policy: Policy, info: os.stat_result) -> Answer:
     """The answer with a file whose fstat is `info` (see the module docstring)."""
     size = info.st_size
-    gzipped = (policy.compressible and size <= MAX_GZIP_BYTES
-               and httpranges.accepts_gzip(request.accept_encoding))
+    gzipped = policy.compressible and size <= MAX_GZIP_BYTES and httpranges.accepts_gzip(request.accept_encoding)
     etag = file_etag(info, gzipped)
     modified = int(info.st_mtime)
     last_modified = http_date(modified)
     if not_modified(request, etag, modified):
-        return Answer(NOT_MODIFIED, [("Accept-Ranges", "bytes"), ("Etag", etag), ("Last-Modified", last_modified),
-                                     *_policy_headers(policy, with_type=False)], None, False)
+        return Answer(
+            NOT_MODIFIED,
+            [
+                ("Accept-Ranges", "bytes"),
+                ("Etag", etag),
+                ("Last-Modified", last_modified),
+                *_policy_headers(policy, with_type=False),
+            ],
+            None,
+            False,
+        )
     if gzipped:
-        return Answer(200, [("Accept-Ranges", "none"), ("Etag", etag), ("Last-Modified", last_modified),
-                            *_policy_headers(policy), ("Content-Encoding", "gzip")], GzippedFile(), not request.head)
+        return Answer(
+            200,
+            [
+                ("Accept-Ranges", "none"),
+                ("Etag", etag),
+                ("Last-Modified", last_modified),
+                *_policy_headers(policy),
+                ("Content-Encoding", "gzip"),
+            ],
+            GzippedFile(),
+            not request.head,
+        )
     start, end = 0, size
     headers = [("Accept-Ranges", "bytes"), ("Etag", etag), ("Last-Modified", last_modified), *_policy_headers(policy)]
     status = 200
     if request.range and httpranges.range_is_current(
-            request.if_range, etag, datetime.datetime.fromtimestamp(modified, datetime.UTC)):
+        request.if_range, etag, datetime.datetime.fromtimestamp(modified, datetime.UTC)
+    ):
         try:
             wanted = httpranges.parse_byte_range(request.range, size)
         except httpranges.RangeNotSatisfiable:
@@ -304,12 +364,14 @@ def answer_file(request: RequestFacts, policy: Policy, info: os.stat_result) -> 
 
 def with_gzipped(answer: Answer, data: bytes) -> Answer:
     """`answer` (a GzippedFile body) once the carrier has compressed the file to `data`."""
-    return Answer(answer.status, [*answer.headers, ("Content-Length", str(len(data)))], Rendered(data),
-                  answer.with_body)
+    return Answer(
+        answer.status, [*answer.headers, ("Content-Length", str(len(data)))], Rendered(data), answer.with_body
+    )
 
 
-def answer_rendered(request: RequestFacts, policy: Policy, data: bytes, etag: str | None = None,
-                    gzipped: bytes | None = None) -> Answer:
+def answer_rendered(
+    request: RequestFacts, policy: Policy, data: bytes, etag: str | None = None, gzipped: bytes | None = None
+) -> Answer:
     """The answer with bytes made in memory: `etag` is content_etag(data) (given when
     known already), `gzipped` their gzip coding when made already; with a compressible
     policy it is otherwise made here when accepted (a few KB: microseconds)."""
@@ -330,8 +392,12 @@ def answer_rendered(request: RequestFacts, policy: Policy, data: bytes, etag: st
 def answer_accel(request: RequestFacts, policy: Policy, location: str) -> Answer:
     """Behind nginx: the policy's headers and the file's name; nginx answers Range and
     the validators from the file itself (accel.py)."""
-    return Answer(200, [*_policy_headers(policy), ("X-Accel-Redirect", location), ("Content-Length", "0")],
-                  Accel(location), not request.head)
+    return Answer(
+        200,
+        [*_policy_headers(policy), ("X-Accel-Redirect", location), ("Content-Length", "0")],
+        Accel(location),
+        not request.head,
+    )
 
 
 def _policy_headers(policy: Policy, with_type: bool = True, etag: str | None = None) -> list[tuple[str, str]]:

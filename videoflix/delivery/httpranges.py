@@ -4,6 +4,7 @@ RFC 7232 validators as If-Range uses them, RFC 9110 §12.5.3 Accept-Encoding.
 No IO and no Tornado: answer.py feeds headers in and maps the results
 (RangeNotSatisfiable is its 416).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -12,8 +13,10 @@ import re
 
 # RFC 7233 §2.1: one byte-range-spec; several ranges are ignored (§3.1 allows it;
 # players only ever ask for one). Units are case-insensitive (RFC 9110 §14.1).
-_BYTE_RANGE_RE = re.compile(r"bytes[ \t]*=[ \t]*([0-9]{0,19})[ \t]*-[ \t]*([0-9]{0,19})[ \t]*",
-                            re.ASCII | re.IGNORECASE)
+_BYTE_RANGE_RE = re.compile(
+    r"bytes[ \t]*=[ \t]*([0-9]{0,19})[ \t]*-[ \t]*([0-9]{0,19})[ \t]*", re.ASCII | re.IGNORECASE
+)
+
 
 class RangeNotSatisfiable(Exception):
     """No byte of the requested range exists: 416 (RFC 7233 §4.4)."""

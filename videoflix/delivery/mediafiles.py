@@ -4,6 +4,7 @@ Every function here blocks on the disk; web/media_handlers.py calls them through
 `services.file_executor`, never on the loop. Names come validated from
 playback.py / media.py; this module decides nothing about access.
 """
+
 from __future__ import annotations
 
 import errno
@@ -37,8 +38,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 
 
-def open_inside(root: Path, parts: tuple[str, ...], prefetch: int = 0,
-                read_ahead: bool = False) -> OpenFile | None:
+def open_inside(root: Path, parts: tuple[str, ...], prefetch: int = 0, read_ahead: bool = False) -> OpenFile | None:
     """Open root/parts[0]/.../parts[-1] for reading if it is a regular file reached
     without following any symlink below `root` (`root` itself, media/<id>, may be
     one: it is the video's real directory wherever it lives); None otherwise.

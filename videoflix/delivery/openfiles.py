@@ -20,6 +20,7 @@ entry that expires, is evicted or meets `close` while lent is closed by its last
 release. Single-threaded: the loop's only (descriptors are closed on the loop, as
 the handlers close theirs).
 """
+
 from __future__ import annotations
 
 import asyncio

@@ -21,6 +21,7 @@ token_version) from PostgreSQL: one query, so a deletion or a password change
 stops them on the next request; the logout of the session that asked for the URL
 stops it too (sessions.is_live).
 """
+
 from __future__ import annotations
 
 import logging
@@ -98,8 +99,11 @@ def parse_hls_target(kind: str, args: tuple[str, ...]) -> HLSTarget:
         if not media.is_segment_name(name):
             raise media.VideoNotFound()
     video_id = media.parse_video_id(raw_id)
-    if (video_id is None or (resolution is not None and resolution not in media.RESOLUTIONS)
-            or (kind in VERSIONED_KINDS and version is None)):
+    if (
+        video_id is None
+        or (resolution is not None and resolution not in media.RESOLUTIONS)
+        or (kind in VERSIONED_KINDS and version is None)
+    ):
         raise media.VideoNotFound()
     return HLSTarget(video_id=video_id, resolution=resolution, name=name, version=version, folder=folder)
 
@@ -148,6 +152,7 @@ def resolve_file(video: PlaybackVideo, target: HLSTarget, user_id: int | None, i
 
 
 # --- rows ----------------------------------------------------------------------
+
 
 class RowCache(cachetools.TTLCache[Any, Any]):
     """{video_id: PlaybackVideo} of one Services (`services.state(RowCache)`): each row
@@ -249,15 +254,13 @@ def _check_viewer(row: StreamPlayback | None, user_id: int, token_version: int) 
     return row
 
 
-async def streamable_file(config: Config, services: Services, token: str, target: HLSTarget,
-                          now: int) -> ServedFile:
+async def streamable_file(config: Config, services: Services, token: str, target: HLSTarget, now: int) -> ServedFile:
     """The file answering `target` under a signed stream URL (streamable_video + resolve_file)."""
     row, claims = await _stream_row(config, services, token, target.video_id, now)
     return resolve_file(row.video, target, claims.user_id, row.viewer_is_admin)
 
 
-async def streamable_video(config: Config, services: Services, token: str, video_id: int,
-                           now: int) -> PlaybackVideo:
+async def streamable_video(config: Config, services: Services, token: str, video_id: int, now: int) -> PlaybackVideo:
     """The video's playback row for a signed stream URL.
 
     InvalidStreamToken (401) for a malformed, forged, expired or revoked token
@@ -267,8 +270,9 @@ async def streamable_video(config: Config, services: Services, token: str, video
     return (await _stream_row(config, services, token, video_id, now))[0].video
 
 
-async def _stream_row(config: Config, services: Services, token: str, video_id: int,
-                      now: int) -> tuple[StreamPlayback, tokens.StreamClaims]:
+async def _stream_row(
+    config: Config, services: Services, token: str, video_id: int, now: int
+) -> tuple[StreamPlayback, tokens.StreamClaims]:
     try:
         claims = tokens.read_stream_token(config.secret_key, token, video_id=video_id, now=now)
     except tokens.TokenError:
@@ -287,8 +291,9 @@ class StreamURL:
     expires_at: str  # ISO-8601 UTC
 
 
-async def issue_stream_url(config: Config, services: Services, video_id: int,
-                           claims: tokens.SessionClaims, now: int) -> StreamURL:
+async def issue_stream_url(
+    config: Config, services: Services, video_id: int, claims: tokens.SessionClaims, now: int
+) -> StreamURL:
     """A signed playback URL for a video this session may watch (API.md §4).
 
     NotFound as for the HLS files; InvalidStreamToken when the session predates a
@@ -298,9 +303,14 @@ async def issue_stream_url(config: Config, services: Services, video_id: int,
         row = await videos.get_stream_playback(cur, video_id, claims.user_id)
     row = _check_viewer(row, claims.user_id, claims.token_version)
     token, expires_at = tokens.make_stream_token(
-        config.secret_key, video_id=video_id, user_id=claims.user_id,
-        token_version=row.viewer_token_version, now=now, ttl_seconds=config.stream_token_ttl,
-        session_id=claims.session_id)
+        config.secret_key,
+        video_id=video_id,
+        user_id=claims.user_id,
+        token_version=row.viewer_token_version,
+        now=now,
+        ttl_seconds=config.stream_token_ttl,
+        session_id=claims.session_id,
+    )
     url = f"{config.public_url}/api/stream/{token}/{video_id}/{media.MASTER_PLAYLIST_NAME}"
     stamp = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return StreamURL(url=url, expires_at=stamp)

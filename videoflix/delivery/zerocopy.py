@@ -38,6 +38,7 @@ How it meets Tornado:
   POSIX_FADV_WILLNEED (mediafiles.open_inside) so a cold segment is read ahead
   by the kernel instead of inside sendfile on the loop.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -56,8 +57,7 @@ log = logging.getLogger(__name__)
 PINNED_ATTRIBUTE = "_expected_content_remaining"
 HAVE_SENDFILE = hasattr(os, "sendfile")
 # errnos of a client that went away mid-body.
-CLIENT_GONE_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN,
-                                errno.ECONNABORTED})
+CLIENT_GONE_ERRNOS = frozenset({errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED})
 
 
 # Bodies sent whole by sendfile in this process (tests: the zero-copy path was taken).
@@ -81,9 +81,12 @@ def _plain_socket(connection: Any) -> Any:
 def usable(request: Any) -> bool:
     """Whether this request's body can be sent with sendfile (see the module docstring)."""
     connection = request.connection
-    return (HAVE_SENDFILE and isinstance(connection, tornado.http1connection.HTTP1Connection)
-            and isinstance(getattr(connection, PINNED_ATTRIBUTE, None), (int, type(None)))
-            and _plain_socket(connection) is not None)
+    return (
+        HAVE_SENDFILE
+        and isinstance(connection, tornado.http1connection.HTTP1Connection)
+        and isinstance(getattr(connection, PINNED_ATTRIBUTE, None), (int, type(None)))
+        and _plain_socket(connection) is not None
+    )
 
 
 class Sender:
@@ -113,8 +116,7 @@ class Sender:
         if getattr(connection, PINNED_ATTRIBUTE, None) != end - start:
             # Tornado does not count the body as we expect (a changed Tornado,
             # or a transform that altered the headers): let Tornado write it.
-            log.warning("sendfile: Tornado's body accounting is not what zerocopy.py expects; "
-                        "sending in chunks")
+            log.warning("sendfile: Tornado's body accounting is not what zerocopy.py expects; sending in chunks")
             return False
         sock = _plain_socket(connection)
         if sock is None or self._aborted.done():

@@ -8,6 +8,7 @@ readers fill `videoflix:catalog:<scope>:<version>` with the version they read *b
 querying, so a fill racing an invalidation lands under a dead version and is
 never served.
 """
+
 from __future__ import annotations
 
 import heapq
@@ -57,9 +58,15 @@ def is_playable(video: Video, playable_version: int | None) -> bool:
     return video.live_version is not None or (building is not None and playable_version == building)
 
 
-def detail_item(config: Config, video: Video, progress: float | None,
-                position: float | None = None, playable_version: int | None = None,
-                subtitles: list[dict[str, Any]] | None = None, thumbnails_vtt: str | None = None) -> dict[str, Any]:
+def detail_item(
+    config: Config,
+    video: Video,
+    progress: float | None,
+    position: float | None = None,
+    playable_version: int | None = None,
+    subtitles: list[dict[str, Any]] | None = None,
+    thumbnails_vtt: str | None = None,
+) -> dict[str, Any]:
     """API.md §4's detail, plus §6's `position` (the caller's, or None), `playable`,
     `subtitles` (subtitle_tracks.item each; only when the caller looked them up) and
     `thumbnails_vtt` (the live version's track: trickplay.thumbnails_vtt, or None).
@@ -119,8 +126,10 @@ async def list_catalog(config: Config, services: Services, user_id: int, is_admi
         if blob is not None:
             parts.append(json.loads(blob))
             continue
-        items = [{**catalog_item(config, row), "_sort": [row.created_at.timestamp(), row.id]}
-                 for row in await _scope_from_db(services, scope)]
+        items = [
+            {**catalog_item(config, row), "_sort": [row.created_at.timestamp(), row.id]}
+            for row in await _scope_from_db(services, scope)
+        ]
         await redis.set(key, json.dumps(items), ex=CATALOG_TTL_SECONDS)
         parts.append(items)
     merged = heapq.merge(*parts, key=lambda item: item["_sort"], reverse=True)
@@ -150,7 +159,6 @@ async def get_visible_video(services: Services, video_id: int, user_id: int, is_
     """The row if the caller may see its detail (watchers, owner, admin); else media.VideoNotFound."""
     async with cursor(services.pool) as cur:
         video = await videos.get_video(cur, video_id)
-    if video is None or not (media.can_watch(video, user_id, is_admin)
-                             or media.can_manage(video, user_id, is_admin)):
+    if video is None or not (media.can_watch(video, user_id, is_admin) or media.can_manage(video, user_id, is_admin)):
         raise media.VideoNotFound()
     return video

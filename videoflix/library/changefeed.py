@@ -16,6 +16,7 @@ by itself when it reconnects, the feed calls its resubscribed listeners (the row
 cache drops everything) before it hands on the messages that follow. After an
 error it subscribes again, RETRY_SECONDS apart, until closed.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -101,8 +102,11 @@ class VideoFeed:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis went away: subscribe again
-                log.warning("video feed: listener error (%s); subscribing again in %ss",
-                            exc or type(exc).__name__, RETRY_SECONDS)
+                log.warning(
+                    "video feed: listener error (%s); subscribing again in %ss",
+                    exc or type(exc).__name__,
+                    RETRY_SECONDS,
+                )
             finally:
                 self._listening.clear()
                 await asyncio.shield(pubsub.aclose())

@@ -17,6 +17,7 @@ and within STREAM_CHECK_SECONDS (+ sessions.CHECK_SECONDS) for one made elsewher
 or a deactivation, or when the access token expires. A user may hold at most
 MAX_STREAMS_PER_USER streams and the process MAX_STREAMS.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -198,9 +199,11 @@ class EventHub:
                     percent = await progress.read(self.services.redis, message.video_id)
                 playable = await catalog.get_playable_version(self.services, row)
                 track = await trickplay.thumbnails_vtt(self.config, self.services, row)
-                event, data, owner_id = (VIDEO_EVENT,
-                                         catalog.detail_item(self.config, row, percent, None, playable, thumbnails_vtt=track),
-                                         row.owner_id)
+                event, data, owner_id = (
+                    VIDEO_EVENT,
+                    catalog.detail_item(self.config, row, percent, None, playable, thumbnails_vtt=track),
+                    row.owner_id,
+                )
         except Exception:
             log.exception("video events: could not read video %s", message.video_id)
             return
@@ -217,6 +220,9 @@ async def snapshot(config: Config, services: Services, user_id: int, is_admin: b
     percents = {row.id: await progress.read(services.redis, row.id) for row in unfinished}
     playable = {row.id: await catalog.get_playable_version(services, row) for row in unfinished}
     tracks = {row.id: await trickplay.thumbnails_vtt(config, services, row) for row in rows}
-    return [catalog.detail_item(config, row, percents.get(row.id), None, playable.get(row.id),
-                                thumbnails_vtt=tracks[row.id])
-            for row in rows]
+    return [
+        catalog.detail_item(
+            config, row, percents.get(row.id), None, playable.get(row.id), thumbnails_vtt=tracks[row.id]
+        )
+        for row in rows
+    ]

@@ -20,6 +20,7 @@ domain it is not), and an expired access cookie would break every thumbnail on t
 page until the next API call refreshed it. The keyed URL works in all of these, so the
 frontend needs no change. Public videos keep the plain URL (API.md §2's example).
 """
+
 from __future__ import annotations
 
 import re
@@ -42,8 +43,9 @@ KEYED_CACHE_CONTROL = "private, max-age=604800"
 OWNER_CACHE_CONTROL = "private, max-age=3600"
 OWNER_VARY = "Cookie, Authorization"
 
-_NAME_RE = re.compile(r"(%s)(?:-([A-Za-z0-9_-]{%d}))?\.jpg" % (media.VIDEO_ID_PATTERN, tokens.IMAGE_KEY_CHARS),
-                      re.ASCII)
+_NAME_RE = re.compile(
+    r"(%s)(?:-([A-Za-z0-9_-]{%d}))?\.jpg" % (media.VIDEO_ID_PATTERN, tokens.IMAGE_KEY_CHARS), re.ASCII
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,9 @@ class ImageAccess:
     vary: str | None = None
 
 
-async def image_access(config: Config, services: Services, request: ImageRequest,
-                       claims: tokens.SessionClaims | None) -> ImageAccess:
+async def image_access(
+    config: Config, services: Services, request: ImageRequest, claims: tokens.SessionClaims | None
+) -> ImageAccess:
     """How the image may be served to this caller; media.VideoNotFound when it may not.
     A private video's owner or admin must hold a live session (sessions.is_live:
     not logged out, no password change since); sessions.Unavailable when that
@@ -95,7 +98,10 @@ async def image_access(config: Config, services: Services, request: ImageRequest
         return ImageAccess(KEYED_CACHE_CONTROL, version)
     if video.visibility == "public":
         return ImageAccess(PUBLIC_CACHE_CONTROL, version)
-    if (claims is not None and media.can_watch(video, claims.user_id, claims.is_admin)
-            and await sessions.is_live(services, claims.user_id, claims.token_version, claims.session_id)):
+    if (
+        claims is not None
+        and media.can_watch(video, claims.user_id, claims.is_admin)
+        and await sessions.is_live(services, claims.user_id, claims.token_version, claims.session_id)
+    ):
         return ImageAccess(OWNER_CACHE_CONTROL, version, OWNER_VARY)
     raise media.VideoNotFound(request.video_id)

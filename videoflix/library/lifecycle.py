@@ -7,6 +7,7 @@ enqueue, raising InvalidUpload / UploadRejected for the handler to map.
 Handlers call these; app.py subscribes `job_finished` to the transcode runner's
 outcomes. Listing and the JSON shape are catalog.py's.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -61,11 +62,12 @@ class QuotaExceeded(Exception):
 
 
 def _gib(size: int) -> str:
-    return f"{size / 1024 ** 3:.1f} GiB"
+    return f"{size / 1024**3:.1f} GiB"
 
 
-async def check_quota(config: Config, services: Services, owner_id: int, is_admin: bool, incoming_bytes: int,
-                      cur: object | None = None) -> None:
+async def check_quota(
+    config: Config, services: Services, owner_id: int, is_admin: bool, incoming_bytes: int, cur: object | None = None
+) -> None:
     """QuotaExceeded when one more upload of `incoming_bytes` would take the owner past
     VIDEOFLIX_MAX_QUEUED_PER_USER videos waiting to be transcoded or past
     VIDEOFLIX_MAX_USER_BYTES of sources stored (0: no limit). Admins have none."""
@@ -77,11 +79,17 @@ async def check_quota(config: Config, services: Services, owner_id: int, is_admi
     else:
         unfinished, stored = await video_rows.usage(cur, owner_id)
     if config.max_queued_per_user and unfinished >= config.max_queued_per_user:
-        raise QuotaExceeded(429, f"You have {unfinished} videos waiting to be transcoded (at most "
-                                 f"{config.max_queued_per_user}): upload more once they are ready.")
+        raise QuotaExceeded(
+            429,
+            f"You have {unfinished} videos waiting to be transcoded (at most "
+            f"{config.max_queued_per_user}): upload more once they are ready.",
+        )
     if config.max_user_bytes and stored + incoming_bytes > config.max_user_bytes:
-        raise QuotaExceeded(413, f"This upload would pass your storage quota of {_gib(config.max_user_bytes)} "
-                                 f"({_gib(stored)} used): delete videos to make room.")
+        raise QuotaExceeded(
+            413,
+            f"This upload would pass your storage quota of {_gib(config.max_user_bytes)} "
+            f"({_gib(stored)} used): delete videos to make room.",
+        )
 
 
 async def video_changed(services: Services, video_id: int, owner_id: int) -> None:
@@ -99,8 +107,7 @@ async def job_finished(services: Services, outcome: JobOutcome) -> None:
         await video_changed(services, outcome.video_id, outcome.owner_id)
 
 
-def check_upload_fields(fields: dict[str, str], is_admin: bool,
-                        allow_public: bool) -> tuple[dict[str, str], str]:
+def check_upload_fields(fields: dict[str, str], is_admin: bool, allow_public: bool) -> tuple[dict[str, str], str]:
     """Validated title/description/category and the visibility to store (the
     publish rule: only admins publish to everyone, unless the server allows it)."""
     clean = {name: fields.get(name, "").strip() for name in ("title", "description", "category")}
@@ -130,8 +137,9 @@ def check_changes(body: dict[str, Any], is_admin: bool, allow_public: bool) -> d
     """The changes of a PATCH, checked by the upload's own rules (check_upload_fields):
     only the fields sent, each a string; InvalidUpload otherwise."""
     given = {name: body[name] for name in EDITABLE_FIELDS if name in body}
-    errors: dict[str, list[str]] = {name: ["Not a valid string."] for name, value in given.items()
-                                    if not isinstance(value, str)}
+    errors: dict[str, list[str]] = {
+        name: ["Not a valid string."] for name, value in given.items() if not isinstance(value, str)
+    }
     if "visibility" in given and not errors.get("visibility") and not given["visibility"].strip():
         errors["visibility"] = ['Must be "public" or "private".']
     if errors:
@@ -146,8 +154,9 @@ def check_changes(body: dict[str, Any], is_admin: bool, allow_public: bool) -> d
     return changes
 
 
-async def update_video(services: Services, video_id: int, user_id: int, is_admin: bool,
-                       changes: dict[str, str]) -> Video:
+async def update_video(
+    services: Services, video_id: int, user_id: int, is_admin: bool, changes: dict[str, str]
+) -> Video:
     """Apply checked changes (check_changes) for the owner or an admin; returns the
     updated row; media.VideoNotFound otherwise."""
     async with transaction(services.pool) as cur:
@@ -162,8 +171,14 @@ async def update_video(services: Services, video_id: int, user_id: int, is_admin
     return updated
 
 
-async def create_from_upload(config: Config, services: Services, upload: UploadReceiver, owner_id: int,
-                             is_admin: bool, client_gone: Callable[[], bool]) -> Video:
+async def create_from_upload(
+    config: Config,
+    services: Services,
+    upload: UploadReceiver,
+    owner_id: int,
+    is_admin: bool,
+    client_gone: Callable[[], bool],
+) -> Video:
     """A received upload becomes a queued video: validate -> probe -> quota -> move -> enqueue.
 
     Returns the row as queued. InvalidUpload / UploadRejected / QuotaExceeded when it
@@ -188,8 +203,16 @@ async def create_from_upload(config: Config, services: Services, upload: UploadR
         raise
 
 
-async def _store(config: Config, services: Services, upload: UploadReceiver, owner_id: int, is_admin: bool,
-                 fields: dict[str, str], visibility: str, probe: Probe) -> Video:
+async def _store(
+    config: Config,
+    services: Services,
+    upload: UploadReceiver,
+    owner_id: int,
+    is_admin: bool,
+    fields: dict[str, str],
+    visibility: str,
+    probe: Probe,
+) -> Video:
     """Row + source file + queue entry, all in place before this returns (the job is durable)."""
     async with transaction(services.pool) as cur:
         # The quota again, with the real size, the owner's row locked: two uploads of one
@@ -197,10 +220,18 @@ async def _store(config: Config, services: Services, upload: UploadReceiver, own
         await users.lock_user(cur, owner_id)
         await check_quota(config, services, owner_id, is_admin, upload.size, cur)
         video_id = await video_rows.insert_video(
-            cur, owner_id=owner_id, title=fields["title"], description=fields["description"],
-            category=fields["category"], visibility=visibility, status="queued",
-            source_name=upload.filename, source_size=upload.size, duration=probe.duration,
-            width=probe.width, height=probe.height,
+            cur,
+            owner_id=owner_id,
+            title=fields["title"],
+            description=fields["description"],
+            category=fields["category"],
+            visibility=visibility,
+            status="queued",
+            source_name=upload.filename,
+            source_size=upload.size,
+            duration=probe.duration,
+            width=probe.width,
+            height=probe.height,
         )
         # Read before enqueueing: the answer says "queued" even if a consumer
         # picks the job up at once.
@@ -238,8 +269,7 @@ def _remove_files(media_dir: str, video_id: int) -> None:
                 leftover.unlink(missing_ok=True)
 
 
-async def delete_video(config: Config, services: Services, video_id: int, user_id: int,
-                       is_admin: bool) -> None:
+async def delete_video(config: Config, services: Services, video_id: int, user_id: int, is_admin: bool) -> None:
     """Row, queue entries, source, renditions and pictures; a running job is told to stop."""
     async with transaction(services.pool) as cur:
         video = await video_rows.get_video(cur, video_id)
@@ -251,8 +281,7 @@ async def delete_video(config: Config, services: Services, video_id: int, user_i
     # discards any output whose row is gone.
     await progress.request_cancel(services.redis, video_id)
     await queue.remove_video(services.redis, video_id)
-    await asyncio.get_running_loop().run_in_executor(services.file_executor, _remove_files,
-                                                     config.media_dir, video_id)
+    await asyncio.get_running_loop().run_in_executor(services.file_executor, _remove_files, config.media_dir, video_id)
     await video_changed(services, video_id, video.owner_id)
     log.info("video %s deleted by user %s", video_id, user_id)
 

@@ -13,6 +13,7 @@ what we store must be our own serialization, so the parsers below are small,
 line-based and linear. Language tags are `langcodes`' job (IANA registry data, RFC
 5646 canonical forms, ISO 639-2 aliases such as eng/ger/fre): see `check_language`.
 """
+
 from __future__ import annotations
 
 import math
@@ -85,6 +86,7 @@ class Cue:
 
 # --- text ----------------------------------------------------------------------
 
+
 def decode_text(data: bytes) -> str:
     """UTF-8 (a BOM is allowed), no NUL, line endings normalised to "\\n"."""
     if len(data) > MAX_FILE_BYTES:
@@ -94,7 +96,7 @@ def decode_text(data: bytes) -> str:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
+        line = data[: exc.start].count(b"\n") + 1
         raise SubtitleError(f"Line {line}: the subtitle file is not valid UTF-8.") from None
     if text.startswith("\ufeff"):
         text = text[1:]
@@ -152,6 +154,7 @@ def _finish(cues: list[Cue]) -> list[Cue]:
 
 # --- SRT -----------------------------------------------------------------------
 
+
 def _srt_text(lines: list[str]) -> str:
     """SRT text as WebVTT cue text: <b>/<i>/<u> kept, other tags and ASS override
     blocks ({\\an8}) dropped, everything else escaped."""
@@ -160,7 +163,7 @@ def _srt_text(lines: list[str]) -> str:
         pieces = []
         position = 0
         for match in _SRT_TAG.finditer(line):
-            pieces.append(_escape(line[position:match.start()]))
+            pieces.append(_escape(line[position : match.start()]))
             if match.group(2):
                 pieces.append(f"<{match.group(1)}{match.group(2).lower()}>")
             position = match.end()
@@ -188,10 +191,9 @@ def parse_srt(data: bytes) -> list[Cue]:
         match = _SRT_TIMING.fullmatch(block[timing_at].strip()) if timing_at < len(block) else None
         if match is None:
             line = number + timing_at
-            raise SubtitleError(f"Line {line}: expected a cue timing such as "
-                                "'00:00:01,000 --> 00:00:02,500'.")
+            raise SubtitleError(f"Line {line}: expected a cue timing such as '00:00:01,000 --> 00:00:02,500'.")
         start, end = _ms(*match.groups()[:4]), _ms(*match.groups()[4:])
-        cue_text = _srt_text(block[timing_at + 1:])
+        cue_text = _srt_text(block[timing_at + 1 :])
         _check_cue(start, end, cue_text, number + timing_at)
         if cue_text:  # an empty cue shows nothing
             cues.append(Cue(start, end, cue_text))
@@ -199,6 +201,7 @@ def parse_srt(data: bytes) -> list[Cue]:
 
 
 # --- WebVTT --------------------------------------------------------------------
+
 
 def _settings(raw: str | None) -> str:
     kept = []
@@ -237,17 +240,18 @@ def parse_vtt(data: bytes) -> list[Cue]:
         timing_at = 0 if "-->" in first else 1  # an identifier line first
         match = _VTT_TIMING.fullmatch(block[timing_at]) if timing_at < len(block) else None
         if match is None:
-            raise SubtitleError(f"Line {number + timing_at}: expected a cue timing such as "
-                                "'00:01.000 --> 00:02.500'.")
+            raise SubtitleError(f"Line {number + timing_at}: expected a cue timing such as '00:01.000 --> 00:02.500'.")
         groups = match.groups()
         if len(groups[0] or "") > MAX_HOUR_DIGITS or len(groups[4] or "") > MAX_HOUR_DIGITS:
             raise SubtitleError(f"Line {number + timing_at}: the cue ends after {MAX_TIME_MS // 3_600_000} hours.")
         start, end = _ms(*groups[:4]), _ms(*groups[4:8])
-        payload = block[timing_at + 1:]
+        payload = block[timing_at + 1 :]
         for offset, line in enumerate(payload):
             if "-->" in line:
-                raise SubtitleError(f"Line {number + timing_at + 1 + offset}: cue text may not contain '-->' "
-                                    "(is a blank line missing before this cue?).")
+                raise SubtitleError(
+                    f"Line {number + timing_at + 1 + offset}: cue text may not contain '-->' "
+                    "(is a blank line missing before this cue?)."
+                )
         cue_text = "\n".join(line.rstrip() for line in payload)
         _check_cue(start, end, cue_text, number + timing_at)
         if cue_text.strip():
@@ -265,7 +269,7 @@ def parse_subtitles(data: bytes, kind: str) -> list[Cue]:
 
 
 def file_kind(filename: str) -> str:
-    """"srt" or "vtt" from an uploaded file's name; SubtitleError otherwise."""
+    """ "srt" or "vtt" from an uploaded file's name; SubtitleError otherwise."""
     suffix = filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
     if suffix not in ("srt", "vtt"):
         raise SubtitleError("Upload a .vtt or .srt file.")
@@ -286,6 +290,7 @@ def render_vtt(cues: list[Cue], header: tuple[str, ...] = ()) -> str:
 
 
 # --- language tags and labels --------------------------------------------------
+
 
 def check_language(raw: str) -> str:
     """A BCP 47 tag (RFC 5646) in its canonical form ("EN-us" -> "en-US", "eng" ->
@@ -322,7 +327,7 @@ def container_language(raw: str | None) -> str:
 
 
 def default_label(language: str) -> str:
-    """"English", "Portuguese (Brazil)", in English (langcodes' CLDR names)."""
+    """ "English", "Portuguese (Brazil)", in English (langcodes' CLDR names)."""
     try:
         name = langcodes.Language.get(language).display_name()
     except (LanguageTagError, ValueError, LookupError):
@@ -353,7 +358,7 @@ def unique_label(label: str, taken: set[str]) -> str:
     number = 2
     while True:
         suffix = f" ({number})"
-        candidate = label[:MAX_LABEL_CHARS - len(suffix)] + suffix
+        candidate = label[: MAX_LABEL_CHARS - len(suffix)] + suffix
         if candidate not in taken:
             return candidate
         number += 1
@@ -372,15 +377,19 @@ def segment_count(duration: float, segment_seconds: float) -> int:
     return max(1, math.ceil(round(duration * 1000) / round(segment_seconds * 1000)))
 
 
-def media_playlist(duration: float, segment_seconds: float, segment_name: str, *,
-                   complete: bool = True) -> str:
+def media_playlist(duration: float, segment_seconds: float, segment_name: str, *, complete: bool = True) -> str:
     """The WebVTT media playlist covering the whole duration (RFC 8216 §4.3.3):
     segment i covers [i*S, min((i+1)*S, duration)). `segment_name` is a %05d pattern."""
     count = segment_count(duration, segment_seconds)
     duration_ms = round(duration * 1000)
     step_ms = round(segment_seconds * 1000)
-    lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{math.ceil(segment_seconds)}",
-             "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-PLAYLIST-TYPE:VOD" if complete else "#EXT-X-PLAYLIST-TYPE:EVENT"]
+    lines = [
+        "#EXTM3U",
+        "#EXT-X-VERSION:3",
+        f"#EXT-X-TARGETDURATION:{math.ceil(segment_seconds)}",
+        "#EXT-X-MEDIA-SEQUENCE:0",
+        "#EXT-X-PLAYLIST-TYPE:VOD" if complete else "#EXT-X-PLAYLIST-TYPE:EVENT",
+    ]
     for index in range(count):
         length = min(step_ms, duration_ms - index * step_ms) if duration_ms > 0 else step_ms
         lines.append(f"#EXTINF:{max(length, 1) / 1000:.3f},")
@@ -424,12 +433,13 @@ def cut_segments(cues: list[Cue], segment_ms: int, source_size: int, source_mtim
         raise ValueError("segment_ms must be positive")
     last_end = max((cue.end_ms for cue in cues), default=0)
     count = max(1, math.ceil(last_end / segment_ms))
-    blocks = [(cue.start_ms // segment_ms, (cue.end_ms - 1) // segment_ms, _cue_block(cue).encode())
-              for cue in cues]
+    blocks = [(cue.start_ms // segment_ms, (cue.end_ms - 1) // segment_ms, _cue_block(cue).encode()) for cue in cues]
     total = sum((last - first + 1) * (len(block) + 1) for first, last, block in blocks)
     if total > MAX_CUT_BYTES:
-        raise SubtitleError("The cues overlap too much: long cues repeated in every segment they span "
-                            f"would make more than {MAX_CUT_BYTES // (1024 * 1024)} MiB.")
+        raise SubtitleError(
+            "The cues overlap too much: long cues repeated in every segment they span "
+            f"would make more than {MAX_CUT_BYTES // (1024 * 1024)} MiB."
+        )
     bodies: list[list[bytes]] = [[] for _ in range(count)]
     for first, last, block in blocks:
         for index in range(first, min(last, count - 1) + 1):
@@ -438,14 +448,19 @@ def cut_segments(cues: list[Cue], segment_ms: int, source_size: int, source_mtim
     offsets = [0]
     for body in joined:
         offsets.append(offsets[-1] + len(body))
-    return b"".join([_CUT_HEAD.pack(CUT_MAGIC, segment_ms, count, source_size, source_mtime_ns),
-                     *(_CUT_OFFSET.pack(offset) for offset in offsets), *joined])
+    return b"".join(
+        [
+            _CUT_HEAD.pack(CUT_MAGIC, segment_ms, count, source_size, source_mtime_ns),
+            *(_CUT_OFFSET.pack(offset) for offset in offsets),
+            *joined,
+        ]
+    )
 
 
 def with_source(cut: bytes, source_size: int, source_mtime_ns: int) -> bytes:
     """`cut` (made before its canonical file was written) naming that file's identity."""
-    head = read_cut_head(cut[:_CUT_HEAD.size])
-    return _CUT_HEAD.pack(CUT_MAGIC, head.segment_ms, head.count, source_size, source_mtime_ns) + cut[_CUT_HEAD.size:]
+    head = read_cut_head(cut[: _CUT_HEAD.size])
+    return _CUT_HEAD.pack(CUT_MAGIC, head.segment_ms, head.count, source_size, source_mtime_ns) + cut[_CUT_HEAD.size :]
 
 
 def read_cut_head(data: bytes) -> CutHead:

@@ -13,6 +13,7 @@ video's row, so two uploads of one video cannot interleave their label checks an
 Limits: MAX_TRACKS_PER_VIDEO per video, subtitle_formats.MAX_FILE_BYTES per file and
 MAX_CUT_BYTES per cut, SUBTITLE_UPLOADS_PER_HOUR per user (admins exempt).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -119,9 +120,14 @@ def check_upload(fields: dict[str, str], filename: str | None, data: bytes | Non
             errors["file"] = [str(exc)]
     if errors:
         raise InvalidSubtitle(errors)
-    return CheckedUpload(language=language, label=label or subtitle_formats.default_label(language),
-                         label_given=label is not None, vtt=subtitle_formats.render_vtt(cues), cue_count=len(cues),
-                         cut=cut)
+    return CheckedUpload(
+        language=language,
+        label=label or subtitle_formats.default_label(language),
+        label_given=label is not None,
+        vtt=subtitle_formats.render_vtt(cues),
+        cue_count=len(cues),
+        cut=cut,
+    )
 
 
 def subtitle_url(config: Config, video_id: int, language: str) -> str:
@@ -131,8 +137,11 @@ def subtitle_url(config: Config, video_id: int, language: str) -> str:
 
 def item(config: Config, row: dict[str, Any]) -> dict[str, Any]:
     """The detail's `subtitles` entry, and the upload's answer."""
-    return {"language": row["language"], "label": row["label"],
-            "url": subtitle_url(config, row["video_id"], row["language"])}
+    return {
+        "language": row["language"],
+        "label": row["label"],
+        "url": subtitle_url(config, row["video_id"], row["language"]),
+    }
 
 
 async def list_items(config: Config, services: Services, video_id: int) -> list[dict[str, Any]]:
@@ -148,6 +157,7 @@ async def list_rows(services: Services, video_id: int) -> list[dict[str, Any]]:
 
 
 # --- files (executor) -----------------------------------------------------------
+
 
 def _write_file(path: Path, data: bytes) -> os.stat_result:
     """Write atomically: a reader sees the old file or the new one, never half.
@@ -169,9 +179,11 @@ def _store_track(media_dir: str, video_id: int, language: str, vtt: str, cut: by
     info = _write_file(media.subtitle_path(media_dir, video_id, language), vtt.encode())
     for stale in _cut_paths(media_dir, video_id, language):
         stale.unlink(missing_ok=True)
-    head = subtitle_formats.read_cut_head(cut[:subtitle_formats.CUT_HEAD_BYTES])
-    _write_file(media.subtitle_cut_path(media_dir, video_id, language, head.segment_ms),
-                subtitle_formats.with_source(cut, info.st_size, info.st_mtime_ns))
+    head = subtitle_formats.read_cut_head(cut[: subtitle_formats.CUT_HEAD_BYTES])
+    _write_file(
+        media.subtitle_cut_path(media_dir, video_id, language, head.segment_ms),
+        subtitle_formats.with_source(cut, info.st_size, info.st_mtime_ns),
+    )
 
 
 def _cut_paths(media_dir: str, video_id: int, language: str) -> list[Path]:
@@ -202,6 +214,7 @@ async def _in_executor(services: Services, function: Any, *args: Any) -> Any:
 
 # --- use cases ---------------------------------------------------------------------
 
+
 async def check_manageable(services: Services, video_id: int, user_id: int, is_admin: bool) -> None:
     """media.VideoNotFound unless the caller may change this video's subtitles."""
     async with cursor(services.pool) as cur:
@@ -215,14 +228,23 @@ async def reserve_upload(services: Services, user_id: int, is_admin: bool) -> No
     body is read (admins are not counted); UploadsThrottled when spent."""
     if is_admin:
         return
-    wait = await throttle.reserve(services.redis, [throttle.Limit(
-        rediskeys.subtitle_uploads(user_id), SUBTITLE_UPLOADS_PER_HOUR, 3600)])
+    wait = await throttle.reserve(
+        services.redis, [throttle.Limit(rediskeys.subtitle_uploads(user_id), SUBTITLE_UPLOADS_PER_HOUR, 3600)]
+    )
     if wait is not None:
         raise UploadsThrottled(wait)
 
 
-async def add_from_upload(config: Config, services: Services, video_id: int, user_id: int, is_admin: bool,
-                          fields: dict[str, str], filename: str | None, data: bytes | None) -> dict[str, Any]:
+async def add_from_upload(
+    config: Config,
+    services: Services,
+    video_id: int,
+    user_id: int,
+    is_admin: bool,
+    fields: dict[str, str],
+    filename: str | None,
+    data: bytes | None,
+) -> dict[str, Any]:
     """Store an uploaded .srt/.vtt as the video's subtitles in that language; an
     existing one of the same language is replaced (its label too). Returns the item.
     media.VideoNotFound for a video the caller may not manage; InvalidSubtitle."""
@@ -232,8 +254,7 @@ async def add_from_upload(config: Config, services: Services, video_id: int, use
         if video is None or not media.can_manage(video, user_id, is_admin):
             raise media.VideoNotFound()
         current = await subtitle_rows.list_for_video(cur, video_id)
-        if (len(current) >= MAX_TRACKS_PER_VIDEO
-                and all(row["language"] != checked.language for row in current)):
+        if len(current) >= MAX_TRACKS_PER_VIDEO and all(row["language"] != checked.language for row in current):
             raise TooManyTracks()
         others = {row["label"] for row in current if row["language"] != checked.language}
         label = checked.label
@@ -243,16 +264,19 @@ async def add_from_upload(config: Config, services: Services, video_id: int, use
             label = subtitle_formats.unique_label(label, others)
         row = await subtitle_rows.upsert(cur, video_id, checked.language, label, "upload", checked.cue_count)
         # Written while the row is locked; the transaction commits right after.
-        await _in_executor(services, _store_track, config.media_dir, video_id, checked.language, checked.vtt,
-                           checked.cut)
+        await _in_executor(
+            services, _store_track, config.media_dir, video_id, checked.language, checked.vtt, checked.cut
+        )
     await _changed(services, video_id, video.owner_id)
-    log.info("video %s: subtitles %s uploaded by user %s (%d cues)", video_id, checked.language, user_id,
-             checked.cue_count)
+    log.info(
+        "video %s: subtitles %s uploaded by user %s (%d cues)", video_id, checked.language, user_id, checked.cue_count
+    )
     return item(config, row)
 
 
-async def remove(config: Config, services: Services, video_id: int, user_id: int, is_admin: bool,
-                 raw_language: str) -> None:
+async def remove(
+    config: Config, services: Services, video_id: int, user_id: int, is_admin: bool, raw_language: str
+) -> None:
     """Delete the video's subtitles in a language (any spelling of the tag).
     media.VideoNotFound / SubtitleNotFound."""
     try:
@@ -279,6 +303,7 @@ async def _changed(services: Services, video_id: int, owner_id: int) -> None:
 
 
 # --- tracks extracted from the source (transcode/subtracks.py) ---------------------
+
 
 @dataclass(frozen=True)
 class _Track:
@@ -314,13 +339,19 @@ def _read_tracks(version_dir: Path, tracks: Sequence[ExtractedTrack]) -> list[_T
                 label = subtitle_formats.clean_label(str(track.title))
             except subtitle_formats.SubtitleError:
                 label = None
-        chosen[language] = _Track(language, label or subtitle_formats.default_label(language),
-                                  subtitle_formats.render_vtt(cues), len(cues), cut)
+        chosen[language] = _Track(
+            language,
+            label or subtitle_formats.default_label(language),
+            subtitle_formats.render_vtt(cues),
+            len(cues),
+            cut,
+        )
     return list(chosen.values())
 
 
-async def import_tracks(config: Config, services: Services, video_id: int, version_dir: Path,
-                        tracks: Sequence[ExtractedTrack]) -> list[str]:
+async def import_tracks(
+    config: Config, services: Services, video_id: int, version_dir: Path, tracks: Sequence[ExtractedTrack]
+) -> list[str]:
     """Make the extracted tracks the video's subtitle_formats, except in languages that have
     an uploaded one (an upload always wins). Returns the languages imported. Never
     raises for a bad track: the publish goes on without it."""
@@ -340,20 +371,19 @@ async def import_tracks(config: Config, services: Services, video_id: int, versi
             if current is None and len(existing) >= MAX_TRACKS_PER_VIDEO:
                 continue
             taken = {row["label"] for language, row in existing.items() if language != track.language}
-            label = subtitle_formats.unique_label(track.label or subtitle_formats.default_label(track.language),
-                                                  taken)
+            label = subtitle_formats.unique_label(track.label or subtitle_formats.default_label(track.language), taken)
             row = await subtitle_rows.upsert(cur, video_id, track.language, label, "track", track.cue_count)
             existing[track.language] = row
-            await _in_executor(services, _store_track, config.media_dir, video_id, track.language, track.vtt,
-                               track.cut)
+            await _in_executor(services, _store_track, config.media_dir, video_id, track.language, track.vtt, track.cut)
             imported.append(track.language)
     if imported:
         log.info("video %s: subtitles imported from the source: %s", video_id, ", ".join(imported))
     return imported
 
 
-async def import_result_tracks(config: Config, services: Services, video_id: int, version_dir: Path,
-                               result: JobResult) -> None:
+async def import_result_tracks(
+    config: Config, services: Services, video_id: int, version_dir: Path, result: JobResult
+) -> None:
     """The runner's before_publish step: import what the run extracted (never raises
     for the tracks' sake: a failure is logged and the publish goes on)."""
     try:
@@ -383,12 +413,16 @@ def _cut_body(path: Path, index: int, source: os.stat_result, segment_ms: int) -
         with open(path, "rb") as handle:
             head = subtitle_formats.read_cut_head(_read_range(handle, 0, subtitle_formats.CUT_HEAD_BYTES))
             if (head.segment_ms, head.source_size, head.source_mtime_ns) != (
-                    segment_ms, source.st_size, source.st_mtime_ns):
+                segment_ms,
+                source.st_size,
+                source.st_mtime_ns,
+            ):
                 return None
             if index >= head.count:
                 return b""
-            start, end = subtitle_formats.read_cut_span(_read_range(
-                handle, subtitle_formats.cut_offsets_at(index), 2 * subtitle_formats.CUT_OFFSET_BYTES))
+            start, end = subtitle_formats.read_cut_span(
+                _read_range(handle, subtitle_formats.cut_offsets_at(index), 2 * subtitle_formats.CUT_OFFSET_BYTES)
+            )
             return _read_range(handle, head.bodies_at + start, end - start)
     except FileNotFoundError:
         return None
@@ -491,5 +525,4 @@ def render_hls_file(media_dir: str, video_id: int, version: int, language: str, 
 async def master_tracks(services: Services, video_id: int) -> list[SubtitleTrack]:
     """The master's SUBTITLES group of a video: every track, none DEFAULT (the viewer
     turns them on), AUTOSELECT=YES (a player may pick the one matching its language)."""
-    return [SubtitleTrack(language=row["language"], label=row["label"])
-            for row in await list_rows(services, video_id)]
+    return [SubtitleTrack(language=row["language"], label=row["label"]) for row in await list_rows(services, video_id)]

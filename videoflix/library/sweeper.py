@@ -22,6 +22,7 @@
 
 Each removal is logged with what it was.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -94,8 +95,10 @@ def sweep_work(media_dir: str, lease_seconds: float, keep: Callable[[str], bool]
 def _tree_age(path: Path, now: float) -> float:
     """Seconds since anything directly in `path` or its subfolders last changed."""
     try:
-        newest = max([path.lstat().st_mtime] + [child.lstat().st_mtime for child in path.iterdir()
-                                                if child.is_dir() and not child.is_symlink()])
+        newest = max(
+            [path.lstat().st_mtime]
+            + [child.lstat().st_mtime for child in path.iterdir() if child.is_dir() and not child.is_symlink()]
+        )
     except FileNotFoundError:
         return -1.0
     return now - newest
@@ -119,8 +122,13 @@ def list_versions(media_dir: str) -> dict[int, list[int]]:
     return found
 
 
-def sweep_versions(media_dir: str, found: dict[int, list[int]], rows: dict[int, VersionState], grace_seconds: float,
-                   lease_seconds: float) -> list[str]:
+def sweep_versions(
+    media_dir: str,
+    found: dict[int, list[int]],
+    rows: dict[int, VersionState],
+    grace_seconds: float,
+    lease_seconds: float,
+) -> list[str]:
     """Remove the versions `rows` (videos.version_states, read after `found` was listed)
     no longer need; return what was removed (blocking)."""
     removed = []
@@ -152,8 +160,7 @@ class Sweeper:
         self.config = config
         self.services = services
         self.active_work = active_work
-        self.interval = max(MIN_INTERVAL_SECONDS,
-                            min(config.upload_idle_seconds, config.transcode_lease_seconds) / 2)
+        self.interval = max(MIN_INTERVAL_SECONDS, min(config.upload_idle_seconds, config.transcode_lease_seconds) / 2)
         self._task: asyncio.Task[Any] | None = None
 
     async def start(self) -> None:
@@ -180,17 +187,24 @@ class Sweeper:
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
         config = self.config
-        removed = await loop.run_in_executor(executor, sweep_incoming, config.media_dir,
-                                             float(config.upload_idle_seconds), uploads.live_uploads())
+        removed = await loop.run_in_executor(
+            executor, sweep_incoming, config.media_dir, float(config.upload_idle_seconds), uploads.live_uploads()
+        )
         for name in removed:
-            log.warning("sweep: removed %s, an upload nobody is receiving (idle over %ss)",
-                        media.incoming_dir(config.media_dir) / name, config.upload_idle_seconds)
+            log.warning(
+                "sweep: removed %s, an upload nobody is receiving (idle over %ss)",
+                media.incoming_dir(config.media_dir) / name,
+                config.upload_idle_seconds,
+            )
         active = self.active_work()
-        swept = await loop.run_in_executor(executor, sweep_work, config.media_dir,
-                                           float(config.transcode_lease_seconds), active.__contains__)
+        swept = await loop.run_in_executor(
+            executor, sweep_work, config.media_dir, float(config.transcode_lease_seconds), active.__contains__
+        )
         for name in swept:
-            log.warning("sweep: removed %s, left by a transcode run that is no longer alive",
-                        media.work_dir(config.media_dir) / name)
+            log.warning(
+                "sweep: removed %s, left by a transcode run that is no longer alive",
+                media.work_dir(config.media_dir) / name,
+            )
         return removed + swept + await self.sweep_versions()
 
     async def sweep_versions(self) -> list[str]:
@@ -203,9 +217,15 @@ class Sweeper:
             return []
         async with cursor(self.services.pool) as cur:
             rows = await videos.version_states(cur, candidates)
-        removed = await loop.run_in_executor(executor, sweep_versions, config.media_dir, found, rows,
-                                             float(config.version_grace_seconds),
-                                             float(config.transcode_lease_seconds))
+        removed = await loop.run_in_executor(
+            executor,
+            sweep_versions,
+            config.media_dir,
+            found,
+            rows,
+            float(config.version_grace_seconds),
+            float(config.transcode_lease_seconds),
+        )
         for path in removed:
             log.warning("sweep: removed %s, a version neither live nor being built", path)
         return removed

@@ -8,6 +8,7 @@ in-process per (video, version), bounded; the ladder is read in the file executo
 The I-frame playlists need nothing here: the master lists them (playlist.render_master
 from the same ladder) and web/media_handlers.py serves them with the segments' access rule.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -35,8 +36,13 @@ class TrackCache(cachetools.LRUCache[Any, Any]):
 def thumbnails_vtt_url(config: Config, video_id: int, version: int) -> str:
     """The absolute URL of a version's thumbnails track (pure); the sheets' URLs in it
     are relative to it."""
-    return "%s/api/video/%d/%s/%s/%s" % (config.public_url, int(video_id), media.version_name(version),
-                                         media.THUMBS_DIR, media.THUMBNAILS_VTT_NAME)
+    return "%s/api/video/%d/%s/%s/%s" % (
+        config.public_url,
+        int(video_id),
+        media.version_name(version),
+        media.THUMBS_DIR,
+        media.THUMBNAILS_VTT_NAME,
+    )
 
 
 async def _has_track(config: Config, services: Services, video_id: int, version: int) -> bool:
@@ -47,8 +53,10 @@ async def _has_track(config: Config, services: Services, video_id: int, version:
     path = media.ladder_path(config.media_dir, video_id, version)
     ladder = await asyncio.get_running_loop().run_in_executor(services.file_executor, ladderfile.read_ladder, path)
     # Only the name the transcoder writes counts: the file's text never makes a URL.
-    found = ladder is not None and ladder.get("thumbnails_vtt") == "%s/%s" % (media.THUMBS_DIR,
-                                                                               media.THUMBNAILS_VTT_NAME)
+    found = ladder is not None and ladder.get("thumbnails_vtt") == "%s/%s" % (
+        media.THUMBS_DIR,
+        media.THUMBNAILS_VTT_NAME,
+    )
     if ladder is not None and ladder.get("complete") is True:
         cache[(video_id, version)] = found
     return found

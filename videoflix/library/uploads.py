@@ -2,6 +2,7 @@
 executor-sized batches (never whole in memory, never a blocking write on the
 loop); the small text fields are capped, every field comes at most once, and the
 number of parts is bounded (CWE-400, CWE-770)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -112,8 +113,12 @@ class MultipartForm:
     part counter), capped text fields, and parts of other names counted and dropped.
     Both uploads (videos, subtitles) are one of these."""
 
-    def __init__(self, headers: Mapping[str, str], field_limits: Mapping[str, int],
-                 make_file: Callable[[PartCounter], BaseTarget]) -> None:
+    def __init__(
+        self,
+        headers: Mapping[str, str],
+        field_limits: Mapping[str, int],
+        make_file: Callable[[PartCounter], BaseTarget],
+    ) -> None:
         try:
             self._parser = StreamingFormDataParser(headers=headers)
         except ParseFailedException:
@@ -181,8 +186,7 @@ def _append(handle: BinaryIO, data: bytes) -> None:
 class DiskFileTarget(BaseTarget):
     """streaming-form-data target that appends to a file through the executor."""
 
-    def __init__(self, path: Path, executor: concurrent.futures.Executor,
-                 counter: PartCounter | None = None) -> None:
+    def __init__(self, path: Path, executor: concurrent.futures.Executor, counter: PartCounter | None = None) -> None:
         super().__init__()
         self._counter = counter or PartCounter()
         self.path = path
@@ -252,12 +256,10 @@ class UploadReceiver(MultipartForm):
 
     file: DiskFileTarget
 
-    def __init__(self, headers: Mapping[str, str], media_dir: str,
-                 executor: concurrent.futures.Executor) -> None:
+    def __init__(self, headers: Mapping[str, str], media_dir: str, executor: concurrent.futures.Executor) -> None:
         incoming = media.incoming_dir(media_dir)
         self.temp_path = incoming / f"{secrets.token_hex(16)}.part"
-        super().__init__(headers, FIELD_LIMITS,
-                         lambda counter: DiskFileTarget(self.temp_path, executor, counter))
+        super().__init__(headers, FIELD_LIMITS, lambda counter: DiskFileTarget(self.temp_path, executor, counter))
         incoming.mkdir(parents=True, exist_ok=True)
         _LIVE_PARTS.add(self.temp_path.name)
 
@@ -276,7 +278,6 @@ class UploadReceiver(MultipartForm):
     @property
     def size(self) -> int:
         return self.file.size
-
 
     def discard(self) -> None:
         """Remove the temporary file (called on any failure or disconnect)."""
@@ -334,8 +335,7 @@ class SubtitleUploadReceiver(MultipartForm):
     file: MemoryFileTarget
 
     def __init__(self, headers: Mapping[str, str], max_file_bytes: int) -> None:
-        super().__init__(headers, SUBTITLE_FIELD_LIMITS,
-                         lambda counter: MemoryFileTarget(max_file_bytes, counter))
+        super().__init__(headers, SUBTITLE_FIELD_LIMITS, lambda counter: MemoryFileTarget(max_file_bytes, counter))
 
     def fields(self) -> dict[str, str]:
         """The text fields sent (absent ones are missing from the dict)."""
@@ -344,4 +344,3 @@ class SubtitleUploadReceiver(MultipartForm):
     @property
     def has_file(self) -> bool:
         return self.file.received and self.file.complete
-

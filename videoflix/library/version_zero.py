@@ -24,6 +24,7 @@ left after 3 are found by the next start's scan (`wave1_leftovers`) and removed.
 Two processes starting together may both build a folder for one video; one UPDATE
 wins, the other removes its own. Each move is logged.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -58,6 +59,7 @@ _ATTRIBUTE = re.compile(r'([A-Z0-9-]+)=("[^"\r\n]*"|[^",\r\n]*)')
 
 # --- the ladder of a wave-1 video (pure) -----------------------------------------------
 
+
 def wave1_variants(master: str) -> list[Variant]:
     """The variants a wave-1 master playlist lists (it was written by
     playlist.master_playlist, so every attribute is there); one without a bandwidth,
@@ -67,14 +69,20 @@ def wave1_variants(master: str) -> list[Variant]:
     for line, uri in itertools.pairwise(lines):
         if not line.startswith(_STREAM_INF):
             continue
-        attributes = {name: value.strip('"') for name, value in _ATTRIBUTE.findall(line[len(_STREAM_INF):])}
+        attributes = {name: value.strip('"') for name, value in _ATTRIBUTE.findall(line[len(_STREAM_INF) :])}
         name, _, rest = uri.partition("/")
         try:
             width, height = (int(side) for side in attributes["RESOLUTION"].split("x"))
             peak = int(attributes["BANDWIDTH"])
-            variant = Variant(name=name, width=width, height=height, fps=float(attributes.get("FRAME-RATE", 0)),
-                              codecs=attributes["CODECS"], peak_bps=peak,
-                              average_bps=int(attributes.get("AVERAGE-BANDWIDTH", peak)))
+            variant = Variant(
+                name=name,
+                width=width,
+                height=height,
+                fps=float(attributes.get("FRAME-RATE", 0)),
+                codecs=attributes["CODECS"],
+                peak_bps=peak,
+                average_bps=int(attributes.get("AVERAGE-BANDWIDTH", peak)),
+            )
         except (KeyError, ValueError):
             continue
         if name in media.RESOLUTIONS and rest == media.MEDIA_PLAYLIST_NAME:
@@ -94,11 +102,17 @@ def wave1_ladder(master: str, playlist: str, start_pts: int | None) -> dict[str,
         target, entries = parse_media_playlist(playlist)
     except (PlaylistError, ValueError):
         return None
-    return ladderfile.make_ladder(variants, complete=True, duration=sum(seconds for _, seconds in entries),
-                                  segment_seconds=target, start_pts=start_pts)
+    return ladderfile.make_ladder(
+        variants,
+        complete=True,
+        duration=sum(seconds for _, seconds in entries),
+        segment_seconds=target,
+        start_pts=start_pts,
+    )
 
 
 # --- files (blocking: the file executor) -------------------------------------------------
+
 
 def _link(source: Path, target: Path) -> None:
     try:
@@ -210,6 +224,7 @@ def wave1_leftovers(media_dir: str) -> list[int]:
 
 # --- the moves ---------------------------------------------------------------------------
 
+
 async def _still_wave1(services: Services, video_id: int) -> bool:
     async with db.cursor(services.pool) as cur:
         row = (await videos.version_states(cur, [video_id])).get(video_id)
@@ -244,8 +259,11 @@ async def move_video(config: Config, services: Services, video_id: int) -> int |
         return None
     await lifecycle.video_changed(services, video_id, owner_id)
     await loop.run_in_executor(executor, remove_wave1_names, config.media_dir, video_id)
-    log.info("video %s: moved from the wave-1 layout (version 0) to %s", video_id,
-             media.version_dir(config.media_dir, video_id, version))
+    log.info(
+        "video %s: moved from the wave-1 layout (version 0) to %s",
+        video_id,
+        media.version_dir(config.media_dir, video_id, version),
+    )
     return version
 
 
@@ -268,9 +286,11 @@ async def move_wave1_videos(config: Config, services: Services) -> dict[int, int
             row = rows.get(video_id)
             if row is None or row.live_version == media.WAVE1_VERSION:
                 continue  # deleted (its folder goes with it), or still to move (another process's)
-            names = await loop.run_in_executor(services.file_executor, remove_wave1_names, config.media_dir,
-                                               video_id)
+            names = await loop.run_in_executor(services.file_executor, remove_wave1_names, config.media_dir, video_id)
             if names:
-                log.info("video %s: removed %s, left by an interrupted move from the wave-1 layout", video_id,
-                         ", ".join(names))
+                log.info(
+                    "video %s: removed %s, left by an interrupted move from the wave-1 layout",
+                    video_id,
+                    ", ".join(names),
+                )
     return moved

@@ -4,6 +4,7 @@ Positions live in PostgreSQL (tables/watch_progress.py), one row per user and vi
 video counts as finished, and leaves "Continue watching", once the position reaches
 FINISHED_FRACTION of its duration (the credits need not be sat through).
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,7 @@ def parse_position(body: dict[str, Any]) -> float:
     return float(value)
 
 
-async def save_position(services: Services, video_id: int, user_id: int, is_admin: bool,
-                        position: float) -> None:
+async def save_position(services: Services, video_id: int, user_id: int, is_admin: bool, position: float) -> None:
     """Store the caller's position in a video it may see; media.VideoNotFound otherwise.
 
     A position past the end (players report a little over) is stored as the end.
@@ -80,8 +80,7 @@ async def list_continue(config: Config, services: Services, user_id: int, is_adm
         video = row.video
         if not media.can_watch(video, user_id, is_admin) or not is_unfinished(row.position, video.duration):
             continue
-        items.append({**catalog.catalog_item(config, video), "position": row.position,
-                      "duration": video.duration})
+        items.append({**catalog.catalog_item(config, video), "position": row.position, "duration": video.duration})
         if len(items) == CONTINUE_LIMIT:
             break
     return items

@@ -10,6 +10,7 @@ nothing. Without `X-Forwarded-For`, a trusted peer's `X-Real-IP` is used.
 Pure functions; the handlers pass the peer (`request.remote_ip`, Tornado's
 socket peer: the server runs without `xheaders`) and the headers.
 """
+
 from __future__ import annotations
 
 import ipaddress

@@ -4,6 +4,7 @@
 A bad value raises `ConfigError` whose message names the variable; the CLI
 prints that one line and exits.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -109,15 +110,29 @@ def _parse_listen(value: str) -> str:
 def _parse_accel_prefix(value: str) -> str:
     """An nginx-internal location prefix: /internal-media/ (a path, / at both ends)."""
     value = value.strip()
-    if not (value.startswith("/") and value.endswith("/") and len(value) > 2) or any(
-            c in value for c in "?#%\\ \t\r\n") or "/../" in value or "/./" in value:
+    if (
+        not (value.startswith("/") and value.endswith("/") and len(value) > 2)
+        or any(c in value for c in "?#%\\ \t\r\n")
+        or "/../" in value
+        or "/./" in value
+    ):
         raise ValueError("expected a location prefix like /internal-media/")
     return value
 
 
 # x264's presets (x264 --fullhelp), fastest first: any other name makes ffmpeg fail every job.
-X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-                "placebo")
+X264_PRESETS = (
+    "ultrafast",
+    "superfast",
+    "veryfast",
+    "faster",
+    "fast",
+    "medium",
+    "slow",
+    "slower",
+    "veryslow",
+    "placebo",
+)
 
 
 def _parse_x264_preset(value: str) -> str:
@@ -136,16 +151,56 @@ def _parse_log_format(value: str) -> str:
 
 # (field name, environment variable, parser, meaning) — also the README's table.
 ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
-    ("database_url", "DATABASE_URL", _parse_str, "PostgreSQL DSN; unset with `videoflix dev` = embedded cluster in ./var/postgres"),
-    ("redis_url", "REDIS_URL", _parse_str, "Redis URL; unset with `videoflix dev` = embedded redis-server in ./var/redis"),
-    ("secret_key", "SECRET_KEY", _parse_str, "HMAC key for JWTs and email/stream tokens; dev generates one into ./var/secret-key"),
+    (
+        "database_url",
+        "DATABASE_URL",
+        _parse_str,
+        "PostgreSQL DSN; unset with `videoflix dev` = embedded cluster in ./var/postgres",
+    ),
+    (
+        "redis_url",
+        "REDIS_URL",
+        _parse_str,
+        "Redis URL; unset with `videoflix dev` = embedded redis-server in ./var/redis",
+    ),
+    (
+        "secret_key",
+        "SECRET_KEY",
+        _parse_str,
+        "HMAC key for JWTs and email/stream tokens; dev generates one into ./var/secret-key",
+    ),
     ("host", "VIDEOFLIX_HOST", _parse_str, "address to listen on"),
     ("port", "VIDEOFLIX_PORT", _parse_port, "port to listen on"),
-    ("public_url", "VIDEOFLIX_PUBLIC_URL", _parse_url, "public base URL of this server (absolute URLs in JSON and emails)"),
-    ("frontend_url", "FRONTEND_URL", _parse_url, "base of the links in emails; default: the public URL (built-in pages)"),
-    ("allowed_hosts", "VIDEOFLIX_ALLOWED_HOSTS", _parse_hosts, "more host names requests may name in Host (the public URL's host and 127.0.0.1, localhost, [::1] always may); any other Host is 400 (DNS rebinding)"),
-    ("cors_origins", "VIDEOFLIX_CORS_ORIGINS", _parse_origins, "comma-separated origins allowed to call the API with credentials"),
-    ("trusted_proxies", "VIDEOFLIX_TRUSTED_PROXIES", _parse_networks, "comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP are believed; default none"),
+    (
+        "public_url",
+        "VIDEOFLIX_PUBLIC_URL",
+        _parse_url,
+        "public base URL of this server (absolute URLs in JSON and emails)",
+    ),
+    (
+        "frontend_url",
+        "FRONTEND_URL",
+        _parse_url,
+        "base of the links in emails; default: the public URL (built-in pages)",
+    ),
+    (
+        "allowed_hosts",
+        "VIDEOFLIX_ALLOWED_HOSTS",
+        _parse_hosts,
+        "more host names requests may name in Host (the public URL's host and 127.0.0.1, localhost, [::1] always may); any other Host is 400 (DNS rebinding)",
+    ),
+    (
+        "cors_origins",
+        "VIDEOFLIX_CORS_ORIGINS",
+        _parse_origins,
+        "comma-separated origins allowed to call the API with credentials",
+    ),
+    (
+        "trusted_proxies",
+        "VIDEOFLIX_TRUSTED_PROXIES",
+        _parse_networks,
+        "comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For / X-Real-IP are believed; default none",
+    ),
     ("cookie_secure", "VIDEOFLIX_COOKIE_SECURE", _parse_bool, "mark auth cookies Secure (turn on behind HTTPS)"),
     ("access_token_minutes", "VIDEOFLIX_ACCESS_TOKEN_MINUTES", _parse_positive_int, "access JWT lifetime"),
     ("refresh_token_days", "VIDEOFLIX_REFRESH_TOKEN_DAYS", _parse_positive_int, "refresh JWT lifetime"),
@@ -159,34 +214,124 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("smtp_starttls", "SMTP_STARTTLS", _parse_bool, "use STARTTLS"),
     ("default_from_email", "DEFAULT_FROM_EMAIL", _parse_str, "From: address of outgoing mail"),
     ("admin_email", "VIDEOFLIX_ADMIN_EMAIL", _parse_str, "admin account ensured by `videoflix dev`"),
-    ("admin_password", "VIDEOFLIX_ADMIN_PASSWORD", _parse_str, "its password; unset = generated once into <var>/admin-password"),
+    (
+        "admin_password",
+        "VIDEOFLIX_ADMIN_PASSWORD",
+        _parse_str,
+        "its password; unset = generated once into <var>/admin-password",
+    ),
     ("max_upload_bytes", "MAX_UPLOAD_BYTES", _parse_positive_int, "largest accepted upload (413 above)"),
     ("allow_public_user_uploads", "ALLOW_PUBLIC_USER_UPLOADS", _parse_bool, "let non-admin users publish to everyone"),
-    ("max_concurrent_uploads", "VIDEOFLIX_MAX_CONCURRENT_UPLOADS", _parse_positive_int, "uploads one user may have in flight at once (429 above)"),
-    ("max_queued_per_user", "VIDEOFLIX_MAX_QUEUED_PER_USER", _parse_non_negative_int, "videos of one user waiting to be transcoded at once; another upload is 429 (admins: no limit; 0: none)"),
-    ("max_user_bytes", "VIDEOFLIX_MAX_USER_BYTES", _parse_non_negative_int, "bytes of sources one user may store; an upload past it is 413 (admins: no limit; 0: none)"),
-    ("upload_idle_seconds", "VIDEOFLIX_UPLOAD_IDLE_SECONDS", _parse_positive_int, "an upload that sends nothing this long is cut off"),
+    (
+        "max_concurrent_uploads",
+        "VIDEOFLIX_MAX_CONCURRENT_UPLOADS",
+        _parse_positive_int,
+        "uploads one user may have in flight at once (429 above)",
+    ),
+    (
+        "max_queued_per_user",
+        "VIDEOFLIX_MAX_QUEUED_PER_USER",
+        _parse_non_negative_int,
+        "videos of one user waiting to be transcoded at once; another upload is 429 (admins: no limit; 0: none)",
+    ),
+    (
+        "max_user_bytes",
+        "VIDEOFLIX_MAX_USER_BYTES",
+        _parse_non_negative_int,
+        "bytes of sources one user may store; an upload past it is 413 (admins: no limit; 0: none)",
+    ),
+    (
+        "upload_idle_seconds",
+        "VIDEOFLIX_UPLOAD_IDLE_SECONDS",
+        _parse_positive_int,
+        "an upload that sends nothing this long is cut off",
+    ),
     ("transcode_workers", "TRANSCODE_WORKERS", _parse_positive_int, "ffmpeg jobs run at once (process pool size)"),
-    ("transcode_stall_seconds", "TRANSCODE_STALL_SECONDS", _parse_positive_int, "kill ffmpeg after this long without progress"),
-    ("transcode_lease_seconds", "TRANSCODE_LEASE_SECONDS", _parse_positive_int, "a job not renewed this long (its worker died) is reclaimed"),
-    ("version_grace_seconds", "VIDEOFLIX_VERSION_GRACE_SECONDS", _parse_non_negative_int, "how long a replaced version stays on disk (and playable) after a re-transcode published a new one"),
-    ("transcode_max_file_bytes", "TRANSCODE_MAX_FILE_BYTES", _parse_positive_int, "largest file one ffmpeg run may write (RLIMIT_FSIZE): a runaway job fails instead of filling the disk"),
-    ("shutdown_grace_seconds", "VIDEOFLIX_SHUTDOWN_GRACE_SECONDS", _parse_positive_int, "on SIGTERM, how long requests in flight get to finish"),
+    (
+        "transcode_stall_seconds",
+        "TRANSCODE_STALL_SECONDS",
+        _parse_positive_int,
+        "kill ffmpeg after this long without progress",
+    ),
+    (
+        "transcode_lease_seconds",
+        "TRANSCODE_LEASE_SECONDS",
+        _parse_positive_int,
+        "a job not renewed this long (its worker died) is reclaimed",
+    ),
+    (
+        "version_grace_seconds",
+        "VIDEOFLIX_VERSION_GRACE_SECONDS",
+        _parse_non_negative_int,
+        "how long a replaced version stays on disk (and playable) after a re-transcode published a new one",
+    ),
+    (
+        "transcode_max_file_bytes",
+        "TRANSCODE_MAX_FILE_BYTES",
+        _parse_positive_int,
+        "largest file one ffmpeg run may write (RLIMIT_FSIZE): a runaway job fails instead of filling the disk",
+    ),
+    (
+        "shutdown_grace_seconds",
+        "VIDEOFLIX_SHUTDOWN_GRACE_SECONDS",
+        _parse_positive_int,
+        "on SIGTERM, how long requests in flight get to finish",
+    ),
     ("x264_preset", "VIDEOFLIX_X264_PRESET", _parse_x264_preset, "libx264 preset, ultrafast ... placebo"),
-    ("max_video_width", "MAX_VIDEO_WIDTH", _parse_positive_int, "widest accepted picture (pixels, as displayed; 400 above)"),
-    ("max_video_height", "MAX_VIDEO_HEIGHT", _parse_positive_int, "tallest accepted picture (pixels, as displayed; 400 above)"),
+    (
+        "max_video_width",
+        "MAX_VIDEO_WIDTH",
+        _parse_positive_int,
+        "widest accepted picture (pixels, as displayed; 400 above)",
+    ),
+    (
+        "max_video_height",
+        "MAX_VIDEO_HEIGHT",
+        _parse_positive_int,
+        "tallest accepted picture (pixels, as displayed; 400 above)",
+    ),
     ("max_video_pixels", "MAX_VIDEO_PIXELS", _parse_positive_int, "most pixels per frame (width x height; 400 above)"),
     ("max_video_fps", "MAX_VIDEO_FPS", _parse_positive_float, "highest accepted average frame rate (400 above)"),
     ("max_video_seconds", "MAX_VIDEO_SECONDS", _parse_positive_int, "longest accepted duration in seconds (400 above)"),
-    ("max_video_streams", "MAX_VIDEO_STREAMS", _parse_positive_int, "most streams (video, audio, subtitles, data) in one file (400 above)"),
-    ("transcode_memory_mb", "TRANSCODE_MEMORY_MB", _parse_non_negative_int, "address-space limit (MiB) of each ffmpeg run; 0 = sized from the CPU count and frame size"),
-    ("transcode_cpu_factor", "TRANSCODE_CPU_FACTOR", _parse_positive_float, "CPU-time limit of each ffmpeg run, in CPU-seconds per second of 1080p video (at least 300 s)"),
+    (
+        "max_video_streams",
+        "MAX_VIDEO_STREAMS",
+        _parse_positive_int,
+        "most streams (video, audio, subtitles, data) in one file (400 above)",
+    ),
+    (
+        "transcode_memory_mb",
+        "TRANSCODE_MEMORY_MB",
+        _parse_non_negative_int,
+        "address-space limit (MiB) of each ffmpeg run; 0 = sized from the CPU count and frame size",
+    ),
+    (
+        "transcode_cpu_factor",
+        "TRANSCODE_CPU_FACTOR",
+        _parse_positive_float,
+        "CPU-time limit of each ffmpeg run, in CPU-seconds per second of 1080p video (at least 300 s)",
+    ),
     ("stream_token_ttl", "STREAM_TOKEN_TTL", _parse_positive_int, "lifetime (s) of signed playback URLs"),
     ("log_level", "VIDEOFLIX_LOG_LEVEL", _parse_str, "logging level"),
     ("log_format", "VIDEOFLIX_LOG_FORMAT", _parse_log_format, "`text`, or `json` for one JSON object per line"),
-    ("metrics_token", "VIDEOFLIX_METRICS_TOKEN", _parse_str, "bearer token for GET /metrics (Prometheus); unset = /metrics answers 404"),
-    ("metrics_listen", "VIDEOFLIX_METRICS_LISTEN", _parse_listen, "HOST:PORT of a separate, token-free /metrics listener (also for `videoflix worker`); unset = none"),
-    ("accel_redirect", "VIDEOFLIX_ACCEL_REDIRECT", _parse_accel_prefix, "behind nginx: answer authorised playlist and segment GETs with X-Accel-Redirect to this internal location (e.g. /internal-media/) so nginx sends the file; unset = Videoflix sends it"),
+    (
+        "metrics_token",
+        "VIDEOFLIX_METRICS_TOKEN",
+        _parse_str,
+        "bearer token for GET /metrics (Prometheus); unset = /metrics answers 404",
+    ),
+    (
+        "metrics_listen",
+        "VIDEOFLIX_METRICS_LISTEN",
+        _parse_listen,
+        "HOST:PORT of a separate, token-free /metrics listener (also for `videoflix worker`); unset = none",
+    ),
+    (
+        "accel_redirect",
+        "VIDEOFLIX_ACCEL_REDIRECT",
+        _parse_accel_prefix,
+        "behind nginx: answer authorised playlist and segment GETs with X-Accel-Redirect to this internal location (e.g. /internal-media/) so nginx sends the file; unset = Videoflix sends it",
+    ),
 )
 
 

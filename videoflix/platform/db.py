@@ -7,6 +7,7 @@ together with the reads it depends on or answers with (insert then read back,
 check then delete, mark then read) is such a unit: library/lifecycle.py,
 accounts/flows.register, the runner's _fail.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -36,14 +37,21 @@ async def _discard_dead_connections(pool: aiopg.Pool) -> AsyncIterator[None]:
 @contextlib.asynccontextmanager
 async def cursor(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
     """A dict-row cursor on a pooled connection (autocommit)."""
-    async with (_discard_dead_connections(pool), pool.acquire() as conn,
-                conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur):
+    async with (
+        _discard_dead_connections(pool),
+        pool.acquire() as conn,
+        conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+    ):
         yield cur
 
 
 @contextlib.asynccontextmanager
 async def transaction(pool: aiopg.Pool) -> AsyncIterator[aiopg.Cursor]:
     """A dict-row cursor inside BEGIN ... COMMIT; rolls back on any exception."""
-    async with (_discard_dead_connections(pool), pool.acquire() as conn,
-                conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur, cur.begin()):
+    async with (
+        _discard_dead_connections(pool),
+        pool.acquire() as conn,
+        conn.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur,
+        cur.begin(),
+    ):
         yield cur

@@ -15,6 +15,7 @@ ever, holding its buffers and making every SIGTERM wait the whole grace period.
 `Server` (an HTTPServer that does pass it on, through the same public
 `HTTPServerConnectionDelegate.on_close`) is what `serve` listens with.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -49,8 +50,7 @@ class Draining(httputil.HTTPServerConnectionDelegate):
         if not self._busy:
             self._idle.set()
 
-    def start_request(self, server_conn: Any, request_conn: httputil.HTTPConnection
-                      ) -> httputil.HTTPMessageDelegate:
+    def start_request(self, server_conn: Any, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         self._done(server_conn)  # the previous request on this connection is complete
         return _Watched(self, server_conn, self.app.start_request(server_conn, request_conn))
 

@@ -13,6 +13,7 @@ permission on its ancestors. Secret files (passwords, redis.conf) are 0600
 from their first byte (videoflix.secretfile); initdb reads its password from
 a pipe, never from a file.
 """
+
 from __future__ import annotations
 
 import glob
@@ -172,10 +173,22 @@ class EmbeddedPostgres:
             with _reachable(self.data_dir, account) as (data_path, reach):
                 reach = {**reach, "pass_fds": (*reach.get("pass_fds", ()), read_end)}
                 result = subprocess.run(
-                    [str(bindir / "initdb"), "-D", data_path, "-U", DATABASE_USER,
-                     "--auth=scram-sha-256", f"--pwfile=/proc/self/fd/{read_end}", "-E", "UTF8",
-                     "--locale=C.UTF-8"],
-                    capture_output=True, text=True, **reach, **self._run_kwargs(),
+                    [
+                        str(bindir / "initdb"),
+                        "-D",
+                        data_path,
+                        "-U",
+                        DATABASE_USER,
+                        "--auth=scram-sha-256",
+                        f"--pwfile=/proc/self/fd/{read_end}",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    **reach,
+                    **self._run_kwargs(),
                 )
         finally:
             os.close(read_end)
@@ -192,17 +205,32 @@ class EmbeddedPostgres:
         account = _unprivileged_account()
         log_path = self.data_dir.parent / (self.data_dir.name + ".log")
         with open(log_path, "ab") as log_file, _reachable(self.data_dir, account) as (data_path, reach):
-            args = [str(bindir / "postgres"), "-D", data_path, "-p", str(self.port),
-                    "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={data_path}",
-                    "-c", "max_connections=200"]
+            args = [
+                str(bindir / "postgres"),
+                "-D",
+                data_path,
+                "-p",
+                str(self.port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                f"unix_socket_directories={data_path}",
+                "-c",
+                "max_connections=200",
+            ]
             if not self.durable:
                 args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
             if account is not None:
                 os.chown(log_path, account.pw_uid, account.pw_gid)
             self.proc = subprocess.Popen(
-                args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                args,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
                 # SIGINT = fast shutdown, should we die without stopping it.
-                start_new_session=True, preexec_fn=die_with_parent(signal.SIGINT), **reach,
+                start_new_session=True,
+                preexec_fn=die_with_parent(signal.SIGINT),
+                **reach,
                 **self._run_kwargs(),
             )
         _wait_for_port(self.port, self.proc, "postgres", log_path)
@@ -261,24 +289,29 @@ class EmbeddedRedis:
             raise EmbeddedError("redis-server not found: install the 'redis-server' package")
         self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         password, _ = read_or_create_secret(self.password_file, lambda: secrets.token_urlsafe(24))
-        config = "\n".join([
-            f"port {self.port}",
-            "bind 127.0.0.1",
-            f"dir {self.data_dir}",
-            f"appendonly {'yes' if self.appendonly else 'no'}",
-            "appendfsync everysec",
-            'save ""',
-            "daemonize no",
-            f"requirepass {password}",
-            "",
-        ])
+        config = "\n".join(
+            [
+                f"port {self.port}",
+                "bind 127.0.0.1",
+                f"dir {self.data_dir}",
+                f"appendonly {'yes' if self.appendonly else 'no'}",
+                "appendfsync everysec",
+                'save ""',
+                "daemonize no",
+                f"requirepass {password}",
+                "",
+            ]
+        )
         config_path = self.data_dir / "redis.conf"
         write_secret(config_path, config)
         log_path = self.data_dir / "redis.log"
         with open(log_path, "ab") as log_file:
             self.proc = subprocess.Popen(
-                [server, str(config_path)], stdout=log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                [server, str(config_path)],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
                 preexec_fn=die_with_parent(signal.SIGTERM),
             )
         _wait_for_port(self.port, self.proc, "redis-server", log_path)

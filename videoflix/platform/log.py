@@ -8,6 +8,7 @@ duration_ms and bytes. Segment GETs are logged at DEBUG, other answers at INFO
 which whatever answered the request makes (web/observe.py for the handlers, the
 segment lane for its own answers).
 """
+
 from __future__ import annotations
 
 import logging
@@ -104,18 +105,35 @@ def log_request(record: AccessRecord, trusted_proxies: tuple[clientaddr.IPNetwor
     method = clip(request.method or "", METHOD_LIMIT)
     client = client_of(request, trusted_proxies)
     milliseconds = 1000.0 * record.duration()
-    access_log.log(level, "%d %s %s %s %.1fms", status, method, uri, client, milliseconds,
-                   extra={"request_id": record.request_id, "status": status, "method": method, "path": uri,
-                          "route": record.route, "client": client, "duration_ms": round(milliseconds, 2),
-                          "bytes": record.body_bytes})
+    access_log.log(
+        level,
+        "%d %s %s %s %.1fms",
+        status,
+        method,
+        uri,
+        client,
+        milliseconds,
+        extra={
+            "request_id": record.request_id,
+            "status": status,
+            "method": method,
+            "path": uri,
+            "route": record.route,
+            "client": client,
+            "duration_ms": round(milliseconds, 2),
+            "bytes": record.body_bytes,
+        },
+    )
 
 
 def request_summary(request: object) -> str:
     """`METHOD uri (peer)` for an error line, bounded and escaped like the access log
     (Tornado's own summary writes the whole request line)."""
-    return "%s %s (%s)" % (clip(getattr(request, "method", None) or "", METHOD_LIMIT),
-                           clip(scrub_uri(getattr(request, "uri", None) or ""), URI_LIMIT),
-                           clip(getattr(request, "remote_ip", None) or "", CLIENT_LIMIT))
+    return "%s %s (%s)" % (
+        clip(getattr(request, "method", None) or "", METHOD_LIMIT),
+        clip(scrub_uri(getattr(request, "uri", None) or ""), URI_LIMIT),
+        clip(getattr(request, "remote_ip", None) or "", CLIENT_LIMIT),
+    )
 
 
 class BoundedMessageFilter(logging.Filter):
@@ -146,8 +164,12 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def json_formatter() -> logging.Formatter:
-    return JsonFormatter("{levelname}{name}{message}", style="{", timestamp="time",
-                         rename_fields={"levelname": "level", "name": "logger"})
+    return JsonFormatter(
+        "{levelname}{name}{message}",
+        style="{",
+        timestamp="time",
+        rename_fields={"levelname": "level", "name": "logger"},
+    )
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:

@@ -11,6 +11,7 @@ and file writes run in the thread executor. A failed delivery is retried with
 backoff; when every attempt fails the message moves to <var>/outbox/undelivered/
 and is logged, so it is never lost.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -166,9 +167,13 @@ def _smtp_send(settings: SmtpSettings, message: email.message.EmailMessage, reci
 
 
 class Mailer:
-    def __init__(self, config: Config, executor: concurrent.futures.Executor,
-                 retry_delays: tuple[float, ...] = RETRY_DELAYS,
-                 store_executor: concurrent.futures.Executor | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        executor: concurrent.futures.Executor,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        store_executor: concurrent.futures.Executor | None = None,
+    ) -> None:
         self._config = config
         self._executor = executor
         # Spool and outbox writes: not behind SMTP calls that may hang for
@@ -177,9 +182,11 @@ class Mailer:
         self._retry_delays = retry_delays
         self._tasks: set[asyncio.Task[Any]] = set()
         self._smtp = (
-            SmtpSettings(config.smtp_host, config.smtp_port, config.smtp_user,
-                         config.smtp_password, config.smtp_starttls)
-            if config.smtp_host else None
+            SmtpSettings(
+                config.smtp_host, config.smtp_port, config.smtp_user, config.smtp_password, config.smtp_starttls
+            )
+            if config.smtp_host
+            else None
         )
 
     def link(self, page: str, uidb64: str, token: str) -> str:
@@ -205,8 +212,7 @@ class Mailer:
         loop = asyncio.get_running_loop()
         link = context.get("link", "")
         if self._smtp is None:
-            path = await loop.run_in_executor(self._store_executor, _write_eml, self._config.outbox_dir,
-                                              message)
+            path = await loop.run_in_executor(self._store_executor, _write_eml, self._config.outbox_dir, message)
             log.info("mail to %s written to %s; link: %s", recipient, path, self._shown(link))
             return
         spooled = await loop.run_in_executor(self._store_executor, _write_eml, self.spool_dir, message)
@@ -241,8 +247,7 @@ class Mailer:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _deliver(self, message: email.message.EmailMessage, spooled: Path, recipient: str,
-                       link: str) -> None:
+    async def _deliver(self, message: email.message.EmailMessage, spooled: Path, recipient: str, link: str) -> None:
         loop = asyncio.get_running_loop()
         assert self._smtp is not None
         for attempt, delay in enumerate((0.0, *self._retry_delays), start=1):
@@ -257,5 +262,10 @@ class Mailer:
                 log.warning("mail to %s failed (attempt %d): %s", recipient, attempt, exc)
         undelivered = str(Path(self._config.outbox_dir) / "undelivered")
         path = await loop.run_in_executor(self._store_executor, _move, spooled, undelivered)
-        log.error("mail to %s undeliverable after %d attempts; kept in %s (link: %s)",
-                  recipient, len(self._retry_delays) + 1, path, self._shown(link))
+        log.error(
+            "mail to %s undeliverable after %d attempts; kept in %s (link: %s)",
+            recipient,
+            len(self._retry_delays) + 1,
+            path,
+            self._shown(link),
+        )

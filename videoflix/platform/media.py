@@ -29,6 +29,7 @@ The transcoder writes these names and the HTTP layer serves them: both take them
 from here, and the serving rules (SEGMENT_NAME_RE, RESOLUTIONS) are derived from
 what is written, so the two cannot drift apart.
 """
+
 from __future__ import annotations
 
 import functools
@@ -147,7 +148,7 @@ def version_name(version: int) -> str:
 
 
 def parse_version(raw: str) -> int | None:
-    """"v3" -> 3; None for anything else (v0, v03, 3, v-1)."""
+    """ "v3" -> 3; None for anything else (v0, v03, 3, v-1)."""
     return int(raw[1:]) if _VERSION_RE.fullmatch(raw) else None
 
 
@@ -291,8 +292,12 @@ def is_subtitle_cut_of(language: str, name: str) -> bool:
     """Whether `name` (in subtitles_dir) is a cut of `language`'s file, of any length."""
     stem = subtitle_file_name(language).removesuffix(SUBTITLE_SUFFIX)
     rest = name.removeprefix(stem + ".")
-    return (rest != name and rest.endswith(SUBTITLE_CUT_SUFFIX)
-            and rest.removesuffix(SUBTITLE_CUT_SUFFIX).isdigit() and rest.isascii())
+    return (
+        rest != name
+        and rest.endswith(SUBTITLE_CUT_SUFFIX)
+        and rest.removesuffix(SUBTITLE_CUT_SUFFIX).isdigit()
+        and rest.isascii()
+    )
 
 
 def track_file_name(stream_index: int) -> str:
@@ -312,4 +317,4 @@ def parse_subtitle_segment(name: str) -> int | None:
     """The index of a subtitle segment name (seg_00003.vtt -> 3), None if not one."""
     if SUBTITLE_SEGMENT_NAME_RE.fullmatch(name) is None:
         return None
-    return int(name[len("seg_"):-len(SUBTITLE_SUFFIX)])
+    return int(name[len("seg_") : -len(SUBTITLE_SUFFIX)])

@@ -8,6 +8,7 @@ when it is scraped. Nothing is registered in prometheus_client's global registry
 Hot path: a finished request costs two dictionary look-ups of cached label
 children and three increments (no label validation, no lock on the lookup).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,39 +70,62 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter("videoflix_http_requests", "HTTP requests answered, by route pattern and status",
-                                ["route", "method", "status"], registry=r)
-        self.latency = Histogram("videoflix_http_request_duration_seconds",
-                                 "Time from request start to the end of the response", ["route"],
-                                 buckets=LATENCY_BUCKETS, registry=r)
-        self.bytes_sent = Counter("videoflix_http_response_bytes", "Response body bytes written", ["route"],
-                                  registry=r)
-        self.login_failures = Counter("videoflix_login_failures",
-                                      "Logins refused (wrong email or password, inactive account)", registry=r)
-        self.throttled = Counter("videoflix_throttled_requests", "Requests refused with 429 Too Many Requests",
-                                 ["route"], registry=r)
-        self.queue_length = Gauge("videoflix_transcode_queue_length",
-                                  "Transcode jobs in the queue (waiting or running)", registry=r)
-        self.queue_pending = Gauge("videoflix_transcode_queue_pending",
-                                   "Transcode jobs delivered to a worker and not yet finished", registry=r)
-        self.dead_letters = Gauge("videoflix_transcode_dead_letters",
-                                  "Transcode jobs given up after repeated crashes (dead-letter stream)", registry=r)
-        self.jobs = Counter("videoflix_transcode_jobs", "Transcode jobs ended in this process, by outcome",
-                            ["outcome"], registry=r)
-        self.transcode_seconds = Histogram("videoflix_transcode_duration_seconds",
-                                           "Wall time of successful transcodes", buckets=TRANSCODE_BUCKETS,
-                                           registry=r)
-        self.transcode_speed = Histogram("videoflix_transcode_speed_ratio",
-                                         "Media seconds transcoded per wall second, per job",
-                                         buckets=SPEED_BUCKETS, registry=r)
-        self.media_seconds = Counter("videoflix_transcode_media_seconds", "Media seconds transcoded",
-                                     registry=r)
-        self.busy_workers = Gauge("videoflix_transcode_busy_workers",
-                                  "Transcode pool workers running a job now", registry=r)
-        self.pool_workers = Gauge("videoflix_transcode_pool_workers", "Transcode pool size (TRANSCODE_WORKERS)",
-                                  registry=r)
-        self.in_flight = Gauge("videoflix_http_requests_in_flight",
-                               "Requests whose answer is not completely written yet", registry=r)
+        self.requests = Counter(
+            "videoflix_http_requests",
+            "HTTP requests answered, by route pattern and status",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "videoflix_http_request_duration_seconds",
+            "Time from request start to the end of the response",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.bytes_sent = Counter("videoflix_http_response_bytes", "Response body bytes written", ["route"], registry=r)
+        self.login_failures = Counter(
+            "videoflix_login_failures", "Logins refused (wrong email or password, inactive account)", registry=r
+        )
+        self.throttled = Counter(
+            "videoflix_throttled_requests", "Requests refused with 429 Too Many Requests", ["route"], registry=r
+        )
+        self.queue_length = Gauge(
+            "videoflix_transcode_queue_length", "Transcode jobs in the queue (waiting or running)", registry=r
+        )
+        self.queue_pending = Gauge(
+            "videoflix_transcode_queue_pending", "Transcode jobs delivered to a worker and not yet finished", registry=r
+        )
+        self.dead_letters = Gauge(
+            "videoflix_transcode_dead_letters",
+            "Transcode jobs given up after repeated crashes (dead-letter stream)",
+            registry=r,
+        )
+        self.jobs = Counter(
+            "videoflix_transcode_jobs", "Transcode jobs ended in this process, by outcome", ["outcome"], registry=r
+        )
+        self.transcode_seconds = Histogram(
+            "videoflix_transcode_duration_seconds",
+            "Wall time of successful transcodes",
+            buckets=TRANSCODE_BUCKETS,
+            registry=r,
+        )
+        self.transcode_speed = Histogram(
+            "videoflix_transcode_speed_ratio",
+            "Media seconds transcoded per wall second, per job",
+            buckets=SPEED_BUCKETS,
+            registry=r,
+        )
+        self.media_seconds = Counter("videoflix_transcode_media_seconds", "Media seconds transcoded", registry=r)
+        self.busy_workers = Gauge(
+            "videoflix_transcode_busy_workers", "Transcode pool workers running a job now", registry=r
+        )
+        self.pool_workers = Gauge(
+            "videoflix_transcode_pool_workers", "Transcode pool size (TRANSCODE_WORKERS)", registry=r
+        )
+        self.in_flight = Gauge(
+            "videoflix_http_requests_in_flight", "Requests whose answer is not completely written yet", registry=r
+        )
         self._draining: weakref.WeakSet[Any] = weakref.WeakSet()
         self.in_flight.set_function(lambda: sum(requests.in_flight for requests in self._draining))
         self._runners: weakref.WeakSet[Any] = weakref.WeakSet()

@@ -5,6 +5,7 @@ that same transaction. A session-level advisory lock serialises concurrent
 migrators (two servers starting together): the second waits, then finds the
 work done.
 """
+
 from __future__ import annotations
 
 import logging

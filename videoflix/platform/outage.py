@@ -5,6 +5,7 @@ not a bug: the request is answered with a JSON 503 and one log line
 (web/base.py), and the next request simply tries again (the aiopg pool
 and the redis client reconnect by themselves, db.py and services.py).
 """
+
 from __future__ import annotations
 
 import psycopg2
@@ -33,7 +34,10 @@ def is_outage(error: BaseException | None) -> bool:
 
 def describe(error: BaseException) -> str:
     """One line for the log: which service and what it said."""
-    service = "redis" if isinstance(error, redis.exceptions.RedisError) else (
-        "postgresql" if isinstance(error, psycopg2.Error) else "a backing service")
+    service = (
+        "redis"
+        if isinstance(error, redis.exceptions.RedisError)
+        else ("postgresql" if isinstance(error, psycopg2.Error) else "a backing service")
+    )
     text = str(error).strip().splitlines()
     return f"{service} unavailable: {type(error).__name__}: {text[0] if text else ''}"

@@ -5,6 +5,7 @@ is refused, or None. `run_check(config)` prints the effective configuration
 (secrets masked) and verifies every external thing the server needs, one line
 each; it returns the number of failures.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -38,14 +39,20 @@ def unsafe_reason(config: Config) -> str | None:
     if not config.secret_key:
         return f"{secret}: required (at least 32 bytes, e.g. `openssl rand -base64 48`)"
     if len(config.secret_key.encode()) < MIN_SECRET_KEY_BYTES:
-        return (f"{secret}: too short ({len(config.secret_key.encode())} bytes; at least "
-                f"{MIN_SECRET_KEY_BYTES}, e.g. `openssl rand -base64 48`)")
+        return (
+            f"{secret}: too short ({len(config.secret_key.encode())} bytes; at least "
+            f"{MIN_SECRET_KEY_BYTES}, e.g. `openssl rand -base64 48`)"
+        )
     if config.metrics_token and len(config.metrics_token.encode()) < MIN_SECRET_KEY_BYTES:
-        return (f"{env_name('metrics_token')}: too short ({len(config.metrics_token.encode())} bytes; at least "
-                f"{MIN_SECRET_KEY_BYTES}, e.g. `openssl rand -base64 48`)")
+        return (
+            f"{env_name('metrics_token')}: too short ({len(config.metrics_token.encode())} bytes; at least "
+            f"{MIN_SECRET_KEY_BYTES}, e.g. `openssl rand -base64 48`)"
+        )
     if urlsplit(config.public_url).scheme == "https" and not config.cookie_secure:
-        return (f"{env_name('cookie_secure')}: must be true when {env_name('public_url')} is https "
-                "(auth cookies would also be sent over plain http)")
+        return (
+            f"{env_name('cookie_secure')}: must be true when {env_name('public_url')} is https "
+            "(auth cookies would also be sent over plain http)"
+        )
     return None
 
 
@@ -101,8 +108,9 @@ async def _check_redis(config: Config) -> str:
 
 async def _run(*argv: str) -> str:
     try:
-        proc = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                                    stdin=subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
     except FileNotFoundError:
         raise RuntimeError(f"{argv[0]} not found on PATH (Debian: apt install ffmpeg)") from None
     out, _ = await proc.communicate()
@@ -193,4 +201,3 @@ async def run_check(config: Config, out: TextIO) -> int:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
-

@@ -1,4 +1,5 @@
 """Child-process hygiene shared by the embedded servers and the transcoder."""
+
 from __future__ import annotations
 
 import ctypes
@@ -18,4 +19,5 @@ def die_with_parent(sig: int) -> Callable[[], None] | None:
 
     def preexec() -> None:
         prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+
     return preexec

@@ -3,6 +3,7 @@
 A shared Redis stays readable (`SCAN MATCH videoflix:*` lists all of ours), and a
 new key is added here, next to the others, never spelled out by its user.
 """
+
 from __future__ import annotations
 
 PREFIX = "videoflix"

@@ -4,6 +4,7 @@ The HTTP layer sets `current` for the handler's task; log records pick it up
 (log.py), and a transcode job enqueued under it stores it with its queue entry,
 so the runner sets it again while that job runs. No HTTP here: transcode/ may use it.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -7,6 +7,7 @@ open (CWE-732, CWE-377). Here the file is created by the open call itself with m
 temporary name beside the target, and renamed into place: readers see the old file or
 the complete new one.
 """
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """The long-lived clients every handler and job uses, created on the running loop."""
+
 from __future__ import annotations
 
 import asyncio
@@ -47,10 +48,12 @@ REDIS_TIMEOUT_SECONDS = 0.5
 REDIS_RETRIES = 1
 
 
-def _executor(workers: int, name: str, initializer: Callable[[], None] | None = None
-              ) -> concurrent.futures.ThreadPoolExecutor:
-    return concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=f"videoflix-{name}",
-                                                 initializer=initializer)
+def _executor(
+    workers: int, name: str, initializer: Callable[[], None] | None = None
+) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(
+        workers, thread_name_prefix=f"videoflix-{name}", initializer=initializer
+    )
 
 
 T = TypeVar("T")
@@ -98,12 +101,22 @@ async def create_services(config: Config) -> Services:
     mail = _executor(MAIL_THREAD_WORKERS, "mail")
     pool = await db.create_pool(config.database_url)
     client = redis.asyncio.Redis.from_url(
-        config.redis_url, decode_responses=True, socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
-        socket_timeout=REDIS_TIMEOUT_SECONDS, retry=Retry(NoBackoff(), REDIS_RETRIES),
-        health_check_interval=30)
+        config.redis_url,
+        decode_responses=True,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        retry=Retry(NoBackoff(), REDIS_RETRIES),
+        health_check_interval=30,
+    )
     files = _executor(FILE_THREAD_WORKERS, "files")
-    return Services(pool=pool, redis=client, mailer=Mailer(config, mail, store_executor=files),
-                    cpu_executor=cpu, file_executor=files, mail_executor=mail)
+    return Services(
+        pool=pool,
+        redis=client,
+        mailer=Mailer(config, mail, store_executor=files),
+        cpu_executor=cpu,
+        file_executor=files,
+        mail_executor=mail,
+    )
 
 
 # A health probe must answer quickly even when a dependency hangs.

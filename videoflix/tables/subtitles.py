@@ -1,4 +1,5 @@
 """Every SQL statement touching the subtitles table. Functions take the cursor first."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,22 +13,22 @@ ORIGINS = ("upload", "track")
 
 async def list_for_video(cur: Any, video_id: int) -> list[dict[str, Any]]:
     """A video's subtitles, by label (the menu's order)."""
-    await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = %s ORDER BY label, language",
-                      (video_id,))
+    await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = %s ORDER BY label, language", (video_id,))
     rows: list[dict[str, Any]] = await cur.fetchall()
     return rows
 
 
 async def list_for_videos(cur: Any, video_ids: list[int]) -> list[dict[str, Any]]:
-    await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = ANY(%s) ORDER BY video_id, label, language",
-                      (list(video_ids),))
+    await cur.execute(
+        f"SELECT {COLUMNS} FROM subtitles WHERE video_id = ANY(%s) ORDER BY video_id, label, language",
+        (list(video_ids),),
+    )
     rows: list[dict[str, Any]] = await cur.fetchall()
     return rows
 
 
 async def get(cur: Any, video_id: int, language: str) -> dict[str, Any] | None:
-    await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = %s AND language = %s",
-                      (video_id, language))
+    await cur.execute(f"SELECT {COLUMNS} FROM subtitles WHERE video_id = %s AND language = %s", (video_id, language))
     row: dict[str, Any] | None = await cur.fetchone()
     return row
 
@@ -45,8 +46,9 @@ async def upsert(cur: Any, video_id: int, language: str, label: str, origin: str
 
 
 async def delete(cur: Any, video_id: int, language: str) -> bool:
-    await cur.execute("DELETE FROM subtitles WHERE video_id = %s AND language = %s RETURNING language",
-                      (video_id, language))
+    await cur.execute(
+        "DELETE FROM subtitles WHERE video_id = %s AND language = %s RETURNING language", (video_id, language)
+    )
     return await cur.fetchone() is not None
 
 

@@ -1,4 +1,5 @@
 """Every SQL statement touching the users table. Functions take the cursor first."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -13,8 +14,9 @@ class EmailTaken(Exception):
     """The email address is already registered."""
 
 
-async def insert_user(cur: Any, email: str, password_hash: str, *, is_active: bool = False,
-                      is_admin: bool = False) -> int:
+async def insert_user(
+    cur: Any, email: str, password_hash: str, *, is_active: bool = False, is_admin: bool = False
+) -> int:
     try:
         await cur.execute(
             "INSERT INTO users (email, password_hash, is_active, is_admin, activated_at)"
@@ -43,8 +45,7 @@ async def get_user(cur: Any, user_id: int) -> dict[str, Any] | None:
 async def activate_user(cur: Any, user_id: int) -> bool:
     """Mark active; False when it already was."""
     await cur.execute(
-        "UPDATE users SET is_active = true, activated_at = now()"
-        " WHERE id = %s AND NOT is_active RETURNING id",
+        "UPDATE users SET is_active = true, activated_at = now() WHERE id = %s AND NOT is_active RETURNING id",
         (user_id,),
     )
     return await cur.fetchone() is not None

@@ -3,6 +3,7 @@
 A row travels as a `Video` (every column, typed); the two queries that read less,
 or more than one table, have their own small shapes (`VersionState`, `StreamPlayback`).
 """
+
 from __future__ import annotations
 
 import operator
@@ -67,16 +68,26 @@ def _video_or_none(row: Mapping[str, Any] | None) -> Video | None:
     return None if row is None else from_row(row)
 
 
-async def insert_video(cur: Any, *, owner_id: int, title: str, description: str, category: str,
-                       visibility: str, status: str = "queued", source_name: str = "",
-                       source_size: int = 0, duration: float | None = None, width: int | None = None,
-                       height: int | None = None) -> int:
+async def insert_video(
+    cur: Any,
+    *,
+    owner_id: int,
+    title: str,
+    description: str,
+    category: str,
+    visibility: str,
+    status: str = "queued",
+    source_name: str = "",
+    source_size: int = 0,
+    duration: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
+) -> int:
     await cur.execute(
         "INSERT INTO videos (owner_id, title, description, category, visibility, status,"
         " source_name, source_size, duration, width, height)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (owner_id, title, description, category, visibility, status, source_name, source_size,
-         duration, width, height),
+        (owner_id, title, description, category, visibility, status, source_name, source_size, duration, width, height),
     )
     return int((await cur.fetchone())["id"])
 
@@ -89,20 +100,24 @@ async def get_video(cur: Any, video_id: int) -> Video | None:
 # "Listed" means a live version exists (sql/004): a video being re-transcoded stays listed.
 async def list_ready_all(cur: Any) -> list[Video]:
     """Every video with a live version (what admins see), newest first."""
-    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL"
-                      " ORDER BY created_at DESC, id DESC")
+    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL ORDER BY created_at DESC, id DESC")
     return [from_row(row) for row in await cur.fetchall()]
 
 
 async def list_ready_public(cur: Any) -> list[Video]:
-    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL AND visibility = 'public'"
-                      " ORDER BY created_at DESC, id DESC")
+    await cur.execute(
+        f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL AND visibility = 'public'"
+        " ORDER BY created_at DESC, id DESC"
+    )
     return [from_row(row) for row in await cur.fetchall()]
 
 
 async def list_ready_private_of(cur: Any, owner_id: int) -> list[Video]:
-    await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL AND visibility = 'private'"
-                      " AND owner_id = %s ORDER BY created_at DESC, id DESC", (owner_id,))
+    await cur.execute(
+        f"SELECT {COLUMNS} FROM videos WHERE live_version IS NOT NULL AND visibility = 'private'"
+        " AND owner_id = %s ORDER BY created_at DESC, id DESC",
+        (owner_id,),
+    )
     return [from_row(row) for row in await cur.fetchall()]
 
 
@@ -116,8 +131,10 @@ async def update_fields(cur: Any, video_id: int, changes: dict[str, str]) -> Vid
     if not names:
         return await get_video(cur, video_id)
     assignments = ", ".join(f"{name} = %s" for name in names)
-    await cur.execute(f"UPDATE videos SET {assignments}, updated_at = now() WHERE id = %s RETURNING {COLUMNS}",
-                      (*[changes[name] for name in names], video_id))
+    await cur.execute(
+        f"UPDATE videos SET {assignments}, updated_at = now() WHERE id = %s RETURNING {COLUMNS}",
+        (*[changes[name] for name in names], video_id),
+    )
     return _video_or_none(await cur.fetchone())
 
 
@@ -126,8 +143,10 @@ async def list_managed(cur: Any, owner_id: int | None, limit: int) -> list[Video
     if owner_id is None:
         await cur.execute(f"SELECT {COLUMNS} FROM videos ORDER BY created_at DESC, id DESC LIMIT %s", (limit,))
     else:
-        await cur.execute(f"SELECT {COLUMNS} FROM videos WHERE owner_id = %s"
-                          " ORDER BY created_at DESC, id DESC LIMIT %s", (owner_id, limit))
+        await cur.execute(
+            f"SELECT {COLUMNS} FROM videos WHERE owner_id = %s ORDER BY created_at DESC, id DESC LIMIT %s",
+            (owner_id, limit),
+        )
     return [from_row(row) for row in await cur.fetchall()]
 
 
@@ -144,8 +163,18 @@ async def mark_processing(cur: Any, video_id: int) -> Video | None:
     return _video_or_none(await cur.fetchone())
 
 
-async def mark_ready(cur: Any, video_id: int, *, version: int, duration: float, width: int, height: int,
-                     fps: float, has_audio: bool, resolutions: list[str]) -> bool:
+async def mark_ready(
+    cur: Any,
+    video_id: int,
+    *,
+    version: int,
+    duration: float,
+    width: int,
+    height: int,
+    fps: float,
+    has_audio: bool,
+    resolutions: list[str],
+) -> bool:
     """Publish: version `version` becomes the live one, in this one UPDATE (players of
     the old version switch at their next master request). Only the run that holds
     the row's building_version may."""
@@ -182,16 +211,21 @@ async def mark_queued(cur: Any, video_id: int) -> bool:
 async def unfinished_videos(cur: Any, unchanged_for_seconds: float = 0.0) -> list[tuple[int, int]]:
     """(id, owner id) of queued or processing rows, optionally only those unchanged for
     a while (a row just inserted may not have its queue entry yet)."""
-    await cur.execute("SELECT id, owner_id FROM videos WHERE status IN ('queued', 'processing')"
-                      " AND updated_at <= now() - make_interval(secs => %s) ORDER BY id",
-                      (float(unchanged_for_seconds),))
+    await cur.execute(
+        "SELECT id, owner_id FROM videos WHERE status IN ('queued', 'processing')"
+        " AND updated_at <= now() - make_interval(secs => %s) ORDER BY id",
+        (float(unchanged_for_seconds),),
+    )
     return [(row["id"], row["owner_id"]) for row in await cur.fetchall()]
 
 
 async def usage(cur: Any, owner_id: int) -> tuple[int, int]:
     """(videos queued or being transcoded, bytes of sources stored) of one owner."""
-    await cur.execute("SELECT count(*) FILTER (WHERE status IN ('queued', 'processing')) AS unfinished,"
-                      " COALESCE(sum(source_size), 0) AS stored FROM videos WHERE owner_id = %s", (owner_id,))
+    await cur.execute(
+        "SELECT count(*) FILTER (WHERE status IN ('queued', 'processing')) AS unfinished,"
+        " COALESCE(sum(source_size), 0) AS stored FROM videos WHERE owner_id = %s",
+        (owner_id,),
+    )
     row = await cur.fetchone()
     return int(row["unfinished"]), int(row["stored"])
 
@@ -223,8 +257,15 @@ class PlaybackVideo:
 
 
 def _playback_video(row: Mapping[str, Any]) -> PlaybackVideo:
-    return PlaybackVideo(row["id"], row["owner_id"], row["visibility"], row["status"], tuple(row["resolutions"]),
-                         row["live_version"], row["building_version"])
+    return PlaybackVideo(
+        row["id"],
+        row["owner_id"],
+        row["visibility"],
+        row["status"],
+        tuple(row["resolutions"]),
+        row["live_version"],
+        row["building_version"],
+    )
 
 
 async def get_playback_video(cur: Any, video_id: int) -> PlaybackVideo | None:
@@ -257,8 +298,9 @@ async def get_stream_playback(cur: Any, video_id: int, viewer_id: int) -> Stream
     row = await cur.fetchone()
     if row is None:
         return None
-    return StreamPlayback(_playback_video(row), row["viewer_token_version"], row["viewer_is_admin"],
-                          row["viewer_is_active"])
+    return StreamPlayback(
+        _playback_video(row), row["viewer_token_version"], row["viewer_is_admin"], row["viewer_is_active"]
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,14 +314,18 @@ class VersionState:
 
 async def version_states(cur: Any, video_ids: list[int]) -> dict[int, VersionState]:
     """{id: its VersionState} of those rows that exist."""
-    await cur.execute("SELECT id, live_version, building_version, live_since FROM videos WHERE id = ANY(%s)",
-                      (list(video_ids),))
-    return {row["id"]: VersionState(row["live_version"], row["building_version"], row["live_since"])
-            for row in await cur.fetchall()}
+    await cur.execute(
+        "SELECT id, live_version, building_version, live_since FROM videos WHERE id = ANY(%s)", (list(video_ids),)
+    )
+    return {
+        row["id"]: VersionState(row["live_version"], row["building_version"], row["live_since"])
+        for row in await cur.fetchall()
+    }
 
 
 # --- the wave-1 layout (library/version_zero.py) ------------------------------
 # Rows made ready before versions existed have live_version 0 (sql/004).
+
 
 async def wave1_video_ids(cur: Any) -> list[int]:
     await cur.execute("SELECT id FROM videos WHERE live_version = 0 ORDER BY id")
@@ -289,8 +335,10 @@ async def wave1_video_ids(cur: Any) -> list[int]:
 async def allocate_wave1_version(cur: Any, video_id: int) -> int | None:
     """The next version number of a row still at version 0, taken as a transcode run
     takes one (no run can be given it); None once the row is gone or moved."""
-    await cur.execute("UPDATE videos SET version_seq = version_seq + 1"
-                      " WHERE id = %s AND live_version = 0 RETURNING version_seq", (video_id,))
+    await cur.execute(
+        "UPDATE videos SET version_seq = version_seq + 1 WHERE id = %s AND live_version = 0 RETURNING version_seq",
+        (video_id,),
+    )
     row = await cur.fetchone()
     return None if row is None else row["version_seq"]
 
@@ -298,7 +346,9 @@ async def allocate_wave1_version(cur: Any, video_id: int) -> int | None:
 async def publish_wave1_version(cur: Any, video_id: int, version: int) -> int | None:
     """Version `version` (the moved wave-1 files) becomes the live one where the row
     still says 0: the video's owner_id, or None when it no longer does."""
-    await cur.execute("UPDATE videos SET live_version = %s, live_since = now()"
-                      " WHERE id = %s AND live_version = 0 RETURNING owner_id", (version, video_id))
+    await cur.execute(
+        "UPDATE videos SET live_version = %s, live_since = now() WHERE id = %s AND live_version = 0 RETURNING owner_id",
+        (version, video_id),
+    )
     row = await cur.fetchone()
     return None if row is None else row["owner_id"]

@@ -1,4 +1,5 @@
 """Every SQL statement touching the watch_progress table. Functions take the cursor first."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,8 +20,7 @@ async def save_position(cur: Any, user_id: int, video_id: int, position: float) 
 
 
 async def get_position(cur: Any, user_id: int, video_id: int) -> float | None:
-    await cur.execute("SELECT position FROM watch_progress WHERE user_id = %s AND video_id = %s",
-                      (user_id, video_id))
+    await cur.execute("SELECT position FROM watch_progress WHERE user_id = %s AND video_id = %s", (user_id, video_id))
     row = await cur.fetchone()
     return row["position"] if row is not None else None
 

@@ -39,8 +39,7 @@ REFERENCE_WHITE_NITS = 203
 TONEMAP = "mobius"
 
 # The output of a tone-mapped run says what it is (H.264 VUI): BT.709, limited range.
-SDR_OUTPUT_ARGS = ("-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709",
-                   "-color_range", "tv")
+SDR_OUTPUT_ARGS = ("-color_primaries", "bt709", "-color_trc", "bt709", "-colorspace", "bt709", "-color_range", "tv")
 
 
 def hdr_transfer(color_transfer: str | None) -> str | None:
@@ -48,8 +47,12 @@ def hdr_transfer(color_transfer: str | None) -> str | None:
     return HDR_TRANSFERS.get((color_transfer or "").strip().lower())
 
 
-def tone_map_filters(color_transfer: str | None, color_primaries: str | None,
-                     color_space: str | None, size: tuple[int, int] | None = None) -> list[str]:
+def tone_map_filters(
+    color_transfer: str | None,
+    color_primaries: str | None,
+    color_space: str | None,
+    size: tuple[int, int] | None = None,
+) -> list[str]:
     """The filters that turn this source into BT.709 SDR 8-bit 4:2:0; [] for SDR.
 
     `size` scales in the first (linearising) step, so the float RGB stages run at the
@@ -60,8 +63,7 @@ def tone_map_filters(color_transfer: str | None, color_primaries: str | None,
         return []
     primaries = PRIMARIES.get((color_primaries or "").strip().lower(), DEFAULT_PRIMARIES)
     matrix = MATRICES.get((color_space or "").strip().lower(), DEFAULT_MATRIX)
-    first = ["tin=%s" % transfer, "pin=%s" % primaries, "min=%s" % matrix, "t=linear",
-             "npl=%d" % REFERENCE_WHITE_NITS]
+    first = ["tin=%s" % transfer, "pin=%s" % primaries, "min=%s" % matrix, "t=linear", "npl=%d" % REFERENCE_WHITE_NITS]
     if size is not None:
         first = ["w=%d" % size[0], "h=%d" % size[1], *first]
     return [

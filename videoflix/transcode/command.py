@@ -97,8 +97,7 @@ def time_limit_seconds(duration: float, settings: TranscodeSettings) -> float:
 def job_limits(probe: Probe, settings: TranscodeSettings) -> ResourceLimits:
     """Memory and CPU-time limits of each ffmpeg run on this source."""
     pixels = max(w * h for w, h in [(probe.width, probe.height), *probe.video_sizes])
-    return ffmpeg_limits(pixels, probe.duration, memory_mb=settings.memory_mb,
-                         cpu_factor=settings.cpu_factor)
+    return ffmpeg_limits(pixels, probe.duration, memory_mb=settings.memory_mb, cpu_factor=settings.cpu_factor)
 
 
 def _path_arg(path: str | os.PathLike[str]) -> str:
@@ -132,8 +131,11 @@ def _gop_frames(fps: float, settings: TranscodeSettings) -> int:
 
 
 def _hls_slave(
-    out_dir: str | os.PathLike[str], rendition: Rendition, video_index: int,
-    audio_index: int | None, settings: TranscodeSettings,
+    out_dir: str | os.PathLike[str],
+    rendition: Rendition,
+    video_index: int,
+    audio_index: int | None,
+    settings: TranscodeSettings,
 ) -> str:
     """One tee slave: an HLS muxer for one rendition (its video + the shared audio)."""
     directory = os.path.join(_path_arg(out_dir), rendition.name)
@@ -204,11 +206,20 @@ def build_command(
             chains.append(sprites.filter_chain(plan, SPRITE_SOURCE_PAD, SPRITE_OUTPUT_PAD))
     gop = _gop_frames(fps, settings)
     command = [
-        "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
-        "-nostats", "-progress", "pipe:1",
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-y",
+        "-v",
+        "error",
+        "-nostats",
+        "-progress",
+        "pipe:1",
         *input_options(probe.demuxer),
-        "-i", _input_arg(source),
-        "-filter_complex", ";".join(chains),
+        "-i",
+        _input_arg(source),
+        "-filter_complex",
+        ";".join(chains),
     ]
     for i in range(count):
         command += ["-map", f"[v{i}]"]
@@ -217,20 +228,46 @@ def build_command(
         audio_index = count  # tee output stream index: after the videos
         command += ["-map", f"0:{probe.audio_stream_index}"]
     command += [
-        "-map_metadata", "-1", "-map_chapters", "-1",  # no GPS tags or titles leak out
-        "-c:v", "libx264", "-preset", settings.preset, "-crf", str(settings.crf),
-        "-profile:v", VIDEO_PROFILE,
-        "-g", str(gop), "-keyint_min", str(gop), "-sc_threshold", "0",
-        "-flags:v", "+cgop", "-forced-idr", "1",
-        "-force_key_frames:v", f"expr:gte(t,n_forced*{settings.gop_seconds})",
+        "-map_metadata",
+        "-1",
+        "-map_chapters",
+        "-1",  # no GPS tags or titles leak out
+        "-c:v",
+        "libx264",
+        "-preset",
+        settings.preset,
+        "-crf",
+        str(settings.crf),
+        "-profile:v",
+        VIDEO_PROFILE,
+        "-g",
+        str(gop),
+        "-keyint_min",
+        str(gop),
+        "-sc_threshold",
+        "0",
+        "-flags:v",
+        "+cgop",
+        "-forced-idr",
+        "1",
+        "-force_key_frames:v",
+        f"expr:gte(t,n_forced*{settings.gop_seconds})",
         *colour.output_args(tone_map),
     ]
     for i, r in enumerate(renditions):
         command += [f"-maxrate:v:{i}", f"{r.max_kbps}k", f"-bufsize:v:{i}", f"{r.bufsize_kbps}k"]
     if audio_index is not None:
         command += [
-            "-c:a", "aac", "-profile:a", AUDIO_PROFILE, "-b:a", f"{settings.audio_kbps}k",
-            "-ac", str(AUDIO_CHANNELS), "-ar", str(AUDIO_SAMPLE_RATE),
+            "-c:a",
+            "aac",
+            "-profile:a",
+            AUDIO_PROFILE,
+            "-b:a",
+            f"{settings.audio_kbps}k",
+            "-ac",
+            str(AUDIO_CHANNELS),
+            "-ar",
+            str(AUDIO_SAMPLE_RATE),
         ]
     slaves = [_hls_slave(out_dir, r, i, audio_index, settings) for i, r in enumerate(renditions)]
     command += ["-f", "tee", "|".join(slaves)]
@@ -247,15 +284,17 @@ def prepare_output(out: Path, probe: Probe, renditions: Sequence[Rendition], set
         (out / THUMBS_DIR).mkdir(exist_ok=True)
 
 
-def sprite_plan(probe: Probe, renditions: Sequence[Rendition],
-                settings: TranscodeSettings) -> sprites.SpritePlan | None:
+def sprite_plan(
+    probe: Probe, renditions: Sequence[Rendition], settings: TranscodeSettings
+) -> sprites.SpritePlan | None:
     """The storyboard of this job (pure), None when sprites are off: from the smallest
     rendition (the last, the ladder is highest first)."""
     if not settings.storyboard or not renditions:
         return None
     smallest = renditions[-1]
-    return sprites.plan_sprites(probe.duration, smallest.width, smallest.height,
-                                settings.sprite_columns, settings.sprite_rows)
+    return sprites.plan_sprites(
+        probe.duration, smallest.width, smallest.height, settings.sprite_columns, settings.sprite_rows
+    )
 
 
 def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
@@ -265,14 +304,15 @@ def _fit(width: int, height: int, max_side: int) -> tuple[int, int]:
 
 
 def build_poster_command(
-    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    probe: Probe,
     start_seconds: float | None = None,
 ) -> list[str]:
     """ffmpeg argv writing poster.jpg and thumbnail.jpg from one representative frame."""
     if start_seconds is None:
         start_seconds = probe.duration * POSTER_POSITION
-    candidates = min(POSTER_MAX_CANDIDATES,
-                     max(POSTER_MIN_CANDIDATES, round(probe.fps * POSTER_WINDOW_SECONDS)))
+    candidates = min(POSTER_MAX_CANDIDATES, max(POSTER_MIN_CANDIDATES, round(probe.fps * POSTER_WINDOW_SECONDS)))
     poster_w, poster_h = _fit(probe.width, probe.height, POSTER_MAX_SIDE)
     thumb_w, thumb_h = _fit(probe.width, probe.height, THUMBNAIL_MAX_SIDE)
     tone_map = tone_map_filters(probe, (poster_w, poster_h))
@@ -283,12 +323,35 @@ def build_poster_command(
     )
     directory = _path_arg(out_dir)
     return [
-        "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-y",
+        "-v",
+        "error",
         *input_options(probe.demuxer),
-        "-ss", f"{start_seconds:.3f}", "-i", _input_arg(source),
-        "-filter_complex", graph,
-        "-map", "[poster]", "-frames:v", "1", "-q:v", "2", "-update", "1",
+        "-ss",
+        f"{start_seconds:.3f}",
+        "-i",
+        _input_arg(source),
+        "-filter_complex",
+        graph,
+        "-map",
+        "[poster]",
+        "-frames:v",
+        "1",
+        "-q:v",
+        "2",
+        "-update",
+        "1",
         os.path.join(directory, POSTER_NAME),
-        "-map", "[thumb]", "-frames:v", "1", "-q:v", "3", "-update", "1",
+        "-map",
+        "[thumb]",
+        "-frames:v",
+        "1",
+        "-q:v",
+        "3",
+        "-update",
+        "1",
         os.path.join(directory, THUMBNAIL_NAME),
     ]

@@ -20,7 +20,9 @@ def public_reason(message: str) -> str:
     its last component, so "file:/srv/media/.work/7-1/720p/index.m3u8: No space"
     becomes "index.m3u8: No space".
     """
+
     def last_part(match: re.Match[str]) -> str:
         name = match.group(0).rstrip("/").rsplit("/", 1)[-1]
         return name or "<path>"
+
     return _PATH_IN_TEXT.sub(last_part, message)

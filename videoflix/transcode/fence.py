@@ -8,6 +8,7 @@ unreachable. Both processes share the host's CLOCK_MONOTONIC (time.monotonic in 
 child, the loop's time in the server). Blocking: the server calls `write_fence` in
 its file executor.
 """
+
 from __future__ import annotations
 
 import time

@@ -67,8 +67,9 @@ def _spawn(command: Sequence[str], nice: int, limits: ResourceLimits | None = No
     preexec = die_with_parent(signal.SIGKILL)
     if limits is not None:
         preexec = limits.preexec(then=preexec)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, preexec_fn=preexec)
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec
+    )
     if nice and not nice_binary:
         os.setpriority(os.PRIO_PROCESS, proc.pid, os.getpriority(os.PRIO_PROCESS, 0) + nice)
     return proc
@@ -150,8 +151,7 @@ def run_ffmpeg(
         proc.stderr.close()
     if returncode == -signal.SIGXFSZ:
         # RLIMIT_FSIZE (limits.limit_file_size): the stand-in for a full media disk.
-        raise TranscodeError("Not enough space for the renditions: an output file reached the "
-                             "file-size limit.")
+        raise TranscodeError("Not enough space for the renditions: an output file reached the file-size limit.")
     if returncode != 0:
         detail = " | ".join(tail) or "no error output"
         hit = limits.failure(returncode, cpu_used, detail) if limits is not None else None

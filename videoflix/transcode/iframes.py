@@ -84,7 +84,7 @@ def _payload(data: bytes, index: int) -> memoryview:
         offset += 1 + data[start + 4]
     if not control & 0x1 or offset >= PACKET_SIZE:
         return memoryview(b"")
-    return memoryview(data)[start + offset:start + PACKET_SIZE]
+    return memoryview(data)[start + offset : start + PACKET_SIZE]
 
 
 def _section(data: bytes, index: int) -> memoryview:
@@ -92,18 +92,18 @@ def _section(data: bytes, index: int) -> memoryview:
     payload = _payload(data, index)
     if not payload:
         raise TSError("empty PSI packet")
-    body = payload[1 + payload[0]:]
+    body = payload[1 + payload[0] :]
     if len(body) < 3:
         raise TSError("PSI section cut short")
     length = ((body[1] & 0x0F) << 8) | body[2]
     if 3 + length > len(body):
         raise TSError("PSI section spans packets")  # never so for ours: one program, 2 streams
-    return body[:3 + length - 4]  # without the CRC_32
+    return body[: 3 + length - 4]  # without the CRC_32
 
 
 def _first_unit(data: bytes, pid: int, count: int) -> int:
     for index in range(count):
-        header = data[index * PACKET_SIZE:index * PACKET_SIZE + 3]
+        header = data[index * PACKET_SIZE : index * PACKET_SIZE + 3]
         if header[1] & 0x40 and _pid(header) == pid:
             return index
     raise TSError("no packet with PID 0x%x" % pid)
@@ -174,7 +174,7 @@ def scan_iframes(data: bytes) -> list[IFrame]:
         # The PES ends before the next unit start of the video PID; packets of other
         # PIDs (audio) just before that are not part of it.
         last = (starts[n + 1] if n + 1 < len(starts) else count) - 1
-        while last > index and _pid(data[last * PACKET_SIZE:last * PACKET_SIZE + 3]) != pid:
+        while last > index and _pid(data[last * PACKET_SIZE : last * PACKET_SIZE + 3]) != pid:
             last -= 1
         frames.append(IFrame(at, (last + 1 - index) * PACKET_SIZE, _pes_pts(_payload(data, index))))
     return frames
@@ -253,8 +253,9 @@ class IFrameStream:
 
     @classmethod
     def of(cls, variant: Variant, stats: RenditionStats) -> IFrameStream:
-        return cls(variant.name, variant.width, variant.height, video_codec(variant.codecs),
-                   stats.peak_bps, stats.average_bps)
+        return cls(
+            variant.name, variant.width, variant.height, video_codec(variant.codecs), stats.peak_bps, stats.average_bps
+        )
 
 
 def write_iframe_playlist(rendition_dir: str | os.PathLike[str]) -> RenditionStats:

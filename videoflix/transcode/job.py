@@ -114,8 +114,9 @@ def run_child_job(job: ChildJob) -> JobResult:
     """Runs in a pool process: the whole transcode, progress into Redis."""
     limit_file_size(job.max_file_bytes)
     # Fail fast: a progress report must never hold up the watchdog loop.
-    client = redis.Redis.from_url(job.redis_url, socket_connect_timeout=1, socket_timeout=2,
-                                  retry=Retry(NoBackoff(), 0))
+    client = redis.Redis.from_url(
+        job.redis_url, socket_connect_timeout=1, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+    )
     last = [0.0]
 
     def on_progress(percent: float) -> None:
@@ -147,8 +148,11 @@ def run_child_job(job: ChildJob) -> JobResult:
 
 
 def make_posters(
-    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
-    settings: TranscodeSettings, limits: ResourceLimits | None = None,
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    probe: Probe,
+    settings: TranscodeSettings,
+    limits: ResourceLimits | None = None,
 ) -> None:
     timeout = min(settings.stall_seconds, MIN_TIME_LIMIT_SECONDS)
     poster = Path(out_dir) / POSTER_NAME
@@ -157,8 +161,7 @@ def make_posters(
         # A third of the way in lies past the last video frame (a long audio tail):
         # fall back to the start.
         log.info("no frame a third into %s; poster from the start", source)
-        run_quiet(build_poster_command(source, out_dir, probe, start_seconds=0.0),
-                  timeout, settings.nice, limits)
+        run_quiet(build_poster_command(source, out_dir, probe, start_seconds=0.0), timeout, settings.nice, limits)
     if not poster.exists() or not (Path(out_dir) / THUMBNAIL_NAME).exists():
         raise TranscodeError("Could not extract a poster frame.")
 
@@ -246,8 +249,11 @@ def transcode(
 
 
 def _transcode(
-    source: str | os.PathLike[str], out: Path, settings: TranscodeSettings,
-    on_progress: ProgressCallback | None, on_playable: PlayableCallback | None = None,
+    source: str | os.PathLike[str],
+    out: Path,
+    settings: TranscodeSettings,
+    on_progress: ProgressCallback | None,
+    on_playable: PlayableCallback | None = None,
 ) -> JobResult:
     # The allow-listed probe decides the demuxer; every ffmpeg run below forces it. The
     # caps are checked again: the job may be older than the configured caps, or the
@@ -260,15 +266,24 @@ def _transcode(
     renditions = pick_renditions(probe)
     log.info(
         "transcoding %s: %dx%d %.3f fps %.1f s audio=%s -> %s",
-        source, probe.width, probe.height, probe.fps, probe.duration, probe.has_audio,
+        source,
+        probe.width,
+        probe.height,
+        probe.fps,
+        probe.duration,
+        probe.has_audio,
         ", ".join(f"{r.name} {r.width}x{r.height}@{r.fps:.3f}" for r in renditions),
     )
     prepare_output(out, probe, renditions, settings)
     plan = sprite_plan(probe, renditions, settings)
     provisional = ladderfile.provisional_variants(renditions, probe.has_audio, settings.audio_kbps)
     ladder_file = out / LADDER_NAME
-    ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
-        provisional, complete=False, duration=probe.duration, segment_seconds=settings.segment_seconds))
+    ladderfile.write_ladder(
+        ladder_file,
+        ladderfile.make_ladder(
+            provisional, complete=False, duration=probe.duration, segment_seconds=settings.segment_seconds
+        ),
+    )
     start_pts: list[int | None] = [None]  # measured once the first segments exist
     reported = [False]
 
@@ -278,9 +293,16 @@ def _transcode(
         if not reported[0] and playable(out, renditions):
             reported[0] = True
             start_pts[0] = first_video_pts(out / renditions[-1].name / (SEGMENT_PATTERN % 0))
-            ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
-                provisional, complete=False, duration=probe.duration, segment_seconds=settings.segment_seconds,
-                start_pts=start_pts[0]))
+            ladderfile.write_ladder(
+                ladder_file,
+                ladderfile.make_ladder(
+                    provisional,
+                    complete=False,
+                    duration=probe.duration,
+                    segment_seconds=settings.segment_seconds,
+                    start_pts=start_pts[0],
+                ),
+            )
             if on_playable is not None:
                 on_playable()
 
@@ -313,10 +335,18 @@ def _transcode(
         trickplay = write_trickplay(out, variants, plan)
     except (PlaylistError, ProbeError) as error:
         raise TranscodeError(f"Unusable output: {error}") from error
-    ladderfile.write_ladder(ladder_file, ladderfile.make_ladder(
-        variants, complete=True, duration=probe.duration, segment_seconds=settings.segment_seconds,
-        start_pts=start_pts[0], iframes=[dataclasses.asdict(stream) for stream in trickplay.iframes],
-        thumbnails_vtt=trickplay.thumbnails_vtt))
+    ladderfile.write_ladder(
+        ladder_file,
+        ladderfile.make_ladder(
+            variants,
+            complete=True,
+            duration=probe.duration,
+            segment_seconds=settings.segment_seconds,
+            start_pts=start_pts[0],
+            iframes=[dataclasses.asdict(stream) for stream in trickplay.iframes],
+            thumbnails_vtt=trickplay.thumbnails_vtt,
+        ),
+    )
     if on_progress is not None:
         on_progress(100.0)
     top = renditions[0]

@@ -27,7 +27,15 @@ NOMINAL_FPS_MAX_RATIO = 1.02
 # Broadcast and film rates, snapped to exactly so 29.97 stays 30000/1001 and does not
 # drift into 29.969 or 30.
 COMMON_FPS: tuple[float, ...] = (
-    24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 48.0, 50.0, 60000 / 1001, 60.0,
+    24000 / 1001,
+    24.0,
+    25.0,
+    30000 / 1001,
+    30.0,
+    48.0,
+    50.0,
+    60000 / 1001,
+    60.0,
 )
 # Relative distance within which a measured rate is taken for a common one: tighter than
 # the 0.1% between 23.976 and 24, the nearest of the two wins.
@@ -80,9 +88,7 @@ def pick_renditions(probe: Probe) -> list[Rendition]:
             continue  # never upscale: a 600-line source gets 480p only
         scaled_long = min(_even_nearest(long * rung.short_side / short), _even_floor(long))
         width, height = (rung.short_side, scaled_long) if portrait else (scaled_long, rung.short_side)
-        renditions.append(
-            Rendition(rung.name, width, height, fps, rung.max_kbps, rung.max_kbps * BUFSIZE_FACTOR)
-        )
+        renditions.append(Rendition(rung.name, width, height, fps, rung.max_kbps, rung.max_kbps * BUFSIZE_FACTOR))
     if not renditions:
         # Smaller than the lowest rung (e.g. 768x432): one rendition at the source's own
         # size, named after the lowest rung so a client that blindly asks for 480p gets it
@@ -90,8 +96,12 @@ def pick_renditions(probe: Probe) -> list[Rendition]:
         lowest = RUNGS[-1]
         renditions.append(
             Rendition(
-                lowest.name, _even_floor(probe.width), _even_floor(probe.height), fps,
-                lowest.max_kbps, lowest.max_kbps * BUFSIZE_FACTOR,
+                lowest.name,
+                _even_floor(probe.width),
+                _even_floor(probe.height),
+                fps,
+                lowest.max_kbps,
+                lowest.max_kbps * BUFSIZE_FACTOR,
             )
         )
     return renditions

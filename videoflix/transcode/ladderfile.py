@@ -20,6 +20,7 @@ master playlist text.
 Everything here is pure except `write_ladder` and `read_ladder` (blocking: the
 child calls write, the loop side calls read in its file executor).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,15 +61,27 @@ def h264_level(width: int, height: int, fps: float, max_kbps: int, bufsize_kbps:
     """The lowest level_idc whose limits fit the picture, rate and VBV (as x264 picks it)."""
     mbs = math.ceil(width / 16) * math.ceil(height / 16)
     for level, max_mbps, max_fs, max_dpb_mbs, max_br, max_cpb in H264_LEVELS:
-        if (mbs <= max_fs and mbs * fps <= max_mbps and mbs * min(ASSUMED_DPB_FRAMES, 16) <= max_dpb_mbs
-                and max_kbps <= max_br * HIGH_PROFILE_BR_FACTOR and bufsize_kbps <= max_cpb * HIGH_PROFILE_BR_FACTOR):
+        if (
+            mbs <= max_fs
+            and mbs * fps <= max_mbps
+            and mbs * min(ASSUMED_DPB_FRAMES, 16) <= max_dpb_mbs
+            and max_kbps <= max_br * HIGH_PROFILE_BR_FACTOR
+            and bufsize_kbps <= max_cpb * HIGH_PROFILE_BR_FACTOR
+        ):
             return level
     return H264_LEVELS[-1][0]
 
 
 def _variant_dict(variant: Variant) -> dict[str, Any]:
-    return {"name": variant.name, "width": variant.width, "height": variant.height, "fps": variant.fps,
-            "codecs": variant.codecs, "peak_bps": variant.peak_bps, "average_bps": variant.average_bps}
+    return {
+        "name": variant.name,
+        "width": variant.width,
+        "height": variant.height,
+        "fps": variant.fps,
+        "codecs": variant.codecs,
+        "peak_bps": variant.peak_bps,
+        "average_bps": variant.average_bps,
+    }
 
 
 def provisional_variants(renditions: Sequence[Rendition], has_audio: bool, audio_kbps: int) -> list[Variant]:
@@ -84,9 +97,16 @@ def provisional_variants(renditions: Sequence[Rendition], has_audio: bool, audio
     return variants
 
 
-def make_ladder(variants: Iterable[Variant], *, complete: bool, duration: float, segment_seconds: int,
-                start_pts: int | None = None, iframes: Sequence[dict[str, Any]] = (),
-                thumbnails_vtt: str | None = None) -> dict[str, Any]:
+def make_ladder(
+    variants: Iterable[Variant],
+    *,
+    complete: bool,
+    duration: float,
+    segment_seconds: int,
+    start_pts: int | None = None,
+    iframes: Sequence[dict[str, Any]] = (),
+    thumbnails_vtt: str | None = None,
+) -> dict[str, Any]:
     return {
         "complete": bool(complete),
         "variants": [_variant_dict(v) for v in variants],

@@ -18,6 +18,7 @@ frame threads and glibc's per-thread malloc arenas grow with the CPU count), a 4
 source 1150 MiB, an 8K source 1387 MiB; posters 662-898 MiB; ffprobe 268 MiB whatever
 the size. CPU time: 1.1-3.4 CPU-seconds per second of video for the ladder.
 """
+
 from __future__ import annotations
 
 import os
@@ -111,19 +112,21 @@ class MediaCaps:
         sizes = [(media.width, media.height), *media.video_sizes]
         for width, height in sizes:
             if width > self.max_width or height > self.max_height or width * height > self.max_pixels:
-                return ("The picture is too large (%dx%d): at most %d pixels wide, %d high and "
-                        "%d pixels in all are accepted." % (width, height, self.max_width,
-                                                            self.max_height, self.max_pixels))
+                return (
+                    "The picture is too large (%dx%d): at most %d pixels wide, %d high and "
+                    "%d pixels in all are accepted." % (width, height, self.max_width, self.max_height, self.max_pixels)
+                )
         fps = max(media.fps, media.claimed_fps)
         if fps > self.max_fps:
             return "The frame rate is too high (%.4g fps): at most %.4g fps is accepted." % (fps, self.max_fps)
         duration = max(media.duration, media.claimed_duration)
         if duration > self.max_seconds:
-            return "The video is too long (%s): at most %s is accepted." % (_clock(duration),
-                                                                           _clock(self.max_seconds))
+            return "The video is too long (%s): at most %s is accepted." % (_clock(duration), _clock(self.max_seconds))
         if media.stream_count > self.max_streams:
-            return "The file has too many streams (%d): at most %d are accepted." % (media.stream_count,
-                                                                                   self.max_streams)
+            return "The file has too many streams (%d): at most %d are accepted." % (
+                media.stream_count,
+                self.max_streams,
+            )
         return None
 
 
@@ -150,6 +153,7 @@ class ResourceLimits:
                 resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + CPU_HARD_GRACE_SECONDS))
             if then is not None:
                 then()
+
         return apply
 
     def failure(self, returncode: int, cpu_used: float | None, stderr: str) -> str | None:
@@ -157,8 +161,8 @@ class ResourceLimits:
         if returncode == 0:
             return None
         if self.cpu_seconds is not None and (
-                returncode == -signal.SIGXCPU
-                or (cpu_used is not None and cpu_used >= self.cpu_seconds - 0.5)):
+            returncode == -signal.SIGXCPU or (cpu_used is not None and cpu_used >= self.cpu_seconds - 0.5)
+        ):
             # ffmpeg catches SIGXCPU and exits 255; the kernel's SIGKILL follows later.
             return "exceeded its CPU-time limit of %d s" % self.cpu_seconds
         if self.memory_bytes is not None and _out_of_memory(returncode, stderr):
@@ -170,8 +174,15 @@ class ResourceLimits:
 # cannot open is one too: x264 and libavcodec return ENOMEM from their open call without
 # a log line at -v error, and the parameters we pass are fixed and tested (an encoder
 # open under the memory limit of 350 MiB fails just so for a 640x360 ladder).
-_ENOMEM_MARKERS = ("Cannot allocate memory", "malloc of size", "failed to map segment",
-                   "Out of memory", "out of memory", "std::bad_alloc", "Error while opening encoder")
+_ENOMEM_MARKERS = (
+    "Cannot allocate memory",
+    "malloc of size",
+    "failed to map segment",
+    "Out of memory",
+    "out of memory",
+    "std::bad_alloc",
+    "Error while opening encoder",
+)
 
 
 def _out_of_memory(returncode: int, stderr: str) -> bool:
@@ -192,8 +203,9 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def ffmpeg_limits(pixels: int, duration: float, *, memory_mb: int = 0, cpu_factor: float = 30.0,
-                  cpus: int | None = None) -> ResourceLimits:
+def ffmpeg_limits(
+    pixels: int, duration: float, *, memory_mb: int = 0, cpu_factor: float = 30.0, cpus: int | None = None
+) -> ResourceLimits:
     """Limits for one ffmpeg run on a source of `pixels` per frame lasting `duration` s.
 
     `memory_mb` > 0 fixes the address-space limit; 0 sizes it from the CPU count and the
@@ -202,8 +214,11 @@ def ffmpeg_limits(pixels: int, duration: float, *, memory_mb: int = 0, cpu_facto
     if memory_mb > 0:
         memory = memory_mb * MIB
     else:
-        memory = (FFMPEG_MEMORY_BASE_BYTES + FFMPEG_MEMORY_PER_CPU_BYTES * (cpus or cpu_count())
-                  + FFMPEG_MEMORY_PER_PIXEL_BYTES * max(0, pixels))
+        memory = (
+            FFMPEG_MEMORY_BASE_BYTES
+            + FFMPEG_MEMORY_PER_CPU_BYTES * (cpus or cpu_count())
+            + FFMPEG_MEMORY_PER_PIXEL_BYTES * max(0, pixels)
+        )
     scale = max(1.0, pixels / PIXELS_1080P)
     cpu = max(MIN_CPU_SECONDS, int(cpu_factor * max(0.0, duration) * scale) + 1)
     return ResourceLimits(memory_bytes=memory, cpu_seconds=cpu)
@@ -222,7 +237,10 @@ def limit_file_size(max_bytes: int) -> None:
 
 def caps_from_config(config: Config) -> MediaCaps:
     return MediaCaps(
-        max_width=config.max_video_width, max_height=config.max_video_height,
-        max_pixels=config.max_video_pixels, max_fps=config.max_video_fps,
-        max_seconds=config.max_video_seconds, max_streams=config.max_video_streams,
+        max_width=config.max_video_width,
+        max_height=config.max_video_height,
+        max_pixels=config.max_video_pixels,
+        max_fps=config.max_video_fps,
+        max_seconds=config.max_video_seconds,
+        max_streams=config.max_video_streams,
     )

@@ -13,6 +13,7 @@ late or reordered message can never show a stale state for long.
 Pub/sub is fire-and-forget: a process that is not listening misses messages, which
 is why every event stream starts with a snapshot (events.snapshot).
 """
+
 from __future__ import annotations
 
 import json

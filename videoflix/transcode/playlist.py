@@ -140,7 +140,7 @@ def peak_bitrate(segments: Sequence[Segment], target_duration: float) -> float:
             seconds += segments[end].duration
             alone_but_long = end == start and seconds > high
             if low <= seconds <= high or alone_but_long:
-                rate = _bitrate(segments[start:end + 1])
+                rate = _bitrate(segments[start : end + 1])
                 peak = rate if peak is None else max(peak, rate)
             if seconds > high:
                 break
@@ -167,9 +167,7 @@ def measure_rendition(directory: str | os.PathLike[str]) -> RenditionStats:
     try:
         text = (directory / MEDIA_PLAYLIST_NAME).read_text(encoding="utf-8")
         target, entries = parse_media_playlist(text)
-        segments = [
-            Segment(uri, duration, (directory / uri).stat().st_size) for uri, duration in entries
-        ]
+        segments = [Segment(uri, duration, (directory / uri).stat().st_size) for uri, duration in entries]
     except (OSError, ValueError) as error:
         raise PlaylistError("Cannot measure %s: %s" % (directory, error)) from error
     return rendition_stats(segments, target)
@@ -218,8 +216,13 @@ def _quoted(value: str) -> str:
     return '"%s"' % value.replace('"', "'").replace("\r", " ").replace("\n", " ")
 
 
-def master_playlist(variants: Iterable[Variant], *, prefix: str = "", subtitles: Sequence[SubtitleTrack] = (),
-                    iframes: Sequence[Variant] = ()) -> str:
+def master_playlist(
+    variants: Iterable[Variant],
+    *,
+    prefix: str = "",
+    subtitles: Sequence[SubtitleTrack] = (),
+    iframes: Sequence[Variant] = (),
+) -> str:
     """The master playlist text; URIs are relative (`<prefix><name>/index.m3u8`)."""
     ordered = order_variants(variants)
     if not ordered:
@@ -228,28 +231,39 @@ def master_playlist(variants: Iterable[Variant], *, prefix: str = "", subtitles:
     for track in subtitles:
         lines.append(
             '#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="%s",NAME=%s,LANGUAGE=%s,DEFAULT=%s,AUTOSELECT=YES,URI=%s'
-            % (SUBTITLES_GROUP, _quoted(track.label or track.language), _quoted(track.language),
-               "YES" if track.default else "NO",
-               _quoted("%s%s/%s/%s" % (prefix, SUBTITLES_DIR_NAME, track.language, MEDIA_PLAYLIST_NAME))))
+            % (
+                SUBTITLES_GROUP,
+                _quoted(track.label or track.language),
+                _quoted(track.language),
+                "YES" if track.default else "NO",
+                _quoted("%s%s/%s/%s" % (prefix, SUBTITLES_DIR_NAME, track.language, MEDIA_PLAYLIST_NAME)),
+            )
+        )
     group = ',SUBTITLES="%s"' % SUBTITLES_GROUP if subtitles else ""
     for v in ordered:
         lines.append(
             "#EXT-X-STREAM-INF:BANDWIDTH=%d,AVERAGE-BANDWIDTH=%d,RESOLUTION=%dx%d,"
-            'CODECS="%s",FRAME-RATE=%.3f%s'
-            % (v.peak_bps, v.average_bps, v.width, v.height, v.codecs, v.fps, group)
+            'CODECS="%s",FRAME-RATE=%.3f%s' % (v.peak_bps, v.average_bps, v.width, v.height, v.codecs, v.fps, group)
         )
         lines.append("%s%s/%s" % (prefix, v.name, MEDIA_PLAYLIST_NAME))
     for v in order_variants(iframes):
         lines.append(
             '#EXT-X-I-FRAME-STREAM-INF:BANDWIDTH=%d,AVERAGE-BANDWIDTH=%d,RESOLUTION=%dx%d,CODECS="%s",URI="%s%s/%s"'
-            % (v.peak_bps, v.average_bps, v.width, v.height, v.codecs, prefix, v.name, IFRAME_PLAYLIST_NAME))
+            % (v.peak_bps, v.average_bps, v.width, v.height, v.codecs, prefix, v.name, IFRAME_PLAYLIST_NAME)
+        )
     return "\n".join(lines) + "\n"
 
 
 def _variant_of(item: dict[str, Any]) -> Variant:
-    return Variant(name=str(item["name"]), width=int(item["width"]), height=int(item["height"]),
-                   fps=float(item.get("fps") or 0.0), codecs=str(item["codecs"]), peak_bps=int(item["peak_bps"]),
-                   average_bps=int(item["average_bps"]))
+    return Variant(
+        name=str(item["name"]),
+        width=int(item["width"]),
+        height=int(item["height"]),
+        fps=float(item.get("fps") or 0.0),
+        codecs=str(item["codecs"]),
+        peak_bps=int(item["peak_bps"]),
+        average_bps=int(item["average_bps"]),
+    )
 
 
 def render_master(ladder: dict[str, Any], subtitles: Sequence[SubtitleTrack] = (), prefix: str = "") -> str:

@@ -5,6 +5,7 @@ forkserver, not fork: forking a process that runs threads (the executors, the Re
 client) is unsafe (DESIGN.md, "The loop stays free"). What a worker runs is job.py's;
 the runner (server side) owns the pool.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -61,8 +62,12 @@ class TranscodePool(concurrent.futures.ProcessPoolExecutor):
         context = multiprocessing.get_context("forkserver")
         self.worker_reports = context.SimpleQueue()
         self.known_workers: dict[int, int] = {}  # pid -> the forkserver's pid
-        super().__init__(max_workers=workers, mp_context=context, initializer=_child_init,
-                         initargs=(os.getpid(), self.worker_reports))
+        super().__init__(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_child_init,
+            initargs=(os.getpid(), self.worker_reports),
+        )
 
     def worker_pids(self) -> list[int]:
         """Pids of the workers still alive (a pid whose parent changed was reused)."""

@@ -64,8 +64,7 @@ ALLOWED_DEMUXERS = {
 # For -format_whitelist: the demuxers that may be opened, and nothing they nest.
 FORMAT_WHITELIST = ",".join(ALLOWED_DEMUXERS)
 UNSUPPORTED_FORMAT_MESSAGE = (
-    "Unsupported file format: upload a video file (MP4, MOV, MKV, WebM, AVI, MPEG-TS, "
-    "MPEG-PS, FLV, Ogg or WMV)."
+    "Unsupported file format: upload a video file (MP4, MOV, MKV, WebM, AVI, MPEG-TS, MPEG-PS, FLV, Ogg or WMV)."
 )
 
 # Beyond this, a frame rate is a time-base artefact, not a rate (the VFR phone clip has
@@ -253,9 +252,7 @@ def parse_probe(data: dict[str, Any]) -> Probe:
     check_allowed_format(str(fmt.get("format_name") or ""))
     streams = [s for s in streams if isinstance(s, dict)]
 
-    videos = [
-        s for s in streams if s.get("codec_type") == "video" and not _is_attached_picture(s)
-    ]
+    videos = [s for s in streams if s.get("codec_type") == "video" and not _is_attached_picture(s)]
     if not videos:
         raise ProbeError("No video stream found.")
     # Prefer the stream the container marks as default, as players do.
@@ -283,8 +280,9 @@ def parse_probe(data: dict[str, Any]) -> Probe:
     width, height = _displayed_size(video, rotation)
     level = _int(video.get("level"))
     durations = [_float(fmt.get("duration"))] + [_float(s.get("duration")) for s in streams]
-    video_sizes = tuple((_int(s.get("width")) or 0, _int(s.get("height")) or 0)
-                        for s in streams if s.get("codec_type") == "video")
+    video_sizes = tuple(
+        (_int(s.get("width")) or 0, _int(s.get("height")) or 0) for s in streams if s.get("codec_type") == "video"
+    )
     return Probe(
         width=width,
         height=height,
@@ -334,9 +332,16 @@ def _subtitle_streams(streams: list[dict[str, Any]]) -> tuple[SubtitleStream, ..
             continue
         raw = stream.get("disposition")
         disposition: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        found.append(SubtitleStream(index=index, codec=str(codec), language=_tag(stream, "language"),
-                                    title=_tag(stream, "title"), default=bool(disposition.get("default")),
-                                    forced=bool(disposition.get("forced"))))
+        found.append(
+            SubtitleStream(
+                index=index,
+                codec=str(codec),
+                language=_tag(stream, "language"),
+                title=_tag(stream, "title"),
+                default=bool(disposition.get("default")),
+                forced=bool(disposition.get("forced")),
+            )
+        )
     return tuple(found)
 
 
@@ -360,16 +365,22 @@ def check_caps(probe: Probe, caps: MediaCaps | None) -> Probe:
 def probe_command(path: str | os.PathLike[str], demuxer: str | None = None) -> list[str]:
     """The ffprobe argv for `path` (a local file, never a URL: see input_options)."""
     return [
-        "ffprobe", "-v", "error",
+        "ffprobe",
+        "-v",
+        "error",
         *input_options(demuxer),
-        "-print_format", "json", "-show_format", "-show_streams",
+        "-print_format",
+        "json",
+        "-show_format",
+        "-show_streams",
         # "file:" keeps a name such as "http:x" or "-y" from being read as a URL or option.
         "file:" + os.fspath(path),
     ]
 
 
-def _parse_output(path: str | os.PathLike[str], returncode: int, stdout: bytes, stderr: bytes,
-                  limits: ResourceLimits) -> Probe:
+def _parse_output(
+    path: str | os.PathLike[str], returncode: int, stdout: bytes, stderr: bytes, limits: ResourceLimits
+) -> Probe:
     if returncode != 0:
         text = stderr.decode("utf-8", "replace").strip()
         log.info("ffprobe failed on %s (exit %s): %s", path, returncode, text[-500:])
@@ -386,9 +397,13 @@ def _parse_output(path: str | os.PathLike[str], returncode: int, stdout: bytes, 
     return parse_probe(data)
 
 
-async def probe_file(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT_SECONDS,
-                     demuxer: str | None = None, caps: MediaCaps | None = None,
-                     limits: ResourceLimits = PROBE_LIMITS) -> Probe:
+async def probe_file(
+    path: str | os.PathLike[str],
+    timeout: float = PROBE_TIMEOUT_SECONDS,
+    demuxer: str | None = None,
+    caps: MediaCaps | None = None,
+    limits: ResourceLimits = PROBE_LIMITS,
+) -> Probe:
     """Probe without blocking the loop; ffprobe is killed when it exceeds `timeout`.
 
     ffprobe runs under `limits` (memory, CPU time); the result must be within `caps`.
@@ -413,14 +428,22 @@ async def probe_file(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOU
     return check_caps(_parse_output(path, returncode, stdout, stderr, limits), caps)
 
 
-def probe_file_sync(path: str | os.PathLike[str], timeout: float = PROBE_TIMEOUT_SECONDS,
-                    demuxer: str | None = None, caps: MediaCaps | None = None,
-                    limits: ResourceLimits = PROBE_LIMITS) -> Probe:
+def probe_file_sync(
+    path: str | os.PathLike[str],
+    timeout: float = PROBE_TIMEOUT_SECONDS,
+    demuxer: str | None = None,
+    caps: MediaCaps | None = None,
+    limits: ResourceLimits = PROBE_LIMITS,
+) -> Probe:
     """Blocking probe for the transcode child process (never call it on the loop)."""
     try:
         done = subprocess.run(
-            probe_command(path, demuxer), stdin=subprocess.DEVNULL, capture_output=True,
-            timeout=timeout, check=False, preexec_fn=limits.preexec(),
+            probe_command(path, demuxer),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            preexec_fn=limits.preexec(),
         )
     except subprocess.TimeoutExpired:  # run() has already killed ffprobe
         log.warning("ffprobe timed out after %s s on %s", timeout, path)
@@ -432,9 +455,27 @@ def first_video_pts(segment: str | os.PathLike[str], timeout: float = 30.0) -> i
     """The 90 kHz PTS of the first video packet of an MPEG-TS segment (ffprobe), or None."""
     try:
         done = subprocess.run(
-            ["ffprobe", "-v", "error", "-f", "mpegts", "-select_streams", "v:0", "-show_entries", "packet=pts",
-             "-read_intervals", "%+#1", "-of", "csv=p=0", "file:" + os.fspath(segment)],
-            stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+            [
+                "ffprobe",
+                "-v",
+                "error",
+                "-f",
+                "mpegts",
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                "packet=pts",
+                "-read_intervals",
+                "%+#1",
+                "-of",
+                "csv=p=0",
+                "file:" + os.fspath(segment),
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         return None
     for line in done.stdout.decode("ascii", "replace").split():

@@ -4,6 +4,7 @@ The transcode child writes the progress and polls the cancel flag with a plain
 (blocking) client; the API side reads the progress and raises the flag with the
 asyncio client. Key names come from videoflix/rediskeys.py.
 """
+
 from __future__ import annotations
 
 import redis
@@ -20,6 +21,7 @@ CANCEL_TTL_SECONDS = 3600
 
 
 # --- child side (blocking client) ----------------------------------------------
+
 
 def record(client: redis.Redis, video_id: int, percent: float) -> None:
     """Store the percentage and tell the event streams (transcode/notify.py)."""
@@ -39,6 +41,7 @@ def cancel_requested(client: redis.Redis, video_id: int) -> bool:
 
 
 # --- loop side (asyncio client) ------------------------------------------------
+
 
 async def read(r: redis.asyncio.Redis, video_id: int) -> float | None:
     value = await r.get(rediskeys.progress(video_id))

@@ -36,6 +36,7 @@ Every function takes a `redis.asyncio.Redis` created with
 ``decode_responses=True``. Its ``socket_timeout`` (if any) must be longer than
 the ``block_ms`` given to `claim`.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -131,7 +132,9 @@ end
 # and none waiting (never ahead of its own older jobs), else at the end of its backlog.
 # KEYS: STREAM, the owner's backlog, the backlog owners; ARGV: owner, share, video id,
 # request id. Returns the entry id, or "" when the job waits in the backlog.
-_ENQUEUE_SCRIPT = _COUNT_MINE + """
+_ENQUEUE_SCRIPT = (
+    _COUNT_MINE
+    + """
 if redis.call('LLEN', KEYS[2]) == 0 and count_mine(KEYS[1], ARGV[1]) < tonumber(ARGV[2]) then
   return dispatch(KEYS[1], ARGV[1], ARGV[3], ARGV[4])
 end
@@ -139,10 +142,13 @@ redis.call('RPUSH', KEYS[2], cjson.encode({video_id = ARGV[3], request_id = ARGV
 redis.call('SADD', KEYS[3], ARGV[1])
 return ''
 """
+)
 # Move an owner's oldest waiting jobs into STREAM while it has fewer than ARGV[2] there.
 # KEYS: STREAM, the owner's backlog, the backlog owners; ARGV: owner, share. Returns
 # how many moved.
-_PROMOTE_SCRIPT = _COUNT_MINE + """
+_PROMOTE_SCRIPT = (
+    _COUNT_MINE
+    + """
 local mine = count_mine(KEYS[1], ARGV[1])
 local moved = 0
 while mine < tonumber(ARGV[2]) do
@@ -160,6 +166,7 @@ if redis.call('LLEN', KEYS[2]) == 0 then
 end
 return moved
 """
+)
 
 # The idle time a released job gets: far beyond any lease, well below "now"
 # (Redis ignores an IDLE that would date the delivery before the epoch).
@@ -208,9 +215,19 @@ async def enqueue(r: redis.asyncio.Redis, video_id: int, owner_id: int | None = 
         entry_id = _text(await r.xadd(STREAM, fields))
     else:
         owner = str(int(owner_id))
-        entry_id = _text(await r.eval(_ENQUEUE_SCRIPT, 3, STREAM, rediskeys.transcode_backlog(owner),
-                                      rediskeys.TRANSCODE_BACKLOG_OWNERS, owner, USER_SHARE, str(int(video_id)),
-                                      request_id))
+        entry_id = _text(
+            await r.eval(
+                _ENQUEUE_SCRIPT,
+                3,
+                STREAM,
+                rediskeys.transcode_backlog(owner),
+                rediskeys.TRANSCODE_BACKLOG_OWNERS,
+                owner,
+                USER_SHARE,
+                str(int(video_id)),
+                request_id,
+            )
+        )
     if entry_id:
         log.info("transcode: queued video %s as job %s", video_id, entry_id)
     else:
@@ -222,8 +239,17 @@ async def promote(r: redis.asyncio.Redis, owner: str) -> int:
     """Move `owner`'s waiting jobs into STREAM while they have room; how many moved."""
     if not owner:
         return 0
-    moved = int(await r.eval(_PROMOTE_SCRIPT, 3, STREAM, rediskeys.transcode_backlog(owner),
-                             rediskeys.TRANSCODE_BACKLOG_OWNERS, owner, USER_SHARE))
+    moved = int(
+        await r.eval(
+            _PROMOTE_SCRIPT,
+            3,
+            STREAM,
+            rediskeys.transcode_backlog(owner),
+            rediskeys.TRANSCODE_BACKLOG_OWNERS,
+            owner,
+            USER_SHARE,
+        )
+    )
     if moved:
         log.info("transcode: %d waiting job(s) of user %s queued", moved, owner)
     return moved
@@ -261,8 +287,9 @@ async def _backlog(r: redis.asyncio.Redis) -> list[tuple[str, str, int]]:
     return found
 
 
-async def claim(r: redis.asyncio.Redis, consumer: str, block_ms: int,
-                lease_seconds: float = LEASE_SECONDS) -> Job | None:
+async def claim(
+    r: redis.asyncio.Redis, consumer: str, block_ms: int, lease_seconds: float = LEASE_SECONDS
+) -> Job | None:
     """Take one job for `consumer`, or None if there is none within `block_ms`.
 
     First a job whose lease expired (idle for `lease_seconds`, whoever held it)
@@ -289,16 +316,14 @@ async def claim(r: redis.asyncio.Redis, consumer: str, block_ms: int,
     return await _claim(r, consumer, block_ms, lease_seconds)
 
 
-async def _claim(r: redis.asyncio.Redis, consumer: str, block_ms: int,
-                 lease_seconds: float) -> Job | None:
+async def _claim(r: redis.asyncio.Redis, consumer: str, block_ms: int, lease_seconds: float) -> Job | None:
     job = await _take_over_expired(r, consumer, lease_seconds)
     if job is not None:
         return job
     return await _read_new(r, consumer, block_ms)
 
 
-async def _take_over_expired(r: redis.asyncio.Redis, consumer: str,
-                             lease_seconds: float) -> Job | None:
+async def _take_over_expired(r: redis.asyncio.Redis, consumer: str, lease_seconds: float) -> Job | None:
     min_idle_ms = max(int(lease_seconds * 1000), 0)
     start = _CURSOR_DONE
     while True:
@@ -319,9 +344,14 @@ async def _take_over_expired(r: redis.asyncio.Redis, consumer: str,
                 continue
             job = await _job_from_entry(r, entry_id, fields, deliveries)
             if job is not None:
-                log.warning("transcode: video %s job %s taken over by %s after its lease expired"
-                            " (delivery %s)", job.video_id, job.entry_id, consumer, job.deliveries,
-                            extra={"request_id": job.request_id or None})
+                log.warning(
+                    "transcode: video %s job %s taken over by %s after its lease expired (delivery %s)",
+                    job.video_id,
+                    job.entry_id,
+                    consumer,
+                    job.deliveries,
+                    extra={"request_id": job.request_id or None},
+                )
                 return job
         if cursor == _CURSOR_DONE:
             return None
@@ -333,8 +363,9 @@ async def _read_new(r: redis.asyncio.Redis, consumer: str, block_ms: int) -> Job
     deadline = loop.time() + max(block_ms, 0) / 1000
     while True:
         remaining_ms = int((deadline - loop.time()) * 1000)
-        reply = await r.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=1,
-                                   block=remaining_ms if remaining_ms > 0 else None)
+        reply = await r.xreadgroup(
+            GROUP, consumer, {STREAM: ">"}, count=1, block=remaining_ms if remaining_ms > 0 else None
+        )
         entries = _stream_entries(reply)
         if not entries:
             return None
@@ -342,8 +373,13 @@ async def _read_new(r: redis.asyncio.Redis, consumer: str, block_ms: int) -> Job
             # ">" only delivers entries never delivered before.
             job = await _job_from_entry(r, entry_id, fields, deliveries=1)
             if job is not None:
-                log.info("transcode: video %s job %s claimed by %s", job.video_id, job.entry_id, consumer,
-                         extra={"request_id": job.request_id or None})
+                log.info(
+                    "transcode: video %s job %s claimed by %s",
+                    job.video_id,
+                    job.entry_id,
+                    consumer,
+                    extra={"request_id": job.request_id or None},
+                )
                 return job
 
 
@@ -369,8 +405,9 @@ async def _deliveries(r: redis.asyncio.Redis, entry_id: str) -> int | None:
     return int(rows[0]["times_delivered"]) if rows else None
 
 
-async def _job_from_entry(r: redis.asyncio.Redis, entry_id: str, fields: dict[str, str] | None,
-                          deliveries: int) -> Job | None:
+async def _job_from_entry(
+    r: redis.asyncio.Redis, entry_id: str, fields: dict[str, str] | None, deliveries: int
+) -> Job | None:
     """The Job for a delivered entry; None after clearing an unusable one away."""
     if not fields:
         # The entry's data is gone (deleted while we read it): nothing to do.
@@ -378,16 +415,28 @@ async def _job_from_entry(r: redis.asyncio.Redis, entry_id: str, fields: dict[st
         await _ack_and_delete(r, [entry_id])
         return None
     try:
-        return Job(entry_id=entry_id, video_id=int(fields["video_id"]), deliveries=deliveries,
-                   request_id=fields.get("request_id", ""), owner=fields.get("owner", ""))
+        return Job(
+            entry_id=entry_id,
+            video_id=int(fields["video_id"]),
+            deliveries=deliveries,
+            request_id=fields.get("request_id", ""),
+            owner=fields.get("owner", ""),
+        )
     except (KeyError, ValueError):
         # Not written by `enqueue`: keep it for an operator instead of retrying it.
         log.error("transcode: job %s is malformed (%r); dead-lettering it", entry_id, fields)
         async with r.pipeline(transaction=True) as pipe:
-            pipe.xadd(DEAD_LETTER, {"video_id": str(fields.get("video_id", "")),
-                                    "reason": f"malformed entry: {fields!r}",
-                                    "deliveries": str(deliveries), "entry_id": entry_id},
-                      maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+            pipe.xadd(
+                DEAD_LETTER,
+                {
+                    "video_id": str(fields.get("video_id", "")),
+                    "reason": f"malformed entry: {fields!r}",
+                    "deliveries": str(deliveries),
+                    "entry_id": entry_id,
+                },
+                maxlen=DEAD_LETTER_MAXLEN,
+                approximate=True,
+            )
             pipe.xack(STREAM, GROUP, entry_id)
             pipe.xdel(STREAM, entry_id)
             await pipe.execute()
@@ -409,8 +458,7 @@ async def renew(r: redis.asyncio.Redis, consumer: str, job: Job) -> bool:
             raise
         renewed = 0
     if not renewed:
-        log.warning("transcode: video %s job %s is no longer held by %s", job.video_id, job.entry_id,
-                    consumer)
+        log.warning("transcode: video %s job %s is no longer held by %s", job.video_id, job.entry_id, consumer)
         return False
     log.debug("transcode: video %s job %s lease renewed by %s", job.video_id, job.entry_id, consumer)
     return True
@@ -421,8 +469,9 @@ async def release(r: redis.asyncio.Redis, consumer: str, job: Job) -> bool:
     if `consumer` no longer held it. Its delivery count is not used up by this."""
     script = r.register_script(_RELEASE_SCRIPT)
     try:
-        released = await script(keys=[STREAM], args=[GROUP, consumer, job.entry_id, _RELEASED_IDLE_MS,
-                                                      max(job.deliveries - 1, 0)])
+        released = await script(
+            keys=[STREAM], args=[GROUP, consumer, job.entry_id, _RELEASED_IDLE_MS, max(job.deliveries - 1, 0)]
+        )
     except ResponseError as exc:
         if "NOGROUP" not in str(exc):
             raise
@@ -439,8 +488,11 @@ async def lease_holders(r: redis.asyncio.Redis) -> dict[str, tuple[str, int, int
     while True:
         rows = await r.xpending_range(STREAM, GROUP, min=start, max="+", count=SCAN_PAGE)
         for row in rows:
-            holders[_text(row["message_id"])] = (_text(row["consumer"]), int(row["time_since_delivered"]),
-                                                 int(row["times_delivered"]))
+            holders[_text(row["message_id"])] = (
+                _text(row["consumer"]),
+                int(row["time_since_delivered"]),
+                int(row["times_delivered"]),
+            )
         if len(rows) < SCAN_PAGE:
             return holders
         start = "(" + _text(rows[-1]["message_id"])
@@ -454,8 +506,12 @@ async def ack(r: redis.asyncio.Redis, job: Job) -> bool:
     lease was taken over still completes the job (runs are idempotent).
     """
     acked = await _ack_and_delete(r, [job.entry_id])
-    log.info("transcode: video %s job %s acknowledged%s", job.video_id, job.entry_id,
-             "" if acked else " (was no longer pending)")
+    log.info(
+        "transcode: video %s job %s acknowledged%s",
+        job.video_id,
+        job.entry_id,
+        "" if acked else " (was no longer pending)",
+    )
     await promote(r, job.owner)
     return bool(acked)
 
@@ -467,14 +523,28 @@ async def dead_letter(r: redis.asyncio.Redis, job: Job, reason: str) -> str:
     ``entry_id``; the job leaves STREAM in the same transaction.
     """
     async with r.pipeline(transaction=True) as pipe:
-        pipe.xadd(DEAD_LETTER, {"video_id": str(job.video_id), "reason": reason,
-                                "deliveries": str(job.deliveries), "entry_id": job.entry_id},
-                  maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        pipe.xadd(
+            DEAD_LETTER,
+            {
+                "video_id": str(job.video_id),
+                "reason": reason,
+                "deliveries": str(job.deliveries),
+                "entry_id": job.entry_id,
+            },
+            maxlen=DEAD_LETTER_MAXLEN,
+            approximate=True,
+        )
         pipe.xack(STREAM, GROUP, job.entry_id)
         pipe.xdel(STREAM, job.entry_id)
         dead_id, _acked, _deleted = await pipe.execute()
-    log.warning("transcode: video %s job %s dead-lettered as %s after %s deliveries: %s",
-                job.video_id, job.entry_id, dead_id, job.deliveries, reason)
+    log.warning(
+        "transcode: video %s job %s dead-lettered as %s after %s deliveries: %s",
+        job.video_id,
+        job.entry_id,
+        dead_id,
+        job.deliveries,
+        reason,
+    )
     await promote(r, job.owner)
     return _text(dead_id)
 
@@ -501,8 +571,11 @@ async def stats(r: redis.asyncio.Redis) -> QueueStats:
     for reply in (length, pending, dead, *waiting):
         if isinstance(reply, Exception):
             raise reply
-    return QueueStats(length=int(length) + sum(int(count) for count in waiting), pending=int(pending["pending"]),
-                      dead_letters=int(dead))
+    return QueueStats(
+        length=int(length) + sum(int(count) for count in waiting),
+        pending=int(pending["pending"]),
+        dead_letters=int(dead),
+    )
 
 
 async def pending_video_ids(r: redis.asyncio.Redis) -> set[int]:
@@ -529,8 +602,9 @@ async def remove_video(r: redis.asyncio.Redis, video_id: int) -> int:
     return how many. A consumer working on one learns it at its next `renew`.
     """
     wanted = str(video_id)
-    found = [(entry_id, fields.get("owner", "")) async for entry_id, fields in _scan(r)
-             if fields.get("video_id") == wanted]
+    found = [
+        (entry_id, fields.get("owner", "")) async for entry_id, fields in _scan(r) if fields.get("video_id") == wanted
+    ]
     removed = len(found)
     for owner, item, waiting_id in await _backlog(r):
         if waiting_id == video_id:

@@ -31,6 +31,7 @@ after a last renewal proved the job still ours.
 them over at once. A periodic reconciliation re-enqueues unfinished rows whose
 stream entry is gone (e.g. lost with Redis's last second before a crash).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -139,17 +140,26 @@ class _Running:
 
 
 def settings_from_config(config: Config) -> TranscodeSettings:
-    return TranscodeSettings(preset=config.x264_preset, stall_seconds=float(config.transcode_stall_seconds),
-                             caps=caps_from_config(config), memory_mb=config.transcode_memory_mb,
-                             cpu_factor=config.transcode_cpu_factor)
+    return TranscodeSettings(
+        preset=config.x264_preset,
+        stall_seconds=float(config.transcode_stall_seconds),
+        caps=caps_from_config(config),
+        memory_mb=config.transcode_memory_mb,
+        cpu_factor=config.transcode_cpu_factor,
+    )
 
 
 def redis_client(url: str) -> redis.asyncio.Redis:
     """The consumer's own client: its reads block for CLAIM_BLOCK_MS, so its socket
     timeout is longer than the request path's; one quick retry, no long backoff."""
-    return redis.asyncio.Redis.from_url(url, decode_responses=True, socket_connect_timeout=1,
-                                        socket_timeout=CLAIM_BLOCK_MS / 1000 + 3,
-                                        retry=AsyncRetry(NoBackoff(), 1), health_check_interval=30)
+    return redis.asyncio.Redis.from_url(
+        url,
+        decode_responses=True,
+        socket_connect_timeout=1,
+        socket_timeout=CLAIM_BLOCK_MS / 1000 + 3,
+        retry=AsyncRetry(NoBackoff(), 1),
+        health_check_interval=30,
+    )
 
 
 class TranscodeRunner:
@@ -185,8 +195,12 @@ class TranscodeRunner:
         for index in range(self.config.transcode_workers):
             self._tasks.append(asyncio.create_task(self._consume(), name=f"transcode-consumer-{index}"))
         self._tasks.append(asyncio.create_task(self._reconcile_periodically(), name="transcode-reconcile"))
-        log.info("transcode consumer %s started (%d worker(s), lease %ss)",
-                 self.consumer, self.config.transcode_workers, self.lease_seconds)
+        log.info(
+            "transcode consumer %s started (%d worker(s), lease %ss)",
+            self.consumer,
+            self.config.transcode_workers,
+            self.lease_seconds,
+        )
 
     async def recover(self, unchanged_for_seconds: float = 0.0) -> list[int]:
         """Re-enqueue rows stuck in queued/processing that have no stream entry."""
@@ -208,8 +222,12 @@ class TranscodeRunner:
         while not self._stopping:
             await asyncio.sleep(self.reconcile_seconds)
             try:
-                if await self.redis.set(rediskeys.TRANSCODE_RECONCILE_LOCK, self.consumer, nx=True,
-                                        px=max(int(self.reconcile_seconds * 900), 100)):
+                if await self.redis.set(
+                    rediskeys.TRANSCODE_RECONCILE_LOCK,
+                    self.consumer,
+                    nx=True,
+                    px=max(int(self.reconcile_seconds * 900), 100),
+                ):
                     await self.recover(RECONCILE_ROW_AGE_SECONDS)
             except asyncio.CancelledError:
                 raise
@@ -229,8 +247,12 @@ class TranscodeRunner:
             try:
                 await queue.release(self.redis, self.consumer, item.job)
             except (redis.RedisError, OSError) as exc:
-                log.warning("video %s job %s: not handed back (%s); it is reclaimed after its lease",
-                            item.job.video_id, item.job.entry_id, exc)
+                log.warning(
+                    "video %s job %s: not handed back (%s); it is reclaimed after its lease",
+                    item.job.video_id,
+                    item.job.entry_id,
+                    exc,
+                )
         await self.redis.aclose()
 
     def _kill_pool(self) -> None:
@@ -243,8 +265,7 @@ class TranscodeRunner:
     async def _consume(self) -> None:
         while not self._stopping:
             try:
-                job = await queue.claim(self.redis, self.consumer, CLAIM_BLOCK_MS,
-                                        lease_seconds=self.lease_seconds)
+                job = await queue.claim(self.redis, self.consumer, CLAIM_BLOCK_MS, lease_seconds=self.lease_seconds)
                 if job is not None:
                     with requestid.bound(job.request_id):  # its logs carry the uploader's request id
                         await self.run_job(job)
@@ -262,12 +283,12 @@ class TranscodeRunner:
 
     async def _renew(self, job: queue.Job) -> bool:
         """One renewal, bounded in time; raises on Redis errors (and timeouts)."""
-        return await asyncio.wait_for(queue.renew(self.redis, self.consumer, job),
-                                      self.lease_seconds * RENEW_FRACTION)
+        return await asyncio.wait_for(queue.renew(self.redis, self.consumer, job), self.lease_seconds * RENEW_FRACTION)
 
     async def _set_fence(self, running: _Running, deadline: float) -> None:
         await asyncio.get_running_loop().run_in_executor(
-            self.services.file_executor, write_fence, running.fence, deadline)
+            self.services.file_executor, write_fence, running.fence, deadline
+        )
 
     async def _keep_lease(self, running: _Running, deadline: float) -> None:
         """Renew every RENEW_FRACTION of the lease, moving the fence on; retry Redis
@@ -283,13 +304,22 @@ class TranscodeRunner:
                     held = await self._renew(job)
                 except (redis.RedisError, OSError, TimeoutError) as exc:
                     if loop.time() + backoff < deadline:
-                        log.warning("video %s job %s: lease not renewed (%s); retrying in %.1f s",
-                                    job.video_id, job.entry_id, exc or type(exc).__name__, backoff)
+                        log.warning(
+                            "video %s job %s: lease not renewed (%s); retrying in %.1f s",
+                            job.video_id,
+                            job.entry_id,
+                            exc or type(exc).__name__,
+                            backoff,
+                        )
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, self.lease_seconds / 6)
                         continue
-                    log.error("video %s job %s: lease not renewable before its fence (%s)",
-                              job.video_id, job.entry_id, exc or type(exc).__name__)
+                    log.error(
+                        "video %s job %s: lease not renewable before its fence (%s)",
+                        job.video_id,
+                        job.entry_id,
+                        exc or type(exc).__name__,
+                    )
                     held = False
                 if held:
                     deadline = sent + self.lease_seconds * FENCE_FRACTION
@@ -297,8 +327,11 @@ class TranscodeRunner:
                     break
                 running.lost = True
                 await self._set_fence(running, 0.0)
-                log.warning("video %s job %s: lease lost; the run stops its ffmpeg and publishes nothing",
-                            job.video_id, job.entry_id)
+                log.warning(
+                    "video %s job %s: lease lost; the run stops its ffmpeg and publishes nothing",
+                    job.video_id,
+                    job.entry_id,
+                )
                 return
 
     async def _still_ours(self, running: _Running) -> bool:
@@ -308,8 +341,12 @@ class TranscodeRunner:
         try:
             return await self._renew(running.job)
         except (redis.RedisError, OSError, TimeoutError) as exc:
-            log.warning("video %s job %s: lease not confirmed (%s)", running.job.video_id,
-                        running.job.entry_id, exc or type(exc).__name__)
+            log.warning(
+                "video %s job %s: lease not confirmed (%s)",
+                running.job.video_id,
+                running.job.entry_id,
+                exc or type(exc).__name__,
+            )
             return False
 
     async def _tell(self, outcome: JobOutcome) -> None:
@@ -322,11 +359,13 @@ class TranscodeRunner:
         async with transaction(self.services.pool) as cur:
             video = await videos.get_video(cur, job.video_id)
             await videos.mark_failed(cur, job.video_id, reason)
-        await self._tell(JobOutcome("failed", job.video_id, version,
-                                    owner_id=video.owner_id if video is not None else None))
+        await self._tell(
+            JobOutcome("failed", job.video_id, version, owner_id=video.owner_id if video is not None else None)
+        )
 
-    async def _handle_failure(self, job: queue.Job, version: int, pool: concurrent.futures.Executor,
-                              exc: BaseException) -> None:
+    async def _handle_failure(
+        self, job: queue.Job, version: int, pool: concurrent.futures.Executor, exc: BaseException
+    ) -> None:
         video_id = job.video_id
         if isinstance(exc, JobCancelled):
             log.info("video %s job %s: cancelled (video deleted)", video_id, job.entry_id)
@@ -344,8 +383,11 @@ class TranscodeRunner:
             await self._fail(job, public_reason(str(exc)), version)
             await queue.ack(self.redis, job)
         elif isinstance(exc, BrokenProcessPool):
-            log.error("video %s job %s: worker process died; the job will be reclaimed after its lease",
-                      video_id, job.entry_id)
+            log.error(
+                "video %s job %s: worker process died; the job will be reclaimed after its lease",
+                video_id,
+                job.entry_id,
+            )
             if self.pool is pool and not self._stopping:
                 self.pool = TranscodePool(self.config.transcode_workers)
         else:
@@ -356,8 +398,10 @@ class TranscodeRunner:
         video_id = job.video_id
         redis_client = self.redis
         if job.deliveries > queue.MAX_DELIVERIES:
-            reason = (f"Transcoding was interrupted {job.deliveries - 1} times "
-                      "(worker process died or the server stopped); giving up.")
+            reason = (
+                f"Transcoding was interrupted {job.deliveries - 1} times "
+                "(worker process died or the server stopped); giving up."
+            )
             log.error("video %s job %s: %s", video_id, job.entry_id, reason)
             await self._fail(job, reason)
             await queue.dead_letter(redis_client, job, reason)
@@ -381,12 +425,23 @@ class TranscodeRunner:
             return
         deadline = sent + self.lease_seconds * FENCE_FRACTION
         await loop.run_in_executor(executor, _prepare_work_dir, work, fence, deadline)
-        child_job = ChildJob(video_id, str(media.source_path(self.config.media_dir, video_id)), str(work),
-                             self.config.redis_url, settings_from_config(self.config),
-                             fence=str(fence), max_file_bytes=self.config.transcode_max_file_bytes,
-                             version=version)
-        log.info("video %s job %s: transcoding into version %d (delivery %d)", video_id, job.entry_id,
-                 version, job.deliveries)
+        child_job = ChildJob(
+            video_id,
+            str(media.source_path(self.config.media_dir, video_id)),
+            str(work),
+            self.config.redis_url,
+            settings_from_config(self.config),
+            fence=str(fence),
+            max_file_bytes=self.config.transcode_max_file_bytes,
+            version=version,
+        )
+        log.info(
+            "video %s job %s: transcoding into version %d (delivery %d)",
+            video_id,
+            job.entry_id,
+            version,
+            job.deliveries,
+        )
         running = _Running(job, work, fence)
         self._running[job.entry_id] = running
         lease = asyncio.create_task(self._keep_lease(running, deadline))
@@ -414,9 +469,17 @@ class TranscodeRunner:
             await self.before_publish(video_id, work, result)
         # Publish: one UPDATE makes the version live (only if it is still the row's building one).
         async with cursor(self.services.pool) as cur:
-            ready = await videos.mark_ready(cur, video_id, version=version, duration=result.duration,
-                                            width=result.width, height=result.height, fps=result.fps,
-                                            has_audio=result.has_audio, resolutions=result.resolutions)
+            ready = await videos.mark_ready(
+                cur,
+                video_id,
+                version=version,
+                duration=result.duration,
+                width=result.width,
+                height=result.height,
+                fps=result.fps,
+                has_audio=result.has_audio,
+                resolutions=result.resolutions,
+            )
         if not ready:
             # Deleted (or re-queued) while we worked: our outputs must not linger.
             log.info("video %s job %s: row changed during the job; discarding outputs", video_id, job.entry_id)
@@ -431,5 +494,6 @@ class TranscodeRunner:
         await queue.ack(redis_client, job)
         await progress.clear_progress(redis_client, video_id)
         log.info("video %s job %s: ready (%s)", video_id, job.entry_id, ", ".join(result.resolutions))
-        await self._tell(JobOutcome("ready", video_id, version, owner_id=row.owner_id,
-                                    wall_seconds=wall_seconds, result=result))
+        await self._tell(
+            JobOutcome("ready", video_id, version, owner_id=row.owner_id, wall_seconds=wall_seconds, result=result)
+        )

@@ -93,8 +93,9 @@ def sprite_interval(duration: float) -> int:
     return min(MAX_INTERVAL_SECONDS, max(MIN_INTERVAL_SECONDS, wanted))
 
 
-def plan_sprites(duration: float, width: int, height: int,
-                 columns: int = DEFAULT_COLUMNS, rows: int = DEFAULT_ROWS) -> SpritePlan:
+def plan_sprites(
+    duration: float, width: int, height: int, columns: int = DEFAULT_COLUMNS, rows: int = DEFAULT_ROWS
+) -> SpritePlan:
     """The storyboard of a `duration`-second video whose smallest rendition is
     width x height: tiles TILE_WIDTH wide (never upscaled), aspect kept, even sizes."""
     if width <= 0 or height <= 0 or columns <= 0 or rows <= 0:
@@ -108,8 +109,15 @@ def filter_chain(plan: SpritePlan, source: str, output: str) -> str:
     """The graph branch from pad label `source` (a split of the smallest rendition,
     already constant-rate, square-pixel yuv420p) to sheets on pad label `output`."""
     return "[%s]fps=1/%d:round=up:start_time=0,scale=%d:%d,setsar=1,tile=%dx%d:init_padding=%d[%s]" % (
-        source, plan.interval, plan.tile_width, plan.tile_height, plan.columns, plan.rows,
-        plan.lead_padding, output)
+        source,
+        plan.interval,
+        plan.tile_width,
+        plan.tile_height,
+        plan.columns,
+        plan.rows,
+        plan.lead_padding,
+        output,
+    )
 
 
 def output_args(label: str, out_dir: str, rate: str) -> list[str]:
@@ -121,9 +129,24 @@ def output_args(label: str, out_dir: str, rate: str) -> list[str]:
     keep a constant rate; atomic writing (a .tmp renamed into place): a sheet is served
     whole or not at all while the run goes."""
     return [
-        "-map", "[%s]" % label, "-map_metadata", "-1",
-        "-c:v", "mjpeg", "-q:v", str(JPEG_QUALITY), "-fps_mode", "passthrough", "-r", rate,
-        "-f", "image2", "-start_number", "0", "-atomic_writing", "1",
+        "-map",
+        "[%s]" % label,
+        "-map_metadata",
+        "-1",
+        "-c:v",
+        "mjpeg",
+        "-q:v",
+        str(JPEG_QUALITY),
+        "-fps_mode",
+        "passthrough",
+        "-r",
+        rate,
+        "-f",
+        "image2",
+        "-start_number",
+        "0",
+        "-atomic_writing",
+        "1",
         os.path.join(out_dir, THUMBS_DIR, SPRITE_PATTERN),
     ]
 

@@ -10,6 +10,7 @@ video is fine without it. The loop side imports the files at publish
 
 `build_extract_command` and `order_streams` are pure.
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,22 +52,43 @@ def order_streams(streams: Sequence[SubtitleStream]) -> list[SubtitleStream]:
     return ranked[:MAX_TRACKS]
 
 
-def build_extract_command(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
-                          streams: Sequence[SubtitleStream]) -> list[str]:
+def build_extract_command(
+    source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe, streams: Sequence[SubtitleStream]
+) -> list[str]:
     """ffmpeg argv writing each stream to <out_dir>/tracks/<index>.vtt (pure)."""
     command = [
-        "ffmpeg", "-hide_banner", "-nostdin", "-y", "-v", "error",
+        "ffmpeg",
+        "-hide_banner",
+        "-nostdin",
+        "-y",
+        "-v",
+        "error",
         *input_options(probe.demuxer),
-        "-i", "file:" + os.fspath(source),
+        "-i",
+        "file:" + os.fspath(source),
     ]
     for stream in streams:
-        command += ["-map", f"0:{stream.index}", "-map_metadata", "-1", "-c:s", "webvtt", "-f", "webvtt",
-                    os.path.join(os.fspath(out_dir), track_file_name(stream.index))]
+        command += [
+            "-map",
+            f"0:{stream.index}",
+            "-map_metadata",
+            "-1",
+            "-c:s",
+            "webvtt",
+            "-f",
+            "webvtt",
+            os.path.join(os.fspath(out_dir), track_file_name(stream.index)),
+        ]
     return command
 
 
-def extract_tracks(source: str | os.PathLike[str], out_dir: str | os.PathLike[str], probe: Probe,
-                   nice: int, limits: ResourceLimits | None = None) -> list[ExtractedTrack]:
+def extract_tracks(
+    source: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    probe: Probe,
+    nice: int,
+    limits: ResourceLimits | None = None,
+) -> list[ExtractedTrack]:
     """Extract the text tracks; returns each one written, in import preference order.
     Never raises for a bad track."""
     streams = order_streams(probe.subtitle_streams)
@@ -79,8 +101,7 @@ def extract_tracks(source: str | os.PathLike[str], out_dir: str | os.PathLike[st
     try:
         run_quiet(build_extract_command(source, out, probe, streams), timeout, nice, limits)
     except TranscodeError as error:
-        log.info("%s: extracting %d subtitle track(s) together failed (%s); one by one", source,
-                 len(streams), error)
+        log.info("%s: extracting %d subtitle track(s) together failed (%s); one by one", source, len(streams), error)
         for stream in streams:
             try:
                 run_quiet(build_extract_command(source, out, probe, [stream]), timeout, nice, limits)
@@ -91,7 +112,5 @@ def extract_tracks(source: str | os.PathLike[str], out_dir: str | os.PathLike[st
     for stream in streams:
         path = out / track_file_name(stream.index)
         if path.is_file() and path.stat().st_size > 0:
-            written.append(ExtractedTrack(track_file_name(stream.index), stream.language, stream.title,
-                                          stream.index))
+            written.append(ExtractedTrack(track_file_name(stream.index), stream.language, stream.title, stream.index))
     return written
-

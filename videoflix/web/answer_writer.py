@@ -6,6 +6,7 @@ error), the headers are set in order (Vary added to the CORS handlers' `Vary: Or
 and bytes made in memory are written. A file's bytes are the media handlers' to send
 (sendfile or chunked reads: media_handlers.py).
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -10,6 +10,7 @@ a request ever reaches the file system). Contents are read, and text gzipped, in
 file executor on first use and then kept in memory: the whole set is well under 1 MB.
 Their ETags are delivery/answer.py's for bytes in memory (content_etag).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,10 +66,10 @@ class Assets:
     """The allow-list of servable files and their URLs; contents cached once read."""
 
     version: str
-    static_files: dict[str, Path]          # path under /static/<version>/ -> file
-    vendor_files: dict[str, Path]          # path under /vendor/ -> file
-    pages: dict[str, Path]                 # page name (e.g. "auth/login.html") -> file
-    vendor_urls: dict[str, str]            # library name -> its URL ("" if not installed)
+    static_files: dict[str, Path]  # path under /static/<version>/ -> file
+    vendor_files: dict[str, Path]  # path under /vendor/ -> file
+    pages: dict[str, Path]  # page name (e.g. "auth/login.html") -> file
+    vendor_urls: dict[str, str]  # library name -> its URL ("" if not installed)
     _cache: dict[str, Asset] = field(default_factory=dict)
 
     @property
@@ -91,8 +92,9 @@ class Assets:
         replacements = {"{{static}}": self.static_url, "{{hls}}": self.vendor_urls.get("hls.js", "")}
         return await self._load(executor, f"page:{name}", self.pages[name], replacements)
 
-    async def _load(self, executor: concurrent.futures.Executor, key: str, path: Path,
-                    replacements: dict[str, str] | None) -> Asset:
+    async def _load(
+        self, executor: concurrent.futures.Executor, key: str, path: Path, replacements: dict[str, str] | None
+    ) -> Asset:
         cached = self._cache.get(key)
         if cached is None:
             loop = asyncio.get_running_loop()
@@ -111,8 +113,7 @@ def _read_asset(path: Path, replacements: dict[str, str] | None) -> Asset:
     gzipped = gzip.compress(body, answer.GZIP_LEVEL, mtime=0) if path.suffix in GZIP_SUFFIXES else None
     if gzipped is not None and len(gzipped) >= len(body):
         gzipped = None
-    return Asset(body, gzipped, CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
-                 answer.content_etag(body))
+    return Asset(body, gzipped, CONTENT_TYPES.get(path.suffix, "application/octet-stream"), answer.content_etag(body))
 
 
 def scan_assets(static_dir: Path = STATIC_DIR, node_modules: Path = NODE_MODULES_DIR) -> Assets:
@@ -125,7 +126,7 @@ def scan_assets(static_dir: Path = STATIC_DIR, node_modules: Path = NODE_MODULES
             relative = path.relative_to(static_dir).as_posix()
             if path.suffix == ".html":
                 if relative.startswith(PAGES_SUBDIR + "/"):
-                    pages[relative[len(PAGES_SUBDIR) + 1:]] = path
+                    pages[relative[len(PAGES_SUBDIR) + 1 :]] = path
                 continue
             if path.suffix not in CONTENT_TYPES or relative.startswith("."):
                 continue
@@ -143,5 +144,10 @@ def scan_assets(static_dir: Path = STATIC_DIR, node_modules: Path = NODE_MODULES
         url_path = f"{name}/{version}/{Path(inner).name}"
         vendor_files[url_path] = node_modules / package / inner
         vendor_urls[name] = f"/vendor/{url_path}"
-    return Assets(version=digest.hexdigest()[:VERSION_CHARS], static_files=static_files,
-                  vendor_files=vendor_files, pages=pages, vendor_urls=vendor_urls)
+    return Assets(
+        version=digest.hexdigest()[:VERSION_CHARS],
+        static_files=static_files,
+        vendor_files=vendor_files,
+        pages=pages,
+        vendor_urls=vendor_urls,
+    )

@@ -1,4 +1,5 @@
 """BaseHandler, APIError, access decorators, JSON errors and CORS for every route."""
+
 from __future__ import annotations
 
 import asyncio
@@ -54,8 +55,14 @@ class APIError(tornado.web.HTTPError):
     An HTTPError, so Tornado's public error path (send_error -> write_error)
     answers it, logging nothing: these are expected answers, not faults."""
 
-    def __init__(self, status: int, detail: str | None = None, *, body: dict[str, Any] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(status)
         self.status = status
         self.body = body if body is not None else {"detail": detail or STATUS_DETAILS.get(status, "Error.")}
@@ -103,8 +110,11 @@ def check_access_marks(handler_class: type) -> list[str]:
 def cors_headers(origin: str | None, cors_origins: Any) -> tuple[tuple[str, str], ...]:
     """What an answer to `origin` carries besides `Vary: Origin` (always added)."""
     if origin and origin.rstrip("/") in cors_origins:
-        return (("Access-Control-Allow-Origin", origin), ("Access-Control-Allow-Credentials", "true"),
-                ("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS))
+        return (
+            ("Access-Control-Allow-Origin", origin),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS),
+        )
     return ()
 
 
@@ -170,8 +180,7 @@ class AuthMixin:
         change since (sessions.py; cached, so cheap on every HLS segment)."""
         user = self.require_user()
         try:
-            live = await sessions.is_live(self.settings["services"], user.user_id, user.token_version,
-                                          user.session_id)
+            live = await sessions.is_live(self.settings["services"], user.user_id, user.token_version, user.session_id)
         except sessions.Unavailable:
             raise APIError(503) from None
         if not live:
@@ -270,8 +279,9 @@ class IdleBodyMixin:
             self.idle_timer = loop.call_at(deadline, self.watch_idle)
             return
         self.idle_timer = None
-        log.info("upload from %s idle for %ss: connection closed", self.request.remote_ip,
-                 self.config.upload_idle_seconds)
+        log.info(
+            "upload from %s idle for %ss: connection closed", self.request.remote_ip, self.config.upload_idle_seconds
+        )
         self.on_idle()
         self.request.connection.close()
 
@@ -319,9 +329,11 @@ class BaseHandler(ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, Auth
             return None
         config = self.config
         try:
-            requestrules.check_origin(self.request.headers,
-                                      _trusted_origins(config.public_url, tuple(config.cors_origins)),
-                                      requestrules.origin_of(f"{self.request.protocol}://{self.request.host}"))
+            requestrules.check_origin(
+                self.request.headers,
+                _trusted_origins(config.public_url, tuple(config.cors_origins)),
+                requestrules.origin_of(f"{self.request.protocol}://{self.request.host}"),
+            )
             if self.takes_json:
                 requestrules.check_json_request(self.request.headers)
         except requestrules.RuleViolation as exc:
@@ -362,4 +374,3 @@ class NotFoundHandler(BaseHandler):
         if self.request.method == "OPTIONS":
             return
         raise APIError(404)
-

@@ -1,5 +1,6 @@
 """GET /api/openapi.json: the OpenAPI 3.1 description (API.md §4) of the application
 that serves it, assembled from its own route table (web/openapi.py)."""
+
 from __future__ import annotations
 
 import asyncio
@@ -19,14 +20,18 @@ DOCUMENT_SETTING = "openapi_text"
 
 def served_routes(application: tornado.web.Application) -> list[Route]:
     """The application's route table as app.collect_routes gave it: (pattern, handler, kwargs)."""
-    return [(rule.matcher.regex.pattern.removesuffix("$"), rule.target, rule.target_kwargs)
-            for rule in application.wildcard_router.rules if isinstance(rule.matcher, tornado.routing.PathMatches)]
+    return [
+        (rule.matcher.regex.pattern.removesuffix("$"), rule.target, rule.target_kwargs)
+        for rule in application.wildcard_router.rules
+        if isinstance(rule.matcher, tornado.routing.PathMatches)
+    ]
 
 
 def document_text(application: tornado.web.Application) -> str:
     """The document as JSON text (blocking CPU: assembling and serialising ~60 operations)."""
-    return json.dumps(openapi_document(served_routes(application), application.settings["config"]),
-                      separators=(",", ":"))
+    return json.dumps(
+        openapi_document(served_routes(application), application.settings["config"]), separators=(",", ":")
+    )
 
 
 class OpenAPIHandler(BaseHandler):
@@ -37,7 +42,8 @@ class OpenAPIHandler(BaseHandler):
         text = settings.get(DOCUMENT_SETTING)
         if text is None:
             text = await asyncio.get_running_loop().run_in_executor(
-                self.services.cpu_executor, document_text, self.application)
+                self.services.cpu_executor, document_text, self.application
+            )
             settings[DOCUMENT_SETTING] = text
         self.set_header("Cache-Control", "no-cache")
         self.finish(text)

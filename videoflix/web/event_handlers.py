@@ -1,4 +1,5 @@
 """`GET /api/video/events/`: Server-Sent Events of the caller's videos (API.md §6)."""
+
 from __future__ import annotations
 
 import time
@@ -26,20 +27,28 @@ class VideoEventsHandler(BaseHandler):
     def hub(self) -> events.EventHub:
         return cast(events.EventHub, self.settings["events"])
 
-    @operation("Server-Sent Events: a snapshot of the caller's videos (admins: all), then `video` (the detail) "
-               "on every change and progress step, `video-deleted`",
-               responses={200: Response("An event stream, until the session or its access token ends",
-                                        media_types=("text/event-stream",)),
-                          429: f"{events.MAX_STREAMS_PER_USER} streams of the caller open already (Retry-After)",
-                          503: f"{events.MAX_STREAMS} streams open in this process already (Retry-After)"})
+    @operation(
+        "Server-Sent Events: a snapshot of the caller's videos (admins: all), then `video` (the detail) "
+        "on every change and progress step, `video-deleted`",
+        responses={
+            200: Response(
+                "An event stream, until the session or its access token ends", media_types=("text/event-stream",)
+            ),
+            429: f"{events.MAX_STREAMS_PER_USER} streams of the caller open already (Retry-After)",
+            503: f"{events.MAX_STREAMS} streams open in this process already (Retry-After)",
+        },
+    )
     @authenticated
     async def get(self) -> None:
         user = self.current_user
         try:
             self.subscription = await self.hub.subscribe(user)
         except events.TooManyStreams:
-            raise APIError(429, f"At most {events.MAX_STREAMS_PER_USER} event streams per user.",
-                           headers={"Retry-After": str(RETRY_MILLISECONDS // 1000)}) from None
+            raise APIError(
+                429,
+                f"At most {events.MAX_STREAMS_PER_USER} event streams per user.",
+                headers={"Retry-After": str(RETRY_MILLISECONDS // 1000)},
+            ) from None
         except (TimeoutError, events.StreamsFull):
             raise APIError(503, headers={"Retry-After": str(RETRY_MILLISECONDS // 1000)}) from None
         self.set_header("Content-Type", "text/event-stream; charset=UTF-8")

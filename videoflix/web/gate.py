@@ -15,6 +15,7 @@ handler, without reading their bodies.
 Both are JSON 400s answered by `RequestGate` in front of the segment lane and the
 Application; the connection closes after the answer.
 """
+
 from __future__ import annotations
 
 import functools
@@ -79,8 +80,9 @@ class RequestGate(tornado.httputil.HTTPServerConnectionDelegate):
         self.inner = inner
         self.settings = settings
 
-    def start_request(self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
-                      ) -> tornado.httputil.HTTPMessageDelegate:
+    def start_request(
+        self, server_conn: object, request_conn: tornado.httputil.HTTPConnection
+    ) -> tornado.httputil.HTTPMessageDelegate:
         return _Guarded(self, server_conn, request_conn)
 
     def on_close(self, server_conn: object) -> None:
@@ -94,8 +96,11 @@ class _Guarded(tornado.httputil.HTTPMessageDelegate):
         self.request_conn = request_conn
         self.inner: tornado.httputil.HTTPMessageDelegate | None = None
 
-    def headers_received(self, start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
-                         headers: tornado.httputil.HTTPHeaders) -> Any:
+    def headers_received(
+        self,
+        start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
+        headers: tornado.httputil.HTTPHeaders,
+    ) -> Any:
         assert isinstance(start_line, tornado.httputil.RequestStartLine)
         if not host_allowed(headers.get("Host"), self.guard.settings["config"]):
             self._refuse(start_line, headers, INVALID_HOST, f"host {clip(headers.get('Host', ''), 128)}")
@@ -106,20 +111,35 @@ class _Guarded(tornado.httputil.HTTPMessageDelegate):
             return self.inner.headers_received(start_line, headers)
         return None
 
-    def _refuse(self, start_line: tornado.httputil.RequestStartLine, headers: tornado.httputil.HTTPHeaders,
-                detail: str, what: str) -> None:
+    def _refuse(
+        self,
+        start_line: tornado.httputil.RequestStartLine,
+        headers: tornado.httputil.HTTPHeaders,
+        detail: str,
+        what: str,
+    ) -> None:
         body = json.dumps({"detail": detail}).encode()
-        out = tornado.httputil.HTTPHeaders({
-            "Content-Type": "application/json; charset=UTF-8", "Content-Length": str(len(body)),
-            "Cache-Control": "no-store", "X-Content-Type-Options": "nosniff", "Connection": "close",
-            requestid.HEADER: requestid.from_header(headers.get(requestid.HEADER)),
-        })
+        out = tornado.httputil.HTTPHeaders(
+            {
+                "Content-Type": "application/json; charset=UTF-8",
+                "Content-Length": str(len(body)),
+                "Cache-Control": "no-store",
+                "X-Content-Type-Options": "nosniff",
+                "Connection": "close",
+                requestid.HEADER: requestid.from_header(headers.get(requestid.HEADER)),
+            }
+        )
         # The body is never read: finishing first makes Tornado close the connection after the answer.
         self.request_conn.write_headers(_BAD_REQUEST, out, None if start_line.method == "HEAD" else body)
         self.request_conn.finish()
         context = getattr(self.request_conn, "context", None)  # (HTTP1Connection's _HTTPRequestContext)
-        access_log.warning("400 %s %s %s: %s refused", clip(start_line.method, METHOD_LIMIT),
-                           clip(start_line.path, URI_LIMIT), clip(getattr(context, "remote_ip", "") or "", 128), what)
+        access_log.warning(
+            "400 %s %s %s: %s refused",
+            clip(start_line.method, METHOD_LIMIT),
+            clip(start_line.path, URI_LIMIT),
+            clip(getattr(context, "remote_ip", "") or "", 128),
+            what,
+        )
         services = self.guard.settings.get("services")
         if services is not None:
             metrics.of(services).observe_request(metrics.UNMATCHED_ROUTE, start_line.method, 400, 0.0, len(body))

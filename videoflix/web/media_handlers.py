@@ -32,6 +32,7 @@ find the file, decide access, and carry the answer out:
   BUILDING_WAIT_SECONDS, then answered 503 with Retry-After (hls.js retries a 5xx,
   not a 404); a finished version answers at once.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -126,8 +127,9 @@ class HLSRequestMixin(AnswerWriterMixin):
             raise APIError(503) from None
 
 
-class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
-                       tornado.web.RequestHandler):
+class MediaFileHandler(
+    HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.RequestHandler
+):
     """One file under media/<id>/, found by a subclass; see the module docstring.
 
     Route kwargs: `kind` is a row of answer.KINDS.
@@ -153,8 +155,13 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         root = media.version_dir(self.config.media_dir, video_id, served.version)
         # Segments never change once written: their open files are kept (openfiles.py).
         cache_key = (video_id, served.version, served.parts) if self.policy.unchanging else None
-        await self.serve_file(root, served.parts, answer.media_policy(self.kind, served.parts[-1], served.building),
-                              wait=served.building and self.policy.waits, cache_key=cache_key)
+        await self.serve_file(
+            root,
+            served.parts,
+            answer.media_policy(self.kind, served.parts[-1], served.building),
+            wait=served.building and self.policy.waits,
+            cache_key=cache_key,
+        )
 
     async def serve_master(self, video_id: int, served: playback.ServedFile) -> None:
         """The master of a version, rendered from its ladder.json (one owner of the text:
@@ -162,7 +169,8 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         version = served.version
         path = media.ladder_path(self.config.media_dir, video_id, version)
         ladder = await asyncio.get_running_loop().run_in_executor(
-            self.services.file_executor, ladderfile.read_ladder, path)
+            self.services.file_executor, ladderfile.read_ladder, path
+        )
         if ladder is None:
             raise APIError(404)
         try:
@@ -174,8 +182,14 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         policy = answer.media_policy(self.kind, served.parts[-1], served.building)
         self.write_answer(answer.answer_rendered(self.request_facts(), policy, body))
 
-    async def serve_file(self, root: Path, parts: tuple[str, ...], policy: answer.Policy, wait: bool = False,
-                         cache_key: tuple[Any, ...] | None = None) -> None:
+    async def serve_file(
+        self,
+        root: Path,
+        parts: tuple[str, ...],
+        policy: answer.Policy,
+        wait: bool = False,
+        cache_key: tuple[Any, ...] | None = None,
+    ) -> None:
         """Answer with root/<parts...> (validated names, no symlink followed); `wait`:
         the file may still be coming (the version being built); `cache_key`: the
         file never changes, keep it open (openfiles.py)."""
@@ -192,7 +206,8 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             result = answer.answer_file(facts, policy, self.file.stat)
             if isinstance(result.body, answer.GzippedFile):
                 data = await asyncio.get_running_loop().run_in_executor(
-                    self.services.file_executor, mediafiles.read_gzipped, self.file.fd, self.file.stat.st_size)
+                    self.services.file_executor, mediafiles.read_gzipped, self.file.fd, self.file.stat.st_size
+                )
                 result = answer.with_gzipped(result, data)
             self.write_answer(result)
             body = result.body
@@ -203,6 +218,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             cached, self.cached = self.cached, None
             reading, self.reading = self.reading, None
             if opened is not None:
+
                 def done() -> None:
                     if cached is not None:
                         self.open_files.release(cached)
@@ -224,13 +240,18 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         """How much to read in the same thread hop as the open: the first chunk of
         a plain GET (no Range, no validators), which is all of most segments."""
         headers = self.request.headers
-        if not include_body or self.policy.text or zerocopy.usable(self.request) or any(
-                name in headers for name in ("Range", "If-None-Match", "If-Modified-Since")):
+        if (
+            not include_body
+            or self.policy.text
+            or zerocopy.usable(self.request)
+            or any(name in headers for name in ("Range", "If-None-Match", "If-Modified-Since"))
+        ):
             return 0
         return FILE_CHUNK_BYTES
 
-    async def _open(self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool,
-                    cache_key: tuple[Any, ...] | None) -> None:
+    async def _open(
+        self, root: Path, parts: tuple[str, ...], include_body: bool, wait: bool, cache_key: tuple[Any, ...] | None
+    ) -> None:
         if cache_key is not None:
             self.cached = self.open_files.acquire(cache_key)
             if self.cached is not None:  # no thread hop
@@ -254,12 +275,10 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         deadline = loop.time() + BUILDING_WAIT_SECONDS
         while self.file is None and loop.time() < deadline:
             await asyncio.sleep(BUILDING_POLL_SECONDS)
-            self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts, prefetch,
-                                                   read_ahead)
+            self.file = await loop.run_in_executor(executor, mediafiles.open_inside, root, parts, prefetch, read_ahead)
         if self.file is None:
             self.retry_expected = True  # an expected "retry shortly": logged at INFO (log.py)
-            raise APIError(503, "Not transcoded yet: try again shortly.",
-                           headers={"Retry-After": BUILDING_RETRY_AFTER})
+            raise APIError(503, "Not transcoded yet: try again shortly.", headers={"Retry-After": BUILDING_RETRY_AFTER})
 
     async def _stream(self, start: int, end: int) -> None:
         """Write bytes [start, end) of the open file, reading the next chunk in a
@@ -283,7 +302,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
             return asyncio.wrap_future(self.reading)
 
         offset = start
-        prefetched = self.file.first[:end - start] if start == 0 else b""
+        prefetched = self.file.first[: end - start] if start == 0 else b""
         try:
             # The first chunk goes out with the headers: one send. (Sending the
             # headers alone costs a loopback round of its own, more than Tornado's
@@ -310,8 +329,7 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
         super().on_connection_close()
 
     def access_record(self) -> AccessRecord:
-        return dataclasses.replace(super().access_record(), bulk=self.policy.bulk,
-                                   retry_expected=self.retry_expected)
+        return dataclasses.replace(super().access_record(), bulk=self.policy.bulk, retry_expected=self.retry_expected)
 
     def target(self, args: tuple[str, ...]) -> playback.HLSTarget:
         try:
@@ -323,34 +341,62 @@ class MediaFileHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrors
 # What each route kind serves, for the OpenAPI document (web/operation.py): its path
 # parameters after the credential's, and its words; the answers are answer.KINDS'.
 _MEDIA_FILE_WORDS: dict[str, tuple[Any, ...]] = {
-    "master": ("Master playlist", (schemas.VIDEO_ID,),
-               "Of the live version (measured BANDWIDTH), or while nothing is live of the version being built for "
-               "the owner and admins (BANDWIDTH from the caps until measured); its URIs name the version."),
-    "iframes": ("I-frame playlist of one rendition of one version", (schemas.VIDEO_ID, schemas.VERSION,
-                                                                      schemas.RESOLUTION),
-                "Trick play: #EXT-X-I-FRAMES-ONLY, byte ranges into its segments; listed by the master as "
-                "#EXT-X-I-FRAME-STREAM-INF once the version is done."),
-    "thumbs": ("Seek-bar previews of one version", (schemas.VIDEO_ID, schemas.VERSION, schemas.THUMBS_FILE),
-               "The WebVTT track (cues `sprite_NNN.jpg#xywh=x,y,w,h`, relative to it) or one of its sprite "
-               "sheets; the detail's thumbnails_vtt links the live version's track.", (answer.VTT_TYPE.split(";")[0],)),
-    "vplaylist": ("Media playlist of one rendition of one version", (schemas.VIDEO_ID, schemas.VERSION,
-                                                                      schemas.RESOLUTION),
-                  "The live version (or an older one kept for a grace period), or the one being built for the "
-                  "owner and admins (EVENT, growing, until it is done)."),
-    "playlist": ("Media playlist of one rendition of the live version", (schemas.VIDEO_ID, schemas.RESOLUTION),
-                 "A rendition above the highest one produced is served from the highest (API.md §3)."),
-    "vsegment": ("MPEG-TS segment of one version", (schemas.VIDEO_ID, schemas.VERSION, schemas.RESOLUTION,
-                                                     schemas.SEGMENT), "Immutable."),
-    "segment": ("MPEG-TS segment of the live version", (schemas.VIDEO_ID, schemas.RESOLUTION, schemas.SEGMENT),
-                "Follows the live version: cached briefly."),
-    "subtitles": ("Subtitle playlist of one language of one version", (schemas.VIDEO_ID, schemas.VERSION,
-                                                                        schemas.LANGUAGE),
-                  "Covers the whole duration; made per request from the WebVTT file."),
-    "subsegment": ("WebVTT segment of a subtitle playlist", (schemas.VIDEO_ID, schemas.VERSION, schemas.LANGUAGE,
-                                                              schemas.SUBTITLE_SEGMENT), "With X-TIMESTAMP-MAP."),
-    "thumbnail": ("Catalog thumbnail", (schemas.IMAGE_NAME,),
-                  "<id>.jpg: a public video's for anyone, a private video's for its owner and admins; "
-                  "<id>-<key>.jpg (a private video's thumbnail_url): for whoever holds the key."),
+    "master": (
+        "Master playlist",
+        (schemas.VIDEO_ID,),
+        "Of the live version (measured BANDWIDTH), or while nothing is live of the version being built for "
+        "the owner and admins (BANDWIDTH from the caps until measured); its URIs name the version.",
+    ),
+    "iframes": (
+        "I-frame playlist of one rendition of one version",
+        (schemas.VIDEO_ID, schemas.VERSION, schemas.RESOLUTION),
+        "Trick play: #EXT-X-I-FRAMES-ONLY, byte ranges into its segments; listed by the master as "
+        "#EXT-X-I-FRAME-STREAM-INF once the version is done.",
+    ),
+    "thumbs": (
+        "Seek-bar previews of one version",
+        (schemas.VIDEO_ID, schemas.VERSION, schemas.THUMBS_FILE),
+        "The WebVTT track (cues `sprite_NNN.jpg#xywh=x,y,w,h`, relative to it) or one of its sprite "
+        "sheets; the detail's thumbnails_vtt links the live version's track.",
+        (answer.VTT_TYPE.split(";")[0],),
+    ),
+    "vplaylist": (
+        "Media playlist of one rendition of one version",
+        (schemas.VIDEO_ID, schemas.VERSION, schemas.RESOLUTION),
+        "The live version (or an older one kept for a grace period), or the one being built for the "
+        "owner and admins (EVENT, growing, until it is done).",
+    ),
+    "playlist": (
+        "Media playlist of one rendition of the live version",
+        (schemas.VIDEO_ID, schemas.RESOLUTION),
+        "A rendition above the highest one produced is served from the highest (API.md §3).",
+    ),
+    "vsegment": (
+        "MPEG-TS segment of one version",
+        (schemas.VIDEO_ID, schemas.VERSION, schemas.RESOLUTION, schemas.SEGMENT),
+        "Immutable.",
+    ),
+    "segment": (
+        "MPEG-TS segment of the live version",
+        (schemas.VIDEO_ID, schemas.RESOLUTION, schemas.SEGMENT),
+        "Follows the live version: cached briefly.",
+    ),
+    "subtitles": (
+        "Subtitle playlist of one language of one version",
+        (schemas.VIDEO_ID, schemas.VERSION, schemas.LANGUAGE),
+        "Covers the whole duration; made per request from the WebVTT file.",
+    ),
+    "subsegment": (
+        "WebVTT segment of a subtitle playlist",
+        (schemas.VIDEO_ID, schemas.VERSION, schemas.LANGUAGE, schemas.SUBTITLE_SEGMENT),
+        "With X-TIMESTAMP-MAP.",
+    ),
+    "thumbnail": (
+        "Catalog thumbnail",
+        (schemas.IMAGE_NAME,),
+        "<id>.jpg: a public video's for anyone, a private video's for its owner and admins; "
+        "<id>-<key>.jpg (a private video's thumbnail_url): for whoever holds the key.",
+    ),
     "poster": ("Poster", (schemas.IMAGE_NAME,), "Access as for the thumbnail."),
 }
 MEDIA_FILES = {kind: media_file(kind, *declared) for kind, declared in _MEDIA_FILE_WORDS.items()}
@@ -385,8 +431,12 @@ class StreamFileHandler(MediaFileHandler):
     while 404 keeps meaning the video itself is gone or not watchable.
     """
 
-    @operation("under a signed stream URL", params=(schemas.STREAM_TOKEN,), kinds=MEDIA_FILES,
-               responses={401: BAD_STREAM_TOKEN, 404: UNWATCHABLE})
+    @operation(
+        "under a signed stream URL",
+        params=(schemas.STREAM_TOKEN,),
+        kinds=MEDIA_FILES,
+        responses={401: BAD_STREAM_TOKEN, 404: UNWATCHABLE},
+    )
     @public
     async def get(self, token: str, *args: str) -> None:
         target = self.target(args)
@@ -406,9 +456,14 @@ class MediaImageHandler(MediaFileHandler):
     They exist only once a transcode has put them in place and go with the video.
     """
 
-    @operation(security=schemas.ANYONE_OR_ACCESS_TOKEN, kinds=MEDIA_FILES,
-               responses={401: f"{INVALID_TOKEN} (a stale or forged access token)",
-                          404: "No such image, or a video the caller may not see"})
+    @operation(
+        security=schemas.ANYONE_OR_ACCESS_TOKEN,
+        kinds=MEDIA_FILES,
+        responses={
+            401: f"{INVALID_TOKEN} (a stale or forged access token)",
+            404: "No such image, or a video the caller may not see",
+        },
+    )
     @public
     async def get(self, name: str) -> None:
         request = images.parse_image_name(name)
@@ -426,8 +481,9 @@ class MediaImageHandler(MediaFileHandler):
             raise APIError(503) from None
         root = media.version_dir(self.config.media_dir, request.video_id, access.version)
         # Cached as images.py says for this caller (its own Vary when it answers by credentials).
-        policy = answer.Policy(self.policy.content_type, access.cache_control,
-                               extra=(("Vary", access.vary),) if access.vary else ())
+        policy = answer.Policy(
+            self.policy.content_type, access.cache_control, extra=(("Vary", access.vary),) if access.vary else ()
+        )
         await self.serve_file(root, (images.file_name(self.kind),), policy)
 
     @public
@@ -438,8 +494,9 @@ class MediaImageHandler(MediaFileHandler):
 SUBTITLES_NOT_READY = "Of the version being built: not ready yet (Retry-After)"
 
 
-class SubtitleHLSHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin,
-                         tornado.web.RequestHandler):
+class SubtitleHLSHandler(
+    HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErrorsMixin, CorsMixin, AuthMixin, tornado.web.RequestHandler
+):
     """A version's subtitle playlist and segments, made per request from the canonical
     WebVTT file and the version's ladder.json (parsing in the file executor), with the
     access rules of that version's segments (playback.resolve_file):
@@ -474,15 +531,25 @@ class SubtitleHLSHandler(HLSRequestMixin, ObservedMixin, ServicesMixin, JSONErro
         segment = None if self.kind == "subtitles" else target.name
         try:
             body = await asyncio.get_running_loop().run_in_executor(
-                self.services.file_executor, subtitle_tracks.render_hls_file, self.config.media_dir,
-                target.video_id, served.version, language, segment)
+                self.services.file_executor,
+                subtitle_tracks.render_hls_file,
+                self.config.media_dir,
+                target.video_id,
+                served.version,
+                language,
+                segment,
+            )
         except subtitle_tracks.SubtitleUnavailable:
             raise APIError(404) from None
         except subtitle_tracks.SubtitleNotReady:
-            raise APIError(503, "Not transcoded yet: try again shortly.",
-                           headers={"Retry-After": BUILDING_RETRY_AFTER}) from None
-        self.write_answer(answer.answer_rendered(self.request_facts(), answer.media_policy(self.kind, target.name,
-                                                                                          served.building), body))
+            raise APIError(
+                503, "Not transcoded yet: try again shortly.", headers={"Retry-After": BUILDING_RETRY_AFTER}
+            ) from None
+        self.write_answer(
+            answer.answer_rendered(
+                self.request_facts(), answer.media_policy(self.kind, target.name, served.building), body
+            )
+        )
 
 
 class VideoSubtitleHLSHandler(SubtitleHLSHandler):
@@ -502,8 +569,12 @@ class VideoSubtitleHLSHandler(SubtitleHLSHandler):
 
 
 class StreamSubtitleHLSHandler(SubtitleHLSHandler):
-    @operation("under a signed stream URL", params=(schemas.STREAM_TOKEN,), kinds=MEDIA_FILES,
-               responses={401: BAD_STREAM_TOKEN, 404: UNWATCHABLE, 503: SUBTITLES_NOT_READY})
+    @operation(
+        "under a signed stream URL",
+        params=(schemas.STREAM_TOKEN,),
+        kinds=MEDIA_FILES,
+        responses={401: BAD_STREAM_TOKEN, 404: UNWATCHABLE, 503: SUBTITLES_NOT_READY},
+    )
     @public
     async def get(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
         target, language = self.target(raw_id, raw_version, language, name)
@@ -518,16 +589,20 @@ class StreamSubtitleHLSHandler(SubtitleHLSHandler):
 class VideoStreamURLHandler(BaseHandler):
     """GET /api/video/<id>/stream/ -> a signed playback URL (API.md §4)."""
 
-    @operation("A signed, expiring playback URL for any HLS player", params=(schemas.VIDEO_ID,),
-               responses={200: schemas.STREAM_URL, 404: "Unknown video, or one the caller may not watch"})
+    @operation(
+        "A signed, expiring playback URL for any HLS player",
+        params=(schemas.VIDEO_ID,),
+        responses={200: schemas.STREAM_URL, 404: "Unknown video, or one the caller may not watch"},
+    )
     @authenticated
     async def get(self, raw_id: str) -> None:
         video_id = media.parse_video_id(raw_id)
         if video_id is None:
             raise APIError(404)
         try:
-            issued = await playback.issue_stream_url(self.config, self.services, video_id,
-                                                     self.current_user, int(time.time()))
+            issued = await playback.issue_stream_url(
+                self.config, self.services, video_id, self.current_user, int(time.time())
+            )
         except media.VideoNotFound:
             raise APIError(404) from None
         except playback.InvalidStreamToken:
@@ -588,8 +663,11 @@ SEGMENT_ROUTES = (
 def twins(table: tuple[tuple[str, str], ...], handler: Callable[[Credential], type]) -> list[Any]:
     """One route per credential for each (path, kind) of `table`, served by `handler`
     of the credential."""
-    return [(f"{credential.prefix}{PART}/{path}", handler(credential), {"kind": kind})
-            for credential in CREDENTIALS for path, kind in table]
+    return [
+        (f"{credential.prefix}{PART}/{path}", handler(credential), {"kind": kind})
+        for credential in CREDENTIALS
+        for path, kind in table
+    ]
 
 
 ROUTES: list[Any] = [

@@ -6,6 +6,7 @@ unknown path; with it, a request without `Authorization: Bearer <token>` gets 40
 With VIDEOFLIX_METRICS_LISTEN, `serve` and `worker` also answer GET /metrics
 there, without a token (bind it to a private address), and nothing else.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 # and an executor render, so a token holder (or a leaked token) cannot spin it (CWE-770).
 SCRAPES_PER_WINDOW = 20
 SCRAPE_WINDOW_SECONDS = 10.0
+
+
 class ScrapeThrottle:
     """The recent scrapes of one process (`services.state`)."""
 
@@ -53,11 +56,16 @@ class ScrapeThrottle:
 class MetricsHandler(BaseHandler):
     requires_token = True
 
-    @operation("Prometheus metrics", security=schemas.METRICS_TOKEN,
-               responses={200: Response("The text exposition format",
-                                        media_types=(metrics.CONTENT_TYPE_LATEST.split(";")[0],)),
-                          401: "Missing or wrong token", 404: "No VIDEOFLIX_METRICS_TOKEN is set",
-                          429: f"Over {SCRAPES_PER_WINDOW} scrapes in {SCRAPE_WINDOW_SECONDS:g} s (Retry-After)"})
+    @operation(
+        "Prometheus metrics",
+        security=schemas.METRICS_TOKEN,
+        responses={
+            200: Response("The text exposition format", media_types=(metrics.CONTENT_TYPE_LATEST.split(";")[0],)),
+            401: "Missing or wrong token",
+            404: "No VIDEOFLIX_METRICS_TOKEN is set",
+            429: f"Over {SCRAPES_PER_WINDOW} scrapes in {SCRAPE_WINDOW_SECONDS:g} s (Retry-After)",
+        },
+    )
     @public
     async def get(self) -> None:
         if self.requires_token:
@@ -94,9 +102,14 @@ def listen_admin(config: Config, services: Services) -> tornado.httpserver.HTTPS
     if not config.metrics_listen:
         return None
     host, _, port = config.metrics_listen.rpartition(":")
-    app = tornado.web.Application(labelled_routes([(r"/metrics", AdminMetricsHandler)]), config=config,
-                                  services=services, default_handler_class=NotFoundHandler,
-                                  log_function=request_finished, compress_response=False)
+    app = tornado.web.Application(
+        labelled_routes([(r"/metrics", AdminMetricsHandler)]),
+        config=config,
+        services=services,
+        default_handler_class=NotFoundHandler,
+        log_function=request_finished,
+        compress_response=False,
+    )
     server = tornado.httpserver.HTTPServer(app, idle_connection_timeout=60)
     server.listen(int(port), host)
     log.info("metrics on http://%s/metrics", config.metrics_listen)

@@ -11,6 +11,7 @@
   to `record_answered` (access log, then metrics), where the segment lane hands its
   own answers' records too.
 """
+
 from __future__ import annotations
 
 import re
@@ -61,8 +62,7 @@ class ObservedMixin:
 
     def access_record(self: Any) -> AccessRecord:
         """What this answer leaves in the access log and the metrics."""
-        return AccessRecord(self.request, self.get_status(), route_of(self.request), self.request_id,
-                            self.body_bytes)
+        return AccessRecord(self.request, self.get_status(), route_of(self.request), self.request_id, self.body_bytes)
 
     def set_request_id_header(self: Any) -> None:
         """From set_default_headers: also after send_error's clear(), so on every answer."""
@@ -95,5 +95,9 @@ def record_answered(settings: dict[str, Any], record: AccessRecord) -> None:
     log_request(record, config.trusted_proxies if config is not None else ())
     request = record.request
     metrics.of(settings["services"]).observe_request(
-        record.route or metrics.UNMATCHED_ROUTE, request.method or "", record.status, record.duration(),
-        record.body_bytes)
+        record.route or metrics.UNMATCHED_ROUTE,
+        request.method or "",
+        record.status,
+        record.duration(),
+        record.body_bytes,
+    )

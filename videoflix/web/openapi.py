@@ -16,6 +16,7 @@ Routes whose handlers declare nothing (the web app's pages and files) are not AP
 tests/test_openapi.py checks both ways that every route and method is here, and a
 bounded schemathesis run holds the live server to the document.
 """
+
 from __future__ import annotations
 
 import http
@@ -89,17 +90,27 @@ def path_template(pattern: str, params: Sequence[Param]) -> tuple[str, list[dict
         raise ValueError(f"{pattern}: not a plain path with groups")
     literal = [re.sub(r"\\(.)", r"\1", piece) for piece in pieces]
     template = literal[0] + "".join(f"{{{param.name}}}{rest}" for param, rest in zip(params, literal[1:], strict=True))
-    parameters = [{"name": param.name, "in": "path", "required": True, "description": param.description,
-                   "schema": {"type": "string", "pattern": f"^{group[1:-1]}$"}}
-                  for param, group in zip(params, groups, strict=True)]
+    parameters = [
+        {
+            "name": param.name,
+            "in": "path",
+            "required": True,
+            "description": param.description,
+            "schema": {"type": "string", "pattern": f"^{group[1:-1]}$"},
+        }
+        for param, group in zip(params, groups, strict=True)
+    ]
     return template, parameters, optional_slash
 
 
 def _declared(handler: type, kind: str | None) -> dict[str, Operation]:
     """The declaration of each HTTP method `handler` defines (HEAD: its own, else its
     GET's), of route kind `kind`; empty when it declares none (not API)."""
-    defined = [name for name in HTTP_METHODS
-               if getattr(handler, name, None) is not getattr(tornado.web.RequestHandler, name, None)]
+    defined = [
+        name
+        for name in HTTP_METHODS
+        if getattr(handler, name, None) is not getattr(tornado.web.RequestHandler, name, None)
+    ]
     found = {name: declaration_of(getattr(handler, name)) for name in defined}
     if not any(found.values()):
         return {}
@@ -137,8 +148,11 @@ def _shared_errors(method: str, handler: type, declared: Operation, access: str)
 
 def _response(status: int, value: ResponseValue, config: Config, refs: _Schemas) -> dict[str, Any]:
     if not isinstance(value, Response):
-        value = Response(value) if isinstance(value, str) or callable(value) else Response(
-            http.HTTPStatus(status).phrase, shape=value)
+        value = (
+            Response(value)
+            if isinstance(value, str) or callable(value)
+            else Response(http.HTTPStatus(status).phrase, shape=value)
+        )
     shaped: dict[str, Any] = {"description": text(value.description, config)}
     if value.shape is not None:
         shaped["content"] = {JSON: {"schema": refs.resolve(value.shape)}}
@@ -149,8 +163,9 @@ def _response(status: int, value: ResponseValue, config: Config, refs: _Schemas)
     return shaped
 
 
-def _operation(method: str, handler: type, declared: Operation, config: Config, refs: _Schemas,
-               optional_slash: bool) -> dict[str, Any]:
+def _operation(
+    method: str, handler: type, declared: Operation, config: Config, refs: _Schemas, optional_slash: bool
+) -> dict[str, Any]:
     access = getattr(handler, method).access
     responses = {status: _response(status, value, config, refs) for status, value in declared.responses.items()}
     for status, (description, details) in _shared_errors(method, handler, declared, access).items():
@@ -159,12 +174,16 @@ def _operation(method: str, handler: type, declared: Operation, config: Config, 
         content = response.get("content", {}).get(JSON)
         if details and content is not None:
             content["examples"] = {
-                f"{status}-{number}": {"value": {"detail": detail}} for number, detail in enumerate(details)}
+                f"{status}-{number}": {"value": {"detail": detail}} for number, detail in enumerate(details)
+            }
     description = text(declared.description, config)
     if optional_slash:
         description = " ".join(filter(None, (description, "Also with a trailing slash.")))
-    security = declared.security if declared.security is not None else (
-        schemas.ANYONE if access == "public" else schemas.ACCESS_TOKEN)
+    security = (
+        declared.security
+        if declared.security is not None
+        else (schemas.ANYONE if access == "public" else schemas.ACCESS_TOKEN)
+    )
     shaped: dict[str, Any] = {
         "tags": [handler.__module__.rsplit(".", 1)[-1].removesuffix("_handlers")],
         "summary": text(declared.summary, config),
@@ -189,8 +208,10 @@ def _request_body(handler: type, declared: Operation, refs: _Schemas) -> dict[st
     shape: Shape | None = declared.json if declared.json is not None else declared.form
     if shape is None:
         return None
-    return {"required": True, "content": {JSON if declared.json is not None else MULTIPART:
-                                          {"schema": refs.resolve(shape)}}}
+    return {
+        "required": True,
+        "content": {JSON if declared.json is not None else MULTIPART: {"schema": refs.resolve(shape)}},
+    }
 
 
 def _path_params(handler: type, operations: Mapping[str, Operation]) -> tuple[Param, ...]:
@@ -220,13 +241,14 @@ def openapi_document(routes: Iterable[Route], config: Config) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {
-            "title": "Videoflix", "version": "2",
+            "title": "Videoflix",
+            "version": "2",
             "description": "Self-hosted video streaming: accounts, catalog, upload, HLS delivery. The contract "
-                           "in prose is API.md. Besides each operation's answers: OPTIONS on any path is the "
-                           "CORS preflight (204, no credentials); any request may be answered 400 "
-                           f"({gate.INVALID_HOST!r}, {gate.NO_BODY!r}) for a Host that is not ours or a body "
-                           f"on {', '.join(sorted(gate.BODILESS_METHODS))}, and 503 "
-                           f"({outage.DETAIL!r}, with Retry-After) while PostgreSQL or Redis is down.",
+            "in prose is API.md. Besides each operation's answers: OPTIONS on any path is the "
+            "CORS preflight (204, no credentials); any request may be answered 400 "
+            f"({gate.INVALID_HOST!r}, {gate.NO_BODY!r}) for a Host that is not ours or a body "
+            f"on {', '.join(sorted(gate.BODILESS_METHODS))}, and 503 "
+            f"({outage.DETAIL!r}, with Retry-After) while PostgreSQL or Redis is down.",
         },
         "servers": [{"url": config.public_url}],
         "paths": paths,

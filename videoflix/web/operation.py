@@ -15,6 +15,7 @@ the method and the handler's flags (takes_json).
 A text may be a function of the Config where it states a limit the server's
 settings own (`lambda config: f"... {config.max_upload_bytes} ..."`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -92,10 +93,15 @@ class Operation:
             raise ValueError(f"no declaration for route kind {kind!r}")
         part = self.kinds[kind]
         return dataclasses.replace(
-            self, summary=_joined(part.summary, self.summary, " "),
+            self,
+            summary=_joined(part.summary, self.summary, " "),
             description=_joined(part.description, self.description, "\n\n"),
-            params=self.params + part.params, json=part.json or self.json, form=part.form or self.form,
-            responses={**part.responses, **self.responses}, kinds={})
+            params=self.params + part.params,
+            json=part.json or self.json,
+            form=part.form or self.form,
+            responses={**part.responses, **self.responses},
+            kinds={},
+        )
 
 
 def _joined(first: Text, second: Text, separator: str) -> Text:
@@ -113,10 +119,17 @@ def text(value: Text, config: Config) -> str:
 Method = TypeVar("Method", bound=Callable[..., Any])
 
 
-def operation(summary: Text = "", description: Text = "", *, params: tuple[Param, ...] = (),
-              json: Shape | None = None, form: Shape | None = None,
-              responses: Mapping[int, ResponseValue] | None = None, security: Security | None = None,
-              kinds: Mapping[str, Operation] | None = None) -> Callable[[Method], Method]:
+def operation(
+    summary: Text = "",
+    description: Text = "",
+    *,
+    params: tuple[Param, ...] = (),
+    json: Shape | None = None,
+    form: Shape | None = None,
+    responses: Mapping[int, ResponseValue] | None = None,
+    security: Security | None = None,
+    kinds: Mapping[str, Operation] | None = None,
+) -> Callable[[Method], Method]:
     """Declare a handler method for the OpenAPI document (the fields of Operation)."""
     declaration = Operation(summary, description, params, json, form, responses or {}, security, kinds or {})
 
@@ -131,8 +144,9 @@ def declaration_of(method: Any) -> Operation | None:
     return getattr(method, "operation", None)
 
 
-def media_file(kind: str, summary: str, params: tuple[Param, ...], description: str = "",
-               also: tuple[str, ...] = ()) -> Operation:
+def media_file(
+    kind: str, summary: str, params: tuple[Param, ...], description: str = "", also: tuple[str, ...] = ()
+) -> Operation:
     """A file of route kind `kind`, answered as delivery/answer.py answers that kind
     (KINDS): its content type (and `also` others), 304 to a validator that matches,
     a byte range where it is a file on disk (not made per request), and 503 while the

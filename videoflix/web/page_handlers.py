@@ -8,6 +8,7 @@ external frontend. A page that needs a session sends a visitor without any
 session cookie to the login page; an expired session is the page's business
 (it refreshes the access token, or goes to login itself).
 """
+
 from __future__ import annotations
 
 from typing import Any, cast
@@ -37,19 +38,21 @@ def content_security_policy(public_url: str) -> str:
     parts = urlsplit(public_url)
     origin = f"{parts.scheme}://{parts.netloc}"
     own = f"'self' {origin}"
-    return "; ".join((
-        "default-src 'self'",
-        "script-src 'self'",
-        "style-src 'self'",
-        f"img-src {own} data:",
-        f"media-src {own} blob: data:",
-        f"connect-src {own}",
-        "worker-src 'self' blob:",
-        "object-src 'none'",
-        "base-uri 'none'",
-        "form-action 'self'",
-        "frame-ancestors 'none'",
-    ))
+    return "; ".join(
+        (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            f"img-src {own} data:",
+            f"media-src {own} blob: data:",
+            f"connect-src {own}",
+            "worker-src 'self' blob:",
+            "object-src 'none'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'none'",
+        )
+    )
 
 
 class FileResponseMixin(AnswerWriterMixin, ServicesMixin, JSONErrorsMixin):
@@ -61,8 +64,9 @@ class FileResponseMixin(AnswerWriterMixin, ServicesMixin, JSONErrorsMixin):
         return cast(Assets, self.settings["assets"])
 
     def write_asset(self: Any, asset: Asset, cache_control: str, *extra: tuple[str, str]) -> None:
-        policy = answer.Policy(asset.content_type, cache_control, compressible=asset.gzipped is not None,
-                               extra=tuple(extra))
+        policy = answer.Policy(
+            asset.content_type, cache_control, compressible=asset.gzipped is not None, extra=tuple(extra)
+        )
         facts = answer.RequestFacts.of(self.request.method, self.request.headers)
         self.write_answer(answer.answer_rendered(facts, policy, asset.body, asset.etag, asset.gzipped))
 
@@ -81,9 +85,13 @@ class PageHandler(FileResponseMixin, tornado.web.RequestHandler):
             asset = await self.assets.page(self.services.file_executor, self.page)
         except AssetNotFound:
             raise APIError(404) from None
-        self.write_asset(asset, PAGE_CACHE_CONTROL,
-                         ("Content-Security-Policy", content_security_policy(self.config.public_url)),
-                         ("X-Frame-Options", "DENY"), ("Referrer-Policy", "same-origin"))
+        self.write_asset(
+            asset,
+            PAGE_CACHE_CONTROL,
+            ("Content-Security-Policy", content_security_policy(self.config.public_url)),
+            ("X-Frame-Options", "DENY"),
+            ("Referrer-Policy", "same-origin"),
+        )
 
 
 class StaticAssetHandler(FileResponseMixin, tornado.web.RequestHandler):

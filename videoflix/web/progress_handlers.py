@@ -1,4 +1,5 @@
 """Watch progress and "Continue watching" (API.md §6)."""
+
 from __future__ import annotations
 
 from videoflix.library import watching
@@ -10,10 +11,12 @@ from videoflix.web.video_handlers import VIDEO_ID
 
 
 class VideoProgressHandler(BaseHandler):
-    @operation("Store the caller's position in the video (POST too, for navigator.sendBeacon)",
-               params=(schemas.VIDEO_ID,), json=schemas.POSITION,
-               responses={204: "Stored", 400: "Not a number in range",
-                          404: "Unknown video, or one the caller may not see"})
+    @operation(
+        "Store the caller's position in the video (POST too, for navigator.sendBeacon)",
+        params=(schemas.VIDEO_ID,),
+        json=schemas.POSITION,
+        responses={204: "Stored", 400: "Not a number in range", 404: "Unknown video, or one the caller may not see"},
+    )
     @authenticated
     async def put(self, video_id: str) -> None:
         user = self.current_user
@@ -32,8 +35,10 @@ class VideoProgressHandler(BaseHandler):
 
 
 class ContinueWatchingHandler(BaseHandler):
-    @operation("Started and unfinished videos, most recently watched first",
-               responses={200: {"type": "array", "items": schemas.CONTINUE_ITEM}})
+    @operation(
+        "Started and unfinished videos, most recently watched first",
+        responses={200: {"type": "array", "items": schemas.CONTINUE_ITEM}},
+    )
     @authenticated
     async def get(self) -> None:
         user = self.current_user

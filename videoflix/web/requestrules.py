@@ -11,6 +11,7 @@
   characters (PostgreSQL refuses them in text), no lone surrogates (not encodable as
   UTF-8) and no absurd nesting: field errors (400), never a 500.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,8 +99,7 @@ def check_origin(headers: Mapping[str, str], trusted: frozenset[str], own_origin
 def is_json_type(content_type: str | None) -> bool:
     """application/json, or any application/*+json, parameters ignored (RFC 8259 §11)."""
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
-    return media_type == "application/json" or (
-        media_type.startswith("application/") and media_type.endswith("+json"))
+    return media_type == "application/json" or (media_type.startswith("application/") and media_type.endswith("+json"))
 
 
 def check_multipart_request(headers: Mapping[str, str]) -> None:

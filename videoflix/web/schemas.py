@@ -1,6 +1,7 @@
 """The API's JSON shapes (OpenAPI components), path parameters and credentials, as plain
 data for the handlers' declarations (web/operation.py). Every limit is read from the
 module that enforces it."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -25,100 +26,186 @@ def _text_fields() -> dict[str, Any]:
     return {name: {"type": "string", "maxLength": FIELD_LIMITS[name]} for name in ("title", "description", "category")}
 
 
-ERROR = Schema("Error", {
-    "description": "`{\"detail\": message}` or field errors `{field: [messages]}`",
-    "type": "object",
-    "anyOf": [
-        {"required": ["detail"], "properties": {"detail": {"type": "string"}}},
-        {"additionalProperties": {"type": "array", "items": {"type": "string"}}},
-    ],
-})
+ERROR = Schema(
+    "Error",
+    {
+        "description": '`{"detail": message}` or field errors `{field: [messages]}`',
+        "type": "object",
+        "anyOf": [
+            {"required": ["detail"], "properties": {"detail": {"type": "string"}}},
+            {"additionalProperties": {"type": "array", "items": {"type": "string"}}},
+        ],
+    },
+)
 MESSAGE = Schema("Message", strings(("detail", "message")))
-REGISTERED = {"type": "object", "required": ["user"],
-              "properties": {"user": {"type": "object", "required": ["id", "email"],
-                                      "properties": {"id": {"type": "integer"}, "email": {"type": "string"}}}}}
-LOGIN = {"type": "object", "required": ["detail", "user"],
-         "properties": {"detail": {"type": "string"},
-                        "user": {"type": "object", "required": ["id", "username"],
-                                 "properties": {"id": {"type": "integer"}, "username": {"type": "string"}}}}}
+REGISTERED = {
+    "type": "object",
+    "required": ["user"],
+    "properties": {
+        "user": {
+            "type": "object",
+            "required": ["id", "email"],
+            "properties": {"id": {"type": "integer"}, "email": {"type": "string"}},
+        }
+    },
+}
+LOGIN = {
+    "type": "object",
+    "required": ["detail", "user"],
+    "properties": {
+        "detail": {"type": "string"},
+        "user": {
+            "type": "object",
+            "required": ["id", "username"],
+            "properties": {"id": {"type": "integer"}, "username": {"type": "string"}},
+        },
+    },
+}
 REFRESHED = strings(("detail", "access"), required=("detail", "access"))
 HEALTH = Schema("Health", strings(("status", "database", "redis"), required=("status", "database", "redis")))
 STREAM_URL = strings(("url", "expires_at"), required=("url", "expires_at"))
-POSITION = {"type": "object", "required": ["position"],
-            "properties": {"position": {"type": "number", "minimum": 0, "maximum": watching.MAX_POSITION_SECONDS,
-                                        "description": "Seconds from the start"}}}
+POSITION = {
+    "type": "object",
+    "required": ["position"],
+    "properties": {
+        "position": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": watching.MAX_POSITION_SECONDS,
+            "description": "Seconds from the start",
+        }
+    },
+}
 
-CATALOG_ITEM = Schema("CatalogItem", {
-    "type": "object",
-    "required": ["id", "created_at", "title", "description", "thumbnail_url", "category"],
-    "properties": {
-        "id": {"type": "integer"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "title": {"type": "string"},
-        "description": {"type": "string"},
-        "thumbnail_url": {"type": ["string", "null"], "format": "uri"},
-        "category": {"type": "string"},
+CATALOG_ITEM = Schema(
+    "CatalogItem",
+    {
+        "type": "object",
+        "required": ["id", "created_at", "title", "description", "thumbnail_url", "category"],
+        "properties": {
+            "id": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "title": {"type": "string"},
+            "description": {"type": "string"},
+            "thumbnail_url": {"type": ["string", "null"], "format": "uri"},
+            "category": {"type": "string"},
+        },
     },
-})
-SUBTITLE = Schema("Subtitle", {
-    "type": "object", "required": ["language", "label", "url"],
-    "properties": {"language": {"type": "string", "description": "BCP 47, canonical form"},
-                   "label": {"type": "string", "maxLength": subtitle_formats.MAX_LABEL_CHARS},
-                   "url": {"type": "string", "format": "uri",
-                           "description": "GET: the WebVTT file; DELETE: remove it"}},
-})
-VIDEO_DETAIL = Schema("VideoDetail", {"allOf": [CATALOG_ITEM, {
-    "type": "object",
-    "required": ["status", "progress", "error", "duration", "width", "height", "resolutions", "visibility",
-                 "master_url"],
-    "properties": {
-        "status": {"enum": ["uploading", "queued", "processing", "ready", "failed"]},
-        "progress": {"type": "integer", "minimum": 0, "maximum": 100},
-        "error": NULLABLE_STRING,
-        "duration": {"type": ["number", "null"]},
-        "width": {"type": ["integer", "null"]},
-        "height": {"type": ["integer", "null"]},
-        "resolutions": {"type": "array", "items": {"enum": list(media.RESOLUTIONS)}},
-        "visibility": VISIBILITY,
-        "master_url": NULLABLE_STRING,
-        "position": {"type": ["number", "null"]},
-        "playable": {"type": "boolean",
-                     "description": "A live version exists, or the one being built lists a segment in every "
-                                    "rendition (master_url is then set)"},
-        "subtitles": {"type": "array", "items": SUBTITLE},
-        "thumbnails_vtt": {"type": ["string", "null"], "format": "uri",
-                           "description": "The live version's WebVTT thumbnails track (cues point into sprite "
-                                          "sheets with #xywh=), or null"},
+)
+SUBTITLE = Schema(
+    "Subtitle",
+    {
+        "type": "object",
+        "required": ["language", "label", "url"],
+        "properties": {
+            "language": {"type": "string", "description": "BCP 47, canonical form"},
+            "label": {"type": "string", "maxLength": subtitle_formats.MAX_LABEL_CHARS},
+            "url": {"type": "string", "format": "uri", "description": "GET: the WebVTT file; DELETE: remove it"},
+        },
     },
-}]})
-CONTINUE_ITEM = Schema("ContinueItem", {"allOf": [CATALOG_ITEM, {
-    "type": "object", "required": ["position", "duration"],
-    "properties": {"position": {"type": "number"}, "duration": {"type": ["number", "null"]}},
-}]})
-VIDEO_CHANGES = Schema("VideoChanges", {
-    "type": "object",
-    "description": "Any of the upload's text fields, validated by the same rules",
-    "properties": {**_text_fields(), "visibility": VISIBILITY},
-})
-UPLOAD = Schema("Upload", {
-    "type": "object",
-    "required": ["title", "file"],
-    "properties": {**_text_fields(), "visibility": VISIBILITY,
-                   "file": {"type": "string", "contentMediaType": "application/octet-stream"}},
-})
-SUBTITLE_UPLOAD = Schema("SubtitleUpload", {
-    "type": "object",
-    "required": ["file", "language"],
-    "properties": {
-        "file": {"type": "string", "contentMediaType": "application/octet-stream",
-                 "description": f".vtt or .srt, UTF-8, at most {subtitle_formats.MAX_FILE_BYTES} bytes"},
-        "language": {"type": "string",
-                     "description": f"BCP 47 tag, e.g. en, pt-BR (at most {subtitle_formats.MAX_LANGUAGE_CHARS} "
-                                    "characters)"},
-        "label": {"type": "string", "maxLength": subtitle_formats.MAX_LABEL_CHARS,
-                  "description": "Menu name; default: the language's English name"},
+)
+VIDEO_DETAIL = Schema(
+    "VideoDetail",
+    {
+        "allOf": [
+            CATALOG_ITEM,
+            {
+                "type": "object",
+                "required": [
+                    "status",
+                    "progress",
+                    "error",
+                    "duration",
+                    "width",
+                    "height",
+                    "resolutions",
+                    "visibility",
+                    "master_url",
+                ],
+                "properties": {
+                    "status": {"enum": ["uploading", "queued", "processing", "ready", "failed"]},
+                    "progress": {"type": "integer", "minimum": 0, "maximum": 100},
+                    "error": NULLABLE_STRING,
+                    "duration": {"type": ["number", "null"]},
+                    "width": {"type": ["integer", "null"]},
+                    "height": {"type": ["integer", "null"]},
+                    "resolutions": {"type": "array", "items": {"enum": list(media.RESOLUTIONS)}},
+                    "visibility": VISIBILITY,
+                    "master_url": NULLABLE_STRING,
+                    "position": {"type": ["number", "null"]},
+                    "playable": {
+                        "type": "boolean",
+                        "description": "A live version exists, or the one being built lists a segment in every "
+                        "rendition (master_url is then set)",
+                    },
+                    "subtitles": {"type": "array", "items": SUBTITLE},
+                    "thumbnails_vtt": {
+                        "type": ["string", "null"],
+                        "format": "uri",
+                        "description": "The live version's WebVTT thumbnails track (cues point into sprite "
+                        "sheets with #xywh=), or null",
+                    },
+                },
+            },
+        ]
     },
-})
+)
+CONTINUE_ITEM = Schema(
+    "ContinueItem",
+    {
+        "allOf": [
+            CATALOG_ITEM,
+            {
+                "type": "object",
+                "required": ["position", "duration"],
+                "properties": {"position": {"type": "number"}, "duration": {"type": ["number", "null"]}},
+            },
+        ]
+    },
+)
+VIDEO_CHANGES = Schema(
+    "VideoChanges",
+    {
+        "type": "object",
+        "description": "Any of the upload's text fields, validated by the same rules",
+        "properties": {**_text_fields(), "visibility": VISIBILITY},
+    },
+)
+UPLOAD = Schema(
+    "Upload",
+    {
+        "type": "object",
+        "required": ["title", "file"],
+        "properties": {
+            **_text_fields(),
+            "visibility": VISIBILITY,
+            "file": {"type": "string", "contentMediaType": "application/octet-stream"},
+        },
+    },
+)
+SUBTITLE_UPLOAD = Schema(
+    "SubtitleUpload",
+    {
+        "type": "object",
+        "required": ["file", "language"],
+        "properties": {
+            "file": {
+                "type": "string",
+                "contentMediaType": "application/octet-stream",
+                "description": f".vtt or .srt, UTF-8, at most {subtitle_formats.MAX_FILE_BYTES} bytes",
+            },
+            "language": {
+                "type": "string",
+                "description": f"BCP 47 tag, e.g. en, pt-BR (at most {subtitle_formats.MAX_LANGUAGE_CHARS} characters)",
+            },
+            "label": {
+                "type": "string",
+                "maxLength": subtitle_formats.MAX_LABEL_CHARS,
+                "description": "Menu name; default: the language's English name",
+            },
+        },
+    },
+)
 
 # Path parameters (their patterns are the routes').
 VIDEO_ID = Param("id", "Video id")
@@ -135,12 +222,19 @@ IMAGE_NAME = Param("name", "<id>.jpg or <id>-<key>.jpg (the catalog's thumbnail_
 
 # Credentials (components/securitySchemes) and the requirements that name them.
 SECURITY_SCHEMES = {
-    "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "access_token",
-                   "description": "Access JWT set by POST /api/login/"},
+    "cookieAuth": {
+        "type": "apiKey",
+        "in": "cookie",
+        "name": "access_token",
+        "description": "Access JWT set by POST /api/login/",
+    },
     "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
     "refreshCookie": {"type": "apiKey", "in": "cookie", "name": "refresh_token"},
-    "metricsToken": {"type": "http", "scheme": "bearer",
-                     "description": "VIDEOFLIX_METRICS_TOKEN; without it set, GET /metrics answers 404"},
+    "metricsToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "VIDEOFLIX_METRICS_TOKEN; without it set, GET /metrics answers 404",
+    },
 }
 ACCESS_TOKEN: list[dict[str, list[str]]] = [{"cookieAuth": []}, {"bearerAuth": []}]
 ANYONE: list[dict[str, list[str]]] = []

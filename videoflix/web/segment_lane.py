@@ -32,6 +32,7 @@ The body goes by zerocopy.Sender after Tornado's public HTTP1Connection.write_he
 the access log line and the metrics come from the lane's AccessRecord, through
 observe.record_answered as every handler's.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -69,8 +70,9 @@ ROUTE_MEMORY = 4096
 ROUTE_MEMORY_PATH_LIMIT = 256
 LANE_PREFIX = "/api/video/"
 SERVER_HEADER = f"TornadoServer/{tornado.version}"  # as RequestHandler.clear sets it
-START_LINES = {status: tornado.httputil.ResponseStartLine("", status, http.HTTPStatus(status).phrase)
-               for status in (200, 206)}
+START_LINES = {
+    status: tornado.httputil.ResponseStartLine("", status, http.HTTPStatus(status).phrase) for status in (200, 206)
+}
 
 # Answered here since start (tests: the lane was taken).
 answered = 0
@@ -107,9 +109,12 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         headers = request.headers
         config = self.config
         behind_nginx = bool(config.accel_redirect)
-        if (request.method != "GET" or not request.path.startswith(LANE_PREFIX)
-                or any(name in headers for name in (BODY_HEADERS if behind_nginx else HANDLER_HEADERS))
-                or not (behind_nginx or zerocopy.usable(request))):
+        if (
+            request.method != "GET"
+            or not request.path.startswith(LANE_PREFIX)
+            or any(name in headers for name in (BODY_HEADERS if behind_nginx else HANDLER_HEADERS))
+            or not (behind_nginx or zerocopy.usable(request))
+        ):
             return None
         route = self.route(request)
         if route is None:
@@ -118,12 +123,10 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         kind = rule.target_kwargs["kind"]
         try:
             target = playback.parse_hls_target(kind, tuple(media_handlers.path_part(arg) for arg in found["path_args"]))
-            claims = tokens.read_access_token_cached(config.secret_key, access_token_of(request),
-                                                     int(time.time()))
+            claims = tokens.read_access_token_cached(config.secret_key, access_token_of(request), int(time.time()))
         except (media.VideoNotFound, tokens.TokenError):  # refusals are the handler's to answer
             return None
-        if sessions.cached_liveness(self.services, claims.user_id, claims.token_version,
-                                    claims.session_id) is not True:
+        if sessions.cached_liveness(self.services, claims.user_id, claims.token_version, claims.session_id) is not True:
             return None
         served = playback.cached_watchable_file(self.services, target, claims)
         if served is None or served.building or served.rendered_master:
@@ -158,8 +161,12 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
             found = rule.matcher.match(request)  # (a RoutePattern: sets route_label)
             if found is not None:
                 kind = (rule.target_kwargs or {}).get("kind", "")
-                if (rule.target is media_handlers.VideoFileHandler and answer.KINDS[kind].unchanging
-                        and not found["path_kwargs"] and hasattr(rule.matcher, "label")):
+                if (
+                    rule.target is media_handlers.VideoFileHandler
+                    and answer.KINDS[kind].unchanging
+                    and not found["path_kwargs"]
+                    and hasattr(rule.matcher, "label")
+                ):
                     route = rule, found
                 break
         if len(path) <= ROUTE_MEMORY_PATH_LIMIT:  # request text: bounded in count and length
@@ -172,8 +179,14 @@ class _LaneAnswer:
 
     sender: zerocopy.Sender | None = None
 
-    def __init__(self, lane: SegmentLane, request: tornado.httputil.HTTPServerRequest, policy: answer.KindPolicy,
-                 planned: answer.Answer, entry: openfiles.Entry | None = None) -> None:
+    def __init__(
+        self,
+        lane: SegmentLane,
+        request: tornado.httputil.HTTPServerRequest,
+        policy: answer.KindPolicy,
+        planned: answer.Answer,
+        entry: openfiles.Entry | None = None,
+    ) -> None:
         self.lane = lane
         self.settings = lane.settings
         self.request = request
@@ -222,10 +235,18 @@ class _LaneAnswer:
             connection.stream.close()
         finally:
             self.release()
-            record_answered(self.settings, AccessRecord(
-                self.request, self.planned.status, route_of(self.request), self.request_id,
-                self.sender.sent if self.sender is not None else 0, bulk=self.policy.bulk,
-                seconds=time.monotonic() - self.started))
+            record_answered(
+                self.settings,
+                AccessRecord(
+                    self.request,
+                    self.planned.status,
+                    route_of(self.request),
+                    self.request_id,
+                    self.sender.sent if self.sender is not None else 0,
+                    bulk=self.policy.bulk,
+                    seconds=time.monotonic() - self.started,
+                ),
+            )
 
     def abort(self) -> None:
         if self.sender is not None:
@@ -250,11 +271,14 @@ class _Request(tornado.httputil.HTTPMessageDelegate):
         self.request_conn = request_conn
 
     def headers_received(self, start_line: Any, headers: tornado.httputil.HTTPHeaders) -> Any:
-        if (isinstance(start_line, tornado.httputil.RequestStartLine) and start_line.method == "GET"
-                and start_line.path.startswith(LANE_PREFIX)):
+        if (
+            isinstance(start_line, tornado.httputil.RequestStartLine)
+            and start_line.method == "GET"
+            and start_line.path.startswith(LANE_PREFIX)
+        ):
             request = tornado.httputil.HTTPServerRequest(
-                connection=self.request_conn, server_connection=self.server_conn, start_line=start_line,
-                headers=headers)
+                connection=self.request_conn, server_connection=self.server_conn, start_line=start_line, headers=headers
+            )
             self.answer = self.lane.plan(request)
         if self.answer is None:
             self.inner = self.lane.app.start_request(self.server_conn, self.request_conn)

@@ -11,6 +11,7 @@ through a capped parser; before a byte of it is read the caller is authenticated
 (401), the content type checked (415), a declared oversize refused (413) and the
 video looked up (404 unless owner or admin).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -65,11 +66,15 @@ class SubtitleListHandler(IdleBodyMixin, BaseHandler):
         try:
             await subtitle_tracks.reserve_upload(self.services, user.user_id, user.is_admin)
         except subtitle_tracks.UploadsThrottled as exc:
-            raise APIError(429, f"Too many subtitle uploads: at most {subtitle_tracks.SUBTITLE_UPLOADS_PER_HOUR} "
-                                "an hour.", headers={"Retry-After": str(exc.retry_after)}) from None
+            raise APIError(
+                429,
+                f"Too many subtitle uploads: at most {subtitle_tracks.SUBTITLE_UPLOADS_PER_HOUR} an hour.",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None
         if not uploads.take_upload_slot(self.services, user.user_id, self.config.max_concurrent_uploads):
-            raise APIError(429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} "
-                                "in progress per user.")
+            raise APIError(
+                429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} in progress per user."
+            )
         self.slot_user = user.user_id
         http1(self.request).set_max_body_size(limit)
         http1(self.request).set_body_timeout(SUBTITLE_BODY_TIMEOUT_SECONDS)
@@ -114,17 +119,25 @@ class SubtitleListHandler(IdleBodyMixin, BaseHandler):
         self.on_finish()
         super().on_connection_close()
 
-    @operation("Add subtitles in a language (owner or admin): a .vtt or .srt file; an existing track of that "
-               "language is replaced", params=(schemas.VIDEO_ID,), form=schemas.SUBTITLE_UPLOAD,
-               responses={201: Response("Stored", schemas.SUBTITLE),
-                          400: "Field errors: the file (the error names the line), the language or the label",
-                          404: "Unknown video, or not the caller's",
-                          409: f"A new language on a video with {subtitle_tracks.MAX_TRACKS_PER_VIDEO} tracks",
-                          413: f"A file over {subtitle_formats.MAX_FILE_BYTES} bytes",
-                          415: requestrules.EXPECTED_MULTIPART,
-                          429: lambda config: f"{subtitle_tracks.SUBTITLE_UPLOADS_PER_HOUR} uploads of the caller "
-                                             "this hour (Retry-After; admins are not counted), or "
-                                             f"{config.max_concurrent_uploads} in progress"})
+    @operation(
+        "Add subtitles in a language (owner or admin): a .vtt or .srt file; an existing track of that "
+        "language is replaced",
+        params=(schemas.VIDEO_ID,),
+        form=schemas.SUBTITLE_UPLOAD,
+        responses={
+            201: Response("Stored", schemas.SUBTITLE),
+            400: "Field errors: the file (the error names the line), the language or the label",
+            404: "Unknown video, or not the caller's",
+            409: f"A new language on a video with {subtitle_tracks.MAX_TRACKS_PER_VIDEO} tracks",
+            413: f"A file over {subtitle_formats.MAX_FILE_BYTES} bytes",
+            415: requestrules.EXPECTED_MULTIPART,
+            429: lambda config: (
+                f"{subtitle_tracks.SUBTITLE_UPLOADS_PER_HOUR} uploads of the caller "
+                "this hour (Retry-After; admins are not counted), or "
+                f"{config.max_concurrent_uploads} in progress"
+            ),
+        },
+    )
     @authenticated
     async def post(self, raw_id: str) -> None:
         video_id = media.parse_video_id(raw_id)  # checked in prepare already
@@ -137,15 +150,19 @@ class SubtitleListHandler(IdleBodyMixin, BaseHandler):
             fields = receiver.fields()
             data = receiver.file.value if receiver.has_file else None
             filename = receiver.filename if receiver.has_file else None
-            answer = await subtitle_tracks.add_from_upload(self.config, self.services, video_id, user.user_id,
-                                                          user.is_admin, fields, filename, data)
+            answer = await subtitle_tracks.add_from_upload(
+                self.config, self.services, video_id, user.user_id, user.is_admin, fields, filename, data
+            )
         except UploadError as exc:
             raise APIError(400, str(exc)) from None
         except subtitle_tracks.InvalidSubtitle as exc:
             raise APIError(400, body=exc.errors) from None
         except subtitle_tracks.TooManyTracks:
-            raise APIError(409, f"This video has {subtitle_tracks.MAX_TRACKS_PER_VIDEO} subtitle tracks already: "
-                                "remove one before adding another language.") from None
+            raise APIError(
+                409,
+                f"This video has {subtitle_tracks.MAX_TRACKS_PER_VIDEO} subtitle tracks already: "
+                "remove one before adding another language.",
+            ) from None
         except media.VideoNotFound:
             raise APIError(404) from None
         self.write_json(answer, 201)
@@ -160,10 +177,14 @@ class SubtitleHandler(BaseHandler):
             raise APIError(404)
         return video_id
 
-    @operation("The WebVTT file of one language (whoever may see the video)",
-               params=(schemas.VIDEO_ID, schemas.LANGUAGE),
-               responses={200: Response("WebVTT", media_types=(answer.VTT_TYPE.split(";")[0],)),
-                          404: "Unknown video or language, or a video the caller may not see"})
+    @operation(
+        "The WebVTT file of one language (whoever may see the video)",
+        params=(schemas.VIDEO_ID, schemas.LANGUAGE),
+        responses={
+            200: Response("WebVTT", media_types=(answer.VTT_TYPE.split(";")[0],)),
+            404: "Unknown video or language, or a video the caller may not see",
+        },
+    )
     @authenticated
     async def get(self, raw_id: str, language: str) -> None:
         user = self.current_user
@@ -171,10 +192,12 @@ class SubtitleHandler(BaseHandler):
         try:
             await catalog.get_visible_video(self.services, video_id, user.user_id, user.is_admin)
             tag = await asyncio.get_running_loop().run_in_executor(
-                self.services.file_executor, subtitle_formats.check_language, language)
+                self.services.file_executor, subtitle_formats.check_language, language
+            )
             path = media.subtitle_path(self.config.media_dir, video_id, tag)
             body = await asyncio.get_running_loop().run_in_executor(
-                self.services.file_executor, subtitle_tracks.read_file, path)
+                self.services.file_executor, subtitle_tracks.read_file, path
+            )
         except (media.VideoNotFound, subtitle_formats.SubtitleError):
             raise APIError(404) from None
         if body is None:
@@ -184,15 +207,16 @@ class SubtitleHandler(BaseHandler):
         self.set_header("Cache-Control", "private, no-cache")
         self.finish(body)
 
-    @operation("Remove the subtitles of one language (owner or admin)",
-               responses={204: "Deleted", 404: "Unknown video or language, or not the caller's video"})
+    @operation(
+        "Remove the subtitles of one language (owner or admin)",
+        responses={204: "Deleted", 404: "Unknown video or language, or not the caller's video"},
+    )
     @authenticated
     async def delete(self, raw_id: str, language: str) -> None:
         user = self.current_user
         video_id = self.video_id(raw_id)
         try:
-            await subtitle_tracks.remove(self.config, self.services, video_id, user.user_id, user.is_admin,
-                                        language)
+            await subtitle_tracks.remove(self.config, self.services, video_id, user.user_id, user.is_admin, language)
         except media.VideoNotFound:
             raise APIError(404) from None
         except subtitle_tracks.SubtitleNotFound:

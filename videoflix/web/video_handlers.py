@@ -1,4 +1,5 @@
 """Catalog, detail, upload, delete, re-run (API.md §2 and §4)."""
+
 from __future__ import annotations
 
 import errno
@@ -47,13 +48,15 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
         http1(self.request).set_body_timeout(limit / MIN_UPLOAD_BYTES_PER_SECOND)
         user = self.current_user
         try:  # before a byte of the body: the declared size counts (the real one is checked at the end)
-            await lifecycle.check_quota(self.config, self.services, user.user_id, user.is_admin,
-                                        int(length) if length is not None else 0)
+            await lifecycle.check_quota(
+                self.config, self.services, user.user_id, user.is_admin, int(length) if length is not None else 0
+            )
         except lifecycle.QuotaExceeded as exc:
             raise APIError(exc.status, exc.detail) from None
         if not uploads.take_upload_slot(self.services, user.user_id, self.config.max_concurrent_uploads):
-            raise APIError(429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} "
-                                "in progress per user.")
+            raise APIError(
+                429, f"Too many uploads at once: at most {self.config.max_concurrent_uploads} in progress per user."
+            )
         self.slot_user = user.user_id
         try:
             self.receiver = UploadReceiver(self.request.headers, self.config.media_dir, self.services.file_executor)
@@ -91,8 +94,11 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
             # Disk full or unwritable media dir: a JSON answer, not a dropped connection.
             log.error("upload to %s failed: %s", receiver.temp_path, exc)
             status = 507 if exc.errno == errno.ENOSPC else 500
-            self.refuse_upload(APIError(status, "Not enough storage to receive the upload."
-                                        if status == 507 else "Internal server error."))
+            self.refuse_upload(
+                APIError(
+                    status, "Not enough storage to receive the upload." if status == 507 else "Internal server error."
+                )
+            )
 
     def refuse_upload(self, error: APIError) -> None:
         """Answer now, mid-body; the rest of the body is ignored."""
@@ -109,24 +115,35 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
         self.release_upload()
         super().on_connection_close()
 
-    @operation("Catalog: ready videos the caller may watch, newest first",
-               responses={200: {"type": "array", "items": schemas.CATALOG_ITEM}})
+    @operation(
+        "Catalog: ready videos the caller may watch, newest first",
+        responses={200: {"type": "array", "items": schemas.CATALOG_ITEM}},
+    )
     @authenticated
     async def get(self) -> None:
         user = self.current_user
         items = await catalog.list_catalog(self.config, self.services, user.user_id, user.is_admin)
         self.write_json(items)
 
-    @operation("Upload a video (multipart, streamed to disk); queued for transcoding", form=schemas.UPLOAD,
-               responses={201: Response("Queued", schemas.VIDEO_DETAIL),
-                          400: "Field errors, or a file that is not a video this server takes",
-                          413: lambda config: (f"A file over {config.max_upload_bytes} bytes, or one past the "
-                                               f"caller's storage quota ({config.max_user_bytes} bytes; admins "
-                                               "exempt)"),
-                          429: lambda config: (f"{config.max_concurrent_uploads} uploads of the caller in progress, "
-                                               f"or {config.max_queued_per_user} of their videos waiting to be "
-                                               "transcoded (admins exempt)"),
-                          507: "Not enough storage to receive it"})
+    @operation(
+        "Upload a video (multipart, streamed to disk); queued for transcoding",
+        form=schemas.UPLOAD,
+        responses={
+            201: Response("Queued", schemas.VIDEO_DETAIL),
+            400: "Field errors, or a file that is not a video this server takes",
+            413: lambda config: (
+                f"A file over {config.max_upload_bytes} bytes, or one past the "
+                f"caller's storage quota ({config.max_user_bytes} bytes; admins "
+                "exempt)"
+            ),
+            429: lambda config: (
+                f"{config.max_concurrent_uploads} uploads of the caller in progress, "
+                f"or {config.max_queued_per_user} of their videos waiting to be "
+                "transcoded (admins exempt)"
+            ),
+            507: "Not enough storage to receive it",
+        },
+    )
     @authenticated
     async def post(self) -> None:
         if self.idle_timer is not None:  # the body is complete
@@ -135,8 +152,9 @@ class VideoListHandler(IdleBodyMixin, BaseHandler):
         user = self.current_user
         try:
             assert self.receiver is not None  # (the body is complete: prepare made it)
-            video = await lifecycle.create_from_upload(self.config, self.services, self.receiver, user.user_id,
-                                                    user.is_admin, self.client_gone)
+            video = await lifecycle.create_from_upload(
+                self.config, self.services, self.receiver, user.user_id, user.is_admin, self.client_gone
+            )
         except lifecycle.InvalidUpload as exc:
             raise APIError(400, body=exc.errors) from None
         except lifecycle.UploadRejected as exc:
@@ -158,11 +176,15 @@ class VideoDetailHandler(BaseHandler):
         playable = await catalog.get_playable_version(self.services, video)
         tracks = await subtitle_tracks.list_items(self.config, self.services, video.id)
         thumbnails = await trickplay.thumbnails_vtt(self.config, self.services, video)
-        self.write_json(catalog.detail_item(self.config, video, progress, position, playable, tracks,
-                                            thumbnails_vtt=thumbnails))
+        self.write_json(
+            catalog.detail_item(self.config, video, progress, position, playable, tracks, thumbnails_vtt=thumbnails)
+        )
 
-    @operation("Detail of a video the caller may see", params=(schemas.VIDEO_ID,),
-               responses={200: schemas.VIDEO_DETAIL, 404: "Unknown video, or one the caller may not see"})
+    @operation(
+        "Detail of a video the caller may see",
+        params=(schemas.VIDEO_ID,),
+        responses={200: schemas.VIDEO_DETAIL, 404: "Unknown video, or one the caller may not see"},
+    )
     @authenticated
     async def get(self, video_id: str) -> None:
         user = self.current_user
@@ -172,15 +194,22 @@ class VideoDetailHandler(BaseHandler):
             raise APIError(404) from None
         await self.write_detail(video, user.user_id)
 
-    @operation("Edit title, description, category or visibility (owner or admin)", json=schemas.VIDEO_CHANGES,
-               responses={200: schemas.VIDEO_DETAIL, 400: "Field errors (the upload's rules), or nothing to change",
-                          404: "Unknown video, or not the caller's"})
+    @operation(
+        "Edit title, description, category or visibility (owner or admin)",
+        json=schemas.VIDEO_CHANGES,
+        responses={
+            200: schemas.VIDEO_DETAIL,
+            400: "Field errors (the upload's rules), or nothing to change",
+            404: "Unknown video, or not the caller's",
+        },
+    )
     @authenticated
     async def patch(self, video_id: str) -> None:
         user = self.current_user
         try:
-            changes = lifecycle.check_changes(self.json_body(lifecycle.EDITABLE_FIELDS), user.is_admin,
-                                           self.config.allow_public_user_uploads)
+            changes = lifecycle.check_changes(
+                self.json_body(lifecycle.EDITABLE_FIELDS), user.is_admin, self.config.allow_public_user_uploads
+            )
             video = await lifecycle.update_video(self.services, int(video_id), user.user_id, user.is_admin, changes)
         except lifecycle.InvalidUpload as exc:
             raise APIError(400, body=exc.errors) from None
@@ -188,8 +217,10 @@ class VideoDetailHandler(BaseHandler):
             raise APIError(404) from None
         await self.write_detail(video, user.user_id)
 
-    @operation("Delete a video (owner or admin): row, source, renditions, images",
-               responses={204: "Deleted", 404: "Unknown video, or not the caller's"})
+    @operation(
+        "Delete a video (owner or admin): row, source, renditions, images",
+        responses={204: "Deleted", 404: "Unknown video, or not the caller's"},
+    )
     @authenticated
     async def delete(self, video_id: str) -> None:
         user = self.current_user
@@ -202,9 +233,15 @@ class VideoDetailHandler(BaseHandler):
 
 
 class VideoRetranscodeHandler(BaseHandler):
-    @operation("Transcode again", params=(schemas.VIDEO_ID,),
-               responses={202: Response("Queued again", schemas.VIDEO_DETAIL), 404: "Unknown video",
-                          409: "Already queued or processing"})
+    @operation(
+        "Transcode again",
+        params=(schemas.VIDEO_ID,),
+        responses={
+            202: Response("Queued again", schemas.VIDEO_DETAIL),
+            404: "Unknown video",
+            409: "Already queued or processing",
+        },
+    )
     @admin
     async def post(self, video_id: str) -> None:
         try:
