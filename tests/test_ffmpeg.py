@@ -45,7 +45,9 @@ from media import (
     probe_facts,
 )
 
-SETTINGS = TranscodeSettings()
+# The encode ladder: copy off, or the people clip (H.264 Main, 1 s GOPs) would be copied;
+# tests/test_copyfit.py checks the copy path.
+SETTINGS = TranscodeSettings(copy_when_fits=False)
 
 
 # --- command building (pure) -------------------------------------------------------------

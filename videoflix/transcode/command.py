@@ -25,6 +25,7 @@ resolution blindly, API.md section 3) while AAC is encoded once.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from videoflix.platform.media import MEDIA_PLAYLIST_NAME, POSTER_NAME, SEGMENT_PATTERN, THUMBNAIL_NAME, THUMBS_DIR
-from videoflix.transcode import colour, sprites
+from videoflix.transcode import colour, copyfit, sprites
 from videoflix.transcode.ladder import Rendition
 from videoflix.transcode.limits import MediaCaps, ResourceLimits, ffmpeg_limits
 from videoflix.transcode.probe import Probe, input_options
@@ -81,6 +82,7 @@ class TranscodeSettings:
     cpu_factor: float = 30.0  # CPU-seconds per second of 1080p video (limits.ffmpeg_limits)
 
     storyboard: bool = True  # sprite sheets + thumbnails.vtt (bench/transcode.py turns them off)
+    copy_when_fits: bool = True  # copy a fitting source's streams into the top rung (copyfit.py)
     sprite_columns: int = sprites.DEFAULT_COLUMNS
     sprite_rows: int = sprites.DEFAULT_ROWS
 
@@ -159,12 +161,40 @@ def _hls_slave(
     return _tee_quote(spec)
 
 
+def _copy_ladder_encoder_args(index: int, settings: TranscodeSettings, gop: int, keyframes: str) -> list[str]:
+    """libx264's options for output video stream `index` beside a copied top rung: each
+    stream-specific, since the copied stream refuses encoder options such as -profile;
+    keyframes at `keyframes` (the source's) and nowhere else."""
+    spec = f"v:{index}"
+    return [
+        f"-c:{spec}",
+        "libx264",
+        f"-preset:{spec}",
+        settings.preset,
+        f"-crf:{spec}",
+        str(settings.crf),
+        f"-profile:{spec}",
+        VIDEO_PROFILE,
+        f"-g:{spec}",
+        str(gop),
+        f"-sc_threshold:{spec}",
+        "0",
+        f"-flags:{spec}",
+        "+cgop",
+        f"-forced-idr:{spec}",
+        "1",
+        f"-force_key_frames:{spec}",
+        keyframes,
+    ]
+
+
 def build_command(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str],
     probe: Probe,
     renditions: Sequence[Rendition],
     settings: TranscodeSettings,
+    copy: copyfit.CopyPlan | None = None,
 ) -> list[str]:
     """The one-decode ffmpeg argv for the whole ladder (pure).
 
@@ -177,6 +207,12 @@ def build_command(
     stays on, so rotated phone video comes out upright at its displayed size. An HDR
     source is tone mapped to BT.709 SDR once, right after `fps`, at the top
     rendition's size (colour.py), and the output is tagged BT.709.
+
+    With a `copy` plan whose video is copied (copyfit.py), the top rendition is the
+    source's video stream as is (-c copy), the cascade starts at the second rendition,
+    and the encoders force keyframes at the plan's times (the source's) and nowhere
+    else; the audio is copied too when the plan says so. A source with a single
+    rendition, copied, is decoded only for the storyboard (if any).
     """
     if not renditions:
         raise ValueError("no renditions")
@@ -188,12 +224,18 @@ def build_command(
         raise ValueError("renditions must share one frame rate to share keyframes")
     fps = fps_values.pop()
     count = len(renditions)
+    copied = copy is not None and copy.video
+    first_encoded = 1 if copied else 0
     plan = sprite_plan(probe, renditions, settings)
-    # HDR sources are tone mapped once, at the top rendition's size, before the cascade.
-    tone_map = tone_map_filters(probe, (renditions[0].width, renditions[0].height))
+    # HDR sources are tone mapped once, at the top rendition's size, before the cascade
+    # (a copied source is never HDR: copyfit.stream_refusal).
+    tone_map = [] if copied else tone_map_filters(probe, (renditions[0].width, renditions[0].height))
     decoded = ",".join([f"fps={fps_arg(fps)}", *tone_map])
-    chains = [f"[0:{probe.video_stream_index}]{decoded}[c0]"]
-    for i, r in enumerate(renditions):
+    chains: list[str] = []
+    if first_encoded < count or plan is not None:
+        chains.append(f"[0:{probe.video_stream_index}]{decoded}[c{first_encoded}]")
+    for i in range(first_encoded, count):
+        r = renditions[i]
         scaled = f"[c{i}]scale={r.width}:{r.height},setsar=1,format={PIXEL_FORMAT}"
         last = i == count - 1
         if not last:
@@ -204,7 +246,11 @@ def build_command(
             # The storyboard branches off the smallest rendition: the fewest pixels to scale.
             chains.append(f"{scaled},split=2[v{i}][{SPRITE_SOURCE_PAD}]")
             chains.append(sprites.filter_chain(plan, SPRITE_SOURCE_PAD, SPRITE_OUTPUT_PAD))
-    gop = _gop_frames(fps, settings)
+    if first_encoded == count and plan is not None:
+        # Every rendition copied: the storyboard still needs frames, at the rendition's size.
+        r = renditions[-1]
+        chains.append(f"[c{count}]scale={r.width}:{r.height},setsar=1,format={PIXEL_FORMAT}[{SPRITE_SOURCE_PAD}]")
+        chains.append(sprites.filter_chain(plan, SPRITE_SOURCE_PAD, SPRITE_OUTPUT_PAD))
     command = [
         "ffmpeg",
         "-hide_banner",
@@ -218,10 +264,12 @@ def build_command(
         *input_options(probe.demuxer),
         "-i",
         _input_arg(source),
-        "-filter_complex",
-        ";".join(chains),
     ]
-    for i in range(count):
+    if chains:
+        command += ["-filter_complex", ";".join(chains)]
+    if copied:
+        command += ["-map", f"0:{probe.video_stream_index}"]
+    for i in range(first_encoded, count):
         command += ["-map", f"[v{i}]"]
     audio_index = None
     if probe.has_audio and probe.audio_stream_index is not None:
@@ -232,31 +280,45 @@ def build_command(
         "-1",
         "-map_chapters",
         "-1",  # no GPS tags or titles leak out
-        "-c:v",
-        "libx264",
-        "-preset",
-        settings.preset,
-        "-crf",
-        str(settings.crf),
-        "-profile:v",
-        VIDEO_PROFILE,
-        "-g",
-        str(gop),
-        "-keyint_min",
-        str(gop),
-        "-sc_threshold",
-        "0",
-        "-flags:v",
-        "+cgop",
-        "-forced-idr",
-        "1",
-        "-force_key_frames:v",
-        f"expr:gte(t,n_forced*{settings.gop_seconds})",
-        *colour.output_args(tone_map),
     ]
-    for i, r in enumerate(renditions):
+    if copy is not None and copy.video:
+        command += ["-c:v:0", "copy"]
+        # No keyframe but the source's: keyint beyond the longest gap between them.
+        gop = math.ceil(copy.longest_gap * fps) + 2
+        keyframes = copyfit.keyframe_arg(copy.keyframes)
+        for i in range(first_encoded, count):
+            command += _copy_ladder_encoder_args(i, settings, gop, keyframes)
+    else:
+        gop = _gop_frames(fps, settings)
+        command += [
+            "-c:v",
+            "libx264",
+            "-preset",
+            settings.preset,
+            "-crf",
+            str(settings.crf),
+            "-profile:v",
+            VIDEO_PROFILE,
+            "-g",
+            str(gop),
+            "-keyint_min",
+            str(gop),
+            "-sc_threshold",
+            "0",
+            "-flags:v",
+            "+cgop",
+            "-forced-idr",
+            "1",
+            "-force_key_frames:v",
+            f"expr:gte(t,n_forced*{settings.gop_seconds})",
+        ]
+    command += colour.output_args(tone_map)
+    for i in range(first_encoded, count):
+        r = renditions[i]
         command += [f"-maxrate:v:{i}", f"{r.max_kbps}k", f"-bufsize:v:{i}", f"{r.bufsize_kbps}k"]
-    if audio_index is not None:
+    if audio_index is not None and copy is not None and copy.audio:
+        command += ["-c:a", "copy"]
+    elif audio_index is not None:
         command += [
             "-c:a",
             "aac",

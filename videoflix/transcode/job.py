@@ -37,7 +37,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from videoflix.platform.media import LADDER_NAME, MEDIA_PLAYLIST_NAME, POSTER_NAME, SEGMENT_PATTERN, THUMBNAIL_NAME
-from videoflix.transcode import iframes, ladderfile, progress, sprites, subtracks
+from videoflix.transcode import copyfit, iframes, ladderfile, progress, sprites, subtracks
 from videoflix.transcode.command import (
     MIN_TIME_LIMIT_SECONDS,
     TranscodeSettings,
@@ -54,7 +54,7 @@ from videoflix.transcode.ffmpeg import ProgressCallback, run_ffmpeg, run_quiet
 from videoflix.transcode.ladder import Rendition, pick_renditions
 from videoflix.transcode.limits import ResourceLimits, limit_file_size
 from videoflix.transcode.playlist import PlaylistError, Variant, codecs_attribute, measure_rendition, vod_playlist
-from videoflix.transcode.probe import Probe, ProbeError, first_video_pts, probe_file_sync
+from videoflix.transcode.probe import Probe, ProbeError, first_video_pts, packet_scan_sync, probe_file_sync
 from videoflix.transcode.subtracks import ExtractedTrack
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ class JobResult:
     has_audio: bool
     # Text subtitle tracks written to tracks/ (subtracks.extract_tracks), imported at publish.
     subtitle_tracks: list[ExtractedTrack] = field(default_factory=list)
+    # Whether the top rung is the source's stream copied, and why not (copyfit.py).
+    copy: copyfit.CopyPlan | None = None
 
 
 class JobCancelled(Exception):
@@ -201,6 +203,34 @@ def write_trickplay(out: Path, variants: Sequence[Variant], plan: sprites.Sprite
     return Trickplay(streams, vtt)
 
 
+def plan_copy(
+    source: str | os.PathLike[str],
+    probe: Probe,
+    renditions: Sequence[Rendition],
+    settings: TranscodeSettings,
+    limits: ResourceLimits | None = None,
+) -> copyfit.CopyPlan:
+    """Copy or encode (copyfit.py): the probe first, the packets only when it allows."""
+    if not settings.copy_when_fits:
+        return copyfit.encode_everything("copy turned off")
+    refusal = copyfit.stream_refusal(probe, renditions[0], settings.segment_seconds)
+    if refusal is not None:
+        return copyfit.encode_everything(refusal)
+    try:
+        scan = packet_scan_sync(
+            source,
+            probe.demuxer,
+            probe.video_stream_index,
+            timeout=time_limit_seconds(probe.duration, settings),
+            limits=limits or ResourceLimits(),
+        )
+    except ProbeError:
+        return copyfit.encode_everything("source packets unreadable")
+    return copyfit.plan_copy(
+        probe, scan, renditions[0], settings.segment_seconds, settings.gop_seconds, settings.audio_kbps
+    )
+
+
 def check_complete(produced: float, duration: float) -> None:
     """Raise when the output ends well before the source's duration (pure)."""
     missing = duration - produced
@@ -274,6 +304,8 @@ def _transcode(
         probe.has_audio,
         ", ".join(f"{r.name} {r.width}x{r.height}@{r.fps:.3f}" for r in renditions),
     )
+    copy = plan_copy(source, probe, renditions, settings, limits)
+    log.info("%s: %s (audio %s)", source, copy.note(), "copied" if copy.audio else copy.audio_reason or "none")
     prepare_output(out, probe, renditions, settings)
     plan = sprite_plan(probe, renditions, settings)
     provisional = ladderfile.provisional_variants(renditions, probe.has_audio, settings.audio_kbps)
@@ -281,7 +313,11 @@ def _transcode(
     ladderfile.write_ladder(
         ladder_file,
         ladderfile.make_ladder(
-            provisional, complete=False, duration=probe.duration, segment_seconds=settings.segment_seconds
+            provisional,
+            complete=False,
+            duration=probe.duration,
+            segment_seconds=settings.segment_seconds,
+            copy=copy,
         ),
     )
     start_pts: list[int | None] = [None]  # measured once the first segments exist
@@ -301,6 +337,7 @@ def _transcode(
                     duration=probe.duration,
                     segment_seconds=settings.segment_seconds,
                     start_pts=start_pts[0],
+                    copy=copy,
                 ),
             )
             if on_playable is not None:
@@ -308,7 +345,7 @@ def _transcode(
 
     started = time.monotonic()
     produced = run_ffmpeg(
-        build_command(source, out, probe, renditions, settings),
+        build_command(source, out, probe, renditions, settings, copy),
         duration=probe.duration,
         stall_seconds=settings.stall_seconds,
         time_limit=time_limit_seconds(probe.duration, settings),
@@ -345,6 +382,7 @@ def _transcode(
             start_pts=start_pts[0],
             iframes=[dataclasses.asdict(stream) for stream in trickplay.iframes],
             thumbnails_vtt=trickplay.thumbnails_vtt,
+            copy=copy,
         ),
     )
     if on_progress is not None:
@@ -358,4 +396,5 @@ def _transcode(
         resolutions=[r.name for r in renditions],
         has_audio=probe.has_audio,
         subtitle_tracks=subtitle_tracks,
+        copy=copy,
     )

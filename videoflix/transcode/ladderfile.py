@@ -8,7 +8,12 @@ The shape (README, Architecture: Transcode):
      "iframes": [{"name", "width", "height", "codecs", "peak_bps", "average_bps"}, ...],
      "thumbnails_vtt": "thumbs/thumbnails.vtt" | null,
      "start_pts": 126000 | null,
-     "duration": 123.4, "segment_seconds": 4}
+     "duration": 123.4, "segment_seconds": 4,
+     "copy": {"video": true|false, "audio": true|false, "reason": "source GOP 10 s" | null,
+              "audio_reason": "audio 6 channels" | null, "note": "copied" | "encoded: ..."}}
+
+"copy" says whether the top rung is the source's own video stream (copyfit.py) and,
+when it is not, why; ladders written before issue 23 have no "copy".
 
 A provisional ladder (complete=false) is written before ffmpeg starts, with BANDWIDTH
 from the rungs' caps and CODECS from the H.264 level the size and rate need, so a
@@ -30,6 +35,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from videoflix.transcode.copyfit import CopyPlan
 from videoflix.transcode.ladder import Rendition
 from videoflix.transcode.playlist import AAC_LC_CODEC, Variant, avc1_codec
 
@@ -106,8 +112,9 @@ def make_ladder(
     start_pts: int | None = None,
     iframes: Sequence[dict[str, Any]] = (),
     thumbnails_vtt: str | None = None,
+    copy: CopyPlan | None = None,
 ) -> dict[str, Any]:
-    return {
+    ladder = {
         "complete": bool(complete),
         "variants": [_variant_dict(v) for v in variants],
         "iframes": [dict(item) for item in iframes],
@@ -115,6 +122,19 @@ def make_ladder(
         "start_pts": start_pts,
         "duration": float(duration),
         "segment_seconds": int(segment_seconds),
+    }
+    if copy is not None:
+        ladder["copy"] = copy_dict(copy)
+    return ladder
+
+
+def copy_dict(copy: CopyPlan) -> dict[str, Any]:
+    return {
+        "video": copy.video,
+        "audio": copy.audio,
+        "reason": copy.reason,
+        "audio_reason": copy.audio_reason,
+        "note": copy.note(),
     }
 
 

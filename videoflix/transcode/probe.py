@@ -138,6 +138,19 @@ class Probe:
     color_primaries: str | None = None
     color_space: str | None = None
     subtitle_streams: tuple[SubtitleStream, ...] = ()
+    # What copyfit.py needs to decide whether the streams can be copied as they are
+    # (None when ffprobe does not say): the chosen video stream's coded size, pixel
+    # format, field order and bitrate; the audio stream's profile and bitrate; the
+    # container's start time, which ffmpeg subtracts from every timestamp.
+    coded_width: int | None = None
+    coded_height: int | None = None
+    pixel_format: str | None = None
+    field_order: str | None = None
+    video_bit_rate: int | None = None
+    audio_profile: str | None = None
+    audio_bit_rate: int | None = None
+    audio_sample_rate: int | None = None
+    start_time: float = 0.0
 
     @property
     def demuxer(self) -> str:
@@ -307,6 +320,15 @@ def parse_probe(data: dict[str, Any]) -> Probe:
         color_primaries=_text(video.get("color_primaries")),
         color_space=_text(video.get("color_space")),
         subtitle_streams=_subtitle_streams(streams),
+        coded_width=_int(video.get("width")),
+        coded_height=_int(video.get("height")),
+        pixel_format=_text(video.get("pix_fmt")),
+        field_order=_text(video.get("field_order")),
+        video_bit_rate=_int(video.get("bit_rate")),
+        audio_profile=_text(audio.get("profile")) if audio is not None else None,
+        audio_bit_rate=_int(audio.get("bit_rate")) if audio is not None else None,
+        audio_sample_rate=_int(audio.get("sample_rate")) if audio is not None else None,
+        start_time=_float(fmt.get("start_time")) or 0.0,
     )
 
 
@@ -483,3 +505,81 @@ def first_video_pts(segment: str | os.PathLike[str], timeout: float = 30.0) -> i
         if value.isdigit():
             return int(value)
     return None
+
+
+@dataclass(frozen=True)
+class PacketScan:
+    """The video packets of a source, read without decoding (packet_scan_sync)."""
+
+    keyframes: tuple[float, ...]  # presentation times (s, container clock) of the key packets, in order
+    first_is_key: bool  # the first packet in decode order is a keyframe
+    end: float  # the latest presentation end time of any packet (s, container clock)
+    total_bytes: int  # the stream's payload, for its average bitrate
+
+
+# Fields of a packet line in packet_scan_sync's CSV output, in the order ffprobe prints
+# them (its own order, whatever the order asked for).
+_PACKET_FIELDS = ("pts_time", "duration_time", "size", "flags")
+
+
+def parse_packet_scan(text: str) -> PacketScan:
+    """ffprobe's `-show_entries packet=pts_time,duration_time,size,flags -of csv=p=0`
+    output (fields in that order) into a PacketScan (pure)."""
+    keyframes: list[float] = []
+    first_is_key: bool | None = None
+    end = 0.0
+    total = 0
+    for line in text.splitlines():
+        fields = line.strip().split(",")
+        if len(fields) < len(_PACKET_FIELDS):
+            continue
+        pts, duration, size, flags = (fields[0], fields[1], fields[2], fields[3])
+        key = "K" in flags
+        if first_is_key is None:
+            first_is_key = key
+        total += _int(size) or 0
+        time = _float(pts)
+        if time is None:
+            continue
+        end = max(end, time + (_float(duration) or 0.0))
+        if key:
+            keyframes.append(time)
+    return PacketScan(tuple(sorted(keyframes)), bool(first_is_key), end, total)
+
+
+def packet_scan_sync(
+    path: str | os.PathLike[str],
+    demuxer: str,
+    stream_index: int,
+    timeout: float = 10 * PROBE_TIMEOUT_SECONDS,
+    limits: ResourceLimits = PROBE_LIMITS,
+) -> PacketScan:
+    """Every packet of one video stream, demuxed but not decoded (blocking: the transcode
+    child only). Reads the whole file: seconds for hours of video."""
+    command = [
+        "ffprobe",
+        "-v",
+        "error",
+        *input_options(demuxer),
+        "-select_streams",
+        str(int(stream_index)),
+        "-show_entries",
+        "packet=" + ",".join(_PACKET_FIELDS),
+        "-of",
+        "csv=p=0",
+        "file:" + os.fspath(path),
+    ]
+    try:
+        done = subprocess.run(
+            command,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+            preexec_fn=limits.preexec(),
+        )
+    except subprocess.TimeoutExpired:
+        raise ProbeError("Timed out reading the media file.") from None
+    if done.returncode != 0:
+        raise ProbeError("Unreadable media file.")
+    return parse_packet_scan(done.stdout.decode("ascii", "replace"))
