@@ -65,6 +65,11 @@ PIXEL_FORMAT = "yuv420p"
 AUDIO_PROFILE = "aac_low"
 AUDIO_CHANNELS = 2  # -ac 2 downmixes 5.1 with the standard matrix
 AUDIO_SAMPLE_RATE = 48000
+# Beside a copied rung, every output timestamp is moved this far later: each rendition's
+# HLS muxer otherwise shifts its own streams by their own most negative DTS (a copied
+# stream's B-frame delay, an encoder's, AAC priming), and the rungs' timestamps would
+# disagree by a few frames. Above any delay a camera's stream carries.
+COPY_TS_OFFSET_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -331,6 +336,8 @@ def build_command(
             "-ar",
             str(AUDIO_SAMPLE_RATE),
         ]
+    if copied:
+        command += ["-output_ts_offset", str(COPY_TS_OFFSET_SECONDS)]
     slaves = [_hls_slave(out_dir, r, i, audio_index, settings) for i, r in enumerate(renditions)]
     command += ["-f", "tee", "|".join(slaves)]
     if plan is not None:
