@@ -2,6 +2,7 @@
 and the CPU the storyboard sprites add to it.
 
     python bench/transcode.py [--sprites-only] [--pairs N] [source]
+    python bench/transcode.py --copy [--loops N] [fitting source]
 
 Without a source, the 5.8 s park clip from shared/media is looped to about 58 s
 (`-stream_loop 9 -c copy`) in a temporary directory. Both methods encode the same ladder
@@ -15,6 +16,15 @@ Sprite overhead: the same one-decode command run with and without the storyboard
 the ratio (target: at most TARGET_SPRITE_OVERHEAD of the job). `--pairs N` repeats the pair
 in alternating order and sums (the difference is small next to a loaded machine's noise);
 `--sprites-only` skips the seed method.
+
+`--copy` (issue 23, copy when it fits), side by side in one run on a fitting source (by
+default the park clip re-encoded with 2 s GOPs, as a camera writes it, and looped): the seed
+method, the full one-decode ladder and the copying ladder (top rung stream-copied, the
+lower rungs' keyframes at the source's), CPU-seconds and wall time of each; then the whole
+job (`job.transcode`: probe, packet scan, ladder, poster, trick play) against the seed
+method's runs alone, as upload-to-ready; then, on a source that does not fit (the original
+park clip: one keyframe in 5.8 s), the whole job with copying on (refused: it encodes)
+against copying off, to show the decision costs nothing measurable.
 """
 
 from __future__ import annotations
@@ -34,8 +44,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from videoflix.platform.media import MEDIA_PLAYLIST_NAME, SEGMENT_PATTERN, THUMBS_DIR  # noqa: E402
-from videoflix.transcode.command import (  # noqa: E402
+from videoflix.platform.media import MEDIA_PLAYLIST_NAME, SEGMENT_PATTERN, THUMBS_DIR
+from videoflix.transcode.command import (
     AUDIO_CHANNELS,
     AUDIO_PROFILE,
     AUDIO_SAMPLE_RATE,
@@ -48,8 +58,9 @@ from videoflix.transcode.command import (  # noqa: E402
     prepare_output,
     sprite_plan,
 )
-from videoflix.transcode.ladder import Rendition, pick_renditions  # noqa: E402
-from videoflix.transcode.probe import Probe, probe_file_sync  # noqa: E402
+from videoflix.transcode.job import plan_copy, transcode
+from videoflix.transcode.ladder import Rendition, pick_renditions
+from videoflix.transcode.probe import Probe, probe_file_sync
 
 MEDIA_DIR = Path(os.environ.get(
     "VIDEOFLIX_TEST_MEDIA", Path(__file__).resolve().parents[2] / "shared" / "media"))
@@ -59,6 +70,12 @@ LOOPS = 9  # 10 plays of 5.8 s: about a minute, long enough for steady-state enc
 TARGET_SPEEDUP = 1.25
 TARGET_CPU_SAVED = 0.15
 TARGET_SPRITE_OVERHEAD = 0.05  # issue 12: sprites cost at most 5 % of the job's CPU
+# Issue 23 item 3: on fitting sources the copying ladder spends >= 45 % less CPU than the
+# full ladder and a job is ready >= 2x sooner than the seed method; on others, no slower.
+TARGET_COPY_CPU_SAVED = 0.45
+TARGET_COPY_SPEEDUP = 2.0
+TARGET_REFUSED_SLOWDOWN = 1.05  # wall and CPU of copy-on over copy-off, noise allowed
+COPY_LOOPS = 2  # 3 plays of 5.8 s: short, the machine is shared
 
 
 def seed_commands(
@@ -119,13 +136,112 @@ def timed(commands: Sequence[Sequence[str]]) -> tuple[float, float]:
     return wall, cpu
 
 
+def looped_clip(source: Path, loops: int, target: Path) -> Path:
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-stream_loop", str(loops),
+         "-i", str(source), "-c", "copy", str(target)],
+        check=True,
+    )
+    return target
+
+
+def camera_like(source: Path, loops: int, target: Path) -> Path:
+    """`source` played 1 + `loops` times, re-encoded as a camera writes H.264: a constant
+    30 fps (a stream-copied loop has a seam off the frame grid where the audio outlasts
+    the video), 2 s closed GOPs, a bitrate within the 1080p rung's cap, the audio as is."""
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-v", "error", "-y", "-stream_loop", str(loops), "-i", str(source),
+         "-vf", "fps=30", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20", "-maxrate", "5000k", "-bufsize", "10000k",
+         "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-c:a", "copy", str(target)],
+        check=True,
+    )
+    return target
+
+
+def timed_job(source: Path, out: Path, settings: TranscodeSettings) -> tuple[float, float, str]:
+    """The whole job (job.transcode) on `source`: wall, CPU of its children, the copy note."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.monotonic()
+    result = transcode(source, out, settings)
+    wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, result.copy.note() if result.copy is not None else "?"
+
+
+def copy_main(args: argparse.Namespace) -> int:
+    settings = TranscodeSettings(storyboard=False)
+    with tempfile.TemporaryDirectory(prefix="videoflix-bench-") as scratch:
+        work = Path(scratch)
+        park = MEDIA_DIR / DEFAULT_CLIP
+        source = Path(args.source).resolve() if args.source else camera_like(park, args.loops, work / "park_gop2.mp4")
+        probe = probe_file_sync(source)
+        renditions = pick_renditions(probe)
+        plan = plan_copy(source, probe, renditions, settings)
+        print("fitting source: %s (%dx%d, %.1f s, %.3f fps, audio=%s): %s, audio %s" % (
+            source.name, probe.width, probe.height, probe.duration, probe.fps, probe.has_audio, plan.note(),
+            "copied" if plan.audio else plan.audio_reason))
+        print("ladder: %s; preset %s, crf %d, %d nproc, load average %.2f %.2f %.2f" % (
+            ", ".join("%s %dx%d" % (r.name, r.width, r.height) for r in renditions),
+            settings.preset, settings.crf, os.cpu_count() or 0, *os.getloadavg()))
+        if not plan.video:
+            print("the source does not fit: nothing to compare")
+            return 1
+        dirs = {name: work / name for name in ("seed", "full", "copy")}
+        for directory in dirs.values():
+            prepare_output(directory, probe, renditions, settings)
+        seed = timed(seed_commands(source, dirs["seed"], probe, renditions, settings))
+        full = timed([build_command(source, dirs["full"], probe, renditions, settings)])
+        copy = timed([build_command(source, dirs["copy"], probe, renditions, settings, plan)])
+        job_wall, job_cpu, note = timed_job(source, work / "job", settings)
+        per_second = probe.duration
+        print("%-34s %8s %8s %12s" % ("ffmpeg only", "wall s", "CPU s", "CPU s / s"))
+        for name, (wall, cpu) in (("seed method (%d runs)" % len(renditions), seed), ("full ladder (one decode)", full),
+                                  ("copying ladder (one decode)", copy)):
+            print("%-34s %8.1f %8.1f %12.2f" % (name, wall, cpu, cpu / per_second))
+        print("%-34s %8.1f %8.1f %12.2f   (%s)" % ("whole job, copying", job_wall, job_cpu, job_cpu / per_second, note))
+        saved = 1 - copy[1] / full[1]
+        speedup = seed[0] / job_wall
+        print("encode CPU saved by copying: %.1f%% of the full ladder's (target >= %.0f%%)" % (
+            100 * saved, 100 * TARGET_COPY_CPU_SAVED))
+        print("upload->ready: whole copying job %.2fx faster than the seed method's runs (target >= %.2fx); "
+              "ffmpeg alone %.2fx" % (speedup, TARGET_COPY_SPEEDUP, seed[0] / copy[0]))
+        ok = saved >= TARGET_COPY_CPU_SAVED and speedup >= TARGET_COPY_SPEEDUP
+
+        # A source that does not fit: the decision must cost nothing measurable.
+        refused = looped_clip(park, args.loops, work / "park_long.mp4")
+        off = dataclasses.replace(settings, copy_when_fits=False)
+        runs = {}
+        for name, job_settings in (("copy on", settings), ("copy off", off), ("copy on ", settings),
+                                   ("copy off ", off))[: 2 * max(1, args.pairs)]:
+            wall, cpu, note = timed_job(refused, work / ("refused-" + name.strip().replace(" ", "-")
+                                                         + str(len(runs))), job_settings)
+            runs[name] = (wall, cpu)
+            print("not fitting (%s), whole job %-9s: wall %6.1f s  cpu %6.1f s  (%s)" % (
+                refused.name, name.strip(), wall, cpu, note))
+        on = [v for k, v in runs.items() if k.strip() == "copy on"]
+        off_runs = [v for k, v in runs.items() if k.strip() == "copy off"]
+        wall_ratio = sum(w for w, _ in on) / sum(w for w, _ in off_runs)
+        cpu_ratio = sum(c for _, c in on) / sum(c for _, c in off_runs)
+        print("not fitting: copy on / copy off: wall %.3f, CPU %.3f (target <= %.2f: no slower than today)" % (
+            wall_ratio, cpu_ratio, TARGET_REFUSED_SLOWDOWN))
+        ok = ok and cpu_ratio <= TARGET_REFUSED_SLOWDOWN
+        print("load average after: %.2f %.2f %.2f" % os.getloadavg())
+        return 0 if ok else 1
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", nargs="?", help="a video (default: the park clip looped to ~58 s)")
     parser.add_argument("--sprites-only", action="store_true", help="skip the seed method")
     parser.add_argument("--pairs", type=int, default=1,
                         help="with/without-sprites pairs to run, in alternating order (default 1)")
+    parser.add_argument("--copy", action="store_true", help="copy when it fits (issue 23): see above")
+    parser.add_argument("--loops", type=int, default=COPY_LOOPS,
+                        help="with --copy: extra plays of the 5.8 s clip (default %d)" % COPY_LOOPS)
     args = parser.parse_args(argv[1:])
+    if args.copy:
+        return copy_main(args)
     settings = TranscodeSettings()
     with tempfile.TemporaryDirectory(prefix="videoflix-bench-") as scratch:
         work = Path(scratch)
