@@ -5,6 +5,7 @@ import asyncio
 import dataclasses
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -418,3 +419,21 @@ async def test_admin_can_retranscode_a_ready_video(admin_client, client, make_us
     await wait_for_status(admin_client, video_id, "ready")
     missing = await admin_client.post("/api/video/999/retranscode/")
     assert missing.status == 404
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=180)
+async def test_detail_says_whether_the_top_rung_was_copied_and_why(admin_client, runner, small_clip, state_dir):
+    # small_clip has one keyframe in 6 s: encoded. The same picture with a keyframe every
+    # second fits: copied (transcode/copyfit.py); its mono audio is encoded to stereo.
+    fitting = state_dir / "fitting.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(small_clip), "-c:v", "libx264", "-preset",
+                    "veryfast", "-crf", "28", "-g", "25", "-c:a", "copy", str(fitting)], check=True)
+    encoded = (await upload(admin_client, small_clip, title="Encoded")).json()["id"]
+    copied = (await upload(admin_client, fitting, title="Copied")).json()["id"]
+    detail = await wait_for_status(admin_client, encoded, "ready")
+    assert detail["encoding"] == {"video": "encoded", "audio": "encoded", "reason": "source GOP 6 s",
+                                  "audio_reason": None, "note": "encoded: source GOP 6 s"}
+    detail = await wait_for_status(admin_client, copied, "ready")
+    assert detail["encoding"] == {"video": "copied", "audio": "encoded", "reason": None,
+                                  "audio_reason": "audio 1 channel", "note": "copied"}

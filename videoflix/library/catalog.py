@@ -66,10 +66,12 @@ def detail_item(
     playable_version: int | None = None,
     subtitles: list[dict[str, Any]] | None = None,
     thumbnails_vtt: str | None = None,
+    encoding: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """API.md §4's detail, plus §6's `position` (the caller's, or None), `playable`,
-    `subtitles` (subtitle_tracks.item each; only when the caller looked them up) and
-    `thumbnails_vtt` (the live version's track: trickplay.thumbnails_vtt, or None).
+    `subtitles` (subtitle_tracks.item each; only when the caller looked them up),
+    `thumbnails_vtt` (the live version's track: trickplay.thumbnails_vtt, or None) and
+    `encoding` (how the live version was made: encoding.encoding, or None).
     The detail is shown to the owner and admins, or to those who may watch the live
     version, so `master_url` is given whenever something is playable (the master
     serves the live version, or the one being built to the owner and admins)."""
@@ -96,6 +98,7 @@ def detail_item(
         "playable": playable,
         **({"subtitles": subtitles} if subtitles is not None else {}),
         "thumbnails_vtt": thumbnails_vtt,
+        "encoding": encoding,
     }
 
 

@@ -27,7 +27,7 @@ import logging
 from typing import Any
 
 from videoflix.accounts import sessions, tokens
-from videoflix.library import catalog, trickplay
+from videoflix.library import catalog, encoding, trickplay
 from videoflix.library.changefeed import VideoFeed
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor
@@ -199,9 +199,10 @@ class EventHub:
                     percent = await progress.read(self.services.redis, message.video_id)
                 playable = await catalog.get_playable_version(self.services, row)
                 track = await trickplay.thumbnails_vtt(self.config, self.services, row)
+                how = await encoding.encoding(self.config, self.services, row)
                 event, data, owner_id = (
                     VIDEO_EVENT,
-                    catalog.detail_item(self.config, row, percent, None, playable, thumbnails_vtt=track),
+                    catalog.detail_item(self.config, row, percent, None, playable, thumbnails_vtt=track, encoding=how),
                     row.owner_id,
                 )
         except Exception:
@@ -220,9 +221,16 @@ async def snapshot(config: Config, services: Services, user_id: int, is_admin: b
     percents = {row.id: await progress.read(services.redis, row.id) for row in unfinished}
     playable = {row.id: await catalog.get_playable_version(services, row) for row in unfinished}
     tracks = {row.id: await trickplay.thumbnails_vtt(config, services, row) for row in rows}
+    hows = {row.id: await encoding.encoding(config, services, row) for row in rows}
     return [
         catalog.detail_item(
-            config, row, percents.get(row.id), None, playable.get(row.id), thumbnails_vtt=tracks[row.id]
+            config,
+            row,
+            percents.get(row.id),
+            None,
+            playable.get(row.id),
+            thumbnails_vtt=tracks[row.id],
+            encoding=hows[row.id],
         )
         for row in rows
     ]

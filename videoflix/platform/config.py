@@ -279,6 +279,12 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ),
     ("x264_preset", "VIDEOFLIX_X264_PRESET", _parse_x264_preset, "libx264 preset, ultrafast ... placebo"),
     (
+        "transcode_copy",
+        "VIDEOFLIX_TRANSCODE_COPY",
+        _parse_bool,
+        "copy a source that already fits into the top rung instead of re-encoding it",
+    ),
+    (
         "max_video_width",
         "MAX_VIDEO_WIDTH",
         _parse_positive_int,
@@ -389,6 +395,7 @@ class Config:
     version_grace_seconds: int = 6 * 3600
     shutdown_grace_seconds: int = 10
     x264_preset: str = "veryfast"
+    transcode_copy: bool = True  # issue 23: transcode/copyfit.py
     # Media caps and resource limits (videoflix/transcode/limits.py explains the defaults).
     max_video_width: int = 7680
     max_video_height: int = 7680

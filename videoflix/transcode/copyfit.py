@@ -195,7 +195,8 @@ def audio_refusal(probe: Probe, audio_kbps: int) -> str | None:
             ["audio", probe.audio_codec or "unknown", *([probe.audio_profile] if probe.audio_profile else [])]
         )
     if probe.audio_channels != 2:
-        return "audio %s channels" % (probe.audio_channels or "unknown")
+        channels = probe.audio_channels
+        return "audio %s channel%s" % (channels or "unknown", "" if channels == 1 else "s")
     if probe.audio_bit_rate is None or probe.audio_bit_rate > audio_kbps * 1000 * AUDIO_BITRATE_SLACK:
         bitrate = "unknown" if probe.audio_bit_rate is None else "%d kb/s" % round(probe.audio_bit_rate / 1000)
         return "audio bitrate %s over %d kb/s" % (bitrate, audio_kbps)

@@ -142,6 +142,7 @@ class _Running:
 def settings_from_config(config: Config) -> TranscodeSettings:
     return TranscodeSettings(
         preset=config.x264_preset,
+        copy_when_fits=config.transcode_copy,
         stall_seconds=float(config.transcode_stall_seconds),
         caps=caps_from_config(config),
         memory_mb=config.transcode_memory_mb,

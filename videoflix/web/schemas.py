@@ -145,6 +145,29 @@ VIDEO_DETAIL = Schema(
                         "description": "The live version's WebVTT thumbnails track (cues point into sprite "
                         "sheets with #xywh=), or null",
                     },
+                    "encoding": {
+                        "type": ["object", "null"],
+                        "description": "How the live version was made: its top rung the source's video stream "
+                        "copied (no re-encode) or encoded, and why it was not copied; null when nothing is live "
+                        "or the version predates this field",
+                        "required": ["video", "audio", "reason", "audio_reason", "note"],
+                        "properties": {
+                            "video": {"enum": ["copied", "encoded"]},
+                            "audio": {"enum": ["copied", "encoded", None], "description": "null: no sound"},
+                            "reason": {
+                                "type": ["string", "null"],
+                                "description": 'Why the video was encoded, e.g. "source GOP 10 s"',
+                            },
+                            "audio_reason": {
+                                "type": ["string", "null"],
+                                "description": 'Why the audio was encoded, e.g. "audio 6 channels"',
+                            },
+                            "note": {
+                                "type": ["string", "null"],
+                                "description": 'For people: "copied" or "encoded: <reason>"',
+                            },
+                        },
+                    },
                 },
             },
         ]

@@ -7,7 +7,7 @@ import logging
 
 import tornado.web
 
-from videoflix.library import catalog, lifecycle, subtitle_tracks, trickplay, uploads, watching
+from videoflix.library import catalog, encoding, lifecycle, subtitle_tracks, trickplay, uploads, watching
 from videoflix.library.uploads import UploadError, UploadReceiver
 from videoflix.platform import media
 from videoflix.tables.videos import Video
@@ -176,8 +176,11 @@ class VideoDetailHandler(BaseHandler):
         playable = await catalog.get_playable_version(self.services, video)
         tracks = await subtitle_tracks.list_items(self.config, self.services, video.id)
         thumbnails = await trickplay.thumbnails_vtt(self.config, self.services, video)
+        how = await encoding.encoding(self.config, self.services, video)
         self.write_json(
-            catalog.detail_item(self.config, video, progress, position, playable, tracks, thumbnails_vtt=thumbnails)
+            catalog.detail_item(
+                self.config, video, progress, position, playable, tracks, thumbnails_vtt=thumbnails, encoding=how
+            )
         )
 
     @operation(
