@@ -433,7 +433,8 @@ async def test_detail_says_whether_the_top_rung_was_copied_and_why(admin_client,
     copied = (await upload(admin_client, fitting, title="Copied")).json()["id"]
     detail = await wait_for_status(admin_client, encoded, "ready")
     assert detail["encoding"] == {"video": "encoded", "audio": "encoded", "reason": "source GOP 6 s",
-                                  "audio_reason": None, "note": "encoded: source GOP 6 s"}
+                                  "audio_reason": None, "note": "encoded: source GOP 6 s",
+                                  "input": "the original"}
     detail = await wait_for_status(admin_client, copied, "ready")
     assert detail["encoding"] == {"video": "copied", "audio": "encoded", "reason": None,
-                                  "audio_reason": "audio 1 channel", "note": "copied"}
+                                  "audio_reason": "audio 1 channel", "note": "copied", "input": "the original"}

@@ -133,7 +133,8 @@ function statusLine(video) {
   if (video.playable && video.status !== 'ready') parts.push(' · watchable now');
   if (video.status === 'ready' && video.duration) parts.push(` ${formatTime(video.duration)} · ${video.resolutions.join(', ')}`);
   // How the live version was made (issue 23): "copied", or "encoded: source GOP 10 s".
-  if (video.encoding && video.encoding.note) parts.push(el('span', { class: 'encoding', 'data-encoding': video.encoding.video }, ` · ${video.encoding.note}`));
+  if (video.encoding && video.encoding.note) parts.push(el('span', { class: 'encoding', 'data-encoding': video.encoding.video }, ` · ${video.encoding.note}`
+    + (video.encoding.input && video.encoding.input !== 'the original' ? ` from ${video.encoding.input}` : '')));
   parts.push(` · ${video.visibility === 'public' ? 'everyone' : 'private'}`);
   if (video.category) parts.push(` · ${video.category}`);
   return parts;

@@ -1,5 +1,8 @@
 """The detail's `encoding` (issue 23): how the live version was made, from its ladder.json.
 
+Also what the run read: the original, or, once the original was removed by policy
+(transcode/originals.py), the previous version's top rung.
+
 The transcode child records in each version's ladder.json whether the top rung is the
 source's video stream, copied, and when not, why (transcode/copyfit.py): the studio shows
 "copied" or "encoded: source GOP 10 s". Null when nothing is live, or for a version made
@@ -55,6 +58,8 @@ def encoding_from_ladder(ladder: dict[str, Any] | None) -> dict[str, Any] | None
         "reason": None if video else _text(copy.get("reason")),
         "audio_reason": _text(copy.get("audio_reason")),
         "note": _text(copy.get("note")),
+        # What the run read: "the original", or "the 1080p rung of v3 (no original)".
+        "input": _text(ladder.get("input")) if ladder is not None else None,
     }
 
 

@@ -142,6 +142,17 @@ def _parse_x264_preset(value: str) -> str:
     return value
 
 
+# Issue 23 item 4 (transcode/originals.py): keep | replace | remove.
+ORIGINALS_POLICIES = ("keep", "replace", "remove")
+
+
+def _parse_originals(value: str) -> str:
+    value = value.strip().lower()
+    if value not in ORIGINALS_POLICIES:
+        raise ValueError("expected one of " + ", ".join(ORIGINALS_POLICIES))
+    return value
+
+
 def _parse_log_format(value: str) -> str:
     value = value.strip().lower()
     if value not in ("text", "json"):
@@ -285,6 +296,12 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
         "copy a source that already fits into the top rung instead of re-encoding it",
     ),
     (
+        "originals",
+        "VIDEOFLIX_ORIGINALS",
+        _parse_originals,
+        "uploaded originals after a successful transcode: keep, replace (by a copied top rung), remove",
+    ),
+    (
         "max_video_width",
         "MAX_VIDEO_WIDTH",
         _parse_positive_int,
@@ -396,6 +413,7 @@ class Config:
     shutdown_grace_seconds: int = 10
     x264_preset: str = "veryfast"
     transcode_copy: bool = True  # issue 23: transcode/copyfit.py
+    originals: str = "keep"  # issue 23: transcode/originals.py
     # Media caps and resource limits (videoflix/transcode/limits.py explains the defaults).
     max_video_width: int = 7680
     max_video_height: int = 7680

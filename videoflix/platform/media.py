@@ -42,6 +42,9 @@ from videoflix.tables.videos import PlaybackVideo, Video
 MASTER_PLAYLIST_NAME = "master.m3u8"  # rendered per request; a file only in the wave-1 layout
 MEDIA_PLAYLIST_NAME = "index.m3u8"
 LADDER_NAME = "ladder.json"
+# A run without the original (issue 23, transcode/originals.py) reads the live version's top
+# rung, its segments joined into this file of its own folder, removed when the run ends.
+RUNG_INPUT_NAME = "input.ts"
 IFRAME_PLAYLIST_NAME = "iframes.m3u8"  # per rendition (trickplay)
 # URL part of a version's subtitle playlists, and media/<id>/subtitles/ (subs)
 SUBTITLES_DIR_NAME = "subtitles"

@@ -37,8 +37,9 @@ COPY_PROFILES = frozenset({"Baseline", "Constrained Baseline", "Main", "High"})
 COPY_PIXEL_FORMATS = frozenset({"yuv420p"})
 # Field orders of a progressive stream (ffprobe says "progressive" or nothing).
 PROGRESSIVE = frozenset({"progressive", None})
-# A keyframe further than this from the output frame grid (in frames) means timing the
-# lower rungs' constant-rate encode cannot reproduce, so their cuts could differ.
+# A keyframe further than this from the output frame grid (in frames, counted from the
+# first keyframe) means timing the lower rungs' constant-rate encode cannot reproduce, so
+# their cuts could differ.
 GRID_TOLERANCE_FRAMES = 0.01
 # Containers store the measured average of a capped AAC encoder: 128 kb/s comes out a
 # little above or below the nominal rate.
@@ -163,11 +164,17 @@ def plan_copy(
     if longest > segment_seconds + EPSILON_SECONDS:
         return encode_everything("source GOP %s s" % _seconds(longest))
     fps = output_fps(probe)
-    if any(_grid_offset(t, fps) > GRID_TOLERANCE_FRAMES for t in times):
+    # On the grid from the first keyframe: the audio may start a fraction of a frame
+    # earlier (a transport stream, AAC priming); the encoded rungs' frames then sit that
+    # fraction off the copied rung's, a constant under half a frame, and the cuts and
+    # EXTINFs, differences of times, stay the same.
+    if any(_grid_offset(t - times[0], fps) > GRID_TOLERANCE_FRAMES for t in times):
         return encode_everything("source keyframes off the frame grid")
     duration = max(probe.duration, end - times[0])
     kbps = scan.total_bytes * 8 / 1000 / duration if duration > 0 else math.inf
-    if kbps > top.max_kbps:
+    # What the rung's own encoder may produce: its cap, plus a full VBV buffer spread over
+    # the duration (a short clip's average can exceed the cap by that much).
+    if kbps > top.max_kbps + top.bufsize_kbps / duration:
         return encode_everything("source %d kb/s over the %s cap of %d kb/s" % (round(kbps), top.name, top.max_kbps))
     kept = thin_keyframes(times, segment_seconds, gop_seconds)
     if len(keyframe_arg(kept)) > MAX_KEYFRAME_ARG_CHARS:

@@ -37,7 +37,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from videoflix.platform.media import LADDER_NAME, MEDIA_PLAYLIST_NAME, POSTER_NAME, SEGMENT_PATTERN, THUMBNAIL_NAME
-from videoflix.transcode import copyfit, iframes, ladderfile, progress, sprites, subtracks
+from videoflix.transcode import copyfit, iframes, ladderfile, originals, progress, sprites, subtracks
 from videoflix.transcode.command import (
     MIN_TIME_LIMIT_SECONDS,
     TranscodeSettings,
@@ -87,6 +87,8 @@ class JobResult:
     subtitle_tracks: list[ExtractedTrack] = field(default_factory=list)
     # Whether the top rung is the source's stream copied, and why not (copyfit.py).
     copy: copyfit.CopyPlan | None = None
+    # What the run read: "the original", or a rung of the live version (originals.py).
+    input: str = "the original"
 
 
 class JobCancelled(Exception):
@@ -108,6 +110,8 @@ class ChildJob:
     redis_url: str
     settings: TranscodeSettings
     fence: str = ""  # media.lease_fence of that version
+    # Without an original (originals.py): the live version's top rung folder, read instead.
+    source_rung: str = ""
     max_file_bytes: int = 0  # RLIMIT_FSIZE of the run's ffmpeg (0: unchanged)
     version: int = 0  # the version written (reported as playable once it is)
 
@@ -144,9 +148,32 @@ def run_child_job(job: ChildJob) -> JobResult:
             log.warning("video %s: playable not recorded: %s", job.video_id, exc)
 
     try:
+        if job.source_rung and not os.path.exists(job.source):
+            return transcode_rung(job.source_rung, job.work_dir, job.settings, on_progress, on_playable)
         return transcode(job.source, job.work_dir, job.settings, on_progress, on_playable)
     finally:
         client.close()
+
+
+def transcode_rung(
+    rung_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    settings: TranscodeSettings | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_playable: PlayableCallback | None = None,
+) -> JobResult:
+    """`transcode` with a finished rendition as the source (the original is gone): its
+    segments joined into one file of the run's folder, removed when the run ends."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        joined, note = originals.join_rung(rung_dir, out_dir)
+    except (OSError, ValueError, PlaylistError) as error:
+        log.warning("no original and no usable rung at %s: %s", rung_dir, error)
+        raise TranscodeError("The original was removed and no rendition is left to transcode from.") from error
+    try:
+        return transcode(joined, out_dir, settings, on_progress, on_playable, input_note=note)
+    finally:
+        joined.unlink(missing_ok=True)
 
 
 def make_posters(
@@ -269,11 +296,12 @@ def transcode(
     settings: TranscodeSettings | None = None,
     on_progress: ProgressCallback | None = None,
     on_playable: PlayableCallback | None = None,
+    input_note: str = "the original",
 ) -> JobResult:
     """Transcode `source` into the HLS ladder in `out_dir` (run in a child process);
-    `settings` None: the defaults."""
+    `settings` None: the defaults; `input_note` says what `source` is (ladder.json)."""
     try:
-        return _transcode(source, Path(out_dir), settings or TranscodeSettings(), on_progress, on_playable)
+        return _transcode(source, Path(out_dir), settings or TranscodeSettings(), on_progress, on_playable, input_note)
     except TranscodeError as error:
         raise TranscodeError(public_reason(str(error))) from error
 
@@ -284,6 +312,7 @@ def _transcode(
     settings: TranscodeSettings,
     on_progress: ProgressCallback | None,
     on_playable: PlayableCallback | None = None,
+    input_note: str = "the original",
 ) -> JobResult:
     # The allow-listed probe decides the demuxer; every ffmpeg run below forces it. The
     # caps are checked again: the job may be older than the configured caps, or the
@@ -318,6 +347,7 @@ def _transcode(
             duration=probe.duration,
             segment_seconds=settings.segment_seconds,
             copy=copy,
+            input_note=input_note,
         ),
     )
     start_pts: list[int | None] = [None]  # measured once the first segments exist
@@ -338,6 +368,7 @@ def _transcode(
                     segment_seconds=settings.segment_seconds,
                     start_pts=start_pts[0],
                     copy=copy,
+                    input_note=input_note,
                 ),
             )
             if on_playable is not None:
@@ -383,6 +414,7 @@ def _transcode(
             iframes=[dataclasses.asdict(stream) for stream in trickplay.iframes],
             thumbnails_vtt=trickplay.thumbnails_vtt,
             copy=copy,
+            input_note=input_note,
         ),
     )
     if on_progress is not None:
@@ -397,4 +429,5 @@ def _transcode(
         has_audio=probe.has_audio,
         subtitle_tracks=subtitle_tracks,
         copy=copy,
+        input=input_note,
     )

@@ -13,7 +13,9 @@ The shape (README, Architecture: Transcode):
               "audio_reason": "audio 6 channels" | null, "note": "copied" | "encoded: ..."}}
 
 "copy" says whether the top rung is the source's own video stream (copyfit.py) and,
-when it is not, why; ladders written before issue 23 have no "copy".
+when it is not, why; "input" what the run read: "the original", or without one
+(transcode/originals.py) "the 1080p rung of v3 (no original)". Ladders written before
+issue 23 have neither.
 
 A provisional ladder (complete=false) is written before ffmpeg starts, with BANDWIDTH
 from the rungs' caps and CODECS from the H.264 level the size and rate need, so a
@@ -113,6 +115,7 @@ def make_ladder(
     iframes: Sequence[dict[str, Any]] = (),
     thumbnails_vtt: str | None = None,
     copy: CopyPlan | None = None,
+    input_note: str | None = None,
 ) -> dict[str, Any]:
     ladder = {
         "complete": bool(complete),
@@ -125,6 +128,8 @@ def make_ladder(
     }
     if copy is not None:
         ladder["copy"] = copy_dict(copy)
+    if input_note is not None:
+        ladder["input"] = input_note
     return ladder
 
 

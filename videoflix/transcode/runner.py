@@ -60,7 +60,7 @@ from videoflix.platform.config import Config
 from videoflix.platform.db import cursor, transaction
 from videoflix.platform.services import Services
 from videoflix.tables import videos
-from videoflix.transcode import progress, queue
+from videoflix.transcode import originals, progress, queue
 from videoflix.transcode.command import TranscodeSettings
 from videoflix.transcode.errors import TranscodeError, public_reason
 from videoflix.transcode.fence import write_fence
@@ -148,6 +148,19 @@ def settings_from_config(config: Config) -> TranscodeSettings:
         memory_mb=config.transcode_memory_mb,
         cpu_factor=config.transcode_cpu_factor,
     )
+
+
+def _live_top_rung(config: Config, row: videos.Video) -> str:
+    """The live version's top rung folder: what a run reads when the original is gone
+    (originals.py); "" when nothing is live."""
+    if row.live_version is None or not row.resolutions:
+        return ""
+    return str(media.version_dir(config.media_dir, row.id, row.live_version) / row.resolutions[0])
+
+
+def _remove_original(path: Path) -> None:
+    """Blocking: the file executor only."""
+    path.unlink(missing_ok=True)
 
 
 def redis_client(url: str) -> redis.asyncio.Redis:
@@ -435,6 +448,7 @@ class TranscodeRunner:
             fence=str(fence),
             max_file_bytes=self.config.transcode_max_file_bytes,
             version=version,
+            source_rung=_live_top_rung(self.config, row),
         )
         log.info(
             "video %s job %s: transcoding into version %d (delivery %d)",
@@ -492,6 +506,10 @@ class TranscodeRunner:
             await self._tell(JobOutcome("discarded", video_id, version, wall_seconds=wall_seconds, result=result))
             return
         await loop.run_in_executor(executor, _remove_work, None, fence)
+        if originals.drop_original(self.config.originals, result.copy, result.has_audio):
+            source = media.source_path(self.config.media_dir, video_id)
+            await loop.run_in_executor(executor, _remove_original, source)
+            log.info("video %s: original removed (VIDEOFLIX_ORIGINALS=%s)", video_id, self.config.originals)
         await queue.ack(redis_client, job)
         await progress.clear_progress(redis_client, video_id)
         log.info("video %s job %s: ready (%s)", video_id, job.entry_id, ", ".join(result.resolutions))

@@ -150,7 +150,7 @@ VIDEO_DETAIL = Schema(
                         "description": "How the live version was made: its top rung the source's video stream "
                         "copied (no re-encode) or encoded, and why it was not copied; null when nothing is live "
                         "or the version predates this field",
-                        "required": ["video", "audio", "reason", "audio_reason", "note"],
+                        "required": ["video", "audio", "reason", "audio_reason", "note", "input"],
                         "properties": {
                             "video": {"enum": ["copied", "encoded"]},
                             "audio": {"enum": ["copied", "encoded", None], "description": "null: no sound"},
