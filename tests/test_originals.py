@@ -13,12 +13,15 @@ from videoflix.platform import media
 from videoflix.transcode.copyfit import CopyPlan
 from videoflix.transcode.originals import drop_original
 
-from helpers import upload, wait_for_status
+from helpers import upload, wait_for_status, wait_until
+
+
+METRICS_TOKEN = "ledger-metrics-token-long-enough"
 
 
 @pytest.fixture
 def config(config, request):
-    return dataclasses.replace(config, originals=getattr(request, "param", "keep"))
+    return dataclasses.replace(config, originals=getattr(request, "param", "keep"), metrics_token=METRICS_TOKEN)
 
 
 @pytest.fixture
@@ -104,3 +107,71 @@ async def test_keep_is_the_default_and_keeps_every_original(admin_client, runner
     video_id = (await upload(admin_client, fitting_clip, title="Kept")).json()["id"]
     assert (await wait_for_status(admin_client, video_id, "ready"))["encoding"]["video"] == "copied"
     assert media.source_path(config.media_dir, video_id).exists()
+
+
+# --- the storage ledger (issue 23 item 5) -------------------------------------------------
+
+
+def metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", ["replace"], indirect=True)
+@pytest.mark.gen_test(timeout=240)
+async def test_storage_ledger_per_video_per_user_in_total_and_in_metrics(admin_client, client, make_user, runner,
+                                                                         config, small_clip, fitting_clip):
+    encoded = (await upload(admin_client, small_clip, title="Encoded")).json()["id"]
+    copied = (await upload(admin_client, fitting_clip, title="Copied")).json()["id"]
+    details = {}
+
+    async def ledgers_written() -> bool:
+        # The runner writes a ledger row right after the publishing UPDATE (and the
+        # original's removal): `ready` can be seen a moment before it.
+        for video_id in (encoded, copied):
+            details[video_id] = (await admin_client.get(f"/api/video/{video_id}/")).json()
+        return all(detail["storage"] is not None for detail in details.values())
+
+    await wait_for_status(admin_client, encoded, "ready")
+    await wait_for_status(admin_client, copied, "ready")
+    await wait_until(ledgers_written, "both ledger rows")
+    encoded_detail, copied_detail = details[encoded], details[copied]
+
+    version = media.version_dir(config.media_dir, encoded, 1)
+    kept = encoded_detail["storage"]
+    assert kept["original_bytes"] == small_clip.stat().st_size  # kept: the top rung was encoded
+    assert kept["rendition_bytes"] == {
+        "480p": sum(p.stat().st_size for p in (version / "480p").iterdir() if p.name != "iframes.m3u8")}
+    assert kept["picture_bytes"] == (version / "poster.jpg").stat().st_size + (version / "thumbnail.jpg").stat().st_size
+    assert kept["trickplay_bytes"] > 0 and kept["encode_cpu_seconds"] > 0
+    assert kept["total_bytes"] == (kept["original_bytes"] + kept["rendition_bytes"]["480p"] + kept["trickplay_bytes"]
+                                   + kept["picture_bytes"] + kept["subtitle_bytes"])
+    assert (kept["copy_saved_bytes"], kept["copy_saved_cpu_seconds"]) == (0, None)
+    dropped = copied_detail["storage"]
+    # Replaced by its copied top rung: the original's bytes are what copying saved.
+    assert dropped["original_bytes"] == 0
+    assert dropped["copy_saved_bytes"] == fitting_clip.stat().st_size
+    assert dropped["copy_saved_cpu_seconds"] is None  # one rung, copied: no encode to measure by
+
+    summary = (await admin_client.get("/api/storage/")).json()
+    total = kept["total_bytes"] + dropped["total_bytes"]
+    assert summary["total"]["total_bytes"] == total and summary["total"]["videos"] == 2
+    assert summary["mine"]["total_bytes"] == total
+    assert [(user["email"], user["total_bytes"]) for user in summary["users"]] == [("admin@example.com", total)]
+    assert summary["total"]["copy_saved_bytes"] == fitting_clip.stat().st_size
+
+    # Another user sees neither the ledger of the admin's public video nor the totals.
+    await make_user("viewer@example.com")
+    viewer_detail = (await client.get(f"/api/video/{encoded}/")).json()
+    assert "storage" not in viewer_detail
+    assert (await client.get("/api/storage/")).json() == {"mine": {
+        "videos": 0, "original_bytes": 0, "rendition_bytes": 0, "trickplay_bytes": 0, "picture_bytes": 0,
+        "subtitle_bytes": 0, "total_bytes": 0, "copy_saved_cpu_seconds": 0.0, "copy_saved_bytes": 0}}
+
+    scraped = (await client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+                                cookies=False)).body.decode()
+    assert metric(scraped, 'videoflix_storage_bytes{kind="total"}') == total
+    assert metric(scraped, "videoflix_copy_saved_bytes") == fitting_clip.stat().st_size

@@ -13,7 +13,7 @@ import tornado.web
 
 from videoflix.accounts import passwords
 from videoflix.delivery import openfiles, playback
-from videoflix.library import lifecycle, subtitle_tracks
+from videoflix.library import lifecycle, storage, subtitle_tracks
 from videoflix.library.changefeed import VideoFeed
 from videoflix.library.events import EventHub
 from videoflix.library.sweeper import Sweeper
@@ -72,6 +72,8 @@ def make_runner(config: Config, services: Services, consumer: str | None = None)
     row the job changed), then to the metrics."""
     runner = TranscodeRunner(config, services, consumer=consumer)
     runner.before_publish = functools.partial(subtitle_tracks.import_result_tracks, config, services)
+    # The ledger first: the change announced next makes the studio read it.
+    runner.on_outcome.append(functools.partial(storage.record_run, config, services))
     runner.on_outcome.append(functools.partial(lifecycle.job_finished, services))
     metrics.of(services).watch_runner(runner)
     return runner

@@ -127,11 +127,33 @@ cancelButton.addEventListener('click', () => { if (xhr) xhr.abort(); });
 // --- the list of videos --------------------------------------------------------
 const STATUS_TEXT = { uploading: 'Uploading', queued: 'Queued', processing: 'Processing', ready: 'Ready', failed: 'Failed' };
 
+function formatBytes(bytes) {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
+  return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
+}
+
+// The storage ledger's sums: the caller's own; admins see every video's total.
+async function showStorage() {
+  const result = await api('GET', '/api/storage/');
+  if (!result.ok) return;
+  const sums = result.data.total || result.data.mine;
+  const line = document.getElementById('storage');
+  line.textContent = `${result.data.total ? 'All videos' : 'Your videos'} take ${formatBytes(sums.total_bytes)}`
+    + ` (originals ${formatBytes(sums.original_bytes)}, renditions ${formatBytes(sums.rendition_bytes)});`
+    + ` copying saved about ${Math.round(sums.copy_saved_cpu_seconds)} CPU-seconds and ${formatBytes(sums.copy_saved_bytes)}.`;
+  line.hidden = false;
+}
+
 function statusLine(video) {
   const parts = [el('span', { class: `badge ${video.status}`, 'data-status': video.status }, STATUS_TEXT[video.status] || video.status)];
   if (video.status === 'processing') parts.push(` ${video.progress} %`);
   if (video.playable && video.status !== 'ready') parts.push(' · watchable now');
   if (video.status === 'ready' && video.duration) parts.push(` ${formatTime(video.duration)} · ${video.resolutions.join(', ')}`);
+  // Its bytes on disk (the storage ledger, issue 23), for its owner and admins.
+  if (video.storage) parts.push(el('span', { class: 'storage', 'data-bytes': String(video.storage.total_bytes) }, ` · ${formatBytes(video.storage.total_bytes)}`));
   // How the live version was made (issue 23): "copied", or "encoded: source GOP 10 s".
   if (video.encoding && video.encoding.note) parts.push(el('span', { class: 'encoding', 'data-encoding': video.encoding.video }, ` · ${video.encoding.note}`
     + (video.encoding.input && video.encoding.input !== 'the original' ? ` from ${video.encoding.input}` : '')));
@@ -216,6 +238,7 @@ function upsert(video) {
   if (openEdit) item.append(openEdit);
   if (existing) existing.replaceWith(item); else list.prepend(item);
   document.getElementById('no-videos').hidden = videos.size > 0;
+  if (before && before.status !== video.status && video.status === 'ready') showStorage();
   if (before && before.status !== video.status) {
     if (video.status === 'ready') say(`“${video.title}” is ready to watch.`);
     else if (video.status === 'failed') say(`“${video.title}” failed: ${video.error || 'unknown error'}.`);
@@ -255,6 +278,7 @@ async function main() {
   session = await keepSession();
   document.getElementById('no-videos').hidden = false;
   connect();
+  showStorage();
 }
 
 main();

@@ -67,11 +67,15 @@ def detail_item(
     subtitles: list[dict[str, Any]] | None = None,
     thumbnails_vtt: str | None = None,
     encoding: dict[str, Any] | None = None,
+    show_storage: bool = False,
+    storage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """API.md §4's detail, plus §6's `position` (the caller's, or None), `playable`,
     `subtitles` (subtitle_tracks.item each; only when the caller looked them up),
     `thumbnails_vtt` (the live version's track: trickplay.thumbnails_vtt, or None) and
-    `encoding` (how the live version was made: encoding.encoding, or None).
+    `encoding` (how the live version was made: encoding.encoding, or None); with
+    `show_storage` (the caller owns the video or is an admin) `storage`, its ledger row
+    (storage.detail_storage, or None).
     The detail is shown to the owner and admins, or to those who may watch the live
     version, so `master_url` is given whenever something is playable (the master
     serves the live version, or the one being built to the owner and admins)."""
@@ -99,6 +103,7 @@ def detail_item(
         **({"subtitles": subtitles} if subtitles is not None else {}),
         "thumbnails_vtt": thumbnails_vtt,
         "encoding": encoding,
+        **({"storage": storage} if show_storage else {}),
     }
 
 

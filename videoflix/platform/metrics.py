@@ -123,6 +123,16 @@ class Metrics:
         self.pool_workers = Gauge(
             "videoflix_transcode_pool_workers", "Transcode pool size (TRANSCODE_WORKERS)", registry=r
         )
+        # The storage ledger (issue 23 item 5; library/storage.py), all videos together.
+        self.storage_bytes = Gauge(
+            "videoflix_storage_bytes", "Bytes of every video on disk, by kind (live versions)", ["kind"], registry=r
+        )
+        self.copy_saved_cpu_seconds = Gauge(
+            "videoflix_copy_saved_cpu_seconds", "Estimated encode CPU-seconds copying saved, all videos", registry=r
+        )
+        self.copy_saved_bytes = Gauge(
+            "videoflix_copy_saved_bytes", "Bytes of originals dropped because the top rung is a copy", registry=r
+        )
         self.in_flight = Gauge(
             "videoflix_http_requests_in_flight", "Requests whose answer is not completely written yet", registry=r
         )
@@ -197,8 +207,27 @@ class Metrics:
         self.queue_pending.set(sizes.pending)
         self.dead_letters.set(sizes.dead_letters)
 
+    async def refresh_storage(self, totals: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        """The ledger's sums (`totals()` is library.storage.totals on PostgreSQL); NaN
+        while PostgreSQL does not answer."""
+        try:
+            sums = await asyncio.wait_for(totals(), REFRESH_TIMEOUT_SECONDS)
+        except Exception as exc:
+            log.warning("metrics: storage ledger unavailable: %s", exc)
+            for kind in STORAGE_KINDS:
+                self.storage_bytes.labels(kind).set(math.nan)
+            return
+        for kind in STORAGE_KINDS:
+            self.storage_bytes.labels(kind).set(sums[kind + "_bytes"])
+        self.copy_saved_cpu_seconds.set(sums["copy_saved_cpu_seconds"])
+        self.copy_saved_bytes.set(sums["copy_saved_bytes"])
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# The kinds of videoflix_storage_bytes (a closed set: library/storage.py's sums).
+STORAGE_KINDS = ("original", "rendition", "trickplay", "picture", "subtitle", "total")
 
 
 def of(services: Services) -> Metrics:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from videoflix.platform.media import LADDER_NAME, MEDIA_PLAYLIST_NAME, POSTER_NAME, SEGMENT_PATTERN, THUMBNAIL_NAME
-from videoflix.transcode import copyfit, iframes, ladderfile, originals, progress, sprites, subtracks
+from videoflix.transcode import copyfit, iframes, ladderfile, ledger, originals, progress, sprites, subtracks
 from videoflix.transcode.command import (
     MIN_TIME_LIMIT_SECONDS,
     TranscodeSettings,
@@ -89,6 +90,8 @@ class JobResult:
     copy: copyfit.CopyPlan | None = None
     # What the run read: "the original", or a rung of the live version (originals.py).
     input: str = "the original"
+    # The version's bytes by kind and the run's CPU (ledger.py).
+    storage: ledger.VersionStorage | None = None
 
 
 class JobCancelled(Exception):
@@ -258,6 +261,12 @@ def plan_copy(
     )
 
 
+def _children_cpu_seconds() -> float:
+    """User + system CPU of this process's finished children (ffmpeg, ffprobe)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def check_complete(produced: float, duration: float) -> None:
     """Raise when the output ends well before the source's duration (pure)."""
     missing = duration - produced
@@ -314,6 +323,7 @@ def _transcode(
     on_playable: PlayableCallback | None = None,
     input_note: str = "the original",
 ) -> JobResult:
+    cpu_before = _children_cpu_seconds()
     # The allow-listed probe decides the demuxer; every ffmpeg run below forces it. The
     # caps are checked again: the job may be older than the configured caps, or the
     # source replaced behind the upload's back.
@@ -375,6 +385,7 @@ def _transcode(
                 on_playable()
 
     started = time.monotonic()
+    ladder_cpu_before = _children_cpu_seconds()
     produced = run_ffmpeg(
         build_command(source, out, probe, renditions, settings, copy),
         duration=probe.duration,
@@ -384,6 +395,7 @@ def _transcode(
         on_progress=ffmpeg_progress,
         limits=limits,
     )
+    ladder_cpu = _children_cpu_seconds() - ladder_cpu_before
     check_complete(produced, probe.duration)
     log.info("encoded %s in %.1f s (%.1f s of video)", source, time.monotonic() - started, produced)
 
@@ -403,10 +415,12 @@ def _transcode(
         trickplay = write_trickplay(out, variants, plan)
     except (PlaylistError, ProbeError) as error:
         raise TranscodeError(f"Unusable output: {error}") from error
+    storage = ledger.measure_version(out, renditions, _children_cpu_seconds() - cpu_before, ladder_cpu, copy)
     ladderfile.write_ladder(
         ladder_file,
         ladderfile.make_ladder(
             variants,
+            storage=ledger.storage_dict(storage),
             complete=True,
             duration=probe.duration,
             segment_seconds=settings.segment_seconds,
@@ -430,4 +444,5 @@ def _transcode(
         subtitle_tracks=subtitle_tracks,
         copy=copy,
         input=input_note,
+        storage=storage,
     )

@@ -15,7 +15,8 @@ The shape (README, Architecture: Transcode):
 "copy" says whether the top rung is the source's own video stream (copyfit.py) and,
 when it is not, why; "input" what the run read: "the original", or without one
 (transcode/originals.py) "the 1080p rung of v3 (no original)". Ladders written before
-issue 23 have neither.
+issue 23 have neither. A complete ladder also has "storage": the version's bytes by kind
+and the run's CPU (transcode/ledger.py).
 
 A provisional ladder (complete=false) is written before ffmpeg starts, with BANDWIDTH
 from the rungs' caps and CODECS from the H.264 level the size and rate need, so a
@@ -116,6 +117,7 @@ def make_ladder(
     thumbnails_vtt: str | None = None,
     copy: CopyPlan | None = None,
     input_note: str | None = None,
+    storage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     ladder = {
         "complete": bool(complete),
@@ -130,6 +132,8 @@ def make_ladder(
         ladder["copy"] = copy_dict(copy)
     if input_note is not None:
         ladder["input"] = input_note
+    if storage is not None:
+        ladder["storage"] = storage
     return ladder
 
 

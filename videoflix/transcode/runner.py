@@ -106,6 +106,7 @@ class JobOutcome:
     owner_id: int | None = None  # the owner of the row this job changed (ready, failed); None: no row changed
     wall_seconds: float | None = None  # how long the child ran, when it finished (ready, discarded)
     result: JobResult | None = None  # what it made, when it finished
+    original_dropped_bytes: int = 0  # the original's size when VIDEOFLIX_ORIGINALS removed it (ready)
 
     @property
     def media_seconds(self) -> float:
@@ -158,9 +159,14 @@ def _live_top_rung(config: Config, row: videos.Video) -> str:
     return str(media.version_dir(config.media_dir, row.id, row.live_version) / row.resolutions[0])
 
 
-def _remove_original(path: Path) -> None:
-    """Blocking: the file executor only."""
-    path.unlink(missing_ok=True)
+def _remove_original(path: Path) -> int:
+    """Its size, 0 if it was gone already (blocking: the file executor only)."""
+    try:
+        size = path.stat().st_size
+        path.unlink()
+    except FileNotFoundError:
+        return 0
+    return size
 
 
 def redis_client(url: str) -> redis.asyncio.Redis:
@@ -506,13 +512,22 @@ class TranscodeRunner:
             await self._tell(JobOutcome("discarded", video_id, version, wall_seconds=wall_seconds, result=result))
             return
         await loop.run_in_executor(executor, _remove_work, None, fence)
+        dropped = 0
         if originals.drop_original(self.config.originals, result.copy, result.has_audio):
             source = media.source_path(self.config.media_dir, video_id)
-            await loop.run_in_executor(executor, _remove_original, source)
+            dropped = await loop.run_in_executor(executor, _remove_original, source)
             log.info("video %s: original removed (VIDEOFLIX_ORIGINALS=%s)", video_id, self.config.originals)
         await queue.ack(redis_client, job)
         await progress.clear_progress(redis_client, video_id)
         log.info("video %s job %s: ready (%s)", video_id, job.entry_id, ", ".join(result.resolutions))
         await self._tell(
-            JobOutcome("ready", video_id, version, owner_id=row.owner_id, wall_seconds=wall_seconds, result=result)
+            JobOutcome(
+                "ready",
+                video_id,
+                version,
+                owner_id=row.owner_id,
+                wall_seconds=wall_seconds,
+                result=result,
+                original_dropped_bytes=dropped,
+            )
         )

@@ -104,6 +104,85 @@ SUBTITLE = Schema(
         },
     },
 )
+# The storage ledger (issue 23 item 5, library/storage.py).
+_BYTES = {"type": "integer", "minimum": 0}
+VIDEO_STORAGE = Schema(
+    "VideoStorage",
+    {
+        "type": ["object", "null"],
+        "description": "The video's bytes on disk by kind as of its last run (the live version), and what "
+        "copying saved; null before its first run. Only for its owner and admins.",
+        "required": [
+            "original_bytes",
+            "rendition_bytes",
+            "trickplay_bytes",
+            "picture_bytes",
+            "subtitle_bytes",
+            "total_bytes",
+            "encode_cpu_seconds",
+            "copy_saved_cpu_seconds",
+            "copy_saved_bytes",
+        ],
+        "properties": {
+            "original_bytes": {**_BYTES, "description": "0 once removed (VIDEOFLIX_ORIGINALS)"},
+            "rendition_bytes": {"type": "object", "additionalProperties": _BYTES, "description": "per rung"},
+            "trickplay_bytes": _BYTES,
+            "picture_bytes": _BYTES,
+            "subtitle_bytes": _BYTES,
+            "total_bytes": _BYTES,
+            "encode_cpu_seconds": {"type": "number", "description": "CPU of the run's ffmpeg and ffprobe"},
+            "copy_saved_cpu_seconds": {
+                "type": ["number", "null"],
+                "description": "Estimated CPU the copied top rung did not cost; null when nothing was copied "
+                "beside an encoded rung",
+            },
+            "copy_saved_bytes": {
+                **_BYTES,
+                "description": "The original's bytes, when it was dropped because the top rung is a copy",
+            },
+        },
+    },
+)
+_SUMS = {
+    "type": "object",
+    "required": ["videos", "original_bytes", "rendition_bytes", "total_bytes", "copy_saved_bytes"],
+    "properties": {
+        "videos": _BYTES,
+        "original_bytes": _BYTES,
+        "rendition_bytes": _BYTES,
+        "trickplay_bytes": _BYTES,
+        "picture_bytes": _BYTES,
+        "subtitle_bytes": _BYTES,
+        "total_bytes": _BYTES,
+        "copy_saved_cpu_seconds": {"type": "number"},
+        "copy_saved_bytes": _BYTES,
+    },
+}
+STORAGE_SUMMARY = Schema(
+    "StorageSummary",
+    {
+        "type": "object",
+        "required": ["mine"],
+        "properties": {
+            "mine": {**_SUMS, "description": "The caller's own videos"},
+            "total": {**_SUMS, "description": "Every video (admins only)"},
+            "users": {
+                "type": "array",
+                "description": "Each owner's sums, largest first (admins only)",
+                "items": {
+                    "allOf": [
+                        _SUMS,
+                        {
+                            "type": "object",
+                            "required": ["user_id", "email"],
+                            "properties": {"user_id": {"type": "integer"}, "email": {"type": "string"}},
+                        },
+                    ]
+                },
+            },
+        },
+    },
+)
 VIDEO_DETAIL = Schema(
     "VideoDetail",
     {
@@ -166,8 +245,14 @@ VIDEO_DETAIL = Schema(
                                 "type": ["string", "null"],
                                 "description": 'For people: "copied" or "encoded: <reason>"',
                             },
+                            "input": {
+                                "type": ["string", "null"],
+                                "description": 'What the run read: "the original", or once the original was '
+                                'removed (VIDEOFLIX_ORIGINALS), e.g. "the 1080p rung of v3 (no original)"',
+                            },
                         },
                     },
+                    "storage": VIDEO_STORAGE,
                 },
             },
         ]

@@ -7,7 +7,7 @@ import logging
 
 import tornado.web
 
-from videoflix.library import catalog, encoding, lifecycle, subtitle_tracks, trickplay, uploads, watching
+from videoflix.library import catalog, encoding, lifecycle, storage, subtitle_tracks, trickplay, uploads, watching
 from videoflix.library.uploads import UploadError, UploadReceiver
 from videoflix.platform import media
 from videoflix.tables.videos import Video
@@ -177,9 +177,21 @@ class VideoDetailHandler(BaseHandler):
         tracks = await subtitle_tracks.list_items(self.config, self.services, video.id)
         thumbnails = await trickplay.thumbnails_vtt(self.config, self.services, video)
         how = await encoding.encoding(self.config, self.services, video)
+        # The storage ledger: for the owner and admins only (issue 23 item 5).
+        mine = video.owner_id == user_id or self.current_user.is_admin
+        ledger = await storage.detail_storage(self.services, video.id) if mine else None
         self.write_json(
             catalog.detail_item(
-                self.config, video, progress, position, playable, tracks, thumbnails_vtt=thumbnails, encoding=how
+                self.config,
+                video,
+                progress,
+                position,
+                playable,
+                tracks,
+                thumbnails_vtt=thumbnails,
+                encoding=how,
+                show_storage=mine,
+                storage=ledger,
             )
         )
 
@@ -256,10 +268,22 @@ class VideoRetranscodeHandler(BaseHandler):
         self.write_json(catalog.detail_item(self.config, video, None), 202)
 
 
+class StorageHandler(BaseHandler):
+    @operation(
+        "The storage ledger: the caller's bytes on disk; admins also the total and each user's",
+        responses={200: schemas.STORAGE_SUMMARY},
+    )
+    @authenticated
+    async def get(self) -> None:
+        user = self.current_user
+        self.write_json(await storage.summary(self.services, user.user_id, user.is_admin))
+
+
 # Ids are validated by the route: anything but a media.VIDEO_ID_PATTERN never reaches a handler (404).
 VIDEO_ID = rf"({media.VIDEO_ID_PATTERN})"
 ROUTES = [
     (r"/api/video/", VideoListHandler),
     (rf"/api/video/{VIDEO_ID}/", VideoDetailHandler),
     (rf"/api/video/{VIDEO_ID}/retranscode/", VideoRetranscodeHandler),
+    (r"/api/storage/", StorageHandler),
 ]
