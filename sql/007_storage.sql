@@ -1,5 +1,5 @@
 -- The storage ledger (issue 23 item 5): what each video takes on disk, written when a
--- run publishes (library/storage.py; the version's sizes from transcode/ledger.py) and
+-- run publishes (library/ledger.py; the version's sizes from transcode/footprint.py) and
 -- when the original is removed. Per user and in total by summing; gone with the video.
 -- Counts the live version only: a replaced version lingers for the grace period
 -- (VIDEOFLIX_VERSION_GRACE_SECONDS) uncounted.

@@ -13,7 +13,7 @@ import tornado.web
 
 from videoflix.accounts import passwords
 from videoflix.delivery import openfiles, playback
-from videoflix.library import lifecycle, storage, subtitle_tracks
+from videoflix.library import ledger, lifecycle, subtitle_tracks
 from videoflix.library.changefeed import VideoFeed
 from videoflix.library.events import EventHub
 from videoflix.library.sweeper import Sweeper
@@ -73,7 +73,7 @@ def make_runner(config: Config, services: Services, consumer: str | None = None)
     runner = TranscodeRunner(config, services, consumer=consumer)
     runner.before_publish = functools.partial(subtitle_tracks.import_result_tracks, config, services)
     # The ledger first: the change announced next makes the studio read it.
-    runner.on_outcome.append(functools.partial(storage.record_run, config, services))
+    runner.on_outcome.append(functools.partial(ledger.record_run, config, services))
     runner.on_outcome.append(functools.partial(lifecycle.job_finished, services))
     metrics.of(services).watch_runner(runner)
     return runner

@@ -75,7 +75,7 @@ def detail_item(
     `thumbnails_vtt` (the live version's track: trickplay.thumbnails_vtt, or None) and
     `encoding` (how the live version was made: encoding.encoding, or None); with
     `show_storage` (the caller owns the video or is an admin) `storage`, its ledger row
-    (storage.detail_storage, or None).
+    (ledger.detail_storage, or None).
     The detail is shown to the owner and admins, or to those who may watch the live
     version, so `master_url` is given whenever something is playable (the master
     serves the live version, or the one being built to the owner and admins)."""

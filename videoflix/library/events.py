@@ -27,7 +27,7 @@ import logging
 from typing import Any
 
 from videoflix.accounts import sessions, tokens
-from videoflix.library import catalog, encoding, storage, trickplay
+from videoflix.library import catalog, encoding, ledger, trickplay
 from videoflix.library.changefeed import VideoFeed
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor
@@ -201,7 +201,7 @@ class EventHub:
                 track = await trickplay.thumbnails_vtt(self.config, self.services, row)
                 how = await encoding.encoding(self.config, self.services, row)
                 # Studio streams are the owner's and admins': the ledger, once there is one.
-                ledger = await storage.detail_storage(self.services, row.id) if row.status == "ready" else None
+                row_ledger = await ledger.detail_storage(self.services, row.id) if row.status == "ready" else None
                 event, data, owner_id = (
                     VIDEO_EVENT,
                     catalog.detail_item(
@@ -213,7 +213,7 @@ class EventHub:
                         thumbnails_vtt=track,
                         encoding=how,
                         show_storage=True,
-                        storage=ledger,
+                        storage=row_ledger,
                     ),
                     row.owner_id,
                 )
@@ -234,7 +234,7 @@ async def snapshot(config: Config, services: Services, user_id: int, is_admin: b
     playable = {row.id: await catalog.get_playable_version(services, row) for row in unfinished}
     tracks = {row.id: await trickplay.thumbnails_vtt(config, services, row) for row in rows}
     hows = {row.id: await encoding.encoding(config, services, row) for row in rows}
-    ledgers = await storage.many_storage(services, [row.id for row in rows])
+    ledgers = await ledger.many_storage(services, [row.id for row in rows])
     return [
         catalog.detail_item(
             config,

@@ -123,7 +123,7 @@ class Metrics:
         self.pool_workers = Gauge(
             "videoflix_transcode_pool_workers", "Transcode pool size (TRANSCODE_WORKERS)", registry=r
         )
-        # The storage ledger (issue 23 item 5; library/storage.py), all videos together.
+        # The storage ledger (issue 23 item 5; library/ledger.py), all videos together.
         self.storage_bytes = Gauge(
             "videoflix_storage_bytes", "Bytes of every video on disk, by kind (live versions)", ["kind"], registry=r
         )
@@ -226,7 +226,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-# The kinds of videoflix_storage_bytes (a closed set: library/storage.py's sums).
+# The kinds of videoflix_storage_bytes (a closed set: library/ledger.py's sums).
 STORAGE_KINDS = ("original", "rendition", "trickplay", "picture", "subtitle", "total")
 
 

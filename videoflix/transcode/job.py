@@ -38,7 +38,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from videoflix.platform.media import LADDER_NAME, MEDIA_PLAYLIST_NAME, POSTER_NAME, SEGMENT_PATTERN, THUMBNAIL_NAME
-from videoflix.transcode import copyfit, iframes, ladderfile, ledger, originals, progress, sprites, subtracks
+from videoflix.transcode import copyfit, footprint, iframes, ladderfile, originals, progress, sprites, subtracks
 from videoflix.transcode.command import (
     MIN_TIME_LIMIT_SECONDS,
     TranscodeSettings,
@@ -90,8 +90,8 @@ class JobResult:
     copy: copyfit.CopyPlan | None = None
     # What the run read: "the original", or a rung of the live version (originals.py).
     input: str = "the original"
-    # The version's bytes by kind and the run's CPU (ledger.py).
-    storage: ledger.VersionStorage | None = None
+    # The version's bytes by kind and the run's CPU (footprint.py).
+    storage: footprint.VersionStorage | None = None
 
 
 class JobCancelled(Exception):
@@ -415,12 +415,12 @@ def _transcode(
         trickplay = write_trickplay(out, variants, plan)
     except (PlaylistError, ProbeError) as error:
         raise TranscodeError(f"Unusable output: {error}") from error
-    storage = ledger.measure_version(out, renditions, _children_cpu_seconds() - cpu_before, ladder_cpu, copy)
+    storage = footprint.measure_version(out, renditions, _children_cpu_seconds() - cpu_before, ladder_cpu, copy)
     ladderfile.write_ladder(
         ladder_file,
         ladderfile.make_ladder(
             variants,
-            storage=ledger.storage_dict(storage),
+            storage=footprint.storage_dict(storage),
             complete=True,
             duration=probe.duration,
             segment_seconds=settings.segment_seconds,

@@ -16,7 +16,7 @@ The shape (README, Architecture: Transcode):
 when it is not, why; "input" what the run read: "the original", or without one
 (transcode/originals.py) "the 1080p rung of v3 (no original)". Ladders written before
 issue 23 have neither. A complete ladder also has "storage": the version's bytes by kind
-and the run's CPU (transcode/ledger.py).
+and the run's CPU (transcode/footprint.py).
 
 A provisional ladder (complete=false) is written before ffmpeg starts, with BANDWIDTH
 from the rungs' caps and CODECS from the H.264 level the size and rate need, so a

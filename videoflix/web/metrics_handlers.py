@@ -20,7 +20,7 @@ import time
 import tornado.httpserver
 import tornado.web
 
-from videoflix.library import storage
+from videoflix.library import ledger
 from videoflix.platform import metrics
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
@@ -76,7 +76,7 @@ class MetricsHandler(BaseHandler):
             raise APIError(429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
         registry = metrics.of(self.services)
         await registry.refresh(functools.partial(queue.stats, self.services.redis))
-        await registry.refresh_storage(functools.partial(storage.totals, self.services))
+        await registry.refresh_storage(functools.partial(ledger.totals, self.services))
         # Rendering is a few hundred lines of text: off the loop.
         body = await asyncio.get_running_loop().run_in_executor(self.services.file_executor, registry.render)
         self.set_header("Content-Type", metrics.CONTENT_TYPE_LATEST)

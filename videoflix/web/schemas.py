@@ -104,7 +104,7 @@ SUBTITLE = Schema(
         },
     },
 )
-# The storage ledger (issue 23 item 5, library/storage.py).
+# The storage ledger (issue 23 item 5, library/ledger.py).
 _BYTES = {"type": "integer", "minimum": 0}
 VIDEO_STORAGE = Schema(
     "VideoStorage",

@@ -7,7 +7,7 @@ import logging
 
 import tornado.web
 
-from videoflix.library import catalog, encoding, lifecycle, storage, subtitle_tracks, trickplay, uploads, watching
+from videoflix.library import catalog, encoding, ledger, lifecycle, subtitle_tracks, trickplay, uploads, watching
 from videoflix.library.uploads import UploadError, UploadReceiver
 from videoflix.platform import media
 from videoflix.tables.videos import Video
@@ -179,7 +179,7 @@ class VideoDetailHandler(BaseHandler):
         how = await encoding.encoding(self.config, self.services, video)
         # The storage ledger: for the owner and admins only (issue 23 item 5).
         mine = video.owner_id == user_id or self.current_user.is_admin
-        ledger = await storage.detail_storage(self.services, video.id) if mine else None
+        row_ledger = await ledger.detail_storage(self.services, video.id) if mine else None
         self.write_json(
             catalog.detail_item(
                 self.config,
@@ -191,7 +191,7 @@ class VideoDetailHandler(BaseHandler):
                 thumbnails_vtt=thumbnails,
                 encoding=how,
                 show_storage=mine,
-                storage=ledger,
+                storage=row_ledger,
             )
         )
 
@@ -276,7 +276,7 @@ class StorageHandler(BaseHandler):
     @authenticated
     async def get(self) -> None:
         user = self.current_user
-        self.write_json(await storage.summary(self.services, user.user_id, user.is_admin))
+        self.write_json(await ledger.summary(self.services, user.user_id, user.is_admin))
 
 
 # Ids are validated by the route: anything but a media.VIDEO_ID_PATTERN never reaches a handler (404).

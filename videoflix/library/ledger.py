@@ -1,9 +1,9 @@
 """The storage ledger (issue 23 item 5): bytes per video by kind, per user and in total,
-and what copying saved; kept in PostgreSQL (tables/storage.py, sql/007).
+and what copying saved; kept in PostgreSQL (tables/video_storage.py, sql/007).
 
 A run that publishes records its video's row (`record_run`, a subscriber of the
 transcode runner's outcomes, app.make_runner): the live version's sizes measured by the
-transcode child (transcode/ledger.py), the original's size (0 once removed by
+transcode child (transcode/footprint.py), the original's size (0 once removed by
 VIDEOFLIX_ORIGINALS), the video's subtitle files. The detail shows a video's row to its
 owner and admins (`detail_storage`), GET /api/storage/ the sums (`summary`), and
 /metrics the totals (`totals`). Sizes are as of the last run: subtitles uploaded later
@@ -22,7 +22,7 @@ from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor
 from videoflix.platform.services import Services
-from videoflix.tables import storage as storage_rows
+from videoflix.tables import video_storage as storage_rows
 from videoflix.transcode.runner import JobOutcome
 
 log = logging.getLogger(__name__)

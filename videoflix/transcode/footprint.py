@@ -5,7 +5,7 @@ takes on disk, by kind, and what copying saved.
 folder: each rendition's segments and media playlist, trick play (sprite sheets, the
 thumbnails track, I-frame playlists), the poster and thumbnail, the subtitle tracks the
 run extracted. The library adds the original's size and keeps the ledger in PostgreSQL
-(library/storage.py).
+(library/ledger.py).
 
 What copying saved is an estimate, since the skipped encode never ran: the ladder ffmpeg's
 own CPU-seconds shared out over the pixels it encoded plus the decode (DECODE_WEIGHT),
