@@ -3,6 +3,7 @@ and the CPU the storyboard sprites add to it.
 
     python bench/transcode.py [--sprites-only] [--pairs N] [source]
     python bench/transcode.py --copy [--loops N] [fitting source]
+    python bench/transcode.py --quality
 
 Without a source, the 5.8 s park clip from shared/media is looped to about 58 s
 (`-stream_loop 9 -c copy`) in a temporary directory. Both methods encode the same ladder
@@ -25,6 +26,12 @@ job (`job.transcode`: probe, packet scan, ladder, poster, trick play) against th
 method's runs alone, as upload-to-ready; then, on a source that does not fit (the original
 park clip: one keyframe in 5.8 s), the whole job with copying on (refused: it encodes)
 against copying off, to show the decision costs nothing measurable.
+
+`--quality` (issue 23 item 6): for each shared clip (long ones cut to QUALITY_SECONDS by
+stream copy) and the camera-like park clip, each rung's size, bitrate, PSNR and SSIM
+against the source (scaled to the rung's size with bicubic, same frame rate; Debian's
+ffmpeg has no VMAF), for the encoded ladder and, where the source fits, the copying one:
+a baseline for later tuning.
 """
 
 from __future__ import annotations
@@ -76,6 +83,15 @@ TARGET_COPY_CPU_SAVED = 0.45
 TARGET_COPY_SPEEDUP = 2.0
 TARGET_REFUSED_SLOWDOWN = 1.05  # wall and CPU of copy-on over copy-off, noise allowed
 COPY_LOOPS = 2  # 3 plays of 5.8 s: short, the machine is shared
+QUALITY_SECONDS = 20  # --quality cuts longer clips to this (stream copy)
+QUALITY_CLIPS = (
+    "park_1080p_h264_aac_5s.mp4",
+    "bbb_1080p_rotate90_portrait_2s.mp4",
+    "street_portrait_1376x1840_hevc_5s.mp4",
+    "people_768x432_10fps_noaudio_139s.mp4",
+    "fire_720p_vfr_rotate180_2s.mp4",
+    "bbb_720p_vp8_vorbis_30s.webm",
+)
 
 
 def seed_commands(
@@ -230,6 +246,77 @@ def copy_main(args: argparse.Namespace) -> int:
         return 0 if ok else 1
 
 
+def joined_rung(directory: Path) -> tuple[Path, int, float]:
+    """The rung's segments as one MPEG-TS file beside it; its bytes and seconds."""
+    text = (directory / MEDIA_PLAYLIST_NAME).read_text()
+    names = [line for line in text.splitlines() if line and not line.startswith("#")]
+    seconds = sum(float(line[len("#EXTINF:"):].split(",")[0]) for line in text.splitlines()
+                  if line.startswith("#EXTINF:"))
+    target = directory.parent / (directory.name + ".ts")
+    with open(target, "wb") as joined:
+        for name in names:
+            joined.write((directory / name).read_bytes())
+    return target, target.stat().st_size, seconds
+
+
+def psnr_ssim(rung_file: Path, source: Path, rendition: Rendition) -> tuple[str, str]:
+    """Average PSNR (dB, all planes) and SSIM (All) of a rung against the source scaled
+    to the rung's size at its frame rate, both from their first frame."""
+    graph = (
+        "[0:v]setpts=PTS-STARTPTS,setsar=1,format=yuv420p,split[d1][d2];"
+        "[1:v]fps=%s,scale=%d:%d:flags=bicubic,setsar=1,format=yuv420p,setpts=PTS-STARTPTS,split[r1][r2];"
+        "[d1][r1]psnr[p];[d2][r2]ssim[s]" % (fps_arg(rendition.fps), rendition.width, rendition.height)
+    )
+    done = subprocess.run(
+        ["ffmpeg", "-hide_banner", "-nostdin", "-nostats", "-f", "mpegts", "-i", str(rung_file), "-i", str(source),
+         "-lavfi", graph, "-map", "[p]", "-f", "null", "-", "-map", "[s]", "-f", "null", "-"],
+        capture_output=True, text=True, check=True,
+    )
+    psnr = re.search(r"PSNR .*average:(\S+)", done.stderr)
+    ssim = re.search(r"SSIM .*All:(\S+)", done.stderr)
+    return (psnr.group(1) if psnr else "?"), (ssim.group(1) if ssim else "?")
+
+
+def quality_main(args: argparse.Namespace) -> int:
+    settings = TranscodeSettings(storyboard=False)
+    print("quality per bit: preset %s, crf %d; PSNR (dB, average of Y, U, V) and SSIM (All) against the source "
+          "scaled to each rung; load average %.2f %.2f %.2f" % (settings.preset, settings.crf, *os.getloadavg()))
+    print("%-40s %-8s %-6s %10s %9s %8s %7s" % ("clip", "ladder", "rung", "bytes", "kb/s", "PSNR", "SSIM"))
+    with tempfile.TemporaryDirectory(prefix="videoflix-bench-") as scratch:
+        work = Path(scratch)
+        sources = []
+        for name in QUALITY_CLIPS:
+            clip_path = MEDIA_DIR / name
+            if probe_file_sync(clip_path).duration > QUALITY_SECONDS + 1:
+                cut = work / ("cut_" + name)
+                subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(clip_path), "-t", str(QUALITY_SECONDS),
+                                "-c", "copy", str(cut)], check=True)
+                clip_path = cut
+            sources.append(clip_path)
+        sources.append(camera_like(MEDIA_DIR / DEFAULT_CLIP, 0, work / "park_gop2.mp4"))
+        for number, source in enumerate(sources):
+            probe = probe_file_sync(source)
+            renditions = pick_renditions(probe)
+            plan = plan_copy(source, probe, renditions, settings)
+            ladders = [("encoded", None)] + ([("copied", plan)] if plan.video else [])
+            for label, copy in ladders:
+                out = work / ("%d-%s" % (number, label))
+                prepare_output(out, probe, renditions, settings)
+                subprocess.run(build_command(source, out, probe, renditions, settings, copy), check=True,
+                               stdout=subprocess.DEVNULL)
+                for rendition in renditions:
+                    joined, size, seconds = joined_rung(out / rendition.name)
+                    psnr, ssim = psnr_ssim(joined, source, rendition)
+                    top_copied = copy is not None and rendition is renditions[0]
+                    print("%-40s %-8s %-6s %10d %9.0f %8s %7s%s" % (
+                        source.name[:40], label, rendition.name, size, size * 8 / 1000 / seconds, psnr, ssim,
+                        "  (the source's stream)" if top_copied else ""))
+            if not plan.video:
+                print("%-40s %-8s %s" % (source.name[:40], "copied", "-- " + plan.note()))
+    print("load average after: %.2f %.2f %.2f" % os.getloadavg())
+    return 0
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", nargs="?", help="a video (default: the park clip looped to ~58 s)")
@@ -239,7 +326,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--copy", action="store_true", help="copy when it fits (issue 23): see above")
     parser.add_argument("--loops", type=int, default=COPY_LOOPS,
                         help="with --copy: extra plays of the 5.8 s clip (default %d)" % COPY_LOOPS)
+    parser.add_argument("--quality", action="store_true", help="bitrate, PSNR and SSIM per rung (issue 23 item 6)")
     args = parser.parse_args(argv[1:])
+    if args.quality:
+        return quality_main(args)
     if args.copy:
         return copy_main(args)
     settings = TranscodeSettings()
