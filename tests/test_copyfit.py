@@ -16,14 +16,14 @@ from pathlib import Path
 import pytest
 
 from videoflix.transcode import copyfit
-from videoflix.transcode.command import TranscodeSettings
+from videoflix.transcode.command import COPY_TS_OFFSET_SECONDS, TranscodeSettings, build_command
 from videoflix.transcode.copyfit import CopyPlan, keyframe_arg, thin_keyframes
 from videoflix.transcode.job import JobResult, plan_copy, transcode
 from videoflix.transcode.ladder import pick_renditions
 from videoflix.transcode.playlist import parse_media_playlist
-from videoflix.transcode.probe import PacketScan, parse_packet_scan, probe_file_sync
+from videoflix.transcode.probe import PacketScan, parse_packet_scan, parse_probe, probe_file_sync
 
-from media import PARK, PEOPLE, clip, ffmpeg, ffprobe_json
+from media import PARK, PEOPLE, clip, ffmpeg, ffprobe_json, probe_facts
 
 FAST = TranscodeSettings(preset="ultrafast")
 # Segments of 1 s, so a 3 s clip has several and the boundaries can be compared.
@@ -90,6 +90,41 @@ def test_keyframes_off_the_frame_grid_are_refused():
     scan = PacketScan(keyframes=(0.0, 1.05, 2.0), first_is_key=True, end=3.0, total_bytes=1000)
     plan = copyfit.plan_copy(probe, scan, pick_renditions(probe)[0], 4, 2, 128)
     assert plan.reason == "source keyframes off the frame grid"
+
+
+def test_copying_command_maps_the_source_stream_and_encodes_only_the_lower_rungs():
+    probe = parse_probe(probe_facts(PARK))  # 1920x1080 H.264 + AAC
+    renditions = pick_renditions(probe)
+    plan = CopyPlan(video=True, audio=True, keyframes=(0.0, 2.0, 4.0), longest_gap=2.0)
+    command = build_command("/in/source.mp4", "/out", probe, renditions, FAST, plan)
+    graph = command[command.index("-filter_complex") + 1]
+    assert graph.startswith("[0:0]fps=30[c1];[c1]scale=1280:720,")  # no 1080p scale: it is copied
+    assert "scale=1920:1080" not in graph
+    maps = [command[i + 1] for i, arg in enumerate(command) if arg == "-map"]
+    assert maps[:4] == ["0:0", "[v1]", "[v2]", "0:1"]
+    assert command[command.index("-c:v:0") + 1] == "copy"
+    assert command[command.index("-c:a") + 1] == "copy"
+    for index in (1, 2):
+        assert command[command.index(f"-c:v:{index}") + 1] == "libx264"
+        assert command[command.index(f"-force_key_frames:v:{index}") + 1] == "0.000,2.000,4.000"
+        assert command[command.index(f"-g:v:{index}") + 1] == "62"  # 2 s at 30 fps + 2: never one of its own
+    assert "-profile:v" not in command and "-force_key_frames:v" not in command  # nothing aimed at the copy
+    assert command[command.index("-output_ts_offset") + 1] == str(COPY_TS_OFFSET_SECONDS)
+    # The encode path's argv has none of it.
+    encoded = build_command("/in/source.mp4", "/out", probe, renditions, FAST)
+    assert "copy" not in encoded and "-output_ts_offset" not in encoded
+
+
+def test_a_single_copied_rung_without_sprites_decodes_nothing():
+    probe = parse_probe(probe_facts(PEOPLE))
+    plan = CopyPlan(video=True, audio=False, keyframes=(0.0,), longest_gap=1.0)
+    settings = TranscodeSettings(storyboard=False)
+    command = build_command("/in/source.mp4", "/out", probe, pick_renditions(probe), settings, plan)
+    assert "-filter_complex" not in command and "libx264" not in command
+    with_sprites = build_command("/in/source.mp4", "/out", probe, pick_renditions(probe), FAST, plan)
+    graph = with_sprites[with_sprites.index("-filter_complex") + 1]
+    assert graph.startswith("[0:0]fps=10[c1];[c1]scale=768:432,setsar=1,format=yuv420p[sprite_in];")
+    assert "libx264" not in with_sprites
 
 
 # --- every refusal, hit by a real file --------------------------------------------------
