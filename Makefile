@@ -57,15 +57,16 @@ system-deps:
 # Only for the tests (`make run` needs neither): the distribution's Chromium for
 # `make test`'s browser tests, and nginx, which tests/test_deploy.py runs in front of the app.
 # `make test-fast` needs only nginx. One apt-get run when both are missing.
-HAS_NGINX := command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]
+# The shipped site checks media tokens with njs: Debian's libnginx-mod-http-js.
+HAS_NGINX := (command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]) && [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ]
 test-deps:
 	@missing=""; \
 	[ -x $(CHROMIUM) ] || missing="chromium"; \
-	$(HAS_NGINX) || missing="$$missing nginx"; \
+	$(HAS_NGINX) || missing="$$missing nginx libnginx-mod-http-js"; \
 	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
 
 nginx-dep:
-	@$(HAS_NGINX) || $(MAKE) --no-print-directory apt-install PACKAGES="nginx"
+	@$(HAS_NGINX) || $(MAKE) --no-print-directory apt-install PACKAGES="nginx libnginx-mod-http-js"
 
 # apt-get install $(PACKAGES) (nothing when empty), as root or through password-less sudo.
 apt-install:

@@ -19,7 +19,7 @@ from typing import Any
 
 import dotenv
 
-from videoflix.accounts import flows, passwords
+from videoflix.accounts import flows, passwords, tokens
 from videoflix.app import serve
 from videoflix.platform import preflight
 from videoflix.platform.config import Config, ConfigError, env_name
@@ -60,6 +60,11 @@ def _require_safe(config: Config) -> None:
     reason = preflight.unsafe_reason(config)
     if reason:
         raise CommandError(reason)
+    if config.media_key and config.media_key != tokens.media_key(config.secret_key):
+        raise CommandError(
+            f"{env_name('media_key')}: not the key of this {env_name('secret_key')} (nginx would refuse every "
+            "media token): set it to what `videoflix media-key` prints"
+        )
     _require(config, "database_url", "redis_url")
 
 
@@ -112,6 +117,15 @@ async def _ensure_admin(config: Config, email: str, password: str) -> None:
         raise CommandError(f"admin account: {exc.errors}") from None
     finally:
         await services.close()
+
+
+def cmd_media_key(config: Config) -> None:
+    """The key deploy/nginx.conf checks media tokens with: a function of SECRET_KEY alone
+    (rotating SECRET_KEY rotates it; nginx needs the new one)."""
+    reason = preflight.unsafe_reason(config)
+    if reason is not None:
+        raise CommandError(reason)
+    print(tokens.media_key(config.secret_key))
 
 
 def cmd_createadmin(config: Config, email: str) -> None:
@@ -177,6 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="print the effective configuration and verify PostgreSQL, Redis, ffmpeg and the media directory"
     )
     sub.add_parser("migrate", help="apply pending SQL migrations")
+    sub.add_parser(
+        "media-key",
+        help="print nginx's media-token key (VIDEOFLIX_MEDIA_KEY, derived from SECRET_KEY; README: Edge delivery)",
+    )
     create = sub.add_parser("createadmin", help="create or update an admin account")
     create.add_argument("email")
     return parser
@@ -202,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_check(config)
         elif args.command == "migrate":
             cmd_migrate(config)
+        elif args.command == "media-key":
+            cmd_media_key(config)
         elif args.command == "createadmin":
             cmd_createadmin(config, args.email)
     except CommandError as exc:

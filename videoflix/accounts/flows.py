@@ -139,8 +139,16 @@ def _activation_state(user: dict[str, Any]) -> str:
 
 def session_lifetime(config: Config) -> int:
     """Seconds that cover every token a session may still hold (refresh, access,
-    stream): how long its revocation mark must last."""
-    return max(config.refresh_token_days * 24 * 3600, config.access_token_minutes * 60, config.stream_token_ttl) + 60
+    stream, media): how long its revocation mark must last."""
+    return (
+        max(
+            config.refresh_token_days * 24 * 3600,
+            config.access_token_minutes * 60,
+            config.stream_token_ttl,
+            config.media_token_ttl,
+        )
+        + 60
+    )
 
 
 def issue_tokens(config: Config, user: dict[str, Any], session_id: str) -> IssuedTokens:
