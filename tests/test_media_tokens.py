@@ -140,6 +140,33 @@ async def test_bad_tokens_are_refused_with_403_by_the_embedded_server(
 
 
 @pytest.mark.gen_test(timeout=120)
+async def test_warm_tokened_segments_take_the_lane_with_the_handlers_answer(
+        client, new_client, make_user, services, config, small_ladder):
+    from videoflix.web import segment_lane
+
+    owner = await make_user("owner@example.com")
+    video_id = await publish_ladder(services, config, owner["id"], *small_ladder, visibility="private")
+    folder = await tokened_folder(client, video_id)
+    cookieless = new_client()
+    before = segment_lane.answered
+    first = await cookieless.get(folder + "480p/seg_00000.ts")  # the handler: caches warm up
+    assert first.status == 200 and segment_lane.answered == before
+    second = await cookieless.get(folder + "480p/seg_00000.ts")
+    assert segment_lane.answered == before + 1
+    assert (second.status, second.body) == (200, first.body)
+    drop = {"Date", "X-Request-Id"}
+    assert {k: v for k, v in second.headers.get_all() if k not in drop} == {
+        k: v for k, v in first.headers.get_all() if k not in drop}
+    # A bad token is still the handler's to refuse, warm or not.
+    token = TOKEN_FOLDER.match(folder).group(1)
+    bad = await cookieless.get(folder.replace(token, token[:-1] + ("A" if token[-1] != "A" else "B"))
+                               + "480p/seg_00000.ts")
+    assert bad.status == 403 and segment_lane.answered == before + 1
+    expired = await cookieless.get(other_token(config, folder, expires_at=int(time.time()) - 1) + "480p/seg_00000.ts")
+    assert expired.status == 403 and segment_lane.answered == before + 1
+
+
+@pytest.mark.gen_test(timeout=120)
 async def test_a_logout_stops_the_embedded_servers_segments_at_once(
         client, new_client, make_user, services, config, small_ladder):
     owner = await make_user("owner@example.com")

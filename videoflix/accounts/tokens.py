@@ -320,6 +320,25 @@ def read_media_token(secret: str, token: str, *, video_id: int, version: int, no
     return MediaClaims(user_id, token_version, expires_at, parts[3] == "1", parts[4])
 
 
+# The lane (web/segment_lane.py) sees the same token with every segment of a folder:
+# tokens that verified are kept (expiry still checked on every call), as access tokens below.
+MEDIA_CLAIMS_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=MEDIA_CLAIMS_CACHE_SIZE)
+def _verified_media_claims(secret: str, token: str, video_id: int, version: int) -> MediaClaims:
+    return read_media_token(secret, token, video_id=video_id, version=version, now=0)
+
+
+def read_media_token_cached(secret: str, token: str, *, video_id: int, version: int, now: int) -> MediaClaims:
+    """read_media_token, remembering tokens that verified (bounded: MEDIA_TOKEN_MAX_LENGTH
+    characters each, MEDIA_CLAIMS_CACHE_SIZE of them)."""
+    claims = _verified_media_claims(secret, token, video_id, version)
+    if claims.expires_at <= now:
+        raise TokenError("expired")
+    return claims
+
+
 # --- verified access tokens, cached (web/media_handlers.py, web/segment_lane.py) --
 
 # A player sends the same access JWT with every segment, and verifying it (base64,

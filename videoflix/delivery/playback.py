@@ -203,7 +203,7 @@ async def ready_video(services: Services, video_id: int) -> PlaybackVideo | None
     return row if row is not None and row.live_version is not None else None
 
 
-def cached_watchable_file(services: Services, target: HLSTarget, claims: tokens.SessionClaims) -> ServedFile | None:
+def cached_watchable_file(services: Services, target: HLSTarget, claims: tokens.Viewer) -> ServedFile | None:
     """watchable_file from a fresh cached row alone, without waiting; None when that
     cannot say yes (no fresh row, or the row refuses: watchable_file reads it again)."""
     hit = _row_cache(services).get(target.video_id)
