@@ -51,6 +51,7 @@ def render_site(*, upstream_port: int, listen_port: int, media_dir: str, media_k
         ("/var/cache/nginx/videoflix-media", str(prefix / "media-cache")),
         ("${VIDEOFLIX_MEDIA_KEY}", media_key),
     ]
+    site = site.replace("/var/run/nginx-videoflix-media.sock", str(prefix / "verdict.sock"))  # (twice)
     for needle, replacement in replacements:
         assert needle in site, needle
         site = site.replace(needle, replacement)
