@@ -95,11 +95,20 @@ document.addEventListener('keydown', (event) => {
 });
 
 // --- quality menu ------------------------------------------------------------
+let qualityWired = false;
 function setupQualities(hls) {
+  // (Again after a master reloaded for fresh media tokens: the viewer's choice stays.)
+  const chosen = quality.value;
   const levels = hls.levels.map((level, index) => ({ index, level }))
     .sort((a, b) => (b.level.height || 0) - (a.level.height || 0));
   quality.replaceChildren(new Option('Auto', '-1'),
     ...levels.map(({ index, level }) => new Option(levelName(level), String(index))));
+  if (chosen && [...quality.options].some((option) => option.value === chosen)) {
+    quality.value = chosen;
+    if (chosen !== '-1') hls.currentLevel = Number(chosen);
+  }
+  if (qualityWired) return;
+  qualityWired = true;
   quality.addEventListener('change', () => {
     // A manual choice switches at once (buffer flushed); Auto hands back to ABR.
     hls.currentLevel = Number(quality.value);
