@@ -669,6 +669,7 @@ async def measure_edge(args: argparse.Namespace, work: Path, ports: dict[str, in
     names = [f"720p/seg_{n:05d}.ts" for n in range(SEGMENTS)]
     ok = True
     summary = []
+    profile = Profile(args.py_spy, args.profile) if args.profile else None
     print(f"\nPrivate segments under media tokens: wrk 2 threads, {args.seconds:g} s per run, {args.rounds} rounds"
           f" cycling nginx alone, the token path through the shipped nginx site (njs + cached auth_request)"
           f" and, at {EDGE_EMBEDDED_SIZE}, the embedded server's token path ({args.nginx_workers} nginx worker(s))")
@@ -686,7 +687,9 @@ async def measure_edge(args: argparse.Namespace, work: Path, ports: dict[str, in
                 await wrk(work, port, paths, seconds=WARMUP_SECONDS, connections=n)
             ratios: dict[str, list[float]] = {name: [] for name, *_ in targets[1:]}
             for round_no in range(1, args.rounds + 1):
-                results = {name: await wrk(work, port, paths, seconds=args.seconds, connections=n, pids=procs)
+                results = {name: await wrk(work, port, paths, seconds=args.seconds, connections=n, pids=procs,
+                                           profile=profile if (round_no, name) == (1, "embedded") else None,
+                                           label=f"embedded-{n}")
                            for name, port, paths, procs in targets}
                 print(f" round {round_no}")
                 for name, result in results.items():
@@ -723,6 +726,9 @@ async def measure_edge(args: argparse.Namespace, work: Path, ports: dict[str, in
                    f" p99 {crowd.p99_ms:.1f} ms, Videoflix {videoflix_cpu / viewer_hours:.2f} CPU-s per viewer-hour")
     print("\n medians of the per-round ratios (MB/s):")
     print("\n".join(summary))
+    if profile is not None:
+        for n in args.connections:
+            print(profile.summary(f"embedded-{n}"))
     return ok
 
 
