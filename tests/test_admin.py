@@ -469,3 +469,234 @@ async def test_the_users_commands_use_the_same_functions_and_write_the_audit_log
     entries = await audit_rows(services)
     assert [e["action"] for e in entries] == ["user.deactivate", "user.promote", "user.delete"]
     assert all(e["actor_id"] is None and e["actor"].startswith("cli:") and e["address"] == "cli" for e in entries)
+
+
+# --- the queue ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def host_runner(io_loop, config, services):
+    """The real transcode consumer, named as `serve` names it: <hostname>-<pid>."""
+    from videoflix.app import make_runner
+
+    consumer = make_runner(config, services)
+    io_loop.run_sync(consumer.start)
+    yield consumer
+    io_loop.run_sync(consumer.stop)
+
+
+def outcome_of(runner, video_id: int):
+    """A future for the next outcome of `video_id`'s job in `runner` (its own event)."""
+    import asyncio
+
+    future = asyncio.get_running_loop().create_future()
+
+    def listen(outcome) -> None:
+        if outcome.video_id == video_id and not future.done():
+            future.set_result(outcome)
+
+    runner.on_outcome.append(listen)
+    return future
+
+
+def children_of(pids: list[int]) -> list[str]:
+    """The command names of the live child processes of `pids` (the pool's workers)."""
+    names = []
+    for pid in pids:
+        try:
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                names.append(Path(f"/proc/{child}/comm").read_text().strip())
+            except OSError:
+                pass
+    return names
+
+
+async def uploaded(client, clip: Path, title: str = "A clip") -> int:
+    from helpers import upload
+
+    response = await upload(client, clip, title=title)
+    assert response.status == 201, response.body
+    return response.json()["id"]
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_jobs_list_queued_running_failed_and_dead_letters_with_their_reasons(admin_client, client, make_user,
+                                                                                   services, small_clip):
+    from videoflix.tables import videos as rows
+
+    await make_user()
+    first, second, third = [await uploaded(client, small_clip, title) for title in ("One", "Two", "Three")]
+    # No consumer yet: two in the stream (the owner's share), the third waits its turn.
+    jobs = (await admin_client.get("/api/admin/jobs/")).json()
+    assert [(j["video_id"], j["waiting_turn"]) for j in jobs["queued"]] == [(first, False), (second, False),
+                                                                             (third, True)]
+    assert jobs["queued"][0]["owner_email"] == "user@example.com" and jobs["queued"][0]["title"] == "One"
+    assert jobs["counts"] == {"queued": 3, "running": 0, "failed": 0, "dead_letters": 0}
+    # A worker on another host takes the first: running there, with its pid and lease.
+    job = await queue.claim(services.redis, "encoder-7.example-4242", 0)
+    assert job.video_id == first
+    running = (await admin_client.get("/api/admin/jobs/")).json()["running"]
+    assert [(r["video_id"], r["host"], r["worker_pid"], r["deliveries"]) for r in running] == [
+        (first, "encoder-7.example", 4242, 1)]
+    assert 0 <= running[0]["lease_age_seconds"] < 60
+    # It dies there too often: dead-lettered, the video failed (what the runner does).
+    async with cursor(services.pool) as cur:
+        await rows.mark_failed(cur, first, "Transcoding was interrupted 3 times; giving up.")
+    dead_id = await queue.dead_letter(services.redis, job, "interrupted 3 times")
+    jobs = (await admin_client.get("/api/admin/jobs/")).json()
+    assert [(d["id"], d["video_id"], d["reason"], d["deliveries"]) for d in jobs["dead_letters"]] == [
+        (dead_id, first, "interrupted 3 times", 1)]
+    assert [(f["id"], f["error"]) for f in jobs["failed"]] == [(str(first),
+                                                               "Transcoding was interrupted 3 times; giving up.")]
+    # The third moved up when the first left the stream.
+    assert [(j["video_id"], j["waiting_turn"]) for j in jobs["queued"]] == [(second, False), (third, False)]
+    assert jobs["counts"] == {"queued": 2, "running": 0, "failed": 1, "dead_letters": 1}
+
+
+@pytest.fixture
+def metrics_config(config):
+    import dataclasses
+
+    return dataclasses.replace(config, metrics_token="t" * 40)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_jobs_counts_are_in_metrics(admin_client, client, make_user, services, small_clip, app,
+                                              metrics_config):
+    from videoflix.tables import videos as rows
+
+    app.settings["config"] = metrics_config
+    await make_user()
+    first, _second = [await uploaded(client, small_clip, title) for title in ("One", "Two")]
+    job = await queue.claim(services.redis, "elsewhere-1", 0)
+    await queue.dead_letter(services.redis, job, "gone")
+    async with cursor(services.pool) as cur:
+        await rows.mark_failed(cur, first, "gone")
+    await queue.claim(services.redis, "elsewhere-1", 0)  # the second is running now
+    await uploaded(client, small_clip, "Three")
+    counts = (await admin_client.get("/api/admin/jobs/")).json()["counts"]
+    assert counts == {"queued": 1, "running": 1, "failed": 1, "dead_letters": 1}
+    scrape = await client.get("/metrics", headers={"Authorization": "Bearer " + "t" * 40}, cookies=False)
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in scrape.body.decode().splitlines()
+               if line and not line.startswith("#")}
+    assert samples["videoflix_transcode_queue_length"] == counts["queued"] + counts["running"]
+    assert samples["videoflix_transcode_queue_pending"] == counts["running"]
+    assert samples["videoflix_transcode_dead_letters"] == counts["dead_letters"]
+    assert samples["videoflix_videos_failed"] == counts["failed"]
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_cancel_a_queued_job_and_the_failure_cases(admin_client, client, make_user, services, small_clip):
+    await make_user()
+    video_id = await uploaded(client, small_clip)
+    response = await act(admin_client, "POST", f"/api/admin/jobs/{video_id}/cancel/")
+    assert (response.status, response.json()) == (200, {"video_id": video_id, "status": "failed",
+                                                        "error": "Cancelled by an administrator."})
+    assert await queue.pending_video_ids(services.redis) == set()
+    detail = (await client.get(f"/api/video/{video_id}/")).json()
+    assert (detail["status"], detail["error"]) == ("failed", "Cancelled by an administrator.")
+    response = await act(admin_client, "POST", f"/api/admin/jobs/{video_id}/cancel/")
+    assert (response.status, response.json()) == (409, {"detail": "The video is failed: no job to cancel."})
+    for path, status in ((f"/api/admin/jobs/{video_id + 1}/cancel/", 404), ("/api/admin/jobs/1-2-3/cancel/", 404),
+                         ("/api/admin/jobs/1-0/cancel/", 409), (f"/api/admin/jobs/{video_id + 1}/retry/", 404),
+                         ("/api/admin/jobs/99-0/retry/", 404), ("/api/admin/jobs/x/retry/", 404)):
+        response = await act(admin_client, "POST", path)
+        assert response.status == status, (path, response.body)
+    [entry] = await audit_rows(services)
+    assert (entry["action"], entry["target_type"], entry["target_id"], entry["details"]) == (
+        "job.cancel", "job", str(video_id), {"status": "queued"})
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_discard_a_dead_letter(admin_client, client, make_user, services, small_clip):
+    await make_user()
+    video_id = await uploaded(client, small_clip)
+    job = await queue.claim(services.redis, "elsewhere-1", 0)
+    dead_id = await queue.dead_letter(services.redis, job, "gone")
+    response = await act(admin_client, "DELETE", f"/api/admin/jobs/{video_id}/")
+    assert (response.status, response.json()) == (409, {"detail": "Only a dead letter can be discarded: cancel "
+                                                                   "a live job instead."})
+    response = await act(admin_client, "DELETE", f"/api/admin/jobs/{dead_id}/")
+    assert response.status == 204
+    assert (await admin_client.get("/api/admin/jobs/")).json()["dead_letters"] == []
+    assert (await act(admin_client, "DELETE", f"/api/admin/jobs/{dead_id}/")).status == 404
+    [entry] = await audit_rows(services)
+    assert (entry["action"], entry["target_id"], entry["details"]) == (
+        "job.discard", dead_id, {"video_id": video_id, "reason": "gone", "deliveries": 1})
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=300)
+async def test_cancel_a_running_job_stops_its_ffmpeg_publishes_nothing_and_retry_runs_it_again(
+        admin_client, client, make_user, services, config, park_17s, host_runner):
+    import os
+    import socket
+
+    from helpers import wait_for_status, wait_until
+
+    await make_user()
+    video_id = await uploaded(client, park_17s)
+    ended = outcome_of(host_runner, video_id)
+
+    async def running_with_progress():
+        running = (await admin_client.get("/api/admin/jobs/")).json()["running"]
+        return running and running[0]["progress"] and running[0]
+
+    await wait_until(running_with_progress, "the job running with progress", timeout=120)
+    job = await running_with_progress()
+    assert (job["video_id"], job["host"], job["worker_pid"]) == (video_id, socket.gethostname(), os.getpid())
+    assert "ffmpeg" in children_of(host_runner.pool.worker_pids())
+    response = await act(admin_client, "POST", f"/api/admin/jobs/{video_id}/cancel/")
+    assert response.status == 200, response.body
+    outcome = await ended
+    assert outcome.kind == "cancelled"
+    assert "ffmpeg" not in children_of(host_runner.pool.worker_pids())
+    async with cursor(services.pool) as cur:
+        row = await video_rows.get_video(cur, video_id)
+    assert (row.status, row.error, row.live_version, row.building_version) == (
+        "failed", "Cancelled by an administrator.", None, None)
+    # Nothing of the run is left to serve: only the source remains.
+    assert media_files(config, video_id) == [media.source_path(config.media_dir, video_id)]
+    assert (await client.get(f"/api/video/{video_id}/master.m3u8")).status == 404
+    # Retry: the same video runs again, to the end.
+    response = await act(admin_client, "POST", f"/api/admin/jobs/{video_id}/retry/")
+    assert (response.status, response.json()) == (202, {"video_id": video_id, "status": "queued"})
+    detail = await wait_for_status(client, video_id, "ready", timeout=240)
+    assert detail["resolutions"]
+    assert (await act(admin_client, "POST", f"/api/admin/jobs/{video_id}/retry/")).status == 409  # ready now
+    assert [row["action"] for row in await audit_rows(services)] == ["job.cancel", "job.retry"]
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=240)
+async def test_retry_a_dead_letter_runs_its_video_again(admin_client, client, make_user, services, small_clip,
+                                                          io_loop, config):
+    from helpers import wait_for_status
+
+    from videoflix.app import make_runner
+    from videoflix.tables import videos as rows
+
+    await make_user()
+    video_id = await uploaded(client, small_clip)
+    job = await queue.claim(services.redis, "lost-host-1", 0)
+    async with cursor(services.pool) as cur:
+        await rows.mark_failed(cur, video_id, "Transcoding was interrupted 3 times; giving up.")
+    dead_id = await queue.dead_letter(services.redis, job, "interrupted 3 times")
+    runner = make_runner(config, services)
+    await runner.start()
+    try:
+        response = await act(admin_client, "POST", f"/api/admin/jobs/{dead_id}/retry/")
+        assert (response.status, response.json()) == (202, {"video_id": video_id, "status": "queued"})
+        await wait_for_status(client, video_id, "ready", timeout=200)
+    finally:
+        await runner.stop()
+    jobs = (await admin_client.get("/api/admin/jobs/")).json()
+    assert jobs["dead_letters"] == [] and jobs["failed"] == []
+    [entry] = await audit_rows(services)
+    assert (entry["action"], entry["target_id"], entry["details"]) == (
+        "job.retry", str(video_id), {"dead_letter": dead_id, "error": "Transcoding was interrupted 3 times; "
+                                                                      "giving up."})

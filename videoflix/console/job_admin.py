@@ -153,6 +153,12 @@ async def list_jobs(services: Services) -> dict[str, Any]:
     }
 
 
+async def count_failed(services: Services) -> int:
+    """Failed videos (GET /metrics: videoflix_videos_failed)."""
+    async with cursor(services.pool) as cur:
+        return await video_rows.count_failed(cur)
+
+
 async def _retry_video(
     config: Config, services: Services, actor: Actor, video_id: int, details: dict[str, Any]
 ) -> Video:

@@ -421,3 +421,8 @@ async def list_for_admin(
     )
     rows: list[dict[str, Any]] = await cur.fetchall()
     return total, rows
+
+
+async def count_failed(cur: Any) -> int:
+    await cur.execute("SELECT count(*) AS n FROM videos WHERE status = 'failed'")
+    return int((await cur.fetchone())["n"])
