@@ -700,3 +700,79 @@ async def test_retry_a_dead_letter_runs_its_video_again(admin_client, client, ma
     assert (entry["action"], entry["target_id"], entry["details"]) == (
         "job.retry", str(video_id), {"dead_letter": dead_id, "error": "Transcoding was interrupted 3 times; "
                                                                       "giving up."})
+
+
+# --- the library ----------------------------------------------------------------------
+
+
+@pytest.mark.gen_test
+async def test_every_users_videos_in_one_list_with_filters(admin_client, make_user, services):
+    alice = await make_user("alice@example.com", log_in=False)
+    bob = await make_user("bob@example.com", log_in=False)
+    ready = await make_ready_video(services, alice["id"], title="Alps", visibility="public")
+    private = await make_ready_video(services, bob["id"], title="Beach", visibility="private")
+    async with cursor(services.pool) as cur:
+        failed = await video_rows.insert_video(cur, owner_id=bob["id"], title="Broken 100%", description="",
+                                               category="", visibility="private", status="failed",
+                                               source_size=5000)
+        await cur.execute("UPDATE videos SET error = 'not a video' WHERE id = %s", (failed,))
+    page = (await admin_client.get("/api/admin/videos/")).json()
+    assert page["count"] == 3 and [v["id"] for v in page["results"]] == [failed, private, ready]
+    item = page["results"][0]
+    assert {k: item[k] for k in ("title", "owner_id", "owner_email", "status", "visibility", "size", "error",
+                                 "listed")} == {
+        "title": "Broken 100%", "owner_id": bob["id"], "owner_email": "bob@example.com", "status": "failed",
+        "visibility": "private", "size": 5000, "error": "not a video", "listed": False}
+    for query, expected in (("status=failed", [failed]), ("visibility=public", [ready]),
+                            (f"owner={bob['id']}", [failed, private]), ("search=ALP", [ready]),
+                            ("search=100%25", [failed]), ("search=_", []), ("order=-size&limit=1", [failed]),
+                            ("order=title", [ready, private, failed]), ("limit=1&offset=1", [private])):
+        response = await admin_client.get(f"/api/admin/videos/?{query}")
+        assert [v["id"] for v in response.json()["results"]] == expected, query
+    for query in ("status=deleted", "visibility=secret", "owner=abc", "owner=0", "order=owner_id", "limit=500"):
+        response = await admin_client.get(f"/api/admin/videos/?{query}")
+        assert response.status == 400, query
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_bulk_make_private_retranscode_and_delete_each_audited(admin_client, client, make_user, services,
+                                                                      config, small_ladder):
+    folder, result = small_ladder
+    user = await make_user()
+    public = await make_ready_video(services, user["id"], title="Public", visibility="public")
+    private = await make_ready_video(services, user["id"], title="Private", visibility="private")
+    published = await publish_ladder(services, config, user["id"], folder, result, title="On disk")
+    response = await act(admin_client, "POST", "/api/admin/videos/bulk/",
+                         {"action": "make_private", "ids": [public, private, 999]})
+    assert response.json() == {"action": "make_private", "results": [
+        {"id": public, "result": "private"}, {"id": private, "result": "unchanged"}, {"id": 999, "result": "not_found"}]}
+    assert (await client.get(f"/api/video/{public}/")).json()["visibility"] == "private"
+    response = await act(admin_client, "POST", "/api/admin/videos/bulk/",
+                         {"action": "retranscode", "ids": [public, public]})
+    assert response.json()["results"] == [{"id": public, "result": "queued"}]  # (repeats once)
+    assert await queue.pending_video_ids(services.redis) == {public}
+    response = await act(admin_client, "POST", "/api/admin/videos/bulk/", {"action": "retranscode", "ids": [public]})
+    assert response.json()["results"] == [{"id": public, "result": "busy"}]
+    assert media_files(config, published)
+    response = await act(admin_client, "POST", "/api/admin/videos/bulk/",
+                         {"action": "delete", "ids": [published, public]})
+    assert response.json()["results"] == [{"id": published, "result": "deleted"}, {"id": public, "result": "deleted"}]
+    assert media_files(config, published) == [] and await queue.pending_video_ids(services.redis) == set()
+    assert (await client.get(f"/api/video/{published}/")).status == 404
+    entries = [(e["action"], e["target_type"], e["target_id"]) for e in await audit_rows(services)]
+    assert entries == [("video.make_private", "video", str(public)), ("video.retranscode", "video", str(public)),
+                       ("video.delete", "video", str(published)), ("video.delete", "video", str(public))]
+
+
+@pytest.mark.gen_test
+@pytest.mark.parametrize("body, field", [
+    ({"action": "explode", "ids": [1]}, "action"), ({"ids": [1]}, "action"),
+    ({"action": "delete", "ids": []}, "ids"), ({"action": "delete", "ids": "1"}, "ids"),
+    ({"action": "delete", "ids": [True]}, "ids"), ({"action": "delete", "ids": [1.5]}, "ids"),
+    ({"action": "delete", "ids": [0]}, "ids"), ({"action": "delete", "ids": [2**63]}, "ids"),
+    ({"action": "delete", "ids": list(range(1, 102))}, "ids"), ({"action": "delete"}, "ids"),
+])
+async def test_bulk_bad_input_is_a_field_error(admin_client, services, body, field):
+    response = await act(admin_client, "POST", "/api/admin/videos/bulk/", body)
+    assert response.status == 400 and field in response.json(), response.body
+    assert await audit_rows(services) == []
