@@ -125,6 +125,12 @@ async def test_admin_changes_are_throttled_per_admin(admin_client, make_user, se
     assert response.json() == {"detail": "Too many admin actions: try again in a minute."}
     # Reads are not counted, and the refused change did not happen.
     assert (await admin_client.get(path)).json()["is_active"] is True
+    # Every change route spends the same budget.
+    for method, route in ROUTES:
+        if method != "GET":
+            body = {"is_active": False} if method == "PATCH" else ({"action": "delete", "ids": [user["id"]]}
+                                                                  if route.endswith("bulk/") else None)
+            assert (await act(admin_client, method, route, body)).status == 429, route
     assert len(await audit_rows(services)) == guard.ACTIONS_PER_WINDOW
 
 
@@ -246,6 +252,25 @@ async def test_reactivation_lets_the_user_in_again_and_an_old_activation_link_do
     assert (await act(admin_client, "PATCH", path, {"is_active": True})).json()["is_active"] is True
     await login(client, "late@example.com")
     assert [row["action"] for row in await audit_rows(services)] == ["user.deactivate", "user.activate"]
+
+
+@pytest.mark.gen_test
+async def test_deactivating_an_account_never_activated_kills_its_activation_link(admin_client, client, services,
+                                                                                 mailbox):
+    from helpers import register_user
+
+    user = await register_user(client, services, mailbox, "spam@example.com", activate=False)
+    uid, token = link_from_mail(mailbox.messages[-1])
+    path = f"/api/admin/users/{user['id']}/"
+    response = await act(admin_client, "PATCH", path, {"is_active": False})
+    assert (response.status, response.json()["is_active"]) == (200, False)
+    assert (await client.get(f"/api/activate/{uid}/{token}/")).status == 200  # (says "already activated")
+    assert (await admin_client.get(path)).json()["is_active"] is False
+    assert (await client.post("/api/login/", {"email": "spam@example.com", "password": PASSWORD})).status != 200
+    # Nor can an admin mail it a new link: it is decided. Reactivating is the way back.
+    response = await act(admin_client, "POST", f"/api/admin/users/{user['id']}/activation/")
+    assert response.status == 409
+    assert [row["action"] for row in await audit_rows(services)] == ["user.deactivate"]
 
 
 @pytest.mark.gen_test

@@ -150,10 +150,12 @@ async def update_user(services: Services, actor: Actor, user_id: int, changes: M
         if _leaves_no_admin(row, admins, active and admin):
             raise LastAdmin()
         end_sessions = (row["is_active"] and not active) or (row["is_admin"] and not admin)
+        # Deactivating an account that never activated blocks it: its activation link dies.
+        blocks_pending = changes.get("is_active") is False and row["activated_at"] is None
         version = row["token_version"]
-        if (active, admin) != (row["is_active"], row["is_admin"]):
+        if (active, admin) != (row["is_active"], row["is_admin"]) or blocks_pending:
             version = await users.set_flags(cur, user_id, is_active=active, is_admin=admin, end_sessions=end_sessions)
-            if active != row["is_active"]:
+            if active != row["is_active"] or blocks_pending:
                 action = "user.activate" if active else "user.deactivate"
                 await audit.record(cur, actor, action, "user", user_id, row["email"], {"is_active": active})
             if admin != row["is_admin"]:

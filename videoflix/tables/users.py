@@ -168,13 +168,14 @@ async def lock_active_admins(cur: Any) -> list[int]:
 
 async def set_flags(cur: Any, user_id: int, *, is_active: bool, is_admin: bool, end_sessions: bool) -> int | None:
     """Set is_active and is_admin; `end_sessions` bumps token_version (every token of the
-    user stops working). The token_version after, or None if the user is gone."""
+    user stops working). An account never activated gets activated_at either way: by
+    an admin's decision, its own activation link no longer works (activate_user).
+    The token_version after, or None if the user is gone."""
     await cur.execute(
-        "UPDATE users SET is_active = %s, is_admin = %s,"
-        " activated_at = CASE WHEN %s AND activated_at IS NULL THEN now() ELSE activated_at END,"
+        "UPDATE users SET is_active = %s, is_admin = %s, activated_at = COALESCE(activated_at, now()),"
         " token_version = token_version + CASE WHEN %s THEN 1 ELSE 0 END"
         " WHERE id = %s RETURNING token_version",
-        (is_active, is_admin, is_active, end_sessions, user_id),
+        (is_active, is_admin, end_sessions, user_id),
     )
     row = await cur.fetchone()
     return None if row is None else int(row["token_version"])
