@@ -801,3 +801,27 @@ async def test_bulk_bad_input_is_a_field_error(admin_client, services, body, fie
     response = await act(admin_client, "POST", "/api/admin/videos/bulk/", body)
     assert response.status == 400 and field in response.json(), response.body
     assert await audit_rows(services) == []
+
+
+# --- the OpenAPI document ---------------------------------------------------------------
+
+
+def test_the_admin_routes_are_documented_admin_only_with_their_query_parameters():
+    from videoflix.app import collect_routes
+    from videoflix.platform.config import Config
+    from videoflix.web.openapi import openapi_document
+
+    paths = openapi_document(collect_routes(), Config(public_url="http://x"))["paths"]
+    admin_paths = {path: item for path, item in paths.items() if path.startswith("/api/admin/")}
+    assert len(admin_paths) == 11
+    for path, item in admin_paths.items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            assert {"401", "403"} <= set(operation["responses"]), (path, method)
+            if method in ("post", "patch", "delete"):
+                assert "429" in operation["responses"] and "CSRF" in operation["responses"]["403"]["description"]
+    users = admin_paths["/api/admin/users/"]["get"]["parameters"]
+    assert [p["name"] for p in users] == ["search", "active", "admin", "order", "limit", "offset"]
+    assert all(p["in"] == "query" and p["required"] is False for p in users)
+    assert admin_paths["/api/admin/jobs/{id}/retry/"]["parameters"][0]["schema"]["pattern"] == "^[0-9][0-9-]{0,37}$"
