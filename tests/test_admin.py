@@ -496,6 +496,33 @@ async def test_the_users_commands_use_the_same_functions_and_write_the_audit_log
     assert all(e["actor_id"] is None and e["actor"].startswith("cli:") and e["address"] == "cli" for e in entries)
 
 
+@pytest.mark.gen_test(timeout=120)
+async def test_the_jobs_commands_list_cancel_retry_and_discard(admin_client, client, make_user, services, config,
+                                                              tmp_path, small_clip):
+    await make_user()
+    video_id = await uploaded(client, small_clip)
+    listed = json.loads(run_cli(config, tmp_path, "jobs", "list").stdout)
+    assert listed["counts"] == {"queued": 1, "running": 0, "failed": 0, "dead_letters": 0}
+    assert listed == (await admin_client.get("/api/admin/jobs/")).json()
+    cancelled = run_cli(config, tmp_path, "jobs", "cancel", str(video_id))
+    assert json.loads(cancelled.stdout) == {"video_id": video_id, "status": "failed",
+                                            "error": "Cancelled by an administrator."}
+    again = run_cli(config, tmp_path, "jobs", "cancel", str(video_id))
+    assert (again.returncode, again.stderr.strip()) == (1, "videoflix: The video is failed: no job to cancel.")
+    retried = run_cli(config, tmp_path, "jobs", "retry", str(video_id))
+    assert json.loads(retried.stdout) == {"video_id": video_id, "status": "queued"}
+    assert await queue.pending_video_ids(services.redis) == {video_id}
+    job = await queue.claim(services.redis, "elsewhere-1", 0)
+    dead_id = await queue.dead_letter(services.redis, job, "gone")
+    discarded = run_cli(config, tmp_path, "jobs", "discard", dead_id)
+    assert json.loads(discarded.stdout) == {"discarded": dead_id}
+    for bad in ("abc", "1-2-3", "99-0"):
+        refused = run_cli(config, tmp_path, "jobs", "discard", bad)
+        assert refused.returncode == 1 and refused.stderr.startswith("videoflix: "), (bad, refused.stderr)
+    assert [(e["action"], e["actor"].startswith("cli:")) for e in await audit_rows(services)] == [
+        ("job.cancel", True), ("job.retry", True), ("job.discard", True)]
+
+
 # --- the queue ----------------------------------------------------------------------
 
 
