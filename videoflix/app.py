@@ -27,6 +27,7 @@ from videoflix.transcode import notify
 from videoflix.transcode.runner import TranscodeRunner
 from videoflix.web import (
     account_handlers,
+    admin_handlers,
     docs_handlers,
     event_handlers,
     health_handlers,
@@ -53,6 +54,7 @@ ROUTE_MODULES = (
     event_handlers,
     video_handlers,
     subtitle_handlers,
+    admin_handlers,
     media_handlers,
     page_handlers,
     metrics_handlers,

@@ -101,6 +101,11 @@ class Metrics:
             "Transcode jobs given up after repeated crashes (dead-letter stream)",
             registry=r,
         )
+        self.failed_videos = Gauge(
+            "videoflix_videos_failed",
+            "Videos whose last transcode failed (refused, cancelled or dead-lettered): the console's failed jobs",
+            registry=r,
+        )
         self.jobs = Counter(
             "videoflix_transcode_jobs", "Transcode jobs ended in this process, by outcome", ["outcome"], registry=r
         )
@@ -208,7 +213,7 @@ class Metrics:
         self.dead_letters.set(sizes.dead_letters)
 
     async def refresh_storage(self, totals: Callable[[], Awaitable[dict[str, Any]]]) -> None:
-        """The ledger's sums (`totals()` is library.storage.totals on PostgreSQL); NaN
+        """The ledger's sums (`totals()` is library.ledger.totals on PostgreSQL); NaN
         while PostgreSQL does not answer."""
         try:
             sums = await asyncio.wait_for(totals(), REFRESH_TIMEOUT_SECONDS)
@@ -221,6 +226,14 @@ class Metrics:
             self.storage_bytes.labels(kind).set(sums[kind + "_bytes"])
         self.copy_saved_cpu_seconds.set(sums["copy_saved_cpu_seconds"])
         self.copy_saved_bytes.set(sums["copy_saved_bytes"])
+
+    async def refresh_failed(self, failed_count: Callable[[], Awaitable[int]]) -> None:
+        """Read how many videos are failed (PostgreSQL); NaN while it does not answer."""
+        try:
+            self.failed_videos.set(await asyncio.wait_for(failed_count(), REFRESH_TIMEOUT_SECONDS))
+        except Exception as exc:  # PostgreSQL down or slow: "unknown"
+            log.warning("metrics: failed videos unavailable: %s", exc)
+            self.failed_videos.set(math.nan)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -106,3 +106,8 @@ def denied_jti(jti: str) -> str:
 def revoked_session(session_id: str) -> str:
     """sessions.py: a logged-out (or stolen-token) session, until its last token expires."""
     return key("session", "revoked", session_id)
+
+
+def admin_actions(user_id: int) -> str:
+    """console/guard.py: one admin's console actions (changes) this minute."""
+    return key("throttle", "admin", int(user_id))
