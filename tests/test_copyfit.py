@@ -9,6 +9,8 @@ where the rule allows), plus the shared real clips where one exercises a rule.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,3 +344,60 @@ def test_the_shared_people_clip_is_copied_whole_without_an_encoder(tmp_path):
         packet_hashes(["-i", str(source)], "0:v", "h264_mp4toannexb," + strip)
     # 4 s segments cut at its keyframes, the last one to the end of the cut (6.1 s).
     assert segment_lines(tmp_path / "out" / "480p" / "index.m3u8") == ["#EXTINF:4.000000,", "#EXTINF:2.100000,"]
+
+
+def _ffmpeg_children_writing(out: Path) -> list[int]:
+    """Pids of this process's ffmpeg children writing into `out` (the ladder's run)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid() and argv[0].endswith(b"ffmpeg") and b"tee" in argv and \
+                any(str(out).encode() in arg for arg in argv):
+            found.append(int(entry))
+    return found
+
+
+@pytest.mark.slow
+def test_a_copying_run_can_be_watched_while_it_runs(tmp_path):
+    # 20 s of 720p (copied) and 480p (encoded): the run outlasts its first progress
+    # reports, so "playable" is reported while ffmpeg still runs; ffmpeg is held
+    # (SIGSTOP) while the playlists are read, as a player would read them then.
+    source = make_clip(tmp_path / "source.mp4", size="1280x720", seconds=20,
+                       video="-c:v libx264 -preset ultrafast -crf 36 -g 30")
+    out = tmp_path / "out"
+    seen: dict[str, object] = {}
+
+    def on_playable() -> None:
+        pids = _ffmpeg_children_writing(out)
+        seen["running"] = bool(pids)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            seen["playlists"] = {rung: (out / rung / "index.m3u8").read_text() for rung in ("720p", "480p")}
+            seen["ladder"] = json.loads((out / "ladder.json").read_text())
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGCONT)
+
+    result = transcode(source, out, SHORT_SEGMENTS, on_playable=on_playable)
+    assert result.copy is not None and result.copy.video
+    assert seen["running"] is True, "playable was only reported after ffmpeg had finished"
+    for rung, text in seen["playlists"].items():
+        assert "#EXT-X-PLAYLIST-TYPE:EVENT" in text, rung
+        assert "#EXTINF:" in text and "#EXT-X-ENDLIST" not in text, rung
+        first = ffprobe_json(out / rung / "seg_00000.ts", "-select_streams", "v:0", "-show_entries",
+                             "packet=flags")["packets"][0]
+        assert first["flags"].startswith("K")
+    ladder = seen["ladder"]
+    assert ladder["complete"] is False and ladder["copy"]["video"] is True and ladder["start_pts"] is not None
+    # And the finished run is VOD with the same first segments.
+    final = (out / "720p" / "index.m3u8").read_text()
+    assert "#EXT-X-PLAYLIST-TYPE:VOD" in final and "#EXT-X-ENDLIST" in final
