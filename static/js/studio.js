@@ -127,14 +127,6 @@ cancelButton.addEventListener('click', () => { if (xhr) xhr.abort(); });
 // --- the list of videos --------------------------------------------------------
 const STATUS_TEXT = { uploading: 'Uploading', queued: 'Queued', processing: 'Processing', ready: 'Ready', failed: 'Failed' };
 
-function formatBytes(bytes) {
-  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1000 && unit < units.length - 1) { value /= 1000; unit += 1; }
-  return `${unit ? value.toFixed(1) : value} ${units[unit]}`;
-}
-
 // The storage ledger's sums: the caller's own; admins see every video's total.
 async function showStorage() {
   const result = await api('GET', '/api/storage/');
