@@ -6,13 +6,16 @@ and reports into Redis as it goes (progress.py): the progress, the moment the ve
 becomes playable. At every progress report it stops the run (and so its ffmpeg) once
 the video was deleted (JobCancelled) or the lease fence has passed (LeaseLost, fence.py).
 
-`transcode` probes the source (refusing what exceeds the media caps), writes a
-provisional ladder.json, runs the ladder's one ffmpeg (command.py) under the watchdog
+`transcode` probes the source (refusing what exceeds the media caps), decides whether
+its streams can be copied into the top rung (`plan_copy`, copyfit.py: the probe's
+rules, then a packet scan), writes a provisional ladder.json, runs the ladder's one ffmpeg (command.py) under the watchdog
 and the job's memory/CPU-time limits (ffmpeg.py, limits.py), says when the version
 becomes playable, makes the poster and thumbnail, extracts the source's text
 subtitle tracks (subtracks.py), measures the segments, turns the media playlists into
-VOD and writes the final ladder.json. It never writes outside `out_dir`; it needs no
-Redis (the tests call it directly).
+VOD, measures the version's bytes (footprint.py) and writes the final ladder.json. It
+never writes outside `out_dir`; it needs no Redis (the tests call it directly). Without
+the original (originals.py), `transcode_rung` joins the live version's top rung into
+`out_dir`/input.ts and transcodes that.
 
 Output layout inside out_dir (one version, media.version_dir):
     ladder.json               ours (transcode/ladderfile.py): provisional, then final
