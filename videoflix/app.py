@@ -35,6 +35,7 @@ from videoflix.web import (
     page_handlers,
     progress_handlers,
     subtitle_handlers,
+    upload_handlers,
     video_handlers,
 )
 from videoflix.web.assets import scan_assets
@@ -52,6 +53,7 @@ ROUTE_MODULES = (
     progress_handlers,
     event_handlers,
     video_handlers,
+    upload_handlers,
     subtitle_handlers,
     media_handlers,
     page_handlers,

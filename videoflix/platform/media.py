@@ -1,6 +1,8 @@
 """Where files live under MEDIA_DIR, every name in there, and who may watch what (pure).
 
     media/.incoming/<random>.part     an upload being received
+    media/.resumable/<upload id>      a resumable upload's bytes so far (library/resumable.py);
+                                      hard-linked to sources/<id> when it becomes a video
     media/sources/<id>                the uploaded original
     media/.work/<id>-v<N>.lease       the lease fence of the run writing version N: the
                                       monotonic time its ffmpeg must stop by
@@ -130,6 +132,29 @@ def source_path(media_dir: str, video_id: int) -> Path:
 
 def incoming_dir(media_dir: str) -> Path:
     return Path(media_dir) / ".incoming"
+
+
+# A resumable upload's id: 128 random bits in hex (library/resumable.py makes them; the
+# route, the table's CHECK and resumable_path all hold to this, so no other name is a path).
+UPLOAD_ID_PATTERN = "[0-9a-f]{32}"
+_UPLOAD_ID_RE = re.compile(UPLOAD_ID_PATTERN)
+
+
+def resumable_dir(media_dir: str) -> Path:
+    """media/.resumable/: resumable uploads' files. Not .incoming/, whose files the sweeper
+    removes after upload_idle_seconds without a write: these wait for their client for
+    hours (until the upload expires)."""
+    return Path(media_dir) / ".resumable"
+
+
+def is_upload_id(name: str) -> bool:
+    return _UPLOAD_ID_RE.fullmatch(name) is not None
+
+
+def resumable_path(media_dir: str, upload_id: str) -> Path:
+    if not is_upload_id(upload_id):
+        raise ValueError("not an upload id")
+    return resumable_dir(media_dir) / upload_id
 
 
 def work_dir(media_dir: str) -> Path:

@@ -106,3 +106,9 @@ def denied_jti(jti: str) -> str:
 def revoked_session(session_id: str) -> str:
     """sessions.py: a logged-out (or stolen-token) session, until its last token expires."""
     return key("session", "revoked", session_id)
+
+
+def upload_lock(upload_id: str) -> str:
+    """library/resumable.py: the one request appending to a resumable upload (a lease
+    renewed while its body arrives; value: that request's random token)."""
+    return key("upload", "lock", upload_id)
