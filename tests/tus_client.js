@@ -10,6 +10,7 @@
 //              with a new Upload from its URL (a page reload: a new client, the old URL),
 //   waitFile: after stopAfter, wait for this file to appear before resuming (the test restarts
 //             the server meanwhile),
+//   uploadUrl: resume this upload (made elsewhere) instead of creating one,
 //   retryDelays.
 'use strict';
 
@@ -74,7 +75,8 @@ function upload(extra) {
 
 (async () => {
   try {
-    let result = await upload({ stopAfter: options.stopAfter });
+    const first = options.uploadUrl ? { uploadUrl: options.uploadUrl } : {};
+    let result = await upload({ stopAfter: options.stopAfter, options: first });
     if (result.stopped) {
       if (options.waitFile) {
         print({ ok: true, stoppedAt: result.accepted, url: result.url });
