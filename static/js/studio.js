@@ -47,13 +47,13 @@ const startButton = document.getElementById('start');
 const cancelButton = document.getElementById('cancel');
 const bar = document.getElementById('progress');
 
-function showProgress(sent, total, startedAt) {
+function showProgress(sent, total, startedAt, fromOffset = 0) {
   const percent = total ? Math.floor((100 * sent) / total) : 0;
   bar.value = percent;
   bar.setAttribute('aria-valuetext', `${percent} percent uploaded`);
   document.getElementById('progress-percent').textContent = `${percent} % · ${formatBytes(sent)} of ${formatBytes(total)}`;
   const seconds = (performance.now() - startedAt) / 1000;
-  const speed = seconds > 0.2 ? sent / seconds : 0;
+  const speed = seconds > 0.2 ? (sent - fromOffset) / seconds : 0;
   document.getElementById('progress-speed').textContent = speed ? `${formatBytes(speed)}/s` : '';
   document.getElementById('progress-eta').textContent = speed && sent < total ? `${formatTime((total - sent) / speed)} left` : '';
 }
@@ -86,6 +86,56 @@ function sendUpload(data) {
   });
 }
 
+// Resumable (tus, /api/uploads/) through tus-js-client from npm (window.tus, served from
+// node_modules/ like hls.js). Chunks of 50 MiB pass a proxy's 100 MB body cap; a dropped
+// connection is retried from the offset the server has; the upload's URL is kept in
+// localStorage under the file's fingerprint, so after a reload the same file goes on from
+// where it stopped. The request that writes the last byte names the video (Video-Location).
+const CHUNK_BYTES = 50 * 1024 * 1024;
+let resumable = null;
+
+function answerOf(error) {
+  const response = error && error.originalResponse;
+  if (!response) return { status: 0, data: { detail: 'The upload failed: the connection was lost.' } };
+  let body;
+  try { body = JSON.parse(response.getBody()); } catch (parseError) { body = { detail: `Unexpected answer (${response.getStatus()}).` }; }
+  return { status: response.getStatus(), data: body };
+}
+
+function sendResumable(file, fields) {
+  return new Promise((resolve) => {
+    const metadata = { filename: file.name, filetype: file.type || 'application/octet-stream' };
+    for (const name of ['title', 'description', 'category', 'visibility']) if (fields[name]) metadata[name] = fields[name];
+    let startedAt = performance.now();
+    let startOffset = 0;
+    resumable = new window.tus.Upload(file, {
+      endpoint: '/api/uploads/',
+      chunkSize: CHUNK_BYTES,
+      retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
+      metadata,
+      removeFingerprintOnSuccess: true,
+      // The access cookie stays fresh through a long upload (a no-op while it is).
+      async onBeforeRequest() { await refreshSession(); },
+      onProgress(sent, total) {
+        if (sent < startOffset) { startOffset = sent; startedAt = performance.now(); }
+        showProgress(sent, total, startedAt, startOffset);
+      },
+      onSuccess({ lastResponse }) {
+        resolve({ status: 201, location: lastResponse.getHeader('Video-Location') });
+      },
+      onError(error) { resolve(answerOf(error)); },
+    });
+    resumable.findPreviousUploads().then((previous) => {
+      if (previous.length) {
+        resumable.resumeFromPreviousUpload(previous[0]);
+        document.getElementById('resume-note').hidden = false;
+        say('Resuming the unfinished upload of this file.');
+      }
+      resumable.start();
+    });
+  });
+}
+
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
   clearErrors(form);
@@ -94,20 +144,32 @@ form.addEventListener('submit', async (event) => {
     return;
   }
   const fields = formJSON(form);
-  const data = new FormData();
-  for (const name of ['title', 'description', 'category']) data.append(name, fields[name] || '');
-  if (fields.visibility) data.append('visibility', fields.visibility);
-  data.append('file', pickedFile, pickedFile.name);
   await refreshSession(); // a long upload starts with an access token that lasts
   document.getElementById('progress-box').hidden = false;
+  document.getElementById('resume-note').hidden = true;
   showProgress(0, pickedFile.size, performance.now());
   uploading(true);
   say('Upload started.');
-  const sentAt = Date.now();
-  let result = await sendUpload(data);
-  if (result.status === 401 && await refreshSession(sentAt)) result = await sendUpload(data);
+  let result;
+  if (window.tus && window.tus.isSupported) {
+    result = await sendResumable(pickedFile, fields);
+    resumable = null;
+    if (result.status === 201 && result.location) {
+      const detail = await api('GET', result.location);
+      result = detail.ok ? { status: 201, data: detail.data } : { status: detail.status, data: detail.data };
+    }
+  } else {
+    // Without tus-js-client (node_modules/ not installed): the multipart upload.
+    const data = new FormData();
+    for (const name of ['title', 'description', 'category']) data.append(name, fields[name] || '');
+    if (fields.visibility) data.append('visibility', fields.visibility);
+    data.append('file', pickedFile, pickedFile.name);
+    const sentAt = Date.now();
+    result = await sendUpload(data);
+    if (result.status === 401 && await refreshSession(sentAt)) result = await sendUpload(data);
+    xhr = null;
+  }
   uploading(false);
-  xhr = null;
   if (result.status === 201) {
     showProgress(1, 1, performance.now() - 1);
     upsert(result.data);
@@ -122,7 +184,19 @@ form.addEventListener('submit', async (event) => {
     showErrors(form, result.data);
   }
 });
-cancelButton.addEventListener('click', () => { if (xhr) xhr.abort(); });
+cancelButton.addEventListener('click', () => {
+  if (xhr) xhr.abort();
+  if (resumable) {
+    const stopping = resumable;
+    resumable = null;
+    // Cancel ends the upload on the server too (DELETE), and forgets it here.
+    stopping.abort(true).catch(() => {}).finally(() => {
+      uploading(false);
+      document.getElementById('progress-box').hidden = true;
+      say('Upload cancelled.');
+    });
+  }
+});
 
 // --- the list of videos --------------------------------------------------------
 const STATUS_TEXT = { uploading: 'Uploading', queued: 'Queued', processing: 'Processing', ready: 'Ready', failed: 'Failed' };

@@ -1,0 +1,83 @@
+"""The studio uploads through tus-js-client (issue 22 item 3), in Chromium against a real
+`videoflix serve`: a connection that fails mid-upload, then a page reload, and the same
+file picked again goes on from the offset the server holds (found through the fingerprint
+tus-js-client kept in localStorage), to a ready video whose source is the file sent."""
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from urllib.parse import urlsplit
+
+import playwright.sync_api as playwright_api
+
+# The browser tests' real server, browser and page (module fixtures of test_browser).
+from test_browser import (  # noqa: F401
+    ADMIN_EMAIL, TRANSCODE_TIMEOUT_MS, browser, context, live_server, log_in, page, steps)
+
+from media import PARK, clip
+
+UPLOAD_URL = re.compile(r".*/api/uploads/[0-9a-f]{32}/$")
+
+
+def test_studio_upload_survives_a_dropped_connection_and_a_reload(page, steps, live_server, state_dir):
+    expect = playwright_api.expect
+    source = clip(PARK)
+    data = source.read_bytes()
+    half = len(data) // 2
+    log_in(page, ADMIN_EMAIL)
+    page.goto("/studio")
+    expect(page.locator("#live")).to_contain_text("Live")
+    assert page.evaluate("() => Boolean(window.tus && window.tus.isSupported)")  # served from node_modules/
+
+    # The first PATCH reaches the server with half of its body (the connection dies
+    # after it); every later one fails outright: the upload cannot finish on this page.
+    patches: list[str] = []
+
+    def cut(route):
+        request = route.request
+        if request.method != "PATCH":
+            route.continue_()
+            return
+        patches.append(request.url)
+        if len(patches) == 1:
+            route.continue_(post_data=request.post_data_buffer[:half])
+        else:
+            route.abort("connectionreset")
+
+    page.route(UPLOAD_URL, cut)
+    page.get_by_label("Drop a video file here, or choose one").set_input_files(str(source))
+    page.get_by_label("Title").fill("Park, resumed")
+    page.get_by_label("Category").fill("Nature")
+    page.get_by_role("button", name="Upload").click()
+    deadline = time.monotonic() + 30
+    while len(patches) < 2:  # the retry after the drop was refused too
+        assert time.monotonic() < deadline, "no second PATCH"
+        page.wait_for_timeout(100)
+    upload_url = patches[0]
+    state = page.request.head(upload_url, headers={"Tus-Resumable": "1.0.0"})
+    assert state.headers["upload-offset"] == str(half)
+    steps.shot(page, "dropped")
+
+    # A reload; the same file again: the studio finds its unfinished upload and resumes it.
+    page.unroute(UPLOAD_URL)
+    page.reload()
+    expect(page.locator("#live")).to_contain_text("Live")
+    resumed_at: list[str] = []
+    page.on("request", lambda request: resumed_at.append(request.headers.get("upload-offset", ""))
+            if request.method == "PATCH" else None)
+    page.get_by_label("Drop a video file here, or choose one").set_input_files(str(source))
+    page.get_by_label("Title").fill("Park, resumed")
+    page.get_by_role("button", name="Upload").click()
+    expect(page.locator("#resume-note")).to_be_visible()
+    expect(page.locator("#progress-percent")).to_contain_text("100 %")
+    assert resumed_at[0] == str(half)  # from the server's offset, not from 0
+    item = page.locator("#videos li", has_text="Park, resumed").first
+    expect(item).to_have_attribute("data-status", "ready", timeout=TRANSCODE_TIMEOUT_MS)
+    steps.shot(page, "resumed")
+    video_id = int((item.get_attribute("id") or "").removeprefix("video-"))
+    port = urlsplit(live_server).port
+    stored = (state_dir / f"browser-{port}" / "media" / "sources" / str(video_id)).read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest()
+    # (the refused PATCHes are logged as failed resources; nothing else may fail)
+    assert [error for error in steps.unexpected_errors if "net::ERR_" not in error] == []
