@@ -79,5 +79,15 @@ def test_studio_upload_survives_a_dropped_connection_and_a_reload(page, steps, l
     port = urlsplit(live_server).port
     stored = (state_dir / f"browser-{port}" / "media" / "sources" / str(video_id)).read_bytes()
     assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest()
+
+    # The player offers the video for offline viewing (issue 22 item 4).
+    page.goto(f"/watch/{video_id}")
+    link = page.get_by_role("link", name="Download")
+    expect(link).to_be_visible()
+    href = link.get_attribute("href")
+    assert href == f"/api/video/{video_id}/1080p/download.mp4"
+    fetched = page.request.get(href)
+    assert fetched.status == 200 and fetched.headers["content-type"] == "video/mp4"
+    assert "Park, resumed" in fetched.headers["content-disposition"]
     # (the refused PATCHes are logged as failed resources; nothing else may fail)
     assert [error for error in steps.unexpected_errors if "net::ERR_" not in error] == []

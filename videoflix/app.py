@@ -28,6 +28,7 @@ from videoflix.transcode.runner import TranscodeRunner
 from videoflix.web import (
     account_handlers,
     docs_handlers,
+    download_handlers,
     event_handlers,
     health_handlers,
     media_handlers,
@@ -54,6 +55,7 @@ ROUTE_MODULES = (
     event_handlers,
     video_handlers,
     upload_handlers,
+    download_handlers,
     subtitle_handlers,
     media_handlers,
     page_handlers,

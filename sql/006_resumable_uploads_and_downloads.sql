@@ -31,3 +31,7 @@ CREATE TABLE resumable_uploads (
 
 CREATE INDEX resumable_uploads_owner_idx ON resumable_uploads (owner_id);
 CREATE INDEX resumable_uploads_expires_idx ON resumable_uploads (expires_at);
+
+-- Downloads for offline viewing (delivery/download.py): on unless an admin turns them
+-- off for this video.
+ALTER TABLE videos ADD COLUMN downloads_enabled boolean NOT NULL DEFAULT true;
