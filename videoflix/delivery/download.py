@@ -53,18 +53,30 @@ class DownloadUnavailable(Exception):
     """The rendition's files are not there (a version swept meanwhile): 404."""
 
 
-def segment_names(playlist: str) -> list[str]:
-    """The segment file names a media playlist lists, in order (pure); ValueError for a
-    URI that is not one of ours (no path, no URL: media.is_segment_name)."""
-    names = []
+def playlist_entries(playlist: str) -> list[tuple[str, float]]:
+    """(segment file name, #EXTINF duration) of a media playlist, in order (pure);
+    ValueError for a URI that is not one of ours (no path, no URL: media.is_segment_name)."""
+    entries = []
+    duration = 0.0
     for line in playlist.splitlines():
         line = line.strip()
+        if line.startswith("#EXTINF:"):
+            try:
+                duration = float(line[len("#EXTINF:") :].split(",", 1)[0])
+            except ValueError:
+                raise ValueError("a malformed #EXTINF") from None
+            continue
         if not line or line.startswith("#"):
             continue
         if not media.is_segment_name(line):
             raise ValueError(f"not a segment name: {line[:40]!r}")
-        names.append(line)
-    return names
+        entries.append((line, duration))
+        duration = 0.0
+    return entries
+
+
+def segment_names(playlist: str) -> list[str]:
+    return [name for name, _duration in playlist_entries(playlist)]
 
 
 def content_disposition(title: str) -> str:
@@ -88,26 +100,34 @@ def _read_playlist(root: Path, parts: tuple[str, ...]) -> str | None:
         mediafiles.close_file(opened)
 
 
-async def segment_parts(
+async def segment_entries(
     media_dir: str, video_id: int, served: ServedFile, executor: concurrent.futures.Executor
-) -> list[tuple[str, ...]]:
-    """The path parts (below the version's folder) of the segments of the served rendition."""
+) -> list[tuple[tuple[str, ...], float]]:
+    """(path parts below the version's folder, duration) of the served rendition's segments."""
     root = media.version_dir(media_dir, video_id, served.version)
     text = await asyncio.get_running_loop().run_in_executor(executor, _read_playlist, root, served.parts)
     if text is None:
         raise DownloadUnavailable()
     try:
-        names = segment_names(text)
+        entries = playlist_entries(text)
     except ValueError:
         log.error("video %s: its playlist %s lists something other than segments", video_id, served.parts)
         raise DownloadUnavailable() from None
-    if not names:
+    if not entries:
         raise DownloadUnavailable()
     folder = served.parts[:-1]
-    return [(*folder, name) for name in names]
+    return [((*folder, name), duration) for name, duration in entries]
 
 
-def _read_segment(root: Path, parts: tuple[str, ...]) -> bytes | None:
+async def segment_parts(
+    media_dir: str, video_id: int, served: ServedFile, executor: concurrent.futures.Executor
+) -> list[tuple[str, ...]]:
+    """The path parts (below the version's folder) of the served rendition's segments."""
+    return [parts for parts, _duration in await segment_entries(media_dir, video_id, served, executor)]
+
+
+def read_segment(root: Path, parts: tuple[str, ...]) -> bytes | None:
+    """A segment's bytes (blocking: executor only); None when it is not there."""
     opened = mediafiles.open_inside(root, parts)
     if opened is None:
         return None
@@ -144,7 +164,7 @@ async def remux(
     async def feed() -> None:
         try:
             for segment in parts:
-                data = await loop.run_in_executor(executor, _read_segment, root, segment)
+                data = await loop.run_in_executor(executor, read_segment, root, segment)
                 if data is None:
                     log.warning("video %s: segment %s gone during a download", video_id, "/".join(segment))
                     break

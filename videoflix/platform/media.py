@@ -13,7 +13,9 @@
     media/<id>/v<N>/<res>/index.m3u8  one media playlist per rendition (RUNGS: 1080p, 720p,
                                       480p): EVENT while the run goes, VOD once it is done
     media/<id>/v<N>/<res>/seg_NNNNN.ts  its MPEG-TS segments (each appears complete)
-    media/<id>/v<N>/poster.jpg        representative frame, long side <= 1280
+    media/<id>/v<N>/poster.jpg        representative frame, long side <= 1280 (or the chosen one)
+    media/<id>/poster/poster.jpg, thumbnail.jpg  a poster chosen by the owner or an admin
+                                      (library/posters.py), copied into every new version
     media/<id>/v<N>/thumbnail.jpg     the same, long side <= 480 (the catalog's thumbnail_url)
     media/<id>/v<N>/<res>/iframes.m3u8  I-frame playlist: byte ranges into the segments
     media/<id>/v<N>/thumbs/sprite_NNN.jpg  storyboard sprite sheets
@@ -128,6 +130,15 @@ def video_dir(media_dir: str, video_id: int) -> Path:
 
 def source_path(media_dir: str, video_id: int) -> Path:
     return Path(media_dir) / "sources" / str(int(video_id))
+
+
+# A chosen poster (library/posters.py): media/<id>/poster/{poster,thumbnail}.jpg, outside
+# every version so a re-transcode keeps it (copied into each new version before it goes live).
+CUSTOM_POSTER_DIR = "poster"
+
+
+def custom_poster_dir(media_dir: str, video_id: int) -> Path:
+    return video_dir(media_dir, video_id) / CUSTOM_POSTER_DIR
 
 
 def incoming_dir(media_dir: str) -> Path:
