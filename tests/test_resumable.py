@@ -459,32 +459,69 @@ async def test_a_second_patch_while_one_is_receiving_is_423(client, make_user, s
     assert (await patch(client, url, 300, b"x" * 700)).status == 400  # (whole, and not a video)
 
 
-async def _offset_is(client, url, wanted):
-    return (await head(client, url)).headers.get("Upload-Offset") == wanted
+async def _offset_is(client, url, wanted, protocol=TUS):
+    return (await head(client, url, protocol=protocol)).headers.get("Upload-Offset") == wanted
 
 
 async def _unlocked(services, upload_id):
     return not await services.redis.exists(rediskeys.upload_lock(upload_id))
 
 
-@pytest.mark.gen_test(timeout=60)
-async def test_a_dropped_connection_resumes_to_the_same_bytes(client, make_user, small_clip, services, config):
-    await make_user()
-    data = small_clip.read_bytes()
-    url = (await create(client, len(data))).headers["Location"]
+def raw_patch_head(client, url: str, offset: int, length: int, protocol) -> bytes:
     port = urlsplit(client.base_url).port
     cookie = "; ".join(f"{k}={v}" for k, v in client.cookies.items())
+    lines = "".join(f"{k}: {v}\r\n" for k, v in protocol.items())
+    kind = "application/offset+octet-stream" if protocol is TUS else "application/partial-upload"
+    return (f"PATCH {url} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n{lines}"
+            f"Content-Type: {kind}\r\nUpload-Offset: {offset}\r\nContent-Length: {length}\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("protocol", [TUS, DRAFT_03, DRAFT_05], ids=["tus", "draft-03", "draft-05"])
+@pytest.mark.gen_test(timeout=60)
+async def test_a_dropped_connection_resumes_to_the_same_bytes(client, make_user, small_clip, services, config,
+                                                               protocol):
+    await make_user()
+    data = small_clip.read_bytes()
+    url = (await create(client, len(data), protocol=protocol)).headers["Location"]
+    port = urlsplit(client.base_url).port
     sent = len(data) // 2 + 12345
     with socket.create_connection(("127.0.0.1", port)) as raw:
-        raw.sendall((f"PATCH {url} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nCookie: {cookie}\r\n"
-                     "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
-                     f"Upload-Offset: 0\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data[:sent])
-    await wait_until(lambda: _offset_is(client, url, str(sent)), "the bytes before the drop kept")
+        raw.sendall(raw_patch_head(client, url, 0, len(data), protocol) + data[:sent])
+    await wait_until(lambda: _offset_is(client, url, str(sent), protocol), "the bytes before the drop kept")
     upload_id = url.rstrip("/").rsplit("/", 1)[-1]
     await wait_until(lambda: _unlocked(services, upload_id), "the lock released")
-    rest = await patch(client, url, sent, data[sent:])
+    rest = await patch(client, url, sent, data[sent:], protocol=protocol, extra=(
+        {"Upload-Complete": "?1"} if protocol is not TUS else {}))
     assert rest.status == 204, rest.body
     assert sha256(source_of(config, rest.headers["Video-Location"])) == sha256(data)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_stalled_body_is_cut_off_and_what_arrived_is_kept(client, make_user, services, config, app):
+    app.settings["config"] = dataclasses.replace(config, upload_idle_seconds=1)
+    await make_user()
+    url = (await create(client, 1000)).headers["Location"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(client.base_url).port)
+    writer.write(raw_patch_head(client, url, 0, 1000, TUS) + b"s" * 250)  # then nothing more
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), timeout=20) == b""  # the server closed it
+    writer.close()
+    await wait_until(lambda: _offset_is(client, url, "250"), "the 250 bytes kept")
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_content_length_shorter_than_the_body_takes_only_what_it_says(client, make_user, services):
+    await make_user()
+    url = (await create(client, 1000)).headers["Location"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(client.base_url).port)
+    writer.write(raw_patch_head(client, url, 0, 10, TUS) + b"t" * 10 + b"and this is not a request\r\n\r\n")
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(), timeout=20)
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 204")
+    assert b"Upload-Offset: 10" in answer
+    assert b" 500 " not in answer
+    assert (await head(client, url)).headers["Upload-Offset"] == "10"
 
 
 @pytest.mark.gen_test(timeout=60)
