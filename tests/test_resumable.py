@@ -543,3 +543,38 @@ async def test_bytes_past_the_offset_from_a_killed_server_are_cut_before_the_nex
 async def test_the_multipart_upload_still_works_beside_it(client, make_user, small_clip):
     await make_user()
     assert (await upload(client, small_clip)).status == 201
+
+
+@pytest.mark.gen_test
+async def test_a_chunked_body_is_capped_at_the_upload_length_too(client, make_user):
+    await make_user()
+    url = (await create(client, 100)).headers["Location"]
+
+    def body(total: int):
+        async def produce(write):
+            for _ in range(total // 10):
+                await write(b"c" * 10)
+        return produce
+
+    def chunked(offset: int, total: int):
+        headers = {**TUS, **OCTETS, "Upload-Offset": str(offset),
+                   "Cookie": "; ".join(f"{k}={v}" for k, v in client.cookies.items())}
+        return client.http.fetch(client.base_url + url, method="PATCH", headers=headers,
+                                 body_producer=body(total), raise_error=False)
+
+    within = await chunked(0, 60)
+    assert (within.code, within.headers["Upload-Offset"]) == (204, "60")
+    past = await chunked(60, 50)
+    assert past.code == 413 and b"past the end" in past.body
+    assert (await head(client, url)).headers["Upload-Offset"] == "60"
+
+
+@pytest.mark.gen_test
+async def test_an_upload_whose_acknowledged_bytes_vanished_is_410_not_zeros(client, make_user, config):
+    await make_user()
+    url = (await create(client, 100)).headers["Location"]
+    assert (await patch(client, url, 0, b"v" * 30)).status == 204
+    upload_file(config, url).unlink()
+    gone = await patch(client, url, 30, b"v" * 10)
+    assert gone.status == 410
+    assert not upload_file(config, url).exists()

@@ -409,7 +409,13 @@ class _File:
     """The upload's file, opened for one append (executor calls only)."""
 
     def __init__(self, path: Path, offset: int, algorithm: str | None) -> None:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        # Created when missing only at offset 0 (a crash between the row and its file):
+        # later, a missing or short file means acknowledged bytes are gone, and cutting
+        # it to the offset would fill them with zeros.
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | (os.O_CREAT if offset == 0 else 0), 0o600)
+        if os.fstat(fd).st_size < offset:
+            os.close(fd)
+            raise FileNotFoundError(path)
         self.fd = fd
         # Bytes past the recorded offset were never acknowledged (a server killed mid-chunk).
         os.ftruncate(fd, offset)
@@ -579,6 +585,10 @@ class Appender:
                 appender._file = await loop.run_in_executor(
                     services.file_executor, _File, path, upload.offset, checksum[0] if checksum else None
                 )
+            except FileNotFoundError:
+                await _release_lock(services, upload.id, token)
+                log.error("resumable upload %s: its file lost bytes it had acknowledged", upload.id)
+                raise ProtocolError(410, "The bytes of this upload are gone: start a new one.") from None
             except BaseException:
                 await _release_lock(services, upload.id, token)
                 raise
