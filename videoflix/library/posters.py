@@ -3,8 +3,8 @@ thumbnail with an uploaded image or with the frame at a chosen time.
 
 - An uploaded image is hostile: only JPEG, PNG and WebP (told by their magic bytes, the
   demuxer then pinned to that format, ffmpeg reading nothing but its stdin), at most
-  MAX_IMAGE_BYTES, its size read by ffprobe before anything decodes it (MAX_IMAGE_SIDE,
-  MAX_IMAGE_PIXELS: no decompression bomb), both under the probe's resource limits; then
+  MAX_IMAGE_BYTES, its size read by ffprobe before anything decodes it (the media caps,
+  MAX_VIDEO_WIDTH/HEIGHT/PIXELS: no decompression bomb), both under the probe's resource limits; then
   decoded and re-encoded as JPEG at both sizes (transcode/command.py's long sides), so
   nothing of the uploaded file is ever served.
 - A frame is taken from the live version's highest rendition (our own MPEG-TS segments,
@@ -35,10 +35,9 @@ from videoflix.transcode.limits import PROBE_LIMITS
 
 log = logging.getLogger(__name__)
 
-# The image caps (SECURITY.md control 26): a poster needs far less than these.
+# The file's cap (SECURITY.md control 26); its picture is held to the media caps of
+# control 9 (MAX_VIDEO_WIDTH, MAX_VIDEO_HEIGHT, MAX_VIDEO_PIXELS: 8K by default).
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
-MAX_IMAGE_SIDE = 8192
-MAX_IMAGE_PIXELS = 40_000_000
 # One image through ffprobe or ffmpeg takes well under a second; a stuck one is killed.
 IMAGE_TIMEOUT_SECONDS = 30
 # Magic bytes -> ffmpeg's demuxer for that format read from a pipe.
@@ -186,8 +185,15 @@ async def set_from_image(config: Config, services: Services, video: PlaybackVide
         raise PosterRefused(f"Image too large: at most {MAX_IMAGE_BYTES} bytes.")
     demuxer = image_demuxer(data)
     size = await _image_size(data, demuxer)
-    if max(size.width, size.height) > MAX_IMAGE_SIDE or size.width * size.height > MAX_IMAGE_PIXELS:
-        raise PosterRefused(f"Image too large: at most {MAX_IMAGE_SIDE} pixels a side and {MAX_IMAGE_PIXELS} in all.")
+    if (
+        size.width > config.max_video_width
+        or size.height > config.max_video_height
+        or size.width * size.height > config.max_video_pixels
+    ):
+        raise PosterRefused(
+            f"Image too large: at most {config.max_video_width}x{config.max_video_height} "
+            f"and {config.max_video_pixels} pixels."
+        )
     await _make(config, services, video.id, video.live_version, data, demuxer, size)
     log.info("video %s: poster replaced by an uploaded image (%sx%s)", video.id, size.width, size.height)
 

@@ -135,8 +135,11 @@ class PosterHandler(IdleBodyMixin, BaseHandler):
         "Replace the poster and thumbnail with an uploaded image (owner or admin)",
         params=(schemas.VIDEO_ID,),
         form=POSTER_UPLOAD,
-        description="Checked by decoding it (JPEG, PNG or WebP, at most 8192 px a side and 40 MP), "
-        "re-encoded at both sizes; kept across re-transcodes.",
+        description=lambda config: (
+            f"Checked by decoding it (JPEG, PNG or WebP, at most {config.max_video_width}x"
+            f"{config.max_video_height} and {config.max_video_pixels} pixels), re-encoded at both sizes; "
+            "kept across re-transcodes."
+        ),
         responses={
             200: POSTER_URLS,
             400: "Not an image this server takes, undecodable, too many pixels, or no file",
