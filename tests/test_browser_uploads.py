@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 import time
 from urllib.parse import urlsplit
 
@@ -20,7 +21,7 @@ from media import PARK, clip
 UPLOAD_URL = re.compile(r".*/api/uploads/[0-9a-f]{32}/$")
 
 
-def test_studio_upload_survives_a_dropped_connection_and_a_reload(page, steps, live_server, state_dir):
+def test_studio_upload_survives_a_dropped_connection_and_a_reload(page, steps, live_server, state_dir, tmp_path):
     expect = playwright_api.expect
     source = clip(PARK)
     data = source.read_bytes()
@@ -79,6 +80,25 @@ def test_studio_upload_survives_a_dropped_connection_and_a_reload(page, steps, l
     port = urlsplit(live_server).port
     stored = (state_dir / f"browser-{port}" / "media" / "sources" / str(video_id)).read_bytes()
     assert hashlib.sha256(stored).hexdigest() == hashlib.sha256(data).hexdigest()
+
+    # The studio replaces its poster (issue 22 item 5) and, for an admin, switches downloads.
+    png = tmp_path / "poster.png"
+    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=800x600:rate=1", "-frames:v", "1",
+                    str(png)], check=True)
+    item.get_by_role("button", name="Edit").click()
+    item.get_by_label("An image (JPEG, PNG or WebP)").set_input_files(str(png))
+    item.get_by_role("button", name="Set poster").click()
+    expect(page.locator(f"#video-{video_id} img")).to_have_attribute("src", re.compile(r"\?v=\d+$"))
+    custom = state_dir / f"browser-{port}" / "media" / str(video_id) / "poster" / "poster.jpg"
+    assert custom.is_file()
+    switch = page.locator(f"#downloads-{video_id}")
+    expect(switch).to_be_enabled()
+    expect(switch).to_be_checked()
+    switch.uncheck()
+    expect(page.locator("#announce")).to_contain_text("are off")
+    assert page.request.get(f"/api/video/{video_id}/downloads/").json()["downloads_enabled"] is False
+    switch.check()
+    expect(page.locator("#announce")).to_contain_text("are on")
 
     # The player offers the video for offline viewing (issue 22 item 4).
     page.goto(f"/watch/{video_id}")

@@ -107,8 +107,13 @@ async def test_admins_turn_downloads_off_per_video(client, new_client, make_admi
     await make_admin(admin)
     assert (await client.fetch("PUT", f"/api/video/{video_id}/downloads/", {"enabled": False})).status == 403
     assert (await admin.fetch("PUT", f"/api/video/{video_id}/downloads/", {"enabled": "no"})).status == 400
+    assert (await client.get(f"/api/video/{video_id}/downloads/")).json() == {
+        "downloads_enabled": True, "can_download": True}
     off = await admin.fetch("PUT", f"/api/video/{video_id}/downloads/", {"enabled": False})
-    assert (off.status, off.json()) == (200, {"downloads_enabled": False})
+    assert (off.status, off.json()) == (200, {"downloads_enabled": False, "can_download": True})
+    assert (await client.get(f"/api/video/{video_id}/downloads/")).json() == {
+        "downloads_enabled": False, "can_download": False}
+    assert (await admin.get(f"/api/video/{video_id}/downloads/")).json()["can_download"] is True
     refused = await client.get(f"/api/video/{video_id}/480p/download.mp4")
     assert (refused.status, refused.json()) == (403, {"detail": "Downloads are turned off for this video."})
     assert (await client.get(f"/api/video/{video_id}/480p/index.m3u8")).status == 200  # playback unchanged

@@ -237,8 +237,10 @@ function waitUntilPlayable(detail) {
 
 // Download for offline viewing: the highest rendition as MP4 (remuxed by the server;
 // a 403 when an admin turned downloads off for this video).
-function showDownload(detail) {
+async function showDownload(detail) {
   if (detail.status !== 'ready' || !detail.resolutions || !detail.resolutions.length) return;
+  const state = await api('GET', `/api/video/${detail.id}/downloads/`);
+  if (!state.ok || !state.data.can_download) return;
   const highest = [...detail.resolutions].sort((a, b) => parseInt(b, 10) - parseInt(a, 10))[0];
   const link = document.getElementById('download');
   link.href = `/api/video/${detail.id}/${highest}/download.mp4`;

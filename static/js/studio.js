@@ -227,6 +227,8 @@ function editForm(video, item) {
       el('button', { class: 'button primary small', type: 'submit' }, 'Save'),
       el('button', { class: 'button small', type: 'button', onclick: () => f.remove() }, 'Cancel')));
   for (const name of ['title', 'description', 'category', 'visibility']) f.elements.namedItem(name).value = video[name];
+  if (video.status === 'ready') f.insertBefore(posterChoice(video, f), f.querySelector('.actions'));
+  if (video.status === 'ready' && session && session.admin) f.insertBefore(downloadsSwitch(video), f.querySelector('.actions'));
   f.addEventListener('submit', async (event) => {
     event.preventDefault();
     const current = videos.get(video.id);
@@ -245,6 +247,60 @@ function editForm(video, item) {
   f.elements.namedItem('title').focus();
 }
 
+// A chosen poster (an image, or the frame at a time): sent at once, apart from Save.
+// Its URL stays the same, so the list asks for it again with a new query.
+const posterVersions = new Map(); // id -> when its poster last changed here
+
+function posterChoice(video, f) {
+  const id = video.id;
+  const file = el('input', { id: `poster-file-${id}`, type: 'file', accept: 'image/jpeg,image/png,image/webp' });
+  const time = el('input', { id: `poster-time-${id}`, type: 'number', min: '0', step: '0.1', inputmode: 'decimal' });
+  const send = async () => {
+    clearErrors(f);
+    let result;
+    if (file.files.length) {
+      const data = new FormData();
+      data.append('file', file.files[0], file.files[0].name);
+      const response = await fetch(`/api/video/${id}/poster/`, { method: 'POST', body: data, credentials: 'same-origin', headers: headers('POST', false) });
+      result = { ok: response.ok, status: response.status, data: await response.json().catch(() => ({ detail: `Unexpected answer (${response.status}).` })) };
+    } else if (time.value !== '') {
+      result = await api('PUT', `/api/video/${id}/poster/frame/`, { time: Number(time.value) });
+    } else {
+      showErrors(f, { file: ['Choose an image, or a time in seconds.'] });
+      return;
+    }
+    if (result.ok) {
+      posterVersions.set(id, Date.now());
+      const current = videos.get(id);
+      if (current) upsert(current);
+      say(`The poster of “${video.title}” was replaced.`);
+    } else {
+      showErrors(f, result.data);
+    }
+  };
+  return el('fieldset', { class: 'poster-choice' },
+    el('legend', {}, 'Poster'),
+    el('div', { class: 'field' }, el('label', { for: file.id }, 'An image (JPEG, PNG or WebP)'), file,
+      el('p', { class: 'field-error', 'data-error-for': 'file' })),
+    el('div', { class: 'field' }, el('label', { for: time.id }, 'Or the frame at (seconds)'), time,
+      el('p', { class: 'field-error', 'data-error-for': 'time' })),
+    el('button', { class: 'button small', type: 'button', onclick: send }, 'Set poster'));
+}
+
+// Admins: downloads of this video on or off (the player hides its Download button).
+function downloadsSwitch(video) {
+  const box = el('input', { id: `downloads-${video.id}`, type: 'checkbox', disabled: true });
+  api('GET', `/api/video/${video.id}/downloads/`).then((result) => {
+    if (result.ok) { box.checked = result.data.downloads_enabled; box.disabled = false; }
+  });
+  box.addEventListener('change', async () => {
+    const result = await api('PUT', `/api/video/${video.id}/downloads/`, { enabled: box.checked });
+    if (result.ok) say(`Downloads of “${video.title}” are ${result.data.downloads_enabled ? 'on' : 'off'}.`);
+    else { box.checked = !box.checked; say(result.data.detail || 'Not changed.'); }
+  });
+  return el('div', { class: 'field checkbox' }, el('label', { for: box.id }, box, ' Viewers may download it'));
+}
+
 async function rerun(video) {
   const result = await api('POST', `/api/video/${video.id}/retranscode/`);
   if (result.ok) { upsert(result.data); say(`“${video.title}” is queued again.`); } else say(result.data.detail);
@@ -259,7 +315,9 @@ async function remove(video) {
 function render(video) {
   const item = el('li', { class: 'video-item', id: `video-${video.id}`, 'data-status': video.status,
     'data-playable': String(Boolean(video.playable)) });
-  const picture = video.thumbnail_url ? el('img', { src: video.thumbnail_url, alt: '', width: 480, height: 270, loading: 'lazy' }) : null;
+  const changed = posterVersions.get(video.id);
+  const source = video.thumbnail_url && changed ? `${video.thumbnail_url}?v=${changed}` : video.thumbnail_url;
+  const picture = source ? el('img', { src: source, alt: '', width: 480, height: 270, loading: 'lazy' }) : null;
   const progress = video.status === 'processing' || video.status === 'queued'
     ? el('progress', { max: 100, value: video.progress, 'aria-label': `Transcoding ${video.title}` }) : null;
   item.append(

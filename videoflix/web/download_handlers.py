@@ -37,7 +37,11 @@ DOWNLOADS_SWITCH = Schema(
 )
 DOWNLOADS_STATE = Schema(
     "DownloadsState",
-    {"type": "object", "properties": {"downloads_enabled": {"type": "boolean"}}, "required": ["downloads_enabled"]},
+    {
+        "type": "object",
+        "properties": {"downloads_enabled": {"type": "boolean"}, "can_download": {"type": "boolean"}},
+        "required": ["downloads_enabled", "can_download"],
+    },
 )
 
 
@@ -114,6 +118,27 @@ class StreamDownloadHandler(DownloadHandlerBase):
 
 class DownloadsSwitchHandler(BaseHandler):
     @operation(
+        "Whether a video may be downloaded, and by the caller (admins always may)",
+        params=(schemas.VIDEO_ID,),
+        responses={200: DOWNLOADS_STATE, 404: "Unknown video, or one the caller may not watch"},
+    )
+    @authenticated
+    async def get(self, raw_id: str) -> None:
+        user = self.current_user
+        video_id = media.parse_video_id(raw_id)
+        if video_id is None:
+            raise APIError(404)
+        try:
+            await playback.watchable_video(self.services, video_id, user)
+        except media.VideoNotFound:
+            raise APIError(404) from None
+        async with cursor(self.services.pool) as cur:
+            enabled = await video_rows.downloads_enabled(cur, video_id)
+        if enabled is None:
+            raise APIError(404)
+        self.write_json({"downloads_enabled": enabled, "can_download": enabled or bool(user.is_admin)})
+
+    @operation(
         "Turn downloads of a video on or off (admins)",
         params=(schemas.VIDEO_ID,),
         json=DOWNLOADS_SWITCH,
@@ -132,7 +157,7 @@ class DownloadsSwitchHandler(BaseHandler):
             if not await video_rows.set_downloads_enabled(cur, video_id, enabled):
                 raise APIError(404)
         log.info("video %s: downloads %s by user %s", video_id, "on" if enabled else "off", self.current_user.user_id)
-        self.write_json({"downloads_enabled": enabled})
+        self.write_json({"downloads_enabled": enabled, "can_download": True})
 
 
 # Matched before the segment routes (app.collect_routes), which would take download.mp4
