@@ -17,6 +17,8 @@ import pytest
 from videoflix.platform import media
 from videoflix.platform.db import cursor
 
+from helpers import wait_for_status
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tests" / "tus_client.js"
 PROTOCOLS = ["tus-v1", "ietf-draft-03", "ietf-draft-05"]
@@ -87,10 +89,11 @@ async def test_tus_js_client_with_data_during_creation(client, make_user, small_
     assert len(await videos(services)) == 1
 
 
+@pytest.mark.slow  # (a transcode through the runner: seconds)
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 @pytest.mark.gen_test(timeout=150)
-async def test_tus_js_client_resumes_from_the_upload_url_after_stopping(client, make_user, small_clip, services,
-                                                                         config, protocol):
+async def test_tus_js_client_resumes_from_the_upload_url_after_stopping_to_a_ready_video(
+        client, make_user, small_clip, services, config, runner, protocol):
     await make_user()
     size = small_clip.stat().st_size
     result = (await run_client(**options_for(client, small_clip, protocol, stopAfter=size // 2)))[-1]
@@ -98,4 +101,7 @@ async def test_tus_js_client_resumes_from_the_upload_url_after_stopping(client, 
     assert 0 < result["resumedFrom"] < size
     assert result["resumedFrom"] >= size // 2
     assert sha256(source_of(config, result["videoLocation"])) == sha256(small_clip.read_bytes())
+    video_id = int(result["videoLocation"].rstrip("/").rsplit("/", 1)[-1])
+    detail = await wait_for_status(client, video_id, "ready")
+    assert detail["title"] == f"Sent by tus-js-client ({protocol})"
     assert len(await videos(services)) == 1
