@@ -54,18 +54,26 @@ system-deps:
 	command -v npm >/dev/null 2>&1 || missing="$$missing npm"; \
 	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
 
-# Only for the tests (`make run` needs neither): the distribution's Chromium for
-# `make test`'s browser tests, and nginx, which tests/test_deploy.py runs in front of the app.
-# `make test-fast` needs only nginx. One apt-get run when both are missing.
-HAS_NGINX := command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]
+# Only for the tests (`make run` needs none of them): the distribution's Chromium for
+# `make test`'s browser tests, nginx, which tests/test_deploy.py runs in front of the app,
+# and systemd's systemd-analyze, which tests/test_systemd_units.py verifies deploy/*.service
+# with (a container image of Debian has no systemd). `make test-fast` needs only the last
+# two. One apt-get run for whatever is missing.
+# The shipped site checks media tokens with njs: Debian's libnginx-mod-http-js.
+HAS_NGINX := (command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]) && [ -f /usr/lib/nginx/modules/ngx_http_js_module.so ]
+HAS_SYSTEMD_ANALYZE := command -v systemd-analyze >/dev/null 2>&1
 test-deps:
 	@missing=""; \
 	[ -x $(CHROMIUM) ] || missing="chromium"; \
-	$(HAS_NGINX) || missing="$$missing nginx"; \
+	$(HAS_NGINX) || missing="$$missing nginx libnginx-mod-http-js"; \
+	$(HAS_SYSTEMD_ANALYZE) || missing="$$missing systemd"; \
 	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
 
 nginx-dep:
-	@$(HAS_NGINX) || $(MAKE) --no-print-directory apt-install PACKAGES="nginx"
+	@missing=""; \
+	$(HAS_NGINX) || missing="nginx libnginx-mod-http-js"; \
+	$(HAS_SYSTEMD_ANALYZE) || missing="$$missing systemd"; \
+	$(MAKE) --no-print-directory apt-install PACKAGES="$$missing"
 
 # apt-get install $(PACKAGES) (nothing when empty), as root or through password-less sudo.
 apt-install:

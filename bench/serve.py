@@ -2,6 +2,17 @@
 
     python bench/serve.py [--seconds 6] [--rounds 3] [--connections 16,64] [--nginx-workers 1]
                           [--bitrate 4000k] [--profile DIR [--py-spy PATH]]
+    python bench/serve.py --edge [--seconds 6] [--rounds 3] [--connections 16,64] [--viewers 500]
+                          [--viewer-seconds 30]
+
+--edge (issue 20 item 5) measures media tokens instead: private segments of 256 KB,
+0.8 MB and 3 MB under a media token through the shipped nginx site (njs + the cached
+auth_request to a second server of ours) against nginx alone serving the same files,
+in the same rounds, at each --connections level; at 0.8 MB the embedded server's token
+path too (the segment lane); then --viewers players through nginx, each with its own
+session and token, one 0.8 MB segment every 2 s (playback pace): errors, p99, and
+Videoflix's CPU per viewer-hour. Targets: token+ngx >= 0.9x nginx alone at every size,
+embedded >= 0.7x at 0.8 MB, 0 errors among the players.
 
 One run, everything on 127.0.0.1 and bounded in time (about 6 minutes):
 1. Embedded PostgreSQL and Redis (videoflix.embedded, as tests/conftest.py does),
@@ -65,7 +76,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+import nginx_site  # noqa: E402  (the shipped site, runnable here: tests/nginx_site.py)
 from videoflix.platform.config import Config  # noqa: E402
 
 SEGMENTS = 10
@@ -293,22 +306,21 @@ ALONE = """\
     }}"""
 
 
-def start_nginx(prefix: Path, root: Path, port: int, workers: str, upstream: int | None = None) -> subprocess.Popen:
+def start_nginx(prefix: Path, root: Path, port: int, workers: str, upstream: int | None = None,
+                media_key: str = "") -> subprocess.Popen:
     """nginx alone serving `root`; or, with `upstream`, the shipped deploy/nginx.conf
-    in front of our server on that port (its internal location aliasing `root`)."""
-    prefix.mkdir()
-    conf = prefix / "nginx.conf"
+    (tests/nginx_site.py: njs loaded, `media_key` filled in) in front of our server on
+    that port, its media locations aliasing `root`."""
     if upstream is None:
+        prefix.mkdir()
+        conf = prefix / "nginx.conf"
         conf.write_text(NGINX_CONF.format(workers=workers, prefix=prefix,
                                           http=ALONE.format(port=port, root=root)))
+        process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     else:
-        server = ((ROOT / "deploy" / "nginx.conf").read_text()
-                  .replace("server web:8000;", f"server 127.0.0.1:{upstream};")
-                  .replace("listen 80;", f"listen 127.0.0.1:{port};")
-                  .replace("alias /data/media/;", f"alias {root}/;"))
-        conf.write_text(NGINX_CONF.format(workers=workers, prefix=prefix, http=server))
-    process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        process = nginx_site.start(prefix, upstream_port=upstream, listen_port=port, media_dir=str(root),
+                                   media_key=media_key or "0" * 64, workers=workers)
     wait_for_port(port, process, "nginx")
     return process
 
@@ -598,6 +610,199 @@ async def measure(args: argparse.Namespace, work: Path, servers: Servers, video_
     return ok
 
 
+# --- --edge: media tokens at the edge (issue 20 item 5) ------------------------------------
+
+# Segment sizes of the edge runs: a low rung, the embedded target's ~0.8 MB, a 1080p rung.
+EDGE_SIZES = (("256 KB", 256 * 1024), ("0.8 MB", 800 * 1000), ("3 MB", 3 * 1000 * 1000))
+EDGE_EMBEDDED_SIZE = "0.8 MB"
+TARGET_EDGE_RATIO = 0.9  # private segments through nginx / nginx alone, at every size
+TARGET_EDGE_EMBEDDED_RATIO = 0.7  # the embedded server's tokened segments / nginx alone, ~0.8 MB
+VIEWERS = 500
+VIEWER_PACE_MS = SEGMENT_SECONDS * 1000  # one segment per segment duration: playback pace
+VIEWER_SECONDS = 30
+CROWD = "crowd"  # the crowd's video: EDGE_EMBEDDED_SIZE segments
+
+
+async def seed_edge(config: Config, viewers: int) -> tuple[dict[str, int], list[int]]:
+    """Migrations; one private video per edge size (owner: the first viewer), live version 1;
+    `viewers` active users (each a player with its own session). (video ids, user ids)"""
+    from videoflix.platform.db import create_pool, cursor
+    from videoflix.platform.migrate import apply_migrations
+    from videoflix.tables import users, videos
+
+    pool = await create_pool(config.database_url)
+    try:
+        await apply_migrations(pool)
+        ids = []
+        async with cursor(pool) as cur:
+            for n in range(viewers):  # (no one logs in with these: the sessions are minted)
+                ids.append(await users.insert_user(cur, f"viewer-{n}@example.com", "!", is_active=True))
+            made = {}
+            # Private, of the first viewer (who watches them); the crowd's, public (one video,
+            # watched by every player, each under a token of its own session).
+            for label, visibility in [*((label, "private") for label, _ in EDGE_SIZES), (CROWD, "public")]:
+                video_id = await videos.insert_video(cur, owner_id=ids[0], title=label, description="",
+                                                     category="Bench", visibility=visibility, status="queued")
+                assert (await videos.mark_processing(cur, video_id)).building_version == VERSION
+                await videos.mark_ready(cur, video_id, version=VERSION, duration=float(SEGMENTS * SEGMENT_SECONDS),
+                                        width=1280, height=720, fps=25.0, has_audio=False, resolutions=["720p"])
+                made[label] = video_id
+        return made, ids
+    finally:
+        pool.close()
+        await pool.wait_closed()
+
+
+def media_folder(secret: str, user_id: int, video_id: int) -> str:
+    """The folder a master hands this user's (fresh) session: the server's own function."""
+    from videoflix.accounts import tokens
+    from videoflix.web.media_handlers import media_folder_url
+
+    claims = tokens.SessionClaims(user_id=user_id, kind="access", jti="bench", expires_at=0, is_admin=False,
+                                  token_version=0, session_id=tokens.new_session_id())
+    config = Config(secret_key=secret, media_token_ttl=3600)
+    return media_folder_url(config, claims, video_id, VERSION, int(time.time()))
+
+
+async def measure_edge(args: argparse.Namespace, work: Path, ports: dict[str, int], pids: dict[str, list[int]],
+                       videos: dict[str, int], folders: dict[str, str], viewer_folders: list[str]) -> bool:
+    names = [f"720p/seg_{n:05d}.ts" for n in range(SEGMENTS)]
+    ok = True
+    summary = []
+    profile = Profile(args.py_spy, args.profile) if args.profile else None
+    print(f"\nPrivate segments under media tokens: wrk 2 threads, {args.seconds:g} s per run, {args.rounds} rounds"
+          f" cycling nginx alone, the token path through the shipped nginx site (njs + cached auth_request)"
+          f" and, at {EDGE_EMBEDDED_SIZE}, the embedded server's token path ({args.nginx_workers} nginx worker(s))")
+    for label, _ in EDGE_SIZES:
+        video_id = videos[label]
+        alone = [f"/{video_id}/v{VERSION}/{name}" for name in names]
+        tokened = [folders[label] + name for name in names]
+        targets = [("nginx", ports["nginx"], alone, pids["nginx"]),
+                   ("token+ngx", ports["front"], tokened, pids["front"])]
+        if label == EDGE_EMBEDDED_SIZE:
+            targets.append(("embedded", ports["ours"], tokened, pids["ours"]))
+        for n in args.connections:
+            print(f"\n {label} segments, {n} connections")
+            for _, port, paths, _ in targets:
+                await wrk(work, port, paths, seconds=WARMUP_SECONDS, connections=n)
+            ratios: dict[str, list[float]] = {name: [] for name, *_ in targets[1:]}
+            for round_no in range(1, args.rounds + 1):
+                results = {name: await wrk(work, port, paths, seconds=args.seconds, connections=n, pids=procs,
+                                           profile=profile if (round_no, name) == (1, "embedded") else None,
+                                           label=f"embedded-{n}")
+                           for name, port, paths, procs in targets}
+                print(f" round {round_no}")
+                for name, result in results.items():
+                    print(row(f"{name:<10} {label}", result))
+                    ok &= result.errors == 0 and result.bad_status == 0
+                for name in ratios:
+                    ratios[name].append(results[name].mbps / results["nginx"].mbps)
+                print("  " + ", ".join(f"{name}/nginx {values[-1]:.2f}x" for name, values in ratios.items()))
+            for name, values in ratios.items():
+                target = TARGET_EDGE_RATIO if name == "token+ngx" else TARGET_EDGE_EMBEDDED_RATIO
+                met = median(values) >= target
+                ok &= met
+                summary.append(f"  {label:>6}, {n:>3} connections: {name}/nginx {median(values):.2f}x"
+                               f" (target >= {target:g}x: {'met' if met else 'MISSED'})")
+
+    # Many viewers: each wrk connection a player at playback pace, every player its own session.
+    paths = [folder + name for folder in viewer_folders for name in names[:3]]
+    print(f"\n {len(viewer_folders)} players through nginx, each with its own session and token, one"
+          f" {EDGE_EMBEDDED_SIZE} segment every {VIEWER_PACE_MS} ms, {args.viewer_seconds:g} s")
+    await wrk(work, ports["front"], paths, seconds=WARMUP_SECONDS, connections=len(viewer_folders),
+              pause_ms=VIEWER_PACE_MS)  # (every token's first check)
+    before = cpu_times(pids["behind"])
+    crowd = await wrk(work, ports["front"], paths, seconds=args.viewer_seconds, connections=len(viewer_folders),
+                      pause_ms=VIEWER_PACE_MS, pids=pids["front"])
+    user, system = cpu_times(pids["behind"])
+    videoflix_cpu = user + system - sum(before)
+    viewer_hours = len(viewer_folders) * crowd.seconds / 3600
+    print(row("players", crowd))
+    errors = crowd.errors + crowd.bad_status
+    print(f"  errors {errors}; p99 {crowd.p99_ms:.1f} ms; Videoflix CPU {videoflix_cpu:.2f} s in"
+          f" {crowd.seconds:.0f} s = {videoflix_cpu / viewer_hours:.2f} CPU-s per viewer-hour")
+    ok &= errors == 0
+    summary.append(f"  {len(viewer_folders)} players: {errors} errors (target 0: {'met' if errors == 0 else 'MISSED'}),"
+                   f" p99 {crowd.p99_ms:.1f} ms, Videoflix {videoflix_cpu / viewer_hours:.2f} CPU-s per viewer-hour")
+    print("\n medians of the per-round ratios (MB/s):")
+    print("\n".join(summary))
+    if profile is not None:
+        for n in args.connections:
+            print(profile.summary(f"embedded-{n}"))
+    return ok
+
+
+def edge_main(args: argparse.Namespace) -> int:
+    from videoflix.accounts import tokens
+    from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    state = Path(tempfile.mkdtemp(prefix="videoflix-bench-edge-"))
+    state.chmod(0o755)  # PostgreSQL (as root: another user) and nginx workers read below it
+    children: list[subprocess.Popen] = []
+    postgres = redis = None
+    try:
+        postgres = EmbeddedPostgres(state / "postgres", free_port(), durable=False)
+        dsn = postgres.start()
+        redis = EmbeddedRedis(state / "redis", free_port(), appendonly=False)
+        redis.start()
+        secret = "bench-" + "k" * 40
+        media_dir = state / "media"
+        config = Config(database_url=dsn, redis_url=redis.url, secret_key=secret, var_dir=str(state / "var"),
+                        media_dir=str(media_dir), log_level="WARNING")
+        videos, viewers = asyncio.run(seed_edge(config, args.viewers))
+        for label, size in [*EDGE_SIZES, (CROWD, dict(EDGE_SIZES)[EDGE_EMBEDDED_SIZE])]:
+            folder = media_dir / str(videos[label]) / f"v{VERSION}" / "720p"
+            folder.mkdir(parents=True)
+            for n in range(SEGMENTS):
+                (folder / f"seg_{n:05d}.ts").write_bytes(os.urandom(size))
+        for path in [media_dir, *media_dir.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        print(f"segments: {', '.join(label for label, _ in EDGE_SIZES)}, {SEGMENTS} of each (random bytes: no one"
+              f" parses them); {args.viewers} viewers")
+        ports = {name: free_port() for name in ("ours", "behind", "nginx", "front")}
+        env = {**os.environ, "DATABASE_URL": dsn, "REDIS_URL": redis.url, "SECRET_KEY": secret,
+               "VIDEOFLIX_HOST": "127.0.0.1", "VIDEOFLIX_VAR_DIR": config.var_dir,
+               "VIDEOFLIX_MEDIA_DIR": config.media_dir, "VIDEOFLIX_LOG_LEVEL": "WARNING"}
+        ours = subprocess.Popen([sys.executable, __file__, "--server"], env={**env, "VIDEOFLIX_PORT": str(ports["ours"])})
+        children.append(ours)
+        behind = subprocess.Popen([sys.executable, __file__, "--server"],
+                                  env={**env, "VIDEOFLIX_PORT": str(ports["behind"])})
+        children.append(behind)
+        wait_for_port(ports["ours"], ours, "videoflix")
+        wait_for_port(ports["behind"], behind, "videoflix behind nginx")
+        nginx = start_nginx(state / "nginx", media_dir, ports["nginx"], args.nginx_workers)
+        children.append(nginx)
+        front = start_nginx(state / "front", media_dir, ports["front"], args.nginx_workers,
+                            upstream=ports["behind"], media_key=tokens.media_key(secret))
+        children.append(front)
+        pids = {"ours": [ours.pid], "behind": [behind.pid], "nginx": [nginx.pid, *child_pids(nginx.pid)],
+                "front": [front.pid, *child_pids(front.pid), behind.pid]}
+        folders = {label: media_folder(secret, viewers[0], videos[label]) for label, _ in EDGE_SIZES}
+        viewer_folders = [media_folder(secret, user_id, videos[CROWD]) for user_id in viewers]
+        for label, folder in folders.items():  # the path works before anything is measured
+            probe = urllib.request.urlopen(f"http://127.0.0.1:{ports['front']}{folder}720p/seg_00000.ts", timeout=10)
+            assert probe.status == 200, (label, probe.status)
+        print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+              f" on {os.cpu_count()} CPUs (wrk, nginx and our servers share them)")
+        ok = asyncio.run(measure_edge(args, state, ports, pids, videos, folders, viewer_folders))
+        print(f"load average after the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print("\nall targets met" if ok else "\nsome target missed (see above)")
+        return 0 if ok else 1
+    finally:
+        for child in reversed(children):
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0)
@@ -609,6 +814,11 @@ def main() -> int:
                         help="CBR of the 2 s test segments (default 4000k: ~1 MB; 13600k: ~3.4 MB, a 1080p rung)")
     parser.add_argument("--profile", type=Path, help="sample the server with py-spy into this directory")
     parser.add_argument("--py-spy", default=shutil.which("py-spy") or "py-spy", help="the py-spy binary")
+    parser.add_argument("--edge", action="store_true",
+                        help="media tokens: private segments through the shipped nginx site against nginx alone"
+                             " (256 KB, 0.8 MB, 3 MB), the embedded token path, and many players (issue 20)")
+    parser.add_argument("--viewers", type=int, default=VIEWERS, help="players in the --edge crowd run")
+    parser.add_argument("--viewer-seconds", type=float, default=VIEWER_SECONDS)
     parser.add_argument("--server", action="store_true", help=argparse.SUPPRESS)  # the child
     parser.add_argument("--floor", action="store_true", help=argparse.SUPPRESS)  # the floor child
     args = parser.parse_args()
@@ -623,6 +833,8 @@ def main() -> int:
     for tool in ("wrk", "nginx", "ffmpeg"):
         if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
             raise SystemExit(f"{tool} not found (apt-get install -y {tool})")
+    if args.edge:
+        return edge_main(args)
 
     from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis
 

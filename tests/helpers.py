@@ -314,3 +314,13 @@ async def admin_id(services) -> int:
     async with cursor(services.pool) as cur:
         await cur.execute("SELECT id FROM users WHERE is_admin")
         return (await cur.fetchone())["id"]
+
+
+MEDIA_FOLDER = re.compile(r"/api/media/[^/\s\"]+/[0-9]+/")
+
+
+def untokened(master: str) -> str:
+    """A master playlist with its media-token folders (/api/media/<token>/<id>/) cut off,
+    its URIs as they were before them: "v<N>/<rendition>/index.m3u8" (test_media_tokens.py
+    checks the tokens themselves)."""
+    return MEDIA_FOLDER.sub("", master)

@@ -81,7 +81,9 @@ def test_compose_has_the_services_volumes_and_checks_operations_rely_on():
     for needle in ("image: postgres:16", "image: redis:7", '"--appendonly", "yes"', "pg_isready",
                    '"redis-cli", "ping"', 'command: ["videoflix", "serve"]', 'command: ["videoflix", "worker"]',
                    "condition: service_healthy", "pgdata:/var/lib/postgresql/data", "redisdata:/data",
-                   "media:/data", "./deploy/nginx.conf:/etc/nginx/conf.d/default.conf:ro"):
+                   "media:/data", "./deploy/nginx.conf:/etc/nginx/templates/default.conf.template:ro",
+                   "./deploy/nginx-main.conf:/etc/nginx/nginx.conf:ro",
+                   "./deploy/media-token.js:/etc/nginx/njs/media-token.js:ro"):
         assert needle in compose, needle
     # Scalable: no fixed container name or host port on the worker.
     assert "container_name" not in compose
@@ -116,7 +118,7 @@ def test_env_example_sets_nothing_but_the_required_blanks():
     # Uncommented lines would override defaults for everyone who copies the file.
     set_lines = [line for line in (ROOT / ".env.example").read_text().splitlines()
                  if ENV_LINE.match(line) and not line.startswith("#")]
-    assert set_lines == ["SECRET_KEY=", "POSTGRES_PASSWORD="]
+    assert set_lines == ["SECRET_KEY=", "POSTGRES_PASSWORD=", "VIDEOFLIX_MEDIA_KEY="]  # (compose: nginx needs it)
 
 
 # --- Dockerfile -----------------------------------------------------------------------------
@@ -154,41 +156,17 @@ def test_dockerignore_keeps_secrets_and_local_state_out_of_the_image():
 
 # --- nginx in front of the real application ---------------------------------------------------
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-
-
 def start_nginx(http_port: int, temp: Path, media_dir: str = "/data/media/"):
-    """The shipped deploy/nginx.conf, pointed at this test's server instead of `web`
-    (and at `media_dir` instead of the compose volume); (base URL, process)."""
-    assert NGINX is not None, "nginx missing: run `make test`, which installs it"
+    """The shipped deploy/nginx.conf (tests/nginx_site.py), pointed at this test's server
+    instead of `web` and at `media_dir` instead of the compose volume; (base URL, process)."""
+    from videoflix.accounts import tokens
     from videoflix.platform.embedded import free_port
 
+    import nginx_site
+
     port = free_port()
-    server_block = (ROOT / "deploy" / "nginx.conf").read_text()
-    for needle in ("server web:8000;", "listen 80;", "alias /data/media/;"):
-        assert needle in server_block, needle
-    server_block = (server_block.replace("server web:8000;", f"server 127.0.0.1:{http_port};")
-                    .replace("listen 80;", f"listen 127.0.0.1:{port};")
-                    .replace("alias /data/media/;", f"alias {media_dir.rstrip('/')}/;"))
-    temp.mkdir()
-    (temp / "nginx.conf").write_text(f"""
-        daemon off;
-        pid {temp}/nginx.pid;
-        error_log {temp}/error.log warn;
-        events {{ worker_connections 64; }}
-        http {{
-            access_log off;
-            client_body_temp_path {temp}/body;
-            proxy_temp_path {temp}/proxy;
-            fastcgi_temp_path {temp}/fastcgi;
-            uwsgi_temp_path {temp}/uwsgi;
-            scgi_temp_path {temp}/scgi;
-            {server_block}
-        }}
-    """)
-    temp.chmod(0o777)
-    proc = subprocess.Popen([NGINX, "-p", str(temp), "-c", str(temp / "nginx.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = nginx_site.start(temp, upstream_port=http_port, listen_port=port, media_dir=media_dir,
+                            media_key=tokens.media_key("unused by these tests"))
     return f"http://127.0.0.1:{port}", proc
 
 

@@ -11,7 +11,7 @@ from test_subtitles_api import post_subtitles
 from videoflix.library import subtitle_formats
 from videoflix.platform import media
 
-from helpers import login, upload, wait_for_status
+from helpers import login, untokened, upload, wait_for_status
 from media import ffprobe_json
 
 SRT = (b"1\n00:00:00,500 --> 00:00:01,500\nfirst\n\n"
@@ -42,7 +42,7 @@ async def test_master_lists_the_group_and_the_segmented_playlist_covers_the_vide
                                  language="de")).status == 201
     detail = await wait_for_status(client, video_id, "ready")
 
-    master = (await client.get(f"/api/video/{video_id}/master.m3u8")).body.decode()
+    master = untokened((await client.get(f"/api/video/{video_id}/master.m3u8")).body.decode())
     version = re.search(r"^(v[0-9]+)/", master, re.M).group(1)
     assert media_lines(master) == [
         f'#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="English",LANGUAGE="en",DEFAULT=NO,AUTOSELECT=YES,'
@@ -117,7 +117,7 @@ async def test_master_lists_the_group_and_the_segmented_playlist_covers_the_vide
 
     # Removing a language removes it from the master and its playlist.
     assert (await client.fetch("DELETE", f"/api/video/{video_id}/subtitles/de/")).status == 204
-    master = (await client.get(f"/api/video/{video_id}/master.m3u8")).body.decode()
+    master = untokened((await client.get(f"/api/video/{video_id}/master.m3u8")).body.decode())
     assert [line for line in media_lines(master) if 'LANGUAGE="de"' in line] == []
     assert (await client.get(f"/api/video/{video_id}/{version}/subtitles/de/index.m3u8")).status == 404
 
@@ -128,5 +128,5 @@ async def test_master_without_subtitles_has_no_group(client, make_user, runner, 
     await make_user()
     video_id = (await upload(client, small_clip)).json()["id"]
     await wait_for_status(client, video_id, "ready")
-    master = (await client.get(f"/api/video/{video_id}/master.m3u8")).body.decode()
+    master = untokened((await client.get(f"/api/video/{video_id}/master.m3u8")).body.decode())
     assert media_lines(master) == [] and "SUBTITLES=" not in master

@@ -17,7 +17,7 @@ from test_trickplay import parse_vtt
 from videoflix.platform import media
 from videoflix.transcode import ladderfile
 
-from helpers import login, make_ready_video, publish_ladder, upload
+from helpers import login, make_ready_video, publish_ladder, untokened, upload
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 
@@ -82,7 +82,7 @@ async def test_detail_links_the_live_versions_thumbnails_track_and_its_sheets_ar
 async def test_master_lists_an_iframe_stream_per_rendition_and_each_playlist_is_served(
         client, config, transcoded):
     video_id, _ = transcoded
-    master = (await client.get(f"/api/video/{video_id}/master.m3u8")).body.decode()
+    master = untokened((await client.get(f"/api/video/{video_id}/master.m3u8")).body.decode())
     streams = iframe_streams(master)
     assert [s["URI"] for s in streams] == ["v1/480p/iframes.m3u8"]  # one per rendition
     ladder = ladderfile.read_ladder(media.ladder_path(config.media_dir, video_id, 1))

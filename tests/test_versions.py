@@ -27,7 +27,7 @@ from videoflix.tables import videos
 from videoflix.transcode import progress
 from videoflix.transcode.playlist import parse_media_playlist
 
-from helpers import login, upload, wait_for_status
+from helpers import login, untokened, upload, wait_for_status
 from media import ffprobe_json
 
 IMMUTABLE = "private, max-age=31536000, immutable"
@@ -126,7 +126,7 @@ async def detail(browser, video_id: int) -> dict:
 async def master_uris(browser, video_id: int) -> list[str]:
     response = await browser.get(f"/api/video/{video_id}/master.m3u8")
     assert response.status == 200, response.body
-    return [line for line in response.body.decode().splitlines() if line and not line.startswith("#")]
+    return [line for line in untokened(response.body.decode()).splitlines() if line and not line.startswith("#")]
 
 
 async def hold_when_playable(runner, browser, video_id: int) -> tuple[list[int], dict]:
@@ -195,7 +195,7 @@ async def test_building_version_is_watchable_by_its_owner_as_a_growing_event_pla
         response = await client.get(f"/api/video/{video_id}/master.m3u8")
         assert response.status == 200
         assert response.headers["Cache-Control"] == "private, no-cache"
-        master = response.body.decode()
+        master = untokened(response.body.decode())
         assert [u for u in master.splitlines() if u and not u.startswith("#")] == [
             "v1/720p/index.m3u8", "v1/1080p/index.m3u8", "v1/480p/index.m3u8"]
         assert "BANDWIDTH=3440800" in master and 'CODECS="avc1.64001f,mp4a.40.2"' in master

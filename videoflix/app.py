@@ -29,6 +29,7 @@ from videoflix.transcode.job import JobResult
 from videoflix.transcode.runner import TranscodeRunner
 from videoflix.web import (
     account_handlers,
+    admin_handlers,
     docs_handlers,
     download_handlers,
     event_handlers,
@@ -61,6 +62,7 @@ ROUTE_MODULES = (
     download_handlers,
     poster_handlers,
     subtitle_handlers,
+    admin_handlers,
     media_handlers,
     page_handlers,
     metrics_handlers,

@@ -1,4 +1,5 @@
-"""Command line: videoflix serve | worker | dev | check | migrate | createadmin EMAIL."""
+"""Command line: videoflix serve | worker | dev | check | migrate | createadmin EMAIL |
+users list|show|deactivate|activate|promote|demote|delete | jobs list|retry|cancel|discard."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import dataclasses
 import fcntl
 import getpass
+import json
 import logging
 import os
 import secrets
@@ -19,8 +21,9 @@ from typing import Any
 
 import dotenv
 
-from videoflix.accounts import flows, passwords
+from videoflix.accounts import flows, passwords, tokens
 from videoflix.app import serve
+from videoflix.console import audit, job_admin, queries, user_admin
 from videoflix.platform import preflight
 from videoflix.platform.config import Config, ConfigError, env_name
 from videoflix.platform.db import cursor
@@ -60,6 +63,11 @@ def _require_safe(config: Config) -> None:
     reason = preflight.unsafe_reason(config)
     if reason:
         raise CommandError(reason)
+    if config.media_key and config.media_key != tokens.media_key(config.secret_key):
+        raise CommandError(
+            f"{env_name('media_key')}: not the key of this {env_name('secret_key')} (nginx would refuse every "
+            "media token): set it to what `videoflix media-key` prints"
+        )
     _require(config, "database_url", "redis_url")
 
 
@@ -114,10 +122,113 @@ async def _ensure_admin(config: Config, email: str, password: str) -> None:
         await services.close()
 
 
+def cmd_media_key(config: Config) -> None:
+    """The key deploy/nginx.conf checks media tokens with: a function of SECRET_KEY alone
+    (rotating SECRET_KEY rotates it; nginx needs the new one)."""
+    reason = preflight.unsafe_reason(config)
+    if reason is not None:
+        raise CommandError(reason)
+    print(tokens.media_key(config.secret_key))
+
+
 def cmd_createadmin(config: Config, email: str) -> None:
     _require(config, "database_url", "redis_url")
     password = config.admin_password or getpass.getpass(f"Password for {email}: ")
     asyncio.run(_ensure_admin(config, email, password))
+
+
+# --- the admin console, headless (issue 24): the functions the /api/admin/ routes call ---
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _cli_actor() -> audit.Actor:
+    """The command line as the audit log names it: `cli` and the OS account running it."""
+    try:
+        who = getpass.getuser()
+    except (KeyError, OSError):
+        who = str(os.getuid())
+    return audit.Actor(None, f"{audit.CLI_ACTOR}:{who}", audit.CLI_ADDRESS)
+
+
+async def _users(config: Config, args: argparse.Namespace) -> None:
+    services = await create_services(config)
+    try:
+        if args.action == "list":
+            filters = {"search": args.search or "", "active": args.active or "", "admin": args.admin or ""}
+            query = user_admin.parse_query({**filters, "limit": str(args.limit), "offset": str(args.offset)})
+            page = await user_admin.list_users(services, query)
+            if args.json:
+                _print_json(page)
+                return
+            sys.stdout.write(f"{'id':>6}  {'active':6}  {'admin':5}  {'videos':>6}  {'bytes':>14}  email\n")
+            for user in page["results"]:
+                sys.stdout.write(
+                    f"{user['id']:>6}  {'yes' if user['is_active'] else 'no':6}  "
+                    f"{'yes' if user['is_admin'] else 'no':5}  {user['video_count']:>6}  "
+                    f"{user['bytes_stored']:>14}  {user['email']}\n"
+                )
+            sys.stdout.write(f"{page['count']} user(s)\n")
+            return
+        user_id = await user_admin.find_user_id(services, args.user)
+        if args.action == "show":
+            _print_json(await user_admin.get_user(services, user_id))
+        elif args.action == "delete":
+            if not args.yes:
+                raise CommandError("users delete removes the account and every video of it: add --yes")
+            _print_json(await user_admin.delete_user(config, services, _cli_actor(), user_id))
+        else:
+            field, value = {
+                "deactivate": ("is_active", False),
+                "activate": ("is_active", True),
+                "promote": ("is_admin", True),
+                "demote": ("is_admin", False),
+            }[args.action]
+            _print_json(await user_admin.update_user(services, _cli_actor(), user_id, {field: value}))
+    except user_admin.UserNotFound:
+        raise CommandError(f"no such user: {args.user}") from None
+    except user_admin.LastAdmin:
+        raise CommandError("that is the last active admin: make another admin first") from None
+    except queries.QueryError as exc:
+        raise CommandError(f"bad option: {exc.errors}") from None
+    finally:
+        await services.close()
+
+
+async def _jobs(config: Config, args: argparse.Namespace) -> None:
+    services = await create_services(config)
+    try:
+        if args.action == "list":
+            _print_json(await job_admin.list_jobs(services))
+            return
+        job_id = job_admin.parse_job_id(args.job)
+        if args.action == "retry":
+            _print_json(await job_admin.retry(config, services, _cli_actor(), job_id))
+        elif args.action == "cancel":
+            _print_json(await job_admin.cancel(services, _cli_actor(), job_id))
+        else:
+            await job_admin.discard(services, _cli_actor(), job_id)
+            _print_json({"discarded": job_id})
+    except job_admin.JobNotFound:
+        raise CommandError(f"no such job: {args.job}") from None
+    except job_admin.JobConflict as exc:
+        raise CommandError(str(exc)) from None
+    except queries.QueryError:
+        raise CommandError(f"bad job id: {args.job}") from None
+    finally:
+        await services.close()
+
+
+def cmd_users(config: Config, args: argparse.Namespace) -> None:
+    _require(config, "database_url", "redis_url")
+    asyncio.run(_users(config, args))
+
+
+def cmd_jobs(config: Config, args: argparse.Namespace) -> None:
+    _require(config, "database_url", "redis_url")
+    asyncio.run(_jobs(config, args))
 
 
 def _lock_var_dir(var: Path, stack: ExitStack) -> None:
@@ -177,8 +288,42 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="print the effective configuration and verify PostgreSQL, Redis, ffmpeg and the media directory"
     )
     sub.add_parser("migrate", help="apply pending SQL migrations")
+    sub.add_parser(
+        "media-key",
+        help="print nginx's media-token key (VIDEOFLIX_MEDIA_KEY, derived from SECRET_KEY; README: Edge delivery)",
+    )
     create = sub.add_parser("createadmin", help="create or update an admin account")
     create.add_argument("email")
+    people = sub.add_parser("users", help="list, show, (de)activate, promote/demote or delete users")
+    people_actions = people.add_subparsers(dest="action", required=True)
+    listing = people_actions.add_parser("list", help="users with their videos and bytes stored")
+    listing.add_argument("--search", help="part of the email")
+    listing.add_argument("--active", choices=("true", "false"))
+    listing.add_argument("--admin", choices=("true", "false"))
+    listing.add_argument("--limit", type=int, default=user_admin.MAX_PAGE)
+    listing.add_argument("--offset", type=int, default=0)
+    listing.add_argument("--json", action="store_true", help="print the API's JSON")
+    for action, text in (
+        ("show", "one user, as JSON"),
+        ("deactivate", "end every session of the user and refuse their logins"),
+        ("activate", "let a deactivated (or never activated) user log in"),
+        ("promote", "make the user an admin"),
+        ("demote", "make an admin a plain user (never the last admin)"),
+        ("delete", "delete the user and every video of theirs (needs --yes)"),
+    ):
+        one = people_actions.add_parser(action, help=text)
+        one.add_argument("user", help="user id or email")
+        if action == "delete":
+            one.add_argument("--yes", action="store_true", help="yes, delete it all")
+    jobs = sub.add_parser("jobs", help="the transcode queue: list, retry, cancel, discard dead letters")
+    job_actions = jobs.add_subparsers(dest="action", required=True)
+    job_actions.add_parser("list", help="queued, running, failed and dead-lettered jobs, as JSON")
+    for action, text in (
+        ("retry", "run a failed job (a video id) or a dead letter (its id) again"),
+        ("cancel", "stop a queued or running job (a video id)"),
+        ("discard", "delete a dead letter (its id)"),
+    ):
+        job_actions.add_parser(action, help=text).add_argument("job", help="video id or dead letter id")
     return parser
 
 
@@ -202,8 +347,14 @@ def main(argv: list[str] | None = None) -> int:
             cmd_check(config)
         elif args.command == "migrate":
             cmd_migrate(config)
+        elif args.command == "media-key":
+            cmd_media_key(config)
         elif args.command == "createadmin":
             cmd_createadmin(config, args.email)
+        elif args.command == "users":
+            cmd_users(config, args)
+        elif args.command == "jobs":
+            cmd_jobs(config, args)
     except CommandError as exc:
         sys.stderr.write(f"videoflix: {exc}\n")
         return 1

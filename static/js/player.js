@@ -95,11 +95,20 @@ document.addEventListener('keydown', (event) => {
 });
 
 // --- quality menu ------------------------------------------------------------
+let qualityWired = false;
 function setupQualities(hls) {
+  // (Again after a master reloaded for fresh media tokens: the viewer's choice stays.)
+  const chosen = quality.value;
   const levels = hls.levels.map((level, index) => ({ index, level }))
     .sort((a, b) => (b.level.height || 0) - (a.level.height || 0));
   quality.replaceChildren(new Option('Auto', '-1'),
     ...levels.map(({ index, level }) => new Option(levelName(level), String(index))));
+  if (chosen && [...quality.options].some((option) => option.value === chosen)) {
+    quality.value = chosen;
+    if (chosen !== '-1') hls.currentLevel = Number(chosen);
+  }
+  if (qualityWired) return;
+  qualityWired = true;
   quality.addEventListener('change', () => {
     // A manual choice switches at once (buffer flushed); Auto hands back to ABR.
     hls.currentLevel = Number(quality.value);
@@ -141,6 +150,10 @@ async function start(detail) {
     hls.on(Hls.Events.LEVEL_SWITCHED, () => showLevel(hls));
     hls.on(Hls.Events.FRAG_CHANGED, (_, data) => showLevel(hls, data.frag.level));
     hls.on(Hls.Events.ERROR, (_, data) => {
+      if (data.response && data.response.code === 403 && String(data.url || '').includes('/api/media/')) {
+        renewMediaTokens(Hls, hls, detail.master_url); // an expired (or revoked) media token
+        return;
+      }
       if (!data.fatal) return;
       if (data.type === Hls.ErrorTypes.NETWORK_ERROR) {
         say('The connection dropped; trying again…', 'warn');
@@ -165,6 +178,25 @@ async function start(detail) {
   // Seek-bar previews when the video has a thumbnails track (trick-play).
   if (detail.thumbnails_vtt) attachStoryboard(video, document.getElementById('scrub'), detail.thumbnails_vtt, detail.duration);
   video.play().catch(() => {}); // autoplay may be refused: the controls are there
+}
+
+// Media tokens expire (VIDEOFLIX_MEDIA_TOKEN_TTL): the files below one answer 403, and a
+// fresh master hands out fresh ones. Loaded again from where the video is; at most once
+// a minute (a token refused again that soon is a revoked session: the page says so).
+let renewedAt = 0;
+async function renewMediaTokens(Hls, hls, masterUrl) {
+  if (Date.now() - renewedAt < 60_000) {
+    say('Playback was stopped: sign in again to go on watching.', 'bad');
+    hls.stopLoad();
+    return;
+  }
+  renewedAt = Date.now();
+  const at = video.currentTime;
+  const playing = !video.paused;
+  await api('GET', `/api/video/${videoId}/`); // refreshes the session if it expired
+  hls.config.startPosition = at;
+  hls.loadSource(masterUrl);
+  if (playing) hls.once(Hls.Events.MANIFEST_PARSED, () => video.play().catch(() => {}));
 }
 
 async function keepTrying(hls) {

@@ -382,6 +382,7 @@ function connect() {
 
 async function main() {
   session = await keepSession();
+  document.getElementById('admin-link').hidden = !session.admin;
   document.getElementById('no-videos').hidden = false;
   connect();
 }

@@ -152,7 +152,9 @@ class Database:
         tables = [row["tablename"] for row in self.query(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'schema_migrations'")]
         if tables:
-            self.query(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            # Triggers off: audit_log (sql/008) refuses TRUNCATE, except to the suite's superuser here.
+            self.query(f"SET session_replication_role = replica; TRUNCATE {', '.join(tables)} RESTART IDENTITY"
+                       " CASCADE; SET session_replication_role = DEFAULT")
 
     def video(self, video_id: int) -> dict | None:
         rows = self.query("SELECT * FROM videos WHERE id = %s", (video_id,))

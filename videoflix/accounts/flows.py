@@ -139,8 +139,16 @@ def _activation_state(user: dict[str, Any]) -> str:
 
 def session_lifetime(config: Config) -> int:
     """Seconds that cover every token a session may still hold (refresh, access,
-    stream): how long its revocation mark must last."""
-    return max(config.refresh_token_days * 24 * 3600, config.access_token_minutes * 60, config.stream_token_ttl) + 60
+    stream, media): how long its revocation mark must last."""
+    return (
+        max(
+            config.refresh_token_days * 24 * 3600,
+            config.access_token_minutes * 60,
+            config.stream_token_ttl,
+            config.media_token_ttl,
+        )
+        + 60
+    )
 
 
 def issue_tokens(config: Config, user: dict[str, Any], session_id: str) -> IssuedTokens:
@@ -438,3 +446,23 @@ async def ensure_admin(config: Config, services: Services, email: str, password:
     hashed = await passwords.hash_password(services.cpu_executor, password, config.bcrypt_rounds)
     async with cursor(services.pool) as cur:
         return await users.set_admin_password(cur, address, hashed)
+
+
+# Links an admin may have mailed to a user (console/user_admin.py): purpose -> (mail
+# template, the page the link opens).
+ADMIN_MAILS = {
+    "activate": ("activation", "activate.html"),
+    "reset": ("password_reset", "confirm_password.html"),
+}
+
+
+async def mail_link_for_admin(config: Config, services: Services, user: dict[str, Any], purpose: str) -> None:
+    """Mail `user` (a users row) an activation or reset link at an admin's request,
+    within the recipient's mail budget (MAX_MAILS_PER_RECIPIENT an hour, shared with
+    the user's own requests): Throttled when it is spent, and nothing is sent."""
+    template, page = ADMIN_MAILS[purpose]
+    wait = await throttle.reserve(services.redis, [_recipient_mail_limit(user["email"])])
+    if wait is not None:
+        raise Throttled(wait)
+    link = make_link(config, services, purpose, page, user)
+    await services.mailer.send(template, user["email"], {"link": link})

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
+from typing import Protocol
 
 import jwt
 
@@ -32,6 +33,16 @@ class SessionClaims:
     is_admin: bool
     token_version: int
     session_id: str  # the login (refresh-token family) this token belongs to
+
+
+class Viewer(Protocol):
+    """Who watches, as the watch rule needs it (SessionClaims, MediaClaims)."""
+
+    @property
+    def user_id(self) -> int: ...
+
+    @property
+    def is_admin(self) -> bool: ...
 
 
 def new_session_id() -> str:
@@ -224,6 +235,108 @@ def read_stream_token(secret: str, token: str, *, video_id: int, now: int) -> St
     if expires_at <= now:
         raise TokenError("expired")
     return StreamClaims(user_id=user_id, token_version=version, expires_at=expires_at, session_id=parts[3])
+
+
+# --- media tokens: directory-scoped, checked inside nginx too (deploy/media-token.js) --
+#
+# `<user36>.<version36>.<expiry36>.<admin 0|1>.<session>.<mac>`, placed in the path of
+# one version's folder: /api/media/<token>/<id>/v<N>/... Every file below it (media
+# playlists, segments, I-frame playlists, sprites, subtitles) inherits it through
+# relative URIs. The MAC is HMAC-SHA256 over "<scope>:<fields>", the scope being
+# "/<id>/v<N>/", under media_key(SECRET_KEY): a 64-hex-digit string whose ASCII bytes
+# are the key, so nginx's njs (which is given the same string) computes the same MAC.
+# No MD5 (nginx's secure_link_md5) anywhere. The session, its token version and the
+# admin flag ride along so that a check needs no lookup to know whom to ask about.
+
+MEDIA_TOKEN_MAX_LENGTH = 160
+MEDIA_MAC_CHARS = 43  # unpadded base64url of 32 bytes
+
+
+@dataclass(frozen=True)
+class MediaClaims:
+    user_id: int
+    token_version: int
+    expires_at: int
+    is_admin: bool
+    session_id: str
+
+
+@functools.lru_cache(maxsize=4)
+def media_key(secret: str) -> str:
+    """The media-token key derived from SECRET_KEY: what `videoflix media-key` prints for nginx."""
+    return hashlib.sha256(f"videoflix:media:{secret}".encode()).hexdigest()
+
+
+def media_scope(video_id: int, version: int) -> str:
+    """The directory a media token opens, as signed: "/<id>/v<N>/"."""
+    return f"/{int(video_id)}/v{int(version)}/"
+
+
+def _media_mac(key: str, scope: str, fields: str) -> str:
+    digest = hmac.new(key.encode(), f"{scope}:{fields}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def make_media_token(
+    secret: str,
+    *,
+    video_id: int,
+    version: int,
+    user_id: int,
+    token_version: int,
+    is_admin: bool,
+    session_id: str,
+    expires_at: int,
+) -> str:
+    """A media token opening /<id>/v<N>/ for one session until `expires_at`."""
+    if not is_session_id(session_id):
+        raise ValueError("not a session id")
+    fields = f"{_b36(user_id)}.{_b36(token_version)}.{_b36(expires_at)}.{int(is_admin)}.{session_id}"
+    return f"{fields}.{_media_mac(media_key(secret), media_scope(video_id, version), fields)}"
+
+
+def read_media_token(secret: str, token: str, *, video_id: int, version: int, now: int) -> MediaClaims:
+    """The claims of a media token for the folder of (video_id, version); TokenError
+    when malformed, forged, of another folder, or expired. The caller still asks
+    whether its session is live (sessions.is_live)."""
+    if not token or len(token) > MEDIA_TOKEN_MAX_LENGTH or not token.isascii():
+        raise TokenError("malformed")
+    parts = token.split(".")
+    if (
+        len(parts) != 6
+        or not all(p and len(p) <= 13 and set(p) <= _STREAM_FIELD_CHARS for p in parts[:3])
+        or parts[3] not in ("0", "1")
+        or not is_session_id(parts[4])
+        or len(parts[5]) != MEDIA_MAC_CHARS
+    ):
+        raise TokenError("malformed")
+    fields = ".".join(parts[:5])
+    expected = _media_mac(media_key(secret), media_scope(video_id, version), fields)
+    if not hmac.compare_digest(expected, parts[5]):
+        raise TokenError("bad signature")
+    user_id, token_version, expires_at = (int(p, 36) for p in parts[:3])
+    if expires_at <= now:
+        raise TokenError("expired")
+    return MediaClaims(user_id, token_version, expires_at, parts[3] == "1", parts[4])
+
+
+# The lane (web/segment_lane.py) sees the same token with every segment of a folder:
+# tokens that verified are kept (expiry still checked on every call), as access tokens below.
+MEDIA_CLAIMS_CACHE_SIZE = 4096
+
+
+@functools.lru_cache(maxsize=MEDIA_CLAIMS_CACHE_SIZE)
+def _verified_media_claims(secret: str, token: str, video_id: int, version: int) -> MediaClaims:
+    return read_media_token(secret, token, video_id=video_id, version=version, now=0)
+
+
+def read_media_token_cached(secret: str, token: str, *, video_id: int, version: int, now: int) -> MediaClaims:
+    """read_media_token, remembering tokens that verified (bounded: MEDIA_TOKEN_MAX_LENGTH
+    characters each, MEDIA_CLAIMS_CACHE_SIZE of them)."""
+    claims = _verified_media_claims(secret, token, video_id, version)
+    if claims.expires_at <= now:
+        raise TokenError("expired")
+    return claims
 
 
 # --- verified access tokens, cached (web/media_handlers.py, web/segment_lane.py) --

@@ -203,7 +203,7 @@ async def ready_video(services: Services, video_id: int) -> PlaybackVideo | None
     return row if row is not None and row.live_version is not None else None
 
 
-def cached_watchable_file(services: Services, target: HLSTarget, claims: tokens.SessionClaims) -> ServedFile | None:
+def cached_watchable_file(services: Services, target: HLSTarget, claims: tokens.Viewer) -> ServedFile | None:
     """watchable_file from a fresh cached row alone, without waiting; None when that
     cannot say yes (no fresh row, or the row refuses: watchable_file reads it again)."""
     hit = _row_cache(services).get(target.video_id)
@@ -215,15 +215,27 @@ def cached_watchable_file(services: Services, target: HLSTarget, claims: tokens.
         return None
 
 
-async def watchable_file(services: Services, target: HLSTarget, claims: tokens.SessionClaims) -> ServedFile:
+async def watchable_video_version(
+    services: Services, video_id: int, version: int, viewer: tokens.Viewer
+) -> PlaybackVideo:
+    """The video's playback row if `viewer` may watch `version` of it (media.can_watch_version), else NotFound."""
+    target = HLSTarget(video_id=video_id, resolution=None, name=media.MASTER_PLAYLIST_NAME, version=version)
+    return (await _watchable(services, target, viewer))[0]
+
+
+async def watchable_file(services: Services, target: HLSTarget, claims: tokens.Viewer) -> ServedFile:
     """The file answering `target` for this session (resolve_file), else NotFound."""
+    return (await _watchable(services, target, claims))[1]
+
+
+async def _watchable(services: Services, target: HLSTarget, claims: tokens.Viewer) -> tuple[PlaybackVideo, ServedFile]:
     cached = _is_cached(services, target.video_id)
     video = await _cached_video(services, target.video_id)
     while True:
         try:
             if video is None:
                 raise media.VideoNotFound(target.video_id)
-            return resolve_file(video, target, claims.user_id, claims.is_admin)
+            return video, resolve_file(video, target, claims.user_id, claims.is_admin)
         except media.VideoNotFound:
             if not cached:
                 raise

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -363,23 +363,38 @@ async def delete_video(config: Config, services: Services, video_id: int, user_i
             raise media.VideoNotFound()
         if not await video_rows.delete_video(cur, video_id):
             raise media.VideoNotFound()
+    await remove_deleted(config, services, video_id, video.owner_id)
+    log.info("video %s deleted by user %s", video_id, user_id)
+
+
+async def remove_deleted(config: Config, services: Services, video_id: int, owner_id: int) -> None:
+    """After a video's row was deleted (committed): its queue entries, its source,
+    versions, images and subtitles on disk, and what is cached about it."""
     # The running child polls this flag and kills ffmpeg; the runner also
     # discards any output whose row is gone.
     await progress.request_cancel(services.redis, video_id)
     await queue.remove_video(services.redis, video_id)
     await asyncio.get_running_loop().run_in_executor(services.file_executor, _remove_files, config.media_dir, video_id)
-    await video_changed(services, video_id, video.owner_id)
-    log.info("video %s deleted by user %s", video_id, user_id)
+    await video_changed(services, video_id, owner_id)
 
 
-async def retranscode(config: Config, services: Services, video_id: int) -> Video:
-    """Queue a ready or failed video again; returns the row as queued."""
+async def retranscode(
+    config: Config,
+    services: Services,
+    video_id: int,
+    before_commit: Callable[[Any, Video], Awaitable[None]] | None = None,
+) -> Video:
+    """Queue a ready or failed video again; returns the row as queued.
+    `before_commit(cur, video as it was)` runs inside the transaction that queues it
+    (the console writes its audit entry there, or refuses by raising)."""
     async with transaction(services.pool) as cur:
         video = await video_rows.get_video(cur, video_id)
         if video is None:
             raise media.VideoNotFound()
         if not await video_rows.mark_queued(cur, video_id):
             raise VideoBusy()
+        if before_commit is not None:
+            await before_commit(cur, video)
         queued = await video_rows.get_video(cur, video_id)
     assert queued is not None  # (read in the transaction that marked it)
     await progress.reset(services.redis, video_id)

@@ -35,7 +35,7 @@ from videoflix.transcode.limits import PROBE_LIMITS
 
 log = logging.getLogger(__name__)
 
-# The file's cap (SECURITY.md control 26); its picture is held to the media caps of
+# The file's cap (SECURITY.md control 28); its picture is held to the media caps of
 # control 9 (MAX_VIDEO_WIDTH, MAX_VIDEO_HEIGHT, MAX_VIDEO_PIXELS: 8K by default).
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 # One image through ffprobe or ffmpeg takes well under a second; a stuck one is killed.

@@ -324,6 +324,24 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
         "CPU-time limit of each ffmpeg run, in CPU-seconds per second of 1080p video (at least 300 s)",
     ),
     ("stream_token_ttl", "STREAM_TOKEN_TTL", _parse_positive_int, "lifetime (s) of signed playback URLs"),
+    (
+        "media_token_ttl",
+        "VIDEOFLIX_MEDIA_TOKEN_TTL",
+        _parse_positive_int,
+        "lifetime (s) of the media tokens a master playlist hands out (the player reloads the master after it)",
+    ),
+    (
+        "media_key",
+        "VIDEOFLIX_MEDIA_KEY",
+        _parse_str,
+        "nginx's media-token key (deploy/nginx.conf); when set, checked against SECRET_KEY at start: `videoflix media-key` prints it",
+    ),
+    (
+        "media_url",
+        "VIDEOFLIX_MEDIA_URL",
+        _parse_url,
+        "where players fetch tokened media (/api/media/...): a CDN's origin URL, e.g. https://cdn.example.com; unset = the master's own host",
+    ),
     ("log_level", "VIDEOFLIX_LOG_LEVEL", _parse_str, "logging level"),
     ("log_format", "VIDEOFLIX_LOG_FORMAT", _parse_log_format, "`text`, or `json` for one JSON object per line"),
     (
@@ -415,6 +433,9 @@ class Config:
     transcode_memory_mb: int = 0
     transcode_cpu_factor: float = 30.0
     stream_token_ttl: int = 6 * 3600
+    media_token_ttl: int = 4 * 3600
+    media_key: str = ""
+    media_url: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_token: str = ""

@@ -101,6 +101,11 @@ class Metrics:
             "Transcode jobs given up after repeated crashes (dead-letter stream)",
             registry=r,
         )
+        self.failed_videos = Gauge(
+            "videoflix_videos_failed",
+            "Videos whose last transcode failed (refused, cancelled or dead-lettered): the console's failed jobs",
+            registry=r,
+        )
         self.jobs = Counter(
             "videoflix_transcode_jobs", "Transcode jobs ended in this process, by outcome", ["outcome"], registry=r
         )
@@ -196,6 +201,14 @@ class Metrics:
         self.queue_length.set(sizes.length)
         self.queue_pending.set(sizes.pending)
         self.dead_letters.set(sizes.dead_letters)
+
+    async def refresh_failed(self, failed_count: Callable[[], Awaitable[int]]) -> None:
+        """Read how many videos are failed (PostgreSQL); NaN while it does not answer."""
+        try:
+            self.failed_videos.set(await asyncio.wait_for(failed_count(), REFRESH_TIMEOUT_SECONDS))
+        except Exception as exc:  # PostgreSQL down or slow: "unknown"
+            log.warning("metrics: failed videos unavailable: %s", exc)
+            self.failed_videos.set(math.nan)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

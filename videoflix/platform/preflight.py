@@ -26,7 +26,7 @@ from videoflix.platform.config import ENV_VARS, Config, env_name
 # HS256 keys: RFC 7518 §3.2 asks for a key at least as long as the hash (32 bytes).
 MIN_SECRET_KEY_BYTES = 32
 # Fields printed as *** (set) or "" (unset) by `videoflix check`.
-SECRET_FIELDS = frozenset({"secret_key", "smtp_password", "admin_password", "metrics_token"})
+SECRET_FIELDS = frozenset({"secret_key", "smtp_password", "admin_password", "metrics_token", "media_key"})
 # Encoders the transcode pipeline uses (transcode/command.py).
 REQUIRED_ENCODERS = ("libx264", "aac")
 # Each probe of `videoflix check` gives up after this long.

@@ -354,6 +354,80 @@ async def publish_wave1_version(cur: Any, video_id: int, version: int) -> int | 
     return None if row is None else row["owner_id"]
 
 
+# --- the admin console (console/user_admin.py, console/video_admin.py) ---------
+
+
+async def owned_videos(cur: Any, owner_id: int) -> list[tuple[int, str, int]]:
+    """(id, title, source bytes) of every video of one owner, oldest first."""
+    await cur.execute("SELECT id, title, source_size FROM videos WHERE owner_id = %s ORDER BY id", (owner_id,))
+    return [(row["id"], row["title"], int(row["source_size"])) for row in await cur.fetchall()]
+
+
+# A video as the console lists it: its row's facts and its owner's email.
+ADMIN_COLUMNS = (
+    "v.id, v.owner_id, u.email AS owner_email, v.title, v.status, v.visibility, v.error, v.source_size,"
+    " v.attempts, v.created_at, v.updated_at, v.live_version, v.duration"
+)
+# The orders the console's video list may take (the only text interpolated into it).
+ADMIN_ORDERS = {
+    "-created": "v.created_at DESC, v.id DESC",
+    "created": "v.created_at ASC, v.id ASC",
+    "-size": "v.source_size DESC, v.id DESC",
+    "size": "v.source_size ASC, v.id ASC",
+    "title": "v.title ASC, v.id ASC",
+    "-updated": "v.updated_at DESC, v.id DESC",
+}
+
+
+async def admin_rows(cur: Any, video_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """{id: the console's columns} of those of `video_ids` that exist."""
+    await cur.execute(
+        f"SELECT {ADMIN_COLUMNS} FROM videos v JOIN users u ON u.id = v.owner_id WHERE v.id = ANY(%s)",
+        (list(video_ids),),
+    )
+    return {row["id"]: row for row in await cur.fetchall()}
+
+
+async def list_for_admin(
+    cur: Any,
+    *,
+    status: str | None,
+    visibility: str | None,
+    owner_id: int | None,
+    title_like: str | None,
+    order: str,
+    limit: int,
+    offset: int,
+) -> tuple[int, list[dict[str, Any]]]:
+    """(how many match, one page): every user's videos, in every state."""
+    conditions = []
+    args: list[Any] = []
+    for condition, value in (
+        ("v.status = %s", status),
+        ("v.visibility = %s", visibility),
+        ("v.owner_id = %s", owner_id),
+        ("lower(v.title) LIKE %s", title_like),
+    ):
+        if value is not None:
+            conditions.append(condition)
+            args.append(value)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    await cur.execute(f"SELECT count(*) AS n FROM videos v{where}", args)
+    total = int((await cur.fetchone())["n"])
+    await cur.execute(
+        f"SELECT {ADMIN_COLUMNS} FROM videos v JOIN users u ON u.id = v.owner_id{where}"
+        f" ORDER BY {ADMIN_ORDERS[order]} LIMIT %s OFFSET %s",
+        (*args, limit, offset),
+    )
+    rows: list[dict[str, Any]] = await cur.fetchall()
+    return total, rows
+
+
+async def count_failed(cur: Any) -> int:
+    await cur.execute("SELECT count(*) AS n FROM videos WHERE status = 'failed'")
+    return int((await cur.fetchone())["n"])
+
+
 # --- downloads (delivery/download.py; sql/006) ---------------------------------
 
 

@@ -175,12 +175,17 @@ class MediaFileHandler(
             raise APIError(404)
         try:
             tracks = await subtitle_tracks.master_tracks(self.services, video_id)
-            body = render_master(ladder, subtitles=tracks, prefix=media.version_prefix(version)).encode()
+            body = render_master(ladder, subtitles=tracks, prefix=self.master_prefix(video_id, version)).encode()
         except PlaylistError:
             log.error("video %s version %s: unusable %s", video_id, version, path)
             raise APIError(404) from None
         policy = answer.media_policy(self.kind, served.parts[-1], served.building)
         self.write_answer(answer.answer_rendered(self.request_facts(), policy, body))
+
+    def master_prefix(self, video_id: int, version: int) -> str:
+        """What the master puts before its URIs: "v<N>/", relative to the master's own
+        folder (its credential's); VideoFileHandler hands out media tokens instead."""
+        return media.version_prefix(version)
 
     async def serve_file(
         self,
@@ -421,6 +426,121 @@ class VideoFileHandler(MediaFileHandler):
     async def head(self, *args: str) -> None:
         await self.get(*args)
 
+    def master_prefix(self, video_id: int, version: int) -> str:
+        """The version's folder under a media token of this session (API.md §7): its
+        playlists, segments, I-frame playlists, sprites and subtitles need no cookie,
+        and nginx checks the token by itself (deploy/nginx.conf)."""
+        return media_folder_url(self.config, self.current_user, video_id, version, int(time.time()))
+
+
+def media_folder_url(config: Any, claims: tokens.SessionClaims, video_id: int, version: int, now: int) -> str:
+    """/api/media/<token>/<id>/v<N>/ (after VIDEOFLIX_MEDIA_URL, a CDN's origin, if set)."""
+    token = tokens.make_media_token(
+        config.secret_key,
+        video_id=video_id,
+        version=version,
+        user_id=claims.user_id,
+        token_version=claims.token_version,
+        is_admin=claims.is_admin,
+        session_id=claims.session_id,
+        expires_at=now + config.media_token_ttl,
+    )
+    return f"{config.media_url}{MEDIA_TOKEN_PREFIX}{token}/{video_id}/{media.version_prefix(version)}"
+
+
+MEDIA_TOKEN_PREFIX = "/api/media/"
+BAD_MEDIA_TOKEN = "Invalid or expired media token."
+
+
+class MediaTokenMixin:
+    """The credential of /api/media/<token>/<id>/v<N>/...: a media token for that
+    version's folder (tokens.read_media_token: HMAC only) whose session is live
+    (sessions.is_live: in-process, CHECK_SECONDS old at most). Refusals are 403
+    (JSON), so a player knows to reload the master for fresh tokens; the same rule
+    nginx applies (deploy/media-token.js, then this check through auth_request)."""
+
+    async def media_viewer(self: Any, token: str, video_id: int, version: int | None) -> tokens.MediaClaims:
+        if version is None:  # a token opens one version's folder; nothing else is under it
+            raise APIError(404)
+        try:
+            claims = tokens.read_media_token(
+                self.config.secret_key, token, video_id=video_id, version=version, now=int(time.time())
+            )
+        except tokens.TokenError:
+            raise APIError(403, BAD_MEDIA_TOKEN) from None
+        try:
+            live = await sessions.is_live(self.services, claims.user_id, claims.token_version, claims.session_id)
+        except sessions.Unavailable:
+            raise APIError(503) from None
+        if not live:
+            raise APIError(403, BAD_MEDIA_TOKEN)
+        return claims
+
+    async def media_file(self: Any, token: str, target: playback.HLSTarget) -> playback.ServedFile:
+        """The file answering `target` under a media token: the token's session may
+        still watch that version (a video made private or deleted since: 403)."""
+        claims = await self.media_viewer(token, target.video_id, target.version)
+        try:
+            return await playback.watchable_file(self.services, target, claims)
+        except media.VideoNotFound:
+            raise APIError(403, BAD_MEDIA_TOKEN) from None
+
+
+class MediaTokenFileHandler(MediaTokenMixin, MediaFileHandler):
+    """/api/media/<token>/<id>/v<N>/...: a version's files for the holder of its media token."""
+
+    @operation(
+        "under a media token (the master's URIs)",
+        params=(schemas.MEDIA_TOKEN,),
+        kinds=MEDIA_FILES,
+        responses={403: BAD_MEDIA_TOKEN, 404: "No such file"},
+    )
+    @public
+    async def get(self, token: str, *args: str) -> None:
+        target = self.target(args)
+        served = await self.media_file(token, target)
+        await self.serve_hls(target.video_id, served)
+
+    @public
+    async def head(self, token: str, *args: str) -> None:
+        await self.get(token, *args)
+
+
+class MediaTokenCheckHandler(MediaTokenMixin, BaseHandler):
+    """GET /api/media/<token>/<id>/v<N>/: 204 while the token may open that folder,
+    else 403. nginx asks it (auth_request) and keeps the answer MEDIA_CHECK_SECONDS:
+    the whole per-session cost of a viewer behind nginx, and how soon a logout, a
+    password change, a deactivation or a video made private or deleted stops the
+    token's segments there (README: Edge delivery)."""
+
+    @operation(
+        "Whether a media token still opens its folder (nginx's auth_request)",
+        params=(schemas.MEDIA_TOKEN, schemas.VIDEO_ID, schemas.VERSION),
+        responses={204: "It does", 403: BAD_MEDIA_TOKEN, 404: "Not a video's version folder"},
+    )
+    @public
+    async def get(self, token: str, raw_id: str, raw_version: str) -> None:
+        video_id = media.parse_video_id(raw_id)
+        version = media.parse_version(raw_version)
+        if video_id is None or version is None:
+            raise APIError(404)
+        claims = await self.media_viewer(token, video_id, version)
+        try:
+            video = await playback.watchable_video_version(self.services, video_id, version, claims)
+        except media.VideoNotFound:
+            raise APIError(403, BAD_MEDIA_TOKEN) from None
+        del video
+        keep = max(0, min(MEDIA_CHECK_SECONDS, claims.expires_at - int(time.time())))
+        self.set_header("Cache-Control", f"private, max-age={keep}")
+        self.set_header("X-Accel-Expires", str(keep))  # nginx's cache of this answer
+        self.set_status(204)
+
+
+# nginx keeps a media token's check this long (X-Accel-Expires): with the up to
+# sessions.CHECK_SECONDS another server of ours may take to see a revocation, a
+# revoked token's segments stop within 10 s.
+MEDIA_CHECK_SECONDS = 5
+
 
 class StreamFileHandler(MediaFileHandler):
     """/api/stream/<token>/<id>/...: the same files for cookie-less players.
@@ -586,6 +706,24 @@ class StreamSubtitleHLSHandler(SubtitleHLSHandler):
         await self.get(token, raw_id, raw_version, language, name)
 
 
+class MediaTokenSubtitleHLSHandler(MediaTokenMixin, SubtitleHLSHandler):
+    @operation(
+        "under a media token (the master's URIs)",
+        params=(schemas.MEDIA_TOKEN,),
+        kinds=MEDIA_FILES,
+        responses={403: BAD_MEDIA_TOKEN, 404: "No such file", 503: SUBTITLES_NOT_READY},
+    )
+    @public
+    async def get(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        target, language = self.target(raw_id, raw_version, language, name)
+        served = await self.media_file(token, target)
+        await self.serve(served, target, language)
+
+    @public
+    async def head(self, token: str, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        await self.get(token, raw_id, raw_version, language, name)
+
+
 class VideoStreamURLHandler(BaseHandler):
     """GET /api/video/<id>/stream/ -> a signed playback URL (API.md §4)."""
 
@@ -630,11 +768,17 @@ class Credential:
     prefix: str
     files: type[MediaFileHandler]
     subtitles: type[SubtitleHLSHandler]
+    kinds: frozenset[str] | None = None  # the route kinds it opens (None: all)
 
 
+# A media token opens one version's folder: the versioned kinds alone.
+VERSION_FOLDER_KINDS = frozenset({"vplaylist", "vsegment", "iframes", "thumbs", "subtitles", "subsegment"})
 CREDENTIALS = (
     Credential("/api/video/", VideoFileHandler, VideoSubtitleHLSHandler),
     Credential(rf"/api/stream/{PART}/", StreamFileHandler, StreamSubtitleHLSHandler),
+    Credential(
+        rf"{MEDIA_TOKEN_PREFIX}{PART}/", MediaTokenFileHandler, MediaTokenSubtitleHLSHandler, VERSION_FOLDER_KINDS
+    ),
 )
 # Every HLS route, as (the path after <prefix><id>/, its kind in answer.KINDS), and the
 # handler family serving it; each becomes one route per credential (`twins`).
@@ -667,11 +811,13 @@ def twins(table: tuple[tuple[str, str], ...], handler: Callable[[Credential], ty
         (f"{credential.prefix}{PART}/{path}", handler(credential), {"kind": kind})
         for credential in CREDENTIALS
         for path, kind in table
+        if credential.kinds is None or kind in credential.kinds
     ]
 
 
 ROUTES: list[Any] = [
     (rf"/api/video/{PART}/stream/", VideoStreamURLHandler),
+    (rf"{MEDIA_TOKEN_PREFIX}{PART}/{PART}/{VERSION}/", MediaTokenCheckHandler),
     *twins(FILE_ROUTES, lambda credential: credential.files),
     *twins(SUBTITLE_ROUTES, lambda credential: credential.subtitles),
     (rf"/media/thumbnail/{PART}", MediaImageHandler, {"kind": "thumbnail"}),

@@ -20,6 +20,7 @@ import time
 import tornado.httpserver
 import tornado.web
 
+from videoflix.console import job_admin
 from videoflix.platform import metrics
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
@@ -75,6 +76,7 @@ class MetricsHandler(BaseHandler):
             raise APIError(429, headers={"Retry-After": str(max(1, math.ceil(wait)))})
         registry = metrics.of(self.services)
         await registry.refresh(functools.partial(queue.stats, self.services.redis))
+        await registry.refresh_failed(functools.partial(job_admin.count_failed, self.services))
         # Rendering is a few hundred lines of text: off the loop.
         body = await asyncio.get_running_loop().run_in_executor(self.services.file_executor, registry.render)
         self.set_header("Content-Type", metrics.CONTENT_TYPE_LATEST)

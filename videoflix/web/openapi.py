@@ -190,6 +190,17 @@ def _operation(
         **({"description": description} if description else {}),
         "security": [dict(requirement) for requirement in security],
     }
+    if declared.query:
+        shaped["parameters"] = [
+            {
+                "name": param.name,
+                "in": "query",
+                "required": False,
+                "description": param.description,
+                "schema": dict(param.schema),
+            }
+            for param in declared.query
+        ]
     body = _request_body(handler, declared, refs)
     if body is not None and method != "head":
         shaped["requestBody"] = body

@@ -66,6 +66,15 @@ class Response:
     media_types: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class QueryParam:
+    """An optional query-string parameter: its name, what it is and its JSON Schema."""
+
+    name: str
+    description: str
+    schema: Mapping[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
 # A value of `responses`: a Response, a JSON Shape (described by the status's phrase),
 # or a Text alone.
 ResponseValue = Response | Shape | Text
@@ -82,6 +91,7 @@ class Operation:
     form: Shape | None = None  # the multipart/form-data body it reads
     responses: Mapping[int, ResponseValue] = field(default_factory=dict)
     security: Security | None = None  # None: as the access mark says
+    query: tuple[QueryParam, ...] = ()  # the optional query-string parameters it reads
     # For a handler serving several route kinds (the route's {"kind": ...}): what each adds.
     kinds: Mapping[str, Operation] = field(default_factory=dict)
 
@@ -100,6 +110,7 @@ class Operation:
             json=part.json or self.json,
             form=part.form or self.form,
             responses={**part.responses, **self.responses},
+            query=self.query + part.query,
             kinds={},
         )
 
@@ -129,9 +140,12 @@ def operation(
     responses: Mapping[int, ResponseValue] | None = None,
     security: Security | None = None,
     kinds: Mapping[str, Operation] | None = None,
+    query: tuple[QueryParam, ...] = (),
 ) -> Callable[[Method], Method]:
     """Declare a handler method for the OpenAPI document (the fields of Operation)."""
-    declaration = Operation(summary, description, params, json, form, responses or {}, security, kinds or {})
+    declaration = Operation(
+        summary, description, params, json, form, responses or {}, security, query=query, kinds=kinds or {}
+    )
 
     def mark(method: Method) -> Method:
         method.operation = declaration  # type: ignore[attr-defined]

@@ -121,6 +121,7 @@ ROUTES = [
     (r"/", PageHandler, {"page": "index.html", "login_required": True}),
     (rf"/watch/{VIDEO_ID}", PageHandler, {"page": "watch.html", "login_required": True}),
     (r"/studio", PageHandler, {"page": "studio.html", "login_required": True}),
+    (r"/admin", PageHandler, {"page": "admin.html", "login_required": True}),
     *[(rf"/pages/auth/{name}\.html", PageHandler, {"page": f"auth/{name}.html"}) for name in AUTH_PAGES],
     (r"/static/([0-9a-f]{1,64})/(.+)", StaticAssetHandler),
     (r"/vendor/(.+)", VendorAssetHandler),

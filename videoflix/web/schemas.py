@@ -227,6 +227,7 @@ VIDEO_ID = Param("id", "Video id")
 LINK_UID = Param("uidb64", "The emailed link's user id (unpadded base64url)")
 LINK_TOKEN = Param("token", "The emailed link's signed token")
 STREAM_TOKEN = Param("token", "Signed stream token from GET /api/video/{id}/stream/")
+MEDIA_TOKEN = Param("token", "Media token of one version's folder, as the master playlist hands it out")
 VERSION = Param("version", "A version of the renditions: v1, v2, ... (as the master names it)")
 RESOLUTION = Param("resolution", f"A rendition: {', '.join(media.RESOLUTIONS)}")
 SEGMENT = Param("segment", f"Segment file name, e.g. {media.SEGMENT_PATTERN % 0}")
@@ -257,3 +258,246 @@ ANYONE: list[dict[str, list[str]]] = []
 ANYONE_OR_ACCESS_TOKEN = [{}, *ACCESS_TOKEN]
 REFRESH_COOKIE: list[dict[str, list[str]]] = [{"refreshCookie": []}]
 METRICS_TOKEN: list[dict[str, list[str]]] = [{"metricsToken": []}]
+
+
+# --- the admin console (web/admin_handlers.py; console/) ------------------------
+def _page_of(item: Schema) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["count", "limit", "offset", "results"],
+        "properties": {
+            "count": {"type": "integer", "description": "How many match the filters, on every page"},
+            "limit": {"type": "integer"},
+            "offset": {"type": "integer"},
+            "results": {"type": "array", "items": item},
+        },
+    }
+
+
+NULLABLE_TIME = {"type": ["string", "null"], "format": "date-time"}
+ADMIN_USER = Schema(
+    "AdminUser",
+    {
+        "type": "object",
+        "required": [
+            "id",
+            "email",
+            "joined",
+            "activated_at",
+            "last_login",
+            "is_active",
+            "is_admin",
+            "video_count",
+            "bytes_stored",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "email": {"type": "string"},
+            "joined": {"type": "string", "format": "date-time"},
+            "activated_at": NULLABLE_TIME,
+            "last_login": NULLABLE_TIME,
+            "is_active": {"type": "boolean"},
+            "is_admin": {"type": "boolean"},
+            "video_count": {"type": "integer"},
+            "bytes_stored": {"type": "integer", "description": "Bytes of the user's uploaded sources"},
+        },
+    },
+)
+ADMIN_USER_PAGE = _page_of(ADMIN_USER)
+ADMIN_USER_CHANGES = Schema(
+    "AdminUserChanges",
+    {
+        "type": "object",
+        "description": "Either or both; false for is_active or is_admin ends every session of the user at once",
+        "properties": {"is_active": {"type": "boolean"}, "is_admin": {"type": "boolean"}},
+    },
+)
+ADMIN_USER_DELETED = {
+    "type": "object",
+    "required": ["user", "removed"],
+    "properties": {
+        "user": ADMIN_USER,
+        "removed": {
+            "type": "object",
+            "required": ["videos", "source_bytes", "files"],
+            "properties": {
+                "videos": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["id", "title"],
+                        "properties": {"id": {"type": "integer"}, "title": {"type": "string"}},
+                    },
+                },
+                "source_bytes": {"type": "integer"},
+                "files": {"type": "integer", "description": "Files removed from the media directory"},
+            },
+        },
+    },
+}
+_JOB_VIDEO = {
+    "id": {"type": "string", "description": "The job's id: its video's id, or a dead letter's entry id"},
+    "video_id": {"type": ["integer", "null"]},
+    "title": NULLABLE_STRING,
+    "owner_id": {"type": ["integer", "null"]},
+    "owner_email": NULLABLE_STRING,
+    "status": NULLABLE_STRING,
+    "error": NULLABLE_STRING,
+}
+
+
+def _job(name: str, extra: dict[str, Any]) -> Schema:
+    properties = {**_JOB_VIDEO, **extra}
+    return Schema(name, {"type": "object", "required": list(properties), "properties": properties})
+
+
+JOB_LIST = Schema(
+    "AdminJobs",
+    {
+        "type": "object",
+        "required": ["counts", "queued", "running", "failed", "dead_letters"],
+        "properties": {
+            "counts": {
+                "type": "object",
+                "required": ["queued", "running", "failed", "dead_letters"],
+                "properties": {name: {"type": "integer"} for name in ("queued", "running", "failed", "dead_letters")},
+            },
+            "queued": {
+                "type": "array",
+                "items": _job(
+                    "QueuedJob",
+                    {"waiting_turn": {"type": "boolean", "description": "Behind its owner's earlier jobs"}},
+                ),
+            },
+            "running": {
+                "type": "array",
+                "items": _job(
+                    "RunningJob",
+                    {
+                        "host": {"type": "string"},
+                        "worker_pid": {"type": ["integer", "null"]},
+                        "consumer": {"type": "string"},
+                        "progress": {"type": ["number", "null"], "minimum": 0, "maximum": 100},
+                        "lease_age_seconds": {"type": "number", "description": "Since the lease was last renewed"},
+                        "deliveries": {"type": "integer"},
+                    },
+                ),
+            },
+            "failed": {
+                "type": "array",
+                "items": _job("FailedJob", {"attempts": {"type": "integer"}, "failed_at": NULLABLE_TIME}),
+            },
+            "dead_letters": {
+                "type": "array",
+                "items": _job("DeadLetter", {"reason": {"type": "string"}, "deliveries": {"type": "integer"}}),
+            },
+        },
+    },
+)
+JOB_CHANGED = {
+    "type": "object",
+    "required": ["video_id", "status"],
+    "properties": {"video_id": {"type": "integer"}, "status": {"type": "string"}, "error": {"type": "string"}},
+}
+ADMIN_VIDEO = Schema(
+    "AdminVideo",
+    {
+        "type": "object",
+        "required": [
+            "id",
+            "title",
+            "owner_id",
+            "owner_email",
+            "status",
+            "visibility",
+            "size",
+            "duration",
+            "created_at",
+            "error",
+            "listed",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "title": {"type": "string"},
+            "owner_id": {"type": "integer"},
+            "owner_email": {"type": "string"},
+            "status": {"enum": ["uploading", "queued", "processing", "ready", "failed"]},
+            "visibility": VISIBILITY,
+            "size": {"type": "integer", "description": "Bytes of the source"},
+            "duration": {"type": ["number", "null"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "error": NULLABLE_STRING,
+            "listed": {"type": "boolean", "description": "A live version exists (it is in the catalog)"},
+        },
+    },
+)
+ADMIN_VIDEO_PAGE = _page_of(ADMIN_VIDEO)
+BULK_REQUEST = Schema(
+    "AdminBulk",
+    {
+        "type": "object",
+        "required": ["action", "ids"],
+        "properties": {
+            "action": {"enum": ["retranscode", "make_private", "delete"]},
+            "ids": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1, "maxItems": 100},
+        },
+    },
+)
+BULK_RESULT = {
+    "type": "object",
+    "required": ["action", "results"],
+    "properties": {
+        "action": {"type": "string"},
+        "results": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["id", "result"],
+                "properties": {
+                    "id": {"type": "integer"},
+                    "result": {"enum": ["queued", "busy", "private", "unchanged", "deleted", "not_found"]},
+                },
+            },
+        },
+    },
+}
+AUDIT_ENTRY = Schema(
+    "AuditEntry",
+    {
+        "type": "object",
+        "required": [
+            "id",
+            "created_at",
+            "actor_id",
+            "actor",
+            "address",
+            "action",
+            "target_type",
+            "target_id",
+            "target_label",
+            "details",
+        ],
+        "properties": {
+            "id": {"type": "integer"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "actor_id": {"type": ["integer", "null"], "description": "null: the command line"},
+            "actor": {"type": "string", "description": "The admin's email, or cli"},
+            "address": {"type": "string"},
+            "action": {"type": "string"},
+            "target_type": {"enum": ["user", "video", "job"]},
+            "target_id": {"type": "string"},
+            "target_label": {"type": "string"},
+            "details": {"type": "object"},
+        },
+    },
+)
+AUDIT_PAGE = {
+    "type": "object",
+    "required": ["results", "next_before"],
+    "properties": {
+        "results": {"type": "array", "items": AUDIT_ENTRY},
+        "next_before": {"type": ["integer", "null"], "description": "`before` for the next (older) page"},
+    },
+}
+USER_ID = Param("id", "User id")
+JOB_ID = Param("id", "A video id (its job), or a dead letter's entry id such as 1733580000000-0")

@@ -6,10 +6,11 @@ handler, its header bookkeeping, the decorated coroutine, finish), not to the
 decisions. `SegmentLane` sits between the HTTPServer and the Application
 (app.http_delegate) and answers one shape of request itself:
 
-  a GET of a segment route (kind segment or vsegment, /api/video/...) over a
-  plain connection where sendfile works (zerocopy.usable), with no If-Range,
-  If-None-Match, If-Modified-Since or body, whose every decision is already in a
-  warm cache: the access token (the verified-token cache), the session's
+  a GET of a segment route (kind segment or vsegment, /api/video/..., or vsegment
+  under a media token, /api/media/<token>/...) over a plain connection where
+  sendfile works (zerocopy.usable), with no If-Range, If-None-Match,
+  If-Modified-Since or body, whose every decision is already in a warm cache: the
+  access token or media token (the verified-token caches), the session's
   liveness (sessions.cached_liveness), the video row and the file the caller may
   have (playback.cached_watchable_file: a finished version only) and the open file
   (openfiles.py). Behind nginx (VIDEOFLIX_ACCEL_REDIRECT) the answer names the
@@ -24,7 +25,8 @@ the lane were not there. So errors, 304s, 416s, the version being built and the
 first GET of a file stay the handlers' alone, and the next GET finds the caches
 warm. The route is the Application's own: the first rule of its router that
 matches the path (remembered per path: the routes never change), and only when
-that rule is media_handlers.VideoFileHandler for a kind answer.KINDS keeps open.
+that rule is media_handlers.VideoFileHandler or MediaTokenFileHandler for a kind
+answer.KINDS keeps open.
 Besides the answer's headers the lane writes those every handler's answer
 starts with (Server, Date, Vary: Origin and CORS, X-Request-ID).
 
@@ -68,7 +70,10 @@ ROUTE_MEMORY = 4096
 # Longer paths are matched afresh each time: the memory holds at most
 # ROUTE_MEMORY x this many characters of request text (a real segment path is < 100).
 ROUTE_MEMORY_PATH_LIMIT = 256
-LANE_PREFIX = "/api/video/"
+# The cookie's segment routes and the media token's (a version's folder: API.md §7).
+LANE_PREFIXES = ("/api/video/", media_handlers.MEDIA_TOKEN_PREFIX)
+# Whose segments the lane may answer, and how their caller is known.
+LANE_HANDLERS = (media_handlers.VideoFileHandler, media_handlers.MediaTokenFileHandler)
 SERVER_HEADER = f"TornadoServer/{tornado.version}"  # as RequestHandler.clear sets it
 START_LINES = {
     status: tornado.httputil.ResponseStartLine("", status, http.HTTPStatus(status).phrase) for status in (200, 206)
@@ -111,7 +116,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         behind_nginx = bool(config.accel_redirect)
         if (
             request.method != "GET"
-            or not request.path.startswith(LANE_PREFIX)
+            or not request.path.startswith(LANE_PREFIXES)
             or any(name in headers for name in (BODY_HEADERS if behind_nginx else HANDLER_HEADERS))
             or not (behind_nginx or zerocopy.usable(request))
         ):
@@ -121,9 +126,20 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
             return None
         rule, found = route
         kind = rule.target_kwargs["kind"]
+        args = tuple(media_handlers.path_part(arg) for arg in found["path_args"])
+        now = int(time.time())
+        claims: tokens.SessionClaims | tokens.MediaClaims
         try:
-            target = playback.parse_hls_target(kind, tuple(media_handlers.path_part(arg) for arg in found["path_args"]))
-            claims = tokens.read_access_token_cached(config.secret_key, access_token_of(request), int(time.time()))
+            if rule.target is media_handlers.MediaTokenFileHandler:  # /api/media/<token>/<id>/v<N>/...
+                target = playback.parse_hls_target(kind, args[1:])
+                if target.version is None:
+                    return None
+                claims = tokens.read_media_token_cached(
+                    config.secret_key, args[0], video_id=target.video_id, version=target.version, now=now
+                )
+            else:
+                target = playback.parse_hls_target(kind, args)
+                claims = tokens.read_access_token_cached(config.secret_key, access_token_of(request), now)
         except (media.VideoNotFound, tokens.TokenError):  # refusals are the handler's to answer
             return None
         if sessions.cached_liveness(self.services, claims.user_id, claims.token_version, claims.session_id) is not True:
@@ -162,7 +178,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
             if found is not None:
                 kind = (rule.target_kwargs or {}).get("kind", "")
                 if (
-                    rule.target is media_handlers.VideoFileHandler
+                    rule.target in LANE_HANDLERS
                     and answer.KINDS[kind].unchanging
                     and not found["path_kwargs"]
                     and hasattr(rule.matcher, "label")
@@ -274,7 +290,7 @@ class _Request(tornado.httputil.HTTPMessageDelegate):
         if (
             isinstance(start_line, tornado.httputil.RequestStartLine)
             and start_line.method == "GET"
-            and start_line.path.startswith(LANE_PREFIX)
+            and start_line.path.startswith(LANE_PREFIXES)
         ):
             request = tornado.httputil.HTTPServerRequest(
                 connection=self.request_conn, server_connection=self.server_conn, start_line=start_line, headers=headers
