@@ -578,3 +578,31 @@ async def test_an_upload_whose_acknowledged_bytes_vanished_is_410_not_zeros(clie
     gone = await patch(client, url, 30, b"v" * 10)
     assert gone.status == 410
     assert not upload_file(config, url).exists()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_sweeper_removes_a_finished_uploads_leftover_file(client, make_user, small_clip, services, config):
+    """A crash after the commit that made the video, before the upload's name was unlinked."""
+    await make_user()
+    data = small_clip.read_bytes()
+    created = await create(client, len(data), body=data)
+    url, location = created.headers["Location"], created.headers["Video-Location"]
+    upload_file(config, url).write_bytes(data)  # the name the crash left
+    await Sweeper(config, services, set).sweep()
+    assert not upload_file(config, url).exists()
+    assert sha256(source_of(config, location)) == sha256(data)  # the video's own name is untouched
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_finished_upload_whose_video_was_deleted_stays_complete_without_a_location(client, make_user,
+                                                                                        small_clip, services):
+    await make_user()
+    data = small_clip.read_bytes()
+    created = await create(client, len(data), body=data)
+    url, location = created.headers["Location"], created.headers["Video-Location"]
+    assert (await client.fetch("DELETE", location)).status == 204
+    state = await head(client, url)
+    assert (state.status, state.headers["Upload-Offset"]) == (204, str(len(data)))
+    assert "Video-Location" not in state.headers
+    assert (await patch(client, url, len(data), b"")).status == 204  # nothing to finish again
+    assert await video_rows(services) == []  # not a second video
