@@ -2,7 +2,7 @@
 # Stages: build (a virtualenv with the dependencies) -> runtime (python slim + the
 # distribution's ffmpeg + that virtualenv; no compilers, no pip cache, non-root).
 
-# Browser libraries for the built-in pages (hls.js), exactly as package-lock.json pins them.
+# Browser libraries for the built-in pages (hls.js, tus-js-client), exactly as package-lock.json pins them.
 FROM node:20-bookworm-slim AS web
 WORKDIR /web
 COPY package.json package-lock.json ./

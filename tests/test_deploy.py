@@ -210,6 +210,56 @@ async def test_shipped_nginx_config_proxies_to_the_app_and_keeps_the_request_id(
     assert missing.code == 401 and missing.headers["Content-Type"].startswith("application/json")
 
 
+@pytest.mark.gen_test(timeout=120)
+async def test_resumable_uploads_pass_nginx_in_chunks_under_its_100_mb_cap(nginx_front, client, make_user,
+                                                                          small_clip, config):
+    """Issue 22 item 2: the shipped config caps /api/uploads/ bodies at 100 MB; tus-js-client
+    sends chunks under it and the file arrives whole; a body over it is a JSON 413."""
+    import asyncio
+    import base64
+    import hashlib
+    import json
+
+    from videoflix.platform import media
+
+    base, proc = nginx_front
+    await make_user()
+    token = client.cookies["access_token"]
+    for _ in range(100):  # nginx is ready once it accepts
+        try:
+            await client.http.fetch(base + "/api/health/", raise_error=False)
+            break
+        except ConnectionRefusedError:
+            await asyncio.sleep(0.05)
+    created = await client.http.fetch(
+        base + "/api/uploads/", method="POST", body=b"", raise_error=False, headers={
+            "Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0", "Upload-Length": "10",
+            "Upload-Metadata": "title " + base64.b64encode(b"Big").decode()})
+    assert created.code == 201, created.body
+    url = created.headers["Location"]
+    # A declared body over the cap is refused by nginx before a byte of it is read.
+    import socket
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall((f"PATCH {url} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
+                     "Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+                     f"Upload-Offset: 0\r\nContent-Length: {100 * 1024 * 1024 + 1}\r\n\r\n").encode())
+        answer = raw.recv(65536).decode("latin1")
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert '"detail"' in answer and "smaller chunks" in answer
+    options = {"endpoint": base + "/api/uploads/", "file": str(small_clip), "protocol": "tus-v1", "token": token,
+               "chunkSize": 400_000, "metadata": {"title": "Through nginx"}}
+    node = await asyncio.create_subprocess_exec(
+        "node", str(ROOT / "tests" / "tus_client.js"), json.dumps(options), cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(node.communicate(), timeout=100)
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    assert result["ok"], (out, err[-2000:])
+    video_id = int(result["videoLocation"].rstrip("/").rsplit("/", 1)[-1])
+    source = media.source_path(config.media_dir, video_id).read_bytes()
+    assert hashlib.sha256(source).hexdigest() == hashlib.sha256(small_clip.read_bytes()).hexdigest()
+
+
 # --- behind nginx: X-Accel-Redirect (issue 13 item 5) ------------------------------------------
 
 ACCEL_SEGMENT = os.urandom(3 * 1024 * 1024 + 777)

@@ -27,7 +27,8 @@ from helpers import login
 
 # Sample values for path parameters: real shapes, so a route's regex can match them.
 SAMPLES = {"id": "7", "uidb64": "MQ", "token": "tok3n", "resolution": "720p",
-           "segment": "seg_00001.ts", "name": "7.jpg", "version": "v1", "language": "en"}
+           "segment": "seg_00001.ts", "name": "7.jpg", "version": "v1", "language": "en",
+           "upload_id": "0123456789abcdef0123456789abcdef"}
 # Fuzzing budget inside `make test`; bench/fuzz.py runs the long one.
 FUZZ_MAX_EXAMPLES = int(os.environ.get("VIDEOFLIX_FUZZ_EXAMPLES", "12"))
 FUZZ_SEED = os.environ.get("VIDEOFLIX_FUZZ_SEED", "20261128")

@@ -184,5 +184,5 @@ def test_scan_lists_pages_and_assets_but_no_html_as_asset():
 
 def test_scan_without_node_modules_still_serves_pages(tmp_path):
     assets = scan_assets(node_modules=tmp_path / "missing")
-    assert assets.vendor_urls == {"hls.js": ""} and assets.vendor_files == {}
+    assert assets.vendor_urls == {"hls.js": "", "tus": ""} and assets.vendor_files == {}
     assert "index.html" in assets.pages

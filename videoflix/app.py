@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from pathlib import Path
 from typing import Any
 
 import tornado.httpserver
@@ -13,7 +14,7 @@ import tornado.web
 
 from videoflix.accounts import passwords
 from videoflix.delivery import openfiles, playback
-from videoflix.library import ledger, lifecycle, subtitle_tracks
+from videoflix.library import ledger, lifecycle, posters, subtitle_tracks
 from videoflix.library.changefeed import VideoFeed
 from videoflix.library.events import EventHub
 from videoflix.library.sweeper import Sweeper
@@ -24,18 +25,22 @@ from videoflix.platform.draining import Draining
 from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import Services, create_services
 from videoflix.transcode import notify
+from videoflix.transcode.job import JobResult
 from videoflix.transcode.runner import TranscodeRunner
 from videoflix.web import (
     account_handlers,
     admin_handlers,
     docs_handlers,
+    download_handlers,
     event_handlers,
     health_handlers,
     media_handlers,
     metrics_handlers,
     page_handlers,
+    poster_handlers,
     progress_handlers,
     subtitle_handlers,
+    upload_handlers,
     video_handlers,
 )
 from videoflix.web.assets import scan_assets
@@ -53,6 +58,9 @@ ROUTE_MODULES = (
     progress_handlers,
     event_handlers,
     video_handlers,
+    upload_handlers,
+    download_handlers,
+    poster_handlers,
     subtitle_handlers,
     admin_handlers,
     media_handlers,
@@ -70,10 +78,15 @@ def collect_routes() -> list[Any]:
 
 def make_runner(config: Config, services: Services, consumer: str | None = None) -> TranscodeRunner:
     """The transcode consumer, wired to the library: the extracted subtitle tracks are
-    imported before a version goes live; each job's outcome goes to the lifecycle (a
+    imported and a chosen poster copied before a version goes live; each job's outcome goes to the lifecycle (a
     row the job changed), then to the metrics."""
     runner = TranscodeRunner(config, services, consumer=consumer)
-    runner.before_publish = functools.partial(subtitle_tracks.import_result_tracks, config, services)
+
+    async def before_publish(video_id: int, version_dir: Path, result: JobResult) -> None:
+        await subtitle_tracks.import_result_tracks(config, services, video_id, version_dir, result)
+        await posters.apply_custom(config, services, video_id, version_dir)  # a chosen poster stays
+
+    runner.before_publish = before_publish
     # The ledger first: the change announced next makes the studio read it.
     runner.on_outcome.append(functools.partial(ledger.record_run, config, services))
     runner.on_outcome.append(functools.partial(lifecycle.job_finished, services))

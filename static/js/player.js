@@ -267,11 +267,24 @@ function waitUntilPlayable(detail) {
   });
 }
 
+// Download for offline viewing: the highest rendition as MP4 (remuxed by the server;
+// a 403 when an admin turned downloads off for this video).
+async function showDownload(detail) {
+  if (detail.status !== 'ready' || !detail.resolutions || !detail.resolutions.length) return;
+  const state = await api('GET', `/api/video/${detail.id}/downloads/`);
+  if (!state.ok || !state.data.can_download) return;
+  const highest = [...detail.resolutions].sort((a, b) => parseInt(b, 10) - parseInt(a, 10))[0];
+  const link = document.getElementById('download');
+  link.href = `/api/video/${detail.id}/${highest}/download.mp4`;
+  link.hidden = false;
+}
+
 async function begin(detail) {
   if (playable) return;
   playable = true;
   document.getElementById('bar').hidden = false;
   document.getElementById('copy-link').addEventListener('click', copyStreamLink);
+  showDownload(detail);
   const toggle = document.getElementById('toggle-keys');
   toggle.addEventListener('click', () => {
     const keys = document.getElementById('keys');

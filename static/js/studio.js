@@ -47,13 +47,13 @@ const startButton = document.getElementById('start');
 const cancelButton = document.getElementById('cancel');
 const bar = document.getElementById('progress');
 
-function showProgress(sent, total, startedAt) {
+function showProgress(sent, total, startedAt, fromOffset = 0) {
   const percent = total ? Math.floor((100 * sent) / total) : 0;
   bar.value = percent;
   bar.setAttribute('aria-valuetext', `${percent} percent uploaded`);
   document.getElementById('progress-percent').textContent = `${percent} % · ${formatBytes(sent)} of ${formatBytes(total)}`;
   const seconds = (performance.now() - startedAt) / 1000;
-  const speed = seconds > 0.2 ? sent / seconds : 0;
+  const speed = seconds > 0.2 ? (sent - fromOffset) / seconds : 0;
   document.getElementById('progress-speed').textContent = speed ? `${formatBytes(speed)}/s` : '';
   document.getElementById('progress-eta').textContent = speed && sent < total ? `${formatTime((total - sent) / speed)} left` : '';
 }
@@ -86,6 +86,56 @@ function sendUpload(data) {
   });
 }
 
+// Resumable (tus, /api/uploads/) through tus-js-client from npm (window.tus, served from
+// node_modules/ like hls.js). Chunks of 50 MiB pass a proxy's 100 MB body cap; a dropped
+// connection is retried from the offset the server has; the upload's URL is kept in
+// localStorage under the file's fingerprint, so after a reload the same file goes on from
+// where it stopped. The request that writes the last byte names the video (Video-Location).
+const CHUNK_BYTES = 50 * 1024 * 1024;
+let resumable = null;
+
+function answerOf(error) {
+  const response = error && error.originalResponse;
+  if (!response) return { status: 0, data: { detail: 'The upload failed: the connection was lost.' } };
+  let body;
+  try { body = JSON.parse(response.getBody()); } catch (parseError) { body = { detail: `Unexpected answer (${response.getStatus()}).` }; }
+  return { status: response.getStatus(), data: body };
+}
+
+function sendResumable(file, fields) {
+  return new Promise((resolve) => {
+    const metadata = { filename: file.name, filetype: file.type || 'application/octet-stream' };
+    for (const name of ['title', 'description', 'category', 'visibility']) if (fields[name]) metadata[name] = fields[name];
+    let startedAt = performance.now();
+    let startOffset = 0;
+    resumable = new window.tus.Upload(file, {
+      endpoint: '/api/uploads/',
+      chunkSize: CHUNK_BYTES,
+      retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
+      metadata,
+      removeFingerprintOnSuccess: true,
+      // The access cookie stays fresh through a long upload (a no-op while it is).
+      async onBeforeRequest() { await refreshSession(); },
+      onProgress(sent, total) {
+        if (sent < startOffset) { startOffset = sent; startedAt = performance.now(); }
+        showProgress(sent, total, startedAt, startOffset);
+      },
+      onSuccess({ lastResponse }) {
+        resolve({ status: 201, location: lastResponse.getHeader('Video-Location') });
+      },
+      onError(error) { resolve(answerOf(error)); },
+    });
+    resumable.findPreviousUploads().then((previous) => {
+      if (previous.length) {
+        resumable.resumeFromPreviousUpload(previous[0]);
+        document.getElementById('resume-note').hidden = false;
+        say('Resuming the unfinished upload of this file.');
+      }
+      resumable.start();
+    });
+  });
+}
+
 form.addEventListener('submit', async (event) => {
   event.preventDefault();
   clearErrors(form);
@@ -94,20 +144,32 @@ form.addEventListener('submit', async (event) => {
     return;
   }
   const fields = formJSON(form);
-  const data = new FormData();
-  for (const name of ['title', 'description', 'category']) data.append(name, fields[name] || '');
-  if (fields.visibility) data.append('visibility', fields.visibility);
-  data.append('file', pickedFile, pickedFile.name);
   await refreshSession(); // a long upload starts with an access token that lasts
   document.getElementById('progress-box').hidden = false;
+  document.getElementById('resume-note').hidden = true;
   showProgress(0, pickedFile.size, performance.now());
   uploading(true);
   say('Upload started.');
-  const sentAt = Date.now();
-  let result = await sendUpload(data);
-  if (result.status === 401 && await refreshSession(sentAt)) result = await sendUpload(data);
+  let result;
+  if (window.tus && window.tus.isSupported) {
+    result = await sendResumable(pickedFile, fields);
+    resumable = null;
+    if (result.status === 201 && result.location) {
+      const detail = await api('GET', result.location);
+      result = detail.ok ? { status: 201, data: detail.data } : { status: detail.status, data: detail.data };
+    }
+  } else {
+    // Without tus-js-client (node_modules/ not installed): the multipart upload.
+    const data = new FormData();
+    for (const name of ['title', 'description', 'category']) data.append(name, fields[name] || '');
+    if (fields.visibility) data.append('visibility', fields.visibility);
+    data.append('file', pickedFile, pickedFile.name);
+    const sentAt = Date.now();
+    result = await sendUpload(data);
+    if (result.status === 401 && await refreshSession(sentAt)) result = await sendUpload(data);
+    xhr = null;
+  }
   uploading(false);
-  xhr = null;
   if (result.status === 201) {
     showProgress(1, 1, performance.now() - 1);
     upsert(result.data);
@@ -122,7 +184,19 @@ form.addEventListener('submit', async (event) => {
     showErrors(form, result.data);
   }
 });
-cancelButton.addEventListener('click', () => { if (xhr) xhr.abort(); });
+cancelButton.addEventListener('click', () => {
+  if (xhr) xhr.abort();
+  if (resumable) {
+    const stopping = resumable;
+    resumable = null;
+    // Cancel ends the upload on the server too (DELETE), and forgets it here.
+    stopping.abort(true).catch(() => {}).finally(() => {
+      uploading(false);
+      document.getElementById('progress-box').hidden = true;
+      say('Upload cancelled.');
+    });
+  }
+});
 
 // --- the list of videos --------------------------------------------------------
 const STATUS_TEXT = { uploading: 'Uploading', queued: 'Queued', processing: 'Processing', ready: 'Ready', failed: 'Failed' };
@@ -170,6 +244,8 @@ function editForm(video, item) {
       el('button', { class: 'button primary small', type: 'submit' }, 'Save'),
       el('button', { class: 'button small', type: 'button', onclick: () => f.remove() }, 'Cancel')));
   for (const name of ['title', 'description', 'category', 'visibility']) f.elements.namedItem(name).value = video[name];
+  if (video.status === 'ready') f.insertBefore(posterChoice(video, f), f.querySelector('.actions'));
+  if (video.status === 'ready' && session && session.admin) f.insertBefore(downloadsSwitch(video), f.querySelector('.actions'));
   f.addEventListener('submit', async (event) => {
     event.preventDefault();
     const current = videos.get(video.id);
@@ -188,6 +264,60 @@ function editForm(video, item) {
   f.elements.namedItem('title').focus();
 }
 
+// A chosen poster (an image, or the frame at a time): sent at once, apart from Save.
+// Its URL stays the same, so the list asks for it again with a new query.
+const posterVersions = new Map(); // id -> when its poster last changed here
+
+function posterChoice(video, f) {
+  const id = video.id;
+  const file = el('input', { id: `poster-file-${id}`, type: 'file', accept: 'image/jpeg,image/png,image/webp' });
+  const time = el('input', { id: `poster-time-${id}`, type: 'number', min: '0', step: '0.1', inputmode: 'decimal' });
+  const send = async () => {
+    clearErrors(f);
+    let result;
+    if (file.files.length) {
+      const data = new FormData();
+      data.append('file', file.files[0], file.files[0].name);
+      const response = await fetch(`/api/video/${id}/poster/`, { method: 'POST', body: data, credentials: 'same-origin', headers: headers('POST', false) });
+      result = { ok: response.ok, status: response.status, data: await response.json().catch(() => ({ detail: `Unexpected answer (${response.status}).` })) };
+    } else if (time.value !== '') {
+      result = await api('PUT', `/api/video/${id}/poster/frame/`, { time: Number(time.value) });
+    } else {
+      showErrors(f, { file: ['Choose an image, or a time in seconds.'] });
+      return;
+    }
+    if (result.ok) {
+      posterVersions.set(id, Date.now());
+      const current = videos.get(id);
+      if (current) upsert(current);
+      say(`The poster of “${video.title}” was replaced.`);
+    } else {
+      showErrors(f, result.data);
+    }
+  };
+  return el('fieldset', { class: 'poster-choice' },
+    el('legend', {}, 'Poster'),
+    el('div', { class: 'field' }, el('label', { for: file.id }, 'An image (JPEG, PNG or WebP)'), file,
+      el('p', { class: 'field-error', 'data-error-for': 'file' })),
+    el('div', { class: 'field' }, el('label', { for: time.id }, 'Or the frame at (seconds)'), time,
+      el('p', { class: 'field-error', 'data-error-for': 'time' })),
+    el('button', { class: 'button small', type: 'button', onclick: send }, 'Set poster'));
+}
+
+// Admins: downloads of this video on or off (the player hides its Download button).
+function downloadsSwitch(video) {
+  const box = el('input', { id: `downloads-${video.id}`, type: 'checkbox', disabled: true });
+  api('GET', `/api/video/${video.id}/downloads/`).then((result) => {
+    if (result.ok) { box.checked = result.data.downloads_enabled; box.disabled = false; }
+  });
+  box.addEventListener('change', async () => {
+    const result = await api('PUT', `/api/video/${video.id}/downloads/`, { enabled: box.checked });
+    if (result.ok) say(`Downloads of “${video.title}” are ${result.data.downloads_enabled ? 'on' : 'off'}.`);
+    else { box.checked = !box.checked; say(result.data.detail || 'Not changed.'); }
+  });
+  return el('div', { class: 'field checkbox' }, el('label', { for: box.id }, box, ' Viewers may download it'));
+}
+
 async function rerun(video) {
   const result = await api('POST', `/api/video/${video.id}/retranscode/`);
   if (result.ok) { upsert(result.data); say(`“${video.title}” is queued again.`); } else say(result.data.detail);
@@ -202,7 +332,9 @@ async function remove(video) {
 function render(video) {
   const item = el('li', { class: 'video-item', id: `video-${video.id}`, 'data-status': video.status,
     'data-playable': String(Boolean(video.playable)) });
-  const picture = video.thumbnail_url ? el('img', { src: video.thumbnail_url, alt: '', width: 480, height: 270, loading: 'lazy' }) : null;
+  const changed = posterVersions.get(video.id);
+  const source = video.thumbnail_url && changed ? `${video.thumbnail_url}?v=${changed}` : video.thumbnail_url;
+  const picture = source ? el('img', { src: source, alt: '', width: 480, height: 270, loading: 'lazy' }) : null;
   const progress = video.status === 'processing' || video.status === 'queued'
     ? el('progress', { max: 100, value: video.progress, 'aria-label': `Transcoding ${video.title}` }) : null;
   item.append(

@@ -18,10 +18,12 @@ IDLE = 2  # the fault servers' VIDEOFLIX_UPLOAD_IDLE_SECONDS
 MARGIN = 5  # scheduling slack on a busy 2-core machine
 
 
-def kinds(cookie: str, video_id: int) -> dict[str, tuple[str, float]]:
+def kinds(cookie: str, video_id: int, upload_url: str) -> dict[str, tuple[str, float]]:
     """{kind: (request one byte short of its declared body, seconds it may be held)}."""
     json_head = "Content-Type: application/json\r\nContent-Length: {n}\r\n"
     multipart = "Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {n}\r\n"
+    tus = ("Tus-Resumable: 1.0.0\r\nContent-Type: application/offset+octet-stream\r\n"
+           "Upload-Offset: 0\r\nContent-Length: {n}\r\n")
 
     def request(line: str, headers: str, body: str) -> str:
         head = f"{line} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {cookie}\r\n" + headers.format(n=len(body) + 1)
@@ -35,6 +37,8 @@ def kinds(cookie: str, video_id: int) -> dict[str, tuple[str, float]]:
         "json refresh": (request("POST /api/token/refresh/", json_head, "{"), BODY_TIMEOUT_SECONDS),
         "video upload": (request("POST /api/video/", multipart, upload), IDLE),
         "subtitle upload": (request(f"POST /api/video/{video_id}/subtitles/", multipart, subtitle), IDLE),
+        # One holds the upload (cut off when idle), the others are refused at once (423).
+        "resumable PATCH": (request(f"PATCH {upload_url}", tus, "x" * 100), IDLE),
         "unknown route": (request("POST /no/such/route/", json_head, "{"), BODY_TIMEOUT_SECONDS),
         "health GET": (request("GET /api/health/", json_head, "{"), 0),
         "segment GET": (request(f"GET /api/video/{video_id}/720p/seg_00000.ts", json_head, "x"), 0),
@@ -94,14 +98,17 @@ def target(servers, db, short_clip):
     make_user(api, db)
     video_id = api.upload(short_clip).json()["id"]
     cookie = "; ".join(f"{c.name}={c.value}" for c in api.session.cookies)
-    return server, cookie, video_id
+    created = api.call("POST", "/api/uploads/", headers={"Tus-Resumable": "1.0.0", "Upload-Length": "1000",
+                                                         "Upload-Metadata": "title dA=="})
+    assert created.status_code == 201, created.text
+    return server, cookie, video_id, created.headers["Location"]
 
 
 def test_fifty_connections_one_byte_short_on_every_kind_of_route_are_all_cut_off_within_its_limit(target):
-    server, cookie, video_id = target
+    server, cookie, video_id, upload_url = target
     started = time.monotonic()
     groups = {kind: (hold(server.port, payload.encode(), CONNECTIONS), limit + MARGIN)
-              for kind, (payload, limit) in kinds(cookie, video_id).items()}
+              for kind, (payload, limit) in kinds(cookie, video_id, upload_url).items()}
     closed_at = wait_closed(groups, started)
     assert set(closed_at) == set(groups)
     # And the server still answers.

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from videoflix.delivery import playback
 from videoflix.library import catalog, uploads
@@ -203,18 +204,54 @@ async def create_from_upload(
         raise
 
 
+class ReceivedFile(Protocol):
+    """A whole upload on disk: the multipart one (UploadReceiver) or a resumable one."""
+
+    @property
+    def temp_path(self) -> Path: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def filename(self) -> str: ...
+
+
+class StoreHooks(Protocol):
+    """What a resumable upload adds to _store's transaction (library/resumable.py):
+    `claim` runs first (it locks the upload's row and raises AlreadyStored when a video
+    was made of it already), `bind` after the video row is inserted."""
+
+    async def claim(self, cur: Any) -> None: ...
+    async def bind(self, cur: Any, video_id: int) -> None: ...
+
+
+class AlreadyStored(Exception):
+    """The upload became a video before (finishing twice makes one video)."""
+
+    def __init__(self, video_id: int | None) -> None:
+        super().__init__(video_id)
+        self.video_id = video_id
+
+
 async def _store(
     config: Config,
     services: Services,
-    upload: UploadReceiver,
+    upload: ReceivedFile,
     owner_id: int,
     is_admin: bool,
     fields: dict[str, str],
     visibility: str,
     probe: Probe,
+    hooks: StoreHooks | None = None,
 ) -> Video:
-    """Row + source file + queue entry, all in place before this returns (the job is durable)."""
+    """Row + source file + queue entry, all in place before this returns (the job is durable).
+
+    With `hooks` (a resumable upload) the file is hard-linked to the source inside the
+    transaction and unlinked after it commits: a crash at any point leaves either the
+    upload as it was (to finish again) or the video with its source, never neither."""
+    loop = asyncio.get_running_loop()
     async with transaction(services.pool) as cur:
+        if hooks is not None:
+            await hooks.claim(cur)
         # The quota again, with the real size, the owner's row locked: two uploads of one
         # user finishing together cannot both pass it.
         await users.lock_user(cur, owner_id)
@@ -236,11 +273,24 @@ async def _store(
         # Read before enqueueing: the answer says "queued" even if a consumer
         # picks the job up at once.
         video = await video_rows.get_video(cur, video_id)
-    loop = asyncio.get_running_loop()
-    target = media.source_path(config.media_dir, video_id)
-    try:
-        await loop.run_in_executor(services.file_executor, _move_into_place, upload.temp_path, target)
+        target = media.source_path(config.media_dir, video_id)
+        if hooks is not None:
+            await hooks.bind(cur, video_id)
+            try:
+                await loop.run_in_executor(services.file_executor, _link_into_place, upload.temp_path, target)
+            except BaseException:
+                await loop.run_in_executor(services.file_executor, _remove_files, config.media_dir, video_id)
+                raise
+    if hooks is not None:
+        # Committed: the video exists with its source. Should the enqueue fail, the
+        # queued row is enqueued again at start-up (the runner's reconcile), as a crash
+        # here would leave it; the upload answers with this video from now on.
+        await loop.run_in_executor(services.file_executor, _unlink_quietly, upload.temp_path)
         await queue.enqueue(services.redis, video_id, owner_id)
+    try:
+        if hooks is None:
+            await loop.run_in_executor(services.file_executor, _move_into_place, upload.temp_path, target)
+            await queue.enqueue(services.redis, video_id, owner_id)
     except BaseException:
         async with cursor(services.pool) as cur:
             await video_rows.delete_video(cur, video_id)
@@ -257,6 +307,21 @@ def _move_into_place(temp_path: Path, target: Path) -> None:
     uploads.forget_upload(temp_path)
 
 
+def _link_into_place(temp_path: Path, target: Path) -> None:
+    """The source as a second name of the upload's file, durable before the commit."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.link(temp_path, target)
+    directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _unlink_quietly(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
 def _remove_files(media_dir: str, video_id: int) -> None:
     shutil.rmtree(media.video_dir(media_dir, video_id), ignore_errors=True)
     media.source_path(media_dir, video_id).unlink(missing_ok=True)
@@ -267,6 +332,27 @@ def _remove_files(media_dir: str, video_id: int) -> None:
                 shutil.rmtree(leftover, ignore_errors=True)
             else:
                 leftover.unlink(missing_ok=True)
+
+
+async def create_from_resumable(
+    config: Config,
+    services: Services,
+    upload: ReceivedFile,
+    fields: dict[str, str],
+    owner_id: int,
+    is_admin: bool,
+    hooks: StoreHooks,
+) -> Video:
+    """A whole resumable upload becomes a queued video the way a multipart one does
+    (create_from_upload): the same field rules, probe, caps, quotas and row; `hooks`
+    make it happen once. InvalidUpload / UploadRejected / QuotaExceeded when it cannot
+    be; AlreadyStored when it was. The file is left to the caller on failure."""
+    clean, visibility = check_upload_fields(fields, is_admin, config.allow_public_user_uploads)
+    try:
+        probe = await probe_file(upload.temp_path, caps=caps_from_config(config))
+    except ProbeError as exc:
+        raise UploadRejected(str(exc)) from None
+    return await _store(config, services, upload, owner_id, is_admin, clean, visibility, probe, hooks)
 
 
 async def delete_video(config: Config, services: Services, video_id: int, user_id: int, is_admin: bool) -> None:

@@ -6,6 +6,9 @@
   receives an upload writes what arrived at least every uploads.LIVENESS_WRITE_SECONDS,
   so a live upload's file is never that old, even a trickle received by another
   process on the same media directory.
+- media/.resumable/<upload id>: a resumable upload's file, once it expired (no
+  progress for VIDEOFLIX_UPLOAD_EXPIRY_SECONDS), became a video, or has no row
+  (library/resumable.sweep; the row goes with it).
 - media/.work/<id>-v<N>.lease (and anything else there, e.g. wave-1 work folders):
   the fence of a run that died: removed once unchanged for the lease (a live run's
   keeper rewrites it every third of the lease, wherever it runs), unless this
@@ -34,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from videoflix.library import uploads
+from videoflix.library import resumable, uploads
 from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor
@@ -205,7 +208,9 @@ class Sweeper:
                 "sweep: removed %s, left by a transcode run that is no longer alive",
                 media.work_dir(config.media_dir) / name,
             )
-        return removed + swept + await self.sweep_versions()
+        # Resumable uploads wait for their client until they expire (library/resumable.py).
+        gone = await resumable.sweep(config, self.services)
+        return removed + swept + gone + await self.sweep_versions()
 
     async def sweep_versions(self) -> list[str]:
         loop = asyncio.get_running_loop()

@@ -257,6 +257,18 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
         _parse_positive_int,
         "an upload that sends nothing this long is cut off",
     ),
+    (
+        "upload_expiry_seconds",
+        "VIDEOFLIX_UPLOAD_EXPIRY_SECONDS",
+        _parse_positive_int,
+        "a resumable upload without progress this long expires (its file is removed)",
+    ),
+    (
+        "max_open_uploads",
+        "VIDEOFLIX_MAX_OPEN_UPLOADS",
+        _parse_non_negative_int,
+        "unfinished resumable uploads one user may have; another is 429 (admins: no limit; 0: none)",
+    ),
     ("transcode_workers", "TRANSCODE_WORKERS", _parse_positive_int, "ffmpeg jobs run at once (process pool size)"),
     (
         "transcode_stall_seconds",
@@ -423,6 +435,10 @@ class Config:
     max_queued_per_user: int = 10
     max_user_bytes: int = 100 * 1024**3
     upload_idle_seconds: int = 60
+    # Resumable uploads (library/resumable.py): abandoned after a day without progress,
+    # as tusd's default; a handful open per user (admins exempt, 0 = no limit).
+    upload_expiry_seconds: int = 24 * 3600
+    max_open_uploads: int = 5
     transcode_workers: int = 1
     transcode_stall_seconds: int = 60
     transcode_lease_seconds: int = 60

@@ -1,6 +1,8 @@
 """Where files live under MEDIA_DIR, every name in there, and who may watch what (pure).
 
     media/.incoming/<random>.part     an upload being received
+    media/.resumable/<upload id>      a resumable upload's bytes so far (library/resumable.py);
+                                      hard-linked to sources/<id> when it becomes a video
     media/sources/<id>                the uploaded original
     media/.work/<id>-v<N>.lease       the lease fence of the run writing version N: the
                                       monotonic time its ffmpeg must stop by
@@ -11,7 +13,9 @@
     media/<id>/v<N>/<res>/index.m3u8  one media playlist per rendition (RUNGS: 1080p, 720p,
                                       480p): EVENT while the run goes, VOD once it is done
     media/<id>/v<N>/<res>/seg_NNNNN.ts  its MPEG-TS segments (each appears complete)
-    media/<id>/v<N>/poster.jpg        representative frame, long side <= 1280
+    media/<id>/v<N>/poster.jpg        representative frame, long side <= 1280 (or the chosen one)
+    media/<id>/poster/poster.jpg, thumbnail.jpg  a poster chosen by the owner or an admin
+                                      (library/posters.py), copied into every new version
     media/<id>/v<N>/thumbnail.jpg     the same, long side <= 480 (the catalog's thumbnail_url)
     media/<id>/v<N>/<res>/iframes.m3u8  I-frame playlist: byte ranges into the segments
     media/<id>/v<N>/thumbs/sprite_NNN.jpg  storyboard sprite sheets
@@ -131,8 +135,40 @@ def source_path(media_dir: str, video_id: int) -> Path:
     return Path(media_dir) / "sources" / str(int(video_id))
 
 
+# A chosen poster (library/posters.py): media/<id>/poster/{poster,thumbnail}.jpg, outside
+# every version so a re-transcode keeps it (copied into each new version before it goes live).
+CUSTOM_POSTER_DIR = "poster"
+
+
+def custom_poster_dir(media_dir: str, video_id: int) -> Path:
+    return video_dir(media_dir, video_id) / CUSTOM_POSTER_DIR
+
+
 def incoming_dir(media_dir: str) -> Path:
     return Path(media_dir) / ".incoming"
+
+
+# A resumable upload's id: 128 random bits in hex (library/resumable.py makes them; the
+# route, the table's CHECK and resumable_path all hold to this, so no other name is a path).
+UPLOAD_ID_PATTERN = "[0-9a-f]{32}"
+_UPLOAD_ID_RE = re.compile(UPLOAD_ID_PATTERN)
+
+
+def resumable_dir(media_dir: str) -> Path:
+    """media/.resumable/: resumable uploads' files. Not .incoming/, whose files the sweeper
+    removes after upload_idle_seconds without a write: these wait for their client for
+    hours (until the upload expires)."""
+    return Path(media_dir) / ".resumable"
+
+
+def is_upload_id(name: str) -> bool:
+    return _UPLOAD_ID_RE.fullmatch(name) is not None
+
+
+def resumable_path(media_dir: str, upload_id: str) -> Path:
+    if not is_upload_id(upload_id):
+        raise ValueError("not an upload id")
+    return resumable_dir(media_dir) / upload_id
 
 
 def work_dir(media_dir: str) -> Path:

@@ -111,3 +111,9 @@ def revoked_session(session_id: str) -> str:
 def admin_actions(user_id: int) -> str:
     """console/guard.py: one admin's console actions (changes) this minute."""
     return key("throttle", "admin", int(user_id))
+
+
+def upload_lock(upload_id: str) -> str:
+    """library/resumable.py: the one request appending to a resumable upload (a lease
+    renewed while its body arrives; value: that request's random token)."""
+    return key("upload", "lock", upload_id)

@@ -426,3 +426,21 @@ async def list_for_admin(
 async def count_failed(cur: Any) -> int:
     await cur.execute("SELECT count(*) AS n FROM videos WHERE status = 'failed'")
     return int((await cur.fetchone())["n"])
+
+
+# --- downloads (delivery/download.py; sql/006) ---------------------------------
+
+
+async def downloads_enabled(cur: Any, video_id: int) -> bool | None:
+    """Whether the video may be downloaded; None when there is no such video."""
+    await cur.execute("SELECT downloads_enabled FROM videos WHERE id = %s", (video_id,))
+    row = await cur.fetchone()
+    return None if row is None else bool(row["downloads_enabled"])
+
+
+async def set_downloads_enabled(cur: Any, video_id: int, enabled: bool) -> bool:
+    await cur.execute(
+        "UPDATE videos SET downloads_enabled = %s WHERE id = %s RETURNING id",
+        (enabled, video_id),
+    )
+    return await cur.fetchone() is not None

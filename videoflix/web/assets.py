@@ -1,9 +1,10 @@
 """The built-in pages' files (API.md §6): pages under stable URLs, assets under versioned ones.
 
-    static/pages/**.html    the pages, rendered once: {{static}} and {{hls}} become the URLs below
+    static/pages/**.html    the pages, rendered once: {{static}}, {{hls}}, {{tus}} become the URLs below
     static/**  (not .html)  our CSS, JavaScript modules and images at /static/<version>/<path>;
                             <version> hashes every such file, so a changed file is a new URL
     node_modules/hls.js     its ES module at /vendor/hls.js/<package version>/hls.min.mjs
+    node_modules/tus-js-client  its browser build (window.tus) at /vendor/tus/<version>/tus.min.js
 
 Only files found by the scan at start-up are served (a fixed allow-list: no path from
 a request ever reaches the file system). Contents are read, and text gzipped, in the
@@ -31,7 +32,9 @@ STATIC_DIR = ROOT / "static"
 NODE_MODULES_DIR = ROOT / "node_modules"
 PAGES_SUBDIR = "pages"
 # Browser libraries from npm (package.json): URL name -> (package, file inside it).
-VENDOR_FILES = {"hls.js": ("hls.js", "dist/hls.min.mjs")}
+VENDOR_FILES = {"hls.js": ("hls.js", "dist/hls.min.mjs"), "tus": ("tus-js-client", "dist/tus.min.js")}
+# What a page loses without one (the studio falls back to the multipart upload).
+MISSING_VENDOR = {"hls.js": "the player page cannot play", "tus": "the studio uploads in one request, not resumably"}
 CONTENT_TYPES = {
     ".css": "text/css; charset=UTF-8",
     ".js": "text/javascript; charset=UTF-8",
@@ -89,7 +92,11 @@ class Assets:
     async def page(self, executor: concurrent.futures.Executor, name: str) -> Asset:
         if name not in self.pages:
             raise AssetNotFound(name)
-        replacements = {"{{static}}": self.static_url, "{{hls}}": self.vendor_urls.get("hls.js", "")}
+        replacements = {
+            "{{static}}": self.static_url,
+            "{{hls}}": self.vendor_urls.get("hls.js", ""),
+            "{{tus}}": self.vendor_urls.get("tus", ""),
+        }
         return await self._load(executor, f"page:{name}", self.pages[name], replacements)
 
     async def _load(
@@ -138,7 +145,7 @@ def scan_assets(static_dir: Path = STATIC_DIR, node_modules: Path = NODE_MODULES
         try:
             version = json.loads((node_modules / package / "package.json").read_text())["version"]
         except (OSError, ValueError, KeyError):
-            log.warning("%s is not installed (run `npm ci`): the player page cannot play", package)
+            log.warning("%s is not installed (run `npm ci`): %s", package, MISSING_VENDOR[name])
             vendor_urls[name] = ""
             continue
         url_path = f"{name}/{version}/{Path(inner).name}"

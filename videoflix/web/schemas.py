@@ -291,6 +291,21 @@ UPLOAD = Schema(
         },
     },
 )
+RESUMABLE_UPLOAD = Schema(
+    "ResumableUpload",
+    {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "url": {"type": "string"},
+            "offset": {"type": "integer", "minimum": 0},
+            "length": {"type": ["integer", "null"], "minimum": 0},
+            "expires_at": {"type": "string"},
+            "video_url": NULLABLE_STRING,
+        },
+        "required": ["id", "url", "offset", "length", "expires_at", "video_url"],
+    },
+)
 SUBTITLE_UPLOAD = Schema(
     "SubtitleUpload",
     {

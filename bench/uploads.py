@@ -1,0 +1,281 @@
+"""Benchmark: resumable uploads (issue 22 item 7) — the server's memory during a large
+resumable upload, and its throughput through nginx's 100 MB cap against one multipart upload.
+
+    python bench/uploads.py [--size-mib 2048] [--chunk-mib 50] [--rounds 1]
+
+One run, everything on 127.0.0.1:
+1. Embedded PostgreSQL and Redis, an admin account (admins have no quotas), and
+   `videoflix serve` in a child process with MAX_UPLOAD_BYTES above --size-mib, behind
+   the shipped deploy/nginx.conf (its 100 MB cap on /api/uploads/ included).
+2. A file of --size-mib of incompressible bytes (not a video: each upload ends in the
+   probe's 400, which both kinds pay alike, and no transcode competes for the CPU).
+3. Per round: the file through nginx as a tus upload in --chunk-mib PATCHes (the studio's
+   50 MiB, under the cap), and as one multipart POST /api/video/ (nginx lets that path
+   through uncapped), timed from the first byte sent to the last answer. The server's RSS
+   (/proc/<pid>/status) is sampled every 50 ms during both; its growth over the RSS before
+   the first upload is the figure.
+Targets: RSS growth <= 64 MiB during the resumable upload; resumable throughput >= 0.9x
+the multipart one. The exit status is 0 when both are met.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+EMAIL = "bench-admin@example.com"
+PASSWORD = "bench-password-9"
+TARGET_RSS_MIB = 64
+TARGET_RATIO = 0.9
+SEND_BYTES = 1024 * 1024  # bytes handed to the socket at once
+START_TIMEOUT_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{what} exited with {process.returncode}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"{what} did not listen on {port} within {START_TIMEOUT_SECONDS}s")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+class RSSSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.peak = 0
+        self.running = True
+
+    def run(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, rss_bytes(self.pid))
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        self.running = False
+        self.join()
+        return self.peak
+
+
+def make_file(path: Path, size: int) -> None:
+    block = os.urandom(16 * 1024 * 1024)
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            piece = block[: min(len(block), left)]
+            out.write(piece)
+            left -= len(piece)
+
+
+def login(port: int) -> str:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/login/", method="POST",
+        data=json.dumps({"email": EMAIL, "password": PASSWORD}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        for header in response.headers.get_all("Set-Cookie"):
+            match = re.match(r"access_token=([^;]+)", header)
+            if match:
+                return match.group(1)
+    raise SystemExit("login set no access_token cookie")
+
+
+def send(port: int, method: str, path: str, headers: dict[str, str], source, length: int,
+         head: bytes = b"", tail: bytes = b"") -> http.client.HTTPResponse:
+    """One request whose body is head + `length` bytes of `source` + tail, streamed."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    connection.putrequest(method, path)
+    for name, value in {**headers, "Content-Length": str(len(head) + length + len(tail))}.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    if head:
+        connection.send(head)
+    left = length
+    while left:
+        data = source.read(min(SEND_BYTES, left))
+        if not data:
+            raise SystemExit("the file ended early")
+        connection.send(data)
+        left -= len(data)
+    if tail:
+        connection.send(tail)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+def resumable(port: int, token: str, path: Path, size: int, chunk: int) -> float:
+    auth = {"Authorization": f"Bearer {token}", "Tus-Resumable": "1.0.0"}
+    started = time.monotonic()
+    created = send(port, "POST", "/api/uploads/", {
+        **auth, "Upload-Length": str(size),
+        "Upload-Metadata": "title " + base64.b64encode(b"bench").decode()}, None, 0)
+    assert created.status == 201, created.status
+    url = created.getheader("Location")
+    offset = 0
+    with open(path, "rb") as source:
+        while offset < size:
+            length = min(chunk, size - offset)
+            answer = send(port, "PATCH", url, {**auth, "Upload-Offset": str(offset),
+                                                "Content-Type": "application/offset+octet-stream"}, source, length)
+            # The last PATCH is the probe's 400 (random bytes are not a video).
+            assert answer.status == 204 or (offset + length == size and answer.status == 400), answer.status
+            offset += length
+    return time.monotonic() - started
+
+
+def multipart(port: int, token: str, path: Path, size: int) -> float:
+    boundary = uuid.uuid4().hex
+    head = (f'--{boundary}\r\nContent-Disposition: form-data; name="title"\r\n\r\nbench\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="bench.bin"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n").encode()
+    tail = f"\r\n--{boundary}--\r\n".encode()
+    started = time.monotonic()
+    with open(path, "rb") as source:
+        answer = send(port, "POST", "/api/video/", {
+            "Authorization": f"Bearer {token}", "Content-Type": f"multipart/form-data; boundary={boundary}"},
+            source, size, head, tail)
+    assert answer.status == 400, answer.status  # the probe's: not a video
+    return time.monotonic() - started
+
+
+NGINX_CONF = """\
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+{server}
+}}
+"""
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size-mib", type=int, default=2048)
+    parser.add_argument("--chunk-mib", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=1)
+    args = parser.parse_args()
+    size = args.size_mib * 1024 * 1024
+
+    from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis
+
+    state = Path(tempfile.mkdtemp(prefix="videoflix-bench-uploads-"))
+    postgres = redis = server = nginx = None
+    try:
+        postgres = EmbeddedPostgres(state / "postgres", free_port(), durable=False)
+        dsn = postgres.start()
+        redis = EmbeddedRedis(state / "redis", free_port(), appendonly=False)
+        redis.start()
+        port, front = free_port(), free_port()
+        env = {**os.environ, "DATABASE_URL": dsn, "REDIS_URL": redis.url, "SECRET_KEY": "bench-" + "k" * 40,
+               "VIDEOFLIX_PORT": str(port), "VIDEOFLIX_VAR_DIR": str(state / "var"),
+               "VIDEOFLIX_BCRYPT_ROUNDS": "4", "VIDEOFLIX_LOG_LEVEL": "WARNING",
+               "MAX_UPLOAD_BYTES": str(size * 2), "VIDEOFLIX_ADMIN_PASSWORD": PASSWORD,
+               "VIDEOFLIX_TRUSTED_PROXIES": "127.0.0.1"}
+        command = [sys.executable, "-m", "videoflix"]
+        subprocess.run([*command, "migrate"], env=env, cwd=ROOT, check=True, stdin=subprocess.DEVNULL)
+        subprocess.run([*command, "createadmin", EMAIL], env=env, cwd=ROOT, check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        server = subprocess.Popen([*command, "serve"], env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+        wait_for_port(port, server, "videoflix serve")
+        prefix = state / "nginx"
+        prefix.mkdir()
+        block = ((ROOT / "deploy" / "nginx.conf").read_text()
+                 .replace("server web:8000;", f"server 127.0.0.1:{port};")
+                 .replace("listen 80;", f"listen 127.0.0.1:{front};")
+                 .replace("alias /data/media/;", f"alias {state / 'var' / 'media'}/;"))
+        (prefix / "nginx.conf").write_text(NGINX_CONF.format(prefix=prefix, server=block))
+        nginx = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
+                                  "-e", str(prefix / "error.log")], stdout=subprocess.DEVNULL)
+        wait_for_port(front, nginx, "nginx")
+        token = login(port)
+        data = state / "upload.bin"
+        make_file(data, size)
+        before = rss_bytes(server.pid)
+        print(f"{args.size_mib} MiB, tus chunks of {args.chunk_mib} MiB through nginx (100 MB cap) vs one "
+              f"multipart POST; server RSS before: {before / 2**20:.1f} MiB")
+        ratios, growths = [], []
+        for round_number in range(1, args.rounds + 1):
+            sampler = RSSSampler(server.pid)
+            sampler.start()
+            tus_seconds = resumable(front, token, data, size, args.chunk_mib * 1024 * 1024)
+            tus_peak = sampler.stop()
+            sampler = RSSSampler(server.pid)
+            sampler.start()
+            multipart_seconds = multipart(front, token, data, size)
+            multipart_peak = sampler.stop()
+            tus_rate, multipart_rate = size / tus_seconds / 1e6, size / multipart_seconds / 1e6
+            growth = (tus_peak - before) / 2**20
+            ratios.append(tus_rate / multipart_rate)
+            growths.append(growth)
+            print(f"round {round_number}: resumable {tus_rate:.1f} MB/s ({tus_seconds:.1f} s), multipart "
+                  f"{multipart_rate:.1f} MB/s ({multipart_seconds:.1f} s), ratio {tus_rate / multipart_rate:.2f}; "
+                  f"RSS growth resumable {growth:.1f} MiB, multipart {(multipart_peak - before) / 2**20:.1f} MiB")
+        ratio, growth = sorted(ratios)[len(ratios) // 2], max(growths)
+        ok = growth <= TARGET_RSS_MIB and ratio >= TARGET_RATIO
+        print(f"RSS growth {growth:.1f} MiB (target <= {TARGET_RSS_MIB}); throughput ratio {ratio:.2f} "
+              f"(target >= {TARGET_RATIO}); load average {os.getloadavg()[0]:.1f}: {'met' if ok else 'NOT met'}")
+        return 0 if ok else 1
+    finally:
+        for process in (nginx, server):
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        if redis is not None:
+            redis.stop()
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.set_event_loop_policy(None)
+    sys.exit(main())
