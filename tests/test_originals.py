@@ -1,6 +1,6 @@
 """Originals by policy (issue 23 item 4, VIDEOFLIX_ORIGINALS): keep, replace by a copied
-top rung, or remove after a successful transcode; without the original, playback goes
-on and a re-transcode reads the live version's top rung and says so. End to end: real
+top rung, or remove after a successful transcode; without the original, playback and
+downloads go on and a re-transcode reads the live version's top rung and says so. End to end: real
 uploads through the API, the real runner and ffmpeg."""
 from __future__ import annotations
 
@@ -73,6 +73,9 @@ async def test_removed_original_keeps_playback_and_retranscode_reads_the_top_run
     assert master.status == 200
     segment = await admin_client.get(f"/api/video/{video_id}/480p/seg_00000.ts")
     assert segment.status == 200 and len(segment.body) > 0
+    # Downloads remux a rendition, never the original.
+    download = await admin_client.get(f"/api/video/{video_id}/480p/download.mp4")
+    assert download.status == 200 and download.body[4:8] == b"ftyp"
 
     rerun = await admin_client.post(f"/api/video/{video_id}/retranscode/")
     assert rerun.status == 202, rerun.body
