@@ -407,7 +407,10 @@ def cpu_times(pids: list[int]) -> tuple[float, float]:
     tick = os.sysconf("SC_CLK_TCK")
     user = system = 0.0
     for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        try:  # (nginx's cache loader exits a minute after start)
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
         user += int(fields[11]) / tick
         system += int(fields[12]) / tick
     return user, system
