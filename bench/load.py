@@ -31,6 +31,7 @@ import random
 import re
 import sys
 import time
+from urllib.parse import urljoin
 import urllib.request
 import uuid
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ async def player(port: int, cookie: str, video_id: int, stop_at: float, stats: S
             return
         renditions = variants(master.decode())
         rendition = rng.choice(renditions)
-        playlist = await fetch(base + rendition)
+        playlist = await fetch(urljoin(base, rendition))  # (the master's URIs: absolute paths under media tokens)
         if playlist is None:
             return
         segments = media_playlist(playlist.decode())
@@ -140,11 +141,11 @@ async def player(port: int, cookie: str, video_id: int, stop_at: float, stats: S
                 rendition = rng.choice([r for r in renditions if r != rendition])
                 directory = rendition.rsplit("/", 1)[0]
                 stats.switches += 1
-                if await fetch(base + rendition) is None:
+                if await fetch(urljoin(base, rendition)) is None:
                     return
             name, duration = segments[index % len(segments)]
             started = loop.time()
-            body = await fetch(f"{base}{directory}/{name}")
+            body = await fetch(urljoin(base, f"{directory}/{name}"))
             if body is None:
                 return
             stats.segment_ms.append((loop.time() - started) * 1000)

@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from urllib.parse import urljoin
 import urllib.error
 import urllib.request
 import uuid
@@ -101,7 +102,8 @@ def first_segment_servable(port: int, cookie: str, video_id: int, deadline: floa
             raise SystemExit(f"no master after {MEASURE_TIMEOUT} s (last status {status})")
         time.sleep(0.05)
     first = next(line for line in body.decode().splitlines() if line and not line.startswith("#"))
-    segment = f"/api/video/{video_id}/{first.rsplit('/', 1)[0]}/seg_00000.ts"
+    # (Under a media token the master's URIs are absolute paths: urljoin takes both forms.)
+    segment = urljoin(f"/api/video/{video_id}/master.m3u8", f"{first.rsplit('/', 1)[0]}/seg_00000.ts")
     while True:
         status, _, _ = request(port, "GET", segment, cookie, timeout=30)  # 503 after ~3 s while not written
         if status == 200:
