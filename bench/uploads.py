@@ -176,24 +176,6 @@ def multipart(port: int, token: str, path: Path, size: int) -> float:
     return time.monotonic() - started
 
 
-NGINX_CONF = """\
-worker_processes 1;
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-{server}
-}}
-"""
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=2048)
@@ -223,15 +205,15 @@ def main() -> int:
                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
         server = subprocess.Popen([*command, "serve"], env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
         wait_for_port(port, server, "videoflix serve")
-        prefix = state / "nginx"
-        prefix.mkdir()
-        block = ((ROOT / "deploy" / "nginx.conf").read_text()
-                 .replace("server web:8000;", f"server 127.0.0.1:{port};")
-                 .replace("listen 80;", f"listen 127.0.0.1:{front};")
-                 .replace("alias /data/media/;", f"alias {state / 'var' / 'media'}/;"))
-        (prefix / "nginx.conf").write_text(NGINX_CONF.format(prefix=prefix, server=block))
-        nginx = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"),
-                                  "-e", str(prefix / "error.log")], stdout=subprocess.DEVNULL)
+        # The shipped site as tests/nginx_site.py runs it (njs loaded, the media-token key filled in).
+        sys.path.insert(0, str(ROOT / "tests"))
+        import nginx_site
+        from videoflix.accounts import tokens
+
+        state.chmod(0o755)  # nginx's workers write their cache below it
+        nginx = nginx_site.start(state / "nginx", upstream_port=port, listen_port=front,
+                                 media_dir=str(state / "var" / "media"),
+                                 media_key=tokens.media_key(env["SECRET_KEY"]))
         wait_for_port(front, nginx, "nginx")
         token = login(port)
         data = state / "upload.bin"
