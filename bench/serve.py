@@ -277,25 +277,6 @@ def login(port: int) -> str:
     raise SystemExit("login set no access_token cookie")
 
 
-# One nginx: `{http}` is the http block's own part (nginx alone serving files, or
-# the shipped server block in front of an upstream).
-NGINX_CONF = """\
-worker_processes {workers};
-daemon off;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    keepalive_requests 1000000;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-    fastcgi_temp_path {prefix}/fastcgi;
-    uwsgi_temp_path {prefix}/uwsgi;
-    scgi_temp_path {prefix}/scgi;
-{http}
-}}
-"""
 ALONE = """\
     sendfile on;
     tcp_nopush on;
@@ -314,8 +295,8 @@ def start_nginx(prefix: Path, root: Path, port: int, workers: str, upstream: int
     if upstream is None:
         prefix.mkdir()
         conf = prefix / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(workers=workers, prefix=prefix,
-                                          http=ALONE.format(port=port, root=root)))
+        conf.write_text(nginx_site.MAIN.format(njs=nginx_site.NJS_MODULE, workers=workers, prefix=prefix,
+                                               http=ALONE.format(port=port, root=root)))
         process = subprocess.Popen(["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     else:
@@ -323,6 +304,22 @@ def start_nginx(prefix: Path, root: Path, port: int, workers: str, upstream: int
                                    media_key=media_key or "0" * 64, workers=workers)
     wait_for_port(port, process, "nginx")
     return process
+
+
+def stop_all(children: list[subprocess.Popen], redis, postgres, state: Path) -> None:
+    """The end of a run: children (last started first), Redis, PostgreSQL, the state folder."""
+    for child in reversed(children):
+        child.send_signal(signal.SIGTERM)
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+    if redis is not None:
+        redis.stop()
+    if postgres is not None:
+        postgres.stop()
+    shutil.rmtree(state, ignore_errors=True)
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -793,18 +790,7 @@ def edge_main(args: argparse.Namespace) -> int:
         print("\nall targets met" if ok else "\nsome target missed (see above)")
         return 0 if ok else 1
     finally:
-        for child in reversed(children):
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        if redis is not None:
-            redis.stop()
-        if postgres is not None:
-            postgres.stop()
-        shutil.rmtree(state, ignore_errors=True)
+        stop_all(children, redis, postgres, state)
 
 
 def main() -> int:
@@ -903,18 +889,7 @@ def main() -> int:
         print("\nall targets met" if ok else "\nsome target missed (see above)")
         return 0 if ok else 1
     finally:
-        for child in reversed(children):
-            child.send_signal(signal.SIGTERM)
-            try:
-                child.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                child.kill()
-                child.wait()
-        if redis is not None:
-            redis.stop()
-        if postgres is not None:
-            postgres.stop()
-        shutil.rmtree(state, ignore_errors=True)
+        stop_all(children, redis, postgres, state)
 
 
 if __name__ == "__main__":
