@@ -656,7 +656,7 @@ async def seed_edge(config: Config, viewers: int) -> tuple[dict[str, int], list[
 def media_folder(secret: str, user_id: int, video_id: int) -> str:
     """The folder a master hands this user's (fresh) session: the server's own function."""
     from videoflix.accounts import tokens
-    from videoflix.web.media_handlers import media_folder_url
+    from videoflix.delivery.playback import media_folder_url
 
     claims = tokens.SessionClaims(user_id=user_id, kind="access", jti="bench", expires_at=0, is_admin=False,
                                   token_version=0, session_id=tokens.new_session_id())

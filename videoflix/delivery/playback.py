@@ -326,3 +326,24 @@ async def issue_stream_url(
     url = f"{config.public_url}/api/stream/{token}/{video_id}/{media.MASTER_PLAYLIST_NAME}"
     stamp = datetime.fromtimestamp(expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return StreamURL(url=url, expires_at=stamp)
+
+
+# --- media tokens (API.md §7: the master's URIs) --------------------------------------
+
+MEDIA_TOKEN_PREFIX = "/api/media/"
+
+
+def media_folder_url(config: Config, viewer: tokens.SessionClaims, video_id: int, version: int, now: int) -> str:
+    """The version's folder under a media token of this session, as the master names it:
+    /api/media/<token>/<id>/v<N>/ (after VIDEOFLIX_MEDIA_URL, a CDN's origin, if set)."""
+    token = tokens.make_media_token(
+        config.secret_key,
+        video_id=video_id,
+        version=version,
+        user_id=viewer.user_id,
+        token_version=viewer.token_version,
+        is_admin=viewer.is_admin,
+        session_id=viewer.session_id,
+        expires_at=now + config.media_token_ttl,
+    )
+    return f"{config.media_url}{MEDIA_TOKEN_PREFIX}{token}/{video_id}/{media.version_prefix(version)}"

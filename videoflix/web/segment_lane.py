@@ -55,7 +55,7 @@ from videoflix.platform import media, requestid
 from videoflix.platform.config import Config
 from videoflix.platform.log import AccessRecord, request_summary
 from videoflix.platform.services import Services
-from videoflix.web import media_handlers
+from videoflix.web import hls_files, media_handlers
 from videoflix.web.base import access_token_of, cors_headers, http1
 from videoflix.web.observe import record_answered, route_of
 
@@ -71,7 +71,7 @@ ROUTE_MEMORY = 4096
 # ROUTE_MEMORY x this many characters of request text (a real segment path is < 100).
 ROUTE_MEMORY_PATH_LIMIT = 256
 # The cookie's segment routes and the media token's (a version's folder: API.md §7).
-LANE_PREFIXES = ("/api/video/", media_handlers.MEDIA_TOKEN_PREFIX)
+LANE_PREFIXES = ("/api/video/", playback.MEDIA_TOKEN_PREFIX)
 # Whose segments the lane may answer, and how their caller is known.
 LANE_HANDLERS = (media_handlers.VideoFileHandler, media_handlers.MediaTokenFileHandler)
 SERVER_HEADER = f"TornadoServer/{tornado.version}"  # as RequestHandler.clear sets it
@@ -126,7 +126,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
             return None
         rule, found = route
         kind = rule.target_kwargs["kind"]
-        args = tuple(media_handlers.path_part(arg) for arg in found["path_args"])
+        args = tuple(hls_files.path_part(arg) for arg in found["path_args"])
         now = int(time.time())
         claims: tokens.SessionClaims | tokens.MediaClaims
         try:

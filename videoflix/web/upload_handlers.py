@@ -19,8 +19,9 @@ from typing import Any
 import tornado.web
 
 from videoflix.accounts import tokens
-from videoflix.library import lifecycle, resumable
-from videoflix.library.resumable import Appender, Protocol, ProtocolError
+from videoflix.library import lifecycle, resumable, upload_protocol
+from videoflix.library.resumable import Appender
+from videoflix.library.upload_protocol import Protocol, ProtocolError
 from videoflix.platform import media
 from videoflix.tables.resumable_uploads import Upload
 from videoflix.web import schemas
@@ -75,7 +76,7 @@ class UploadHandlerBase(IdleBodyMixin, BaseHandler):
     @public
     def options(self, *args: Any, **kwargs: Any) -> None:
         # The CORS preflight and tus discovery at once, without credentials.
-        for name, value in resumable.discovery_headers(self.config).items():
+        for name, value in upload_protocol.discovery_headers(self.config).items():
             self.set_header(name, value)
         self.set_header("Access-Control-Allow-Headers", f"{CORS_ALLOW_HEADERS}, {PROTOCOL_REQUEST_HEADERS}")
         self.set_header("Access-Control-Allow-Methods", "GET, HEAD, POST, PATCH, DELETE, OPTIONS")
@@ -84,7 +85,7 @@ class UploadHandlerBase(IdleBodyMixin, BaseHandler):
         self.finish()
 
     def refusal(self, exc: Exception) -> APIError:
-        headers = resumable.protocol_headers(self.protocol)
+        headers = upload_protocol.protocol_headers(self.protocol)
         if isinstance(exc, ProtocolError):
             return APIError(exc.status, exc.detail, headers={**headers, **exc.headers})
         if isinstance(exc, lifecycle.InvalidUpload):
@@ -96,7 +97,7 @@ class UploadHandlerBase(IdleBodyMixin, BaseHandler):
     async def begin(self) -> tokens.SessionClaims:
         """Before any body byte: the protocol (412), the caller (401)."""
         try:
-            self.protocol = resumable.detect_protocol(self.request.headers)
+            self.protocol = upload_protocol.detect_protocol(self.request.headers)
         except ProtocolError as exc:
             raise self.refusal(exc) from None
         return await self.authenticate()
@@ -173,7 +174,7 @@ class UploadHandlerBase(IdleBodyMixin, BaseHandler):
 
     def answer(self, status: int, upload: Upload, extra: dict[str, str] | None = None) -> None:
         assert self.protocol is not None
-        for name, value in {**resumable.state_headers(self.protocol, upload), **(extra or {})}.items():
+        for name, value in {**upload_protocol.state_headers(self.protocol, upload), **(extra or {})}.items():
             self.set_header(name, value)
         self.set_status(status)
         if status == 204:
@@ -191,11 +192,11 @@ def upload_item(upload: Upload) -> dict[str, Any]:
     """The JSON body of a creation (clients of the protocols read only the headers)."""
     return {
         "id": upload.id,
-        "url": resumable.upload_url(upload.id),
+        "url": upload_protocol.upload_url(upload.id),
         "offset": upload.offset,
         "length": upload.length,
         "expires_at": upload.expires_at.isoformat().replace("+00:00", "Z"),
-        "video_url": resumable.video_location(upload.video_id) if upload.video_id is not None else None,
+        "video_url": upload_protocol.video_location(upload.video_id) if upload.video_id is not None else None,
     }
 
 
@@ -217,13 +218,13 @@ class UploadCreateHandler(UploadHandlerBase):
         assert self.protocol is not None
         try:
             if self.protocol is Protocol.TUS:
-                resumable.check_content_type(self.protocol, self.request.headers)
+                upload_protocol.check_content_type(self.protocol, self.request.headers)
             self.upload = await resumable.create_upload(
                 self.config, self.services, user.user_id, user.is_admin, self.protocol, self.request.headers
             )
         except (ProtocolError, lifecycle.InvalidUpload, lifecycle.QuotaExceeded) as exc:
             raise self.refusal(exc) from None
-        if resumable.announces_body(self.request.headers):
+        if upload_protocol.announces_body(self.request.headers):
             await self.start_body(self.upload, creating=True)
 
     @operation(
@@ -256,7 +257,7 @@ class UploadCreateHandler(UploadHandlerBase):
             return
         if self.appender is not None:
             upload = await self.end_body()
-        self.answer(201, upload, {"Location": resumable.upload_url(upload.id)})
+        self.answer(201, upload, {"Location": upload_protocol.upload_url(upload.id)})
 
 
 @tornado.web.stream_request_body
@@ -336,7 +337,7 @@ class UploadHandler(UploadHandlerBase):
             await resumable.terminate(self.config, self.services, upload_id, user.user_id)
         except ProtocolError as exc:
             raise self.refusal(exc) from None
-        for name, value in resumable.protocol_headers(self.protocol).items():
+        for name, value in upload_protocol.protocol_headers(self.protocol).items():
             self.set_header(name, value)
         self.set_status(204)
         self.clear_header("Content-Type")
