@@ -23,7 +23,7 @@ from videoflix.platform import metrics
 from videoflix.platform.db import cursor
 
 import nginx_site
-from helpers import PASSWORD, link_from_mail, login, publish_ladder
+from helpers import link_from_mail, login, publish_ladder
 
 TOKEN_FOLDER = re.compile(r"^/api/media/([^/]+)/([0-9]+)/(v[0-9]+)/")
 REVOCATION_SECONDS = 10.0  # the issue's bound (README "Edge delivery")
@@ -70,6 +70,25 @@ def other_token(config, folder: str, **changes) -> str:
     return f"/api/media/{made}/{claims['video_id']}/v{claims['version']}/"
 
 
+def forged_folders(config, folder: str, video_id: int, other_id: int) -> dict[str, str]:
+    """`folder` (/api/media/<token>/<id>/v1/) under tokens that must not open it: what each is."""
+    token = TOKEN_FOLDER.match(folder).group(1)
+    return {
+        "tampered": folder.replace(token, tampered(token)),
+        "truncated": folder.replace(token, token[:-5]),
+        "admin flag forged": folder.replace(token, token.replace(".0.", ".1.", 1)),
+        "expired": other_token(config, folder, expires_at=int(time.time()) - 1),
+        "other video": folder.replace(f"/{video_id}/v1/", f"/{other_id}/v1/"),
+        "other version": folder.replace(f"/{video_id}/v1/", f"/{video_id}/v2/"),
+        "another key": other_token(config, folder, secret="another-secret-key-long-enough-for-hs256!"),
+    }
+
+
+def tampered(token: str) -> str:
+    """The token with the last character of its MAC changed."""
+    return token[:-1] + ("A" if token[-1] != "A" else "B")
+
+
 # --- the embedded server ------------------------------------------------------------------
 
 @pytest.mark.gen_test(timeout=120)
@@ -112,15 +131,8 @@ async def test_bad_tokens_are_refused_with_403_by_the_embedded_server(
     cookieless = new_client()
     good = await cookieless.get(folder + "480p/seg_00000.ts")
     assert good.status == 200
-    tampered_mac = token[:-1] + ("A" if token[-1] != "A" else "B")
     bad = {
-        "tampered": folder.replace(token, tampered_mac),
-        "truncated": folder.replace(token, token[:-5]),
-        "admin flag forged": folder.replace(token, token.replace(".0.", ".1.", 1)),
-        "expired": other_token(config, folder, expires_at=int(time.time()) - 1),
-        "other video": folder.replace(f"/{video_id}/v1/", f"/{other_id}/v1/"),
-        "other version": folder.replace(f"/{video_id}/v1/", f"/{video_id}/v2/"),
-        "another key": other_token(config, folder, secret="another-secret-key-long-enough-for-hs256!"),
+        **forged_folders(config, folder, video_id, other_id),
         "empty": folder.replace(token, "."),
         "long": folder.replace(token, token + "0" * 200),
     }
@@ -159,7 +171,7 @@ async def test_warm_tokened_segments_take_the_lane_with_the_handlers_answer(
         k: v for k, v in first.headers.get_all() if k not in drop}
     # A bad token is still the handler's to refuse, warm or not.
     token = TOKEN_FOLDER.match(folder).group(1)
-    bad = await cookieless.get(folder.replace(token, token[:-1] + ("A" if token[-1] != "A" else "B"))
+    bad = await cookieless.get(folder.replace(token, tampered(token))
                                + "480p/seg_00000.ts")
     assert bad.status == 403 and segment_lane.answered == before + 1
     expired = await cookieless.get(other_token(config, folder, expires_at=int(time.time()) - 1) + "480p/seg_00000.ts")
@@ -282,19 +294,10 @@ async def test_nginx_refuses_bad_tokens_traversal_and_its_internal_locations(
     video_id = await published(services, served, owner_id, small_ladder, "private")
     other_id = await published(services, served, owner_id, small_ladder, "private")
     folder = await tokened_folder(owner, video_id)
-    token = TOKEN_FOLDER.match(folder).group(1)
     cookieless = new_client()
     cookieless.base_url = base
     before = app_requests(services)
-    forged = {
-        "tampered": folder.replace(token, token[:-1] + ("A" if token[-1] != "A" else "B")),
-        "truncated": folder.replace(token, token[:-5]),
-        "admin flag forged": folder.replace(token, token.replace(".0.", ".1.", 1)),
-        "expired": other_token(served, folder, expires_at=int(time.time()) - 1),
-        "other video": folder.replace(f"/{video_id}/v1/", f"/{other_id}/v1/"),
-        "other version": folder.replace(f"/{video_id}/v1/", f"/{video_id}/v2/"),
-        "another key": other_token(served, folder, secret="another-secret-key-long-enough-for-hs256!"),
-    }
+    forged = forged_folders(served, folder, video_id, other_id)
     for what, bad in forged.items():
         response = await cookieless.get(bad + "480p/seg_00000.ts")
         assert response.status == 403, (what, response.status)
