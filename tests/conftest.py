@@ -9,8 +9,11 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 
+import botocore.session
 import pytest
 import tornado.httpserver
 from aiosmtpd.controller import Controller
@@ -19,6 +22,9 @@ from videoflix.app import http_delegate, make_app
 from videoflix.platform.config import Config
 from videoflix.platform.db import create_pool, cursor
 from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
+from videoflix.platform.embedded_s3 import EmbeddedS3
+from videoflix.platform.s3store import S3Settings
+from videoflix.platform.storage import StorageLocation
 from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import create_services
 
@@ -92,8 +98,63 @@ def mailbox(smtp_server):
 
 
 @pytest.fixture
-def config(database_url, redis_server, smtp_server, tmp_path, http_port):
+def http_port(_unused_port):
+    """pytest-tornado's port, its socket closed after the test even when no server took it."""
+    yield _unused_port[1]
+    _unused_port[0].close()
+
+
+@pytest.fixture(scope="session")
+def s3_server(state_dir):
+    """One SeaweedFS per test process (its S3 gateway), started on first use; each test
+    that uses it gets a bucket prefix of its own (the `config` fixture)."""
+    server = EmbeddedS3(state_dir / "seaweedfs")
+    server.start()
+    settings = S3Settings(StorageLocation("s3", S3_TEST_BUCKET), server.endpoint, "", server.access_key, server.secret_key)
+    client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
+    deadline = time.monotonic() + 30
+    while True:  # the gateway answers before its filer takes writes
+        try:
+            client.create_bucket(Bucket=S3_TEST_BUCKET)
+            break
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    client.close()
+    yield server
+    server.stop()
+
+
+S3_TEST_BUCKET = "videoflix-tests"
+
+
+@pytest.fixture
+def storage_backend() -> str:
+    """Where the test's media objects live: "local" (MEDIA_DIR) unless a module
+    overrides this fixture with params=STORAGE_BACKENDS to run against both."""
+    return "local"
+
+
+STORAGE_BACKENDS = ["local", "s3"]
+
+
+def _storage_settings(request, storage_backend: str) -> dict:
+    if storage_backend == "local":
+        return {}
+    server = request.getfixturevalue("s3_server")
+    return {
+        "storage": f"s3://{S3_TEST_BUCKET}/{uuid.uuid4().hex}/",
+        "s3_endpoint": server.endpoint,
+        "s3_access_key": server.access_key,
+        "s3_secret_key": server.secret_key,
+    }
+
+
+@pytest.fixture
+def config(request, database_url, redis_server, smtp_server, tmp_path, http_port, storage_backend):
     return Config(
+        **_storage_settings(request, storage_backend),
         database_url=database_url,
         redis_url=redis_server.url,
         secret_key="test-secret-key-that-is-long-enough-for-hs256",

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from videoflix.platform.storage import StorageLocation
+
 
 class ConfigError(Exception):
     """A configuration value is missing or malformed; the message names it."""
@@ -151,6 +153,12 @@ def _parse_originals(value: str) -> str:
     if value not in ORIGINALS_POLICIES:
         raise ValueError("expected one of " + ", ".join(ORIGINALS_POLICIES))
     return value
+
+
+def _parse_storage(value: str) -> str:
+    """VIDEOFLIX_STORAGE: checked here, read by platform/storage.StorageLocation."""
+    StorageLocation.parse(value)
+    return value.strip()
 
 
 def _parse_log_format(value: str) -> str:
@@ -365,6 +373,26 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
         _parse_url,
         "where players fetch tokened media (/api/media/...): a CDN's origin URL, e.g. https://cdn.example.com; unset = the master's own host",
     ),
+    (
+        "storage",
+        "VIDEOFLIX_STORAGE",
+        _parse_storage,
+        "where media objects live: unset = MEDIA_DIR; s3://<bucket>/<prefix> = an S3-compatible bucket (MEDIA_DIR is then this host's scratch); embedded-s3 = a SeaweedFS under ./var (videoflix dev only)",
+    ),
+    (
+        "s3_endpoint",
+        "VIDEOFLIX_S3_ENDPOINT",
+        _parse_url,
+        "the S3 endpoint URL (MinIO, Ceph RGW, Garage, SeaweedFS); unset = AWS",
+    ),
+    (
+        "s3_access_key",
+        "AWS_ACCESS_KEY_ID",
+        _parse_str,
+        "S3 access key; unset = botocore's chain (credentials file, instance role)",
+    ),
+    ("s3_secret_key", "AWS_SECRET_ACCESS_KEY", _parse_str, "S3 secret key (with AWS_ACCESS_KEY_ID)"),
+    ("s3_region", "AWS_REGION", _parse_str, "S3 region (us-east-1 when unset)"),
     ("log_level", "VIDEOFLIX_LOG_LEVEL", _parse_str, "logging level"),
     ("log_format", "VIDEOFLIX_LOG_FORMAT", _parse_log_format, "`text`, or `json` for one JSON object per line"),
     (
@@ -461,6 +489,12 @@ class Config:
     media_token_ttl: int = 4 * 3600
     media_key: str = ""
     media_url: str = ""
+    # Object storage (issue 21, platform/storage.py and platform/s3store.py).
+    storage: str = ""
+    s3_endpoint: str = ""
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_region: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_token: str = ""
@@ -478,6 +512,10 @@ class Config:
             object.__setattr__(self, "frontend_url", self.public_url)
         if not self.media_dir:
             object.__setattr__(self, "media_dir", str(Path(self.var_dir) / "media"))
+
+    @property
+    def storage_location(self) -> StorageLocation:
+        return StorageLocation.parse(self.storage)
 
     @property
     def outbox_dir(self) -> str:

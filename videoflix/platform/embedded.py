@@ -106,7 +106,7 @@ def _reachable(directory: Path, account: pwd.struct_passwd | None) -> Iterator[t
         os.close(fd)
 
 
-def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log_path: Path) -> None:
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log_path: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -120,7 +120,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log_path
     raise EmbeddedError(f"{what} did not accept connections on port {port} within {START_TIMEOUT_SECONDS}s")
 
 
-def _stop_process(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int) -> None:
     if proc is None or proc.poll() is not None:
         return
     proc.send_signal(sig)
@@ -233,7 +233,7 @@ class EmbeddedPostgres:
                 **reach,
                 **self._run_kwargs(),
             )
-        _wait_for_port(self.port, self.proc, "postgres", log_path)
+        wait_for_port(self.port, self.proc, "postgres", log_path)
         self._create_database()
         log.info("embedded PostgreSQL on 127.0.0.1:%s (%s)", self.port, self.data_dir)
         return self.dsn
@@ -261,7 +261,7 @@ class EmbeddedPostgres:
 
     def stop(self) -> None:
         # SIGINT is PostgreSQL's "fast shutdown": roll back sessions, checkpoint, exit.
-        _stop_process(self.proc, signal.SIGINT)
+        stop_process(self.proc, signal.SIGINT)
         self.proc = None
 
 
@@ -314,11 +314,11 @@ class EmbeddedRedis:
                 start_new_session=True,
                 preexec_fn=die_with_parent(signal.SIGTERM),
             )
-        _wait_for_port(self.port, self.proc, "redis-server", log_path)
+        wait_for_port(self.port, self.proc, "redis-server", log_path)
         log.info("embedded Redis on 127.0.0.1:%s (%s)", self.port, self.data_dir)
         return self.url
 
     def stop(self) -> None:
         # SIGTERM: redis-server flushes the append-only file and exits.
-        _stop_process(self.proc, signal.SIGTERM)
+        stop_process(self.proc, signal.SIGTERM)
         self.proc = None

@@ -19,6 +19,8 @@ from redis.backoff import NoBackoff
 from videoflix.platform import db
 from videoflix.platform.config import Config
 from videoflix.platform.mail import Mailer
+from videoflix.platform.s3store import open_storage
+from videoflix.platform.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ class Services:
     cpu_executor: concurrent.futures.ThreadPoolExecutor
     file_executor: concurrent.futures.ThreadPoolExecutor
     mail_executor: concurrent.futures.ThreadPoolExecutor
+    # Where media objects live (platform/storage.py): MEDIA_DIR, or a bucket.
+    storage: Storage
     _states: dict[type, Any] = field(default_factory=dict, init=False, repr=False)
 
     def state(self, kind: type[T]) -> T:
@@ -84,6 +88,7 @@ class Services:
         self.pool.close()
         await self.pool.wait_closed()
         await self.redis.aclose()
+        await self.storage.close()
         for executor in (self.cpu_executor, self.file_executor, self.mail_executor):
             executor.shutdown(wait=True)
 
@@ -116,6 +121,7 @@ async def create_services(config: Config) -> Services:
         cpu_executor=cpu,
         file_executor=files,
         mail_executor=mail,
+        storage=open_storage(config, files),
     )
 
 
