@@ -123,7 +123,7 @@ def s3_server(state_dir):
             time.sleep(0.2)
     client.close()
     yield server
-    server.stop()
+    server.stop(graceful=False)
 
 
 S3_TEST_BUCKET = "videoflix-tests"

@@ -198,7 +198,7 @@ def test_blocking_client_round_trip(s3_server, tmp_path):
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_unreachable_store_is_a_storage_error(config, tmp_path):
+async def test_unreachable_store_is_a_storage_error(tmp_path):
     """Nothing listens: every call fails with StorageError (a reason), never hangs."""
     from videoflix.platform.embedded import free_port
     from videoflix.platform.s3store import S3Settings

@@ -161,6 +161,11 @@ class EmbeddedS3:
         if self.proc is not None:
             os.killpg(self.proc.pid, signal.SIGCONT)
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = True) -> None:
+        """SIGTERM (SeaweedFS takes ~10 s to flush and leave), or SIGKILL to its process
+        group when the data goes with it (the tests' temporary folder)."""
+        if self.proc is not None and not graceful and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
         stop_process(self.proc, signal.SIGTERM)
         self.proc = None

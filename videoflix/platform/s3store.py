@@ -6,7 +6,7 @@ Ceph RGW, MinIO, Garage and SeaweedFS all serve. The async client is aiobotocore
 own request signing, retries and error model on aiohttp); the pool child, which has no event
 loop, uses botocore itself (the same library, synchronous) with a few threads for parts.
 
-Retries: botocore's "standard" mode (5 attempts, backoff, throttling and 5xx and connection
+Retries: botocore's "standard" mode (MAX_ATTEMPTS attempts, backoff, throttling and 5xx and connection
 errors retried); a multipart upload that still fails is aborted, so no part stays billed.
 """
 
@@ -49,8 +49,11 @@ MAX_PARTS = 10_000
 PART_CONCURRENCY = 4
 # Below this a file goes up in one PutObject.
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
-CONNECT_TIMEOUT_SECONDS = 5
-READ_TIMEOUT_SECONDS = 30
+# A stopped or unreachable store must cost a request seconds, not minutes: three attempts
+# (botocore's standard mode backs off between them), each bounded.
+CONNECT_TIMEOUT_SECONDS = 3
+READ_TIMEOUT_SECONDS = 15
+MAX_ATTEMPTS = 3
 MAX_POOL_CONNECTIONS = 32
 _DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 
@@ -71,7 +74,7 @@ class S3Settings:
             "config": botocore.config.Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path"},
-                retries={"mode": "standard", "max_attempts": 5},
+                retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 read_timeout=READ_TIMEOUT_SECONDS,
                 max_pool_connections=MAX_POOL_CONNECTIONS,
