@@ -286,10 +286,12 @@ async def _store(
         # queued row is enqueued again at start-up (the runner's reconcile), as a crash
         # here would leave it; the upload answers with this video from now on.
         await loop.run_in_executor(services.file_executor, _unlink_quietly, upload.temp_path)
+        await _source_to_store(services, target)
         await queue.enqueue(services.redis, video_id, owner_id)
     try:
         if hooks is None:
             await loop.run_in_executor(services.file_executor, _move_into_place, upload.temp_path, target)
+            await _source_to_store(services, target)
             await queue.enqueue(services.redis, video_id, owner_id)
     except BaseException:
         async with cursor(services.pool) as cur:
@@ -299,6 +301,14 @@ async def _store(
     log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, upload.size)
     assert video is not None  # (read in the transaction that inserted it)
     return video
+
+
+async def _source_to_store(services: Services, source: Path) -> None:
+    """With object storage, the source goes to the bucket (sources/<id>), where a worker on
+    any host fetches it (transcode/mirror.py); the local backend keeps it where it is.
+    (A stopgap of the transcode branch: the ingest work of issue 21 replaces it.)"""
+    if not services.storage.is_local:
+        await services.storage.put_file(source, source, move=True)
 
 
 def _move_into_place(temp_path: Path, target: Path) -> None:

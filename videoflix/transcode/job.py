@@ -41,7 +41,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from videoflix.platform.media import LADDER_NAME, MEDIA_PLAYLIST_NAME, POSTER_NAME, SEGMENT_PATTERN, THUMBNAIL_NAME
-from videoflix.transcode import copyfit, footprint, iframes, ladderfile, originals, progress, sprites, subtracks
+from videoflix.platform.s3store import BlockingS3, S3Settings
+from videoflix.transcode import copyfit, footprint, iframes, ladderfile, mirror, originals, progress, sprites, subtracks
 from videoflix.transcode.command import (
     MIN_TIME_LIMIT_SECONDS,
     TranscodeSettings,
@@ -120,6 +121,10 @@ class ChildJob:
     source_rung: str = ""
     max_file_bytes: int = 0  # RLIMIT_FSIZE of the run's ffmpeg (0: unchanged)
     version: int = 0  # the version written (reported as playable once it is)
+    # Object storage (mirror.py): the bucket, and the MEDIA_DIR its keys are relative to
+    # (`source`, `source_rung` and `work_dir` are then this host's scratch names of them).
+    store: S3Settings | None = None
+    media_dir: str = ""
 
 
 def run_child_job(job: ChildJob) -> JobResult:
@@ -154,11 +159,58 @@ def run_child_job(job: ChildJob) -> JobResult:
             log.warning("video %s: playable not recorded: %s", job.video_id, exc)
 
     try:
+        if job.store is not None:
+            return _run_with_store(job, job.store, on_progress, on_playable)
         if job.source_rung and not os.path.exists(job.source):
             return transcode_rung(job.source_rung, job.work_dir, job.settings, on_progress, on_playable)
         return transcode(job.source, job.work_dir, job.settings, on_progress, on_playable)
     finally:
         client.close()
+
+
+def _run_with_store(
+    job: ChildJob, settings: S3Settings, on_progress: ProgressCallback, on_playable: PlayableCallback
+) -> JobResult:
+    """The job with object storage (mirror.py): the input fetched from the bucket into the
+    run's scratch folder, the folder copied into the bucket as it grows and when it is
+    done, ladder.json excepted (the runner writes it last). `on_playable` once the bucket
+    lets a player start."""
+    out = Path(job.work_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    store = BlockingS3(settings, job.media_dir)
+
+    def check() -> None:
+        if job.fence and fence_passed(job.fence):
+            raise LeaseLost(f"video {job.video_id}: the lease ended; uploads stopped")
+
+    copier = mirror.Mirror(store, out, check, on_playable)
+    try:
+        source = mirror.fetch_source(store, Path(job.source), out, check)
+        note = "the original"
+        if source is None:
+            if not job.source_rung:
+                raise TranscodeError("The original is missing and no version is live to transcode from.")
+            try:
+                rung = mirror.fetch_rung(store, Path(job.source_rung), out, check)
+                source, note = originals.join_rung(rung, out)
+            except (OSError, ValueError, PlaylistError) as error:
+                log.warning("video %s: no original and no usable rung in the store: %s", job.video_id, error)
+                raise TranscodeError("The original was removed and no rendition is left to transcode from.") from error
+            finally:
+                mirror.remove_fetched(out)
+        copier.start()
+        try:
+            result = transcode(source, out, job.settings, on_progress, copier.playable_locally, input_note=note)
+        except BaseException:
+            copier.abandon()
+            raise
+        finally:
+            source.unlink(missing_ok=True)
+        copier.finish()
+        return result
+    finally:
+        mirror.remove_fetched(out)
+        store.close()
 
 
 def transcode_rung(

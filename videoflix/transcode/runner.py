@@ -48,7 +48,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import redis
 import redis.asyncio
@@ -58,9 +58,11 @@ from redis.backoff import NoBackoff
 from videoflix.platform import media, rediskeys, requestid
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor, transaction
+from videoflix.platform.s3store import S3Storage
 from videoflix.platform.services import Services
+from videoflix.platform.storage import StorageError
 from videoflix.tables import videos
-from videoflix.transcode import originals, progress, queue
+from videoflix.transcode import mirror, originals, progress, queue
 from videoflix.transcode.command import TranscodeSettings
 from videoflix.transcode.errors import TranscodeError, public_reason
 from videoflix.transcode.fence import write_fence
@@ -69,6 +71,7 @@ from videoflix.transcode.limits import caps_from_config
 from videoflix.transcode.pool import TranscodePool
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How long claim() blocks on an empty stream before looking again (and noticing shutdown).
 CLAIM_BLOCK_MS = 2000
@@ -83,6 +86,9 @@ RENEW_RETRY_FIRST_SECONDS = 0.1
 # and only once unchanged this long (an upload's row exists a moment before its entry).
 RECONCILE_MIN_SECONDS = 1.0
 RECONCILE_ROW_AGE_SECONDS = 5.0
+# With object storage, removing an abandoned run's objects waits at most this long (else
+# the sweeper removes them later).
+FORGET_TIMEOUT_SECONDS = 30.0
 
 # How a job ended (JobOutcome.kind); the metrics count jobs by it, so the set is closed.
 OutcomeKind = Literal["ready", "failed", "cancelled", "discarded", "abandoned"]
@@ -138,6 +144,11 @@ class _Running:
     work: Path  # the version folder it writes
     fence: Path
     lost: bool = False
+    keeper: asyncio.Task[None] | None = None  # the task renewing its lease
+
+    def stop_keeping(self) -> None:
+        if self.keeper is not None:
+            self.keeper.cancel()
 
 
 def settings_from_config(config: Config) -> TranscodeSettings:
@@ -414,6 +425,45 @@ class TranscodeRunner:
             # Shutdown (CancelledError) or a bug: leave the entry pending.
             raise exc
 
+    @property
+    def _bucket(self) -> S3Storage | None:
+        """The bucket when media live in object storage (None: MEDIA_DIR is the library)."""
+        storage = self.services.storage
+        return storage if isinstance(storage, S3Storage) else None
+
+    async def _in_store(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+        """`operation()` against the bucket, retried while the store is unreachable and the
+        job still ours (the keeper renews its lease meanwhile); TranscodeError after
+        mirror.STORE_WAIT_SECONDS of failures."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        backoff = mirror.RETRY_FIRST_SECONDS
+        while True:
+            try:
+                return await operation()
+            except StorageError as exc:
+                waited = loop.time() - started
+                if waited + backoff > mirror.STORE_WAIT_SECONDS:
+                    raise TranscodeError(mirror.STORE_UNREACHABLE % round(waited + backoff)) from exc
+                log.warning("%s: the store is unreachable (%s); retrying in %.1f s", what, exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, mirror.RETRY_MAX_SECONDS)
+
+    async def _forget_objects(self, folder: Path) -> None:
+        """With object storage: remove what a run that will never be published (or a
+        deleted video) left in the bucket under `folder`; the sweeper does it later when
+        the store cannot be reached now."""
+        bucket = self._bucket
+        if bucket is None:
+            return
+        try:
+            removed = await asyncio.wait_for(bucket.delete_tree(folder), FORGET_TIMEOUT_SECONDS)
+        except (StorageError, TimeoutError) as exc:
+            log.warning("%s: not removed from the store now (%s); the sweeper will", bucket.key(folder), exc)
+            return
+        if removed:
+            log.info("%s: removed %d objects from the store", bucket.key(folder), removed)
+
     async def run_job(self, job: queue.Job) -> None:
         video_id = job.video_id
         redis_client = self.redis
@@ -445,6 +495,7 @@ class TranscodeRunner:
             return
         deadline = sent + self.lease_seconds * FENCE_FRACTION
         await loop.run_in_executor(executor, _prepare_work_dir, work, fence, deadline)
+        bucket = self._bucket
         child_job = ChildJob(
             video_id,
             str(media.source_path(self.config.media_dir, video_id)),
@@ -455,39 +506,65 @@ class TranscodeRunner:
             max_file_bytes=self.config.transcode_max_file_bytes,
             version=version,
             source_rung=_live_top_rung(self.config, row),
+            store=bucket.settings if bucket is not None else None,
+            media_dir=self.config.media_dir,
         )
         log.info(
-            "video %s job %s: transcoding into version %d (delivery %d)",
+            "video %s job %s: transcoding into version %d (delivery %d)%s",
             video_id,
             job.entry_id,
             version,
             job.deliveries,
+            "" if bucket is None else f", uploading to {bucket.key(work)}/",
         )
         running = _Running(job, work, fence)
         self._running[job.entry_id] = running
-        lease = asyncio.create_task(self._keep_lease(running, deadline))
+        # The lease is kept until the row says ready: with object storage, publishing
+        # (before_publish, ladder.json) waits for the store, maybe longer than a lease.
+        running.keeper = asyncio.create_task(self._keep_lease(running, deadline))
+        try:
+            await self._run_and_publish(running, row, version, child_job)
+        finally:
+            running.stop_keeping()
+            self._running.pop(job.entry_id, None)
+
+    async def _run_and_publish(self, running: _Running, row: videos.Video, version: int, child_job: ChildJob) -> None:
+        job, work, fence = running.job, running.work, running.fence
+        video_id = job.video_id
+        redis_client = self.redis
+        loop = asyncio.get_running_loop()
+        executor = self.services.file_executor
+        bucket = self._bucket
         pool = self.pool
         started = time.monotonic()
         self.busy += 1
         try:
-            result: JobResult = await loop.run_in_executor(pool, run_child_job, child_job)
-            lease.cancel()
+            try:
+                result: JobResult = await loop.run_in_executor(pool, run_child_job, child_job)
+            finally:
+                self.busy -= 1
             if not await self._still_ours(running):
                 raise LeaseLost("the lease ended while the job ran")
+            wall_seconds = time.monotonic() - started
+            if self.before_publish is not None:  # e.g. the extracted subtitle tracks, before the switch
+                await self.before_publish(video_id, work, result)
+            if bucket is not None:
+                # ladder.json last: every other object of the version is in the bucket.
+                if running.lost:
+                    raise LeaseLost("the lease ended before ladder.json was written")
+                ladder = media.ladder_path(self.config.media_dir, video_id, version)
+                await self._in_store(
+                    f"video {video_id} job {job.entry_id}: ladder.json",
+                    lambda: bucket.put_file(ladder, work / media.LADDER_NAME),
+                )
         except BaseException as exc:
-            lease.cancel()
+            running.stop_keeping()
             # A later delivery writes a new version: this one will never be published.
             await loop.run_in_executor(executor, _remove_work, work, fence)
+            if not isinstance(exc, asyncio.CancelledError):
+                await self._forget_objects(work)
             await self._handle_failure(job, version, pool, exc)
             return
-        finally:
-            self.busy -= 1
-            lease.cancel()
-            self._running.pop(job.entry_id, None)
-        wall_seconds = time.monotonic() - started
-        # Just renewed: the job is ours for a whole lease, far longer than this takes.
-        if self.before_publish is not None:  # e.g. the extracted subtitle tracks, before the switch
-            await self.before_publish(video_id, work, result)
         # Publish: one UPDATE makes the version live (only if it is still the row's building one).
         async with cursor(self.services.pool) as cur:
             ready = await videos.mark_ready(
@@ -501,6 +578,7 @@ class TranscodeRunner:
                 has_audio=result.has_audio,
                 resolutions=result.resolutions,
             )
+        running.stop_keeping()
         if not ready:
             # Deleted (or re-queued) while we worked: our outputs must not linger.
             log.info("video %s job %s: row changed during the job; discarding outputs", video_id, job.entry_id)
@@ -508,14 +586,23 @@ class TranscodeRunner:
                 still_there = await videos.get_video(cur, video_id)
             target = work if still_there is not None else media.video_dir(self.config.media_dir, video_id)
             await loop.run_in_executor(executor, _remove_work, target, fence)
+            await self._forget_objects(target)
             await queue.ack(redis_client, job)
             await self._tell(JobOutcome("discarded", video_id, version, wall_seconds=wall_seconds, result=result))
             return
-        await loop.run_in_executor(executor, _remove_work, None, fence)
+        # With object storage the scratch copy goes too: the bucket has the version.
+        await loop.run_in_executor(executor, _remove_work, None if bucket is None else work, fence)
+        if bucket is not None:
+            try:
+                await bucket.delete(media.building_ladder_path(self.config.media_dir, video_id, version))
+            except StorageError as exc:
+                log.warning("video %s: provisional ladder not removed from the store: %s", video_id, exc)
         dropped = 0
         if originals.drop_original(self.config.originals, result.copy, result.has_audio):
             source = media.source_path(self.config.media_dir, video_id)
             dropped = await loop.run_in_executor(executor, _remove_original, source)
+            if bucket is not None:
+                dropped = await self._drop_stored_original(source)
             log.info("video %s: original removed (VIDEOFLIX_ORIGINALS=%s)", video_id, self.config.originals)
         await queue.ack(redis_client, job)
         await progress.clear_progress(redis_client, video_id)
@@ -531,3 +618,18 @@ class TranscodeRunner:
                 original_dropped_bytes=dropped,
             )
         )
+
+    async def _drop_stored_original(self, source: Path) -> int:
+        """The original's object removed from the bucket; its size (0: it was gone, or the
+        store is unreachable and it stays, logged)."""
+        bucket = self._bucket
+        assert bucket is not None
+        try:
+            info = await bucket.head(source)
+            if info is None:
+                return 0
+            await bucket.delete(source)
+        except StorageError as exc:
+            log.warning("%s: the original was not removed from the store: %s", bucket.key(source), exc)
+            return 0
+        return info.size
