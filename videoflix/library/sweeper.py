@@ -23,12 +23,24 @@
   cannot have a folder in the listing. (The wave-1 layout is not a version:
   library/version_zero.py moves and removes it at start-up.)
 
+With object storage (VIDEOFLIX_STORAGE=s3://..., issue 21) MEDIA_DIR is this host's scratch
+and the bucket holds the versions:
+- scratch media/<id>/v<N>/ (a run's working copy, removed by the runner when it ends) is
+  removed once neither this process runs it nor its fence was renewed within the lease
+  and nothing in it changed for the lease (a run that died, or a crash after publishing);
+- in the bucket, <id>/v<N>/ that is neither the row's live nor its building version goes
+  by the rules above, "unchanged" read from the objects' LastModified (a prefix without
+  ladder.json is a run in progress or a dead run's leftovers: never published). The rows
+  are read first: version numbers only grow, so a version allocated after the read is
+  above every candidate. Prefixes found empty are remembered, not listed again.
+
 Each removal is logged with what it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import shutil
@@ -41,7 +53,9 @@ from videoflix.library import resumable, uploads
 from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor
+from videoflix.platform.s3store import S3Storage
 from videoflix.platform.services import Services
+from videoflix.platform.storage import StorageError
 from videoflix.tables import videos
 from videoflix.tables.videos import VersionState
 
@@ -156,6 +170,35 @@ def sweep_versions(
     return removed
 
 
+def sweep_scratch_versions(
+    media_dir: str, found: dict[int, list[int]], lease_seconds: float, keep: Callable[[str], bool]
+) -> list[str]:
+    """With object storage: remove scratch version folders no run uses any more (blocking).
+    `keep` claims this process's runs ("<id>-v<N>", as active_work names them)."""
+    removed = []
+    now = time.time()
+    for video_id, versions in found.items():
+        for version in versions:
+            if keep(f"{video_id}-{media.version_name(version)}"):
+                continue
+            fence = media.lease_fence(media_dir, video_id, version)
+            if 0 <= _age(fence, now) < lease_seconds:
+                continue  # another process on this host runs it (its keeper renews the fence)
+            folder = media.version_dir(media_dir, video_id, version)
+            if _tree_age(folder, now) < lease_seconds:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            with contextlib.suppress(OSError):  # media/<id>/ goes when nothing else is in it
+                folder.parent.rmdir()
+            removed.append(str(folder))
+    return removed
+
+
+def stored_candidates(state: VersionState, version_seq: int) -> list[int]:
+    """The versions of a row that may be in the bucket and are neither live nor building (pure)."""
+    return [v for v in range(1, version_seq + 1) if v not in (state.live_version, state.building_version)]
+
+
 class Sweeper:
     """Runs `sweep` once now and then every `interval` seconds until stopped."""
 
@@ -165,6 +208,8 @@ class Sweeper:
         self.active_work = active_work
         self.interval = max(MIN_INTERVAL_SECONDS, min(config.upload_idle_seconds, config.transcode_lease_seconds) / 2)
         self._task: asyncio.Task[Any] | None = None
+        # Version prefixes of the bucket found empty (or emptied): {video id: versions}.
+        self._gone: dict[int, set[int]] = {}
 
     async def start(self) -> None:
         await self.sweep()
@@ -213,6 +258,9 @@ class Sweeper:
         return removed + swept + gone + await self.sweep_versions()
 
     async def sweep_versions(self) -> list[str]:
+        storage = self.services.storage
+        if isinstance(storage, S3Storage):
+            return await self.sweep_scratch() + await self.sweep_stored_versions(storage)
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
         config = self.config
@@ -233,4 +281,60 @@ class Sweeper:
         )
         for path in removed:
             log.warning("sweep: removed %s, a version neither live nor being built", path)
+        return removed
+
+    async def sweep_scratch(self) -> list[str]:
+        loop = asyncio.get_running_loop()
+        executor = self.services.file_executor
+        config = self.config
+        found = await loop.run_in_executor(executor, list_versions, config.media_dir)
+        active = self.active_work()
+        removed = await loop.run_in_executor(
+            executor,
+            sweep_scratch_versions,
+            config.media_dir,
+            found,
+            float(config.transcode_lease_seconds),
+            active.__contains__,
+        )
+        for path in removed:
+            log.warning("sweep: removed %s, the scratch copy of a run that is no longer alive", path)
+        return removed
+
+    async def sweep_stored_versions(self, bucket: S3Storage) -> list[str]:
+        """The bucket's version prefixes the rows no longer need (see the module's rules)."""
+        config = self.config
+        async with cursor(self.services.pool) as cur:
+            rows = await videos.versioned_videos(cur)
+        for video_id in set(self._gone) - set(rows):
+            del self._gone[video_id]
+        removed: list[str] = []
+        now = time.time()
+        for video_id, (state, version_seq) in rows.items():
+            gone = self._gone.setdefault(video_id, set())
+            live, since = state.live_version, state.live_since
+            for version in stored_candidates(state, version_seq):
+                if version in gone:
+                    continue
+                older = live is not None and version < live
+                if older and (since is None or now - since.timestamp() < config.version_grace_seconds):
+                    continue
+                folder = media.version_dir(config.media_dir, video_id, version)
+                try:
+                    objects = await bucket.list_tree(folder)
+                    if objects and not older and now - max(o.mtime for o in objects) < config.transcode_lease_seconds:
+                        continue  # a run may still be writing it (it will not be published)
+                    if objects:
+                        await bucket.delete_keys([bucket.location.prefix + o.key for o in objects])
+                except StorageError as exc:
+                    log.warning("sweep: the store is unreachable (%s); trying again next round", exc)
+                    return removed
+                gone.add(version)
+                if objects:
+                    removed.append(bucket.key(folder) + "/")
+                    log.warning(
+                        "sweep: removed %s from the store (%d objects), a version neither live nor being built",
+                        bucket.key(folder) + "/",
+                        len(objects),
+                    )
         return removed

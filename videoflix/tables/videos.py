@@ -323,6 +323,18 @@ async def version_states(cur: Any, video_ids: list[int]) -> dict[int, VersionSta
     }
 
 
+async def versioned_videos(cur: Any) -> dict[int, tuple[VersionState, int]]:
+    """{id: (its VersionState, its version_seq)} of every row that ever allocated a
+    version (the sweeper's look at the bucket: versions 1..version_seq may exist)."""
+    await cur.execute(
+        "SELECT id, live_version, building_version, live_since, version_seq FROM videos WHERE version_seq > 0"
+    )
+    return {
+        row["id"]: (VersionState(row["live_version"], row["building_version"], row["live_since"]), row["version_seq"])
+        for row in await cur.fetchall()
+    }
+
+
 # --- the wave-1 layout (library/version_zero.py) ------------------------------
 # Rows made ready before versions existed have live_version 0 (sql/004).
 
