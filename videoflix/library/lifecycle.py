@@ -281,17 +281,25 @@ async def _store(
             except BaseException:
                 await loop.run_in_executor(services.file_executor, _remove_files, config.media_dir, video_id)
                 raise
+        if not services.storage.is_local:
+            # In the bucket before the commit: no reconciliation sees the queued row without it.
+            try:
+                if hooks is None:
+                    await loop.run_in_executor(services.file_executor, _move_into_place, upload.temp_path, target)
+                await _source_to_store(services, target)
+            except BaseException:
+                await loop.run_in_executor(services.file_executor, _remove_files, config.media_dir, video_id)
+                raise
     if hooks is not None:
         # Committed: the video exists with its source. Should the enqueue fail, the
         # queued row is enqueued again at start-up (the runner's reconcile), as a crash
         # here would leave it; the upload answers with this video from now on.
         await loop.run_in_executor(services.file_executor, _unlink_quietly, upload.temp_path)
-        await _source_to_store(services, target)
         await queue.enqueue(services.redis, video_id, owner_id)
     try:
         if hooks is None:
-            await loop.run_in_executor(services.file_executor, _move_into_place, upload.temp_path, target)
-            await _source_to_store(services, target)
+            if services.storage.is_local:
+                await loop.run_in_executor(services.file_executor, _move_into_place, upload.temp_path, target)
             await queue.enqueue(services.redis, video_id, owner_id)
     except BaseException:
         async with cursor(services.pool) as cur:
@@ -307,8 +315,7 @@ async def _source_to_store(services: Services, source: Path) -> None:
     """With object storage, the source goes to the bucket (sources/<id>), where a worker on
     any host fetches it (transcode/mirror.py); the local backend keeps it where it is.
     (A stopgap of the transcode branch: the ingest work of issue 21 replaces it.)"""
-    if not services.storage.is_local:
-        await services.storage.put_file(source, source, move=True)
+    await services.storage.put_file(source, source, move=True)
 
 
 def _move_into_place(temp_path: Path, target: Path) -> None:
