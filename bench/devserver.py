@@ -36,15 +36,17 @@ def _healthy(port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_dev(admin_email: str, admin_password: str, prefix: str) -> Iterator[tuple[int, subprocess.Popen]]:
-    """(port, server process) of a fresh `videoflix dev`, up and healthy."""
+def running_dev(admin_email: str, admin_password: str, prefix: str,
+                extra_env: dict[str, str] | None = None) -> Iterator[tuple[int, subprocess.Popen]]:
+    """(port, server process) of a fresh `videoflix dev`, up and healthy; `extra_env`
+    (e.g. VIDEOFLIX_STORAGE) on top of this environment."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix=prefix) as var:
         os.chmod(var, 0o755)  # the embedded PostgreSQL may run as another user
         env = {**os.environ, "VIDEOFLIX_VAR_DIR": var, "VIDEOFLIX_PORT": str(port),
                "VIDEOFLIX_ADMIN_EMAIL": admin_email, "VIDEOFLIX_ADMIN_PASSWORD": admin_password,
                "VIDEOFLIX_LOG_LEVEL": "WARNING", "VIDEOFLIX_BCRYPT_ROUNDS": "4",
-               "SECRET_KEY": secrets.token_urlsafe(48)}
+               "SECRET_KEY": secrets.token_urlsafe(48), **(extra_env or {})}
         server = subprocess.Popen([sys.executable, "-m", "videoflix", "dev"], cwd=var, env=env,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
         try:

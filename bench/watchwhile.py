@@ -16,6 +16,15 @@ Printed: (a) seconds from the end of the upload request to the first 200 on that
 versioned segment URL, (b) seconds to the first video frame Chromium presented
 (requestVideoFrameCallback), and the targets (<= 10 s, <= 15 s). Exit status 0 when
 both are met.
+
+`--storage s3` runs the same upload against object storage (issue 21 item 3): a SeaweedFS
+(platform/embedded_s3.py, under a temporary folder) with its bucket, `videoflix dev` on
+VIDEOFLIX_STORAGE=s3://... (MEDIA_DIR is then only the transcoding host's scratch), and the
+clock stopped when the bucket itself holds what a player needs to start: the provisional
+ladder (ladder.building.json), every rendition's EVENT playlist and its first segment,
+polled with ListObjectsV2 every 50 ms. Printed: (a) that time, (a') the first 200 on the
+first segment through the server (from the bucket once the server serves from it), and the
+target (<= 10 s). `--storage both` runs one then the other.
 """
 from __future__ import annotations
 
@@ -24,6 +33,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from urllib.parse import urljoin
 import urllib.error
@@ -114,15 +124,29 @@ def first_segment_servable(port: int, cookie: str, video_id: int, deadline: floa
             raise SystemExit(f"{segment}: unexpected {status}")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--loops", type=int, default=32, help="times the 5.8 s clip is repeated (32: ~3 min)")
-    parser.add_argument("--media", type=Path, default=MEDIA)
-    args = parser.parse_args()
+BUCKET = "watchwhile"
+
+
+def first_segment_in_bucket(client, video_id: int, deadline: float) -> tuple[float, list[str]]:
+    """Poll the bucket until the provisional ladder, every rendition's playlist and its
+    first segment are there; (that moment, the renditions)."""
+    folder = f"{video_id}/v1/"
+    while True:
+        answer = client.list_objects_v2(Bucket=BUCKET, Prefix=folder)
+        keys = {item["Key"][len(folder):] for item in answer.get("Contents", ())}
+        if "ladder.building.json" in keys:
+            ladder = json.loads(client.get_object(Bucket=BUCKET, Key=folder + "ladder.building.json")["Body"].read())
+            rungs = [variant["name"] for variant in ladder["variants"]]
+            if all(f"{rung}/index.m3u8" in keys and f"{rung}/seg_00000.ts" in keys for rung in rungs):
+                return time.time(), rungs
+        if time.monotonic() > deadline:
+            raise SystemExit(f"the bucket has no first segments after {MEASURE_TIMEOUT} s: {sorted(keys)}")
+        time.sleep(0.05)
+
+
+def run_local(source: Path, body: bytes, content_type: str) -> bool:
     import playwright.sync_api as playwright_api
 
-    source = long_source(args.loops, args.media)
-    body, content_type = multipart(source)
     with devserver.running_dev(ADMIN_EMAIL, ADMIN_PASSWORD, "videoflix-watchwhile-") as (port, server):
         base = f"http://127.0.0.1:{port}"
         cookie = login(port)
@@ -153,17 +177,87 @@ def main() -> int:
             browser.close()
     segment_seconds = servable_at - uploaded
     frame_seconds = frame_at - uploaded
-    report = {"source": source.name, "source_bytes": source.stat().st_size, "segment": segment,
-              "first_segment_servable_s": round(segment_seconds, 2), "first_frame_s": round(frame_seconds, 2),
-              "status_at_first_frame": detail["status"], "progress_at_first_frame": detail["progress"],
-              "load_average": [round(x, 2) for x in os.getloadavg()]}
+    report = {"storage": "local", "source": source.name, "source_bytes": source.stat().st_size,
+              "segment": segment, "first_segment_servable_s": round(segment_seconds, 2),
+              "first_frame_s": round(frame_seconds, 2), "status_at_first_frame": detail["status"],
+              "progress_at_first_frame": detail["progress"], "load_average": [round(x, 2) for x in os.getloadavg()]}
     print("WATCHWHILE " + json.dumps(report))
     print(f"(a) first segment servable {segment_seconds:.1f} s after the upload request ended "
           f"(target <= {TARGET_SEGMENT_SECONDS:.0f} s)")
     print(f"(b) first frame shown by hls.js in Chromium {frame_seconds:.1f} s after it "
           f"(target <= {TARGET_FRAME_SECONDS:.0f} s); the video was {detail['status']} "
           f"at {detail['progress']} %")
-    return 0 if segment_seconds <= TARGET_SEGMENT_SECONDS and frame_seconds <= TARGET_FRAME_SECONDS else 1
+    return segment_seconds <= TARGET_SEGMENT_SECONDS and frame_seconds <= TARGET_FRAME_SECONDS
+
+
+def run_s3(source: Path, body: bytes, content_type: str) -> bool:
+    import botocore.session
+
+    from videoflix.platform.embedded_s3 import EmbeddedS3
+    from videoflix.platform.s3store import S3Settings
+    from videoflix.platform.storage import StorageLocation
+
+    with tempfile.TemporaryDirectory(prefix="videoflix-watchwhile-s3-") as folder:
+        store = EmbeddedS3(Path(folder))
+        store.start()
+        settings = S3Settings(StorageLocation("s3", BUCKET), store.endpoint, "", store.access_key, store.secret_key)
+        client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
+        try:
+            deadline = time.monotonic() + 30
+            while True:  # the gateway answers before its filer takes writes
+                try:
+                    client.create_bucket(Bucket=BUCKET)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.2)
+            env = {"VIDEOFLIX_STORAGE": f"s3://{BUCKET}/", "VIDEOFLIX_S3_ENDPOINT": store.endpoint,
+                   "AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key}
+            with devserver.running_dev(ADMIN_EMAIL, ADMIN_PASSWORD, "videoflix-watchwhile-s3-", env) as (port, _):
+                cookie = login(port)
+                status, answer, _ = request(port, "POST", "/api/video/", cookie, body, content_type)
+                uploaded = time.time()
+                if status != 201:
+                    raise SystemExit(f"upload failed: {status} {answer[:200]!r}")
+                video_id = json.loads(answer)["id"]
+                measure_deadline = time.monotonic() + MEASURE_TIMEOUT
+                in_bucket_at, rungs = first_segment_in_bucket(client, video_id, measure_deadline)
+                servable_at, segment = first_segment_servable(port, cookie, video_id, measure_deadline)
+                detail = json.loads(request(port, "GET", f"/api/video/{video_id}/", cookie)[1])
+        finally:
+            client.close()
+            store.stop()
+    bucket_seconds = in_bucket_at - uploaded
+    served_seconds = servable_at - uploaded
+    report = {"storage": "s3 (SeaweedFS)", "source": source.name, "source_bytes": source.stat().st_size,
+              "renditions": rungs, "first_segment_in_bucket_s": round(bucket_seconds, 2),
+              "first_segment_served_s": round(served_seconds, 2), "segment": segment,
+              "status_then": detail["status"], "progress_then": detail["progress"],
+              "load_average": [round(x, 2) for x in os.getloadavg()]}
+    print("WATCHWHILE " + json.dumps(report))
+    print(f"(a) S3: the first segment of every rendition, its playlist and the provisional ladder in the "
+          f"bucket {bucket_seconds:.1f} s after the upload request ended (target <= {TARGET_SEGMENT_SECONDS:.0f} s)")
+    print(f"(a') S3: the first segment answered 200 through the server {served_seconds:.1f} s after it")
+    return bucket_seconds <= TARGET_SEGMENT_SECONDS
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--loops", type=int, default=32, help="times the 5.8 s clip is repeated (32: ~3 min)")
+    parser.add_argument("--media", type=Path, default=MEDIA)
+    parser.add_argument("--storage", choices=("local", "s3", "both"), default="local",
+                        help="MEDIA_DIR (with the browser), an S3 bucket (SeaweedFS), or one then the other")
+    args = parser.parse_args()
+
+    source = long_source(args.loops, args.media)
+    body, content_type = multipart(source)
+    met = True
+    if args.storage in ("local", "both"):
+        met = run_local(source, body, content_type) and met
+    if args.storage in ("s3", "both"):
+        met = run_s3(source, body, content_type) and met
+    return 0 if met else 1
 
 
 if __name__ == "__main__":
