@@ -27,6 +27,13 @@ frozen or Redis is unreachable); the keeper retries Redis errors with backoff
 until then, and writes 0 at once when the lease is lost. A run publishes only
 after a last renewal proved the job still ours.
 
+With object storage (VIDEOFLIX_STORAGE=s3://..., mirror.py) the version folder is
+this host's scratch: the child fetches its input from the bucket and copies the folder
+there as it grows; after before_publish the runner writes ladder.json into the bucket
+last, while the lease is still kept, then switches the row and removes the scratch
+copy. A run that ends without publishing removes its objects from the bucket (or the
+sweeper does, when the store is unreachable). An unreachable store is waited for.
+
 `stop` hands running jobs back (queue.release): the next claim anywhere takes
 them over at once. A periodic reconciliation re-enqueues unfinished rows whose
 stream entry is gone (e.g. lost with Redis's last second before a crash).
@@ -431,14 +438,16 @@ class TranscodeRunner:
         storage = self.services.storage
         return storage if isinstance(storage, S3Storage) else None
 
-    async def _in_store(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
+    async def _in_store(self, running: _Running, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """`operation()` against the bucket, retried while the store is unreachable and the
         job still ours (the keeper renews its lease meanwhile); TranscodeError after
-        mirror.STORE_WAIT_SECONDS of failures."""
+        mirror.STORE_WAIT_SECONDS of failures, LeaseLost once the lease is."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         backoff = mirror.RETRY_FIRST_SECONDS
         while True:
+            if running.lost:
+                raise LeaseLost(f"{what}: the lease ended while the store was unreachable")
             try:
                 return await operation()
             except StorageError as exc:
@@ -554,6 +563,7 @@ class TranscodeRunner:
                     raise LeaseLost("the lease ended before ladder.json was written")
                 ladder = media.ladder_path(self.config.media_dir, video_id, version)
                 await self._in_store(
+                    running,
                     f"video {video_id} job {job.entry_id}: ladder.json",
                     lambda: bucket.put_file(ladder, work / media.LADDER_NAME),
                 )
