@@ -227,7 +227,7 @@ def run_s3(source: Path, body: bytes, content_type: str) -> bool:
                 detail = json.loads(request(port, "GET", f"/api/video/{video_id}/", cookie)[1])
         finally:
             client.close()
-            store.stop()
+            store.stop(graceful=False)
     bucket_seconds = in_bucket_at - uploaded
     served_seconds = servable_at - uploaded
     report = {"storage": "s3 (SeaweedFS)", "source": source.name, "source_bytes": source.stat().st_size,

@@ -29,6 +29,7 @@ from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import create_services
 
 from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, MailSink, login, register_user
+from helpers import STORAGE_BACKENDS  # noqa: F401 (where it lived first)
 
 
 def pytest_collection_modifyitems(items):
@@ -135,8 +136,6 @@ def storage_backend() -> str:
     overrides this fixture with params=STORAGE_BACKENDS to run against both."""
     return "local"
 
-
-STORAGE_BACKENDS = ["local", "s3"]
 
 
 def _storage_settings(request, storage_backend: str) -> dict:

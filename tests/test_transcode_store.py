@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STORAGE_BACKENDS
 from videoflix.library.sweeper import Sweeper
 from videoflix.platform import media
 from videoflix.platform.db import cursor
@@ -20,7 +19,7 @@ from videoflix.tables import videos
 from videoflix.transcode import progress
 from videoflix.transcode.playlist import parse_media_playlist
 
-from helpers import upload, wait_for_status
+from helpers import STORAGE_BACKENDS, upload, wait_for_status
 from stored_versions import missing_objects
 from test_versions import held, hold_when
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import STORAGE_BACKENDS
 from videoflix.delivery import playback
 from videoflix.library.sweeper import Sweeper
 from videoflix.platform import media
@@ -30,7 +29,7 @@ from videoflix.tables import videos
 from videoflix.transcode import progress
 from videoflix.transcode.playlist import parse_media_playlist
 
-from helpers import login, untokened, upload, wait_for_status
+from helpers import STORAGE_BACKENDS, login, untokened, upload, wait_for_status
 from media import ffprobe_json
 
 IMMUTABLE = "private, max-age=31536000, immutable"

@@ -45,11 +45,7 @@ def store(fault_dir):
     yield server
     client.close()
     server.resume()
-    # Its data is thrown away: SIGKILL spares the half minute weed takes to stop on SIGTERM.
-    if server.proc is not None:
-        server.proc.kill()
-        server.proc.wait()
-    server.stop()
+    server.stop(graceful=False)
 
 
 @pytest.fixture(scope="module")
