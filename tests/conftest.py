@@ -29,7 +29,7 @@ from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import create_services
 
 from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, MailSink, login, register_user
-from helpers import STORAGE_BACKENDS  # noqa: F401 (where it lived first)
+from helpers import S3_TEST_BUCKET, STORAGE_BACKENDS  # noqa: F401 (STORAGE_BACKENDS: where it lived first)
 
 
 def pytest_collection_modifyitems(items):
@@ -126,8 +126,6 @@ def s3_server(state_dir):
     yield server
     server.stop(graceful=False)
 
-
-S3_TEST_BUCKET = "videoflix-tests"
 
 
 @pytest.fixture

@@ -45,6 +45,7 @@ TEST_X264_PRESET = "ultrafast"
 # params=STORAGE_BACKENDS). Here, not in conftest.py: with tests/faults/ collected in the
 # same session, `conftest` names that folder's module.
 STORAGE_BACKENDS = ["local", "s3"]
+S3_TEST_BUCKET = "videoflix-tests"  # the s3_server fixture's bucket (each test a prefix of its own)
 PASSWORD = "correct-horse-9"
 
 

@@ -175,7 +175,7 @@ async def test_failed_multipart_upload_leaves_no_parts(services, config, tmp_pat
 
 def test_blocking_client_round_trip(s3_server, tmp_path):
     """The pool child's client: the same keys, multipart above the threshold, tree removal."""
-    from conftest import S3_TEST_BUCKET
+    from helpers import S3_TEST_BUCKET
     from videoflix.platform.s3store import S3Settings
 
     root = str(tmp_path / "media")

@@ -184,3 +184,26 @@ async def test_sweeper_removes_old_and_unpublished_versions_from_the_store_but_k
     assert await store.read_bytes(media.ladder_path(config.media_dir, video_id, 3)) == b"{}"
     assert await store.read_bytes(media.ladder_path(config.media_dir, video_id, 5)) == b"{}"
     assert await hasty.sweep_versions() == []
+
+
+@pytest.mark.slow  # botocore's own 3 attempts take about 4 s a call
+def test_an_unreachable_store_is_waited_for_then_fails_the_run_with_a_reason_without_paths(tmp_path):
+    from videoflix.platform.embedded import free_port
+    from videoflix.platform.s3store import BlockingS3, S3Settings
+    from videoflix.platform.storage import StorageLocation
+    from videoflix.transcode import mirror
+    from videoflix.transcode.errors import TranscodeError
+
+    nobody = S3Settings(StorageLocation("s3", "videoflix-nowhere"), f"http://127.0.0.1:{free_port()}", "", "k", "s")
+    store = BlockingS3(nobody, str(tmp_path))
+    checks = []
+    try:
+        with pytest.raises(TranscodeError) as failure:
+            mirror.fetch_source(store, media.source_path(str(tmp_path), 7), tmp_path, lambda: checks.append(1),
+                                wait_seconds=5.0)
+    finally:
+        store.close()
+    assert str(failure.value).startswith("The media store could not be reached for ")
+    assert "/" not in str(failure.value) and "127.0.0.1" not in str(failure.value)
+    assert len(checks) >= 2  # retried, the lease fence looked at before each attempt
+    assert not list(tmp_path.iterdir())  # nothing half-fetched

@@ -84,11 +84,14 @@ def with_retries(what: str, operation: Callable[[], T], check: Check, wait_secon
             backoff = min(backoff * 2, RETRY_MAX_SECONDS)
 
 
-def fetch_source(store: BlockingS3, source: Path, out_dir: Path, check: Check) -> Path | None:
+def fetch_source(
+    store: BlockingS3, source: Path, out_dir: Path, check: Check, wait_seconds: float = STORE_WAIT_SECONDS
+) -> Path | None:
     """The original (the bucket's `sources/<id>`) copied into the run's folder; None
     when the bucket has none (removed by VIDEOFLIX_ORIGINALS)."""
     target = out_dir / media.FETCHED_SOURCE_NAME
-    found = with_retries(f"fetching {store.key(source)}", lambda: store.get_file(source, target), check)
+    what = f"fetching {store.key(source)}"
+    found = with_retries(what, lambda: store.get_file(source, target), check, wait_seconds)
     return target if found else None
 
 
