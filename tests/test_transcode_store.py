@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,18 @@ def storage_backend(request):
 def config(config, request):
     # ultrafast: these tests are about where the files go, not how they look (test_ffmpeg.py).
     return dataclasses.replace(config, x264_preset="ultrafast", originals=getattr(request, "param", "keep"))
+
+
+@pytest.fixture(scope="session")
+def clip_20s(state_dir) -> Path:
+    """20 s of 640x360 (one rendition, five segments): a run that grows for a while, cheaply."""
+    path = state_dir / "clip_20s.mp4"
+    if not path.exists():
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25",
+                        "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "20", "-c:v", "libx264",
+                        "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
+                       check=True)
+    return path
 
 
 @pytest.fixture
@@ -89,8 +102,8 @@ async def test_a_published_version_is_whole_in_the_store_and_the_scratch_copy_is
 @pytest.mark.slow
 @pytest.mark.gen_test(timeout=240)
 async def test_a_version_being_built_is_in_the_store_segment_by_segment_without_ladder_json(
-        admin_client, runner, services, config, storage_backend, park_17s):
-    video_id = (await upload(admin_client, park_17s, title="Growing")).json()["id"]
+        admin_client, runner, services, config, storage_backend, clip_20s):
+    video_id = (await upload(admin_client, clip_20s, title="Growing")).json()["id"]
     seen: dict[str, list[str]] = {}
 
     async def playable_in_store() -> bool:
