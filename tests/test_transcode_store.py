@@ -199,8 +199,33 @@ async def test_sweeper_removes_old_and_unpublished_versions_from_the_store_but_k
     assert await hasty.sweep_versions() == []
 
 
-@pytest.mark.slow  # botocore's own 3 attempts take about 4 s a call
-def test_an_unreachable_store_is_waited_for_then_fails_the_run_with_a_reason_without_paths(tmp_path):
+def test_store_errors_are_retried_with_the_fence_checked_then_fail_with_a_reason():
+    from videoflix.platform.storage import StorageError
+    from videoflix.transcode import mirror
+    from videoflix.transcode.errors import TranscodeError
+
+    answers = [StorageError("GET sources/7: Could not connect to http://10.0.0.9:8333/b/sources/7"),
+               OSError("reset"), "fetched"]
+    checks = []
+
+    def flaky():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+    assert mirror.with_retries("fetching", flaky, lambda: checks.append(1), wait_seconds=60) == "fetched"
+    assert len(checks) == 3  # the lease fence is looked at before every attempt
+
+    def down():
+        raise StorageError("PUT 7/v1/720p/seg_00003.ts: read timeout on http://10.0.0.9:8333/b/7/v1/")
+    with pytest.raises(TranscodeError) as failure:
+        mirror.with_retries("uploading", down, lambda: None, wait_seconds=1.0)
+    assert str(failure.value).startswith("The media store could not be reached for ")
+    assert "/" not in str(failure.value) and "10.0.0.9" not in str(failure.value)
+
+
+@pytest.mark.slow  # botocore's own attempts take seconds a call
+def test_an_unreachable_store_fails_the_fetch_with_a_reason_and_leaves_nothing(tmp_path):
     from videoflix.platform.embedded import free_port
     from videoflix.platform.s3store import BlockingS3, S3Settings
     from videoflix.platform.storage import StorageLocation
@@ -209,14 +234,12 @@ def test_an_unreachable_store_is_waited_for_then_fails_the_run_with_a_reason_wit
 
     nobody = S3Settings(StorageLocation("s3", "videoflix-nowhere"), f"http://127.0.0.1:{free_port()}", "", "k", "s")
     store = BlockingS3(nobody, str(tmp_path))
-    checks = []
     try:
         with pytest.raises(TranscodeError) as failure:
-            mirror.fetch_source(store, media.source_path(str(tmp_path), 7), tmp_path, lambda: checks.append(1),
-                                wait_seconds=5.0)
+            mirror.fetch_source(store, media.source_path(str(tmp_path), 7), tmp_path, lambda: None,
+                                wait_seconds=1.0)
     finally:
         store.close()
     assert str(failure.value).startswith("The media store could not be reached for ")
     assert "/" not in str(failure.value) and "127.0.0.1" not in str(failure.value)
-    assert len(checks) >= 2  # retried, the lease fence looked at before each attempt
     assert not list(tmp_path.iterdir())  # nothing half-fetched
