@@ -139,3 +139,21 @@ def test_the_thumbnails_track_carries_the_token_before_the_fragment():
 def test_a_uri_that_has_a_query_gets_the_token_after_it():
     assert tokenforms.with_query(b"a.ts?x=1", QUERY) == b"a.ts?x=1&" + QUERY
     assert tokenforms.with_query(b"a.jpg#xywh=1,2,3,4", b"t=1") == b"a.jpg?t=1#xywh=1,2,3,4"
+
+
+# --- the access log -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("uri, logged", [
+    (f"/api/media/{TOKEN}/7/v1/480p/seg_00000.ts", "/api/media/***/7/v1/480p/seg_00000.ts"),
+    (f"/api/media/{TOKEN}/7/v1/", "/api/media/***/7/v1/"),  # the check nginx asks
+    (f"/api/media/x{TOKEN[:-3]}/7/v1/", "/api/media/***/7/v1/"),  # a near miss is most of a token
+    (f"/api/media/7/v1/480p/index.m3u8?token={TOKEN}", "/api/media/7/v1/480p/index.m3u8?token=***"),
+    (f"/api/media/7/v1/480p/seg_00000.ts?__token__={TOKEN}&x=1", "/api/media/7/v1/480p/seg_00000.ts?__token__=***&x=***"),
+    (f"/api/media/7/v1/?{TOKEN}", "/api/media/7/v1/?***"),
+    ("/api/media/7/v1/480p/seg_00000.ts", "/api/media/7/v1/480p/seg_00000.ts"),
+    ("/api/video/7/480p/index.m3u8?x=1", "/api/video/7/480p/index.m3u8?x=1"),
+])
+def test_the_access_log_hides_media_tokens_in_the_path_and_the_query(uri, logged):
+    from videoflix.platform.log import scrub_uri
+
+    assert scrub_uri(uri) == logged
