@@ -6,6 +6,7 @@ as the path form (tests/test_media_tokens.py), each form in every test here.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import gzip
 import logging
@@ -21,7 +22,8 @@ from videoflix.platform.config import MediaTokenForm
 from videoflix.web import segment_lane
 
 from helpers import login, publish_ladder
-from test_media_tokens import IMMUTABLE, tampered
+from test_media_tokens import (  # noqa: F401  (front: a fixture, nginx running the shipped site)
+    IMMUTABLE, REVOCATION_SECONDS, POLL_SECONDS, app_requests, front, make_owner_id, published, tampered, viewer)
 from test_subtitles_api import post_subtitles
 
 FORMS = {"query": MediaTokenForm("query", "token"), "header": MediaTokenForm("header", "X-Media-Token")}
@@ -195,6 +197,27 @@ async def test_a_rewritten_playlist_is_per_token_and_revalidates(
     assert "Accept-Encoding" in zipped.headers["Vary"]
 
 
+@pytest.mark.gen_test(timeout=120)
+async def test_behind_accel_redirect_a_rewritten_playlist_is_still_made_here(
+        app, client, new_client, make_user, services, config, form, small_ladder):
+    """With VIDEOFLIX_ACCEL_REDIRECT nginx would send a playlist from disk, without the
+    query form's token on its URIs: under the query form Videoflix makes it; segments
+    are still nginx's to send."""
+    app.settings["config"] = dataclasses.replace(config, accel_redirect="/internal-media/")
+    owner = await make_user("owner@example.com")
+    video_id = await publish_ladder(services, config, owner["id"], *small_ladder, visibility="private")
+    handed = await handed_out(client, video_id, config)
+    cookieless = new_client()
+    playlist = await get_carrying(cookieless, form, handed.folder + "480p/index.m3u8", handed.token)
+    segment = await get_carrying(cookieless, form, handed.folder + "480p/seg_00000.ts", handed.token)
+    assert segment.status == 200 and segment.headers["X-Accel-Redirect"].startswith("/internal-media/")
+    assert playlist.status == 200
+    if form.carrier == "query":
+        assert "X-Accel-Redirect" not in playlist.headers and f"?token={handed.token}" in playlist.body.decode()
+    else:
+        assert playlist.headers["X-Accel-Redirect"].endswith("/480p/index.m3u8")
+
+
 def hostile_carriers(form: MediaTokenForm, folder: str, token: str) -> dict[str, tuple[str, dict]]:
     """Requests of a segment carrying the token wrongly: (path, headers) by what each is."""
     segment = folder + "480p/seg_00000.ts"
@@ -315,3 +338,116 @@ async def test_cors_lets_a_player_on_another_origin_read_and_send_the_header(
         assert form.name.lower() in exposed and form.name.lower() in allowed
     else:
         assert form.name.lower() not in exposed and form.name.lower() not in allowed
+
+
+# --- behind the shipped nginx site ----------------------------------------------------------
+
+@pytest.mark.gen_test(timeout=180)
+async def test_nginx_sends_carried_token_files_itself(front, new_client, make_user, services, small_ladder, form):
+    base, proc, served = front
+    owner = await viewer(new_client, make_user, base, "owner@example.com")
+    owner_id = await make_owner_id(services, "owner@example.com")
+    video_id = await published(services, served, owner_id, small_ladder, "private")
+    handed = await handed_out(owner, video_id, served)
+    cookieless = new_client()
+    cookieless.base_url = base
+    path = handed.folder + "480p/seg_00000.ts"
+    on_disk = (Path(served.media_dir) / str(video_id) / "v1" / "480p" / "seg_00000.ts").read_bytes()
+    first = await get_carrying(cookieless, form, path, handed.token)
+    assert first.status == 200 and first.body == on_disk
+    assert first.headers["Cache-Control"] == IMMUTABLE and first.headers["Content-Type"] == "video/mp2t"
+    assert "X-Request-ID" not in first.headers  # nginx's own answer, not Videoflix's
+    ranged = await get_carrying(cookieless, form, path, handed.token, {"Range": "bytes=100-199"})
+    assert ranged.status == 206 and ranged.body == on_disk[100:200]
+    again = await get_carrying(cookieless, form, path, handed.token, {"If-None-Match": first.headers["ETag"]})
+    assert again.status == 304
+    sprite = await get_carrying(cookieless, form, handed.folder + "thumbs/sprite_000.jpg", handed.token)
+    assert sprite.status == 200 and sprite.headers["Content-Type"] == "image/jpeg"
+    assert "X-Request-ID" not in sprite.headers
+    # Playlists and the thumbnails track come from Videoflix, which puts the query form's
+    # token on their URIs; those URIs then open through nginx.
+    for tail in ("480p/index.m3u8", "480p/iframes.m3u8", "thumbs/thumbnails.vtt"):
+        response = await get_carrying(cookieless, form, handed.folder + tail, handed.token)
+        assert response.status == 200 and "X-Request-ID" in response.headers, tail
+        assert (f"?token={handed.token}" in response.body.decode()) == (form.carrier == "query"), tail
+    playlist = (await get_carrying(cookieless, form, handed.folder + "480p/index.m3u8", handed.token)).body.decode()
+    target = urljoin(handed.folder + "480p/index.m3u8", uri_lines(playlist)[-1])
+    headers = {form.name: handed.token} if form.carrier == "header" else {}
+    assert (await cookieless.get(target, headers=headers)).status == 200
+    # The warm path asks Videoflix nothing (at most one check: the cached answer may have run out).
+    before = app_requests(services)
+    for _ in range(30):
+        assert (await get_carrying(cookieless, form, path, handed.token)).status == 200
+    assert app_requests(services) - before <= 1
+
+
+@pytest.mark.gen_test(timeout=180)
+async def test_nginx_refuses_bad_and_hostile_carried_tokens(front, new_client, make_user, services, small_ladder,
+                                                            form):
+    base, proc, served = front
+    owner = await viewer(new_client, make_user, base, "owner@example.com")
+    owner_id = await make_owner_id(services, "owner@example.com")
+    video_id = await published(services, served, owner_id, small_ladder, "private")
+    other_id = await published(services, served, owner_id, small_ladder, "private")
+    handed = await handed_out(owner, video_id, served)
+    cookieless = new_client()
+    cookieless.base_url = base
+    before = app_requests(services)
+    for what, token in forged_tokens(served, handed.token, video_id).items():
+        response = await get_carrying(cookieless, form, handed.folder + "480p/seg_00000.ts", token)
+        assert response.status == 403, (what, response.status)
+        assert response.json() == REFUSED and response.headers["Cache-Control"] == "no-store", what
+    hostile = hostile_carriers(form, handed.folder, handed.token)
+    for what, (path, headers) in hostile.items():
+        response = await cookieless.get(path, headers=headers)
+        assert response.status == 403, (what, response.status)
+    assert app_requests(services) == before  # refused inside nginx: Videoflix never asked
+    other = await get_carrying(cookieless, form, f"/api/media/{other_id}/v1/480p/seg_00000.ts", handed.token)
+    assert other.status == 403
+    for tail in (f"480p/../../../{other_id}/v1/480p/seg_00000.ts", "480p/..%2F..%2Fladder.json", "ladder.json",
+                 "../../../../etc/passwd", "%2e%2e/%2e%2e/ladder.json", "thumbs/../ladder.json"):
+        response = await get_carrying(cookieless, form, handed.folder + tail, handed.token)
+        assert response.status in (400, 403, 404), (tail, response.status)
+        assert b"root:" not in response.body and b"variants" not in response.body, tail
+
+
+@pytest.mark.gen_test(timeout=180)
+async def test_revocations_stop_nginxs_carried_token_segments_within_ten_seconds(
+        front, new_client, make_user, services, small_ladder, form):
+    """A logout and a video made private (the other revocations take the same check:
+    tests/test_media_tokens.py holds all five in the path form)."""
+    base, proc, served = front
+    owner = await viewer(new_client, make_user, base, "owner@example.com")
+    owner_id = await make_owner_id(services, "owner@example.com")
+    kept = await published(services, served, owner_id, small_ladder)
+    to_hide = await published(services, served, owner_id, small_ladder)
+    watchers = {name: await viewer(new_client, make_user, base, f"{name}@example.com")
+                for name in ("logout", "hidden", "control")}
+    watched = {"logout": kept, "hidden": to_hide, "control": kept}
+    cookieless = new_client()
+    cookieless.base_url = base
+    handed = {}
+    for name, browser in watchers.items():
+        handed[name] = await handed_out(browser, watched[name], served)
+        segment = handed[name].folder + "480p/seg_00000.ts"
+        assert (await get_carrying(cookieless, form, segment, handed[name].token)).status == 200, name
+    assert (await watchers["logout"].post("/api/logout/")).status == 200
+    logged_out = time.monotonic()
+    assert (await owner.fetch("PATCH", f"/api/video/{to_hide}/", {"visibility": "private"})).status == 200
+    hidden = time.monotonic()
+
+    async def stops(name: str, since: float) -> float:
+        segment = handed[name].folder + "480p/seg_00000.ts"
+        while time.monotonic() < since + REVOCATION_SECONDS + 2:
+            response = await get_carrying(cookieless, form, segment, handed[name].token)
+            if response.status == 403:
+                return time.monotonic() - since
+            assert response.status == 200, (name, response.status)
+            await asyncio.sleep(POLL_SECONDS)
+        return float("inf")
+
+    took = dict(zip(("logout", "hidden"), await asyncio.gather(stops("logout", logged_out), stops("hidden", hidden))))
+    print("revocation seconds:", form, {name: round(seconds, 2) for name, seconds in took.items()})
+    assert all(seconds <= REVOCATION_SECONDS + POLL_SECONDS for seconds in took.values()), took
+    control = handed["control"]
+    assert (await get_carrying(cookieless, form, control.folder + "480p/seg_00000.ts", control.token)).status == 200
