@@ -451,3 +451,16 @@ async def test_revocations_stop_nginxs_carried_token_segments_within_ten_seconds
     assert all(seconds <= REVOCATION_SECONDS + POLL_SECONDS for seconds in took.values()), took
     control = handed["control"]
     assert (await get_carrying(cookieless, form, control.folder + "480p/seg_00000.ts", control.token)).status == 200
+
+
+def test_the_openapi_document_says_where_this_servers_tokens_travel(form):
+    from videoflix.app import collect_routes
+    from videoflix.platform.config import Config
+    from videoflix.web.openapi import openapi_document
+
+    paths = openapi_document(collect_routes(), Config(public_url="http://x", media_token_form=form))["paths"]
+    carried = paths["/api/media/{id}/{version}/{resolution}/{segment}"]["get"]
+    where = {"query": "query parameter", "header": "request header"}[form.carrier]
+    assert f"on this server the {where} `{form.name}`" in carried["description"]
+    assert set(carried["responses"]) >= {"200", "206", "304", "403", "404"} and carried["security"] == []
+    assert "VIDEOFLIX_MEDIA_TOKEN_FORM" in paths["/api/video/{id}/master.m3u8"]["get"]["description"]

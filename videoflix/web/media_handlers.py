@@ -50,7 +50,9 @@ _MEDIA_FILE_WORDS: dict[str, tuple[Any, ...]] = {
         "Master playlist",
         (schemas.VIDEO_ID,),
         "Of the live version (measured BANDWIDTH), or while nothing is live of the version being built for "
-        "the owner and admins (BANDWIDTH from the caps until measured); its URIs name the version.",
+        "the owner and admins (BANDWIDTH from the caps until measured); its URIs name the version. Under the "
+        "cookie, they are the version's folder under a media token, where VIDEOFLIX_MEDIA_TOKEN_FORM puts it: in "
+        "the path, in a query parameter on every URI, or in the header of that name this answer carries.",
     ),
     "iframes": (
         "I-frame playlist of one rendition of one version",
