@@ -381,6 +381,22 @@ async def test_nginx_sends_carried_token_files_itself(front, new_client, make_us
     assert app_requests(services) - before <= 1
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_nginx_passes_a_preflight_of_a_tokened_file_to_videoflix(front, new_client, form):
+    base, proc, served = front
+    origin = served.cors_origins[0]
+    browser = new_client()
+    browser.base_url = base
+    preflight = await browser.fetch("OPTIONS", "/api/media/7/v1/480p/seg_00000.ts", headers={
+        "Origin": origin, "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": form.name.lower()})
+    assert preflight.status == 204 and preflight.headers["Access-Control-Allow-Origin"] == origin
+    allowed = [name.strip() for name in preflight.headers["Access-Control-Allow-Headers"].split(",")]
+    assert (form.name.lower() in allowed) == (form.carrier == "header")
+    # Only a preflight: any other method there is checked as a GET is.
+    assert (await browser.fetch("DELETE", "/api/media/7/v1/480p/seg_00000.ts")).status == 403
+
+
 @pytest.mark.gen_test(timeout=180)
 async def test_nginx_refuses_bad_and_hostile_carried_tokens(front, new_client, make_user, services, small_ladder,
                                                             form):
