@@ -37,12 +37,14 @@ from videoflix.transcode import ladderfile
 from videoflix.transcode.playlist import PlaylistError, render_master
 from videoflix.web.answer_writer import AnswerWriterMixin
 from videoflix.web.base import (
+    CORS_EXPOSE_HEADERS,
     INVALID_TOKEN,
     APIError,
     AuthMixin,
     CorsMixin,
     JSONErrorsMixin,
     ServicesMixin,
+    cors_headers,
 )
 from videoflix.web.observe import ObservedMixin
 
@@ -173,9 +175,8 @@ class MediaFileHandler(
         """The header form: the master's answer tells the token in the header that is to
         carry it, which a browser's player may read (CORS) when the master is ours to it."""
         self.set_header(name, token)
-        exposed = self._headers.get("Access-Control-Expose-Headers")
-        if exposed:
-            self.set_header("Access-Control-Expose-Headers", f"{exposed}, {name}")
+        if cors_headers(self.request.headers.get("Origin"), self.config.cors_origins):
+            self.set_header("Access-Control-Expose-Headers", f"{CORS_EXPOSE_HEADERS}, {name}")
 
     async def serve_file(
         self,
