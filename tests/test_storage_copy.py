@@ -187,3 +187,15 @@ def test_the_command_line_copies_and_says_what_it_refused(library, bucket_config
     local = subprocess.run(command, env={**env, "VIDEOFLIX_STORAGE": ""}, capture_output=True, text=True,
                            timeout=60, cwd=library.parent)
     assert local.returncode == 1 and "VIDEOFLIX_STORAGE: name the bucket" in local.stderr
+
+
+def test_create_bucket_makes_a_missing_bucket_once(bucket_config, tmp_path):
+    name = f"made-{uuid.uuid4().hex[:12]}"
+    env = {**os.environ, "VIDEOFLIX_STORAGE": f"s3://{name}/lib/", "VIDEOFLIX_S3_ENDPOINT": bucket_config.s3_endpoint,
+           "AWS_ACCESS_KEY_ID": bucket_config.s3_access_key, "AWS_SECRET_ACCESS_KEY": bucket_config.s3_secret_key,
+           "VIDEOFLIX_VAR_DIR": str(tmp_path / "var")}
+    command = [sys.executable, "-m", "videoflix", "storage", "create-bucket"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert (first.returncode, first.stdout) == (0, f"bucket {name} created\n"), first.stderr
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert (again.returncode, again.stdout) == (0, f"bucket {name} exists\n"), again.stderr

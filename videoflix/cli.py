@@ -269,6 +269,31 @@ def cmd_storage_copy(config: Config, threads: int) -> None:
         raise CommandError(f"storage copy: {len(report.failed)} object(s) failed; run it again to resume")
 
 
+def cmd_storage_create_bucket(config: Config) -> None:
+    """Make the bucket VIDEOFLIX_STORAGE names when it does not exist (a store you run,
+    e.g. compose's SeaweedFS; on AWS make it with its policy yourself)."""
+    _require_real_store(config)
+    if config.storage_location.is_local:
+        raise CommandError(f"{env_name('storage')}: name the bucket (s3://<bucket>/<prefix>)")
+    settings = s3_settings(config)
+    client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
+    bucket = settings.location.bucket
+    try:
+        try:
+            client.head_bucket(Bucket=bucket)
+            print(f"bucket {bucket} exists")
+            return
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+        client.create_bucket(Bucket=bucket)
+        print(f"bucket {bucket} created")
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise CommandError(f"bucket {bucket}: {exc}") from None
+    finally:
+        client.close()
+
+
 # The embedded store's bucket (`videoflix dev` with VIDEOFLIX_STORAGE=embedded-s3).
 EMBEDDED_BUCKET = "videoflix"
 BUCKET_WAIT_SECONDS = 30.0
@@ -398,13 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("user", help="user id or email")
         if action == "delete":
             one.add_argument("--yes", action="store_true", help="yes, delete it all")
-    storage = sub.add_parser("storage", help="object storage: copy a local library into the bucket")
+    storage = sub.add_parser("storage", help="object storage: copy a local library into the bucket, make the bucket")
     storage_actions = storage.add_subparsers(dest="action", required=True)
     copy = storage_actions.add_parser(
         "copy",
         help="copy VIDEOFLIX_MEDIA_DIR's library into the bucket VIDEOFLIX_STORAGE names (resumable, verified)",
     )
     copy.add_argument("--threads", type=int, default=storage_copy.DEFAULT_THREADS, help="objects copied at once")
+    storage_actions.add_parser(
+        "create-bucket", help="make the bucket VIDEOFLIX_STORAGE names if missing (a store you run yourself)"
+    )
     jobs = sub.add_parser("jobs", help="the transcode queue: list, retry, cancel, discard dead letters")
     job_actions = jobs.add_subparsers(dest="action", required=True)
     job_actions.add_parser("list", help="queued, running, failed and dead-lettered jobs, as JSON")
@@ -445,8 +473,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd_users(config, args)
         elif args.command == "jobs":
             cmd_jobs(config, args)
-        elif args.command == "storage":
+        elif args.command == "storage" and args.action == "copy":
             cmd_storage_copy(config, args.threads)
+        elif args.command == "storage":
+            cmd_storage_create_bucket(config)
     except CommandError as exc:
         sys.stderr.write(f"videoflix: {exc}\n")
         return 1
