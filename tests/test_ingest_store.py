@@ -158,6 +158,20 @@ async def test_deleting_a_user_removes_the_objects_of_every_video_of_theirs(new_
     assert first and second
 
 
+@pytest.mark.gen_test(timeout=60)
+async def test_an_admins_bulk_delete_removes_the_objects(new_client, make_admin, make_user, services, config,
+                                                         small_ladder):
+    admin = new_client()
+    await make_admin(admin)
+    user = await make_user()
+    doomed = await publish_stored(services, config, user["id"], *small_ladder)
+    kept = await publish_stored(services, config, user["id"], *small_ladder)
+    response = await admin.fetch("POST", "/api/admin/videos/bulk/", {"action": "delete", "ids": [doomed]},
+                                 headers={"X-CSRFToken": admin.cookies.get("csrftoken", "")})
+    assert response.json()["results"] == [{"id": doomed, "result": "deleted"}], response.body
+    assert {key.split("/")[0] for key in await all_keys(services, config)} == {str(kept)}
+
+
 # --- the store down ------------------------------------------------------------
 
 
