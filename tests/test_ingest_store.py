@@ -246,3 +246,27 @@ async def test_a_resumable_upload_finished_while_the_store_is_down_is_kept_and_f
     video_id = int(finished.headers["Video-Location"].rstrip("/").rsplit("/", 1)[-1])
     assert await read_stored(services, media.source_path(config.media_dir, video_id)) == data
     assert [row["id"] for row in await rows(services)] == [video_id]
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_subtitles_and_posters_while_the_store_is_down_are_503_and_change_nothing(
+        client, make_user, services, config, app, small_ladder, tmp_path, store_down):
+    from videoflix.platform.services import create_services
+
+    user = await make_user()
+    video_id = await publish_stored(services, config, user["id"], *small_ladder)
+    before = await all_keys(services, config)
+    down = await create_services(store_down)
+    app.settings["services"] = down
+    try:
+        body, content_type = multipart({"language": "en"}, "en.vtt", b"WEBVTT\n\n00:00.000 --> 00:02.000\nHi\n")
+        answer = await client.fetch("POST", f"/api/video/{video_id}/subtitles/", raw_body=body,
+                                    headers={"Content-Type": content_type})
+        assert answer.status == 503 and "media store" in answer.json()["detail"], answer.body
+        frame = await client.fetch("PUT", f"/api/video/{video_id}/poster/frame/", {"time": 1})
+        assert frame.status == 503 and "media store" in frame.json()["detail"], frame.body
+    finally:
+        app.settings["services"] = services
+        await down.close()
+    assert (await client.get(f"/api/video/{video_id}/")).json()["subtitles"] == []
+    assert await all_keys(services, config) == before
