@@ -270,3 +270,27 @@ async def test_subtitles_and_posters_while_the_store_is_down_are_503_and_change_
         await down.close()
     assert (await client.get(f"/api/video/{video_id}/")).json()["subtitles"] == []
     assert await all_keys(services, config) == before
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_the_ledger_measures_the_source_and_subtitles_in_the_store(client, make_user, services, config,
+                                                                         small_ladder, small_clip, tmp_path):
+    """ledger.record_run (a subscriber of the runner's outcomes) reads the original's size
+    and the uploaded subtitles' from the store (this host's scratch may hold neither)."""
+    from videoflix.library import ledger
+    from videoflix.transcode.runner import JobOutcome
+
+    user = await make_user()
+    folder, result = small_ladder
+    video_id = await publish_stored(services, config, user["id"], folder, result)
+    await services.storage.put_file(media.source_path(config.media_dir, video_id), small_clip)
+    body, content_type = multipart({"language": "en"}, "en.vtt", b"WEBVTT\n\n00:00.000 --> 00:02.000\nHi\n")
+    answer = await client.fetch("POST", f"/api/video/{video_id}/subtitles/", raw_body=body,
+                                headers={"Content-Type": content_type})
+    assert answer.status == 201
+    subtitles = sum(item.size for item in await services.storage.list_tree(
+        media.subtitles_dir(config.media_dir, video_id)))
+    await ledger.record_run(config, services, JobOutcome("ready", video_id, 1, owner_id=user["id"], result=result))
+    row = await ledger.detail_storage(services, video_id)
+    assert row["original_bytes"] == small_clip.stat().st_size
+    assert row["subtitle_bytes"] == result.storage.subtitles + subtitles and subtitles > 0
