@@ -12,6 +12,14 @@ from helpers import publish_ladder
 # Objects tests read whole (segments, sources of test clips).
 READ_LIMIT = 512 * 1024 * 1024
 
+# The stores a module runs on when it overrides the `storage_backend` fixture (conftest.py):
+#     @pytest.fixture(params=STORAGE_BACKENDS)
+#     def storage_backend(request): return request.param
+# Import them from here, not from conftest: tests/faults/conftest.py is a `conftest` too.
+STORAGE_BACKENDS = ["local", "s3"]
+# The bucket of the tests' SeaweedFS (conftest.s3_server); each test has a prefix of its own.
+S3_TEST_BUCKET = "videoflix-tests"
+
 
 async def read_stored(services, path: Path) -> bytes | None:
     return await services.storage.read_bytes(path, limit=READ_LIMIT)

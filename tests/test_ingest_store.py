@@ -12,7 +12,6 @@ import subprocess
 import botocore.session
 import pytest
 
-from conftest import STORAGE_BACKENDS
 from videoflix.platform import media
 from videoflix.platform.db import cursor
 from videoflix.platform.embedded import free_port
@@ -20,7 +19,7 @@ from videoflix.platform.s3store import MULTIPART_THRESHOLD, part_size, s3_settin
 from videoflix.transcode import queue
 
 from helpers import login, multipart, upload
-from store_helpers import publish_stored, read_stored, scratch_files, stored_keys
+from store_helpers import STORAGE_BACKENDS, publish_stored, read_stored, scratch_files, stored_keys
 
 
 @pytest.fixture(params=STORAGE_BACKENDS)

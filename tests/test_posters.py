@@ -11,9 +11,8 @@ import pytest
 from videoflix.platform import media
 from videoflix.platform.db import cursor
 
-from conftest import STORAGE_BACKENDS
 from helpers import PASSWORD, login, multipart, wait_for_status
-from store_helpers import publish_stored, read_stored, stored_keys
+from store_helpers import STORAGE_BACKENDS, publish_stored, read_stored, stored_keys
 
 
 @pytest.fixture(params=STORAGE_BACKENDS)

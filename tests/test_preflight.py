@@ -148,7 +148,7 @@ def test_check_reports_unsafe_settings_and_missing_database(tmp_path):
 def test_check_reaches_the_bucket_and_masks_its_secret(served, tmp_path, s3_server):
     import uuid
 
-    from conftest import S3_TEST_BUCKET
+    from store_helpers import S3_TEST_BUCKET
 
     served.update(VIDEOFLIX_MEDIA_DIR=str(tmp_path / "media"),
                   VIDEOFLIX_STORAGE=f"s3://{S3_TEST_BUCKET}/{uuid.uuid4().hex}/",

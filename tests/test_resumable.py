@@ -19,9 +19,8 @@ from videoflix.platform import media, rediskeys
 from videoflix.platform.db import cursor
 from videoflix.tables import resumable_uploads
 
-from conftest import STORAGE_BACKENDS
 from helpers import PASSWORD, login, upload, wait_until
-from store_helpers import read_stored
+from store_helpers import STORAGE_BACKENDS, read_stored
 
 
 @pytest.fixture(params=STORAGE_BACKENDS)

@@ -13,7 +13,7 @@ from pathlib import Path
 import botocore.session
 import pytest
 
-from conftest import S3_TEST_BUCKET
+from store_helpers import S3_TEST_BUCKET
 from videoflix.library import storage_copy
 from videoflix.platform.config import Config
 from videoflix.platform.s3store import MULTIPART_THRESHOLD, part_size, s3_settings

@@ -9,9 +9,8 @@ import pytest
 from videoflix.library import subtitle_formats
 from videoflix.platform import media
 
-from conftest import STORAGE_BACKENDS
 from helpers import login, make_ready_video, multipart
-from store_helpers import publish_stored, read_stored, stored_keys
+from store_helpers import STORAGE_BACKENDS, publish_stored, read_stored, stored_keys
 
 SRT = (b"1\n00:00:01,000 --> 00:00:02,500\nHello <i>world</i>\n\n"
        b"2\n00:00:03,000 --> 00:00:04,000\nSecond line\n")
