@@ -29,6 +29,7 @@ from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import create_services
 
 from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, MailSink, login, register_user
+from store_helpers import S3_TEST_BUCKET, STORAGE_BACKENDS  # noqa: F401 (STORAGE_BACKENDS: for modules)
 
 
 def pytest_collection_modifyitems(items):
@@ -126,7 +127,6 @@ def s3_server(state_dir):
     server.stop(graceful=False)
 
 
-S3_TEST_BUCKET = "videoflix-tests"
 
 
 @pytest.fixture
@@ -136,7 +136,6 @@ def storage_backend() -> str:
     return "local"
 
 
-STORAGE_BACKENDS = ["local", "s3"]
 
 
 def _storage_settings(request, storage_backend: str) -> dict:

@@ -238,7 +238,7 @@ class JSONErrorsMixin:
             # PostgreSQL or Redis is down: a retryable 503, never a 500.
             self.set_status(503)
             self.set_header("Retry-After", str(outage.RETRY_AFTER_SECONDS))
-            self.write_json({"detail": outage.DETAIL}, 503)
+            self.write_json({"detail": outage.detail(error)}, 503)
             return
         # Anything else: a tornado HTTPError or a crash (its traceback is in the log).
         detail = STATUS_DETAILS.get(status_code, "Internal server error.")

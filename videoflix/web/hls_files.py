@@ -382,14 +382,8 @@ class SubtitleHLSHandler(
     async def serve(self, served: playback.ServedFile, target: playback.HLSTarget, language: str) -> None:
         segment = None if self.kind == "subtitles" else target.name
         try:
-            body = await asyncio.get_running_loop().run_in_executor(
-                self.services.file_executor,
-                subtitle_tracks.render_hls_file,
-                self.config.media_dir,
-                target.video_id,
-                served.version,
-                language,
-                segment,
+            body = await subtitle_tracks.render_hls(
+                self.config, self.services, target.video_id, served.version, language, segment
             )
         except subtitle_tracks.SubtitleUnavailable:
             raise APIError(404) from None
