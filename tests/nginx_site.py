@@ -36,7 +36,7 @@ http {{
 
 
 def render_site(*, upstream_port: int, listen_port: int, media_dir: str, media_key: str, prefix: Path,
-                accel_media_dir: str | None = None) -> str:
+                accel_media_dir: str | None = None, token_form: str = "path") -> str:
     """deploy/nginx.conf with the compose names replaced by this machine's (each
     replacement checked: a renamed line in the shipped file fails here, not silently)."""
     site = SITE.read_text()
@@ -50,6 +50,7 @@ def render_site(*, upstream_port: int, listen_port: int, media_dir: str, media_k
         ("js_path /etc/nginx/njs/;", f"js_path {ROOT / 'deploy'}/;"),
         ("/var/cache/nginx/videoflix-media", str(prefix / "media-cache")),
         ("${VIDEOFLIX_MEDIA_KEY}", media_key),
+        ("${VIDEOFLIX_MEDIA_TOKEN_FORM}", token_form),
     ]
     site = site.replace("/var/run/nginx-videoflix-media.sock", str(prefix / "verdict.sock"))  # (twice)
     for needle, replacement in replacements:
@@ -59,7 +60,7 @@ def render_site(*, upstream_port: int, listen_port: int, media_dir: str, media_k
 
 
 def start(prefix: Path, *, upstream_port: int, listen_port: int, media_dir: str, media_key: str,
-          workers: str = "1", accel_media_dir: str | None = None) -> subprocess.Popen:
+          workers: str = "1", accel_media_dir: str | None = None, token_form: str = "path") -> subprocess.Popen:
     """nginx running the shipped site (not yet accepting: callers wait for the port)."""
     assert NGINX is not None, "nginx missing: run `make test`, which installs it"
     assert NJS_MODULE.exists(), "njs missing: run `make test`, which installs libnginx-mod-http-js"
@@ -67,7 +68,8 @@ def start(prefix: Path, *, upstream_port: int, listen_port: int, media_dir: str,
     (prefix / "media-cache").mkdir(exist_ok=True)
     (prefix / "media-cache").chmod(0o777)  # nginx's workers (another user) write the checks' cache
     site = render_site(upstream_port=upstream_port, listen_port=listen_port, media_dir=media_dir,
-                       media_key=media_key, prefix=prefix, accel_media_dir=accel_media_dir)
+                       media_key=media_key, prefix=prefix, accel_media_dir=accel_media_dir,
+                       token_form=token_form)
     conf = prefix / "nginx.conf"
     conf.write_text(MAIN.format(njs=NJS_MODULE, workers=workers, prefix=prefix, http=site))
     prefix.chmod(0o777)

@@ -206,7 +206,8 @@ def front(app, config, http_port, tmp_path, io_loop, new_client):
     prefix = Path(tempfile.mkdtemp(prefix="videoflix-nginx-"))  # (workers write their cache there)
     prefix.chmod(0o755)
     proc = nginx_site.start(prefix / "nginx", upstream_port=http_port, listen_port=port,
-                            media_dir=str(media_root), media_key=tokens.media_key(config.secret_key))
+                            media_dir=str(media_root), media_key=tokens.media_key(config.secret_key),
+                            token_form=str(config.media_token_form))  # (the site says what the app says)
     base = f"http://127.0.0.1:{port}"
 
     async def started() -> None:

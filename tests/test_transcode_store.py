@@ -20,7 +20,8 @@ from videoflix.tables import videos
 from videoflix.transcode import progress
 from videoflix.transcode.playlist import parse_media_playlist
 
-from helpers import STORAGE_BACKENDS, upload, wait_for_status
+from helpers import upload, wait_for_status
+from store_helpers import STORAGE_BACKENDS
 from stored_versions import missing_objects
 from test_versions import held, hold_when
 

@@ -29,7 +29,8 @@ from videoflix.tables import videos
 from videoflix.transcode import progress
 from videoflix.transcode.playlist import parse_media_playlist
 
-from helpers import STORAGE_BACKENDS, login, untokened, upload, wait_for_status
+from helpers import login, untokened, upload, wait_for_status
+from store_helpers import STORAGE_BACKENDS
 from media import ffprobe_json
 
 IMMUTABLE = "private, max-age=31536000, immutable"
