@@ -192,8 +192,9 @@ class MediaFileHandler(
         once written, `building`: of the version being built (object storage: what
         the hot cache may keep)."""
         facts = self.request_facts()
-        if self.config.accel_redirect and self.policy.accel and not wait:
-            # (A version still being built is ours: a file not written yet is waited for.)
+        if self.config.accel_redirect and self.policy.accel and not wait and self.services.storage.is_local:
+            # (A version still being built is ours: a file not written yet is waited for.
+            # Media in a bucket are not under nginx's /internal-media/: sent from here.)
             location = accel.location(self.config.accel_redirect, self.config.media_dir, root, parts)
             self.write_answer(answer.answer_accel(facts, policy, location))
             return

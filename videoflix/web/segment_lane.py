@@ -113,7 +113,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         """The lane's answer to `request`, or None: the Application's."""
         headers = request.headers
         config = self.config
-        behind_nginx = bool(config.accel_redirect)
+        behind_nginx = bool(config.accel_redirect) and self.services.storage.is_local  # (disk files only)
         if (
             request.method != "GET"
             or not request.path.startswith(LANE_PREFIXES)
