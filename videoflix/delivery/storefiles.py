@@ -78,13 +78,6 @@ def hot_cache(config: Config, services: Services) -> HotCache:
     return holder.cache
 
 
-def close_hot_cache(services: Services) -> None:
-    """Remove this process's hot copies (blocking: shutdown)."""
-    holder = services.state(_HotCacheHolder)
-    if holder.cache is not None:
-        holder.cache.close()
-
-
 def facts_of(info: storage.ObjectInfo) -> ObjectFacts:
     return ObjectFacts(info.size, info.etag or '""', int(info.mtime) if info.mtime > 0 else None)
 
