@@ -175,6 +175,8 @@ async def test_a_store_that_does_not_answer_is_a_503_json_error(client, make_use
             assert json.loads(response.body) == {"detail": "Media storage is unavailable: try again shortly."}
             assert response.headers["Retry-After"] == "5"
             assert time.monotonic() - started < storefiles.STORE_WAIT_SECONDS + 5, tail
+        download = await get(client, f"/api/video/{video_id}/480p/download.mp4")
+        assert download.code == 503 and json.loads(download.body)["detail"].startswith("Media storage")
         image = await get(client, f"/media/poster/{video_id}.jpg")
         assert image.code == 503 and json.loads(image.body)["detail"].startswith("Media storage")
         detail = await client.get(f"/api/video/{video_id}/")  # the detail still answers

@@ -393,28 +393,36 @@ class MediaFileHandler(
             self.write_answer(result)
             if hot is not None and body.start == 0 and body.end == facts.size:
                 fill = await hot.start_fill(storefiles.key_of(self.config, path), facts)
-            if await self._relay(stream, first, body.end - body.start, fill) and fill is not None:
-                await fill.commit()
-                fill = None
+            await self._relay(stream, first, body.end - body.start, fill)
+            fill = None  # (committed with the last chunk, or aborted)
         finally:
             if fill is not None:
                 await fill.abort()
             await stream.aclose()
 
     async def _relay(self, stream: Any, first: bytes, length: int, fill: Any) -> bool:
-        """Write the object's chunks to the client (and to the hot copy) as they come;
-        True when all `length` bytes went. The client leaving ends it quietly; the
-        store failing mid-body closes the connection (the headers are gone)."""
+        """Write the object's chunks to the client (and to the hot copy `fill`, committed
+        with the last chunk, before it is flushed: once the client has every byte the copy
+        is in place; aborted otherwise) as they come; True when all `length` bytes went.
+        The client leaving ends it quietly; the store failing mid-body closes the
+        connection (the headers are gone)."""
         sent = 0
         chunk = first
         try:
-            while chunk:
-                self.write(chunk)
+            try:
+                while chunk:
+                    self.write(chunk)
+                    sent += len(chunk)
+                    if fill is not None:
+                        await fill.write(chunk)
+                        if sent == length:
+                            await fill.commit()
+                            fill = None
+                    await self.flush()
+                    chunk = await anext(stream, b"")
+            finally:
                 if fill is not None:
-                    await fill.write(chunk)
-                await self.flush()
-                sent += len(chunk)
-                chunk = await anext(stream, b"")
+                    await fill.abort()
         except tornado.iostream.StreamClosedError:
             return False
         except (StorageError, OSError, TimeoutError) as exc:
