@@ -56,9 +56,9 @@ def render_site(*, upstream_port: int, listen_port: int, media_dir: str, media_k
         ("${VIDEOFLIX_MEDIA_KEY}", media_key),
         ("${VIDEOFLIX_STORAGE}", s3.get("storage", "")),
         ("${VIDEOFLIX_S3_ENDPOINT}", s3.get("endpoint", "")),
-        ("${AWS_REGION}", s3.get("region", "")),
-        ("${AWS_ACCESS_KEY_ID}", s3.get("access_key", "")),
-        ("${AWS_SECRET_ACCESS_KEY}", s3.get("secret_key", "")),
+        ("${VIDEOFLIX_S3_REGION}", s3.get("region", "")),
+        ("${VIDEOFLIX_S3_ACCESS_KEY_ID}", s3.get("access_key", "")),
+        ("${VIDEOFLIX_S3_SECRET_ACCESS_KEY}", s3.get("secret_key", "")),
     ]
     site = site.replace("/var/run/nginx-videoflix-media.sock", str(prefix / "verdict.sock"))  # (twice)
     for needle, replacement in replacements:
