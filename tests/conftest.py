@@ -28,7 +28,7 @@ from videoflix.platform.storage import StorageLocation
 from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import create_services
 
-from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, MailSink, login, register_user
+from helpers import PASSWORD, STORAGE_BACKENDS, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, MailSink, login, register_user
 
 
 def pytest_collection_modifyitems(items):
@@ -136,7 +136,9 @@ def storage_backend() -> str:
     return "local"
 
 
-STORAGE_BACKENDS = ["local", "s3"]
+# (helpers.STORAGE_BACKENDS: test modules import it from helpers, not from here, since
+# tests/faults/ has a conftest of its own and `conftest` names whichever loaded first.)
+__all__ = ["STORAGE_BACKENDS"]
 
 
 def _storage_settings(request, storage_backend: str) -> dict:

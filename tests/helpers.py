@@ -297,6 +297,11 @@ async def publish_ladder(services, config, owner_id: int, ladder: Path, result, 
     return video_id
 
 
+# Where a test's media objects live (the `storage_backend` fixture, tests/conftest.py): a module
+# that runs against both overrides it with params=STORAGE_BACKENDS.
+STORAGE_BACKENDS = ["local", "s3"]
+
+
 async def put_folder(services, config, local: Path, target: Path) -> None:
     """A finished folder's files as `target` (a media.py folder): copied into MEDIA_DIR,
     or, with object storage, put into the bucket object by object (real S3: the tests'

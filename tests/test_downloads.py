@@ -11,8 +11,7 @@ import time
 
 import pytest
 
-from conftest import STORAGE_BACKENDS
-from helpers import PASSWORD, login, publish_ladder
+from helpers import PASSWORD, STORAGE_BACKENDS, login, publish_ladder
 
 
 @pytest.fixture(params=STORAGE_BACKENDS)

@@ -32,8 +32,7 @@ from videoflix.tables import videos
 from videoflix.transcode.command import TranscodeSettings
 from videoflix.transcode.job import transcode
 
-from conftest import STORAGE_BACKENDS
-from helpers import login, put_folder
+from helpers import STORAGE_BACKENDS, login, put_folder
 from media import PARK, clip
 
 ORIGIN = "http://127.0.0.1:5500"

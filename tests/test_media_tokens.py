@@ -23,8 +23,7 @@ from videoflix.platform import metrics
 from videoflix.platform.db import cursor
 
 import nginx_site
-from conftest import STORAGE_BACKENDS
-from helpers import link_from_mail, login, publish_ladder
+from helpers import STORAGE_BACKENDS, link_from_mail, login, publish_ladder
 
 TOKEN_FOLDER = re.compile(r"^/api/media/([^/]+)/([0-9]+)/(v[0-9]+)/")
 # The embedded server's token path from MEDIA_DIR and from a real SeaweedFS bucket (the

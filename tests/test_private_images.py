@@ -18,8 +18,7 @@ from videoflix.platform import media
 from videoflix.platform.db import cursor
 from videoflix.tables import videos
 
-from conftest import STORAGE_BACKENDS
-from helpers import login
+from helpers import STORAGE_BACKENDS, login
 
 KINDS = (("thumbnail", "thumbnail.jpg"), ("poster", "poster.jpg"))
 ORIGIN = "http://127.0.0.1:5500"

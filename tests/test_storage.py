@@ -10,11 +10,12 @@ from pathlib import Path
 import botocore.session
 import pytest
 
-from conftest import STORAGE_BACKENDS
 from videoflix.platform import media
 from videoflix.platform.config import Config, ConfigError
 from videoflix.platform.s3store import MULTIPART_THRESHOLD, BlockingS3, S3Storage, part_size, s3_settings
 from videoflix.platform.storage import StorageError, StorageLocation, media_key
+
+from helpers import STORAGE_BACKENDS
 
 
 @pytest.fixture(params=STORAGE_BACKENDS)

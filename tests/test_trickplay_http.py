@@ -18,8 +18,7 @@ from test_trickplay import parse_vtt
 from videoflix.platform import media
 from videoflix.transcode import ladderfile
 
-from conftest import STORAGE_BACKENDS
-from helpers import login, make_ready_video, publish_ladder, untokened, upload
+from helpers import STORAGE_BACKENDS, login, make_ready_video, publish_ladder, untokened, upload
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 

@@ -44,6 +44,7 @@ SMALL_CACHE_SECONDS = 1.0
 SMALL_CACHE_MAX_BYTES = 512 * 1024
 SMALL_CACHE_ENTRIES = 512
 FACTS_CACHE_ENTRIES = 20_000
+LADDER_CACHE_ENTRIES = 2_000
 MIB = 1024 * 1024
 
 
@@ -63,6 +64,13 @@ class SmallCache(cachetools.TTLCache[Any, Any]):
 
     def __init__(self) -> None:
         super().__init__(SMALL_CACHE_ENTRIES, SMALL_CACHE_SECONDS, timer=time.monotonic)
+
+
+class LadderCache(cachetools.LRUCache[Any, Any]):
+    """{(video_id, version): ladder} of finished versions read from a bucket; one per Services."""
+
+    def __init__(self) -> None:
+        super().__init__(LADDER_CACHE_ENTRIES)
 
 
 class _HotCacheHolder:
@@ -172,12 +180,20 @@ def ladder_of(data: bytes | None) -> dict[str, Any] | None:
 
 async def read_ladder(config: Config, services: Services, video_id: int, version: int) -> dict[str, Any] | None:
     """A version's ladder.json, from the store (None: none, or unreadable); StoreUnavailable
-    when the bucket does not answer. On MEDIA_DIR: read in the file executor, as before."""
+    when the bucket does not answer; a finished version's (`complete`) kept, the others
+    read at most SMALL_CACHE_SECONDS apart. On MEDIA_DIR: read in the file executor, as before."""
     path = media.ladder_path(config.media_dir, video_id, version)
+    published = services.state(LadderCache)
+    known: dict[str, Any] | None = published.get((video_id, version))
+    if known is not None:
+        return known
     if services.storage.is_local:
         found: dict[str, Any] | None = await asyncio.get_running_loop().run_in_executor(
             services.file_executor, ladderfile.read_ladder, path
         )
         return found
     read = await read_small(config, services, path)
-    return ladder_of(None if read is None else read[1])
+    ladder = ladder_of(None if read is None else read[1])
+    if ladder is not None and ladder.get("complete") is True:  # a finished version's: never rewritten
+        published[(video_id, version)] = ladder
+    return ladder
