@@ -28,7 +28,8 @@ from videoflix.platform.storage import StorageLocation
 from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import create_services
 
-from helpers import PASSWORD, STORAGE_BACKENDS, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, MailSink, login, register_user
+from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, MailSink, login, register_user
+from helpers import STORAGE_BACKENDS  # noqa: F401 (where it lived first)
 
 
 def pytest_collection_modifyitems(items):
@@ -135,10 +136,6 @@ def storage_backend() -> str:
     overrides this fixture with params=STORAGE_BACKENDS to run against both."""
     return "local"
 
-
-# (helpers.STORAGE_BACKENDS: test modules import it from helpers, not from here, since
-# tests/faults/ has a conftest of its own and `conftest` names whichever loaded first.)
-__all__ = ["STORAGE_BACKENDS"]
 
 
 def _storage_settings(request, storage_backend: str) -> dict:

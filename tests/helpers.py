@@ -41,6 +41,10 @@ TEST_BCRYPT_ROUNDS = 4
 # dataclasses.replace(config, x264_preset=Config.x264_preset). test_ffmpeg, test_hdr and
 # test_trickplay build their TranscodeSettings themselves and keep its default, veryfast.
 TEST_X264_PRESET = "ultrafast"
+# The stores a media suite runs against (its module's `storage_backend` fixture takes
+# params=STORAGE_BACKENDS). Here, not in conftest.py: with tests/faults/ collected in the
+# same session, `conftest` names that folder's module.
+STORAGE_BACKENDS = ["local", "s3"]
 PASSWORD = "correct-horse-9"
 
 
@@ -295,11 +299,6 @@ async def publish_ladder(services, config, owner_id: int, ladder: Path, result, 
                                            width=result.width, height=result.height, fps=result.fps,
                                            has_audio=result.has_audio, resolutions=result.resolutions)
     return video_id
-
-
-# Where a test's media objects live (the `storage_backend` fixture, tests/conftest.py): a module
-# that runs against both overrides it with params=STORAGE_BACKENDS.
-STORAGE_BACKENDS = ["local", "s3"]
 
 
 async def put_folder(services, config, local: Path, target: Path) -> None:

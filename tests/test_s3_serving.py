@@ -132,6 +132,14 @@ async def test_a_version_being_built_is_watched_from_the_bucket(client, make_use
     await services.storage.write_bytes(folder / "index.m3u8", (event + "#EXTINF:4.0,\nseg_00000.ts\n").encode())
     base = f"/api/video/{video_id}/v{version}/480p"
 
+    # Its master: rendered from the provisional ladder the run puts beside (ladder.json comes last).
+    assert (await get(client, f"/api/video/{video_id}/master.m3u8")).code == 404  # nothing of it yet
+    provisional = {**json.loads((small_ladder[0] / media.LADDER_NAME).read_text()), "complete": False}
+    await services.storage.write_bytes(media.building_ladder_path(config.media_dir, video_id, version),
+                                       json.dumps(provisional).encode())
+    master = await get(client, f"/api/video/{video_id}/master.m3u8")
+    assert master.code == 200 and f"/{video_id}/v{version}/480p/index.m3u8".encode() in master.body
+
     playlist = await get(client, f"{base}/index.m3u8")
     assert playlist.code == 200 and b"seg_00000.ts" in playlist.body
     assert playlist.headers["Cache-Control"] == "private, no-cache"

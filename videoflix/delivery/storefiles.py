@@ -60,7 +60,7 @@ class FactsCache(cachetools.LRUCache[Any, Any]):
 
 
 class SmallCache(cachetools.TTLCache[Any, Any]):
-    """{key: bytes | None} of mutable objects read whole, SMALL_CACHE_SECONDS each."""
+    """{key: (facts, bytes)} of mutable objects read whole, SMALL_CACHE_SECONDS each."""
 
     def __init__(self) -> None:
         super().__init__(SMALL_CACHE_ENTRIES, SMALL_CACHE_SECONDS, timer=time.monotonic)
@@ -153,7 +153,7 @@ def forget_facts(config: Config, services: Services, path: Path) -> None:
 async def read_small(
     config: Config, services: Services, path: Path, fresh: bool = False
 ) -> tuple[ObjectFacts, bytes] | None:
-    """A mutable small object's facts and bytes (None: missing), at most
+    """A mutable small object's facts and bytes (None: missing, never kept), at most
     SMALL_CACHE_SECONDS old (`fresh`: read now, as a wait for the version being built does)."""
     key = key_of(config, path)
     cache = services.state(SmallCache)
@@ -161,8 +161,11 @@ async def read_small(
         hit: tuple[ObjectFacts, bytes] | None = cache[key]
         return hit
     found = await bounded(services, services.storage.read_object(path))
-    read = None if found is None else (facts_of(found[0]), found[1])
-    if read is None or len(read[1]) <= SMALL_CACHE_MAX_BYTES:
+    if found is None:  # not kept: an object appearing (a run's next playlist) is seen at once
+        cache.pop(key, None)
+        return None
+    read = (facts_of(found[0]), found[1])
+    if len(read[1]) <= SMALL_CACHE_MAX_BYTES:
         cache[key] = read
     return read
 
@@ -178,10 +181,15 @@ def ladder_of(data: bytes | None) -> dict[str, Any] | None:
     return ladder if isinstance(ladder, dict) and isinstance(ladder.get("variants"), list) else None
 
 
-async def read_ladder(config: Config, services: Services, video_id: int, version: int) -> dict[str, Any] | None:
+async def read_ladder(
+    config: Config, services: Services, video_id: int, version: int, building: bool = False
+) -> dict[str, Any] | None:
     """A version's ladder.json, from the store (None: none, or unreadable); StoreUnavailable
     when the bucket does not answer; a finished version's (`complete`) kept, the others
-    read at most SMALL_CACHE_SECONDS apart. On MEDIA_DIR: read in the file executor, as before."""
+    read at most SMALL_CACHE_SECONDS apart. `building`: of the version being built, whose
+    ladder.json comes last to a bucket: until then its provisional one
+    (media.BUILDING_LADDER_NAME, transcode/mirror.py). On MEDIA_DIR: read in the file
+    executor, as before."""
     path = media.ladder_path(config.media_dir, video_id, version)
     published = services.state(LadderCache)
     known: dict[str, Any] | None = published.get((video_id, version))
@@ -193,6 +201,8 @@ async def read_ladder(config: Config, services: Services, video_id: int, version
         )
         return found
     read = await read_small(config, services, path)
+    if read is None and building:
+        read = await read_small(config, services, media.building_ladder_path(config.media_dir, video_id, version))
     ladder = ladder_of(None if read is None else read[1])
     if ladder is not None and ladder.get("complete") is True:  # a finished version's: never rewritten
         published[(video_id, version)] = ladder

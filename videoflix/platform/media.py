@@ -10,6 +10,8 @@
                                       in place while it runs (README, Architecture: Transcode)
     media/<id>/v<N>/ladder.json       what the run produces (transcode/ladderfile.py): the
                                       master playlist is rendered from it per request
+    media/<id>/v<N>/ladder.building.json  object storage only: the provisional ladder in the
+                                      bucket while the run goes (ladder.json comes last)
     media/<id>/v<N>/<res>/index.m3u8  one media playlist per rendition (RUNGS: 1080p, 720p,
                                       480p): EVENT while the run goes, VOD once it is done
     media/<id>/v<N>/<res>/seg_NNNNN.ts  its MPEG-TS segments (each appears complete)
@@ -49,6 +51,17 @@ LADDER_NAME = "ladder.json"
 # A run without the original (issue 23, transcode/originals.py) reads the live version's top
 # rung, its segments joined into this file of its own folder, removed when the run ends.
 RUNG_INPUT_NAME = "input.ts"
+# With object storage (platform/storage.py) a run works in this host's scratch: the original
+# fetched from the bucket into its own folder under this name, removed when the run ends;
+# without an original, the live version's top rung fetched into RUNG_FETCH_DIR/<vN>/<res>/
+# before its segments are joined (transcode/mirror.py). Neither is ever copied to the bucket.
+FETCHED_SOURCE_NAME = "source.input"
+RUNG_FETCH_DIR = ".rung"
+# In the bucket, the provisional ladder of a version being built: what its master is
+# rendered from while the run goes. ladder.json itself is written last, after every other
+# object of the version (a version prefix without it is never published); this one is
+# removed once the version is live.
+BUILDING_LADDER_NAME = "ladder.building.json"
 IFRAME_PLAYLIST_NAME = "iframes.m3u8"  # per rendition (trickplay)
 # URL part of a version's subtitle playlists, and media/<id>/subtitles/ (subs)
 SUBTITLES_DIR_NAME = "subtitles"
@@ -210,6 +223,11 @@ def version_prefix(version: int) -> str:
 
 def ladder_path(media_dir: str, video_id: int, version: int) -> Path:
     return version_dir(media_dir, video_id, version) / LADDER_NAME
+
+
+def building_ladder_path(media_dir: str, video_id: int, version: int) -> Path:
+    """The provisional ladder of a version being built, in the bucket (BUILDING_LADDER_NAME)."""
+    return version_dir(media_dir, video_id, version) / BUILDING_LADDER_NAME
 
 
 LEASE_FENCE_SUFFIX = ".lease"

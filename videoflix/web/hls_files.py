@@ -157,7 +157,7 @@ class MediaFileHandler(
         version = served.version
         path = media.ladder_path(self.config.media_dir, video_id, version)
         try:
-            ladder = await storefiles.read_ladder(self.config, self.services, video_id, version)
+            ladder = await storefiles.read_ladder(self.config, self.services, video_id, version, served.building)
         except storefiles.StoreUnavailable as exc:
             raise self.store_down(exc) from None
         if ladder is None:
