@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from videoflix.platform import media, storage
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
 from videoflix.transcode import ladderfile
+
+log = logging.getLogger(__name__)
 
 # What one call to the store may take on the serving path before the request gets a
 # 503 (botocore retries a refused connection within it: s3store.py); a HEAD or a small
@@ -95,7 +98,7 @@ def key_of(config: Config, path: Path) -> str:
 
 
 class StoreHealth:
-    """Until when the store is taken for down (one per Services)."""
+    """Until when the store is taken for down (one per Services; 0: it answers)."""
 
     def __init__(self) -> None:
         self.down_until = 0.0
@@ -112,11 +115,17 @@ async def bounded(services: Services, call: Any) -> Any:
             call.close()  # (never awaited: no "never awaited" warning)
         raise StoreUnavailable(health.reason)
     try:
-        return await bounded_call(call)
+        result = await bounded_call(call)
     except StoreUnavailable as exc:
+        if health.down_until == 0.0:  # once per outage, not once per request
+            log.warning("media storage unavailable (503s until it answers): %s", exc)
         health.down_until = time.monotonic() + DOWN_HOLD_SECONDS
         health.reason = str(exc)
         raise
+    if health.down_until:
+        log.info("media storage answers again")
+        health.down_until = 0.0
+    return result
 
 
 async def bounded_call(call: Any) -> Any:

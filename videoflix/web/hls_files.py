@@ -285,7 +285,7 @@ class MediaFileHandler(
     # --- object storage (storefiles.py, hotcache.py) ------------------------------------
 
     def store_down(self: Any, exc: Exception) -> APIError:
-        log.warning("media storage unavailable: %s", exc)
+        log.debug("media storage unavailable: %s", exc)  # (storefiles logs each outage once)
         return APIError(503, STORE_DOWN, headers={"Retry-After": STORE_RETRY_AFTER})
 
     async def _answer_from_store(
