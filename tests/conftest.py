@@ -29,7 +29,7 @@ from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import create_services
 
 from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, MailSink, login, register_user
-from helpers import STORAGE_BACKENDS  # noqa: F401 (where it lived first)
+from store_helpers import S3_TEST_BUCKET, STORAGE_BACKENDS  # noqa: F401 (STORAGE_BACKENDS: for modules)
 
 
 def pytest_collection_modifyitems(items):
@@ -127,7 +127,6 @@ def s3_server(state_dir):
     server.stop(graceful=False)
 
 
-S3_TEST_BUCKET = "videoflix-tests"
 
 
 @pytest.fixture
@@ -135,6 +134,7 @@ def storage_backend() -> str:
     """Where the test's media objects live: "local" (MEDIA_DIR) unless a module
     overrides this fixture with params=STORAGE_BACKENDS to run against both."""
     return "local"
+
 
 
 

@@ -41,10 +41,6 @@ TEST_BCRYPT_ROUNDS = 4
 # dataclasses.replace(config, x264_preset=Config.x264_preset). test_ffmpeg, test_hdr and
 # test_trickplay build their TranscodeSettings themselves and keep its default, veryfast.
 TEST_X264_PRESET = "ultrafast"
-# The stores a media suite runs against (its module's `storage_backend` fixture takes
-# params=STORAGE_BACKENDS). Here, not in conftest.py: with tests/faults/ collected in the
-# same session, `conftest` names that folder's module.
-STORAGE_BACKENDS = ["local", "s3"]
 PASSWORD = "correct-horse-9"
 
 

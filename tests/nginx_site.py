@@ -36,7 +36,8 @@ http {{
 
 
 def render_site(*, upstream_port: int, listen_port: int, media_dir: str, media_key: str, prefix: Path,
-                accel_media_dir: str | None = None, s3: dict[str, str] | None = None) -> str:
+                accel_media_dir: str | None = None, token_form: str = "path",
+                s3: dict[str, str] | None = None) -> str:
     """deploy/nginx.conf with the compose names replaced by this machine's (each
     replacement checked: a renamed line in the shipped file fails here, not silently).
     `s3`: media from a bucket, the app's settings (storage, endpoint, region,
@@ -54,6 +55,7 @@ def render_site(*, upstream_port: int, listen_port: int, media_dir: str, media_k
         ("/var/cache/nginx/videoflix-media", str(prefix / "media-cache")),
         ("/var/cache/nginx/videoflix-s3", str(prefix / "s3-cache")),
         ("${VIDEOFLIX_MEDIA_KEY}", media_key),
+        ("${VIDEOFLIX_MEDIA_TOKEN_FORM}", token_form),
         ("${VIDEOFLIX_STORAGE}", s3.get("storage", "")),
         ("${VIDEOFLIX_S3_ENDPOINT}", s3.get("endpoint", "")),
         ("${VIDEOFLIX_S3_REGION}", s3.get("region", "")),
@@ -68,7 +70,7 @@ def render_site(*, upstream_port: int, listen_port: int, media_dir: str, media_k
 
 
 def start(prefix: Path, *, upstream_port: int, listen_port: int, media_dir: str, media_key: str,
-          workers: str = "1", accel_media_dir: str | None = None,
+          workers: str = "1", accel_media_dir: str | None = None, token_form: str = "path",
           s3: dict[str, str] | None = None) -> subprocess.Popen:
     """nginx running the shipped site (not yet accepting: callers wait for the port)."""
     assert NGINX is not None, "nginx missing: run `make test`, which installs it"
@@ -79,7 +81,8 @@ def start(prefix: Path, *, upstream_port: int, listen_port: int, media_dir: str,
     (prefix / "s3-cache").mkdir(exist_ok=True)
     (prefix / "s3-cache").chmod(0o777)  # and the bucket's slices
     site = render_site(upstream_port=upstream_port, listen_port=listen_port, media_dir=media_dir,
-                       media_key=media_key, prefix=prefix, accel_media_dir=accel_media_dir, s3=s3)
+                       media_key=media_key, prefix=prefix, accel_media_dir=accel_media_dir,
+                       token_form=token_form, s3=s3)
     conf = prefix / "nginx.conf"
     conf.write_text(MAIN.format(njs=NJS_MODULE, workers=workers, prefix=prefix, http=site))
     prefix.chmod(0o777)

@@ -89,6 +89,25 @@ def test_compose_has_the_services_volumes_and_checks_operations_rely_on():
     assert "container_name" not in compose
 
 
+def test_compose_offers_object_storage_under_a_profile_never_published():
+    """SeaweedFS (issue 21) only with `--profile s3`, its S3 port on the compose network
+    alone, its admin identity the app's AWS_* pair, its data in a volume of its own."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    store = compose["services"]["seaweedfs"]
+    assert store["profiles"] == ["s3"]
+    assert store["image"].startswith("chrislusf/seaweedfs:") and not store["image"].endswith(":latest")
+    assert "ports" not in store and store["expose"] == ["8333"]
+    assert {"-s3", "-s3.port=8333"} <= set(store["command"])
+    assert store["environment"] == {"AWS_ACCESS_KEY_ID": "${AWS_ACCESS_KEY_ID:-}",
+                                    "AWS_SECRET_ACCESS_KEY": "${AWS_SECRET_ACCESS_KEY:-}"}
+    assert store["volumes"] == ["objects:/data"] and "objects" in compose["volumes"]
+    # Nothing else needs it to start (a profile's service cannot be depended on without the profile).
+    for name, service in compose["services"].items():
+        assert "seaweedfs" not in (service.get("depends_on") or {}), name
+
+
 # --- .env.example ---------------------------------------------------------------------------
 
 def test_env_example_and_readme_table_name_the_same_variables():

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from helpers import PASSWORD, STORAGE_BACKENDS, login, publish_ladder
+from helpers import PASSWORD, login, publish_ladder
+from store_helpers import STORAGE_BACKENDS
 
 
 @pytest.fixture(params=STORAGE_BACKENDS)

@@ -32,7 +32,8 @@ from videoflix.tables import videos
 from videoflix.transcode.command import TranscodeSettings
 from videoflix.transcode.job import transcode
 
-from helpers import STORAGE_BACKENDS, login, put_folder
+from helpers import login, put_folder
+from store_helpers import STORAGE_BACKENDS
 from media import PARK, clip
 
 ORIGIN = "http://127.0.0.1:5500"
@@ -194,28 +195,31 @@ def test_the_first_route_matching_a_path_is_its_own_whatever_the_module(path, ha
 
 
 def test_every_hls_route_has_one_twin_per_credential():
-    """Cookie and stream token: every kind; a media token: the kinds under one version's folder."""
+    """Cookie and stream token: every kind; a media token (in the path, or carried in a query
+    parameter or header): the kinds under one version's folder."""
     from videoflix.web import media_handlers
 
     prefixes = {"cookie": "/api/video/([^/]+)/", "stream token": "/api/stream/([^/]+)/([^/]+)/",
-                "media token": "/api/media/([^/]+)/([^/]+)/"}
+                "media token": "/api/media/([^/]+)/([^/]+)/", "carried media token": "/api/media/([^/]+)/"}
     tails: dict[str, list[str]] = {}
     routes = [route for route in media_handlers.ROUTES + media_handlers.CATCH_ALL_ROUTES if len(route) == 3
               and not route[0].startswith("/media/")]
     for pattern, handler, kwargs in routes:
-        credential = next(name for name, prefix in prefixes.items() if pattern.startswith(prefix))
+        credential = ("carried media token" if handler.__name__.startswith("CarriedToken")
+                      else next(name for name, prefix in prefixes.items() if pattern.startswith(prefix)))
         tail = pattern.removeprefix(prefixes[credential])
         tails.setdefault(f"{kwargs['kind']} {tail}", []).append(f"{credential} {handler.__name__}")
     assert len(tails) == 9
-    files = ("cookie VideoFileHandler", "media token MediaTokenFileHandler", "stream token StreamFileHandler")
-    subtitles = ("cookie VideoSubtitleHLSHandler", "media token MediaTokenSubtitleHLSHandler",
-                 "stream token StreamSubtitleHLSHandler")
+    files = ("carried media token CarriedTokenFileHandler", "cookie VideoFileHandler",
+             "media token MediaTokenFileHandler", "stream token StreamFileHandler")
+    subtitles = ("carried media token CarriedTokenSubtitleHLSHandler", "cookie VideoSubtitleHLSHandler",
+                 "media token MediaTokenSubtitleHLSHandler", "stream token StreamSubtitleHLSHandler")
     unversioned = {"master", "playlist", "segment"}
     for key, handlers in tails.items():
         kind = key.split()[0]
         expected = subtitles if kind.startswith("sub") else files
         if kind in unversioned:  # a media token opens one version's folder, nothing else
-            expected = tuple(name for name in expected if not name.startswith("media token"))
+            expected = tuple(name for name in expected if "media token" not in name)
         assert tuple(sorted(handlers)) == expected, key
 
 

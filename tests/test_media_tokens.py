@@ -23,7 +23,8 @@ from videoflix.platform import metrics
 from videoflix.platform.db import cursor
 
 import nginx_site
-from helpers import STORAGE_BACKENDS, link_from_mail, login, publish_ladder
+from helpers import link_from_mail, login, publish_ladder
+from store_helpers import STORAGE_BACKENDS
 
 TOKEN_FOLDER = re.compile(r"^/api/media/([^/]+)/([0-9]+)/(v[0-9]+)/")
 # The embedded server's token path from MEDIA_DIR and from a real SeaweedFS bucket (the
@@ -212,7 +213,8 @@ def front(app, config, http_port, tmp_path, io_loop, new_client):
     prefix = Path(tempfile.mkdtemp(prefix="videoflix-nginx-"))  # (workers write their cache there)
     prefix.chmod(0o755)
     proc = nginx_site.start(prefix / "nginx", upstream_port=http_port, listen_port=port,
-                            media_dir=str(media_root), media_key=tokens.media_key(config.secret_key))
+                            media_dir=str(media_root), media_key=tokens.media_key(config.secret_key),
+                            token_form=str(config.media_token_form))  # (the site says what the app says)
     base = f"http://127.0.0.1:{port}"
 
     async def started() -> None:

@@ -143,3 +143,25 @@ def test_check_reports_unsafe_settings_and_missing_database(tmp_path):
     assert "FAIL  postgresql: DATABASE_URL is not set" in done.stdout
     assert "FAIL  redis: REDIS_URL is not set" in done.stdout
     assert "ok    media_dir:" in done.stdout
+
+
+def test_check_reaches_the_bucket_and_masks_its_secret(served, tmp_path, s3_server):
+    import uuid
+
+    from store_helpers import S3_TEST_BUCKET
+
+    served.update(VIDEOFLIX_MEDIA_DIR=str(tmp_path / "media"),
+                  VIDEOFLIX_STORAGE=f"s3://{S3_TEST_BUCKET}/{uuid.uuid4().hex}/",
+                  VIDEOFLIX_S3_ENDPOINT=s3_server.endpoint, AWS_ACCESS_KEY_ID=s3_server.access_key,
+                  AWS_SECRET_ACCESS_KEY=s3_server.secret_key)
+    done = run_cli(tmp_path, "check", **served)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert s3_server.secret_key not in done.stdout
+    assert any(line.split()[:2] == ["AWS_SECRET_ACCESS_KEY", "***"] for line in done.stdout.splitlines())
+    assert f"ok    storage: {served['VIDEOFLIX_STORAGE']} at {s3_server.endpoint}: write, read and delete work" in (
+        done.stdout)
+    down = run_cli(tmp_path, "check", **{**served, "VIDEOFLIX_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}"})
+    assert down.returncode == 1
+    assert "FAIL  storage: s3://" in down.stdout and "1 problem(s)" in down.stderr
+    embedded = run_cli(tmp_path, "serve", **{**served, "VIDEOFLIX_STORAGE": "embedded-s3"})
+    assert_refused(embedded, "VIDEOFLIX_STORAGE", "videoflix dev")

@@ -18,7 +18,8 @@ from videoflix.platform import media
 from videoflix.platform.db import cursor
 from videoflix.tables import videos
 
-from helpers import STORAGE_BACKENDS, login
+from helpers import login
+from store_helpers import STORAGE_BACKENDS
 
 KINDS = (("thumbnail", "thumbnail.jpg"), ("poster", "poster.jpg"))
 ORIGIN = "http://127.0.0.1:5500"

@@ -20,6 +20,14 @@ from videoflix.platform.db import cursor
 from videoflix.tables import resumable_uploads
 
 from helpers import PASSWORD, login, upload, wait_until
+from store_helpers import STORAGE_BACKENDS, read_stored
+
+
+@pytest.fixture(params=STORAGE_BACKENDS)
+def storage_backend(request):
+    """Every test on the local store and on a bucket (a finished upload's source goes
+    there by S3 multipart upload; the bytes being received stay in this host's scratch)."""
+    return request.param
 
 TUS = {"Tus-Resumable": "1.0.0"}
 DRAFT_03 = {"Upload-Draft-Interop-Version": "5"}
@@ -70,9 +78,10 @@ async def video_rows(services) -> list[dict]:
         return list(await cur.fetchall())
 
 
-def source_of(config, location: str) -> bytes:
+async def source_of(services, config, location: str) -> bytes:
+    """The video's source, from whichever store the test runs on."""
     video_id = int(location.rstrip("/").rsplit("/", 1)[-1])
-    return media.source_path(config.media_dir, video_id).read_bytes()
+    return await read_stored(services, media.source_path(config.media_dir, video_id))
 
 
 # --- tus 1.0 ------------------------------------------------------------------------
@@ -124,7 +133,7 @@ async def test_tus_upload_in_chunks_becomes_one_queued_video_with_the_same_bytes
     assert (detail["status"], detail["title"], detail["description"], detail["category"], detail["visibility"]) == (
         "queued", "A clip", "Chunks", "Tests", "private")
     assert detail["width"] == 640 and detail["height"] == 360  # probed as a multipart upload is
-    assert sha256(source_of(config, location)) == sha256(data)
+    assert sha256(await source_of(services, config, location)) == sha256(data)
     assert not upload_file(config, url).exists()  # the source is its only name now
     again = await head(client, url)
     assert (again.status, again.headers["Upload-Offset"], again.headers["Video-Location"]) == (
@@ -136,13 +145,13 @@ async def test_tus_upload_in_chunks_becomes_one_queued_video_with_the_same_bytes
 
 
 @pytest.mark.gen_test(timeout=60)
-async def test_creation_with_upload_finishes_in_one_request(client, make_user, small_clip, config):
+async def test_creation_with_upload_finishes_in_one_request(client, make_user, small_clip, config, services):
     await make_user()
     data = small_clip.read_bytes()
     created = await create(client, len(data), body=data)
     assert created.status == 201, created.body
     assert created.headers["Upload-Offset"] == str(len(data))
-    assert sha256(source_of(config, created.headers["Video-Location"])) == sha256(data)
+    assert sha256(await source_of(services, config, created.headers["Video-Location"])) == sha256(data)
     assert created.json()["video_url"] == created.headers["Video-Location"]
 
 
@@ -375,7 +384,7 @@ async def test_the_storage_quota_counts_open_uploads(client, make_user, config, 
 @pytest.mark.parametrize("protocol", [DRAFT_03, DRAFT_05], ids=["draft-03", "draft-05"])
 @pytest.mark.gen_test(timeout=60)
 async def test_the_draft_uploads_in_pieces_and_completes_with_upload_complete(client, make_user, small_clip, config,
-                                                                             protocol):
+                                                                             protocol, services):
     await make_user()
     data = small_clip.read_bytes()
     created = await create(client, None, protocol=protocol, extra={"Upload-Complete": "?0"})
@@ -392,7 +401,7 @@ async def test_the_draft_uploads_in_pieces_and_completes_with_upload_complete(cl
     last = await patch(client, url, half, data[half:], protocol=protocol, extra={"Upload-Complete": "?1"})
     assert last.status == 204, last.body
     assert last.headers["Upload-Complete"] == "?1"
-    assert sha256(source_of(config, last.headers["Video-Location"])) == sha256(data)
+    assert sha256(await source_of(services, config, last.headers["Video-Location"])) == sha256(data)
     done = await head(client, url, protocol=protocol)
     assert (done.headers["Upload-Complete"], done.headers["Upload-Length"]) == ("?1", str(len(data)))
 
@@ -493,7 +502,7 @@ async def test_a_dropped_connection_resumes_to_the_same_bytes(client, make_user,
     rest = await patch(client, url, sent, data[sent:], protocol=protocol, extra=(
         {"Upload-Complete": "?1"} if protocol is not TUS else {}))
     assert rest.status == 204, rest.body
-    assert sha256(source_of(config, rest.headers["Video-Location"])) == sha256(data)
+    assert sha256(await source_of(services, config, rest.headers["Video-Location"])) == sha256(data)
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -526,7 +535,7 @@ async def test_a_content_length_shorter_than_the_body_takes_only_what_it_says(cl
 
 @pytest.mark.gen_test(timeout=60)
 async def test_bytes_past_the_offset_from_a_killed_server_are_cut_before_the_next_append(client, make_user,
-                                                                                          small_clip, config):
+                                                                                          small_clip, config, services):
     await make_user()
     data = small_clip.read_bytes()
     url = (await create(client, len(data))).headers["Location"]
@@ -536,7 +545,7 @@ async def test_bytes_past_the_offset_from_a_killed_server_are_cut_before_the_nex
     assert (await head(client, url)).headers["Upload-Offset"] == "1000"
     rest = await patch(client, url, 1000, data[1000:])
     assert rest.status == 204, rest.body
-    assert sha256(source_of(config, rest.headers["Video-Location"])) == sha256(data)
+    assert sha256(await source_of(services, config, rest.headers["Video-Location"])) == sha256(data)
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -590,7 +599,7 @@ async def test_the_sweeper_removes_a_finished_uploads_leftover_file(client, make
     upload_file(config, url).write_bytes(data)  # the name the crash left
     await Sweeper(config, services, set).sweep()
     assert not upload_file(config, url).exists()
-    assert sha256(source_of(config, location)) == sha256(data)  # the video's own name is untouched
+    assert sha256(await source_of(services, config, location)) == sha256(data)  # the video's own name is untouched
 
 
 @pytest.mark.gen_test(timeout=60)

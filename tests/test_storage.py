@@ -10,12 +10,11 @@ from pathlib import Path
 import botocore.session
 import pytest
 
+from store_helpers import STORAGE_BACKENDS
 from videoflix.platform import media
 from videoflix.platform.config import Config, ConfigError
 from videoflix.platform.s3store import MULTIPART_THRESHOLD, BlockingS3, S3Storage, part_size, s3_settings
 from videoflix.platform.storage import StorageError, StorageLocation, media_key
-
-from helpers import STORAGE_BACKENDS
 
 
 @pytest.fixture(params=STORAGE_BACKENDS)
@@ -180,7 +179,7 @@ async def test_failed_multipart_upload_leaves_no_parts(services, config, tmp_pat
 
 def test_blocking_client_round_trip(s3_server, tmp_path):
     """The pool child's client: the same keys, multipart above the threshold, tree removal."""
-    from conftest import S3_TEST_BUCKET
+    from store_helpers import S3_TEST_BUCKET
     from videoflix.platform.s3store import S3Settings
 
     root = str(tmp_path / "media")

@@ -116,9 +116,14 @@ def test_a_source_without_subtitles_extracts_nothing(tmp_path, small_clip):
 
 # --- import at publish (loop side) ----------------------------------------------------
 
+@pytest.mark.parametrize("storage_backend", ["local", "s3", "s3-remote"])
 @pytest.mark.gen_test(timeout=60)
-async def test_import_skips_broken_tracks_and_keeps_uploads(tmp_path, config, services, make_user):
+async def test_import_skips_broken_tracks_and_keeps_uploads(tmp_path, config, services, make_user,
+                                                            storage_backend):
+    """The runner's import, on the local store and on a bucket: from the run's folder on
+    this host, or ("s3-remote") from the version in the bucket when this host has none."""
     from helpers import make_ready_video
+    from store_helpers import put_tree, read_stored
 
     user = await make_user()
     video_id = await make_ready_video(services, user["id"])
@@ -137,12 +142,16 @@ async def test_import_skips_broken_tracks_and_keeps_uploads(tmp_path, config, se
               ExtractedTrack("tracks/5.vtt", "spa", None, 5),  # never written
               ExtractedTrack("tracks/1.vtt", "ger", "Deutsch", 1),  # uploaded one wins
               ExtractedTrack("../../../etc/passwd", "ita", None, 6)]
+    if storage_backend == "s3-remote":
+        stored_version = media.version_dir(config.media_dir, video_id, 1)
+        await put_tree(services, version, stored_version)
+        version = stored_version  # (no such folder on this host)
     imported = await subtitle_tracks.import_tracks(config, services, video_id, version, tracks)
     assert imported == ["en", "und"]
     items = {item["language"]: item["label"] for item in await subtitle_tracks.list_items(config, services, video_id)}
     assert items == {"de": "Deutsch", "en": "English", "und": "Unknown language"}
-    assert b"from the source" in media.subtitle_path(config.media_dir, video_id, "en").read_bytes()
-    assert b"Bonjour" in media.subtitle_path(config.media_dir, video_id, "de").read_bytes()
+    assert b"from the source" in await read_stored(services, media.subtitle_path(config.media_dir, video_id, "en"))
+    assert b"Bonjour" in await read_stored(services, media.subtitle_path(config.media_dir, video_id, "de"))
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from videoflix.library import subtitle_formats
 from videoflix.platform import media
 
 from helpers import login, make_ready_video, multipart
+from store_helpers import STORAGE_BACKENDS, publish_stored, read_stored, stored_keys
 
 SRT = (b"1\n00:00:01,000 --> 00:00:02,500\nHello <i>world</i>\n\n"
        b"2\n00:00:03,000 --> 00:00:04,000\nSecond line\n")
@@ -27,6 +28,12 @@ async def post_subtitles(client, video_id: int, filename: str | None = "film.srt
                               headers={"Content-Type": content_type, **(headers or {})})
 
 
+@pytest.fixture(params=STORAGE_BACKENDS)
+def storage_backend(request):
+    """The local store and a bucket: a track's file and its cut are objects there."""
+    return request.param
+
+
 @pytest.fixture
 def owned_video(io_loop, make_user, services):
     """(user, video id): a ready private video of a logged-in user (no files needed)."""
@@ -38,7 +45,7 @@ def owned_video(io_loop, make_user, services):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_owner_uploads_srt_and_the_detail_lists_it(client, owned_video, config):
+async def test_owner_uploads_srt_and_the_detail_lists_it(client, owned_video, config, services):
     _, video_id = owned_video
     response = await post_subtitles(client, video_id, language="EN-us", label="English (CC)")
     assert response.status == 201, response.body
@@ -46,7 +53,9 @@ async def test_owner_uploads_srt_and_the_detail_lists_it(client, owned_video, co
     assert response.json() == {"language": "en-US", "label": "English (CC)", "url": url}
     detail = (await client.get(f"/api/video/{video_id}/")).json()
     assert detail["subtitles"] == [{"language": "en-US", "label": "English (CC)", "url": url}]
-    stored = media.subtitle_path(config.media_dir, video_id, "en-US").read_text(encoding="utf-8")
+    stored = (await read_stored(services, media.subtitle_path(config.media_dir, video_id, "en-US"))).decode()
+    assert await stored_keys(services, config, media.subtitles_dir(config.media_dir, video_id)) == [
+        f"{video_id}/subtitles/en-US.4000.cut", f"{video_id}/subtitles/en-US.vtt"]
     assert stored.startswith("WEBVTT\n\n00:00:01.000 --> 00:00:02.500\nHello <i>world</i>\n")
     served = await client.get(f"/api/video/{video_id}/subtitles/en-us/")
     assert served.status == 200
@@ -239,15 +248,17 @@ async def test_cross_site_upload_returns_403(client, owned_video):
 
 
 @pytest.mark.gen_test(timeout=30)
-async def test_delete_removes_row_and_file(client, owned_video, config):
+async def test_delete_removes_row_and_file(client, owned_video, config, services):
     _, video_id = owned_video
     assert (await post_subtitles(client, video_id, language="pt-BR")).status == 201
-    path = media.subtitle_path(config.media_dir, video_id, "pt-BR")
-    assert path.is_file()
+    assert (await post_subtitles(client, video_id, language="en")).status == 201
+    folder = media.subtitles_dir(config.media_dir, video_id)
+    assert len(await stored_keys(services, config, folder)) == 4  # two files, two cuts
     response = await client.fetch("DELETE", f"/api/video/{video_id}/subtitles/PT-br/")
     assert response.status == 204
-    assert not path.exists()
-    assert (await client.get(f"/api/video/{video_id}/")).json()["subtitles"] == []
+    assert await stored_keys(services, config, folder) == [
+        f"{video_id}/subtitles/en.4000.cut", f"{video_id}/subtitles/en.vtt"]
+    assert [item["language"] for item in (await client.get(f"/api/video/{video_id}/")).json()["subtitles"]] == ["en"]
     assert (await client.get(f"/api/video/{video_id}/subtitles/pt-BR/")).status == 404
 
 
@@ -267,7 +278,42 @@ async def test_deleting_the_video_removes_its_subtitles(client, owned_video, con
     assert (await post_subtitles(client, video_id, language="en")).status == 201
     assert (await client.fetch("DELETE", f"/api/video/{video_id}/")).status == 204
     assert not media.subtitles_dir(config.media_dir, video_id).exists()
+    assert await stored_keys(services, config, media.subtitles_dir(config.media_dir, video_id)) == []
     from videoflix.platform.db import cursor
     async with cursor(services.pool) as cur:
         await cur.execute("SELECT count(*) AS n FROM subtitles")
         assert (await cur.fetchone())["n"] == 0
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_track_is_served_as_hls_from_its_cut_and_cut_again_when_replaced(
+        client, make_user, services, config, small_ladder):
+    """The version's subtitle playlist and segments (subtitle_tracks.render_hls, what the
+    HLS handlers answer) from either store: a segment is a read of the cut made at upload;
+    a replaced file's cut is remade; a cut for another segment length is made on request."""
+    from videoflix.library import subtitle_tracks
+
+    user = await make_user("owner@example.com")
+    video_id = await publish_stored(services, config, user["id"], *small_ladder)
+    srt = (b"1\n00:00:00,500 --> 00:00:01,500\nfirst\n\n"
+           b"2\n00:00:03,000 --> 00:00:05,000\nacross the boundary\n")
+    assert (await post_subtitles(client, video_id, "en.srt", srt, language="en")).status == 201
+    playlist = (await subtitle_tracks.render_hls(config, services, video_id, 1, "en", None)).decode()
+    assert playlist.startswith("#EXTM3U") and "seg_00000.vtt" in playlist and "seg_00001.vtt" in playlist
+    first = (await subtitle_tracks.render_hls(config, services, video_id, 1, "en", "seg_00000.vtt")).decode()
+    assert first.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:") and "first" in first and "across" in first
+    second = (await subtitle_tracks.render_hls(config, services, video_id, 1, "en", "seg_00001.vtt")).decode()
+    assert "across the boundary" in second and "first" not in second
+    with pytest.raises(subtitle_tracks.SubtitleUnavailable):
+        await subtitle_tracks.render_hls(config, services, video_id, 1, "fr", None)
+    with pytest.raises(subtitle_tracks.SubtitleUnavailable):
+        await subtitle_tracks.render_hls(config, services, video_id, 1, "en", "seg_09999.vtt")
+    # Replaced: the new file's cut answers (a stale cut is never served).
+    assert (await post_subtitles(client, video_id, "en.vtt", VTT, language="en")).status == 201
+    again = (await subtitle_tracks.render_hls(config, services, video_id, 1, "en", "seg_00000.vtt")).decode()
+    assert "Bonjour" in again and "first" not in again
+    # A stale cut (the file rewritten behind its back) is cut again on request.
+    source = media.subtitle_path(config.media_dir, video_id, "en")
+    await services.storage.write_bytes(source, b"WEBVTT\n\n00:00.100 --> 00:00.900\nrewritten\n")
+    rewritten = (await subtitle_tracks.render_hls(config, services, video_id, 1, "en", "seg_00000.vtt")).decode()
+    assert "rewritten" in rewritten and "Bonjour" not in rewritten

@@ -18,7 +18,8 @@ from test_trickplay import parse_vtt
 from videoflix.platform import media
 from videoflix.transcode import ladderfile
 
-from helpers import STORAGE_BACKENDS, login, make_ready_video, publish_ladder, untokened, upload
+from helpers import login, make_ready_video, publish_ladder, untokened, upload
+from store_helpers import STORAGE_BACKENDS
 
 IMMUTABLE = "private, max-age=31536000, immutable"
 

@@ -1,5 +1,6 @@
 """Command line: videoflix serve | worker | dev | check | migrate | createadmin EMAIL |
-users list|show|deactivate|activate|promote|demote|delete | jobs list|retry|cancel|discard."""
+users list|show|deactivate|activate|promote|demote|delete | jobs list|retry|cancel|discard |
+storage copy."""
 
 from __future__ import annotations
 
@@ -14,24 +15,31 @@ import os
 import secrets
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import botocore.exceptions
+import botocore.session
 import dotenv
 
 from videoflix.accounts import flows, passwords, tokens
 from videoflix.app import serve
 from videoflix.console import audit, job_admin, queries, user_admin
+from videoflix.library import storage_copy
 from videoflix.platform import preflight
 from videoflix.platform.config import Config, ConfigError, env_name
 from videoflix.platform.db import cursor
 from videoflix.platform.embedded import EmbeddedError, EmbeddedPostgres, EmbeddedRedis, free_port
+from videoflix.platform.embedded_s3 import EmbeddedS3
 from videoflix.platform.log import setup_logging
 from videoflix.platform.migrate import apply_migrations
+from videoflix.platform.s3store import S3Settings, s3_settings
 from videoflix.platform.secretfile import read_or_create_secret
 from videoflix.platform.services import create_services
+from videoflix.platform.storage import EMBEDDED_S3, StorageError, StorageLocation
 from videoflix.tables import users
 
 log = logging.getLogger(__name__)
@@ -69,6 +77,15 @@ def _require_safe(config: Config) -> None:
             "media token): set it to what `videoflix media-key` prints"
         )
     _require(config, "database_url", "redis_url")
+    _require_real_store(config)
+
+
+def _require_real_store(config: Config) -> None:
+    if config.storage_location.kind == EMBEDDED_S3:
+        raise CommandError(
+            f"{env_name('storage')}: {EMBEDDED_S3} is for `videoflix dev` only; "
+            "name a bucket (s3://<bucket>/<prefix>) or leave it unset"
+        )
 
 
 def cmd_serve(config: Config) -> None:
@@ -231,6 +248,92 @@ def cmd_jobs(config: Config, args: argparse.Namespace) -> None:
     asyncio.run(_jobs(config, args))
 
 
+def cmd_storage_copy(config: Config, threads: int) -> None:
+    """Copy MEDIA_DIR's library into the bucket VIDEOFLIX_STORAGE names (resumable: run it
+    again after an interruption)."""
+    _require_real_store(config)
+    if config.storage_location.is_local:
+        raise CommandError(
+            f"{env_name('storage')}: name the bucket to copy into (s3://<bucket>/<prefix>); "
+            f"the library is read from {env_name('media_dir')} ({config.media_dir})"
+        )
+    if not Path(config.media_dir).is_dir():
+        raise CommandError(f"{env_name('media_dir')}: {config.media_dir} is not a folder")
+    try:
+        report = storage_copy.copy_library(config, s3_settings(config), sys.stdout, threads=threads)
+    except StorageError as exc:
+        raise CommandError(f"the bucket cannot be reached: {exc}") from None
+    if report.library.refused:
+        raise CommandError(f"storage copy: {len(report.library.refused)} name(s) refused (see refused above)")
+    if report.failed:
+        raise CommandError(f"storage copy: {len(report.failed)} object(s) failed; run it again to resume")
+
+
+def cmd_storage_create_bucket(config: Config) -> None:
+    """Make the bucket VIDEOFLIX_STORAGE names when it does not exist (a store you run,
+    e.g. compose's SeaweedFS; on AWS make it with its policy yourself)."""
+    _require_real_store(config)
+    if config.storage_location.is_local:
+        raise CommandError(f"{env_name('storage')}: name the bucket (s3://<bucket>/<prefix>)")
+    settings = s3_settings(config)
+    client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
+    bucket = settings.location.bucket
+    try:
+        try:
+            client.head_bucket(Bucket=bucket)
+            print(f"bucket {bucket} exists")
+            return
+        except botocore.exceptions.ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+        client.create_bucket(Bucket=bucket)
+        print(f"bucket {bucket} created")
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+        raise CommandError(f"bucket {bucket}: {exc}") from None
+    finally:
+        client.close()
+
+
+# The embedded store's bucket (`videoflix dev` with VIDEOFLIX_STORAGE=embedded-s3).
+EMBEDDED_BUCKET = "videoflix"
+BUCKET_WAIT_SECONDS = 30.0
+
+
+def _start_embedded_s3(var: Path, stack: ExitStack) -> dict[str, str]:
+    """A SeaweedFS under var/seaweedfs, its bucket made: the settings that point at it."""
+    server = EmbeddedS3(var / "seaweedfs")
+    stack.callback(server.stop)
+    endpoint = server.start()
+    settings = S3Settings(StorageLocation("s3", EMBEDDED_BUCKET), endpoint, "", server.access_key, server.secret_key)
+    client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
+    deadline = time.monotonic() + BUCKET_WAIT_SECONDS
+    try:
+        while True:  # the gateway answers before its filer takes writes
+            try:
+                client.head_bucket(Bucket=EMBEDDED_BUCKET)
+                break
+            except botocore.exceptions.ClientError:
+                try:
+                    client.create_bucket(Bucket=EMBEDDED_BUCKET)
+                    break
+                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                    if time.monotonic() > deadline:
+                        raise EmbeddedError(f"SeaweedFS did not create the bucket: {exc}") from None
+            except botocore.exceptions.BotoCoreError as exc:
+                if time.monotonic() > deadline:
+                    raise EmbeddedError(f"SeaweedFS did not answer: {exc}") from None
+            time.sleep(0.2)
+    finally:
+        client.close()
+    return {
+        "storage": f"s3://{EMBEDDED_BUCKET}/",
+        "s3_endpoint": endpoint,
+        "s3_access_key": server.access_key,
+        "s3_secret_key": server.secret_key,
+        "s3_region": "",
+    }
+
+
 def _lock_var_dir(var: Path, stack: ExitStack) -> None:
     lock_path = var / "dev.lock"
     handle = stack.enter_context(open(lock_path, "a+"))  # noqa: SIM115 (the stack closes it)
@@ -263,6 +366,8 @@ def cmd_dev(config: Config) -> None:
                 redis_server = EmbeddedRedis(var / "redis", free_port())
                 stack.callback(redis_server.stop)
                 changes["redis_url"] = redis_server.start()
+            if config.storage_location.kind == EMBEDDED_S3:
+                changes.update(_start_embedded_s3(var, stack))
         except EmbeddedError as exc:
             raise CommandError(str(exc)) from None
         config = dataclasses.replace(config, **changes, dev_mode=True)
@@ -283,7 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help=f"serve with {env_name('database_url')} and {env_name('redis_url')}")
     sub.add_parser("worker", help="run the transcode consumer only (more hosts, shared media dir)")
-    sub.add_parser("dev", help="embedded PostgreSQL and Redis under ./var, then serve")
+    sub.add_parser(
+        "dev",
+        help="embedded PostgreSQL and Redis under ./var (and SeaweedFS with VIDEOFLIX_STORAGE=embedded-s3), then serve",
+    )
     sub.add_parser(
         "check", help="print the effective configuration and verify PostgreSQL, Redis, ffmpeg and the media directory"
     )
@@ -315,6 +423,16 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument("user", help="user id or email")
         if action == "delete":
             one.add_argument("--yes", action="store_true", help="yes, delete it all")
+    storage = sub.add_parser("storage", help="object storage: copy a local library into the bucket, make the bucket")
+    storage_actions = storage.add_subparsers(dest="action", required=True)
+    copy = storage_actions.add_parser(
+        "copy",
+        help="copy VIDEOFLIX_MEDIA_DIR's library into the bucket VIDEOFLIX_STORAGE names (resumable, verified)",
+    )
+    copy.add_argument("--threads", type=int, default=storage_copy.DEFAULT_THREADS, help="objects copied at once")
+    storage_actions.add_parser(
+        "create-bucket", help="make the bucket VIDEOFLIX_STORAGE names if missing (a store you run yourself)"
+    )
     jobs = sub.add_parser("jobs", help="the transcode queue: list, retry, cancel, discard dead letters")
     job_actions = jobs.add_subparsers(dest="action", required=True)
     job_actions.add_parser("list", help="queued, running, failed and dead-lettered jobs, as JSON")
@@ -355,6 +473,10 @@ def main(argv: list[str] | None = None) -> int:
             cmd_users(config, args)
         elif args.command == "jobs":
             cmd_jobs(config, args)
+        elif args.command == "storage" and args.action == "copy":
+            cmd_storage_copy(config, args.threads)
+        elif args.command == "storage":
+            cmd_storage_create_bucket(config)
     except CommandError as exc:
         sys.stderr.write(f"videoflix: {exc}\n")
         return 1

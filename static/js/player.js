@@ -126,6 +126,35 @@ function showLevel(hls, playing = null) {
   }
 }
 
+// --- media tokens in a header -------------------------------------------------
+// The header form (VIDEOFLIX_MEDIA_TOKEN_FORM=header:<name>; README "Edge delivery"): the
+// master's URIs carry no token, its answer carries it in the header that is to carry it,
+// found by the token's shape; hls.js then sends it with every request under /api/media/.
+// (The path and query forms need nothing: the token is in the URIs.)
+const MEDIA_TOKEN = /^[0-9a-z]{1,13}\.[0-9a-z]{1,13}\.[0-9a-z]{1,13}\.[01]\.[0-9a-f]{32}\.[A-Za-z0-9_-]{43}$/;
+const mediaHeader = { name: '', token: '' };
+
+function tokenHeaderOf(xhr) {
+  for (const line of xhr.getAllResponseHeaders().split('\r\n')) {
+    const colon = line.indexOf(':');
+    const value = line.slice(colon + 1).trim();
+    if (colon > 0 && MEDIA_TOKEN.test(value)) return { name: line.slice(0, colon).trim(), token: value };
+  }
+  return { name: '', token: '' };
+}
+
+function xhrSetup(xhr, url) {
+  const path = new URL(url, location.href).pathname;
+  if (path.endsWith('/master.m3u8')) {
+    xhr.addEventListener('readystatechange', () => {
+      if (xhr.readyState === XMLHttpRequest.HEADERS_RECEIVED) Object.assign(mediaHeader, tokenHeaderOf(xhr));
+    });
+  } else if (mediaHeader.name && path.startsWith('/api/media/')) {
+    if (!xhr.readyState) xhr.open('GET', url, true);
+    xhr.setRequestHeader(mediaHeader.name, mediaHeader.token);
+  }
+}
+
 // --- start -------------------------------------------------------------------
 async function start(detail) {
   const resumeAt = detail.position && detail.duration && detail.position < FINISHED * detail.duration
@@ -143,7 +172,7 @@ async function start(detail) {
     // beginning (or the saved position), not at the growing end; once the run is
     // done the playlists end (#EXT-X-ENDLIST) and hls.js simply stops reloading them.
     const building = detail.status !== 'ready';
-    const hls = new Hls({ startPosition: resumeAt || (building ? 0 : -1), capLevelToPlayerSize: false });
+    const hls = new Hls({ startPosition: resumeAt || (building ? 0 : -1), capLevelToPlayerSize: false, xhrSetup });
     window.videoflixHls = hls; // for the curious (and the browser tests' diagnostics)
     hls.on(Hls.Events.MANIFEST_PARSED, () => { setupQualities(hls); showLevel(hls); });
     setupSubtitles(Hls, hls, document.getElementById('subtitles'), video);

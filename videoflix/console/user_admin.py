@@ -12,18 +12,15 @@ token refresh or login (the access token carries the admin mark).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from videoflix.accounts import flows, sessions
 from videoflix.console import audit, queries
 from videoflix.console.audit import Actor
 from videoflix.library import lifecycle
-from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor, transaction
 from videoflix.platform.services import Services
@@ -171,19 +168,6 @@ async def update_user(services: Services, actor: Actor, user_id: int, changes: M
     return user_item(after)
 
 
-def _count_files(media_dir: str, video_ids: list[int]) -> int:
-    """Files on disk of these videos (executor only)."""
-    count = 0
-    for video_id in video_ids:
-        folder = media.video_dir(media_dir, video_id)
-        if folder.is_dir():
-            count += sum(1 for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
-        source: Path = media.source_path(media_dir, video_id)
-        if source.is_file():
-            count += 1
-    return count
-
-
 async def delete_user(config: Config, services: Services, actor: Actor, user_id: int) -> dict[str, Any]:
     """The account, its videos (rows, sources, versions, images, subtitles, queue
     entries, running jobs), watch positions; what was removed. UserNotFound, LastAdmin."""
@@ -196,9 +180,8 @@ async def delete_user(config: Config, services: Services, actor: Actor, user_id:
             raise LastAdmin()
         owned = await video_rows.owned_videos(cur, user_id)
         video_ids = [video_id for video_id, _title, _size in owned]
-        files = await asyncio.get_running_loop().run_in_executor(
-            services.file_executor, _count_files, config.media_dir, video_ids
-        )
+        # With a bucket: its objects, listed before anything is deleted (store down: 503).
+        files = await lifecycle.count_files(config, services, video_ids)
         removed = {
             "videos": [{"id": video_id, "title": title} for video_id, title, _size in owned],
             "source_bytes": sum(size for _id, _title, size in owned),

@@ -333,9 +333,22 @@ async def issue_stream_url(
 MEDIA_TOKEN_PREFIX = "/api/media/"
 
 
-def media_folder_url(config: Config, viewer: tokens.SessionClaims, video_id: int, version: int, now: int) -> str:
-    """The version's folder under a media token of this session, as the master names it:
-    /api/media/<token>/<id>/v<N>/ (after VIDEOFLIX_MEDIA_URL, a CDN's origin, if set)."""
+@dataclass(frozen=True)
+class MediaFolder:
+    """A version's folder as the master hands it out (VIDEOFLIX_MEDIA_TOKEN_FORM):
+    `url` is what its URIs start with ("/" at the end); in the path form the token is
+    in it, in the query form `query` ("<name>=<token>") goes on every URI, in the
+    header form `header` ((name, token)) is told in the master's answer."""
+
+    url: str
+    query: str = ""
+    header: tuple[str, str] | None = None
+
+
+def media_folder(config: Config, viewer: tokens.SessionClaims, video_id: int, version: int, now: int) -> MediaFolder:
+    """The version's folder under a media token of this session, in the configured form:
+    /api/media/<token>/<id>/v<N>/, or /api/media/<id>/v<N>/ with the token in a query
+    parameter or a header (after VIDEOFLIX_MEDIA_URL, a CDN's origin, if set)."""
     token = tokens.make_media_token(
         config.secret_key,
         video_id=video_id,
@@ -346,4 +359,10 @@ def media_folder_url(config: Config, viewer: tokens.SessionClaims, video_id: int
         session_id=viewer.session_id,
         expires_at=now + config.media_token_ttl,
     )
-    return f"{config.media_url}{MEDIA_TOKEN_PREFIX}{token}/{video_id}/{media.version_prefix(version)}"
+    form = config.media_token_form
+    folder = f"{video_id}/{media.version_prefix(version)}"
+    if form.carrier == "query":
+        return MediaFolder(f"{config.media_url}{MEDIA_TOKEN_PREFIX}{folder}", query=f"{form.name}={token}")
+    if form.carrier == "header":
+        return MediaFolder(f"{config.media_url}{MEDIA_TOKEN_PREFIX}{folder}", header=(form.name, token))
+    return MediaFolder(f"{config.media_url}{MEDIA_TOKEN_PREFIX}{token}/{folder}")

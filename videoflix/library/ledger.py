@@ -47,12 +47,15 @@ async def record_run(config: Config, services: Services, outcome: JobOutcome) ->
         return
     loop = asyncio.get_running_loop()
     try:
-        original = await loop.run_in_executor(
-            services.file_executor, _file_size, media.source_path(config.media_dir, outcome.video_id)
-        )
-        uploaded_subtitles = await loop.run_in_executor(
-            services.file_executor, _tree_size, media.subtitles_dir(config.media_dir, outcome.video_id)
-        )
+        source = media.source_path(config.media_dir, outcome.video_id)
+        subtitles = media.subtitles_dir(config.media_dir, outcome.video_id)
+        if services.storage.is_local:
+            original = await loop.run_in_executor(services.file_executor, _file_size, source)
+            uploaded_subtitles = await loop.run_in_executor(services.file_executor, _tree_size, subtitles)
+        else:  # the bucket holds them (this host's scratch may not)
+            head = await services.storage.head(source)
+            original = head.size if head is not None else 0
+            uploaded_subtitles = sum(item.size for item in await services.storage.list_tree(subtitles))
         copied = result.copy is not None and result.copy.video
         version = result.storage
         async with cursor(services.pool) as cur:

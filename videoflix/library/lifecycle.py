@@ -14,6 +14,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor, transaction
 from videoflix.platform.services import Services
+from videoflix.platform.storage import StorageError
 from videoflix.tables import users
 from videoflix.tables import videos as video_rows
 from videoflix.tables.videos import Video
@@ -247,7 +249,11 @@ async def _store(
 
     With `hooks` (a resumable upload) the file is hard-linked to the source inside the
     transaction and unlinked after it commits: a crash at any point leaves either the
-    upload as it was (to finish again) or the video with its source, never neither."""
+    upload as it was (to finish again) or the video with its source, never neither.
+
+    With a bucket (VIDEOFLIX_STORAGE=s3://...) the source goes up first: _store_in_bucket."""
+    if not services.storage.is_local:
+        return await _store_in_bucket(config, services, upload, owner_id, is_admin, fields, visibility, probe, hooks)
     loop = asyncio.get_running_loop()
     async with transaction(services.pool) as cur:
         if hooks is not None:
@@ -299,6 +305,93 @@ async def _store(
     log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, upload.size)
     assert video is not None  # (read in the transaction that inserted it)
     return video
+
+
+async def _store_in_bucket(
+    config: Config,
+    services: Services,
+    upload: ReceivedFile,
+    owner_id: int,
+    is_admin: bool,
+    fields: dict[str, str],
+    visibility: str,
+    probe: Probe,
+    hooks: StoreHooks | None,
+) -> Video:
+    """_store with a bucket: the source is uploaded (S3 multipart: parts in parallel,
+    retried, aborted on failure) as sources/<id> under an id taken from the sequence
+    *before* the row exists, then the row is inserted with that id. So no row ever
+    points at a source that is not in the bucket: a failed upload leaves no row (and
+    no part: s3store aborts it), a failed transaction removes the object, and a crash
+    in between leaves at most an object without a row. A multipart upload's scratch
+    file is consumed by the upload; a resumable one's is unlinked after the commit,
+    as on disk (until then the upload can be finished again).
+    StorageError (the store is down) reaches the handler: 503."""
+    loop = asyncio.get_running_loop()
+    # Refused before gigabytes go up (and again under the owner's lock below).
+    await check_quota(config, services, owner_id, is_admin, upload.size)
+    async with cursor(services.pool) as cur:
+        video_id = await video_rows.next_video_id(cur)
+    target = media.source_path(config.media_dir, video_id)
+    started = time.monotonic()
+    try:
+        await services.storage.put_file(target, upload.temp_path, move=hooks is None)
+    finally:
+        if hooks is None:
+            uploads.forget_upload(upload.temp_path)
+    log.info(
+        "video %s: source (%s bytes) stored in the bucket in %.1f s", video_id, upload.size, time.monotonic() - started
+    )
+    try:
+        async with transaction(services.pool) as cur:
+            if hooks is not None:
+                await hooks.claim(cur)
+            await users.lock_user(cur, owner_id)
+            await check_quota(config, services, owner_id, is_admin, upload.size, cur)
+            await video_rows.insert_video(
+                cur,
+                owner_id=owner_id,
+                title=fields["title"],
+                description=fields["description"],
+                category=fields["category"],
+                visibility=visibility,
+                status="queued",
+                source_name=upload.filename,
+                source_size=upload.size,
+                duration=probe.duration,
+                width=probe.width,
+                height=probe.height,
+                video_id=video_id,
+            )
+            video = await video_rows.get_video(cur, video_id)
+            if hooks is not None:
+                await hooks.bind(cur, video_id)
+    except BaseException:
+        await _delete_objects_quietly(services, video_id, target)
+        raise
+    if hooks is not None:
+        await loop.run_in_executor(services.file_executor, _unlink_quietly, upload.temp_path)
+        await queue.enqueue(services.redis, video_id, owner_id)  # (else: the runner's reconcile)
+    else:
+        try:
+            await queue.enqueue(services.redis, video_id, owner_id)
+        except BaseException:
+            async with cursor(services.pool) as cur:
+                await video_rows.delete_video(cur, video_id)
+            await _delete_objects_quietly(services, video_id, target)
+            raise
+    log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, upload.size)
+    assert video is not None  # (read in the transaction that inserted it)
+    return video
+
+
+async def _delete_objects_quietly(services: Services, video_id: int, source: Path) -> None:
+    """A source uploaded for a row that was not made (or was taken back): removed, or
+    logged when the store refuses (an object without a row serves nobody)."""
+    try:
+        await services.storage.delete(source)
+    except StorageError as exc:
+        log.warning("video %s: its source could not be removed from the bucket: %s", video_id, exc)
 
 
 def _move_into_place(temp_path: Path, target: Path) -> None:
@@ -361,6 +454,8 @@ async def delete_video(config: Config, services: Services, video_id: int, user_i
         video = await video_rows.get_video(cur, video_id)
         if video is None or not media.can_manage(video, user_id, is_admin):
             raise media.VideoNotFound()
+        if not services.storage.is_local:
+            await services.storage.list_tree(media.video_dir(config.media_dir, video_id))  # store down: 503 here
         if not await video_rows.delete_video(cur, video_id):
             raise media.VideoNotFound()
     await remove_deleted(config, services, video_id, video.owner_id)
@@ -369,13 +464,61 @@ async def delete_video(config: Config, services: Services, video_id: int, user_i
 
 async def remove_deleted(config: Config, services: Services, video_id: int, owner_id: int) -> None:
     """After a video's row was deleted (committed): its queue entries, its source,
-    versions, images and subtitles on disk, and what is cached about it."""
+    versions, images and subtitles (on disk, and with a bucket its objects and this
+    host's scratch), and what is cached about it."""
     # The running child polls this flag and kills ffmpeg; the runner also
     # discards any output whose row is gone.
     await progress.request_cancel(services.redis, video_id)
     await queue.remove_video(services.redis, video_id)
     await asyncio.get_running_loop().run_in_executor(services.file_executor, _remove_files, config.media_dir, video_id)
+    if not services.storage.is_local:
+        try:
+            await remove_objects(config, services, video_id)
+        except StorageError as exc:
+            # The row is gone (nothing serves these any more); the store failed between the
+            # listing before the delete (which answers 503 while it is down) and now.
+            log.warning("video %s: objects left in the bucket (the store failed): %s", video_id, exc)
     await video_changed(services, video_id, owner_id)
+
+
+async def remove_objects(config: Config, services: Services, video_id: int) -> int:
+    """Every object of a video in the store: media/<id>/ (versions, images, subtitles)
+    and its source. How many there were."""
+    removed = await services.storage.delete_tree(media.video_dir(config.media_dir, video_id))
+    source = media.source_path(config.media_dir, video_id)
+    if await services.storage.head(source) is not None:
+        await services.storage.delete(source)
+        removed += 1
+    return removed
+
+
+async def count_files(config: Config, services: Services, video_ids: list[int]) -> int:
+    """The stored files (objects) of these videos: media/<id>/ and the sources. With a
+    bucket this also proves the store answers before anything is deleted (StorageError:
+    503, nothing changed)."""
+    if services.storage.is_local:
+        return await asyncio.get_running_loop().run_in_executor(
+            services.file_executor, _count_files, config.media_dir, video_ids
+        )
+    count = 0
+    for video_id in video_ids:
+        count += len(await services.storage.list_tree(media.video_dir(config.media_dir, video_id)))
+        if await services.storage.head(media.source_path(config.media_dir, video_id)) is not None:
+            count += 1
+    return count
+
+
+def _count_files(media_dir: str, video_ids: list[int]) -> int:
+    """Files on disk of these videos (executor only)."""
+    count = 0
+    for video_id in video_ids:
+        folder = media.video_dir(media_dir, video_id)
+        if folder.is_dir():
+            count += sum(1 for path in folder.rglob("*") if path.is_file() and not path.is_symlink())
+        source: Path = media.source_path(media_dir, video_id)
+        if source.is_file():
+            count += 1
+    return count
 
 
 async def retranscode(

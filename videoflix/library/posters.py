@@ -29,6 +29,7 @@ from videoflix.delivery import download, playback
 from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
+from videoflix.platform.storage import StorageError
 from videoflix.tables.videos import PlaybackVideo
 from videoflix.transcode.command import POSTER_MAX_SIDE, THUMBNAIL_MAX_SIDE
 from videoflix.transcode.limits import PROBE_LIMITS
@@ -38,6 +39,9 @@ log = logging.getLogger(__name__)
 # The file's cap (SECURITY.md control 28); its picture is held to the media caps of
 # control 9 (MAX_VIDEO_WIDTH, MAX_VIDEO_HEIGHT, MAX_VIDEO_PIXELS: 8K by default).
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
+# A segment read whole to take a frame from (a 4 s segment of the top rung is a few MB;
+# a copied 4K source's can be tens).
+MAX_SEGMENT_BYTES = 256 * 1024 * 1024
 # One image through ffprobe or ffmpeg takes well under a second; a stuck one is killed.
 IMAGE_TIMEOUT_SECONDS = 30
 # Magic bytes -> ffmpeg's demuxer for that format read from a pipe.
@@ -166,13 +170,30 @@ def _copy_into(source: Path, version_dir: Path) -> None:
         os.replace(temp, version_dir / name)
 
 
+async def _install_in_store(config: Config, services: Services, video_id: int, staged: Path, live_version: int) -> None:
+    """_install with a bucket: the pair is written as media/<id>/poster/ and into the
+    live version (each object replaced whole: a reader gets the old image or the new one)."""
+    loop = asyncio.get_running_loop()
+    chosen = media.custom_poster_dir(config.media_dir, video_id)
+    live = media.version_dir(config.media_dir, video_id, live_version)
+    for name in (media.POSTER_NAME, media.THUMBNAIL_NAME):
+        data = await loop.run_in_executor(services.file_executor, (staged / name).read_bytes)
+        await services.storage.write_bytes(chosen / name, data)
+        await services.storage.write_bytes(live / name, data)
+
+
 async def _make(config: Config, services: Services, video_id: int, live_version: int, data: bytes, demuxer: str,
                 size: _Size, seek: float | None = None) -> None:  # fmt: skip
     loop = asyncio.get_running_loop()
     staged = await loop.run_in_executor(services.file_executor, _staging, config.media_dir, video_id)
     try:
         await _encode_pair(data, demuxer, size, staged, seek)
-        await loop.run_in_executor(services.file_executor, _install, config.media_dir, video_id, staged, live_version)
+        if services.storage.is_local:
+            await loop.run_in_executor(
+                services.file_executor, _install, config.media_dir, video_id, staged, live_version
+            )
+        else:
+            await _install_in_store(config, services, video_id, staged, live_version)
     finally:
         await loop.run_in_executor(services.file_executor, shutil.rmtree, staged, True)
 
@@ -203,11 +224,14 @@ async def set_from_frame(config: Config, services: Services, video: PlaybackVide
     if video.live_version is None or not video.resolutions:
         raise PosterRefused("The video has no frames to choose from yet: wait until it is ready.")
     highest = max(video.resolutions, key=lambda name: int(name.rstrip("p")))
-    served = playback.ServedFile(video.live_version, (highest, media.MEDIA_PLAYLIST_NAME), False)
-    try:
-        entries = await download.segment_entries(config.media_dir, video.id, served, services.file_executor)
-    except download.DownloadUnavailable:
-        raise PosterRefused("The video has no frames to choose from.") from None
+    if services.storage.is_local:
+        served = playback.ServedFile(video.live_version, (highest, media.MEDIA_PLAYLIST_NAME), False)
+        try:
+            entries = await download.segment_entries(config.media_dir, video.id, served, services.file_executor)
+        except download.DownloadUnavailable:
+            raise PosterRefused("The video has no frames to choose from.") from None
+    else:
+        entries = await _stored_segment_entries(config, services, video.id, video.live_version, highest)
     start = 0.0
     chosen: tuple[str, ...] | None = None
     for segment, duration in entries:
@@ -219,7 +243,12 @@ async def set_from_frame(config: Config, services: Services, video: PlaybackVide
         raise PosterRefused(f"The video is {start:.1f} seconds long: choose a time within it.")
     part = chosen
     root = media.version_dir(config.media_dir, video.id, video.live_version)
-    data = await asyncio.get_running_loop().run_in_executor(services.file_executor, download.read_segment, root, part)
+    if services.storage.is_local:
+        data = await asyncio.get_running_loop().run_in_executor(
+            services.file_executor, download.read_segment, root, part
+        )
+    else:
+        data = await services.storage.read_bytes(root.joinpath(*part), limit=MAX_SEGMENT_BYTES)
     if data is None:
         raise PosterRefused("The video has no frames to choose from.")
     size = await _image_size(data, "mpegts")
@@ -227,8 +256,57 @@ async def set_from_frame(config: Config, services: Services, video: PlaybackVide
     log.info("video %s: poster replaced by the frame at %.3f s", video.id, seconds)
 
 
+async def _stored_segment_entries(
+    config: Config, services: Services, video_id: int, version: int, rendition: str
+) -> list[tuple[tuple[str, ...], float]]:
+    """download.segment_entries of a version in the bucket: (path parts, duration)."""
+    playlist = media.version_dir(config.media_dir, video_id, version) / rendition / media.MEDIA_PLAYLIST_NAME
+    data = await services.storage.read_bytes(playlist)
+    try:
+        entries = download.playlist_entries(data.decode()) if data is not None else []
+    except (UnicodeDecodeError, ValueError):
+        log.error("video %s: its playlist %s/%s lists something other than segments", video_id, version, rendition)
+        entries = []
+    if not entries:
+        raise PosterRefused("The video has no frames to choose from.")
+    return [((rendition, name), duration) for name, duration in entries]
+
+
+async def _apply_custom_from_store(config: Config, services: Services, video_id: int, version_dir: Path) -> bool:
+    """apply_custom with a bucket (the runner may be on any host): the chosen pair is
+    read from the bucket and written under the new version's keys, and into the run's
+    scratch folder when this host still has it (so a later upload of it keeps the choice)."""
+    chosen = media.custom_poster_dir(config.media_dir, video_id)
+    pair = {
+        name: await services.storage.read_bytes(chosen / name) for name in (media.POSTER_NAME, media.THUMBNAIL_NAME)
+    }
+    if any(data is None for data in pair.values()):
+        return False
+    loop = asyncio.get_running_loop()
+
+    def into_scratch() -> None:
+        if not version_dir.is_dir():
+            return
+        for name, data in pair.items():
+            temp = version_dir / f".{name}.custom"
+            temp.write_bytes(data or b"")
+            os.replace(temp, version_dir / name)
+
+    await loop.run_in_executor(services.file_executor, into_scratch)
+    for name, data in pair.items():
+        await services.storage.write_bytes(version_dir / name, data or b"")
+    return True
+
+
 async def apply_custom(config: Config, services: Services, video_id: int, version_dir: Path) -> None:
     """The runner's before_publish step: a chosen poster goes into the new version too."""
+    if not services.storage.is_local:
+        try:
+            if await _apply_custom_from_store(config, services, video_id, version_dir):
+                log.info("video %s: the chosen poster kept for the new version", video_id)
+        except (OSError, StorageError) as exc:
+            log.warning("video %s: the chosen poster not copied to the new version: %s", video_id, exc)
+        return
     source = media.custom_poster_dir(config.media_dir, video_id)
 
     def copy() -> bool:

@@ -54,10 +54,11 @@ from videoflix.library.upload_protocol import (
     single_header,
     state_headers,
 )
-from videoflix.platform import media, rediskeys
+from videoflix.platform import media, outage, rediskeys
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor, transaction
 from videoflix.platform.services import Services
+from videoflix.platform.storage import StorageError
 from videoflix.tables import resumable_uploads as rows
 from videoflix.tables import users
 from videoflix.tables.resumable_uploads import Upload
@@ -270,6 +271,16 @@ async def finish(config: Config, services: Services, upload: Upload, is_admin: b
         raise ProtocolError(400, str(exc)) from None
     except lifecycle.QuotaExceeded as exc:
         raise ProtocolError(exc.status, exc.detail) from None
+    except StorageError as exc:
+        # The bucket did not take the source (s3store aborted its multipart upload): no
+        # video was made, the upload keeps every byte and finishes on a later PATCH.
+        log.warning("resumable upload %s: not stored, the media store failed: %s", upload.id, exc)
+        raise ProtocolError(
+            503,
+            "The media store is unreachable right now: the upload is kept whole; "
+            "send an empty PATCH at its offset shortly to finish it.",
+            {"Retry-After": str(outage.RETRY_AFTER_SECONDS)},
+        ) from None
     async with cursor(services.pool) as cur:
         done = await rows.get_upload(cur, upload.id, upload.owner_id)
     if done is None:

@@ -12,18 +12,25 @@ once, on its first request). A change goes through a transaction that locks the
 video's row, so two uploads of one video cannot interleave their label checks and files.
 Limits: MAX_TRACKS_PER_VIDEO per video, subtitle_formats.MAX_FILE_BYTES per file and
 MAX_CUT_BYTES per cut, SUBTITLE_UPLOADS_PER_HOUR per user (admins exempt).
+
+With a bucket (VIDEOFLIX_STORAGE=s3://...) the same names are objects, read and written
+whole (they are small) through services.storage, and a segment is three ranged reads of
+its cut; a cut names its canonical file by size and ETag (stored_identity) instead of
+size and mtime. The local store keeps the files and the executor, as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import json
 import logging
 import os
 import secrets
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
 from videoflix.accounts import throttle
@@ -32,6 +39,7 @@ from videoflix.platform import media, rediskeys
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor, transaction
 from videoflix.platform.services import Services
+from videoflix.platform.storage import ObjectInfo, StorageError
 from videoflix.tables import subtitles as subtitle_rows
 from videoflix.tables import videos as video_rows
 from videoflix.transcode import ladderfile
@@ -212,6 +220,61 @@ async def _in_executor(services: Services, function: Any, *args: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(services.file_executor, function, *args)
 
 
+def stored_identity(info: ObjectInfo) -> tuple[int, int]:
+    """What a cut records of its canonical object in a bucket (the local store records
+    size and mtime_ns): its size and 63 bits of a hash of its ETag (a new PUT of other
+    bytes has another ETag, whatever the store makes it of)."""
+    return info.size, int.from_bytes(hashlib.sha256(info.etag.encode()).digest()[:8], "big") >> 1
+
+
+async def _stored_cuts(config: Config, services: Services, video_id: int, language: str) -> list[Path]:
+    folder = media.subtitles_dir(config.media_dir, video_id)
+    return [
+        Path(config.media_dir) / item.key
+        for item in await services.storage.list_tree(folder)
+        if media.is_subtitle_cut_of(language, PurePosixPath(item.key).name)
+    ]
+
+
+async def store_track(config: Config, services: Services, video_id: int, language: str, vtt: str, cut: bytes) -> None:
+    """The canonical file, then its cut naming it; older cuts go (either store)."""
+    if services.storage.is_local:
+        await _in_executor(services, _store_track, config.media_dir, video_id, language, vtt, cut)
+        return
+    source = media.subtitle_path(config.media_dir, video_id, language)
+    await services.storage.write_bytes(source, vtt.encode())
+    info = await services.storage.head(source)
+    if info is None:
+        raise StorageError(f"{source.name}: not found right after it was written")
+    for stale in await _stored_cuts(config, services, video_id, language):
+        await services.storage.delete(stale)
+    head = subtitle_formats.read_cut_head(cut[: subtitle_formats.CUT_HEAD_BYTES])
+    await services.storage.write_bytes(
+        media.subtitle_cut_path(config.media_dir, video_id, language, head.segment_ms),
+        subtitle_formats.with_source(cut, *stored_identity(info)),
+    )
+
+
+async def remove_track(config: Config, services: Services, video_id: int, language: str) -> None:
+    """A language's canonical file and its cuts (either store)."""
+    if services.storage.is_local:
+        await _in_executor(services, _remove_track, config.media_dir, video_id, language)
+        return
+    for path in await _stored_cuts(config, services, video_id, language):
+        await services.storage.delete(path)
+    await services.storage.delete(media.subtitle_path(config.media_dir, video_id, language))
+
+
+async def read_canonical(config: Config, services: Services, video_id: int, language: str) -> bytes | None:
+    """A language's canonical WebVTT file, None if there is none (ValueError for a tag
+    that is not canonical)."""
+    path = media.subtitle_path(config.media_dir, video_id, language)
+    if services.storage.is_local:
+        body: bytes | None = await _in_executor(services, read_file, path)
+        return body
+    return await services.storage.read_bytes(path, limit=subtitle_formats.MAX_FILE_BYTES * 2)
+
+
 # --- use cases ---------------------------------------------------------------------
 
 
@@ -264,9 +327,7 @@ async def add_from_upload(
             label = subtitle_formats.unique_label(label, others)
         row = await subtitle_rows.upsert(cur, video_id, checked.language, label, "upload", checked.cue_count)
         # Written while the row is locked; the transaction commits right after.
-        await _in_executor(
-            services, _store_track, config.media_dir, video_id, checked.language, checked.vtt, checked.cut
-        )
+        await store_track(config, services, video_id, checked.language, checked.vtt, checked.cut)
     await _changed(services, video_id, video.owner_id)
     log.info(
         "video %s: subtitles %s uploaded by user %s (%d cues)", video_id, checked.language, user_id, checked.cue_count
@@ -289,7 +350,7 @@ async def remove(
             raise media.VideoNotFound()
         if language is None or not await subtitle_rows.delete(cur, video_id, language):
             raise SubtitleNotFound()
-        await _in_executor(services, _remove_track, config.media_dir, video_id, language)
+        await remove_track(config, services, video_id, language)
     await _changed(services, video_id, video.owner_id)
     log.info("video %s: subtitles %s deleted by user %s", video_id, language, user_id)
 
@@ -314,8 +375,11 @@ class _Track:
     cut: bytes
 
 
-def _read_tracks(version_dir: Path, tracks: Sequence[ExtractedTrack]) -> list[_Track]:
-    """The usable extracted tracks, one per language, best first (executor).
+def _read_tracks(
+    version_dir: Path, tracks: Sequence[ExtractedTrack], fetched: dict[str, bytes | None] | None = None
+) -> list[_Track]:
+    """The usable extracted tracks, one per language, best first (executor). `fetched`:
+    the files' bytes read from a bucket (None: read them from version_dir).
 
     The child wrote these files from hostile input: each is parsed and re-serialized
     like an upload; a track that fails is skipped with a log line."""
@@ -327,7 +391,13 @@ def _read_tracks(version_dir: Path, tracks: Sequence[ExtractedTrack]) -> list[_T
         try:
             if not media.is_track_file(str(track.file)):
                 raise ValueError(f"not a track file name: {track.file!r}")
-            data = (version_dir / track.file).read_bytes()
+            if fetched is None:
+                data = (version_dir / track.file).read_bytes()
+            else:
+                found = fetched.get(str(track.file))
+                if found is None:
+                    raise FileNotFoundError(track.file)
+                data = found
             cues = subtitle_formats.parse_vtt(data)
             cut = subtitle_formats.cut_segments(cues, DEFAULT_SEGMENT_MS, 0, 0)
         except (OSError, TypeError, ValueError) as exc:  # SubtitleError is a ValueError
@@ -357,7 +427,8 @@ async def import_tracks(
     raises for a bad track: the publish goes on without it."""
     if not tracks:
         return []
-    usable: list[_Track] = await _in_executor(services, _read_tracks, Path(version_dir), tracks)
+    fetched = None if services.storage.is_local else await _fetch_tracks(services, Path(version_dir), tracks)
+    usable: list[_Track] = await _in_executor(services, _read_tracks, Path(version_dir), tracks, fetched)
     imported = []
     async with transaction(services.pool) as cur:
         video = await subtitle_rows.lock_video(cur, video_id)
@@ -374,11 +445,34 @@ async def import_tracks(
             label = subtitle_formats.unique_label(track.label or subtitle_formats.default_label(track.language), taken)
             row = await subtitle_rows.upsert(cur, video_id, track.language, label, "track", track.cue_count)
             existing[track.language] = row
-            await _in_executor(services, _store_track, config.media_dir, video_id, track.language, track.vtt, track.cut)
+            await store_track(config, services, video_id, track.language, track.vtt, track.cut)
             imported.append(track.language)
     if imported:
         log.info("video %s: subtitles imported from the source: %s", video_id, ", ".join(imported))
     return imported
+
+
+async def _fetch_tracks(
+    services: Services, version_dir: Path, tracks: Sequence[ExtractedTrack]
+) -> dict[str, bytes | None]:
+    """With a bucket: each extracted track's bytes, from the run's scratch folder when
+    this host still has it (the runner's own child wrote it), else from the version in
+    the bucket. Only names media.is_track_file allows are read."""
+    fetched: dict[str, bytes | None] = {}
+    for track in tracks[:MAX_IMPORTED_TRACKS]:
+        name = str(track.file)
+        if not media.is_track_file(name) or name in fetched:
+            continue
+        try:
+            fetched[name] = await _in_executor(services, (version_dir / name).read_bytes)
+        except OSError:
+            try:
+                fetched[name] = await services.storage.read_bytes(
+                    version_dir / name, limit=subtitle_formats.MAX_CUT_BYTES
+                )
+            except ValueError:  # a folder outside MEDIA_DIR has no objects
+                fetched[name] = None
+    return fetched
 
 
 async def import_result_tracks(
@@ -388,7 +482,7 @@ async def import_result_tracks(
     for the tracks' sake: a failure is logged and the publish goes on)."""
     try:
         await import_tracks(config, services, video_id, version_dir, result.subtitle_tracks)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, StorageError) as exc:
         log.warning("video %s: subtitle tracks not imported: %s", video_id, exc)
 
 
@@ -520,6 +614,122 @@ def render_hls_file(media_dir: str, video_id: int, version: int, language: str, 
         return render_hls_playlist(ladder).encode()
     index, segment_ms, start_pts = segment_of(ladder, segment)
     return subtitle_formats.segment_head(start_pts) + _segment_body(media_dir, video_id, language, index, segment_ms)
+
+
+class _Recuts:
+    """Cuts being made on request with a bucket, one at a time per process
+    (services.state): a burst of requests for one track parses it once."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+
+
+async def _stored_range(services: Services, path: Path, start: int, length: int) -> bytes:
+    data = b"".join([chunk async for chunk in services.storage.stream(path, start, start + length - 1)])
+    if len(data) != length:
+        raise ValueError("short read of a cut subtitle file")
+    return data
+
+
+async def _stored_cut_body(
+    services: Services, path: Path, index: int, identity: tuple[int, int], segment_ms: int
+) -> bytes | None:
+    """_cut_body of a cut object: three ranged reads (head, two offsets, the body)."""
+    try:
+        head = subtitle_formats.read_cut_head(await _stored_range(services, path, 0, subtitle_formats.CUT_HEAD_BYTES))
+        if (head.segment_ms, head.source_size, head.source_mtime_ns) != (segment_ms, *identity):
+            return None
+        if index >= head.count:
+            return b""
+        start, end = subtitle_formats.read_cut_span(
+            await _stored_range(
+                services, path, subtitle_formats.cut_offsets_at(index), 2 * subtitle_formats.CUT_OFFSET_BYTES
+            )
+        )
+        if end == start:
+            return b""
+        return await _stored_range(services, path, head.bodies_at + start, end - start)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        log.warning("subtitle cut %s unreadable (cut again): %s", path, exc)
+        return None
+
+
+async def _stored_segment_body(
+    config: Config, services: Services, video_id: int, language: str, index: int, segment_ms: int
+) -> bytes:
+    """_segment_body with a bucket: one cut read, the cut made first when missing or stale."""
+    try:
+        source_path = media.subtitle_path(config.media_dir, video_id, language)
+        cut_path = media.subtitle_cut_path(config.media_dir, video_id, language, segment_ms)
+    except ValueError:
+        raise SubtitleUnavailable() from None
+    info = await services.storage.head(source_path)
+    if info is None:
+        raise SubtitleUnavailable()
+    identity = stored_identity(info)
+    body = await _stored_cut_body(services, cut_path, index, identity, segment_ms)
+    if body is not None:
+        return body
+    async with services.state(_Recuts).lock:
+        body = await _stored_cut_body(services, cut_path, index, identity, segment_ms)
+        if body is not None:
+            return body
+        data = await services.storage.read_bytes(source_path, limit=subtitle_formats.MAX_FILE_BYTES * 2)
+        if data is None:
+            raise SubtitleUnavailable()
+        try:
+            cut = await _in_executor(services, _cut_of, data, segment_ms, identity)
+        except ValueError as exc:  # SubtitleError is a ValueError
+            log.info("subtitles %s unusable: %s", source_path, exc)
+            raise SubtitleUnavailable() from None
+        await services.storage.write_bytes(cut_path, cut)
+        log.info("subtitles %s cut at %d ms", source_path, segment_ms)
+    body = await _stored_cut_body(services, cut_path, index, identity, segment_ms)
+    if body is None:
+        raise SubtitleUnavailable()
+    return body
+
+
+def _cut_of(data: bytes, segment_ms: int, identity: tuple[int, int]) -> bytes:
+    return subtitle_formats.cut_segments(subtitle_formats.parse_vtt(data), segment_ms, *identity)
+
+
+def _parse_ladder(data: bytes | None) -> dict[str, Any] | None:
+    """ladderfile.read_ladder's rule for a ladder read from a bucket."""
+    if data is None:
+        return None
+    try:
+        ladder = json.loads(data)
+    except ValueError:
+        return None
+    return ladder if isinstance(ladder, dict) and isinstance(ladder.get("variants"), list) else None
+
+
+async def render_hls(
+    config: Config, services: Services, video_id: int, version: int, language: str, segment: str | None
+) -> bytes:
+    """render_hls_file from either store (the local one on the file executor)."""
+    if services.storage.is_local:
+        body: bytes = await _in_executor(
+            services, render_hls_file, config.media_dir, video_id, version, language, segment
+        )
+        return body
+    ladder = _parse_ladder(await services.storage.read_bytes(media.ladder_path(config.media_dir, video_id, version)))
+    if ladder is None:
+        raise SubtitleUnavailable()
+    if segment is None:
+        try:
+            source = media.subtitle_path(config.media_dir, video_id, language)
+        except ValueError:
+            raise SubtitleUnavailable() from None
+        if await services.storage.head(source) is None:
+            raise SubtitleUnavailable()
+        return render_hls_playlist(ladder).encode()
+    index, segment_ms, start_pts = segment_of(ladder, segment)
+    body = await _stored_segment_body(config, services, video_id, language, index, segment_ms)
+    return subtitle_formats.segment_head(start_pts) + body
 
 
 async def master_tracks(services: Services, video_id: int) -> list[SubtitleTrack]:

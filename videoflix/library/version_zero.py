@@ -269,7 +269,14 @@ async def move_video(config: Config, services: Services, video_id: int) -> int |
 
 async def move_wave1_videos(config: Config, services: Services) -> dict[int, int]:
     """Every row at version 0 moved (steps 1-4), then what killed moves left behind
-    removed; {video id: its version now} of the rows moved here."""
+    removed; {video id: its version now} of the rows moved here.
+
+    A local-disk migration: with a bucket (VIDEOFLIX_STORAGE=s3://...) MEDIA_DIR is this
+    host's scratch and holds no library, so nothing is done (a library still in the
+    wave-1 layout is moved by one start on the local store before `videoflix storage
+    copy` takes it to the bucket)."""
+    if not services.storage.is_local:
+        return {}
     loop = asyncio.get_running_loop()
     async with db.cursor(services.pool) as cur:
         waiting = await videos.wave1_video_ids(cur)

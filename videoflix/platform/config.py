@@ -122,6 +122,57 @@ def _parse_accel_prefix(value: str) -> str:
     return value
 
 
+# --- VIDEOFLIX_MEDIA_TOKEN_FORM: where a media token travels (README "Edge delivery") ---
+# `path` (the default): in the URL's path, /api/media/<token>/<id>/v<N>/...;
+# `query:<name>`: in the query string, /api/media/<id>/v<N>/...?<name>=<token>;
+# `header:<name>`: in a request header <name>, the URL /api/media/<id>/v<N>/... bare.
+# Names are strict: what a CDN names its token, and nothing nginx or a URL would read
+# another way (the shipped site matches a query name literally and reads a header by
+# name in njs; nginx ignores header names with "_" by default).
+MEDIA_TOKEN_CARRIERS = ("path", "query", "header")
+_QUERY_NAME = re.compile(r"[A-Za-z0-9_.~-]{1,64}")  # RFC 3986 unreserved: never percent-encoded
+_HEADER_NAME = re.compile(r"[A-Za-z](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?")  # an RFC 9110 token, no "_"
+# Headers that already mean something between a player, a CDN, nginx and Videoflix:
+# a token there would be read (or dropped, or logged) by someone else.
+_RESERVED_HEADERS = frozenset(
+    {
+        "accept", "accept-encoding", "accept-language", "authorization", "cache-control", "connection",
+        "cookie", "expect", "forwarded", "host", "keep-alive", "origin", "pragma", "range", "referer",
+        "te", "trailer", "transfer-encoding", "upgrade", "user-agent", "via", "x-real-ip", "x-request-id",
+    }
+)  # fmt: skip
+_RESERVED_HEADER_PREFIXES = ("access-control-", "content-", "if-", "proxy-", "sec-", "x-accel-", "x-forwarded-")
+
+
+@dataclass(frozen=True)
+class MediaTokenForm:
+    """Where the master's media tokens travel: `carrier` is path, query or header;
+    `name` the query parameter or header that carries it ("" for path)."""
+
+    carrier: str = "path"
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.carrier}:{self.name}" if self.name else self.carrier
+
+
+def _parse_media_token_form(value: str) -> MediaTokenForm:
+    carrier, sep, name = value.strip().partition(":")
+    if carrier == "path" and not sep:
+        return MediaTokenForm()
+    if carrier == "query" and _QUERY_NAME.fullmatch(name):
+        return MediaTokenForm("query", name)
+    if carrier == "header" and _HEADER_NAME.fullmatch(name):
+        lowered = name.lower()
+        if lowered in _RESERVED_HEADERS or lowered.startswith(_RESERVED_HEADER_PREFIXES):
+            raise ValueError(f"{name} is a header that means something else along the way; name another")
+        return MediaTokenForm("header", name)
+    raise ValueError(
+        "expected path, query:<name> (letters, digits, _ . ~ -, at most 64) or header:<name> "
+        "(letters, digits and inner -, at most 64)"
+    )
+
+
 # x264's presets (x264 --fullhelp), fastest first: any other name makes ffmpeg fail every job.
 X264_PRESETS = (
     "ultrafast",
@@ -374,6 +425,12 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
         "where players fetch tokened media (/api/media/...): a CDN's origin URL, e.g. https://cdn.example.com; unset = the master's own host",
     ),
     (
+        "media_token_form",
+        "VIDEOFLIX_MEDIA_TOKEN_FORM",
+        _parse_media_token_form,
+        "where the master's media tokens travel: path (in the URL's path), query:<name> (?<name>=<token>) or header:<name> (a request header); the shipped nginx site must say the same",
+    ),
+    (
         "storage",
         "VIDEOFLIX_STORAGE",
         _parse_storage,
@@ -495,6 +552,7 @@ class Config:
     media_token_ttl: int = 4 * 3600
     media_key: str = ""
     media_url: str = ""
+    media_token_form: MediaTokenForm = MediaTokenForm()
     # Object storage (issue 21, platform/storage.py and platform/s3store.py).
     storage: str = ""
     s3_endpoint: str = ""

@@ -23,12 +23,18 @@ from videoflix.platform import clientaddr, requestid
 
 access_log = logging.getLogger("videoflix.access")
 
-# Path parts that carry secrets: email-link tokens and signed stream tokens.
+# Path parts that carry secrets: email-link tokens, signed stream tokens and media
+# tokens (whatever stands where one would: a near miss of a real token is most of it).
 _SECRET_PATHS = (
     (re.compile(r"^(/api/(?:activate|password_confirm)/[^/]+/)[^/]+"), r"\1***"),
     (re.compile(r"^(/api/stream/)[^/]+"), r"\1***"),
+    (re.compile(r"^(/api/media/)(?![0-9]*(?:/|$))[^/]+"), r"\1***"),
 )
 _SECRET_QUERY = re.compile(r"((?:^|&)(?:token|access|refresh)=)[^&]*")
+# Under /api/media/ the query carries nothing but the media token, under the name
+# VIDEOFLIX_MEDIA_TOKEN_FORM gives it: every value is hidden, whatever its name.
+MEDIA_PREFIX = "/api/media/"
+_ANY_QUERY_VALUE = re.compile(r"((?:^|&)[^&=]*=)[^&]*|(?:^|(?<=&))[^&=]+(?=&|$)")
 
 # The most of each request field an access line writes (characters, before escaping):
 # enough for every real method, path and address, never a client's 64 KiB (CWE-400, CWE-779).
@@ -60,6 +66,8 @@ def scrub_uri(uri: str) -> str:
     path, sep, query = uri.partition("?")
     for pattern, replacement in _SECRET_PATHS:
         path = pattern.sub(replacement, path)
+    if path.startswith(MEDIA_PREFIX):
+        return path + sep + _ANY_QUERY_VALUE.sub(lambda m: f"{m[1]}***" if m[1] else "***", query)
     return path + sep + _SECRET_QUERY.sub(r"\1***", query)
 
 

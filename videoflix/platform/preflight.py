@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import secrets
 import subprocess
 import tempfile
 from collections.abc import Callable
@@ -18,15 +19,21 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
+import botocore.config
 import redis.asyncio
+from aiobotocore.session import get_session
 
 from videoflix.platform import db
 from videoflix.platform.config import ENV_VARS, Config, env_name
+from videoflix.platform.s3store import s3_settings
+from videoflix.platform.storage import EMBEDDED_S3
 
 # HS256 keys: RFC 7518 §3.2 asks for a key at least as long as the hash (32 bytes).
 MIN_SECRET_KEY_BYTES = 32
 # Fields printed as *** (set) or "" (unset) by `videoflix check`.
-SECRET_FIELDS = frozenset({"secret_key", "smtp_password", "admin_password", "metrics_token", "media_key"})
+SECRET_FIELDS = frozenset(
+    {"secret_key", "smtp_password", "admin_password", "metrics_token", "media_key", "s3_secret_key"}
+)
 # Encoders the transcode pipeline uses (transcode/command.py).
 REQUIRED_ENCODERS = ("libx264", "aac")
 # Each probe of `videoflix check` gives up after this long.
@@ -156,6 +163,37 @@ async def _check_media_dir(config: Config) -> str:
     return await asyncio.get_running_loop().run_in_executor(None, _write_probe, config.media_dir)
 
 
+async def _check_storage(config: Config) -> str:
+    """Where media objects live; with a bucket: a probe object written, read back and
+    deleted under the prefix (the credentials may do what the server does)."""
+    location = config.storage_location
+    if location.is_local:
+        return f"local ({env_name('media_dir')})"
+    if location.kind == EMBEDDED_S3:
+        return "embedded-s3: a SeaweedFS that `videoflix dev` starts under ./var/seaweedfs"
+    settings = s3_settings(config)
+    where = f"s3://{location.bucket}/{location.prefix}"
+    key = f"{location.prefix}.videoflix-check-{secrets.token_hex(6)}"
+    kwargs = settings.client_kwargs()
+    # One attempt each, so an unreachable store is reported within the check's time.
+    kwargs["config"] = kwargs["config"].merge(botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=3))
+    try:
+        async with get_session().create_client("s3", **kwargs) as client:
+            await client.put_object(Bucket=location.bucket, Key=key, Body=b"videoflix")
+            try:
+                answer = await client.get_object(Bucket=location.bucket, Key=key)
+                async with answer["Body"] as body:
+                    if await body.read() != b"videoflix":
+                        raise RuntimeError(f"{where}: a probe object read back other bytes")
+            finally:
+                await client.delete_object(Bucket=location.bucket, Key=key)
+    except RuntimeError:
+        raise
+    except Exception as exc:  # botocore's errors name the operation and the store's answer, no keys
+        raise RuntimeError(f"{where} at {settings.endpoint or 'AWS'}: {exc}") from None
+    return f"{where} at {settings.endpoint or 'AWS'}: write, read and delete work"
+
+
 # (name, the setting it needs or "", check)
 CHECKS: tuple[tuple[str, str, Callable[..., Any]], ...] = (
     ("postgresql", "database_url", _check_postgres),
@@ -164,6 +202,7 @@ CHECKS: tuple[tuple[str, str, Callable[..., Any]], ...] = (
     ("ffprobe", "", _check_ffprobe),
     ("encoders", "", _check_encoders),
     ("media_dir", "", _check_media_dir),
+    ("storage", "", _check_storage),
 )
 
 

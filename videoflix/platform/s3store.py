@@ -47,6 +47,11 @@ log = logging.getLogger(__name__)
 PART_BYTES = 8 * 1024 * 1024
 MAX_PARTS = 10_000
 PART_CONCURRENCY = 4
+# The server's own uploads (S3Storage: an upload's source, on the loop) send fewer at once:
+# a part in flight is held twice there (its bytes, and the socket's send buffer that
+# asyncio copies the unsent rest into), so 2 parts keep an upload near 32 MiB, inside
+# the 64 MiB a 2 GiB upload may grow the server by (bench/uploads.py --s3).
+SERVER_PART_CONCURRENCY = 2
 # Below this a file goes up in one PutObject.
 MULTIPART_THRESHOLD = 16 * 1024 * 1024
 # A stopped or unreachable store must cost a request seconds, not minutes: three attempts
@@ -292,7 +297,7 @@ class S3Storage:
             raise StorageError(f"multipart {key}: {exc}") from exc
         upload_id = created["UploadId"]
         etags: dict[int, str] = {}
-        slots = asyncio.Semaphore(PART_CONCURRENCY)
+        slots = asyncio.Semaphore(SERVER_PART_CONCURRENCY)
 
         def read_part(number: int) -> bytes:
             with open(local_file, "rb") as handle:
@@ -310,10 +315,10 @@ class S3Storage:
 
         pending: set[asyncio.Task[None]] = set()
         try:
-            # A bounded number of tasks at a time: PART_CONCURRENCY parts in memory at most.
+            # A bounded number of tasks at a time: SERVER_PART_CONCURRENCY parts in memory at most.
             for number in range(1, count + 1):
                 pending.add(asyncio.ensure_future(send(number)))
-                if len(pending) >= PART_CONCURRENCY * 2:
+                if len(pending) >= SERVER_PART_CONCURRENCY * 2:
                     done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
                         task.result()

@@ -82,13 +82,43 @@ async def insert_video(
     duration: float | None = None,
     width: int | None = None,
     height: int | None = None,
+    video_id: int | None = None,
 ) -> int:
+    """The new row's id: the next of the sequence, or `video_id` taken before with
+    next_video_id (an upload to a bucket stores its source under the id first)."""
+    values = (
+        owner_id,
+        title,
+        description,
+        category,
+        visibility,
+        status,
+        source_name,
+        source_size,
+        duration,
+        width,
+        height,
+    )
+    if video_id is not None:
+        await cur.execute(
+            "INSERT INTO videos (id, owner_id, title, description, category, visibility, status,"
+            " source_name, source_size, duration, width, height) OVERRIDING SYSTEM VALUE"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+            (video_id, *values),
+        )
+        return int((await cur.fetchone())["id"])
     await cur.execute(
         "INSERT INTO videos (owner_id, title, description, category, visibility, status,"
         " source_name, source_size, duration, width, height)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (owner_id, title, description, category, visibility, status, source_name, source_size, duration, width, height),
+        values,
     )
+    return int((await cur.fetchone())["id"])
+
+
+async def next_video_id(cur: Any) -> int:
+    """An id no row has or will get from the sequence (for insert_video(video_id=...))."""
+    await cur.execute("SELECT nextval(pg_get_serial_sequence('videos', 'id')) AS id")
     return int((await cur.fetchone())["id"])
 
 

@@ -144,10 +144,14 @@ class CorsMixin:
         for name, value in cors_headers(self.request.headers.get("Origin"), self.settings["config"].cors_origins):
             self.set_header(name, value)
 
+    def cors_allow_headers(self) -> str:
+        """The request headers a preflight allows (media_handlers: the media token's header too)."""
+        return CORS_ALLOW_HEADERS
+
     @public
     def options(self: Any, *args: Any, **kwargs: Any) -> None:
         # Preflight: answered without authentication (API.md conventions).
-        self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+        self.set_header("Access-Control-Allow-Headers", self.cors_allow_headers())
         self.set_header("Access-Control-Allow-Methods", CORS_ALLOW_METHODS)
         self.set_header("Access-Control-Max-Age", CORS_MAX_AGE)
         self.set_status(204)
@@ -234,7 +238,7 @@ class JSONErrorsMixin:
             # PostgreSQL or Redis is down: a retryable 503, never a 500.
             self.set_status(503)
             self.set_header("Retry-After", str(outage.RETRY_AFTER_SECONDS))
-            self.write_json({"detail": outage.DETAIL}, 503)
+            self.write_json({"detail": outage.detail(error)}, 503)
             return
         # Anything else: a tornado HTTPError or a crash (its traceback is in the log).
         detail = STATUS_DETAILS.get(status_code, "Internal server error.")

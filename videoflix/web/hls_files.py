@@ -35,7 +35,7 @@ import tornado.iostream
 import tornado.web
 
 from videoflix.accounts import sessions, tokens
-from videoflix.delivery import accel, answer, mediafiles, openfiles, playback, storefiles, zerocopy
+from videoflix.delivery import accel, answer, mediafiles, openfiles, playback, storefiles, tokenforms, zerocopy
 from videoflix.delivery.answer import NOSNIFF
 from videoflix.library import subtitle_tracks
 from videoflix.platform import media
@@ -44,12 +44,14 @@ from videoflix.platform.storage import StorageError
 from videoflix.transcode.playlist import PlaylistError, render_master
 from videoflix.web.answer_writer import AnswerWriterMixin
 from videoflix.web.base import (
+    CORS_EXPOSE_HEADERS,
     INVALID_TOKEN,
     APIError,
     AuthMixin,
     CorsMixin,
     JSONErrorsMixin,
     ServicesMixin,
+    cors_headers,
     http1,
 )
 from videoflix.web.observe import ObservedMixin
@@ -80,6 +82,10 @@ class HLSRequestMixin(AnswerWriterMixin):
     """What every HLS answer shares (media files, rendered subtitle playlists and
     segments): CORS and request-id headers on every answer, cached access-token
     checks, undecodable path parts as unknown names."""
+
+    # "<name>=<token>" when the request's media token came in the query (the query form,
+    # tokenforms.py): what is served names other files with it on every URI.
+    token_query = ""
 
     def set_default_headers(self: Any) -> None:
         self.set_header(*NOSNIFF)  # (errors too: they are answered after clear())
@@ -162,19 +168,31 @@ class MediaFileHandler(
             raise self.store_down(exc) from None
         if ladder is None:
             raise APIError(404)
+        folder = self.master_folder(video_id, version)
         try:
             tracks = await subtitle_tracks.master_tracks(self.services, video_id)
-            body = render_master(ladder, subtitles=tracks, prefix=self.master_prefix(video_id, version)).encode()
+            body = render_master(ladder, subtitles=tracks, prefix=folder.url).encode()
         except PlaylistError:
             log.error("video %s version %s: unusable %s", video_id, version, path)
             raise APIError(404) from None
+        if folder.query:
+            body = tokenforms.playlist_with_query(body, folder.query.encode())
+        if folder.header is not None:
+            self.tell_token_header(*folder.header)
         policy = answer.media_policy(self.kind, served.parts[-1], served.building)
         self.write_answer(answer.answer_rendered(self.request_facts(), policy, body))
 
-    def master_prefix(self, video_id: int, version: int) -> str:
+    def master_folder(self, video_id: int, version: int) -> playback.MediaFolder:
         """What the master puts before its URIs: "v<N>/", relative to the master's own
         folder (its credential's); VideoFileHandler hands out media tokens instead."""
-        return media.version_prefix(version)
+        return playback.MediaFolder(media.version_prefix(version))
+
+    def tell_token_header(self, name: str, token: str) -> None:
+        """The header form: the master's answer tells the token in the header that is to
+        carry it, which a browser's player may read (CORS) when the master is ours to it."""
+        self.set_header(name, token)
+        if cors_headers(self.request.headers.get("Origin"), self.config.cors_origins):
+            self.set_header("Access-Control-Expose-Headers", f"{CORS_EXPOSE_HEADERS}, {name}")
 
     async def serve_file(
         self,
@@ -192,7 +210,14 @@ class MediaFileHandler(
         once written, `building`: of the version being built (object storage: what
         the hot cache may keep)."""
         facts = self.request_facts()
-        if self.config.accel_redirect and self.policy.accel and not wait and self.services.storage.is_local:
+        rewrite = bool(self.token_query) and tokenforms.rewrites(self.kind, parts[-1])
+        if (
+            self.config.accel_redirect
+            and self.policy.accel
+            and not wait
+            and not rewrite
+            and self.services.storage.is_local
+        ):
             # (A version still being built is ours: a file not written yet is waited for.
             # Media in a bucket are not under nginx's /internal-media/: sent from here.)
             location = accel.location(self.config.accel_redirect, self.config.media_dir, root, parts)
@@ -201,10 +226,16 @@ class MediaFileHandler(
         try:
             if self.services.storage.is_local:
                 await self._open(root, parts, not facts.head, wait, cache_key)
-            elif await self._answer_from_store(root, parts, policy, wait, cache_key, immutable, building):
+            elif await self._answer_from_store(root, parts, policy, wait, cache_key, immutable, building, rewrite):
                 return  # answered from the bucket; else self.file is a hot copy
             if self.file is None:
                 raise APIError(404)
+            if rewrite:  # (a playlist or track: small, made per request with the token on its URIs)
+                data = await asyncio.get_running_loop().run_in_executor(
+                    self.services.file_executor, self._with_token_query, self.file.fd, self.file.stat.st_size, parts
+                )
+                self.write_answer(answer.answer_rendered(facts, policy, data))
+                return
             result = mediafiles.answer_open_file(facts, policy, self.file)
             if isinstance(result.body, answer.GzippedFile):
                 data = await asyncio.get_running_loop().run_in_executor(
@@ -233,6 +264,11 @@ class MediaFileHandler(
                     reading.add_done_callback(lambda _: done())
                 else:
                     done()
+
+    def _with_token_query(self, fd: int, size: int, parts: tuple[str, ...]) -> bytes:
+        """(In the file executor.) The whole file, the query form's token on its URIs."""
+        data = mediafiles.read_chunk(fd, 0, size)
+        return tokenforms.with_token_query(self.kind, parts[-1], data, self.token_query)
 
     @property
     def open_files(self) -> openfiles.OpenFileCache:
@@ -297,6 +333,7 @@ class MediaFileHandler(
         cache_key: tuple[Any, ...] | None,
         immutable: bool,
         building: bool,
+        rewrite: bool = False,
     ) -> bool:
         """The object root/<parts...> of the bucket: True once answered; False when a
         hot copy was opened instead (self.file, sent as a local file). Immutable objects
@@ -306,7 +343,7 @@ class MediaFileHandler(
         keep = immutable and not building
         try:
             if not immutable:
-                await self._send_small(root, parts, policy, wait)
+                await self._send_small(root, parts, policy, wait, rewrite)
                 return True
             hot = storefiles.hot_cache(self.config, self.services)
             key = storefiles.key_of(self.config, path)
@@ -338,8 +375,11 @@ class MediaFileHandler(
         except storefiles.StoreUnavailable as exc:
             raise self.store_down(exc) from None
 
-    async def _send_small(self, root: Path, parts: tuple[str, ...], policy: answer.Policy, wait: bool) -> None:
-        """A mutable small object (a playlist, a track, an image) read whole."""
+    async def _send_small(
+        self, root: Path, parts: tuple[str, ...], policy: answer.Policy, wait: bool, rewrite: bool = False
+    ) -> None:
+        """A mutable small object (a playlist, a track, an image) read whole; `rewrite`:
+        with the query form's token on its URIs (tokenforms.py), made per request."""
         path = root.joinpath(*parts)
         read = await storefiles.read_small(self.config, self.services, path)
         if read is None and wait:
@@ -349,6 +389,10 @@ class MediaFileHandler(
         if read is None:
             raise APIError(404)
         facts, data = read
+        if rewrite:
+            data = tokenforms.with_token_query(self.kind, parts[-1], data, self.token_query)
+            self.write_answer(answer.answer_rendered(self.request_facts(), policy, data))
+            return
         result = answer.answer_object(self.request_facts(), policy, facts)
         if isinstance(result.body, answer.GzippedFile):
             gzipped = await asyncio.get_running_loop().run_in_executor(self.services.file_executor, _gzip, data)
@@ -547,14 +591,8 @@ class SubtitleHLSHandler(
     async def serve(self, served: playback.ServedFile, target: playback.HLSTarget, language: str) -> None:
         segment = None if self.kind == "subtitles" else target.name
         try:
-            body = await asyncio.get_running_loop().run_in_executor(
-                self.services.file_executor,
-                subtitle_tracks.render_hls_file,
-                self.config.media_dir,
-                target.video_id,
-                served.version,
-                language,
-                segment,
+            body = await subtitle_tracks.render_hls(
+                self.config, self.services, target.video_id, served.version, language, segment
             )
         except subtitle_tracks.SubtitleUnavailable:
             raise APIError(404) from None
@@ -562,6 +600,8 @@ class SubtitleHLSHandler(
             raise APIError(
                 503, "Not transcoded yet: try again shortly.", headers={"Retry-After": BUILDING_RETRY_AFTER}
             ) from None
+        if self.token_query and tokenforms.rewrites(self.kind, target.name):
+            body = tokenforms.with_token_query(self.kind, target.name, body, self.token_query)
         self.write_answer(
             answer.answer_rendered(
                 self.request_facts(), answer.media_policy(self.kind, target.name, served.building), body

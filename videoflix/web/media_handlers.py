@@ -23,12 +23,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import tornado.httputil
+
 from videoflix.accounts import sessions, tokens
-from videoflix.delivery import answer, playback
+from videoflix.delivery import answer, playback, tokenforms
 from videoflix.library import images
 from videoflix.platform import media
+from videoflix.platform.config import Config, MediaTokenForm
 from videoflix.web import schemas
 from videoflix.web.base import (
+    CORS_ALLOW_HEADERS,
     INVALID_TOKEN,
     APIError,
     BaseHandler,
@@ -46,7 +50,9 @@ _MEDIA_FILE_WORDS: dict[str, tuple[Any, ...]] = {
         "Master playlist",
         (schemas.VIDEO_ID,),
         "Of the live version (measured BANDWIDTH), or while nothing is live of the version being built for "
-        "the owner and admins (BANDWIDTH from the caps until measured); its URIs name the version.",
+        "the owner and admins (BANDWIDTH from the caps until measured); its URIs name the version. Under the "
+        "cookie, they are the version's folder under a media token, where VIDEOFLIX_MEDIA_TOKEN_FORM puts it: in "
+        "the path, in a query parameter on every URI, or in the header of that name this answer carries.",
     ),
     "iframes": (
         "I-frame playlist of one rendition of one version",
@@ -124,11 +130,12 @@ class VideoFileHandler(MediaFileHandler):
     async def head(self, *args: str) -> None:
         await self.get(*args)
 
-    def master_prefix(self, video_id: int, version: int) -> str:
-        """The version's folder under a media token of this session (API.md §7): its
-        playlists, segments, I-frame playlists, sprites and subtitles need no cookie,
-        and nginx checks the token by itself (deploy/nginx.conf)."""
-        return playback.media_folder_url(self.config, self.current_user, video_id, version, int(time.time()))
+    def master_folder(self, video_id: int, version: int) -> playback.MediaFolder:
+        """The version's folder under a media token of this session (API.md §7), in the
+        form VIDEOFLIX_MEDIA_TOKEN_FORM names: its playlists, segments, I-frame playlists,
+        sprites and subtitles need no cookie, and nginx checks the token by itself
+        (deploy/nginx.conf)."""
+        return playback.media_folder(self.config, self.current_user, video_id, version, int(time.time()))
 
 
 BAD_MEDIA_TOKEN = "Invalid or expired media token."
@@ -186,6 +193,67 @@ class MediaTokenFileHandler(MediaTokenMixin, MediaFileHandler):
     @public
     async def head(self, token: str, *args: str) -> None:
         await self.get(token, *args)
+
+
+def carried_token(form: MediaTokenForm, request: tornado.httputil.HTTPServerRequest) -> str:
+    """The media token a request to /api/media/<id>/v<N>/... carries where the query
+    or header form says (tokenforms.py: raw, exactly once); "" when none (the path form
+    carries none there)."""
+    if form.carrier == "query":
+        return tokenforms.token_in_query(form.name, request.query)
+    if form.carrier == "header":
+        return tokenforms.token_in_headers(request.headers.get_list(form.name))
+    return ""
+
+
+def _carried_words(config: Config) -> str:
+    form = config.media_token_form
+    where = {"query": "query parameter", "header": "request header"}.get(form.carrier)
+    this = f"on this server the {where} `{form.name}`" if where else "this server uses the path form: refused"
+    return (
+        "The version's folder without the token in the path: the media token travels in the query parameter "
+        f"or request header VIDEOFLIX_MEDIA_TOKEN_FORM names ({this}). Under the query form, playlists and the "
+        "thumbnails track carry it on every URI they name."
+    )
+
+
+class CarriedTokenMixin(MediaTokenMixin):
+    """The credential of /api/media/<id>/v<N>/...: a media token in the query parameter
+    or header VIDEOFLIX_MEDIA_TOKEN_FORM names, checked as a path token is."""
+
+    async def carried_file(self: Any, target: playback.HLSTarget) -> playback.ServedFile:
+        form = self.config.media_token_form
+        token = carried_token(form, self.request)
+        served: playback.ServedFile = await self.media_file(token, target)
+        if form.carrier == "query":
+            self.token_query = f"{form.name}={token}"
+        return served
+
+    def cors_allow_headers(self: Any) -> str:
+        # Preflight: a player on another origin may send the token's header (the header form).
+        form = self.config.media_token_form
+        return f"{CORS_ALLOW_HEADERS}, {form.name.lower()}" if form.carrier == "header" else CORS_ALLOW_HEADERS
+
+
+class CarriedTokenFileHandler(CarriedTokenMixin, MediaFileHandler):
+    """/api/media/<id>/v<N>/...: a version's files for the holder of its media token,
+    carried in a query parameter or a header (VIDEOFLIX_MEDIA_TOKEN_FORM)."""
+
+    @operation(
+        "under a media token in a query parameter or header",
+        _carried_words,
+        kinds=MEDIA_FILES,
+        responses={403: BAD_MEDIA_TOKEN, 404: "No such file"},
+    )
+    @public
+    async def get(self, *args: str) -> None:
+        target = self.target(args)
+        served = await self.carried_file(target)
+        await self.serve_hls(target.video_id, served)
+
+    @public
+    async def head(self, *args: str) -> None:
+        await self.get(*args)
 
 
 class MediaTokenCheckHandler(MediaTokenMixin, BaseHandler):
@@ -348,6 +416,24 @@ class MediaTokenSubtitleHLSHandler(MediaTokenMixin, SubtitleHLSHandler):
         await self.get(token, raw_id, raw_version, language, name)
 
 
+class CarriedTokenSubtitleHLSHandler(CarriedTokenMixin, SubtitleHLSHandler):
+    @operation(
+        "under a media token in a query parameter or header",
+        _carried_words,
+        kinds=MEDIA_FILES,
+        responses={403: BAD_MEDIA_TOKEN, 404: "No such file", 503: SUBTITLES_NOT_READY},
+    )
+    @public
+    async def get(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        target, language = self.target(raw_id, raw_version, language, name)
+        served = await self.carried_file(target)
+        await self.serve(served, target, language)
+
+    @public
+    async def head(self, raw_id: str, raw_version: str, language: str, name: str = "") -> None:
+        await self.get(raw_id, raw_version, language, name)
+
+
 class VideoStreamURLHandler(BaseHandler):
     """GET /api/video/<id>/stream/ -> a signed playback URL (API.md §4)."""
 
@@ -405,6 +491,11 @@ CREDENTIALS = (
         MediaTokenFileHandler,
         MediaTokenSubtitleHLSHandler,
         VERSION_FOLDER_KINDS,
+    ),
+    # The query and header forms: the same folder, the token elsewhere. (Never mistaken
+    # for the path form's routes: there the part after the id is v<N>, here the id's.)
+    Credential(
+        playback.MEDIA_TOKEN_PREFIX, CarriedTokenFileHandler, CarriedTokenSubtitleHLSHandler, VERSION_FOLDER_KINDS
     ),
 )
 # Every HLS route, as (the path after <prefix><id>/, its kind in answer.KINDS), and the

@@ -7,7 +7,8 @@ decisions. `SegmentLane` sits between the HTTPServer and the Application
 (app.http_delegate) and answers one shape of request itself:
 
   a GET of a segment route (kind segment or vsegment, /api/video/..., or vsegment
-  under a media token, /api/media/<token>/...) over a plain connection where
+  under a media token, /api/media/<token>/... or /api/media/<id>/... with the token
+  in a query parameter or header) over a plain connection where
   sendfile works (zerocopy.usable), with no If-Range, If-None-Match,
   If-Modified-Since or body, whose every decision is already in a warm cache: the
   access token or media token (the verified-token caches), the session's
@@ -25,7 +26,7 @@ the lane were not there. So errors, 304s, 416s, the version being built and the
 first GET of a file stay the handlers' alone, and the next GET finds the caches
 warm. The route is the Application's own: the first rule of its router that
 matches the path (remembered per path: the routes never change), and only when
-that rule is media_handlers.VideoFileHandler or MediaTokenFileHandler for a kind
+that rule is one of LANE_HANDLERS for a kind
 answer.KINDS keeps open.
 Besides the answer's headers the lane writes those every handler's answer
 starts with (Server, Date, Vary: Origin and CORS, X-Request-ID).
@@ -73,7 +74,11 @@ ROUTE_MEMORY_PATH_LIMIT = 256
 # The cookie's segment routes and the media token's (a version's folder: API.md §7).
 LANE_PREFIXES = ("/api/video/", playback.MEDIA_TOKEN_PREFIX)
 # Whose segments the lane may answer, and how their caller is known.
-LANE_HANDLERS = (media_handlers.VideoFileHandler, media_handlers.MediaTokenFileHandler)
+LANE_HANDLERS = (
+    media_handlers.VideoFileHandler,
+    media_handlers.MediaTokenFileHandler,
+    media_handlers.CarriedTokenFileHandler,
+)
 SERVER_HEADER = f"TornadoServer/{tornado.version}"  # as RequestHandler.clear sets it
 START_LINES = {
     status: tornado.httputil.ResponseStartLine("", status, http.HTTPStatus(status).phrase) for status in (200, 206)
@@ -130,12 +135,18 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         now = int(time.time())
         claims: tokens.SessionClaims | tokens.MediaClaims
         try:
-            if rule.target is media_handlers.MediaTokenFileHandler:  # /api/media/<token>/<id>/v<N>/...
-                target = playback.parse_hls_target(kind, args[1:])
+            if rule.target in (media_handlers.MediaTokenFileHandler, media_handlers.CarriedTokenFileHandler):
+                # /api/media/<token>/<id>/v<N>/..., or /api/media/<id>/v<N>/... with the token
+                # in the query parameter or header VIDEOFLIX_MEDIA_TOKEN_FORM names
+                if rule.target is media_handlers.MediaTokenFileHandler:
+                    token, args = args[0], args[1:]
+                else:
+                    token = media_handlers.carried_token(config.media_token_form, request)
+                target = playback.parse_hls_target(kind, args)
                 if target.version is None:
                     return None
                 claims = tokens.read_media_token_cached(
-                    config.secret_key, args[0], video_id=target.video_id, version=target.version, now=now
+                    config.secret_key, token, video_id=target.video_id, version=target.version, now=now
                 )
             else:
                 target = playback.parse_hls_target(kind, args)

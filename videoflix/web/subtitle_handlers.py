@@ -194,11 +194,8 @@ class SubtitleHandler(BaseHandler):
             tag = await asyncio.get_running_loop().run_in_executor(
                 self.services.file_executor, subtitle_formats.check_language, language
             )
-            path = media.subtitle_path(self.config.media_dir, video_id, tag)
-            body = await asyncio.get_running_loop().run_in_executor(
-                self.services.file_executor, subtitle_tracks.read_file, path
-            )
-        except (media.VideoNotFound, subtitle_formats.SubtitleError):
+            body = await subtitle_tracks.read_canonical(self.config, self.services, video_id, tag)
+        except (media.VideoNotFound, subtitle_formats.SubtitleError, ValueError):
             raise APIError(404) from None
         if body is None:
             raise APIError(404)
