@@ -10,6 +10,7 @@ import dataclasses
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import urljoin
 
 import pytest
 from test_media_tokens import IMMUTABLE, app_requests, make_owner_id, tokened_folder, viewer
@@ -115,3 +116,61 @@ async def test_nginx_sends_tokened_segments_from_the_bucket_with_ranges_and_asks
     # A forged token is refused by nginx before anything is fetched.
     forged = folder.replace("/api/media/", "/api/media/x", 1)
     assert (await cookieless.get(forged + "480p/seg_00000.ts")).status == 403
+
+
+@pytest.mark.gen_test(timeout=180)
+@pytest.mark.parametrize("carrier", ["query", "header"])
+async def test_nginx_sends_carried_token_files_from_the_bucket(
+        carrier, app, config, http_port, io_loop, new_client, make_user, services, small_ladder, tmp_path):
+    """The query and header forms of the token (VIDEOFLIX_MEDIA_TOKEN_FORM) open the same
+    files from the bucket, and playlists from the bucket carry the query form's token."""
+    from test_media_token_forms import FORMS, get_carrying, handed_out, uri_lines
+
+    from videoflix.platform.embedded import free_port
+
+    form = FORMS[carrier]
+    served = dataclasses.replace(config, media_token_form=form)
+    app.settings["config"] = served
+    port = free_port()
+    prefix = Path(tempfile.mkdtemp(prefix="videoflix-nginx-s3-"))
+    prefix.chmod(0o755)
+    s3 = {"storage": config.storage, "endpoint": config.s3_endpoint, "region": config.s3_region,
+          "access_key": config.s3_access_key, "secret_key": config.s3_secret_key}
+    proc = nginx_site.start(prefix / "nginx", upstream_port=http_port, listen_port=port, media_dir=config.media_dir,
+                            media_key=tokens.media_key(config.secret_key), token_form=str(form), s3=s3)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        probe = new_client()
+        probe.base_url = base
+        for _ in range(200):
+            try:
+                await probe.get("/api/health/")
+                break
+            except ConnectionRefusedError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                await asyncio.sleep(0.05)
+        owner = await viewer(new_client, make_user, base, "owner@example.com")
+        owner_id = await make_owner_id(services, "owner@example.com")
+        video_id = await publish_ladder(services, served, owner_id, *small_ladder, visibility="private")
+        handed = await handed_out(owner, video_id, served)
+        cookieless = new_client()
+        cookieless.base_url = base
+        path = handed.folder + "480p/seg_00000.ts"
+        expected = (small_ladder[0] / "480p" / "seg_00000.ts").read_bytes()
+        first = await get_carrying(cookieless, form, path, handed.token)
+        assert first.status == 200 and first.body == expected
+        assert "X-Request-ID" not in first.headers  # nginx's answer, from the bucket
+        ranged = await get_carrying(cookieless, form, path, handed.token, {"Range": "bytes=100-199"})
+        assert ranged.status == 206 and ranged.body == expected[100:200]
+        playlist = await get_carrying(cookieless, form, handed.folder + "480p/index.m3u8", handed.token)
+        assert playlist.status == 200
+        assert (f"?token={handed.token}" in playlist.body.decode()) == (carrier == "query")
+        target = urljoin(handed.folder + "480p/index.m3u8", uri_lines(playlist.body.decode())[-1])
+        headers = {form.name: handed.token} if carrier == "header" else {}
+        last = await cookieless.get(target, headers=headers)
+        assert last.status == 200 and last.body == (small_ladder[0] / "480p" / target.rsplit("/", 1)[1].split("?")[0]).read_bytes()
+        assert (await get_carrying(cookieless, form, path, handed.token[:-2] + "xx")).status == 403
+        assert (await get_carrying(cookieless, form, path, None)).status in (401, 403)
+    finally:
+        nginx_site.stop(proc)
+        shutil.rmtree(prefix, ignore_errors=True)
