@@ -2,6 +2,7 @@
 
     python bench/serve.py [--seconds 6] [--rounds 3] [--connections 16,64] [--nginx-workers 1]
                           [--bitrate 4000k] [--profile DIR [--py-spy PATH]]
+    python bench/serve.py --s3 [--seconds 6] [--rounds 3] [--connections 16,64]
     python bench/serve.py --edge [--seconds 6] [--rounds 3] [--connections 16,64] [--viewers 500]
                           [--viewer-seconds 30]
 
@@ -51,6 +52,13 @@ nginx runs with one worker by default (--nginx-workers 1): one process against o
 `--nginx-workers auto` gives it every core. wrk, the servers, PostgreSQL and Redis
 share the machine's CPUs, and so does anything else running there: the rounds and
 medians are there because single runs swing by +-20% on a busy machine.
+
+--s3 (issue 21 item 5) measures media in a bucket: the same 0.8 MB segments (random bytes)
+on local disk and in a real SeaweedFS bucket (platform/embedded_s3.py), each served under a
+media token by the embedded server (disk: sendfile; bucket: streamed once, then the hot
+cache's copy by sendfile) and through the shipped nginx site (disk: its own files; bucket:
+signed GETs to the S3 endpoint, 1 MiB slices in its proxy_cache), in the same rounds at each
+--connections level after a warm-up; prints MB/s, the ratios bucket/disk and the load average.
 
 --profile DIR samples our server with py-spy (non-blocking, 250 Hz, every thread)
 during the first full-GET run and the first login-burst run, and prints where the
@@ -793,6 +801,129 @@ def edge_main(args: argparse.Namespace) -> int:
         stop_all(children, redis, postgres, state)
 
 
+S3_SIZE = 800 * 1000  # the size of the edge run's embedded comparison
+S3_BUCKET = "videoflix-bench"
+
+
+async def measure_s3(args: argparse.Namespace, work: Path, ports: dict[str, int], pids: dict[str, list[int]],
+                     folders: dict[str, str]) -> None:
+    names = [f"720p/seg_{n:05d}.ts" for n in range(SEGMENTS)]
+    targets = [(name, ports[name], [folders[name] + n for n in names], pids[name])
+               for name in ("ours-disk", "ours-s3", "ngx-disk", "ngx-s3")]
+    print(f"\nTokened 0.8 MB segments, disk against bucket: wrk 2 threads, {args.seconds:g} s per run,"
+          f" {args.rounds} rounds cycling the four ({args.nginx_workers} nginx worker(s))")
+    summary = []
+    for n in args.connections:
+        print(f"\n {n} connections")
+        for _, port, paths, _ in targets:  # warm: hot cache and nginx's slices filled
+            await wrk(work, port, paths, seconds=WARMUP_SECONDS, connections=n)
+        ratios: dict[str, list[float]] = {"ours": [], "ngx": []}
+        for round_no in range(1, args.rounds + 1):
+            results = {name: await wrk(work, port, paths, seconds=args.seconds, connections=n, pids=procs)
+                       for name, port, paths, procs in targets}
+            print(f" round {round_no}")
+            for name, result in results.items():
+                print(row(f"{name:<10}", result))
+            for side in ratios:
+                ratios[side].append(results[f"{side}-s3"].mbps / results[f"{side}-disk"].mbps)
+            print("  " + ", ".join(f"{side} s3/disk {values[-1]:.2f}x" for side, values in ratios.items()))
+        for side, values in ratios.items():
+            summary.append(f"  {n:>3} connections: {'embedded' if side == 'ours' else 'nginx'} bucket/disk"
+                           f" {median(values):.2f}x")
+    print("\n medians of the per-round ratios (MB/s):")
+    print("\n".join(summary))
+
+
+def s3_main(args: argparse.Namespace) -> int:
+    import botocore.session
+
+    from videoflix.accounts import tokens
+    from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis
+    from videoflix.platform.embedded_s3 import EmbeddedS3
+    from videoflix.platform.s3store import S3Settings
+    from videoflix.platform.storage import StorageLocation
+
+    state = Path(tempfile.mkdtemp(prefix="videoflix-bench-s3-"))
+    state.chmod(0o755)
+    children: list[subprocess.Popen] = []
+    postgres = redis = store = None
+    try:
+        postgres = EmbeddedPostgres(state / "postgres", free_port(), durable=False)
+        dsn = postgres.start()
+        redis = EmbeddedRedis(state / "redis", free_port(), appendonly=False)
+        redis.start()
+        store = EmbeddedS3(state / "seaweedfs")
+        store.start()
+        settings = S3Settings(StorageLocation("s3", S3_BUCKET), store.endpoint, "", store.access_key, store.secret_key)
+        client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
+        deadline = time.monotonic() + 60
+        while True:  # the gateway answers before its filer takes writes
+            try:
+                client.create_bucket(Bucket=S3_BUCKET)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        secret = "bench-" + "k" * 40
+        media_dir = state / "media"
+        config = Config(database_url=dsn, redis_url=redis.url, secret_key=secret, var_dir=str(state / "var"),
+                        media_dir=str(media_dir), log_level="WARNING")
+        videos, viewers = asyncio.run(seed_edge(config, 1))
+        video_id = videos[EDGE_EMBEDDED_SIZE]
+        folder = media_dir / str(video_id) / f"v{VERSION}" / "720p"
+        folder.mkdir(parents=True)
+        for n in range(SEGMENTS):
+            data = os.urandom(S3_SIZE)
+            (folder / f"seg_{n:05d}.ts").write_bytes(data)
+            client.put_object(Bucket=S3_BUCKET, Key=f"{video_id}/v{VERSION}/720p/seg_{n:05d}.ts", Body=data,
+                              ContentType="video/mp2t")
+        client.close()
+        for path in [media_dir, *media_dir.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        print(f"segments: {SEGMENTS} of {S3_SIZE / 1e6:.1f} MB (random bytes), on disk and in SeaweedFS")
+        ports = {name: free_port() for name in ("ours-disk", "ours-s3", "ngx-disk", "ngx-s3")}
+        env = {**os.environ, "DATABASE_URL": dsn, "REDIS_URL": redis.url, "SECRET_KEY": secret,
+               "VIDEOFLIX_HOST": "127.0.0.1", "VIDEOFLIX_VAR_DIR": config.var_dir,
+               "VIDEOFLIX_MEDIA_DIR": config.media_dir, "VIDEOFLIX_LOG_LEVEL": "WARNING"}
+        s3_env = {**env, "VIDEOFLIX_STORAGE": f"s3://{S3_BUCKET}", "VIDEOFLIX_S3_ENDPOINT": store.endpoint,
+                  "AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key,
+                  "VIDEOFLIX_MEDIA_DIR": str(state / "scratch")}
+        disk = subprocess.Popen([sys.executable, __file__, "--server"], env={**env, "VIDEOFLIX_PORT": str(ports["ours-disk"])})
+        children.append(disk)
+        bucket = subprocess.Popen([sys.executable, __file__, "--server"],
+                                  env={**s3_env, "VIDEOFLIX_PORT": str(ports["ours-s3"])})
+        children.append(bucket)
+        wait_for_port(ports["ours-disk"], disk, "videoflix (disk)")
+        wait_for_port(ports["ours-s3"], bucket, "videoflix (bucket)")
+        front_disk = start_nginx(state / "front-disk", media_dir, ports["ngx-disk"], args.nginx_workers,
+                                 upstream=ports["ours-disk"], media_key=tokens.media_key(secret))
+        children.append(front_disk)
+        front_s3 = nginx_site.start(state / "front-s3", upstream_port=ports["ours-s3"], listen_port=ports["ngx-s3"],
+                                    media_dir=str(media_dir), media_key=tokens.media_key(secret),
+                                    workers=args.nginx_workers,
+                                    s3={"storage": f"s3://{S3_BUCKET}", "endpoint": store.endpoint,
+                                        "access_key": store.access_key, "secret_key": store.secret_key})
+        wait_for_port(ports["ngx-s3"], front_s3, "nginx (bucket)")
+        children.append(front_s3)
+        pids = {"ours-disk": [disk.pid], "ours-s3": [bucket.pid],
+                "ngx-disk": [front_disk.pid, *child_pids(front_disk.pid), disk.pid],
+                "ngx-s3": [front_s3.pid, *child_pids(front_s3.pid), bucket.pid]}
+        folders = {name: media_folder(secret, viewers[0], video_id) for name in ports}
+        for name, port in ports.items():  # every path works before anything is measured
+            probe = urllib.request.urlopen(f"http://127.0.0.1:{port}{folders[name]}720p/seg_00000.ts", timeout=10)
+            assert probe.status == 200 and len(probe.read()) == S3_SIZE, (name, probe.status)
+        print(f"load average before the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+              f" on {os.cpu_count()} CPUs (wrk, nginx, SeaweedFS and our servers share them)")
+        asyncio.run(measure_s3(args, state, ports, pids, folders))
+        print(f"load average after the runs: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        return 0
+    finally:
+        if store is not None:
+            store.stop()
+        stop_all(children, redis, postgres, state)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=6.0)
@@ -807,6 +938,8 @@ def main() -> int:
     parser.add_argument("--edge", action="store_true",
                         help="media tokens: private segments through the shipped nginx site against nginx alone"
                              " (256 KB, 0.8 MB, 3 MB), the embedded token path, and many players (issue 20)")
+    parser.add_argument("--s3", action="store_true",
+                        help="tokened segments from a SeaweedFS bucket against the same on disk (issue 21)")
     parser.add_argument("--viewers", type=int, default=VIEWERS, help="players in the --edge crowd run")
     parser.add_argument("--viewer-seconds", type=float, default=VIEWER_SECONDS)
     parser.add_argument("--server", action="store_true", help=argparse.SUPPRESS)  # the child
@@ -825,6 +958,8 @@ def main() -> int:
             raise SystemExit(f"{tool} not found (apt-get install -y {tool})")
     if args.edge:
         return edge_main(args)
+    if args.s3:
+        return s3_main(args)
 
     from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis
 

@@ -289,12 +289,28 @@ async def publish_ladder(services, config, owner_id: int, ladder: Path, result, 
         video_id = await video_rows.insert_video(cur, owner_id=owner_id, title=title, description="",
                                                  category="Test", visibility=visibility, status="queued")
         version = (await video_rows.mark_processing(cur, video_id)).building_version
-    shutil.copytree(ladder, media.version_dir(config.media_dir, video_id, version))
+    await put_folder(services, config, ladder, media.version_dir(config.media_dir, video_id, version))
     async with cursor(services.pool) as cur:
         assert await video_rows.mark_ready(cur, video_id, version=version, duration=result.duration,
                                            width=result.width, height=result.height, fps=result.fps,
                                            has_audio=result.has_audio, resolutions=result.resolutions)
     return video_id
+
+
+async def put_folder(services, config, local: Path, target: Path) -> None:
+    """A finished folder's files as `target` (a media.py folder): copied into MEDIA_DIR,
+    or, with object storage, put into the bucket object by object (real S3: the tests'
+    SeaweedFS) and nothing written under MEDIA_DIR, so a server reading its scratch
+    instead of the bucket fails. ladder.json goes last, as a run publishes."""
+    if services.storage.is_local:
+        shutil.copytree(local, target, dirs_exist_ok=True)
+        return
+    files = sorted((p for p in local.rglob("*") if p.is_file()), key=lambda p: p.name == media.LADDER_NAME)
+    await asyncio.gather(*(services.storage.put_file(target / p.relative_to(local), p)
+                           for p in files if p.name != media.LADDER_NAME))
+    for p in files:
+        if p.name == media.LADDER_NAME:
+            await services.storage.put_file(target / p.relative_to(local), p)
 
 
 def open_fds_to(path: Path) -> int:

@@ -180,3 +180,33 @@ def test_kind_policies():
     assert answer.media_policy("segment", "seg_00000.ts", building=True).cache_control == "private, max-age=60"
     # Shared, not made per request.
     assert answer.media_policy("vsegment", "a", False) is answer.media_policy("vsegment", "b", False)
+
+
+# --- objects of a bucket (VIDEOFLIX_STORAGE=s3://...) ------------------------------------
+
+STORED = answer.ObjectFacts(1000, '"9b2cf535f27731c974343645a3985328"', MTIME)
+
+
+def test_an_object_of_the_store_is_answered_as_a_file_with_the_stores_validators():
+    as_file = answer.answer_file(get(Range="bytes=10-19"), SEGMENT, stat())
+    stored = answer.answer_object(get(Range="bytes=10-19"), SEGMENT, STORED)
+    assert stored.status == as_file.status == 206
+    assert stored.body == answer.StoreRange(10, 20)  # streamed from the store
+    assert stored.headers == [(k, STORED.etag if k == "Etag" else v) for k, v in as_file.headers]
+    # Its hot copy on local disk: the same answer, the bytes from the copy.
+    copy = answer.answer_copy(get(Range="bytes=10-19"), SEGMENT, STORED)
+    assert (copy.headers, copy.body) == (stored.headers, FileRange(10, 20))
+    assert answer.answer_object(get(**{"If-None-Match": STORED.etag}), SEGMENT, STORED).status == 304
+    assert answer.answer_object(get(Range="bytes=1000-"), SEGMENT, STORED).headers == [
+        ("Content-Range", "bytes */1000")]
+
+
+def test_an_object_without_a_date_has_no_last_modified_and_if_range_needs_its_etag():
+    undated = answer.ObjectFacts(1000, '"abc"', None)
+    result = answer.answer_object(get(), SEGMENT, undated)
+    assert "Last-Modified" not in dict(result.headers)
+    assert answer.answer_object(get(**{"If-Modified-Since": DATE}), SEGMENT, undated).status == 200
+    assert answer.answer_object(get(Range="bytes=0-9", **{"If-Range": DATE}), SEGMENT, undated).status == 200
+    assert answer.answer_object(get(Range="bytes=0-9", **{"If-Range": '"abc"'}), SEGMENT, undated).status == 206
+    gzipped = answer.answer_object(get(**{"Accept-Encoding": "gzip"}), PLAYLIST, undated)
+    assert isinstance(gzipped.body, GzippedFile) and dict(gzipped.headers)["Etag"] == '"abc-gz"'

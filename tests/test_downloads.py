@@ -1,6 +1,7 @@
 """Downloads for offline viewing (issue 22 item 4): GET /api/video/<id>/<resolution>/download.mp4
 remuxes the live rendition into fragmented MP4, streamed, under playback's access rules;
-admins turn it off per video."""
+admins turn it off per video. Segments read from MEDIA_DIR and streamed from a real SeaweedFS
+bucket (STORAGE_BACKENDS)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,6 +12,12 @@ import time
 import pytest
 
 from helpers import PASSWORD, login, publish_ladder
+from store_helpers import STORAGE_BACKENDS
+
+
+@pytest.fixture(params=STORAGE_BACKENDS)
+def storage_backend(request):
+    return request.param
 
 
 @pytest.fixture

@@ -4,6 +4,10 @@ The media are real: the transcoder's HLS ladder of the shared 1080p park clip
 (1080p, 720p, 480p MPEG-TS segments with AAC), made once per session and copied into
 each test's media directory as the live version of a real ready row. Players are real too: ffprobe and ffmpeg open the
 signed stream URL without cookies.
+
+Every test that serves files runs against both stores (STORAGE_BACKENDS): MEDIA_DIR, and a
+real SeaweedFS bucket the files are put into (nothing of them under MEDIA_DIR then);
+those about the local files themselves (inodes, symlinks, FIFOs) run on MEDIA_DIR only.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from videoflix.tables import videos
 from videoflix.transcode.command import TranscodeSettings
 from videoflix.transcode.job import transcode
 
-from helpers import login
+from helpers import login, put_folder
+from store_helpers import STORAGE_BACKENDS
 from media import PARK, clip
 
 ORIGIN = "http://127.0.0.1:5500"
@@ -37,6 +42,13 @@ SEGMENT = "seg_00000.ts"
 
 
 # --- fixtures ----------------------------------------------------------------------
+
+@pytest.fixture(params=STORAGE_BACKENDS)
+def storage_backend(request):
+    return request.param
+
+
+LOCAL_ONLY = pytest.mark.parametrize("storage_backend", ["local"])  # about files on disk
 
 @pytest.fixture(scope="session")
 def hls_ladder():
@@ -74,12 +86,18 @@ def make_video(services, config, hls_ladder):
             shutil.copy2(ladder / name, target / name)
         for rendition in resolutions:
             shutil.copytree(ladder / rendition, target / rendition)
+        if not config.storage_location.is_local:
+            await put_folder(services, config, target, media.version_dir(config.media_dir, video_id, 1))
         return video_id
     return make
 
 
 def version_dir(config, video_id: int) -> Path:
-    """Where make_video puts the files: version 1, the one its row says is live."""
+    """Where make_video puts the files: version 1, the one its row says is live
+    (media/<id>/v1/); with object storage, the copy of what it put into the bucket
+    (outside MEDIA_DIR: the server must find the files in the bucket)."""
+    if not config.storage_location.is_local:
+        return Path(config.var_dir).parent / "in-bucket" / str(video_id) / "v1"
     return media.version_dir(config.media_dir, video_id, 1)
 
 
@@ -404,6 +422,7 @@ async def test_conditional_requests_get_304(client, owner, make_video):
         assert mismatch.code == 200
 
 
+@LOCAL_ONLY
 @pytest.mark.gen_test
 async def test_etag_is_not_a_content_hash_and_follows_the_file(client, owner, make_video, config):
     user = await owner()
@@ -616,6 +635,7 @@ TRAVERSALS = [
 ]
 
 
+@LOCAL_ONLY
 @pytest.mark.gen_test
 async def test_traversal_and_odd_names_are_404_json_and_touch_nothing_outside(
         client, owner, make_video, config):
@@ -646,6 +666,7 @@ async def test_traversal_and_odd_names_are_404_json_and_touch_nothing_outside(
         assert_json_404(await get(client, path))
 
 
+@LOCAL_ONLY
 @pytest.mark.gen_test
 async def test_no_symlink_below_the_video_directory_is_followed(client, owner, make_video, config, services):
     """Stricter than "resolves inside": every component below media/<id>/ is opened

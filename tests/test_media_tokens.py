@@ -24,8 +24,12 @@ from videoflix.platform.db import cursor
 
 import nginx_site
 from helpers import link_from_mail, login, publish_ladder
+from store_helpers import STORAGE_BACKENDS
 
 TOKEN_FOLDER = re.compile(r"^/api/media/([^/]+)/([0-9]+)/(v[0-9]+)/")
+# The embedded server's token path from MEDIA_DIR and from a real SeaweedFS bucket (the
+# nginx tests' site reads the disk here; tests/test_nginx_s3.py has it read the bucket).
+BOTH_STORES = pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 REVOCATION_SECONDS = 10.0  # the issue's bound (README "Edge delivery")
 POLL_SECONDS = 0.2
 IMMUTABLE = "private, max-age=31536000, immutable"
@@ -91,6 +95,7 @@ def tampered(token: str) -> str:
 
 # --- the embedded server ------------------------------------------------------------------
 
+@BOTH_STORES
 @pytest.mark.gen_test(timeout=120)
 async def test_master_hands_out_a_tokened_folder_whose_files_need_no_cookie(
         client, new_client, make_user, services, config, small_ladder):
@@ -112,7 +117,7 @@ async def test_master_hands_out_a_tokened_folder_whose_files_need_no_cookie(
     segment = await cookieless.get(urljoin(folder + "480p/index.m3u8", segment_names[0]))
     assert segment.status == 200 and segment.headers["Content-Type"] == "video/MP2T"
     assert segment.headers["Cache-Control"] == IMMUTABLE
-    on_disk = Path(config.media_dir) / str(video_id) / "v1" / "480p" / segment_names[0]
+    on_disk = small_ladder[0] / "480p" / segment_names[0]  # what was published (to MEDIA_DIR or the bucket)
     assert segment.body == on_disk.read_bytes()
     for tail in ("480p/iframes.m3u8", "thumbs/thumbnails.vtt", "thumbs/sprite_000.jpg"):
         assert (await cookieless.get(folder + tail)).status == 200, tail
@@ -120,6 +125,7 @@ async def test_master_hands_out_a_tokened_folder_whose_files_need_no_cookie(
     assert ranged.status == 206 and ranged.body == on_disk.read_bytes()[:100]
 
 
+@BOTH_STORES
 @pytest.mark.gen_test(timeout=120)
 async def test_bad_tokens_are_refused_with_403_by_the_embedded_server(
         client, new_client, make_user, services, config, small_ladder):
@@ -178,6 +184,7 @@ async def test_warm_tokened_segments_take_the_lane_with_the_handlers_answer(
     assert expired.status == 403 and segment_lane.answered == before + 1
 
 
+@BOTH_STORES
 @pytest.mark.gen_test(timeout=120)
 async def test_a_logout_stops_the_embedded_servers_segments_at_once(
         client, new_client, make_user, services, config, small_ladder):

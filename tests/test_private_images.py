@@ -4,7 +4,7 @@ A private video's thumbnail and poster at /media/{thumbnail,poster}/<id>.jpg are
 owner and admins only (access cookie or Bearer); everyone else gets the 404 of a missing
 video. The catalog and the detail give those who may see the video an unguessable keyed
 URL that works in an <img> without cookies. Public videos' images stay public and
-cacheable by anyone.
+cacheable by anyone. Served from MEDIA_DIR and from a real SeaweedFS bucket (STORAGE_BACKENDS).
 """
 from __future__ import annotations
 
@@ -19,9 +19,15 @@ from videoflix.platform.db import cursor
 from videoflix.tables import videos
 
 from helpers import login
+from store_helpers import STORAGE_BACKENDS
 
 KINDS = (("thumbnail", "thumbnail.jpg"), ("poster", "poster.jpg"))
 ORIGIN = "http://127.0.0.1:5500"
+
+
+@pytest.fixture(params=STORAGE_BACKENDS)
+def storage_backend(request):
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +52,8 @@ def make_video(services, config, jpegs):
                 assert await videos.mark_ready(cur, video_id, version=version, duration=5.0, width=1280, height=720,
                                                fps=25.0, has_audio=False, resolutions=["720p"])
         directory = media.version_dir(config.media_dir, video_id, 1)  # its first (and live) version
-        directory.mkdir(parents=True)
         for name, data in jpegs.items():
-            (directory / name).write_bytes(data)
+            await services.storage.write_bytes(directory / name, data)  # MEDIA_DIR, or the bucket
         return video_id
     return make
 

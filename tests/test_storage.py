@@ -72,6 +72,11 @@ async def test_write_read_head_stream_list_delete(store, config):
     assert info is not None and info.size == len(body) and info.key == "7/v2/720p/seg_00000.ts"
     assert info.etag.startswith('"') and info.etag.endswith('"')
     assert await store.read_bytes(segment) == body
+    assert await store.read_object(media.version_dir(config.media_dir, 7, 2) / "nope.ts") is None
+    read_info, read_data = await store.read_object(segment)  # bytes and facts of one read
+    assert read_data == body and (read_info.size, read_info.etag) == (info.size, info.etag)
+    with pytest.raises(StorageError):
+        await store.read_object(segment, limit=1000)
     with pytest.raises(StorageError):
         await store.read_bytes(segment, limit=1000)
     assert b"".join([chunk async for chunk in store.stream(segment, 100, 199)]) == body[100:200]

@@ -1,7 +1,8 @@
 """Trick-play over HTTP (issue 12 item 3, API.md §6): the detail's thumbnails_vtt, the
 master's I-frame streams, and the track, sheets and I-frame playlists served with the
 segments' access rules, on the files of a real transcode of a real clip (made once per
-session) published as the runner publishes them.
+session) published as the runner publishes them: into MEDIA_DIR, and into a real SeaweedFS
+bucket (STORAGE_BACKENDS).
 """
 from __future__ import annotations
 
@@ -18,8 +19,14 @@ from videoflix.platform import media
 from videoflix.transcode import ladderfile
 
 from helpers import login, make_ready_video, publish_ladder, untokened, upload
+from store_helpers import STORAGE_BACKENDS
 
 IMMUTABLE = "private, max-age=31536000, immutable"
+
+
+@pytest.fixture(params=STORAGE_BACKENDS)
+def storage_backend(request):
+    return request.param
 
 
 @pytest.fixture
@@ -80,12 +87,12 @@ async def test_detail_links_the_live_versions_thumbnails_track_and_its_sheets_ar
 
 @pytest.mark.gen_test(timeout=120)
 async def test_master_lists_an_iframe_stream_per_rendition_and_each_playlist_is_served(
-        client, config, transcoded):
+        client, config, transcoded, small_ladder):
     video_id, _ = transcoded
     master = untokened((await client.get(f"/api/video/{video_id}/master.m3u8")).body.decode())
     streams = iframe_streams(master)
     assert [s["URI"] for s in streams] == ["v1/480p/iframes.m3u8"]  # one per rendition
-    ladder = ladderfile.read_ladder(media.ladder_path(config.media_dir, video_id, 1))
+    ladder = ladderfile.read_ladder(small_ladder[0] / media.LADDER_NAME)  # what was published
     measured = {item["name"]: item for item in ladder["iframes"]}
     for stream in streams:
         rung = stream["URI"].split("/")[1]

@@ -11,8 +11,10 @@ No IO, no Tornado.
 
 The rules, and where they come from:
 - Validators. A file's ETag is its size, mtime and inode from the one fstat, never a
-  hash of its contents (DESIGN.md, HLS files: no whole-file read on the loop); bytes
-  made in memory get a SHA-256 tag. A gzip coding is another representation, so it
+  hash of its contents (DESIGN.md, HLS files: no whole-file read on the loop); an
+  object in a bucket (VIDEOFLIX_STORAGE=s3://...) keeps the store's own ETag and
+  Last-Modified (`ObjectFacts`), so the answer is the same from any server and from
+  its hot cache; bytes made in memory get a SHA-256 tag. A gzip coding is another representation, so it
   has another tag (`-gz`: RFC 9110 §8.8.3). Last-Modified is the file's mtime in
   whole seconds (RFC 9110 §8.8.2), on files only.
 - 304 (RFC 9110 §13.1.2, §13.2.2): If-None-Match, compared weakly, `*` matching
@@ -213,6 +215,16 @@ class FileRange:
 
 
 @dataclass(frozen=True, slots=True)
+class StoreRange:
+    """Bytes [start, end) of an object in the store (platform/storage.py), streamed from
+    it (storage.stream) or from the bytes already read whole: the answer's facts came
+    from the store, not from an open file (answer_object)."""
+
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
 class GzippedFile:
     """The whole (small, text) file gzip-compressed, made by the carrier in its file
     executor (mediafiles.read_gzipped); `with_gzipped` then completes the answer."""
@@ -232,7 +244,7 @@ class Accel:
     location: str
 
 
-Body = FileRange | GzippedFile | Rendered | Accel
+Body = FileRange | StoreRange | GzippedFile | Rendered | Accel
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,46 +320,63 @@ def not_modified(request: RequestFacts, etag: str, modified: int | None) -> bool
     return since.timestamp() >= modified
 
 
+@dataclass(frozen=True, slots=True)
+class ObjectFacts:
+    """What the answer needs of an object in the store: its size, the store's ETag
+    (quoted) and Last-Modified (whole seconds; None when unknown: no Last-Modified)."""
+
+    size: int
+    etag: str
+    modified: int | None
+
+
 # --- answers --------------------------------------------------------------------------
 
 
 def answer_file(request: RequestFacts, policy: Policy, info: os.stat_result) -> Answer:
     """The answer with a file whose fstat is `info` (see the module docstring)."""
-    size = info.st_size
+    return _answer_bytes(request, policy, info.st_size, file_etag(info), int(info.st_mtime), stored=False)
+
+
+def answer_object(request: RequestFacts, policy: Policy, facts: ObjectFacts) -> Answer:
+    """The answer with an object of the store (a StoreRange body): the same rules as
+    answer_file, the validators the store's."""
+    return _answer_bytes(request, policy, facts.size, facts.etag, facts.modified, stored=True)
+
+
+def answer_copy(request: RequestFacts, policy: Policy, facts: ObjectFacts) -> Answer:
+    """The answer with a local copy of an object of the store (the hot cache): the
+    object's validators, the copy's bytes (a FileRange body)."""
+    return _answer_bytes(request, policy, facts.size, facts.etag, facts.modified, stored=False)
+
+
+def _answer_bytes(
+    request: RequestFacts, policy: Policy, size: int, identity_etag: str, modified: int | None, *, stored: bool
+) -> Answer:
     gzipped = policy.compressible and size <= MAX_GZIP_BYTES and httpranges.accepts_gzip(request.accept_encoding)
-    etag = file_etag(info, gzipped)
-    modified = int(info.st_mtime)
-    last_modified = http_date(modified)
+    etag = _coded(identity_etag) if gzipped else identity_etag
+    validators = [("Etag", etag)]
+    if modified is not None:
+        validators.append(("Last-Modified", http_date(modified)))
     if not_modified(request, etag, modified):
         return Answer(
             NOT_MODIFIED,
-            [
-                ("Accept-Ranges", "bytes"),
-                ("Etag", etag),
-                ("Last-Modified", last_modified),
-                *_policy_headers(policy, with_type=False),
-            ],
+            [("Accept-Ranges", "bytes"), *validators, *_policy_headers(policy, with_type=False)],
             None,
             False,
         )
     if gzipped:
         return Answer(
             200,
-            [
-                ("Accept-Ranges", "none"),
-                ("Etag", etag),
-                ("Last-Modified", last_modified),
-                *_policy_headers(policy),
-                ("Content-Encoding", "gzip"),
-            ],
+            [("Accept-Ranges", "none"), *validators, *_policy_headers(policy), ("Content-Encoding", "gzip")],
             GzippedFile(),
             not request.head,
         )
     start, end = 0, size
-    headers = [("Accept-Ranges", "bytes"), ("Etag", etag), ("Last-Modified", last_modified), *_policy_headers(policy)]
+    headers = [("Accept-Ranges", "bytes"), *validators, *_policy_headers(policy)]
     status = 200
     if request.range and httpranges.range_is_current(
-        request.if_range, etag, datetime.datetime.fromtimestamp(modified, datetime.UTC)
+        request.if_range, etag, None if modified is None else datetime.datetime.fromtimestamp(modified, datetime.UTC)
     ):
         try:
             wanted = httpranges.parse_byte_range(request.range, size)
@@ -359,7 +388,8 @@ def answer_file(request: RequestFacts, policy: Policy, info: os.stat_result) -> 
             status = 206
             headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
     headers.append(("Content-Length", str(end - start)))
-    return Answer(status, headers, FileRange(start, end), not request.head)
+    body = StoreRange(start, end) if stored else FileRange(start, end)
+    return Answer(status, headers, body, not request.head)
 
 
 def with_gzipped(answer: Answer, data: bytes) -> Answer:

@@ -5,7 +5,7 @@ The rendition's MPEG-TS segments are remuxed, never re-encoded, into fragmented 
 (`empty_moov`: the header is written before the first fragment, so the answer starts at
 once and is streamed as ffmpeg produces it; no file is made). The segments are read by
 us (component by component below the video's folder, mediafiles.open_inside, in the file
-executor) and fed to ffmpeg's stdin: ffmpeg opens no file and speaks no protocol but its
+executor; with object storage streamed from the bucket, `storage`) and fed to ffmpeg's stdin: ffmpeg opens no file and speaks no protocol but its
 pipes, its demuxer pinned to mpegts (SECURITY.md control 1's rules for what a demuxer may
 read). The access rules are playback's (who may watch the live version); admins may turn
 downloads off per video (videos.downloads_enabled, sql/006).
@@ -22,9 +22,10 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from urllib.parse import quote
 
-from videoflix.delivery import mediafiles
+from videoflix.delivery import mediafiles, storefiles
 from videoflix.delivery.playback import ServedFile
 from videoflix.platform import media
+from videoflix.platform.storage import Storage, StorageError
 
 log = logging.getLogger(__name__)
 
@@ -100,12 +101,26 @@ def _read_playlist(root: Path, parts: tuple[str, ...]) -> str | None:
         mediafiles.close_file(opened)
 
 
+def _from_store(storage: Storage | None) -> bool:
+    return storage is not None and not storage.is_local
+
+
 async def segment_entries(
-    media_dir: str, video_id: int, served: ServedFile, executor: concurrent.futures.Executor
+    media_dir: str,
+    video_id: int,
+    served: ServedFile,
+    executor: concurrent.futures.Executor,
+    storage: Storage | None = None,
 ) -> list[tuple[tuple[str, ...], float]]:
-    """(path parts below the version's folder, duration) of the served rendition's segments."""
+    """(path parts below the version's folder, duration) of the served rendition's segments.
+    `storage`: where the media are (None: MEDIA_DIR); storefiles.StoreUnavailable when the
+    bucket does not answer."""
     root = media.version_dir(media_dir, video_id, served.version)
-    text = await asyncio.get_running_loop().run_in_executor(executor, _read_playlist, root, served.parts)
+    if storage is not None and _from_store(storage):
+        data = await storefiles.bounded_call(storage.read_bytes(root.joinpath(*served.parts)))
+        text = None if data is None else data.decode("utf-8", "replace")
+    else:
+        text = await asyncio.get_running_loop().run_in_executor(executor, _read_playlist, root, served.parts)
     if text is None:
         raise DownloadUnavailable()
     try:
@@ -120,10 +135,14 @@ async def segment_entries(
 
 
 async def segment_parts(
-    media_dir: str, video_id: int, served: ServedFile, executor: concurrent.futures.Executor
+    media_dir: str,
+    video_id: int,
+    served: ServedFile,
+    executor: concurrent.futures.Executor,
+    storage: Storage | None = None,
 ) -> list[tuple[str, ...]]:
     """The path parts (below the version's folder) of the served rendition's segments."""
-    return [parts for parts, _duration in await segment_entries(media_dir, video_id, served, executor)]
+    return [parts for parts, _duration in await segment_entries(media_dir, video_id, served, executor, storage)]
 
 
 def read_segment(root: Path, parts: tuple[str, ...]) -> bytes | None:
@@ -146,7 +165,12 @@ def read_segment(root: Path, parts: tuple[str, ...]) -> bytes | None:
 
 
 async def remux(
-    media_dir: str, video_id: int, version: int, parts: list[tuple[str, ...]], executor: concurrent.futures.Executor
+    media_dir: str,
+    video_id: int,
+    version: int,
+    parts: list[tuple[str, ...]],
+    executor: concurrent.futures.Executor,
+    storage: Storage | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """The MP4 bytes as ffmpeg makes them. Stopping early (the client went away) kills ffmpeg."""
     root = media.version_dir(media_dir, video_id, version)
@@ -164,12 +188,21 @@ async def remux(
     async def feed() -> None:
         try:
             for segment in parts:
+                if storage is not None and _from_store(storage):
+                    # From the bucket: a chunk at a time, never a whole segment in memory.
+                    async for chunk in storage.stream(root.joinpath(*segment)):
+                        stdin.write(chunk)
+                        await stdin.drain()
+                    continue
                 data = await loop.run_in_executor(executor, read_segment, root, segment)
                 if data is None:
-                    log.warning("video %s: segment %s gone during a download", video_id, "/".join(segment))
-                    break
+                    raise FileNotFoundError(segment)
                 stdin.write(data)
                 await stdin.drain()
+        except FileNotFoundError:
+            log.warning("video %s: a segment went away during a download", video_id)
+        except StorageError as exc:
+            log.warning("video %s: the store failed during a download: %s", video_id, exc)
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:

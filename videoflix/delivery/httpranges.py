@@ -49,9 +49,9 @@ def parse_byte_range(header: str, size: int) -> tuple[int, int] | None:
     return start, size if not last else min(int(last) + 1, size)
 
 
-def range_is_current(if_range: str | None, etag: str | None, modified: datetime.datetime) -> bool:
+def range_is_current(if_range: str | None, etag: str | None, modified: datetime.datetime | None) -> bool:
     """RFC 7233 §3.2 If-Range: honour Range only while the validator still matches
-    (a strong ETag comparison, or exactly the Last-Modified date)."""
+    (a strong ETag comparison, or exactly the Last-Modified date; none: no match)."""
     if if_range is None:
         return True
     value = if_range.strip()

@@ -15,6 +15,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from videoflix.delivery import answer
 from videoflix.delivery.answer import GZIP_LEVEL
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,17 @@ class OpenFile:
     path: str  # for messages: root/parts
     stat: os.stat_result
     first: bytes = b""  # the first bytes, when asked for (saves a thread hop)
+    # A hot copy of an object of the store (delivery/hotcache.py): its validators are
+    # the store's, not this file's.
+    facts: answer.ObjectFacts | None = None
+
+
+def answer_open_file(request: answer.RequestFacts, policy: answer.Policy, opened: OpenFile) -> answer.Answer:
+    """answer.py's answer with an open file: its own fstat's validators, or those of the
+    object it is a copy of (a FileRange body either way: the bytes are this file's)."""
+    if opened.facts is None:
+        return answer.answer_file(request, policy, opened.stat)
+    return answer.answer_copy(request, policy, opened.facts)
 
 
 # Below the video's directory every component is opened relative to its parent

@@ -13,16 +13,17 @@ file executor.
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from typing import Any
 
 import cachetools
 
-from videoflix.platform import media
+from videoflix.delivery import storefiles
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
 from videoflix.tables.videos import Video
-from videoflix.transcode import ladderfile
+
+log = logging.getLogger(__name__)
 
 # Bounds the memory the answers can take (one small entry per published version).
 ENCODING_CACHE_MAX_ENTRIES = 10_000
@@ -73,8 +74,11 @@ async def encoding(config: Config, services: Services, video: Video) -> dict[str
     if key in cache:
         known: dict[str, Any] | None = cache[key]
         return known
-    path = media.ladder_path(config.media_dir, video.id, version)
-    ladder = await asyncio.get_running_loop().run_in_executor(services.file_executor, ladderfile.read_ladder, path)
+    try:
+        ladder = await storefiles.read_ladder(config, services, video.id, version)
+    except storefiles.StoreUnavailable as exc:  # the detail says null meanwhile (not kept)
+        log.warning("video %s: no encoding while the store is unavailable: %s", video.id, exc)
+        return None
     found = encoding_from_ladder(ladder)
     if ladder is not None and ladder.get("complete") is True:
         cache[key] = found

@@ -4,23 +4,25 @@ The transcode child records in a version's ladder.json whether it wrote a thumbn
 track ("thumbnails_vtt", transcode/sprites.py); the detail links the LIVE version's
 track, or says null (nothing live, or a run without sprites: a video moved from the
 wave-1 layout has none). A finished version's ladder never changes, so the answer is kept
-in-process per (video, version), bounded; the ladder is read in the file executor.
+in-process per (video, version), bounded; the ladder is read from the store (delivery/storefiles.py: the file executor on MEDIA_DIR).
 The I-frame playlists need nothing here: the master lists them (playlist.render_master
 from the same ladder) and web/media_handlers.py serves them with the segments' access rule.
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
 from typing import Any
 
 import cachetools
 
+from videoflix.delivery import storefiles
 from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.services import Services
 from videoflix.tables.videos import Video
-from videoflix.transcode import ladderfile
+
+log = logging.getLogger(__name__)
 
 # Bounds the memory the answers can take (one small entry per published version).
 TRACK_CACHE_MAX_ENTRIES = 10_000
@@ -50,8 +52,11 @@ async def _has_track(config: Config, services: Services, video_id: int, version:
     known: bool | None = cache.get((video_id, version))
     if known is not None:
         return known
-    path = media.ladder_path(config.media_dir, video_id, version)
-    ladder = await asyncio.get_running_loop().run_in_executor(services.file_executor, ladderfile.read_ladder, path)
+    try:
+        ladder = await storefiles.read_ladder(config, services, video_id, version)
+    except storefiles.StoreUnavailable as exc:  # the detail says null meanwhile (not kept)
+        log.warning("video %s: no thumbnails track while the store is unavailable: %s", video_id, exc)
+        return False
     # Only the name the transcoder writes counts: the file's text never makes a URL.
     found = ladder is not None and ladder.get("thumbnails_vtt") == "%s/%s" % (
         media.THUMBS_DIR,

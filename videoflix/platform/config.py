@@ -450,6 +450,12 @@ ENV_VARS: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ),
     ("s3_secret_key", "AWS_SECRET_ACCESS_KEY", _parse_str, "S3 secret key (with AWS_ACCESS_KEY_ID)"),
     ("s3_region", "AWS_REGION", _parse_str, "S3 region (us-east-1 when unset)"),
+    (
+        "s3_cache_mb",
+        "VIDEOFLIX_S3_CACHE_MB",
+        _parse_non_negative_int,
+        "with object storage: MiB of hot segments and sprites a serving process keeps on local scratch (0 = none)",
+    ),
     ("log_level", "VIDEOFLIX_LOG_LEVEL", _parse_str, "logging level"),
     ("log_format", "VIDEOFLIX_LOG_FORMAT", _parse_log_format, "`text`, or `json` for one JSON object per line"),
     (
@@ -553,6 +559,7 @@ class Config:
     s3_access_key: str = ""
     s3_secret_key: str = ""
     s3_region: str = ""
+    s3_cache_mb: int = 512
     log_level: str = "INFO"
     log_format: str = "text"
     metrics_token: str = ""

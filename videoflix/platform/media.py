@@ -188,6 +188,12 @@ def work_dir(media_dir: str) -> Path:
     return Path(media_dir) / ".work"
 
 
+def hot_cache_dir(media_dir: str) -> Path:
+    """media/.hot/: with object storage, the serving processes' local copies of hot
+    immutable objects (delivery/hotcache.py), a folder per process below it."""
+    return Path(media_dir) / ".hot"
+
+
 # "v<N>": a version's folder and its URL part; N >= 1, no leading zero (one URL each).
 VERSION_PATTERN = "v[1-9][0-9]{0,8}"
 _VERSION_RE = re.compile(VERSION_PATTERN)

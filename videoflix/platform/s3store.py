@@ -227,6 +227,27 @@ class S3Storage:
             data: bytes = await body.read()
         return data
 
+    async def read_object(self, path: Path, limit: int = SMALL_OBJECT_BYTES) -> tuple[ObjectInfo, bytes] | None:
+        client = await self.client()
+        key = self.key(path)
+        try:
+            answer = await client.get_object(Bucket=self.bucket, Key=key)
+        except botocore.exceptions.ClientError as exc:
+            if _missing(exc):
+                return None
+            raise StorageError(f"GET {key}: {exc}") from exc
+        except (botocore.exceptions.BotoCoreError, OSError) as exc:
+            raise StorageError(f"GET {key}: {exc}") from exc
+        async with answer["Body"] as body:
+            if int(answer["ContentLength"]) > limit:
+                raise StorageError(f"{key}: larger than {limit} bytes")
+            try:
+                data: bytes = await body.read()
+            except (botocore.exceptions.BotoCoreError, OSError) as exc:
+                raise StorageError(f"GET {key}: {exc}") from exc
+        info = ObjectInfo(self._relative(key), len(data), answer["ETag"], _mtime(answer.get("LastModified")))
+        return info, data
+
     async def stream(self, path: Path, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         client = await self.client()
         key = self.key(path)

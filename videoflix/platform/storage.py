@@ -129,6 +129,11 @@ class Storage(Protocol):
         """The whole object, or None when missing; StorageError when larger than `limit`."""
         ...
 
+    async def read_object(self, path: Path, limit: int = SMALL_OBJECT_BYTES) -> tuple[ObjectInfo, bytes] | None:
+        """read_bytes with the object's facts from the same read (its size, ETag and
+        mtime describe exactly these bytes: what an HTTP answer's validators need)."""
+        ...
+
     def stream(self, path: Path, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         """Bytes start..end (inclusive; None = to the end), in chunks, never the whole
         object in memory. FileNotFoundError when missing."""
@@ -218,6 +223,23 @@ class LocalStorage:
             return data
 
         result: bytes | None = await self._run(read)
+        return result
+
+    async def read_object(self, path: Path, limit: int = SMALL_OBJECT_BYTES) -> tuple[ObjectInfo, bytes] | None:
+        target = self._path(path)
+
+        def read() -> tuple[ObjectInfo, bytes] | None:
+            try:
+                with open(target, "rb") as handle:
+                    info = os.fstat(handle.fileno())
+                    data = handle.read(limit + 1)
+            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+                return None
+            if len(data) > limit:
+                raise StorageError(f"{target}: larger than {limit} bytes")
+            return ObjectInfo(media_key(self.media_dir, target), len(data), _etag_of(info), info.st_mtime), data
+
+        result: tuple[ObjectInfo, bytes] | None = await self._run(read)
         return result
 
     async def stream(self, path: Path, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:

@@ -12,12 +12,13 @@ import tornado.iostream
 import tornado.web
 
 from videoflix.accounts import sessions
-from videoflix.delivery import download, playback
+from videoflix.delivery import download, playback, storefiles
 from videoflix.platform import media
 from videoflix.platform.db import cursor
 from videoflix.tables import videos as video_rows
 from videoflix.web import schemas
 from videoflix.web.base import INVALID_TOKEN, APIError, BaseHandler, admin, authenticated, public
+from videoflix.web.hls_files import STORE_DOWN, STORE_RETRY_AFTER
 from videoflix.web.operation import Response, ResponseValue, Schema, operation
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,19 @@ class DownloadHandlerBase(BaseHandler):
         if not enabled and not is_admin:
             raise APIError(403, DOWNLOADS_OFF)
         try:
-            parts = await download.segment_parts(self.config.media_dir, video_id, served, self.services.file_executor)
+            parts = await download.segment_parts(
+                self.config.media_dir, video_id, served, self.services.file_executor, self.services.storage
+            )
         except download.DownloadUnavailable:
             raise APIError(404) from None
+        except storefiles.StoreUnavailable:
+            raise APIError(503, STORE_DOWN, headers={"Retry-After": STORE_RETRY_AFTER}) from None
         self.set_header("Content-Type", download.CONTENT_TYPE)
         self.set_header("Content-Disposition", download.content_disposition(video.title))
         self.set_header("Cache-Control", "private, no-store")
-        chunks = download.remux(self.config.media_dir, video_id, served.version, parts, self.services.file_executor)
+        chunks = download.remux(
+            self.config.media_dir, video_id, served.version, parts, self.services.file_executor, self.services.storage
+        )
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 self.write(chunk)

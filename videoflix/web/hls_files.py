@@ -11,6 +11,11 @@ it, and a version's subtitle playlists and segments made per request.
 - With VIDEOFLIX_ACCEL_REDIRECT, playlists and segments are sent by nginx (accel.py).
 - A playlist or segment of the version being built that is not written yet is waited for
   up to BUILDING_WAIT_SECONDS, then answered 503 with Retry-After.
+- With object storage (VIDEOFLIX_STORAGE=s3://...) the same answers come from the bucket
+  (delivery/storefiles.py): segments and sprites are streamed from it by range, never
+  held whole, and copied into the hot cache on the way (delivery/hotcache.py), whose
+  copies are then sent like local files; playlists, tracks and images are read whole.
+  The store not answering is a 503 JSON error (Retry-After), never a 500 or a hang.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import gzip
 import logging
 import re
 import time
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,12 +35,12 @@ import tornado.iostream
 import tornado.web
 
 from videoflix.accounts import sessions, tokens
-from videoflix.delivery import accel, answer, mediafiles, openfiles, playback, tokenforms, zerocopy
+from videoflix.delivery import accel, answer, mediafiles, openfiles, playback, storefiles, tokenforms, zerocopy
 from videoflix.delivery.answer import NOSNIFF
 from videoflix.library import subtitle_tracks
 from videoflix.platform import media
 from videoflix.platform.log import AccessRecord
-from videoflix.transcode import ladderfile
+from videoflix.platform.storage import StorageError
 from videoflix.transcode.playlist import PlaylistError, render_master
 from videoflix.web.answer_writer import AnswerWriterMixin
 from videoflix.web.base import (
@@ -45,6 +52,7 @@ from videoflix.web.base import (
     JSONErrorsMixin,
     ServicesMixin,
     cors_headers,
+    http1,
 )
 from videoflix.web.observe import ObservedMixin
 
@@ -58,6 +66,9 @@ FILE_CHUNK_BYTES = 1024 * 1024
 BUILDING_WAIT_SECONDS = 3.0
 BUILDING_POLL_SECONDS = 0.2
 BUILDING_RETRY_AFTER = "1"
+# The store did not answer (storefiles.StoreUnavailable): the client may try again soon.
+STORE_DOWN = "Media storage is unavailable: try again shortly."
+STORE_RETRY_AFTER = "5"
 # A language as it may appear in a subtitle URL: a canonical tag (media.subtitle_file_name).
 LANGUAGE_PART = re.compile(r"[A-Za-z0-9]{1,8}(?:-[A-Za-z0-9]{1,8}){0,16}")
 
@@ -134,12 +145,16 @@ class MediaFileHandler(
         root = media.version_dir(self.config.media_dir, video_id, served.version)
         # Segments never change once written: their open files are kept (openfiles.py).
         cache_key = (video_id, served.version, served.parts) if self.policy.unchanging else None
+        # Never changed once written (kept in the hot cache with object storage).
+        immutable = self.policy.unchanging or (self.kind == "thumbs" and media.is_sprite_name(served.parts[-1]))
         await self.serve_file(
             root,
             served.parts,
             answer.media_policy(self.kind, served.parts[-1], served.building),
             wait=served.building and self.policy.waits,
             cache_key=cache_key,
+            immutable=immutable,
+            building=served.building,
         )
 
     async def serve_master(self, video_id: int, served: playback.ServedFile) -> None:
@@ -147,9 +162,10 @@ class MediaFileHandler(
         playlist.render_master)."""
         version = served.version
         path = media.ladder_path(self.config.media_dir, video_id, version)
-        ladder = await asyncio.get_running_loop().run_in_executor(
-            self.services.file_executor, ladderfile.read_ladder, path
-        )
+        try:
+            ladder = await storefiles.read_ladder(self.config, self.services, video_id, version, served.building)
+        except storefiles.StoreUnavailable as exc:
+            raise self.store_down(exc) from None
         if ladder is None:
             raise APIError(404)
         folder = self.master_folder(video_id, version)
@@ -185,19 +201,33 @@ class MediaFileHandler(
         policy: answer.Policy,
         wait: bool = False,
         cache_key: tuple[Any, ...] | None = None,
+        immutable: bool = False,
+        building: bool = False,
     ) -> None:
         """Answer with root/<parts...> (validated names, no symlink followed); `wait`:
         the file may still be coming (the version being built); `cache_key`: the
-        file never changes, keep it open (openfiles.py)."""
+        file never changes, keep it open (openfiles.py); `immutable`: never changes
+        once written, `building`: of the version being built (object storage: what
+        the hot cache may keep)."""
         facts = self.request_facts()
         rewrite = bool(self.token_query) and tokenforms.rewrites(self.kind, parts[-1])
-        if self.config.accel_redirect and self.policy.accel and not wait and not rewrite:
-            # (A version still being built is ours: a file not written yet is waited for.)
+        if (
+            self.config.accel_redirect
+            and self.policy.accel
+            and not wait
+            and not rewrite
+            and self.services.storage.is_local
+        ):
+            # (A version still being built is ours: a file not written yet is waited for.
+            # Media in a bucket are not under nginx's /internal-media/: sent from here.)
             location = accel.location(self.config.accel_redirect, self.config.media_dir, root, parts)
             self.write_answer(answer.answer_accel(facts, policy, location))
             return
         try:
-            await self._open(root, parts, not facts.head, wait, cache_key)
+            if self.services.storage.is_local:
+                await self._open(root, parts, not facts.head, wait, cache_key)
+            elif await self._answer_from_store(root, parts, policy, wait, cache_key, immutable, building, rewrite):
+                return  # answered from the bucket; else self.file is a hot copy
             if self.file is None:
                 raise APIError(404)
             if rewrite:  # (a playlist or track: small, made per request with the token on its URIs)
@@ -206,7 +236,7 @@ class MediaFileHandler(
                 )
                 self.write_answer(answer.answer_rendered(facts, policy, data))
                 return
-            result = answer.answer_file(facts, policy, self.file.stat)
+            result = mediafiles.answer_open_file(facts, policy, self.file)
             if isinstance(result.body, answer.GzippedFile):
                 data = await asyncio.get_running_loop().run_in_executor(
                     self.services.file_executor, mediafiles.read_gzipped, self.file.fd, self.file.stat.st_size
@@ -287,6 +317,185 @@ class MediaFileHandler(
         if self.file is None:
             self.retry_expected = True  # an expected "retry shortly": logged at INFO (log.py)
             raise APIError(503, "Not transcoded yet: try again shortly.", headers={"Retry-After": BUILDING_RETRY_AFTER})
+
+    # --- object storage (storefiles.py, hotcache.py) ------------------------------------
+
+    def store_down(self: Any, exc: Exception) -> APIError:
+        log.debug("media storage unavailable: %s", exc)  # (storefiles logs each outage once)
+        return APIError(503, STORE_DOWN, headers={"Retry-After": STORE_RETRY_AFTER})
+
+    async def _answer_from_store(
+        self,
+        root: Path,
+        parts: tuple[str, ...],
+        policy: answer.Policy,
+        wait: bool,
+        cache_key: tuple[Any, ...] | None,
+        immutable: bool,
+        building: bool,
+        rewrite: bool = False,
+    ) -> bool:
+        """The object root/<parts...> of the bucket: True once answered; False when a
+        hot copy was opened instead (self.file, sent as a local file). Immutable objects
+        (segments, sprites) are streamed, those of a finished version kept in the hot
+        cache; the others are read whole."""
+        path = root.joinpath(*parts)
+        keep = immutable and not building
+        try:
+            if not immutable:
+                await self._send_small(root, parts, policy, wait, rewrite)
+                return True
+            hot = storefiles.hot_cache(self.config, self.services)
+            key = storefiles.key_of(self.config, path)
+            if keep and hot.enabled:
+                if cache_key is not None:
+                    self.cached = self.open_files.acquire(cache_key)
+                    if self.cached is not None:
+                        self.file = self.cached.file
+                        return False
+                copy = hot.lookup(key)
+                if copy is not None:
+                    include_body = not self.request_facts().head
+                    opened = await asyncio.get_running_loop().run_in_executor(
+                        self.services.file_executor,
+                        mediafiles.open_inside,
+                        hot.root,
+                        copy.parts,
+                        self._prefetch_bytes(include_body),
+                        include_body and zerocopy.usable(self.request),
+                    )
+                    if opened is not None:
+                        self.file = dataclasses.replace(opened, facts=copy.facts)
+                        if cache_key is not None:
+                            self.cached = self.open_files.add(cache_key, self.file)
+                        return False
+                    hot.forget(key)
+            await self._send_streamed(root, parts, policy, wait, keep, hot if keep else None)
+            return True
+        except storefiles.StoreUnavailable as exc:
+            raise self.store_down(exc) from None
+
+    async def _send_small(
+        self, root: Path, parts: tuple[str, ...], policy: answer.Policy, wait: bool, rewrite: bool = False
+    ) -> None:
+        """A mutable small object (a playlist, a track, an image) read whole; `rewrite`:
+        with the query form's token on its URIs (tokenforms.py), made per request."""
+        path = root.joinpath(*parts)
+        read = await storefiles.read_small(self.config, self.services, path)
+        if read is None and wait:
+            read = await self._wait_in_store(
+                root, parts, lambda: storefiles.read_small(self.config, self.services, path, fresh=True)
+            )
+        if read is None:
+            raise APIError(404)
+        facts, data = read
+        if rewrite:
+            data = tokenforms.with_token_query(self.kind, parts[-1], data, self.token_query)
+            self.write_answer(answer.answer_rendered(self.request_facts(), policy, data))
+            return
+        result = answer.answer_object(self.request_facts(), policy, facts)
+        if isinstance(result.body, answer.GzippedFile):
+            gzipped = await asyncio.get_running_loop().run_in_executor(self.services.file_executor, _gzip, data)
+            result = answer.with_gzipped(result, gzipped)
+        self.write_answer(result)
+        body = result.body
+        if result.with_body and isinstance(body, answer.StoreRange):
+            self.write(data[body.start : body.end])
+
+    async def _send_streamed(
+        self,
+        root: Path,
+        parts: tuple[str, ...],
+        policy: answer.Policy,
+        wait: bool,
+        keep: bool,
+        hot: Any,
+    ) -> None:
+        """A segment or sprite streamed from the bucket by range (never whole in memory),
+        copied into the hot cache on the way when it is all of a keepable object."""
+        path = root.joinpath(*parts)
+        facts = await storefiles.object_facts(self.config, self.services, path, immutable=keep)
+        if facts is None and wait:
+            facts = await self._wait_in_store(
+                root, parts, lambda: storefiles.object_facts(self.config, self.services, path, immutable=False)
+            )
+        if facts is None:
+            raise APIError(404)
+        result = answer.answer_object(self.request_facts(), policy, facts)
+        body = result.body
+        if not (result.with_body and isinstance(body, answer.StoreRange) and body.end > body.start):
+            self.write_answer(result)
+            return
+        stream = cast(AsyncGenerator[bytes, None], self.services.storage.stream(path, body.start, body.end - 1))
+        fill = None
+        try:
+            try:  # before the first byte an error is still an answer of its own
+                first = await storefiles.bounded(self.services, anext(stream, b""))
+            except FileNotFoundError:
+                storefiles.forget_facts(self.config, self.services, path)
+                raise APIError(404) from None
+            self.write_answer(result)
+            if hot is not None and body.start == 0 and body.end == facts.size:
+                fill = await hot.start_fill(storefiles.key_of(self.config, path), facts)
+            await self._relay(stream, first, body.end - body.start, fill)
+            fill = None  # (committed with the last chunk, or aborted)
+        finally:
+            if fill is not None:
+                await fill.abort()
+            await stream.aclose()
+
+    async def _relay(self, stream: Any, first: bytes, length: int, fill: Any) -> bool:
+        """Write the object's chunks to the client (and to the hot copy `fill`, committed
+        with the last chunk, before it is flushed: once the client has every byte the copy
+        is in place; aborted otherwise) as they come; True when all `length` bytes went.
+        The client leaving ends it quietly; the store failing mid-body closes the
+        connection (the headers are gone)."""
+        sent = 0
+        chunk = first
+        try:
+            try:
+                while chunk:
+                    self.write(chunk)
+                    sent += len(chunk)
+                    if fill is not None:
+                        await fill.write(chunk)
+                        if sent == length:
+                            await fill.commit()
+                            fill = None
+                    await self.flush()
+                    chunk = await anext(stream, b"")
+            finally:
+                if fill is not None:
+                    await fill.abort()
+        except tornado.iostream.StreamClosedError:
+            return False
+        except (StorageError, OSError, TimeoutError) as exc:
+            log.warning("media storage failed mid-body (%s of %s bytes sent): %s", sent, length, exc)
+        if sent == length:
+            return True
+        log.warning("media storage sent %s of %s bytes: connection closed", sent, length)
+        http1(self.request).stream.close()
+        return False
+
+    async def _wait_in_store(self, root: Path, parts: tuple[str, ...], fetch: Any) -> Any:
+        """A file of the version being built not in the bucket yet: polled for up to
+        BUILDING_WAIT_SECONDS, then 503 (as on disk). A segment of a rendition whose
+        playlist is not in the bucket is no file of the run: None (404)."""
+        if len(parts) < 2:
+            return None
+        if parts[-1] != media.MEDIA_PLAYLIST_NAME:
+            playlist = root.joinpath(*parts[:-1], media.MEDIA_PLAYLIST_NAME)
+            if await storefiles.read_small(self.config, self.services, playlist) is None:
+                return None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BUILDING_WAIT_SECONDS
+        while loop.time() < deadline:
+            await asyncio.sleep(BUILDING_POLL_SECONDS)
+            found = await fetch()
+            if found is not None:
+                return found
+        self.retry_expected = True
+        raise APIError(503, "Not transcoded yet: try again shortly.", headers={"Retry-After": BUILDING_RETRY_AFTER})
 
     async def _stream(self, start: int, end: int) -> None:
         """Write bytes [start, end) of the open file, reading the next chunk in a
@@ -398,3 +607,8 @@ class SubtitleHLSHandler(
                 self.request_facts(), answer.media_policy(self.kind, target.name, served.building), body
             )
         )
+
+
+def _gzip(data: bytes) -> bytes:
+    """gzip of a small object read whole (mtime 0: the same bytes always give the same coding)."""
+    return gzip.compress(data, compresslevel=answer.GZIP_LEVEL, mtime=0)

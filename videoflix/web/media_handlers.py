@@ -108,13 +108,15 @@ _MEDIA_FILE_WORDS: dict[str, tuple[Any, ...]] = {
 }
 MEDIA_FILES = {kind: media_file(kind, *declared) for kind, declared in _MEDIA_FILE_WORDS.items()}
 UNWATCHABLE = "No such file, or a video the caller may not watch"
+# (Retry-After): a file of the version being built not written yet, or the media store not answering.
+FILE_UNAVAILABLE = "Not transcoded yet, or the media storage unavailable: try again (Retry-After)"
 BAD_STREAM_TOKEN = "A bad, expired or revoked stream token"
 
 
 class VideoFileHandler(MediaFileHandler):
     """/api/video/<id>/... with the access cookie or `Authorization: Bearer`."""
 
-    @operation(kinds=MEDIA_FILES, responses={404: UNWATCHABLE})
+    @operation(kinds=MEDIA_FILES, responses={404: UNWATCHABLE, 503: FILE_UNAVAILABLE})
     @authenticated
     async def get(self, *args: str) -> None:
         target = self.target(args)  # before any DB or disk access
@@ -180,7 +182,7 @@ class MediaTokenFileHandler(MediaTokenMixin, MediaFileHandler):
         "under a media token (the master's URIs)",
         params=(schemas.MEDIA_TOKEN,),
         kinds=MEDIA_FILES,
-        responses={403: BAD_MEDIA_TOKEN, 404: "No such file"},
+        responses={403: BAD_MEDIA_TOKEN, 404: "No such file", 503: FILE_UNAVAILABLE},
     )
     @public
     async def get(self, token: str, *args: str) -> None:
@@ -302,7 +304,7 @@ class StreamFileHandler(MediaFileHandler):
         "under a signed stream URL",
         params=(schemas.STREAM_TOKEN,),
         kinds=MEDIA_FILES,
-        responses={401: BAD_STREAM_TOKEN, 404: UNWATCHABLE},
+        responses={401: BAD_STREAM_TOKEN, 404: UNWATCHABLE, 503: FILE_UNAVAILABLE},
     )
     @public
     async def get(self, token: str, *args: str) -> None:
@@ -329,6 +331,7 @@ class MediaImageHandler(MediaFileHandler):
         responses={
             401: f"{INVALID_TOKEN} (a stale or forged access token)",
             404: "No such image, or a video the caller may not see",
+            503: "Sessions or the media storage unavailable: try again (Retry-After)",
         },
     )
     @public

@@ -14,7 +14,7 @@ decisions. `SegmentLane` sits between the HTTPServer and the Application
   access token or media token (the verified-token caches), the session's
   liveness (sessions.cached_liveness), the video row and the file the caller may
   have (playback.cached_watchable_file: a finished version only) and the open file
-  (openfiles.py). Behind nginx (VIDEOFLIX_ACCEL_REDIRECT) the answer names the
+  (openfiles.py; with object storage, the open hot copy of the segment: hotcache.py). Behind nginx (VIDEOFLIX_ACCEL_REDIRECT) the answer names the
   file for nginx instead, which answers ranges and revalidation itself: there
   only a body sends a request on.
 
@@ -51,7 +51,7 @@ import tornado.iostream
 import tornado.web
 
 from videoflix.accounts import sessions, tokens
-from videoflix.delivery import accel, answer, openfiles, playback, zerocopy
+from videoflix.delivery import accel, answer, mediafiles, openfiles, playback, zerocopy
 from videoflix.platform import media, requestid
 from videoflix.platform.config import Config
 from videoflix.platform.log import AccessRecord, request_summary
@@ -118,7 +118,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         """The lane's answer to `request`, or None: the Application's."""
         headers = request.headers
         config = self.config
-        behind_nginx = bool(config.accel_redirect)
+        behind_nginx = bool(config.accel_redirect) and self.services.storage.is_local  # (disk files only)
         if (
             request.method != "GET"
             or not request.path.startswith(LANE_PREFIXES)
@@ -168,7 +168,7 @@ class SegmentLane(tornado.httputil.HTTPServerConnectionDelegate):
         entry = self.open_files.acquire((target.video_id, served.version, served.parts))
         if entry is None:
             return None
-        planned = answer.answer_file(facts, policy, entry.file.stat)
+        planned = mediafiles.answer_open_file(facts, policy, entry.file)  # (a hot copy's: the store's validators)
         if not isinstance(planned.body, answer.FileRange):  # a 416: the handler's
             self.open_files.release(entry)
             return None
