@@ -11,6 +11,12 @@ Last-Modified kept beside it in memory, so the answer never depends on which ser
 which copy sent it. Playlists, ladder.json, tracks and images are never kept here: they
 can change under the same key.
 
+A copy outlives its object when a sweeper (on any host) removes an old version from the
+bucket: this process's sweeper drops the copies below what it removed at once
+(forget_below), and every copy is checked against the bucket (one HEAD) when it is served
+more than REVALIDATE_SECONDS after its last check, so another host's removal is seen
+within that time.
+
 Each process has its own folder, locked (flock) while it runs; a process starting
 removes the folders no running process holds (a crash's leftovers). The index lives in
 memory: a restart starts cold. Blocking work runs in the file executor.
@@ -27,6 +33,7 @@ import logging
 import os
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -38,6 +45,8 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
 # One object takes at most this share of the cache (a larger one is streamed, not kept).
 MAX_OBJECT_SHARE = 8
+# A copy served longer than this after its last check is checked against the bucket (HEAD).
+REVALIDATE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +65,7 @@ class HotCache:
         self._executor = executor
         self._index: collections.OrderedDict[str, Cached] = collections.OrderedDict()
         self._bytes = 0
+        self._checked: dict[str, float] = {}  # key -> monotonic time of its last check
         self._lock_fd = -1
         self._ready: asyncio.Future[None] | None = None
         self.hits = 0
@@ -81,10 +91,31 @@ class HotCache:
         return found
 
     def forget(self, key: str) -> None:
-        """Drop a copy that could not be opened (removed under us): the next GET fills it."""
+        """Drop a copy that could not be opened (removed under us) or whose object is
+        gone or changed: the next GET fills it again."""
         found = self._index.pop(key, None)
+        self._checked.pop(key, None)
         if found is not None:
             self._bytes -= found.facts.size
+
+    def needs_check(self, key: str) -> bool:
+        """Whether the copy of `key` is due a check against the bucket (see the docstring)."""
+        return time.monotonic() - self._checked.get(key, 0.0) > REVALIDATE_SECONDS
+
+    def mark_checked(self, key: str) -> None:
+        if key in self._index:
+            self._checked[key] = time.monotonic()
+
+    async def forget_below(self, prefix: str) -> int:
+        """Drop every copy whose key starts with `prefix` ("12/v1/"), files included (an
+        open file of one then reads nlink 0: openfiles.py drops it too); how many."""
+        keys = [key for key in self._index if key.startswith(prefix)]
+        paths = [self.root.joinpath(*self._index[key].parts) for key in keys]
+        for key in keys:
+            self.forget(key)
+        if paths:
+            await asyncio.get_running_loop().run_in_executor(self._executor, _unlink_all, paths)
+        return len(keys)
 
     def keeps(self, size: int) -> bool:
         return self.enabled and 0 < size <= self.limit_bytes // MAX_OBJECT_SHARE
@@ -112,11 +143,13 @@ class HotCache:
         if old is not None:
             self._bytes -= old.facts.size
         self._index[key] = cached
+        self._checked[key] = time.monotonic()
         self._bytes += cached.facts.size
         self.fills += 1
         evicted = []
         while self._bytes > self.limit_bytes and len(self._index) > 1:
-            _key, old = self._index.popitem(last=False)
+            old_key, old = self._index.popitem(last=False)
+            self._checked.pop(old_key, None)
             self._bytes -= old.facts.size
             evicted.append(self.root.joinpath(*old.parts))
         return evicted

@@ -49,13 +49,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from videoflix.delivery import storefiles
 from videoflix.library import resumable, uploads
 from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor
 from videoflix.platform.s3store import S3Storage
 from videoflix.platform.services import Services
-from videoflix.platform.storage import StorageError
+from videoflix.platform.storage import StorageError, media_key
 from videoflix.tables import videos
 from videoflix.tables.videos import VersionState
 
@@ -331,6 +332,10 @@ class Sweeper:
                     return removed
                 gone.add(version)
                 if objects:
+                    # This process's hot copies of it go now (other hosts' at their next check).
+                    await storefiles.hot_cache(config, self.services).forget_below(
+                        media_key(config.media_dir, folder) + "/"
+                    )
                     removed.append(bucket.key(folder) + "/")
                     log.warning(
                         "sweep: removed %s from the store (%d objects), a version neither live nor being built",

@@ -354,6 +354,8 @@ class MediaFileHandler(
                         self.file = self.cached.file
                         return False
                 copy = hot.lookup(key)
+                if copy is not None and hot.needs_check(key):
+                    copy = await self._still_stored(hot, key, path, copy)
                 if copy is not None:
                     include_body = not self.request_facts().head
                     opened = await asyncio.get_running_loop().run_in_executor(
@@ -374,6 +376,21 @@ class MediaFileHandler(
             return True
         except storefiles.StoreUnavailable as exc:
             raise self.store_down(exc) from None
+
+    async def _still_stored(self, hot: Any, key: str, path: Path, copy: Any) -> Any:
+        """The hot copy, if its object is still in the bucket unchanged (another host's
+        sweeper may have removed an old version); None (copy dropped) otherwise. A store
+        that does not answer leaves the copy in use: its bytes were the object's."""
+        try:
+            info = await storefiles.bounded(self.services, self.services.storage.head(path))
+        except storefiles.StoreUnavailable:
+            return copy
+        if info is None or info.etag != copy.facts.etag:
+            hot.forget(key)
+            storefiles.forget_facts(self.config, self.services, path)
+            return None
+        hot.mark_checked(key)
+        return copy
 
     async def _send_small(
         self, root: Path, parts: tuple[str, ...], policy: answer.Policy, wait: bool, rewrite: bool = False
