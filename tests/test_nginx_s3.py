@@ -1,4 +1,4 @@
-"""The shipped nginx site with media in a bucket (README "Object storage: serving"):
+"""The shipped nginx site with media in a bucket (README "Object storage", "Serving from the bucket"):
 nginx fetches the files a media token opens from the S3 endpoint itself, signed with
 SigV4 in njs (deploy/s3-sign.js), in 1 MiB slices kept in its proxy_cache, so Videoflix
 carries no segment bytes. Real nginx (tests/nginx_site.py), the real SeaweedFS bucket.
