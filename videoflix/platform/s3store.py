@@ -211,21 +211,8 @@ class S3Storage:
         )
 
     async def read_bytes(self, path: Path, limit: int = SMALL_OBJECT_BYTES) -> bytes | None:
-        client = await self.client()
-        key = self.key(path)
-        try:
-            answer = await client.get_object(Bucket=self.bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if _missing(exc):
-                return None
-            raise StorageError(f"GET {key}: {exc}") from exc
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise StorageError(f"GET {key}: {exc}") from exc
-        async with answer["Body"] as body:
-            if int(answer["ContentLength"]) > limit:
-                raise StorageError(f"{key}: larger than {limit} bytes")
-            data: bytes = await body.read()
-        return data
+        found = await self.read_object(path, limit)
+        return None if found is None else found[1]
 
     async def read_object(self, path: Path, limit: int = SMALL_OBJECT_BYTES) -> tuple[ObjectInfo, bytes] | None:
         client = await self.client()

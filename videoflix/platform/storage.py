@@ -210,20 +210,8 @@ class LocalStorage:
         return result
 
     async def read_bytes(self, path: Path, limit: int = SMALL_OBJECT_BYTES) -> bytes | None:
-        target = self._path(path)
-
-        def read() -> bytes | None:
-            try:
-                with open(target, "rb") as handle:
-                    data = handle.read(limit + 1)
-            except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-                return None
-            if len(data) > limit:
-                raise StorageError(f"{target}: larger than {limit} bytes")
-            return data
-
-        result: bytes | None = await self._run(read)
-        return result
+        found = await self.read_object(path, limit)
+        return None if found is None else found[1]
 
     async def read_object(self, path: Path, limit: int = SMALL_OBJECT_BYTES) -> tuple[ObjectInfo, bytes] | None:
         target = self._path(path)
