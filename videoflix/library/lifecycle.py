@@ -234,6 +234,48 @@ class AlreadyStored(Exception):
         self.video_id = video_id
 
 
+async def _insert_uploaded(
+    config: Config,
+    services: Services,
+    cur: Any,
+    upload: ReceivedFile,
+    owner_id: int,
+    is_admin: bool,
+    fields: dict[str, str],
+    visibility: str,
+    probe: Probe,
+    hooks: StoreHooks | None,
+    video_id: int | None = None,
+) -> Video:
+    """In the upload's transaction: claim it (resumable), check the quota again with the
+    real size and the owner's row locked (two uploads of one user finishing together cannot
+    both pass it), insert the row (under `video_id` when the bucket already holds its
+    source) and read it back before enqueueing (the answer says "queued" even if a consumer
+    picks the job up at once)."""
+    if hooks is not None:
+        await hooks.claim(cur)
+    await users.lock_user(cur, owner_id)
+    await check_quota(config, services, owner_id, is_admin, upload.size, cur)
+    made = await video_rows.insert_video(
+        cur,
+        owner_id=owner_id,
+        title=fields["title"],
+        description=fields["description"],
+        category=fields["category"],
+        visibility=visibility,
+        status="queued",
+        source_name=upload.filename,
+        source_size=upload.size,
+        duration=probe.duration,
+        width=probe.width,
+        height=probe.height,
+        video_id=video_id,
+    )
+    video = await video_rows.get_video(cur, made)
+    assert video is not None  # (read in the transaction that inserted it)
+    return video
+
+
 async def _store(
     config: Config,
     services: Services,
@@ -256,29 +298,10 @@ async def _store(
         return await _store_in_bucket(config, services, upload, owner_id, is_admin, fields, visibility, probe, hooks)
     loop = asyncio.get_running_loop()
     async with transaction(services.pool) as cur:
-        if hooks is not None:
-            await hooks.claim(cur)
-        # The quota again, with the real size, the owner's row locked: two uploads of one
-        # user finishing together cannot both pass it.
-        await users.lock_user(cur, owner_id)
-        await check_quota(config, services, owner_id, is_admin, upload.size, cur)
-        video_id = await video_rows.insert_video(
-            cur,
-            owner_id=owner_id,
-            title=fields["title"],
-            description=fields["description"],
-            category=fields["category"],
-            visibility=visibility,
-            status="queued",
-            source_name=upload.filename,
-            source_size=upload.size,
-            duration=probe.duration,
-            width=probe.width,
-            height=probe.height,
+        video = await _insert_uploaded(
+            config, services, cur, upload, owner_id, is_admin, fields, visibility, probe, hooks
         )
-        # Read before enqueueing: the answer says "queued" even if a consumer
-        # picks the job up at once.
-        video = await video_rows.get_video(cur, video_id)
+        video_id = video.id
         target = media.source_path(config.media_dir, video_id)
         if hooks is not None:
             await hooks.bind(cur, video_id)
@@ -303,7 +326,6 @@ async def _store(
         await loop.run_in_executor(services.file_executor, _remove_files, config.media_dir, video_id)
         raise
     log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, upload.size)
-    assert video is not None  # (read in the transaction that inserted it)
     return video
 
 
@@ -344,26 +366,9 @@ async def _store_in_bucket(
     )
     try:
         async with transaction(services.pool) as cur:
-            if hooks is not None:
-                await hooks.claim(cur)
-            await users.lock_user(cur, owner_id)
-            await check_quota(config, services, owner_id, is_admin, upload.size, cur)
-            await video_rows.insert_video(
-                cur,
-                owner_id=owner_id,
-                title=fields["title"],
-                description=fields["description"],
-                category=fields["category"],
-                visibility=visibility,
-                status="queued",
-                source_name=upload.filename,
-                source_size=upload.size,
-                duration=probe.duration,
-                width=probe.width,
-                height=probe.height,
-                video_id=video_id,
+            video = await _insert_uploaded(
+                config, services, cur, upload, owner_id, is_admin, fields, visibility, probe, hooks, video_id
             )
-            video = await video_rows.get_video(cur, video_id)
             if hooks is not None:
                 await hooks.bind(cur, video_id)
     except BaseException:
@@ -381,7 +386,6 @@ async def _store_in_bucket(
             await _delete_objects_quietly(services, video_id, target)
             raise
     log.info("video %s uploaded by user %s (%s bytes), queued", video_id, owner_id, upload.size)
-    assert video is not None  # (read in the transaction that inserted it)
     return video
 
 
