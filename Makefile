@@ -23,7 +23,7 @@ run: setup
 # SMTP (session fixtures); whole files go to one process (module fixtures start once).
 # TEST_WORKERS=0 runs everything in this one process.
 TEST_WORKERS ?= 2
-PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The 25 slowest tests are listed at the end: where the next minute of the run goes.
 test: setup test-deps
