@@ -25,7 +25,6 @@ from videoflix.platform.services import create_services
 from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, MailSink, login, register_user
 
 
-@pytest.hookimpl(trylast=True)  # after tests/faults/conftest.py marked its tests
 def pytest_collection_modifyitems(config, items):
     # Whatever its module, a test that drives Chromium (the `browser` fixture of
     # test_browser.py, imported by the other browser modules) is a browser test:
@@ -42,7 +41,8 @@ def pytest_collection_modifyitems(config, items):
 # process does. Longest first (the LPT rule) leaves only short files for the end, so
 # the processes finish together. A file's length is the sum of its tests' durations
 # in the last run that ran them (pytest's cache, .pytest_cache/); a test never timed
-# counts by its markers. Nothing else changes: the same tests, each file still whole.
+# counts by its markers (tests/faults/conftest.py's hook, registered later, runs before
+# this one). Nothing else changes: the same tests, each file still whole.
 DURATIONS_KEY = "videoflix/test-seconds"
 UNTIMED_SECONDS = {"load": 30.0, "faults": 10.0, "browser": 10.0, "slow": 5.0}
 UNTIMED_OTHER_SECONDS = 0.1
