@@ -18,12 +18,13 @@ NODE_STAMP := node_modules/.package-lock.json
 run: setup
 	$(VENV)/bin/videoflix dev
 
-# Most of a test's time is spent waiting on ffmpeg, servers and browsers: two pytest
-# processes (pytest-xdist) keep both cores busy. Each has its own PostgreSQL, Redis and
-# SMTP (session fixtures); whole files go to one process (module fixtures start once).
-# TEST_WORKERS=0 runs everything in this one process.
-TEST_WORKERS ?= 2
-PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+# Most of a test's time is spent waiting on ffmpeg, servers, browsers, leases and real-time
+# playback: three pytest processes (pytest-xdist) keep two cores busy where two left them
+# idle half the time (the suite used 0.9 of 2 cores). Each has its own PostgreSQL, Redis
+# and SMTP (session fixtures); whole files go to one process (module fixtures start once),
+# longest first (tests/conftest.py). TEST_WORKERS=0 runs everything in this one process.
+TEST_WORKERS ?= 3
+PYTEST := $(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # The 25 slowest tests are listed at the end: where the next minute of the run goes.
 test: setup test-deps

@@ -32,13 +32,63 @@ from helpers import PASSWORD, TEST_BCRYPT_ROUNDS, TEST_X264_PRESET, Client, Mail
 from store_helpers import S3_TEST_BUCKET, STORAGE_BACKENDS  # noqa: F401 (STORAGE_BACKENDS: for modules)
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
     # Whatever its module, a test that drives Chromium (the `browser` fixture of
     # test_browser.py, imported by the other browser modules) is a browser test:
     # `-m "not browser"` (make test-fast) leaves it out.
     for item in items:
         if "browser" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.browser)
+    _longest_files_first(config, items)
+
+
+# --- the order of files: longest first ------------------------------------------------
+# `make test` hands whole files to its pytest processes (--dist loadfile) in the order
+# collected (--no-loadscope-reorder); the run ends when the last file of the busiest
+# process does. Longest first (the LPT rule) leaves only short files for the end, so
+# the processes finish together. A file's length is the sum of its tests' durations
+# in the last run that ran them (pytest's cache, .pytest_cache/); a test never timed
+# counts by its markers (tests/faults/conftest.py's hook, registered later, runs before
+# this one). Nothing else changes: the same tests, each file still whole.
+DURATIONS_KEY = "videoflix/test-seconds"
+UNTIMED_SECONDS = {"load": 30.0, "faults": 10.0, "browser": 10.0, "slow": 5.0}
+UNTIMED_OTHER_SECONDS = 0.1
+
+
+def _untimed_seconds(item) -> float:
+    return max((UNTIMED_SECONDS[mark.name] for mark in item.iter_markers() if mark.name in UNTIMED_SECONDS),
+               default=UNTIMED_OTHER_SECONDS)
+
+
+def _longest_files_first(config, items) -> None:
+    cache = getattr(config, "cache", None)
+    known: dict = (cache.get(DURATIONS_KEY, {}) if cache is not None else {}) or {}
+    files: dict[str, float] = {}
+    for item in items:
+        seconds = known.get(item.nodeid)
+        files[item.nodeid.split("::")[0]] = files.get(item.nodeid.split("::")[0], 0.0) + (
+            seconds if isinstance(seconds, (int, float)) else _untimed_seconds(item))
+    # sorted() is stable: within a file the collection order stays. (Every xdist process
+    # sorts the same items by the same cache, so they all hand in the same order.)
+    items[:] = sorted(items, key=lambda item: (-files[item.nodeid.split("::")[0]], item.nodeid.split("::")[0]))
+
+
+_durations: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    # Runs where the tests ran (one process) and again in xdist's controller with each
+    # report a worker sends: only the controller, or a lone process, writes the cache.
+    _durations[report.nodeid] = _durations.get(report.nodeid, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session):
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _durations:
+        return
+    known = cache.get(DURATIONS_KEY, {}) or {}
+    known.update({nodeid: round(seconds, 3) for nodeid, seconds in _durations.items()})
+    cache.set(DURATIONS_KEY, known)
 
 
 @pytest.fixture(scope="session")
