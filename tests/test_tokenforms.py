@@ -157,3 +157,14 @@ def test_the_access_log_hides_media_tokens_in_the_path_and_the_query(uri, logged
     from videoflix.platform.log import scrub_uri
 
     assert scrub_uri(uri) == logged
+
+
+def test_media_token_expiry_is_a_step_of_its_life_so_a_master_is_stable():
+    from videoflix.delivery.playback import media_token_expiry
+
+    # 4 h tokens: a minute's step; every master of one session within it is the same bytes.
+    assert {media_token_expiry(now, 14_400) for now in range(1_000_021, 1_000_081)} == {1_014_480}
+    assert media_token_expiry(1_000_020, 14_400) == 1_014_420  # (on a step: as it is)
+    # Short lives keep their bound: a tenth of it (10 s tokens: to the second).
+    assert media_token_expiry(1_000_001, 10) == 1_000_011
+    assert 1_000_060 <= media_token_expiry(1_000_001, 60) <= 1_000_066

@@ -345,6 +345,14 @@ class MediaFolder:
     header: tuple[str, str] | None = None
 
 
+def media_token_expiry(now: int, ttl: int) -> int:
+    """When a media token made at `now` expires: `ttl` later, rounded up to a step of a
+    tenth of it (at most a minute), so one session's master is the same bytes (and ETag)
+    for that step, not a new one every second (a HEAD and its GET agree; caches hold)."""
+    step = max(1, min(60, ttl // 10))
+    return -(-(now + ttl) // step) * step
+
+
 def media_folder(config: Config, viewer: tokens.SessionClaims, video_id: int, version: int, now: int) -> MediaFolder:
     """The version's folder under a media token of this session, in the configured form:
     /api/media/<token>/<id>/v<N>/, or /api/media/<id>/v<N>/ with the token in a query
@@ -357,7 +365,7 @@ def media_folder(config: Config, viewer: tokens.SessionClaims, video_id: int, ve
         token_version=viewer.token_version,
         is_admin=viewer.is_admin,
         session_id=viewer.session_id,
-        expires_at=now + config.media_token_ttl,
+        expires_at=media_token_expiry(now, config.media_token_ttl),
     )
     form = config.media_token_form
     folder = f"{video_id}/{media.version_prefix(version)}"
