@@ -13,7 +13,8 @@ import pytest
 from store_helpers import STORAGE_BACKENDS
 from videoflix.platform import media
 from videoflix.platform.config import Config, ConfigError
-from videoflix.platform.s3store import MULTIPART_THRESHOLD, BlockingS3, S3Storage, part_size, s3_settings
+from videoflix.platform.s3blocking import BlockingS3
+from videoflix.platform.s3store import MULTIPART_THRESHOLD, S3Storage, part_size, s3_settings
 from videoflix.platform.storage import StorageError, StorageLocation, media_key
 
 

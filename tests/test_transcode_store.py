@@ -228,7 +228,8 @@ def test_store_errors_are_retried_with_the_fence_checked_then_fail_with_a_reason
 @pytest.mark.slow  # botocore's own attempts take seconds a call
 def test_an_unreachable_store_fails_the_fetch_with_a_reason_and_leaves_nothing(tmp_path):
     from videoflix.platform.embedded import free_port
-    from videoflix.platform.s3store import BlockingS3, S3Settings
+    from videoflix.platform.s3blocking import BlockingS3
+    from videoflix.platform.s3store import S3Settings
     from videoflix.platform.storage import StorageLocation
     from videoflix.transcode import mirror
     from videoflix.transcode.errors import TranscodeError

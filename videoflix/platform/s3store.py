@@ -1,4 +1,4 @@
-"""Media in an S3-compatible bucket: the server's async store and the pool child's blocking one.
+"""Media in an S3-compatible bucket: the server's async store (the pool child's blocking client: s3blocking.py).
 
 Only the plain S3 API is used (SigV4, PutObject, multipart upload, ranged GetObject,
 HeadObject, CopyObject, ListObjectsV2, DeleteObjects), with path-style addressing, so AWS S3,
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -60,7 +61,7 @@ CONNECT_TIMEOUT_SECONDS = 3
 READ_TIMEOUT_SECONDS = 15
 MAX_ATTEMPTS = 3
 MAX_POOL_CONNECTIONS = 32
-_DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
+DELETE_BATCH = 1000  # DeleteObjects takes at most 1000 keys
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,26 @@ def _missing(exc: botocore.exceptions.ClientError) -> bool:
     return _code(exc) in ("404", "NoSuchKey", "NotFound")
 
 
+@contextlib.contextmanager
+def store_errors(what: str, os_errors: bool = True) -> Iterator[None]:
+    """Calls on the bucket: a missing object (404, NoSuchKey) as FileNotFoundError, every
+    other failure of botocore (and, with `os_errors`, of the connection: aiohttp's are
+    OSErrors) as StorageError naming `what`."""
+    translated: tuple[type[BaseException], ...] = (botocore.exceptions.BotoCoreError,)
+    if os_errors:
+        translated += (OSError,)
+    try:
+        yield
+    except botocore.exceptions.ClientError as exc:
+        if _missing(exc):
+            raise FileNotFoundError(what) from None
+        raise StorageError(f"{what}: {exc}") from exc
+    except FileNotFoundError:
+        raise
+    except translated as exc:
+        raise StorageError(f"{what}: {exc}") from exc
+
+
 def _mtime(value: Any) -> float:
     return value.timestamp() if isinstance(value, datetime) else 0.0
 
@@ -199,13 +220,10 @@ class S3Storage:
         client = await self.client()
         key = self.key(path)
         try:
-            answer = await client.head_object(Bucket=self.bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if _missing(exc):
-                return None
-            raise StorageError(f"HEAD {key}: {exc}") from exc
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise StorageError(f"HEAD {key}: {exc}") from exc
+            with store_errors(f"HEAD {key}"):
+                answer = await client.head_object(Bucket=self.bucket, Key=key)
+        except FileNotFoundError:
+            return None
         return ObjectInfo(
             self._relative(key), int(answer["ContentLength"]), answer["ETag"], _mtime(answer.get("LastModified"))
         )
@@ -218,20 +236,14 @@ class S3Storage:
         client = await self.client()
         key = self.key(path)
         try:
-            answer = await client.get_object(Bucket=self.bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if _missing(exc):
-                return None
-            raise StorageError(f"GET {key}: {exc}") from exc
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise StorageError(f"GET {key}: {exc}") from exc
-        async with answer["Body"] as body:
-            if int(answer["ContentLength"]) > limit:
-                raise StorageError(f"{key}: larger than {limit} bytes")
-            try:
-                data: bytes = await body.read()
-            except (botocore.exceptions.BotoCoreError, OSError) as exc:
-                raise StorageError(f"GET {key}: {exc}") from exc
+            with store_errors(f"GET {key}"):
+                answer = await client.get_object(Bucket=self.bucket, Key=key)
+                async with answer["Body"] as body:
+                    if int(answer["ContentLength"]) > limit:
+                        raise StorageError(f"{key}: larger than {limit} bytes")
+                    data: bytes = await body.read()
+        except FileNotFoundError:
+            return None
         info = ObjectInfo(self._relative(key), len(data), answer["ETag"], _mtime(answer.get("LastModified")))
         return info, data
 
@@ -240,15 +252,13 @@ class S3Storage:
         key = self.key(path)
         byte_range = f"bytes={start}-{'' if end is None else end}"
         try:
-            answer = await client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)
-        except botocore.exceptions.ClientError as exc:
-            if _missing(exc):
-                raise FileNotFoundError(key) from None
-            if _code(exc) in ("InvalidRange", "416"):
+            with store_errors(f"GET {key}"):
+                answer = await client.get_object(Bucket=self.bucket, Key=key, Range=byte_range)
+        except StorageError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, botocore.exceptions.ClientError) and _code(cause) in ("InvalidRange", "416"):
                 return
-            raise StorageError(f"GET {key}: {exc}") from exc
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise StorageError(f"GET {key}: {exc}") from exc
+            raise
         async with answer["Body"] as body:
             while chunk := await body.read(STREAM_CHUNK_BYTES):
                 yield chunk
@@ -256,10 +266,8 @@ class S3Storage:
     async def write_bytes(self, path: Path, data: bytes) -> None:
         client = await self.client()
         key = self.key(path)
-        try:
+        with store_errors(f"PUT {key}"):
             await client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type(key))
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
-            raise StorageError(f"PUT {key}: {exc}") from exc
 
     async def put_file(self, path: Path, local_file: Path, *, move: bool = False) -> None:
         key = self.key(path)
@@ -271,17 +279,15 @@ class S3Storage:
         else:
             await self._multipart(key, local_file, size)
         if move:
-            await loop.run_in_executor(self._executor, _unlink_quietly, local_file)
+            await loop.run_in_executor(self._executor, unlink_quietly, local_file)
 
     async def _multipart(self, key: str, local_file: Path, size: int) -> None:
         client = await self.client()
         loop = asyncio.get_running_loop()
         chunk = part_size(size)
         count = (size + chunk - 1) // chunk
-        try:
+        with store_errors(f"multipart {key}"):
             created = await client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type(key))
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
-            raise StorageError(f"multipart {key}: {exc}") from exc
         upload_id = created["UploadId"]
         etags: dict[int, str] = {}
         slots = asyncio.Semaphore(SERVER_PART_CONCURRENCY)
@@ -341,10 +347,10 @@ class S3Storage:
             finally:
                 await loop.run_in_executor(self._executor, handle.close)
         except FileNotFoundError:
-            await loop.run_in_executor(self._executor, _unlink_quietly, partial)
+            await loop.run_in_executor(self._executor, unlink_quietly, partial)
             return False
         except BaseException:
-            await loop.run_in_executor(self._executor, _unlink_quietly, partial)
+            await loop.run_in_executor(self._executor, unlink_quietly, partial)
             raise
         await loop.run_in_executor(self._executor, os.replace, partial, local_file)
         return True
@@ -353,24 +359,21 @@ class S3Storage:
         client = await self.client()
         source, target = self.key(src), self.key(dst)
         try:
-            await client.copy_object(Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source})
-        except botocore.exceptions.ClientError as exc:
-            if _missing(exc):
-                return False
-            raise StorageError(f"COPY {source} -> {target}: {exc}") from exc
-        except (botocore.exceptions.BotoCoreError, OSError) as exc:
-            raise StorageError(f"COPY {source} -> {target}: {exc}") from exc
+            with store_errors(f"COPY {source} -> {target}"):
+                await client.copy_object(
+                    Bucket=self.bucket, Key=target, CopySource={"Bucket": self.bucket, "Key": source}
+                )
+        except FileNotFoundError:
+            return False
         return True
 
     async def _list_keys(self, folder: str) -> list[dict[str, Any]]:
         client = await self.client()
         found: list[dict[str, Any]] = []
-        try:
+        with store_errors(f"LIST {folder}"):
             paginator = client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
                 found.extend(page.get("Contents", ()))
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
-            raise StorageError(f"LIST {folder}: {exc}") from exc
         return found
 
     async def list_tree(self, prefix: Path) -> list[ObjectInfo]:
@@ -384,20 +387,16 @@ class S3Storage:
     async def delete(self, path: Path) -> None:
         client = await self.client()
         key = self.key(path)
-        try:
+        with store_errors(f"DELETE {key}"):
             await client.delete_object(Bucket=self.bucket, Key=key)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
-            raise StorageError(f"DELETE {key}: {exc}") from exc
 
     async def delete_keys(self, keys: list[str]) -> None:
         """Remove these full keys (as listed), a thousand per request."""
         client = await self.client()
-        for start in range(0, len(keys), _DELETE_BATCH):
-            batch = [{"Key": key} for key in keys[start : start + _DELETE_BATCH]]
-            try:
+        for start in range(0, len(keys), DELETE_BATCH):
+            batch = [{"Key": key} for key in keys[start : start + DELETE_BATCH]]
+            with store_errors(f"DELETE {len(batch)} objects"):
                 answer = await client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError, OSError) as exc:
-                raise StorageError(f"DELETE {len(batch)} objects: {exc}") from exc
             if answer.get("Errors"):
                 raise StorageError(f"DELETE: {answer['Errors'][0]}")
 
@@ -407,121 +406,6 @@ class S3Storage:
         return len(keys)
 
 
-def _unlink_quietly(path: Path) -> None:
+def unlink_quietly(path: Path) -> None:
     with suppress(FileNotFoundError):
         os.unlink(path)
-
-
-class BlockingS3:
-    """The bucket from a process with no event loop (the transcode pool child, `videoflix
-    storage copy`'s threads): botocore's synchronous client, thread-safe."""
-
-    def __init__(self, settings: S3Settings, media_dir: str) -> None:
-        self.settings = settings
-        self.media_dir = media_dir
-        self.bucket = settings.location.bucket
-        self._client: Any = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
-
-    def key(self, path: Path | str) -> str:
-        return self.settings.location.prefix + media_key(self.media_dir, path)
-
-    def put_file(self, path: Path | str, local_file: Path | str) -> None:
-        """Upload one local file (one PutObject, or multipart with parts in parallel threads)."""
-        key = self.key(path)
-        size = os.stat(local_file).st_size
-        try:
-            if size < MULTIPART_THRESHOLD:
-                with open(local_file, "rb") as handle:
-                    self._client.put_object(
-                        Bucket=self.bucket, Key=key, Body=handle.read(), ContentType=content_type(key)
-                    )
-                return
-            self._multipart(key, Path(local_file), size)
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise StorageError(f"PUT {key}: {exc}") from exc
-
-    def put_bytes(self, path: Path | str, data: bytes) -> None:
-        key = self.key(path)
-        try:
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type(key))
-        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-            raise StorageError(f"PUT {key}: {exc}") from exc
-
-    def _multipart(self, key: str, local_file: Path, size: int) -> None:
-        chunk = part_size(size)
-        count = (size + chunk - 1) // chunk
-        upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=key, ContentType=content_type(key))[
-            "UploadId"
-        ]
-
-        def send(number: int) -> dict[str, Any]:
-            with open(local_file, "rb") as handle:
-                handle.seek((number - 1) * chunk)
-                body = handle.read(chunk)
-            answer = self._client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
-            )
-            return {"PartNumber": number, "ETag": answer["ETag"]}
-
-        try:
-            with concurrent.futures.ThreadPoolExecutor(PART_CONCURRENCY, thread_name_prefix="s3-part") as threads:
-                parts = list(threads.map(send, range(1, count + 1)))
-            self._client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-            )
-        except BaseException:
-            try:
-                self._client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-            except Exception as abort_exc:
-                log.warning("could not abort the multipart upload of %s: %s", key, abort_exc)
-            raise
-
-    def get_file(self, path: Path | str, local_file: Path | str) -> bool:
-        """Download an object into `local_file` (beside it, then renamed); False when missing."""
-        key = self.key(path)
-        target = Path(local_file)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{target.name}.{os.getpid()}.part")
-        try:
-            answer = self._client.get_object(Bucket=self.bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if _missing(exc):
-                return False
-            raise StorageError(f"GET {key}: {exc}") from exc
-        except botocore.exceptions.BotoCoreError as exc:
-            raise StorageError(f"GET {key}: {exc}") from exc
-        try:
-            with open(partial, "wb") as handle:
-                for block in answer["Body"].iter_chunks(STREAM_CHUNK_BYTES):
-                    handle.write(block)
-            os.replace(partial, target)
-        except BaseException:
-            _unlink_quietly(partial)
-            raise
-        return True
-
-    def iter_keys(self, prefix: Path | str) -> Iterator[dict[str, Any]]:
-        folder = self.key(prefix).rstrip("/") + "/"
-        paginator = self._client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=folder):
-            yield from page.get("Contents", ())
-
-    def head(self, path: Path | str) -> dict[str, Any] | None:
-        key = self.key(path)
-        try:
-            answer: dict[str, Any] = self._client.head_object(Bucket=self.bucket, Key=key)
-        except botocore.exceptions.ClientError as exc:
-            if _missing(exc):
-                return None
-            raise StorageError(f"HEAD {key}: {exc}") from exc
-        return answer
-
-    def delete_tree(self, prefix: Path | str) -> int:
-        keys = [item["Key"] for item in self.iter_keys(prefix)]
-        for start in range(0, len(keys), _DELETE_BATCH):
-            batch = [{"Key": key} for key in keys[start : start + _DELETE_BATCH]]
-            self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
-        return len(keys)
-
-    def close(self) -> None:
-        self._client.close()

@@ -41,7 +41,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from videoflix.platform.media import LADDER_NAME, MEDIA_PLAYLIST_NAME, POSTER_NAME, SEGMENT_PATTERN, THUMBNAIL_NAME
-from videoflix.platform.s3store import BlockingS3, S3Settings
+from videoflix.platform.s3blocking import BlockingS3
+from videoflix.platform.s3store import S3Settings
 from videoflix.transcode import copyfit, footprint, iframes, ladderfile, mirror, originals, progress, sprites, subtracks
 from videoflix.transcode.command import (
     MIN_TIME_LIMIT_SECONDS,

@@ -1,6 +1,6 @@
 """A run with object storage (issue 21 item 3): its inputs fetched from the bucket, its
 version folder copied into the bucket as it grows. Runs in the pool child (no event loop):
-botocore through platform/s3store.BlockingS3, a few threads.
+botocore through platform/s3blocking.BlockingS3, a few threads.
 
 With VIDEOFLIX_STORAGE=s3://..., MEDIA_DIR is this host's scratch and the bucket holds the
 library under the same relative keys. A run then:
@@ -37,7 +37,7 @@ from typing import TypeVar
 import botocore.exceptions
 
 from videoflix.platform import media
-from videoflix.platform.s3store import BlockingS3
+from videoflix.platform.s3blocking import BlockingS3
 from videoflix.platform.storage import StorageError
 from videoflix.transcode.errors import TranscodeError
 from videoflix.transcode.playlist import PlaylistError, parse_media_playlist
