@@ -59,18 +59,22 @@ def test_a_thousand_requests_aborted_mid_body_leave_nothing_in_flight(servers, d
     server = servers(VIDEOFLIX_METRICS_TOKEN=TOKEN, VIDEOFLIX_SHUTDOWN_GRACE_SECONDS=GRACE)
     for n in range(1200):  # warm-up: every path's first-use allocations made (~7 MiB), pools settled
         abort_mid_body(server.port, n)
-    before = rss_kib(server.pid)
-    for n in range(1000):
-        abort_mid_body(server.port, n)
-    for _ in range(3):
-        closing_request(server.port)  # the server has seen every abort: it answered after them
-    grown = rss_kib(server.pid) - before
+    # Two batches of 1,000: a leak grows both alike; a one-off step (a new malloc arena,
+    # a buffer that doubles) lands in one of them. The smaller growth is the leak's bound.
+    grown = []
+    for _ in range(2):
+        before = rss_kib(server.pid)
+        for n in range(1000):
+            abort_mid_body(server.port, n)
+        for _ in range(3):
+            closing_request(server.port)  # the server has seen every abort: it answered after them
+        grown.append(rss_kib(server.pid) - before)
     started = time.monotonic()
     server.signal(signal.SIGTERM)
     assert server.wait_exit(30) == 0
     assert time.monotonic() - started < 5, "SIGTERM waited for requests that were long gone"
     assert "; 0 request(s) in flight" in server.log()
-    assert grown < 4 * 1024, f"RSS grew {grown} KiB over 1,000 aborted requests"
+    assert min(grown) < 4 * 1024, f"RSS grew {grown} KiB over two batches of 1,000 aborted requests"
 
 
 def test_the_in_flight_gauge_returns_to_zero_after_aborts(servers, db):

@@ -567,6 +567,12 @@ class TranscodeRunner:
                     f"video {video_id} job {job.entry_id}: ladder.json",
                     lambda: bucket.put_file(ladder, work / media.LADDER_NAME),
                 )
+                # Readers prefer ladder.json, so the provisional one can go now: a version
+                # that is live never has one beside it.
+                try:
+                    await bucket.delete(media.building_ladder_path(self.config.media_dir, video_id, version))
+                except StorageError as exc:
+                    log.warning("video %s: provisional ladder not removed from the store: %s", video_id, exc)
         except BaseException as exc:
             running.stop_keeping()
             # A later delivery writes a new version: this one will never be published.
@@ -602,11 +608,6 @@ class TranscodeRunner:
             return
         # With object storage the scratch copy goes too: the bucket has the version.
         await loop.run_in_executor(executor, _remove_work, None if bucket is None else work, fence)
-        if bucket is not None:
-            try:
-                await bucket.delete(media.building_ladder_path(self.config.media_dir, video_id, version))
-            except StorageError as exc:
-                log.warning("video %s: provisional ladder not removed from the store: %s", video_id, exc)
         dropped = 0
         if originals.drop_original(self.config.originals, result.copy, result.has_audio):
             source = media.source_path(self.config.media_dir, video_id)
