@@ -7,6 +7,7 @@ the store itself (services.storage), never through the HTTP routes that serve it
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import subprocess
 from pathlib import Path
@@ -223,6 +224,16 @@ def test_store_errors_are_retried_with_the_fence_checked_then_fail_with_a_reason
         mirror.with_retries("uploading", down, lambda: None, wait_seconds=1.0)
     assert str(failure.value).startswith("The media store could not be reached for ")
     assert "/" not in str(failure.value) and "10.0.0.9" not in str(failure.value)
+
+    # This host's scratch disk full while a fetch writes: no wait for the store, the run fails.
+    attempts = []
+
+    def full_disk():
+        attempts.append(1)
+        raise OSError(errno.EFBIG, "File too large")
+    with pytest.raises(TranscodeError) as failure:
+        mirror.with_retries("fetching", full_disk, lambda: None, wait_seconds=60)
+    assert attempts == [1] and str(failure.value).startswith("Not enough space")
 
 
 @pytest.mark.slow  # botocore's own attempts take seconds a call

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,9 @@ from aiosmtpd.controller import Controller
 
 from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 
-from faultkit import Database, Server, make_clip
+from faultkit import Bucket, Database, Server, make_clip
 from helpers import TEST_X264_PRESET, MailSink
+from store_helpers import S3_TEST_BUCKET
 
 SECRET = "fault-test-secret-key-that-is-long-enough-for-hs256"
 HERE = Path(__file__).parent
@@ -88,9 +90,35 @@ def var_dir(tmp_path) -> Path:
 
 
 @pytest.fixture
-def servers(db, fault_postgres, fault_redis, fault_smtp, var_dir, tmp_path):
-    """make(command="serve", **env) -> a started Server; all are killed at the end."""
+def bucket(request, storage_backend):
+    """Where the servers keep media: None for MEDIA_DIR (the default `storage_backend`),
+    or, in a test parametrized with storage_backend="s3", a view of the tests' SeaweedFS
+    bucket (conftest.s3_server) under a prefix of this test's own, which the `servers`
+    fixture hands every server."""
+    if storage_backend == "local":
+        yield None
+        return
+    store = request.getfixturevalue("s3_server")
+    view = Bucket(store, S3_TEST_BUCKET, f"faults-{uuid.uuid4().hex[:12]}/")
+    yield view
+    view.close()
+
+
+def storage_env(bucket: Bucket | None, request) -> dict[str, str]:
+    if bucket is None:
+        return {}
+    store = request.getfixturevalue("s3_server")
+    return {"VIDEOFLIX_STORAGE": f"s3://{bucket.bucket}/{bucket.prefix}", "VIDEOFLIX_S3_ENDPOINT": store.endpoint,
+            "AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key}
+
+
+@pytest.fixture
+def servers(request, db, fault_postgres, fault_redis, fault_smtp, var_dir, tmp_path, bucket):
+    """make(command="serve", **env) -> a started Server; all are killed at the end. Its
+    media go to `bucket` when the test runs on the object store (MEDIA_DIR is then only
+    its scratch)."""
     started: list[Server] = []
+    store = storage_env(bucket, request)
 
     def make(command: str = "serve", start: bool = True, **overrides: str) -> Server:
         env = {
@@ -112,6 +140,7 @@ def servers(db, fault_postgres, fault_redis, fault_smtp, var_dir, tmp_path):
             # As in the other tests' config: no fault test measures the encoder. A test whose
             # fault must land while a run still goes asks for the shipped veryfast instead.
             "VIDEOFLIX_X264_PRESET": TEST_X264_PRESET,
+            **store,
         }
         env.update({key: str(value) for key, value in overrides.items()})
         server = Server(env, tmp_path / f"server-{len(started)}-{command}.log", command)

@@ -16,10 +16,16 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
+import botocore.session
 import psycopg2
 import psycopg2.extras
 import redis
 import requests
+
+from videoflix.platform.s3store import S3Settings
+from videoflix.platform.storage import StorageLocation
+
+from stored_versions import missing_objects
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct-horse-9"
@@ -134,6 +140,40 @@ class Api:
         return response.json()
 
 
+class Bucket:
+    """A library's bucket as seen from outside every server (botocore, synchronous): the
+    keys below `prefix` of `bucket` on an EmbeddedS3 `server`."""
+
+    def __init__(self, server: Any, bucket: str, prefix: str = "") -> None:
+        settings = S3Settings(StorageLocation("s3", bucket, prefix), server.endpoint, "", server.access_key,
+                              server.secret_key)
+        self.bucket = bucket
+        self.prefix = prefix
+        self.s3 = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
+
+    def keys(self, folder: str = "") -> set[str]:
+        """Every key below `folder` ("12/v1/"), relative to it."""
+        found = set()
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                      Prefix=self.prefix + folder):
+            found.update(item["Key"][len(self.prefix + folder):] for item in page.get("Contents", ()))
+        return found
+
+    def read(self, key: str) -> bytes | None:
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self.prefix + key)["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return None
+
+    def missing(self, video_id: int, version: int) -> list[str]:
+        """What the published version lacks in the bucket (stored_versions.missing_objects)."""
+        folder = f"{video_id}/v{version}/"
+        return missing_objects(self.keys(folder), lambda name: self.read(folder + name))
+
+    def close(self) -> None:
+        self.s3.close()
+
+
 class Database:
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -222,11 +262,16 @@ def make_clip(path: Path, seconds: int, size: str = "640x360", rate: int = 25, n
     if path.exists():
         return path
     video = f"testsrc2=size={size}:rate={rate}"
+    quality = []
     if noise:
+        # Noise keeps the encoder busy (a run that lasts); CRF 35 keeps the file a third
+        # of the size x264 makes of it by default (60 s at 854x480: 116 MB, not 361 MB),
+        # which every upload, store and fetch of it would carry.
         video += ",noise=alls=60:allf=t"
+        quality = ["-crf", "35"]
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", video, "-f", "lavfi", "-i",
                     "sine=frequency=440:sample_rate=44100", "-t", str(seconds), "-c:v", "libx264",
-                    "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
+                    "-preset", "ultrafast", *quality, "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", str(path)],
                    check=True)
     return path
 

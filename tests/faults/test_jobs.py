@@ -1,12 +1,17 @@
 """Faults inside a transcode: a lease that expires mid-run with two consumers, a frozen
-ffmpeg, and a full disk (RLIMIT_FSIZE) (issue 11, item 2)."""
+ffmpeg, and a full disk (RLIMIT_FSIZE) (issue 11, item 2). Those three run on both stores
+(issue 21): with object storage the run's scratch is MEDIA_DIR and the bucket must show
+only the new holder's version, or nothing of a failed run."""
 from __future__ import annotations
 
 import os
 import re
 import signal
 
+import pytest
 import requests
+
+from store_helpers import STORAGE_BACKENDS
 
 from faultkit import Api, ffmpeg_pids, files_under, gone, make_user, redis_client, wait_for
 
@@ -19,8 +24,9 @@ def encoding(server, api, video_id):
     return wait_for(running, "ffmpeg to be encoding", timeout=90, interval=0.2)[0]
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 def test_lease_expiring_mid_run_stops_ffmpeg_before_takeover_and_only_the_new_holder_publishes(
-        servers, db, media_dir, long_clip):
+        servers, db, media_dir, bucket, long_clip):
     # veryfast: this run must outlast the fence (3 s after its last renewal); the
     # take-over's run below may be quick.
     first = servers(TRANSCODE_LEASE_SECONDS="4", VIDEOFLIX_X264_PRESET="veryfast")
@@ -49,6 +55,10 @@ def test_lease_expiring_mid_run_stops_ffmpeg_before_takeover_and_only_the_new_ho
     assert not re.search(rf"video {video_id} job \S+: ready", first.log())
     assert db.video(video_id)["attempts"] == 2
     wait_for(lambda: files_under(media_dir / ".work") == [], "no work folder left", timeout=30)
+    if bucket is not None:
+        assert db.video(video_id)["live_version"] == 2
+        assert bucket.missing(video_id, 2) == []
+        assert bucket.read(f"{video_id}/v1/ladder.json") is None  # the fenced run published nothing
 
 
 def test_transient_redis_errors_do_not_end_the_lease_keeper(servers, db, fault_redis, short_clip, long_clip):
@@ -67,8 +77,9 @@ def test_transient_redis_errors_do_not_end_the_lease_keeper(servers, db, fault_r
     assert "lease lost" not in server.log()
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 def test_frozen_ffmpeg_is_ended_by_the_watchdog_and_the_video_fails_with_the_reason(
-        servers, db, media_dir, long_clip):
+        servers, db, media_dir, bucket, long_clip):
     server = servers(TRANSCODE_STALL_SECONDS="3")
     api = Api(server.base)
     make_user(api, db)
@@ -84,10 +95,13 @@ def test_frozen_ffmpeg_is_ended_by_the_watchdog_and_the_video_fails_with_the_rea
     assert files_under(media_dir / ".work") == []
     assert not (media_dir / str(video_id)).exists()
     assert requests.get(server.base + "/api/health/", timeout=5).status_code == 200
+    if bucket is not None:  # the source stays; nothing of the failed run
+        assert bucket.keys(f"{video_id}/") == set()
 
 
+@pytest.mark.parametrize("storage_backend", STORAGE_BACKENDS)
 def test_no_space_for_renditions_fails_the_video_with_the_reason_and_leaves_nothing(
-        servers, db, media_dir, long_clip, short_clip):
+        servers, db, media_dir, bucket, long_clip, short_clip):
     server = servers(TRANSCODE_MAX_FILE_BYTES=str(64 * 1024))
     api = Api(server.base)
     make_user(api, db)
@@ -102,3 +116,5 @@ def test_no_space_for_renditions_fails_the_video_with_the_reason_and_leaves_noth
     assert not (media_dir / str(video_id)).exists()
     assert requests.get(server.base + "/api/health/", timeout=5).status_code == 200
     assert server.proc.poll() is None
+    if bucket is not None:
+        assert bucket.keys(f"{video_id}/") == set()

@@ -13,15 +13,11 @@ import time
 import uuid
 from pathlib import Path
 
-import botocore.session
 import pytest
 
 from videoflix.platform.embedded_s3 import EmbeddedS3
-from videoflix.platform.s3store import S3Settings
-from videoflix.platform.storage import StorageLocation
 
-from faultkit import Api, ffmpeg_pids, make_clip, make_user, wait_for
-from stored_versions import missing_objects
+from faultkit import Api, Bucket, ffmpeg_pids, make_clip, make_user, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +28,7 @@ BUCKET = "videoflix-hosts"
 def store(fault_dir):
     server = EmbeddedS3(fault_dir / f"seaweedfs-{uuid.uuid4().hex[:8]}")
     server.start()
-    client = Bucket(server)
+    client = Bucket(server, BUCKET)
     deadline = time.monotonic() + 30
     while True:  # the gateway answers before its filer takes writes
         try:
@@ -54,36 +50,6 @@ def medium_clip(fault_dir) -> Path:
     return make_clip(fault_dir / "medium_720p.mp4", 30, size="1280x720")
 
 
-class Bucket:
-    """The library's bucket as seen from outside every server (botocore, synchronous)."""
-
-    def __init__(self, server: EmbeddedS3, prefix: str = "") -> None:
-        settings = S3Settings(StorageLocation("s3", BUCKET, prefix), server.endpoint, "", server.access_key,
-                              server.secret_key)
-        self.prefix = prefix
-        self.s3 = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
-
-    def keys(self, folder: str) -> set[str]:
-        """Every key below `folder` ("12/v1/"), relative to it."""
-        found = set()
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=self.prefix + folder):
-            found.update(item["Key"][len(self.prefix + folder):] for item in page.get("Contents", ()))
-        return found
-
-    def read(self, key: str) -> bytes | None:
-        try:
-            return self.s3.get_object(Bucket=BUCKET, Key=self.prefix + key)["Body"].read()
-        except self.s3.exceptions.NoSuchKey:
-            return None
-
-    def missing(self, video_id: int, version: int) -> list[str]:
-        folder = f"{video_id}/v{version}/"
-        return missing_objects(self.keys(folder), lambda name: self.read(folder + name))
-
-    def close(self) -> None:
-        self.s3.close()
-
-
 @pytest.fixture
 def hosts(servers, store, tmp_path):
     """make(command, **env) -> a Server on its own "host": its own scratch and var
@@ -100,7 +66,7 @@ def hosts(servers, store, tmp_path):
                        AWS_SECRET_ACCESS_KEY=store.secret_key, VIDEOFLIX_VAR_DIR=str(host / "var"),
                        VIDEOFLIX_MEDIA_DIR=str(host / "scratch"), **env)
 
-    bucket = Bucket(store, prefix)
+    bucket = Bucket(store, BUCKET, prefix)
     yield make, bucket
     bucket.close()
 

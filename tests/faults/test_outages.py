@@ -1,5 +1,7 @@
 """Redis stopped and PostgreSQL restarted under a running server: JSON 503s at once,
-nothing hangs, and everything recovers without restarting the server (issue 11, item 2)."""
+nothing hangs, and everything recovers without restarting the server (issue 11, item 2).
+On MEDIA_DIR only: what stops here is Redis or PostgreSQL, not the media store; an object
+store that stops is test_many_hosts_store.py's (jobs) and test_s3_serving.py's (serving)."""
 from __future__ import annotations
 
 import time

@@ -26,6 +26,7 @@ checked in between) up to STORE_WAIT_SECONDS, then fail with a reason that names
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import logging
 import shutil
 import threading
@@ -60,6 +61,10 @@ STORE_UNREACHABLE = "The media store could not be reached for %d s; run the tran
 
 # What the store's client raises when the store is down or refuses (not "missing").
 _STORE_ERRORS = (StorageError, OSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+# ... except these: this host's scratch disk is full (or the run's file-size limit is
+# reached) while a fetch writes to it. Waiting for the store would not help: the run fails.
+_LOCAL_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
+NO_SCRATCH_SPACE = "Not enough space on this host's scratch disk for the run's input."
 
 # Called between transfers: raises (job.LeaseLost) once the run must stop.
 Check = Callable[[], None]
@@ -67,7 +72,8 @@ Check = Callable[[], None]
 
 def with_retries(what: str, operation: Callable[[], T], check: Check, wait_seconds: float = STORE_WAIT_SECONDS) -> T:
     """`operation()`, retried while the store is unreachable (TranscodeError after
-    `wait_seconds` of failures); `check()` before every attempt."""
+    `wait_seconds` of failures, or at once when this host's disk is full); `check()`
+    before every attempt."""
     started = time.monotonic()
     backoff = RETRY_FIRST_SECONDS
     while True:
@@ -75,6 +81,9 @@ def with_retries(what: str, operation: Callable[[], T], check: Check, wait_secon
         try:
             return operation()
         except _STORE_ERRORS as exc:
+            if isinstance(exc, OSError) and exc.errno in _LOCAL_SPACE_ERRNOS:
+                log.error("%s: %s", what, exc)
+                raise TranscodeError(NO_SCRATCH_SPACE) from exc
             waited = time.monotonic() - started
             if waited + backoff > wait_seconds:
                 log.error("%s: the store is unreachable (%s); giving up after %.0f s", what, exc, waited)
