@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import botocore.session
@@ -222,3 +224,14 @@ async def test_unreachable_store_is_a_storage_error(tmp_path):
     finally:
         await store.close()
         executor.shutdown()
+
+
+def test_a_process_on_media_dir_never_imports_the_s3_client():
+    """botocore, aiobotocore and aiohttp are a quarter of a process's start-up imports:
+    the server, the CLI and a transcode's child load them only with a bucket."""
+    probe = ("import sys, videoflix.cli, videoflix.app, videoflix.transcode.job, videoflix.transcode.pool; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'botocore', 'aiobotocore', 'aiohttp'}))")
+    root = Path(__file__).resolve().parents[1]
+    answer = subprocess.run([sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, timeout=60,
+                            check=True)
+    assert answer.stdout.strip() == "[]"

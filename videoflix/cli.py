@@ -21,14 +21,11 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import botocore.exceptions
-import botocore.session
 import dotenv
 
 from videoflix.accounts import flows, passwords, tokens
 from videoflix.app import serve
 from videoflix.console import audit, job_admin, queries, user_admin
-from videoflix.library import storage_copy
 from videoflix.platform import preflight
 from videoflix.platform.config import Config, ConfigError, env_name
 from videoflix.platform.db import cursor
@@ -36,7 +33,6 @@ from videoflix.platform.embedded import EmbeddedError, EmbeddedPostgres, Embedde
 from videoflix.platform.embedded_s3 import EmbeddedS3
 from videoflix.platform.log import setup_logging
 from videoflix.platform.migrate import apply_migrations
-from videoflix.platform.s3store import S3Settings, s3_settings
 from videoflix.platform.secretfile import read_or_create_secret
 from videoflix.platform.services import create_services
 from videoflix.platform.storage import EMBEDDED_S3, StorageError, StorageLocation
@@ -248,7 +244,7 @@ def cmd_jobs(config: Config, args: argparse.Namespace) -> None:
     asyncio.run(_jobs(config, args))
 
 
-def cmd_storage_copy(config: Config, threads: int) -> None:
+def cmd_storage_copy(config: Config, threads: int | None) -> None:
     """Copy MEDIA_DIR's library into the bucket VIDEOFLIX_STORAGE names (resumable: run it
     again after an interruption)."""
     _require_real_store(config)
@@ -259,8 +255,13 @@ def cmd_storage_copy(config: Config, threads: int) -> None:
         )
     if not Path(config.media_dir).is_dir():
         raise CommandError(f"{env_name('media_dir')}: {config.media_dir} is not a folder")
+    from videoflix.library import storage_copy  # botocore: only the commands that use a bucket
+    from videoflix.platform.s3store import s3_settings
+
     try:
-        report = storage_copy.copy_library(config, s3_settings(config), sys.stdout, threads=threads)
+        report = storage_copy.copy_library(
+            config, s3_settings(config), sys.stdout, threads=threads or storage_copy.DEFAULT_THREADS
+        )
     except StorageError as exc:
         raise CommandError(f"the bucket cannot be reached: {exc}") from None
     if report.library.refused:
@@ -275,6 +276,11 @@ def cmd_storage_create_bucket(config: Config) -> None:
     _require_real_store(config)
     if config.storage_location.is_local:
         raise CommandError(f"{env_name('storage')}: name the bucket (s3://<bucket>/<prefix>)")
+    import botocore.exceptions
+    import botocore.session
+
+    from videoflix.platform.s3store import s3_settings
+
     settings = s3_settings(config)
     client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
     bucket = settings.location.bucket
@@ -301,6 +307,11 @@ BUCKET_WAIT_SECONDS = 30.0
 
 def _start_embedded_s3(var: Path, stack: ExitStack) -> dict[str, str]:
     """A SeaweedFS under var/seaweedfs, its bucket made: the settings that point at it."""
+    import botocore.exceptions
+    import botocore.session
+
+    from videoflix.platform.s3store import S3Settings
+
     server = EmbeddedS3(var / "seaweedfs")
     stack.callback(server.stop)
     endpoint = server.start()
@@ -429,7 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
         "copy",
         help="copy VIDEOFLIX_MEDIA_DIR's library into the bucket VIDEOFLIX_STORAGE names (resumable, verified)",
     )
-    copy.add_argument("--threads", type=int, default=storage_copy.DEFAULT_THREADS, help="objects copied at once")
+    # (storage_copy, with botocore, is imported by the command itself: its default is named here)
+    copy.add_argument("--threads", type=int, help="objects copied at once (default 4: storage_copy.DEFAULT_THREADS)")
     storage_actions.add_parser(
         "create-bucket", help="make the bucket VIDEOFLIX_STORAGE names if missing (a store you run yourself)"
     )

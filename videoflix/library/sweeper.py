@@ -47,18 +47,20 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from videoflix.delivery import storefiles
 from videoflix.library import resumable, uploads
 from videoflix.platform import media
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor
-from videoflix.platform.s3store import S3Storage
 from videoflix.platform.services import Services
 from videoflix.platform.storage import StorageError, media_key
 from videoflix.tables import videos
 from videoflix.tables.videos import VersionState
+
+if TYPE_CHECKING:  # the S3 client is imported only with a bucket (services.open_storage)
+    from videoflix.platform.s3store import S3Storage
 
 log = logging.getLogger(__name__)
 
@@ -260,8 +262,8 @@ class Sweeper:
 
     async def sweep_versions(self) -> list[str]:
         storage = self.services.storage
-        if isinstance(storage, S3Storage):
-            return await self.sweep_scratch() + await self.sweep_stored_versions(storage)
+        if not storage.is_local:
+            return await self.sweep_scratch() + await self.sweep_stored_versions(cast("S3Storage", storage))
         loop = asyncio.get_running_loop()
         executor = self.services.file_executor
         config = self.config

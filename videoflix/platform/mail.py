@@ -22,6 +22,7 @@ import email.message
 import email.parser
 import email.policy
 import email.utils
+import functools
 import logging
 import os
 import re
@@ -31,21 +32,31 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from videoflix.platform.config import Config
 from videoflix.platform.secretfile import write_secret
 
+if TYPE_CHECKING:
+    import jinja2
+
 log = logging.getLogger(__name__)
 
-TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("videoflix", "templates/email"),
-    autoescape=jinja2.select_autoescape(["html"]),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-)
+
+@functools.cache
+def templates() -> jinja2.Environment:
+    """The mail templates, loaded when the first mail is rendered (jinja2 is a twentieth
+    of a process's start-up imports, and most processes never send a mail)."""
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("videoflix", "templates/email"),
+        autoescape=jinja2.select_autoescape(["html"]),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+
+
 # Seconds to wait before each retry of a failed SMTP delivery.
 RETRY_DELAYS = (2.0, 10.0, 60.0)
 SMTP_TIMEOUT_SECONDS = 30
@@ -90,13 +101,13 @@ def render_message(template: str, sender: str, to: str, context: dict[str, Any])
     """A multipart/alternative message (text + HTML) from templates/email/<template>.*"""
     context = {**context, "email": to}
     message = email.message.EmailMessage()
-    message["Subject"] = TEMPLATES.get_template(f"{template}.subject.txt").render(context).strip()
+    message["Subject"] = templates().get_template(f"{template}.subject.txt").render(context).strip()
     message["From"] = sender
     message["To"] = to
     message["Date"] = email.utils.formatdate(localtime=False)
     message["Message-ID"] = email.utils.make_msgid(domain="videoflix.local")
-    text = TEMPLATES.get_template(f"{template}.txt").render(context)
-    html = TEMPLATES.get_template(f"{template}.html").render(context)
+    text = templates().get_template(f"{template}.txt").render(context)
+    html = templates().get_template(f"{template}.html").render(context)
     # Plain 7bit keeps links greppable in .eml files; QP only when needed.
     message.set_content(text, cte=_transfer_encoding(text))
     message.add_alternative(html, subtype="html", cte=_transfer_encoding(html))
@@ -208,8 +219,11 @@ class Mailer:
         recipient = plain_mailbox(to)
         if recipient is None or recipient != to:
             raise ValueError("mail: not a plain mailbox address")
-        message = render_message(template, self._config.default_from_email, recipient, context)
         loop = asyncio.get_running_loop()
+        # In the executor: the first mail imports jinja2 and compiles its templates.
+        message = await loop.run_in_executor(
+            self._store_executor, render_message, template, self._config.default_from_email, recipient, context
+        )
         link = context.get("link", "")
         if self._smtp is None:
             path = await loop.run_in_executor(self._store_executor, _write_eml, self._config.outbox_dir, message)

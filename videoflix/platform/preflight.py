@@ -19,13 +19,10 @@ from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
-import botocore.config
 import redis.asyncio
-from aiobotocore.session import get_session
 
 from videoflix.platform import db
 from videoflix.platform.config import ENV_VARS, Config, env_name
-from videoflix.platform.s3store import s3_settings
 from videoflix.platform.storage import EMBEDDED_S3
 
 # HS256 keys: RFC 7518 §3.2 asks for a key at least as long as the hash (32 bytes).
@@ -171,6 +168,11 @@ async def _check_storage(config: Config) -> str:
         return f"local ({env_name('media_dir')})"
     if location.kind == EMBEDDED_S3:
         return "embedded-s3: a SeaweedFS that `videoflix dev` starts under ./var/seaweedfs"
+    import botocore.config
+    from aiobotocore.session import get_session
+
+    from videoflix.platform.s3store import s3_settings
+
     settings = s3_settings(config)
     where = f"s3://{location.bucket}/{location.prefix}"
     key = f"{location.prefix}.videoflix-check-{secrets.token_hex(6)}"

@@ -33,7 +33,6 @@ from videoflix.platform.config import Config
 from videoflix.platform.storage import (
     SMALL_OBJECT_BYTES,
     STREAM_CHUNK_BYTES,
-    LocalStorage,
     ObjectInfo,
     StorageError,
     StorageLocation,
@@ -110,13 +109,6 @@ def s3_settings(config: Config) -> S3Settings:
         access_key=config.s3_access_key,
         secret_key=config.s3_secret_key,
     )
-
-
-def open_storage(config: Config, executor: concurrent.futures.Executor) -> LocalStorage | S3Storage:
-    """The store VIDEOFLIX_STORAGE names (embedded-s3 is turned into s3:// by `videoflix dev`)."""
-    if config.storage_location.is_local:
-        return LocalStorage(config.media_dir, executor)
-    return S3Storage(s3_settings(config), config.media_dir, executor)
 
 
 def part_size(total: int) -> int:

@@ -19,8 +19,7 @@ from redis.backoff import NoBackoff
 from videoflix.platform import db
 from videoflix.platform.config import Config
 from videoflix.platform.mail import Mailer
-from videoflix.platform.s3store import open_storage
-from videoflix.platform.storage import Storage
+from videoflix.platform.storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +122,17 @@ async def create_services(config: Config) -> Services:
         mail_executor=mail,
         storage=open_storage(config, files),
     )
+
+
+def open_storage(config: Config, executor: concurrent.futures.Executor) -> Storage:
+    """The store VIDEOFLIX_STORAGE names (embedded-s3 is turned into s3:// by `videoflix dev`).
+    The S3 client (botocore, aiobotocore, aiohttp: a quarter of a process's start-up
+    imports) is imported only when there is a bucket."""
+    if config.storage_location.is_local:
+        return LocalStorage(config.media_dir, executor)
+    from videoflix.platform.s3store import S3Storage, s3_settings
+
+    return S3Storage(s3_settings(config), config.media_dir, executor)
 
 
 # A health probe must answer quickly even when a dependency hangs.

@@ -35,15 +35,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from videoflix.platform.media import LADDER_NAME, MEDIA_PLAYLIST_NAME, POSTER_NAME, SEGMENT_PATTERN, THUMBNAIL_NAME
-from videoflix.platform.s3blocking import BlockingS3
-from videoflix.platform.s3store import S3Settings
 from videoflix.transcode import copyfit, footprint, iframes, ladderfile, mirror, originals, progress, sprites, subtracks
+
+if TYPE_CHECKING:
+    from videoflix.platform.s3store import S3Settings
 from videoflix.transcode.command import (
     MIN_TIME_LIMIT_SECONDS,
     TranscodeSettings,
@@ -176,6 +178,8 @@ def _run_with_store(
     run's scratch folder, the folder copied into the bucket as it grows and when it is
     done, ladder.json excepted (the runner writes it last). `on_playable` once the bucket
     lets a player start."""
+    from videoflix.platform.s3blocking import BlockingS3  # botocore: only a run with a bucket
+
     out = Path(job.work_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = BlockingS3(settings, job.media_dir)

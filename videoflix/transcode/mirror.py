@@ -33,15 +33,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
-
-import botocore.exceptions
+from typing import TYPE_CHECKING, TypeVar
 
 from videoflix.platform import media
-from videoflix.platform.s3blocking import BlockingS3
 from videoflix.platform.storage import StorageError
 from videoflix.transcode.errors import TranscodeError
 from videoflix.transcode.playlist import PlaylistError, parse_media_playlist
+
+if TYPE_CHECKING:  # botocore is imported only by a run with a bucket (job.py)
+    from videoflix.platform.s3blocking import BlockingS3
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,19 @@ RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 10.0
 STORE_WAIT_SECONDS = 300.0
 STORE_UNREACHABLE = "The media store could not be reached for %d s; run the transcode again."
-
-# What the store's client raises when the store is down or refuses (not "missing").
-_STORE_ERRORS = (StorageError, OSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
-# ... except these: this host's scratch disk is full (or the run's file-size limit is
-# reached) while a fetch writes to it. Waiting for the store would not help: the run fails.
+# A store error with one of these is this host's scratch disk full (or the run's file-size
+# limit reached) while a fetch writes to it: waiting for the store would not help.
 _LOCAL_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 NO_SCRATCH_SPACE = "Not enough space on this host's scratch disk for the run's input."
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What the store's client raises when the store is down or refuses (not "missing");
+    botocore is imported here, by a run with a bucket only."""
+    import botocore.exceptions
+
+    return (StorageError, OSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)
+
 
 # Called between transfers: raises (job.LeaseLost) once the run must stop.
 Check = Callable[[], None]
@@ -80,7 +86,7 @@ def with_retries(what: str, operation: Callable[[], T], check: Check, wait_secon
         check()
         try:
             return operation()
-        except _STORE_ERRORS as exc:
+        except _store_errors() as exc:
             if isinstance(exc, OSError) and exc.errno in _LOCAL_SPACE_ERRNOS:
                 log.error("%s: %s", what, exc)
                 raise TranscodeError(NO_SCRATCH_SPACE) from exc
@@ -200,7 +206,7 @@ class Mirror:
                 self.sync_growing()
                 self.failing_since = None
                 backoff = RETRY_FIRST_SECONDS
-            except _STORE_ERRORS as exc:
+            except _store_errors() as exc:
                 if self.failing_since is None:
                     self.failing_since = time.monotonic()
                     log.warning("%s: the store is unreachable (%s); the run goes on, uploads wait", self.out, exc)

@@ -55,7 +55,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 import redis
 import redis.asyncio
@@ -65,7 +65,6 @@ from redis.backoff import NoBackoff
 from videoflix.platform import media, rediskeys, requestid
 from videoflix.platform.config import Config
 from videoflix.platform.db import cursor, transaction
-from videoflix.platform.s3store import S3Storage
 from videoflix.platform.services import Services
 from videoflix.platform.storage import StorageError
 from videoflix.tables import videos
@@ -76,6 +75,9 @@ from videoflix.transcode.fence import write_fence
 from videoflix.transcode.job import ChildJob, JobCancelled, JobResult, LeaseLost, run_child_job
 from videoflix.transcode.limits import caps_from_config
 from videoflix.transcode.pool import TranscodePool
+
+if TYPE_CHECKING:  # the S3 client is imported only with a bucket (services.open_storage)
+    from videoflix.platform.s3store import S3Storage
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -436,7 +438,7 @@ class TranscodeRunner:
     def _bucket(self) -> S3Storage | None:
         """The bucket when media live in object storage (None: MEDIA_DIR is the library)."""
         storage = self.services.storage
-        return storage if isinstance(storage, S3Storage) else None
+        return None if storage.is_local else cast("S3Storage", storage)
 
     async def _in_store(self, running: _Running, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         """`operation()` against the bucket, retried while the store is unreachable and the
