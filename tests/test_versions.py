@@ -29,7 +29,7 @@ from videoflix.tables import videos
 from videoflix.transcode import progress
 from videoflix.transcode.playlist import parse_media_playlist
 
-from helpers import login, untokened, upload, wait_for_status
+from helpers import login, publish_ladder, put_folder, untokened, upload, wait_for_status
 from store_helpers import STORAGE_BACKENDS
 from media import PARK, clip, ffprobe_json
 
@@ -306,6 +306,30 @@ async def test_playable_change_is_published_on_the_event_stream(client, make_use
 
 
 # --- versions: re-transcode, switch-over, grace ------------------------------------------
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_session_started_after_a_switch_plays_the_new_version_before_this_process_hears_of_it(
+        new_client, make_admin, services, config, small_ladder):
+    folder, result = small_ladder
+    viewer = new_client()
+    owner = await make_admin(viewer)
+    video_id = await publish_ladder(services, config, owner, folder, result)
+    assert await master_uris(viewer, video_id) == ["v1/480p/index.m3u8"]  # its row is cached now
+    # Another process (a worker) publishes a re-run: the files, then the row; the change's
+    # message has not reached this process yet.
+    async with cursor(services.pool) as cur:
+        assert await videos.mark_queued(cur, video_id)
+        version = (await videos.mark_processing(cur, video_id)).building_version
+    await put_folder(services, config, folder, media.version_dir(config.media_dir, video_id, version))
+    async with cursor(services.pool) as cur:
+        assert await videos.mark_ready(cur, video_id, version=version, duration=result.duration,
+                                       width=result.width, height=result.height, fps=result.fps,
+                                       has_audio=result.has_audio, resolutions=result.resolutions)
+    assert (await detail(viewer, video_id))["status"] == "ready"
+    assert await master_uris(viewer, video_id) == [f"v{version}/480p/index.m3u8"]
+    # A player of the old version plays on: its playlists and segments are still there.
+    assert (await viewer.get(f"/api/video/{video_id}/v1/480p/index.m3u8")).status == 200
+
 
 @pytest.mark.slow
 @pytest.mark.gen_test(timeout=300)

@@ -12,7 +12,9 @@ VIDEO_CACHE_SECONDS. Code that changes a video's status, visibility or rendition
 or deletes it, calls `forget_video(services, video_id)` so the next HLS request
 reads the row again. Rows without a live version are not cached, so a video turning
 ready is seen at once, and a request a cached row refuses reads the row again
-before it is refused (a version allocated or published since). A change made by
+before it is refused (a version allocated or published since). The live master (a
+session's start) always reads the row: a session started once the detail says a new
+version is ready plays it, whether or not this process has heard of the switch yet. A change made by
 another process (another server, a worker on another host) arrives on the
 process's VideoFeed, which calls forget_video too (app.py), or forget_all after a
 Redis reconnect; VIDEO_CACHE_SECONDS only bounds what no message announces (admin
@@ -229,8 +231,12 @@ async def watchable_file(services: Services, target: HLSTarget, claims: tokens.V
 
 
 async def _watchable(services: Services, target: HLSTarget, claims: tokens.Viewer) -> tuple[PlaybackVideo, ServedFile]:
-    cached = _is_cached(services, target.video_id)
-    video = await _cached_video(services, target.video_id)
+    # The master of the live version starts a session: read the row itself (one query a
+    # session), so a session started once the detail says a new version is ready plays
+    # that version, even before this process has heard of the change (changefeed).
+    fresh = target.version is None and target.name == media.MASTER_PLAYLIST_NAME
+    cached = not fresh and _is_cached(services, target.video_id)
+    video = await _cached_video(services, target.video_id, fresh=fresh)
     while True:
         try:
             if video is None:
