@@ -288,13 +288,22 @@ async def publish_ladder(services, config, owner_id: int, ladder: Path, result, 
     async with cursor(services.pool) as cur:
         video_id = await video_rows.insert_video(cur, owner_id=owner_id, title=title, description="",
                                                  category="Test", visibility=visibility, status="queued")
+    await publish_version(services, config, video_id, ladder, result)
+    return video_id
+
+
+async def publish_version(services, config, video_id: int, ladder: Path, result) -> int:
+    """A run of a queued video as the runner leaves it (the row's next version, its files
+    under media/<id>/v<N>/, then the row switch), without telling anyone: as a worker on
+    another host publishes before its message arrives. Returns the version."""
+    async with cursor(services.pool) as cur:
         version = (await video_rows.mark_processing(cur, video_id)).building_version
     await put_folder(services, config, ladder, media.version_dir(config.media_dir, video_id, version))
     async with cursor(services.pool) as cur:
         assert await video_rows.mark_ready(cur, video_id, version=version, duration=result.duration,
                                            width=result.width, height=result.height, fps=result.fps,
                                            has_audio=result.has_audio, resolutions=result.resolutions)
-    return video_id
+    return version
 
 
 async def put_folder(services, config, local: Path, target: Path) -> None:

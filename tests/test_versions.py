@@ -29,7 +29,7 @@ from videoflix.tables import videos
 from videoflix.transcode import progress
 from videoflix.transcode.playlist import parse_media_playlist
 
-from helpers import login, publish_ladder, put_folder, untokened, upload, wait_for_status
+from helpers import login, publish_ladder, publish_version, untokened, upload, wait_for_status
 from store_helpers import STORAGE_BACKENDS
 from media import PARK, clip, ffprobe_json
 
@@ -319,12 +319,7 @@ async def test_a_session_started_after_a_switch_plays_the_new_version_before_thi
     # message has not reached this process yet.
     async with cursor(services.pool) as cur:
         assert await videos.mark_queued(cur, video_id)
-        version = (await videos.mark_processing(cur, video_id)).building_version
-    await put_folder(services, config, folder, media.version_dir(config.media_dir, video_id, version))
-    async with cursor(services.pool) as cur:
-        assert await videos.mark_ready(cur, video_id, version=version, duration=result.duration,
-                                       width=result.width, height=result.height, fps=result.fps,
-                                       has_audio=result.has_audio, resolutions=result.resolutions)
+    version = await publish_version(services, config, video_id, folder, result)
     assert (await detail(viewer, video_id))["status"] == "ready"
     assert await master_uris(viewer, video_id) == [f"v{version}/480p/index.m3u8"]
     # A player of the old version plays on: its playlists and segments are still there.
