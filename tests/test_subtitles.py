@@ -238,9 +238,9 @@ LADDER = {"complete": True, "variants": [], "iframes": [], "start_pts": 126000, 
 
 def segment_from_cut(cues: list[Cue], name: str) -> str:
     """What a version's subtitle segment `name` is: its head, then its body in the cut."""
-    from videoflix.library import subtitle_tracks
+    from videoflix.library import subtitle_hls
 
-    index, segment_ms, start_pts = subtitle_tracks.segment_of(LADDER, name)
+    index, segment_ms, start_pts = subtitle_hls.segment_of(LADDER, name)
     cut = subtitle_formats.cut_segments(cues, segment_ms, 0, 0)
     head = subtitle_formats.read_cut_head(cut[:subtitle_formats.CUT_HEAD_BYTES])
     body = b""
@@ -252,10 +252,10 @@ def segment_from_cut(cues: list[Cue], name: str) -> str:
 
 
 def test_version_playlist_and_segments_come_from_the_ladder():
-    from videoflix.library import subtitle_tracks
+    from videoflix.library import subtitle_hls
 
     cues = [Cue(1000, 2000, "one"), Cue(7000, 9000, "two")]
-    playlist = subtitle_tracks.render_hls_playlist(LADDER)
+    playlist = subtitle_hls.render_hls_playlist(LADDER)
     names = [name for _, name in _playlist_segments(playlist)]
     assert names == ["seg_00000.vtt", "seg_00001.vtt", "seg_00002.vtt"]
     texts = [segment_from_cut(cues, name) for name in names]
@@ -267,17 +267,17 @@ def test_version_playlist_and_segments_come_from_the_ladder():
 
 @pytest.mark.parametrize("name", ["seg_00003.vtt", "seg_99999.vtt", "seg_0.vtt", "seg_00000.ts", "index.m3u8"])
 def test_segments_outside_the_playlist_are_unavailable(name):
-    from videoflix.library import subtitle_tracks
+    from videoflix.library import subtitle_hls
 
-    with pytest.raises(subtitle_tracks.SubtitleUnavailable):
-        subtitle_tracks.segment_of(LADDER, name)
+    with pytest.raises(subtitle_hls.SubtitleUnavailable):
+        subtitle_hls.segment_of(LADDER, name)
 
 
 @pytest.mark.parametrize("broken", [{}, {"duration": "x", "segment_seconds": 4}, {"duration": 0, "segment_seconds": 4},
                                     {"duration": 5, "segment_seconds": 0}, {"duration": 5, "segment_seconds": 4,
                                                                             "start_pts": -1}])
 def test_a_broken_ladder_makes_no_playlist(broken):
-    from videoflix.library import subtitle_tracks
+    from videoflix.library import subtitle_hls
 
-    with pytest.raises(subtitle_tracks.SubtitleUnavailable):
-        subtitle_tracks.render_hls_playlist(broken)
+    with pytest.raises(subtitle_hls.SubtitleUnavailable):
+        subtitle_hls.render_hls_playlist(broken)

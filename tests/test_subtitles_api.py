@@ -288,32 +288,32 @@ async def test_deleting_the_video_removes_its_subtitles(client, owned_video, con
 @pytest.mark.gen_test(timeout=60)
 async def test_a_track_is_served_as_hls_from_its_cut_and_cut_again_when_replaced(
         client, make_user, services, config, small_ladder):
-    """The version's subtitle playlist and segments (subtitle_tracks.render_hls, what the
+    """The version's subtitle playlist and segments (subtitle_hls.render_hls, what the
     HLS handlers answer) from either store: a segment is a read of the cut made at upload;
     a replaced file's cut is remade; a cut for another segment length is made on request."""
-    from videoflix.library import subtitle_tracks
+    from videoflix.library import subtitle_hls
 
     user = await make_user("owner@example.com")
     video_id = await publish_stored(services, config, user["id"], *small_ladder)
     srt = (b"1\n00:00:00,500 --> 00:00:01,500\nfirst\n\n"
            b"2\n00:00:03,000 --> 00:00:05,000\nacross the boundary\n")
     assert (await post_subtitles(client, video_id, "en.srt", srt, language="en")).status == 201
-    playlist = (await subtitle_tracks.render_hls(config, services, video_id, 1, "en", None)).decode()
+    playlist = (await subtitle_hls.render_hls(config, services, video_id, 1, "en", None)).decode()
     assert playlist.startswith("#EXTM3U") and "seg_00000.vtt" in playlist and "seg_00001.vtt" in playlist
-    first = (await subtitle_tracks.render_hls(config, services, video_id, 1, "en", "seg_00000.vtt")).decode()
+    first = (await subtitle_hls.render_hls(config, services, video_id, 1, "en", "seg_00000.vtt")).decode()
     assert first.startswith("WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:") and "first" in first and "across" in first
-    second = (await subtitle_tracks.render_hls(config, services, video_id, 1, "en", "seg_00001.vtt")).decode()
+    second = (await subtitle_hls.render_hls(config, services, video_id, 1, "en", "seg_00001.vtt")).decode()
     assert "across the boundary" in second and "first" not in second
-    with pytest.raises(subtitle_tracks.SubtitleUnavailable):
-        await subtitle_tracks.render_hls(config, services, video_id, 1, "fr", None)
-    with pytest.raises(subtitle_tracks.SubtitleUnavailable):
-        await subtitle_tracks.render_hls(config, services, video_id, 1, "en", "seg_09999.vtt")
+    with pytest.raises(subtitle_hls.SubtitleUnavailable):
+        await subtitle_hls.render_hls(config, services, video_id, 1, "fr", None)
+    with pytest.raises(subtitle_hls.SubtitleUnavailable):
+        await subtitle_hls.render_hls(config, services, video_id, 1, "en", "seg_09999.vtt")
     # Replaced: the new file's cut answers (a stale cut is never served).
     assert (await post_subtitles(client, video_id, "en.vtt", VTT, language="en")).status == 201
-    again = (await subtitle_tracks.render_hls(config, services, video_id, 1, "en", "seg_00000.vtt")).decode()
+    again = (await subtitle_hls.render_hls(config, services, video_id, 1, "en", "seg_00000.vtt")).decode()
     assert "Bonjour" in again and "first" not in again
     # A stale cut (the file rewritten behind its back) is cut again on request.
     source = media.subtitle_path(config.media_dir, video_id, "en")
     await services.storage.write_bytes(source, b"WEBVTT\n\n00:00.100 --> 00:00.900\nrewritten\n")
-    rewritten = (await subtitle_tracks.render_hls(config, services, video_id, 1, "en", "seg_00000.vtt")).decode()
+    rewritten = (await subtitle_hls.render_hls(config, services, video_id, 1, "en", "seg_00000.vtt")).decode()
     assert "rewritten" in rewritten and "Bonjour" not in rewritten

@@ -320,7 +320,7 @@ def serve_resolution(requested: str, available: list[str]) -> str | None:
 #                                         transcode child, imported at publish
 # Subtitle playlists and segments are served under these names: the playlist is made
 # from the version's ladder, a segment is the cut's body after its own header
-# (library/subtitle_tracks.py).
+# (library/subtitle_hls.py).
 SUBTITLE_SUFFIX = ".vtt"
 SUBTITLE_CUT_SUFFIX = ".cut"
 TRACKS_DIR_NAME = "tracks"

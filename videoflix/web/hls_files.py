@@ -37,7 +37,7 @@ import tornado.web
 from videoflix.accounts import sessions, tokens
 from videoflix.delivery import accel, answer, mediafiles, openfiles, playback, storefiles, tokenforms, zerocopy
 from videoflix.delivery.answer import NOSNIFF
-from videoflix.library import subtitle_tracks
+from videoflix.library import subtitle_hls
 from videoflix.platform import media
 from videoflix.platform.log import AccessRecord
 from videoflix.platform.storage import StorageError
@@ -170,7 +170,7 @@ class MediaFileHandler(
             raise APIError(404)
         folder = self.master_folder(video_id, version)
         try:
-            tracks = await subtitle_tracks.master_tracks(self.services, video_id)
+            tracks = await subtitle_hls.master_tracks(self.services, video_id)
             body = render_master(ladder, subtitles=tracks, prefix=folder.url).encode()
         except PlaylistError:
             log.error("video %s version %s: unusable %s", video_id, version, path)
@@ -608,12 +608,12 @@ class SubtitleHLSHandler(
     async def serve(self, served: playback.ServedFile, target: playback.HLSTarget, language: str) -> None:
         segment = None if self.kind == "subtitles" else target.name
         try:
-            body = await subtitle_tracks.render_hls(
+            body = await subtitle_hls.render_hls(
                 self.config, self.services, target.video_id, served.version, language, segment
             )
-        except subtitle_tracks.SubtitleUnavailable:
+        except subtitle_hls.SubtitleUnavailable:
             raise APIError(404) from None
-        except subtitle_tracks.SubtitleNotReady:
+        except subtitle_hls.SubtitleNotReady:
             raise APIError(
                 503, "Not transcoded yet: try again shortly.", headers={"Retry-After": BUILDING_RETRY_AFTER}
             ) from None
