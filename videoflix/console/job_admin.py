@@ -29,7 +29,7 @@ from videoflix.platform.db import cursor, transaction
 from videoflix.platform.services import Services
 from videoflix.tables import videos as video_rows
 from videoflix.tables.videos import Video
-from videoflix.transcode import progress, queue
+from videoflix.transcode import progress, queue, queue_view
 
 log = logging.getLogger(__name__)
 
@@ -85,8 +85,8 @@ def _host_and_pid(consumer: str) -> tuple[str, int | None]:
 async def list_jobs(services: Services) -> dict[str, Any]:
     """{"counts", "queued", "running", "failed", "dead_letters"} (see the module docstring)."""
     r = services.redis
-    live = await queue.list_jobs(r)
-    dead = await queue.dead_letters(r)
+    live = await queue_view.list_jobs(r)
+    dead = await queue_view.dead_letters(r)
     stats = await queue.stats(r)
     percents = {job.video_id: await progress.read(r, job.video_id) for job in live if job.state == "running"}
     ids = [job.video_id for job in live] + [letter.video_id for letter in dead if letter.video_id is not None]
@@ -180,14 +180,14 @@ async def retry(config: Config, services: Services, actor: Actor, job_id: str) -
     letter id, which goes). {"video_id", "status"}. JobNotFound, JobConflict."""
     r = services.redis
     if is_dead_letter_id(job_id):
-        letter = await queue.get_dead_letter(r, job_id)
+        letter = await queue_view.get_dead_letter(r, job_id)
         if letter is None or letter.video_id is None:
             raise JobNotFound()
         video = await _retry_video(config, services, actor, letter.video_id, {"dead_letter": job_id})
     else:
         video = await _retry_video(config, services, actor, int(job_id), {})
     # The video runs again: its dead letters are answered.
-    await queue.discard_dead_letters(r, await queue.dead_letter_ids_of(r, video.id))
+    await queue_view.discard_dead_letters(r, await queue_view.dead_letter_ids_of(r, video.id))
     log.info("job of video %s retried by %s (%s)", video.id, actor.email, actor.address)
     return {"video_id": video.id, "status": video.status}
 
@@ -216,7 +216,7 @@ async def discard(services: Services, actor: Actor, job_id: str) -> None:
     """Delete a dead letter (its video stays as it is, `failed`). JobNotFound, JobConflict."""
     if not is_dead_letter_id(job_id):
         raise JobConflict("Only a dead letter can be discarded: cancel a live job instead.")
-    letter = await queue.get_dead_letter(services.redis, job_id)
+    letter = await queue_view.get_dead_letter(services.redis, job_id)
     if letter is None:
         raise JobNotFound()
     async with transaction(services.pool) as cur:
@@ -229,7 +229,7 @@ async def discard(services: Services, actor: Actor, job_id: str) -> None:
             "",
             {"video_id": letter.video_id, "reason": letter.reason, "deliveries": letter.deliveries},
         )
-        if not await queue.discard_dead_letters(services.redis, [job_id]):
+        if not await queue_view.discard_dead_letters(services.redis, [job_id]):
             raise JobNotFound()  # discarded meanwhile: roll the entry back
     log.info("dead letter %s discarded by %s (%s)", job_id, actor.email, actor.address)
 

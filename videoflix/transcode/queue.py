@@ -212,10 +212,10 @@ async def enqueue(r: redis.asyncio.Redis, video_id: int, owner_id: int | None = 
         fields: dict[Any, Any] = {"video_id": str(video_id)}
         if request_id:
             fields["request_id"] = request_id
-        entry_id = _text(await r.xadd(STREAM, fields))
+        entry_id = as_text(await r.xadd(STREAM, fields))
     else:
         owner = str(int(owner_id))
-        entry_id = _text(
+        entry_id = as_text(
             await r.eval(
                 _ENQUEUE_SCRIPT,
                 3,
@@ -264,22 +264,22 @@ async def promote_waiting(r: redis.asyncio.Redis) -> int:
     return moved
 
 
-def _text(value: object) -> str:
+def as_text(value: object) -> str:
     """A Redis reply as text (the clients here decode replies: redis-py types them str | bytes)."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
 async def _owners(r: redis.asyncio.Redis) -> list[str]:
     """The owners with waiting jobs."""
-    return [_text(owner) for owner in await r.smembers(rediskeys.TRANSCODE_BACKLOG_OWNERS)]
+    return [as_text(owner) for owner in await r.smembers(rediskeys.TRANSCODE_BACKLOG_OWNERS)]
 
 
-async def _backlog(r: redis.asyncio.Redis) -> list[tuple[str, str, int]]:
+async def backlog_items(r: redis.asyncio.Redis) -> list[tuple[str, str, int]]:
     """Every waiting job: (owner, its raw list item, video id)."""
     found = []
     for owner in await _owners(r):
         for raw in await r.lrange(rediskeys.transcode_backlog(owner), 0, -1):
-            item = _text(raw)
+            item = as_text(raw)
             try:
                 found.append((owner, item, int(json.loads(item)["video_id"])))
             except (ValueError, KeyError, TypeError):
@@ -488,14 +488,14 @@ async def lease_holders(r: redis.asyncio.Redis) -> dict[str, tuple[str, int, int
     while True:
         rows = await r.xpending_range(STREAM, GROUP, min=start, max="+", count=SCAN_PAGE)
         for row in rows:
-            holders[_text(row["message_id"])] = (
-                _text(row["consumer"]),
+            holders[as_text(row["message_id"])] = (
+                as_text(row["consumer"]),
                 int(row["time_since_delivered"]),
                 int(row["times_delivered"]),
             )
         if len(rows) < SCAN_PAGE:
             return holders
-        start = "(" + _text(rows[-1]["message_id"])
+        start = "(" + as_text(rows[-1]["message_id"])
 
 
 async def ack(r: redis.asyncio.Redis, job: Job) -> bool:
@@ -546,7 +546,7 @@ async def dead_letter(r: redis.asyncio.Redis, job: Job, reason: str) -> str:
         reason,
     )
     await promote(r, job.owner)
-    return _text(dead_id)
+    return as_text(dead_id)
 
 
 @dataclass(frozen=True)
@@ -588,12 +588,12 @@ async def pending_video_ids(r: redis.asyncio.Redis) -> set[int]:
     ``queued``/``processing`` without one.
     """
     video_ids: set[int] = set()
-    async for entry_id, fields in _scan(r):
+    async for entry_id, fields in scan_entries(r):
         try:
             video_ids.add(int(fields["video_id"]))
         except (KeyError, ValueError):
             log.warning("transcode: job %s is malformed (%r); ignoring it", entry_id, fields)
-    video_ids.update(video_id for _owner, _item, video_id in await _backlog(r))
+    video_ids.update(video_id for _owner, _item, video_id in await backlog_items(r))
     return video_ids
 
 
@@ -603,10 +603,12 @@ async def remove_video(r: redis.asyncio.Redis, video_id: int) -> int:
     """
     wanted = str(video_id)
     found = [
-        (entry_id, fields.get("owner", "")) async for entry_id, fields in _scan(r) if fields.get("video_id") == wanted
+        (entry_id, fields.get("owner", ""))
+        async for entry_id, fields in scan_entries(r)
+        if fields.get("video_id") == wanted
     ]
     removed = len(found)
-    for owner, item, waiting_id in await _backlog(r):
+    for owner, item, waiting_id in await backlog_items(r):
         if waiting_id == video_id:
             removed += int(await r.lrem(rediskeys.transcode_backlog(owner), 0, item))
     if found:
@@ -618,16 +620,16 @@ async def remove_video(r: redis.asyncio.Redis, video_id: int) -> int:
     return removed
 
 
-async def _scan(r: redis.asyncio.Redis) -> AsyncIterator[tuple[str, dict[str, str]]]:
-    """Every (id, fields) of STREAM, oldest first, a page at a time."""
+async def scan_entries(r: redis.asyncio.Redis, stream: str = STREAM) -> AsyncIterator[tuple[str, dict[str, str]]]:
+    """Every (id, fields) of `stream` (STREAM or DEAD_LETTER), oldest first, a page at a time."""
     start = "-"
     while True:
-        page = await r.xrange(STREAM, min=start, max="+", count=SCAN_PAGE) or []
+        page = await r.xrange(stream, min=start, max="+", count=SCAN_PAGE) or []
         for entry_id, fields in page:
-            yield _text(entry_id), {_text(name): _text(value) for name, value in (fields or {}).items()}
+            yield as_text(entry_id), {as_text(name): as_text(value) for name, value in (fields or {}).items()}
         if len(page) < SCAN_PAGE:
             return
-        start = "(" + _text(page[-1][0])
+        start = "(" + as_text(page[-1][0])
 
 
 async def _ack_and_delete(r: redis.asyncio.Redis, entry_ids: list[str]) -> int:
@@ -637,102 +639,3 @@ async def _ack_and_delete(r: redis.asyncio.Redis, entry_ids: list[str]) -> int:
         pipe.xdel(STREAM, *entry_ids)
         acked, _deleted = await pipe.execute()
     return int(acked)
-
-
-# --- the admin console's view (console/job_admin.py) ---------------------------
-# Dead letters one listing reads, newest first.
-DEAD_LETTER_PAGE = 100
-
-
-@dataclass(frozen=True)
-class QueuedJob:
-    """One live job as the console lists it."""
-
-    video_id: int
-    owner: str  # str of the owner's id, "" when enqueued without one
-    # waiting: in its owner's backlog for its turn; queued: in STREAM, not delivered;
-    # running: delivered to `consumer` and not acknowledged (its lease)
-    state: str
-    entry_id: str = ""  # STREAM's entry id ("" while waiting)
-    consumer: str = ""  # "<host>-<pid>" of the process holding it (runner.TranscodeRunner.consumer)
-    idle_ms: int = 0  # since the lease was last renewed (or the job delivered)
-    deliveries: int = 0
-
-
-async def list_jobs(r: redis.asyncio.Redis) -> list[QueuedJob]:
-    """Every live job: STREAM's, oldest first (running and queued), then the backlogs'."""
-    try:
-        holders = await lease_holders(r)
-    except ResponseError as exc:
-        if "NOGROUP" not in str(exc):
-            raise
-        holders = {}  # no consumer has started yet
-    jobs = []
-    async for entry_id, fields in _scan(r):
-        try:
-            video_id = int(fields["video_id"])
-        except (KeyError, ValueError):
-            continue
-        holder = holders.get(entry_id)
-        if holder is None:
-            jobs.append(QueuedJob(video_id, fields.get("owner", ""), "queued", entry_id))
-        else:
-            consumer, idle_ms, deliveries = holder
-            jobs.append(
-                QueuedJob(video_id, fields.get("owner", ""), "running", entry_id, consumer, idle_ms, deliveries)
-            )
-    for owner, _item, video_id in await _backlog(r):
-        jobs.append(QueuedJob(video_id, owner, "waiting"))
-    return jobs
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """One entry of DEAD_LETTER (written by `dead_letter` and `_job_from_entry`)."""
-
-    dead_id: str
-    video_id: int | None  # None: the entry was malformed
-    reason: str
-    deliveries: int
-    entry_id: str  # the job's STREAM entry id
-
-
-def _dead_letter(dead_id: object, fields: dict[Any, Any] | None) -> DeadLetter:
-    values = {_text(name): _text(value) for name, value in (fields or {}).items()}
-    raw_id = values.get("video_id", "")
-    raw_deliveries = values.get("deliveries", "0")
-    return DeadLetter(
-        _text(dead_id),
-        int(raw_id) if raw_id.isdigit() else None,
-        values.get("reason", ""),
-        int(raw_deliveries) if raw_deliveries.isdigit() else 0,
-        values.get("entry_id", ""),
-    )
-
-
-async def dead_letters(r: redis.asyncio.Redis, count: int = DEAD_LETTER_PAGE) -> list[DeadLetter]:
-    """The newest `count` dead letters, newest first."""
-    return [_dead_letter(dead_id, fields) for dead_id, fields in await r.xrevrange(DEAD_LETTER, count=count) or []]
-
-
-async def get_dead_letter(r: redis.asyncio.Redis, dead_id: str) -> DeadLetter | None:
-    found = await r.xrange(DEAD_LETTER, min=dead_id, max=dead_id, count=1)
-    return _dead_letter(*found[0]) if found else None
-
-
-async def discard_dead_letters(r: redis.asyncio.Redis, dead_ids: list[str]) -> int:
-    """Delete these dead letters (an admin retried or discarded them); how many were there."""
-    return int(await r.xdel(DEAD_LETTER, *dead_ids)) if dead_ids else 0
-
-
-async def dead_letter_ids_of(r: redis.asyncio.Redis, video_id: int) -> list[str]:
-    """The dead letters of one video (a scan of DEAD_LETTER, at most DEAD_LETTER_MAXLEN)."""
-    wanted = str(video_id)
-    found = []
-    start = "-"
-    while True:
-        page = await r.xrange(DEAD_LETTER, min=start, max="+", count=SCAN_PAGE) or []
-        found += [_text(dead_id) for dead_id, fields in page if _text((fields or {}).get("video_id", "")) == wanted]
-        if len(page) < SCAN_PAGE:
-            return found
-        start = "(" + _text(page[-1][0])
