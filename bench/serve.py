@@ -840,8 +840,6 @@ def s3_main(args: argparse.Namespace) -> int:
     from videoflix.accounts import tokens
     from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis
     from videoflix.platform.embedded_s3 import EmbeddedS3
-    from videoflix.platform.s3store import S3Settings
-    from videoflix.platform.storage import StorageLocation
 
     state = Path(tempfile.mkdtemp(prefix="videoflix-bench-s3-"))
     state.chmod(0o755)
@@ -854,17 +852,8 @@ def s3_main(args: argparse.Namespace) -> int:
         redis.start()
         store = EmbeddedS3(state / "seaweedfs")
         store.start()
-        settings = S3Settings(StorageLocation("s3", S3_BUCKET), store.endpoint, "", store.access_key, store.secret_key)
-        client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
-        deadline = time.monotonic() + 60
-        while True:  # the gateway answers before its filer takes writes
-            try:
-                client.create_bucket(Bucket=S3_BUCKET)
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        store.ensure_bucket(S3_BUCKET, 60)
+        client = botocore.session.get_session().create_client("s3", **store.settings(S3_BUCKET).client_kwargs())
         secret = "bench-" + "k" * 40
         media_dir = state / "media"
         config = Config(database_url=dsn, redis_url=redis.url, secret_key=secret, var_dir=str(state / "var"),

@@ -241,8 +241,6 @@ def s3_main(args: argparse.Namespace) -> int:
 
     from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis
     from videoflix.platform.embedded_s3 import EmbeddedS3
-    from videoflix.platform.s3store import S3Settings
-    from videoflix.platform.storage import StorageLocation
 
     size = args.size_mib * 1024 * 1024
     state = Path(tempfile.mkdtemp(prefix="videoflix-bench-s3-uploads-"))
@@ -254,17 +252,8 @@ def s3_main(args: argparse.Namespace) -> int:
         redis.start()
         store = EmbeddedS3(state / "seaweedfs")
         endpoint = store.start()
-        settings = S3Settings(StorageLocation("s3", "bench"), endpoint, "", store.access_key, store.secret_key)
-        bucket = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
-        deadline = time.monotonic() + 30
-        while True:  # the gateway answers before its filer takes writes
-            try:
-                bucket.create_bucket(Bucket="bench")
-                break
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        store.ensure_bucket("bench")
+        bucket = botocore.session.get_session().create_client("s3", **store.settings("bench").client_kwargs())
         port = free_port()
         env = {**os.environ, "DATABASE_URL": dsn, "REDIS_URL": redis.url, "SECRET_KEY": "bench-" + "k" * 40,
                "VIDEOFLIX_PORT": str(port), "VIDEOFLIX_VAR_DIR": str(state / "var"),

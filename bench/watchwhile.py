@@ -194,24 +194,13 @@ def run_s3(source: Path, body: bytes, content_type: str) -> bool:
     import botocore.session
 
     from videoflix.platform.embedded_s3 import EmbeddedS3
-    from videoflix.platform.s3store import S3Settings
-    from videoflix.platform.storage import StorageLocation
 
     with tempfile.TemporaryDirectory(prefix="videoflix-watchwhile-s3-") as folder:
         store = EmbeddedS3(Path(folder))
         store.start()
-        settings = S3Settings(StorageLocation("s3", BUCKET), store.endpoint, "", store.access_key, store.secret_key)
-        client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
+        store.ensure_bucket(BUCKET)
+        client = botocore.session.get_session().create_client("s3", **store.settings(BUCKET).client_kwargs())
         try:
-            deadline = time.monotonic() + 30
-            while True:  # the gateway answers before its filer takes writes
-                try:
-                    client.create_bucket(Bucket=BUCKET)
-                    break
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.2)
             env = {"VIDEOFLIX_STORAGE": f"s3://{BUCKET}/", "VIDEOFLIX_S3_ENDPOINT": store.endpoint,
                    "AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key}
             with devserver.running_dev(ADMIN_EMAIL, ADMIN_PASSWORD, "videoflix-watchwhile-s3-", env) as (port, _):

@@ -9,11 +9,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
-import botocore.session
 import pytest
 import tornado.httpserver
 from aiosmtpd.controller import Controller
@@ -23,8 +21,6 @@ from videoflix.platform.config import Config
 from videoflix.platform.db import create_pool, cursor
 from videoflix.platform.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from videoflix.platform.embedded_s3 import EmbeddedS3
-from videoflix.platform.s3store import S3Settings
-from videoflix.platform.storage import StorageLocation
 from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.services import create_services
 
@@ -161,18 +157,7 @@ def s3_server(state_dir):
     that uses it gets a bucket prefix of its own (the `config` fixture)."""
     server = EmbeddedS3(state_dir / "seaweedfs")
     server.start()
-    settings = S3Settings(StorageLocation("s3", S3_TEST_BUCKET), server.endpoint, "", server.access_key, server.secret_key)
-    client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
-    deadline = time.monotonic() + 30
-    while True:  # the gateway answers before its filer takes writes
-        try:
-            client.create_bucket(Bucket=S3_TEST_BUCKET)
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    client.close()
+    server.ensure_bucket(S3_TEST_BUCKET)
     yield server
     server.stop(graceful=False)
 

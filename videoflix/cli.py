@@ -15,7 +15,6 @@ import os
 import secrets
 import signal
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from contextlib import ExitStack
 from pathlib import Path
@@ -35,7 +34,7 @@ from videoflix.platform.log import setup_logging
 from videoflix.platform.migrate import apply_migrations
 from videoflix.platform.secretfile import read_or_create_secret
 from videoflix.platform.services import create_services
-from videoflix.platform.storage import EMBEDDED_S3, StorageError, StorageLocation
+from videoflix.platform.storage import EMBEDDED_S3, StorageError
 from videoflix.tables import users
 
 log = logging.getLogger(__name__)
@@ -302,40 +301,14 @@ def cmd_storage_create_bucket(config: Config) -> None:
 
 # The embedded store's bucket (`videoflix dev` with VIDEOFLIX_STORAGE=embedded-s3).
 EMBEDDED_BUCKET = "videoflix"
-BUCKET_WAIT_SECONDS = 30.0
 
 
 def _start_embedded_s3(var: Path, stack: ExitStack) -> dict[str, str]:
     """A SeaweedFS under var/seaweedfs, its bucket made: the settings that point at it."""
-    import botocore.exceptions
-    import botocore.session
-
-    from videoflix.platform.s3store import S3Settings
-
     server = EmbeddedS3(var / "seaweedfs")
     stack.callback(server.stop)
     endpoint = server.start()
-    settings = S3Settings(StorageLocation("s3", EMBEDDED_BUCKET), endpoint, "", server.access_key, server.secret_key)
-    client = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
-    deadline = time.monotonic() + BUCKET_WAIT_SECONDS
-    try:
-        while True:  # the gateway answers before its filer takes writes
-            try:
-                client.head_bucket(Bucket=EMBEDDED_BUCKET)
-                break
-            except botocore.exceptions.ClientError:
-                try:
-                    client.create_bucket(Bucket=EMBEDDED_BUCKET)
-                    break
-                except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
-                    if time.monotonic() > deadline:
-                        raise EmbeddedError(f"SeaweedFS did not create the bucket: {exc}") from None
-            except botocore.exceptions.BotoCoreError as exc:
-                if time.monotonic() > deadline:
-                    raise EmbeddedError(f"SeaweedFS did not answer: {exc}") from None
-            time.sleep(0.2)
-    finally:
-        client.close()
+    server.ensure_bucket(EMBEDDED_BUCKET)
     return {
         "storage": f"s3://{EMBEDDED_BUCKET}/",
         "s3_endpoint": endpoint,

@@ -22,9 +22,6 @@ import psycopg2.extras
 import redis
 import requests
 
-from videoflix.platform.s3store import S3Settings
-from videoflix.platform.storage import StorageLocation
-
 from stored_versions import missing_objects
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,8 +142,7 @@ class Bucket:
     keys below `prefix` of `bucket` on an EmbeddedS3 `server`."""
 
     def __init__(self, server: Any, bucket: str, prefix: str = "") -> None:
-        settings = S3Settings(StorageLocation("s3", bucket, prefix), server.endpoint, "", server.access_key,
-                              server.secret_key)
+        settings = server.settings(bucket, prefix)
         self.bucket = bucket
         self.prefix = prefix
         self.s3 = botocore.session.get_session().create_client("s3", **settings.client_kwargs())

@@ -8,7 +8,6 @@ and from the rows, never through the HTTP routes that serve media.
 from __future__ import annotations
 
 import re
-import signal
 import time
 import uuid
 from pathlib import Path
@@ -28,18 +27,8 @@ BUCKET = "videoflix-hosts"
 def store(fault_dir):
     server = EmbeddedS3(fault_dir / f"seaweedfs-{uuid.uuid4().hex[:8]}")
     server.start()
-    client = Bucket(server, BUCKET)
-    deadline = time.monotonic() + 30
-    while True:  # the gateway answers before its filer takes writes
-        try:
-            client.s3.create_bucket(Bucket=BUCKET)
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    server.ensure_bucket(BUCKET)
     yield server
-    client.close()
     server.resume()
     server.stop(graceful=False)
 

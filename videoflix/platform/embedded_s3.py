@@ -22,14 +22,20 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from videoflix.platform.embedded import EmbeddedError, free_port, stop_process, wait_for_port
 from videoflix.platform.proc import die_with_parent
 from videoflix.platform.secretfile import read_or_create_secret, write_secret
 
+if TYPE_CHECKING:  # botocore only when a client is made
+    from videoflix.platform.s3store import S3Settings
+
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_SECONDS = 60
+# How long ensure_bucket retries a store that answers but does not take writes yet.
+BUCKET_WAIT_SECONDS = 30.0
 REGION = "us-east-1"
 
 
@@ -151,6 +157,40 @@ class EmbeddedS3:
             except OSError:
                 time.sleep(0.1)
         raise EmbeddedError(f"SeaweedFS's S3 gateway did not answer within {START_TIMEOUT_SECONDS}s")
+
+    def settings(self, bucket: str, prefix: str = "") -> S3Settings:
+        """What a client of this store needs to reach `bucket` (under `prefix`)."""
+        from videoflix.platform.s3store import S3Settings
+        from videoflix.platform.storage import StorageLocation
+
+        return S3Settings(StorageLocation("s3", bucket, prefix), self.endpoint, "", self.access_key, self.secret_key)
+
+    def ensure_bucket(self, bucket: str, timeout: float = BUCKET_WAIT_SECONDS) -> None:
+        """Make `bucket` unless it exists, retrying for up to `timeout` s: the gateway
+        answers before its filer takes writes. EmbeddedError when it never does."""
+        import botocore.exceptions
+        import botocore.session
+
+        client = botocore.session.get_session().create_client("s3", **self.settings(bucket).client_kwargs())
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.head_bucket(Bucket=bucket)
+                    return
+                except botocore.exceptions.ClientError:
+                    try:
+                        client.create_bucket(Bucket=bucket)
+                        return
+                    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                        if time.monotonic() > deadline:
+                            raise EmbeddedError(f"SeaweedFS did not create the bucket: {exc}") from None
+                except botocore.exceptions.BotoCoreError as exc:
+                    if time.monotonic() > deadline:
+                        raise EmbeddedError(f"SeaweedFS did not answer: {exc}") from None
+                time.sleep(0.2)
+        finally:
+            client.close()
 
     def pause(self) -> None:
         """SIGSTOP the store (the fault tests' "store unreachable for a while")."""
