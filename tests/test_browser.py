@@ -25,7 +25,7 @@ import redis
 from videoflix.platform.embedded import free_port
 
 from helpers import PASSWORD
-from media import PARK, clip
+from media import PARK, clip, ffmpeg
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -207,6 +207,23 @@ def readme_screenshot(page, name: str) -> None:
     if target:
         Path(target).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(target) / name), type="jpeg", quality=80)
+
+
+def upload_ready(page, tmp_path: Path, title: str, size: str = "640x360", seconds: int = 6) -> int:
+    """A test clip made by ffmpeg, uploaded with the page's session and transcoded: its id once ready."""
+    source = tmp_path / "clip.mp4"
+    ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=25", "-t", str(seconds), "-c:v", "libx264",
+           "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(source))
+    uploaded = page.request.post("/api/video/", multipart={
+        "title": title, "description": "", "category": "Test",
+        "file": {"name": "clip.mp4", "mimeType": "video/mp4", "buffer": source.read_bytes()}})
+    assert uploaded.status == 201, uploaded.text()
+    video_id = uploaded.json()["id"]
+    deadline = time.monotonic() + TRANSCODE_TIMEOUT_MS / 1000
+    while page.request.get(f"/api/video/{video_id}/").json()["status"] != "ready":
+        assert time.monotonic() < deadline, "transcode did not finish"
+        time.sleep(0.5)
+    return video_id
 
 
 def current_time(page) -> float:

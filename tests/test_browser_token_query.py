@@ -5,32 +5,19 @@ Chromium, real hls.js.
 """
 from __future__ import annotations
 
-import time
 from urllib.parse import parse_qs, urlsplit
 
 # The browser tests' real server, browser and page (module fixtures of test_browser).
-from test_browser import ADMIN_EMAIL, TRANSCODE_TIMEOUT_MS, browser, context, live_server, log_in, page, steps  # noqa: F401
+from test_browser import ADMIN_EMAIL, browser, context, live_server, log_in, page, steps, upload_ready  # noqa: F401
 
-from media import ffmpeg
 
 NAME = "token"
 LIVE_SERVER_ENV = {"VIDEOFLIX_MEDIA_TOKEN_FORM": f"query:{NAME}"}  # read by live_server
 
 
 def test_player_plays_from_uris_carrying_the_token_in_the_query(page, steps, live_server, tmp_path):
-    source = tmp_path / "clip.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25", "-t", "6", "-c:v", "libx264",
-           "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(source))
     log_in(page, ADMIN_EMAIL)
-    uploaded = page.request.post("/api/video/", multipart={
-        "title": "Query tokens", "description": "", "category": "Test",
-        "file": {"name": "clip.mp4", "mimeType": "video/mp4", "buffer": source.read_bytes()}})
-    assert uploaded.status == 201, uploaded.text()
-    video_id = uploaded.json()["id"]
-    deadline = time.monotonic() + TRANSCODE_TIMEOUT_MS / 1000
-    while page.request.get(f"/api/video/{video_id}/").json()["status"] != "ready":
-        assert time.monotonic() < deadline, "transcode did not finish"
-        time.sleep(0.5)
+    video_id = upload_ready(page, tmp_path, "Query tokens")
 
     loaded: list[tuple[str, int]] = []
     page.on("response", lambda r: loaded.append((r.url, r.status)) if "/api/media/" in r.url else None)

@@ -5,14 +5,12 @@ playing, at the quality the viewer chose. Real server, real Chromium, real hls.j
 from __future__ import annotations
 
 import re
-import time
 
 import playwright.sync_api as playwright_api
 
 # The browser tests' real server, browser and page (module fixtures of test_browser).
-from test_browser import ADMIN_EMAIL, TRANSCODE_TIMEOUT_MS, browser, context, live_server, log_in, page, steps  # noqa: F401
+from test_browser import ADMIN_EMAIL, browser, context, live_server, log_in, page, steps, upload_ready  # noqa: F401
 
-from media import ffmpeg
 
 TOKEN_SECONDS = 10
 LIVE_SERVER_ENV = {"VIDEOFLIX_MEDIA_TOKEN_TTL": str(TOKEN_SECONDS)}  # read by live_server
@@ -21,19 +19,8 @@ TOKEN_URI = re.compile(r"/api/media/[0-9a-z]+\.[0-9a-z]+\.([0-9a-z]+)\.[01]\.[0-
 
 def test_player_renews_expired_media_tokens_and_keeps_playing(page, steps, live_server, tmp_path):
     expect = playwright_api.expect
-    source = tmp_path / "clip.mp4"
-    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=1280x720:rate=25", "-t", "8", "-c:v", "libx264",
-           "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(source))
     log_in(page, ADMIN_EMAIL)
-    uploaded = page.request.post("/api/video/", multipart={
-        "title": "Short tokens", "description": "", "category": "Test",
-        "file": {"name": "clip.mp4", "mimeType": "video/mp4", "buffer": source.read_bytes()}})
-    assert uploaded.status == 201, uploaded.text()
-    video_id = uploaded.json()["id"]
-    deadline = time.monotonic() + TRANSCODE_TIMEOUT_MS / 1000
-    while page.request.get(f"/api/video/{video_id}/").json()["status"] != "ready":
-        assert time.monotonic() < deadline, "transcode did not finish"
-        time.sleep(0.5)
+    video_id = upload_ready(page, tmp_path, "Short tokens", size="1280x720", seconds=8)
 
     masters: list[str] = []
     refused: list[str] = []

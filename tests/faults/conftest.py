@@ -104,21 +104,21 @@ def bucket(request, storage_backend):
     view.close()
 
 
-def storage_env(bucket: Bucket | None, request) -> dict[str, str]:
+def storage_env(bucket: Bucket | None) -> dict[str, str]:
     if bucket is None:
         return {}
-    store = request.getfixturevalue("s3_server")
+    store = bucket.server
     return {"VIDEOFLIX_STORAGE": f"s3://{bucket.bucket}/{bucket.prefix}", "VIDEOFLIX_S3_ENDPOINT": store.endpoint,
             "AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key}
 
 
 @pytest.fixture
-def servers(request, db, fault_postgres, fault_redis, fault_smtp, var_dir, tmp_path, bucket):
+def servers(db, fault_postgres, fault_redis, fault_smtp, var_dir, tmp_path, bucket):
     """make(command="serve", **env) -> a started Server; all are killed at the end. Its
     media go to `bucket` when the test runs on the object store (MEDIA_DIR is then only
     its scratch)."""
     started: list[Server] = []
-    store = storage_env(bucket, request)
+    store = storage_env(bucket)
 
     def make(command: str = "serve", start: bool = True, **overrides: str) -> Server:
         env = {

@@ -143,6 +143,7 @@ class Bucket:
 
     def __init__(self, server: Any, bucket: str, prefix: str = "") -> None:
         settings = server.settings(bucket, prefix)
+        self.server = server
         self.bucket = bucket
         self.prefix = prefix
         self.s3 = botocore.session.get_session().create_client("s3", **settings.client_kwargs())
